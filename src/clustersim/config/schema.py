@@ -1,0 +1,399 @@
+"""Typed, frozen schema of every user-facing file (DESIGN.md §2).
+
+These pydantic models are the contract between config loading and everything downstream:
+build, simulate, metrics and results read only these objects. Units are in field names
+(`_s` seconds, `_GBps` 1e9 bytes/s per direction, `_GiB` 2**30 bytes, `_us` microseconds).
+Every model forbids unknown keys so a typo is reported, never ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DType = Literal["bf16", "fp16", "fp8", "fp4"]
+DTYPE_BYTES: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp4": 0.5}
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys rejected, instances immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelSpec(Strict):
+    """Transformer architecture, HuggingFace-config compatible field meanings.
+
+    Dense layers use `intermediate_size`; MoE layers use `num_experts` routed experts of
+    `moe_intermediate_size` each (top `experts_per_token`) plus `num_shared_experts` shared
+    experts of the same size. The first `first_dense_layers` layers are dense.
+    MLA (DeepSeek) is on when `kv_lora_rank > 0`: the KV cache per token per layer is
+    (kv_lora_rank + qk_rope_head_dim) elements instead of 2 × num_kv_heads × head_dim.
+    """
+
+    name: str
+    hf_id: str = ""
+    num_layers: PosInt
+    hidden_size: PosInt
+    num_attention_heads: PosInt
+    num_kv_heads: PosInt
+    head_dim: PosInt
+    intermediate_size: PosInt
+    vocab_size: PosInt
+    tie_word_embeddings: bool = False
+    max_context: PosInt = 131072
+    # MoE
+    num_experts: NonNegInt = 0
+    experts_per_token: NonNegInt = 0
+    num_shared_experts: NonNegInt = 0
+    moe_intermediate_size: NonNegInt = 0
+    first_dense_layers: NonNegInt = 0
+    # MLA
+    q_lora_rank: NonNegInt = 0
+    kv_lora_rank: NonNegInt = 0
+    qk_rope_head_dim: NonNegInt = 0
+    qk_nope_head_dim: NonNegInt = 0
+    v_head_dim: NonNegInt = 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        return self.num_layers - self.first_dense_layers if self.is_moe else 0
+
+    @model_validator(mode="after")
+    def _check_moe_and_heads(self) -> ModelSpec:
+        if self.num_attention_heads % self.num_kv_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.is_moe:
+            if not 0 < self.experts_per_token <= self.num_experts:
+                raise ValueError(
+                    f"experts_per_token must be in 1..num_experts ({self.num_experts}), "
+                    f"got {self.experts_per_token}"
+                )
+            if self.moe_intermediate_size <= 0:
+                raise ValueError("an MoE model needs moe_intermediate_size > 0")
+            if self.first_dense_layers >= self.num_layers:
+                raise ValueError("first_dense_layers must be below num_layers")
+        return self
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+class HardwareSpec(Strict):
+    """One GPU: published peaks plus calibrated efficiencies (see docs/calibration.md).
+
+    `peak_tflops` are dense (non-sparse) figures per dtype; a dtype missing from the map is not
+    supported by the tensor cores and falls back to the next wider one.
+    """
+
+    name: str
+    memory_GiB: PosFloat  # usable device memory as the driver reports it
+    hbm_bandwidth_GBps: PosFloat
+    peak_tflops: dict[DType, PosFloat]
+    nvlink_bandwidth_GBps: NonNegFloat = 0.0  # per direction per GPU; 0 = no NVLink
+    pcie_bandwidth_GBps: PosFloat = 64.0  # per direction (Gen5 x16 ≈ 64)
+    matmul_efficiency: Fraction = 0.7  # achieved / peak on large GEMMs
+    attention_efficiency: Fraction = 0.5  # achieved / peak for prefill attention FLOPs
+    hbm_efficiency: Fraction = 0.8  # achieved / peak HBM bandwidth on streaming reads
+    step_overhead_us: NonNegFloat = 30.0  # scheduler + launch / graph replay per engine step
+    reserved_memory_GiB: NonNegFloat = 1.0  # CUDA context, NCCL buffers: never usable
+
+
+# --------------------------------------------------------------------------- topology
+
+
+class NVLinkSpec(Strict):
+    domain: str = "node"  # "node" or "rack(N)": N GPUs share one NVSwitch fabric
+    bandwidth_GBps: PosFloat = 450.0  # per direction per GPU
+    latency_us: NonNegFloat = 2.0
+
+    @model_validator(mode="after")
+    def _check_domain(self) -> NVLinkSpec:
+        d = self.domain
+        ok = d == "node" or (
+            d.startswith("rack(") and d.endswith(")") and d[5:-1].isdigit() and int(d[5:-1]) > 0
+        )
+        if not ok:
+            raise ValueError(f"domain must be 'node' or 'rack(N)', got {d!r}")
+        return self
+
+    @property
+    def rack_size(self) -> int | None:
+        return int(self.domain[5:-1]) if self.domain.startswith("rack(") else None
+
+
+class NetworkSpec(Strict):
+    kind: Literal["infiniband", "roce", "ethernet"] = "infiniband"
+    nics_per_node: PosInt = 8
+    bandwidth_GBps: PosFloat = 50.0  # per NIC per direction
+    latency_us: NonNegFloat = 5.0
+    fabric: Literal["fat_tree"] = "fat_tree"
+    oversubscription: Annotated[float, Field(ge=1.0)] = 1.0  # leaf down : up bandwidth
+    nodes_per_leaf: PosInt = 4
+
+
+class PCIeSpec(Strict):
+    bandwidth_GBps: PosFloat = 32.0  # per direction per GPU to the host switch
+    latency_us: NonNegFloat = 5.0
+
+
+class TopologySpec(Strict):
+    name: str
+    nodes: PosInt
+    gpus_per_node: PosInt
+    gpu: str  # hardware profile name
+    nvlink: NVLinkSpec | None = None  # None = PCIe-only hosts
+    network: NetworkSpec | None = None  # None allowed only for nodes == 1
+    pcie: PCIeSpec = PCIeSpec()
+
+    @property
+    def num_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @model_validator(mode="after")
+    def _check_network(self) -> TopologySpec:
+        if self.nodes > 1 and self.network is None:
+            raise ValueError(f"{self.nodes} nodes need a network: block")
+        rack = self.nvlink.rack_size if self.nvlink else None
+        if rack is not None and rack % self.gpus_per_node != 0:
+            raise ValueError(
+                f"nvlink rack({rack}) must be a multiple of gpus_per_node ({self.gpus_per_node})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+class Layout(Strict):
+    tp: PosInt = 1
+    pp: PosInt = 1
+    dp: PosInt = 1
+    ep: PosInt = 1  # 1 = dense / experts replicated per TP group
+    cp: PosInt = 1
+    moe_tp: PosInt | None = None  # TensorRT-LLM split: moe_tp × moe_ep == tp (issue 3)
+    dp_attention: bool = False  # DeepSeek style: attention per DP rank, experts over EP
+
+    @property
+    def gpus(self) -> int:
+        """GPUs used by the whole layout: TP × PP × CP per replica, DP replicas."""
+        return self.tp * self.pp * self.cp * self.dp
+
+
+class Precision(Strict):
+    weights: DType = "bf16"
+    activations: DType = "bf16"
+    kv_cache: DType = "bf16"
+    dispatch: DType = "fp8"
+    combine: DType = "bf16"
+
+
+RouterName = Literal["round_robin", "random", "least_outstanding", "least_kv", "power_of_two"]
+
+
+class ServingSpec(Strict):
+    max_num_seqs: PosInt = 256
+    max_num_batched_tokens: PosInt = 8192
+    chunked_prefill: bool = True
+    gpu_memory_utilization: Fraction = 0.90
+    router: RouterName = "least_outstanding"
+    block_size: PosInt = 16  # tokens per paged-KV block
+    max_model_len: PosInt | None = None  # None = the model's max_context
+    max_queue: PosInt | None = None  # per replica waiting queue; beyond it requests drop
+
+
+class RoutingSpec(Strict):
+    distribution: Literal["uniform", "zipf", "dirichlet", "trace"] = "uniform"
+    skew: NonNegFloat = 0.0  # zipf exponent
+    concentration: PosFloat = 1.0  # dirichlet alpha
+    path: str | None = None  # per-layer popularity table for "trace"
+    drift_interval_s: NonNegFloat = 0.0  # 0 = hot set fixed
+
+
+class EPLBSpec(Strict):
+    redundant_experts: NonNegInt = 0
+    rebalance_interval_s: NonNegFloat = 0.0  # 0 = never rebalance
+    algorithm: Literal["greedy", "hierarchical"] = "greedy"
+
+
+class ExpertsSpec(Strict):
+    routing: RoutingSpec = RoutingSpec()
+    eplb: EPLBSpec | None = None
+    two_batch_overlap: bool = False
+
+
+class PoissonArrival(Strict):
+    process: Literal["poisson"]
+    rate_rps: PosFloat
+
+
+class GammaArrival(Strict):
+    process: Literal["gamma"]
+    rate_rps: PosFloat
+    cv: PosFloat  # coefficient of variation of inter-arrival times; 1 = Poisson
+
+
+class MMPPArrival(Strict):
+    process: Literal["mmpp"]
+    rates_rps: list[NonNegFloat] = Field(min_length=2)
+    mean_dwell_s: list[PosFloat] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> MMPPArrival:
+        if len(self.rates_rps) != len(self.mean_dwell_s):
+            raise ValueError("rates_rps and mean_dwell_s must have the same length")
+        if max(self.rates_rps) <= 0:
+            raise ValueError("at least one of rates_rps must be > 0")
+        return self
+
+
+class BurstArrival(Strict):
+    process: Literal["burst"]  # every request arrives at t = 0
+
+
+class ClosedArrival(Strict):
+    process: Literal["closed"]
+    concurrency: PosInt  # requests in flight; a new one starts as one ends
+
+
+class TraceArrival(Strict):
+    process: Literal["trace"]  # arrival times come from workload.trace
+
+
+ArrivalSpec = Annotated[
+    PoissonArrival | GammaArrival | MMPPArrival | BurstArrival | ClosedArrival | TraceArrival,
+    Field(discriminator="process"),
+]
+
+
+class FixedLength(Strict):
+    dist: Literal["fixed"]
+    value: PosInt
+
+
+class UniformLength(Strict):
+    dist: Literal["uniform"]
+    min: PosInt
+    max: PosInt
+
+    @model_validator(mode="after")
+    def _check_range(self) -> UniformLength:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class LognormalLength(Strict):
+    dist: Literal["lognormal"]
+    median: PosFloat
+    sigma: NonNegFloat
+    min: PosInt = 1
+    max: PosInt | None = None
+
+
+class EmpiricalLength(Strict):
+    dist: Literal["empirical"]
+    values: list[PosInt] = Field(min_length=1)
+    weights: list[NonNegFloat] | None = None
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> EmpiricalLength:
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError("weights must have as many entries as values")
+            if sum(self.weights) <= 0:
+                raise ValueError("weights must not all be zero")
+        return self
+
+
+LengthSpec = Annotated[
+    FixedLength | UniformLength | LognormalLength | EmpiricalLength,
+    Field(discriminator="dist"),
+]
+
+
+class TraceSpec(Strict):
+    path: str  # resolved relative to the workload file (or experiment, if inline)
+    format: Literal["azure"] = "azure"
+    time_scale: PosFloat = 1.0  # multiply inter-arrival gaps: 0.5 = twice the rate
+    use_lengths: bool = True  # take prompt/output lengths from the trace
+
+
+class WorkloadSpec(Strict):
+    name: str = "workload"
+    arrival: ArrivalSpec
+    prompt_tokens: LengthSpec | None = None
+    output_tokens: LengthSpec | None = None
+    trace: TraceSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> WorkloadSpec:
+        if self.arrival.process == "trace" and self.trace is None:
+            raise ValueError("arrival process 'trace' needs a trace: block")
+        lengths_from_trace = self.trace is not None and self.trace.use_lengths
+        if not lengths_from_trace and (self.prompt_tokens is None or self.output_tokens is None):
+            raise ValueError("prompt_tokens and output_tokens are required without a trace")
+        return self
+
+
+class HorizonSpec(Strict):
+    duration_s: PosFloat | None = None
+    requests: PosInt | None = None
+    warmup_s: NonNegFloat = 0.0  # requests arriving before this are excluded from statistics
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> HorizonSpec:
+        if (self.duration_s is None) == (self.requests is None):
+            raise ValueError("give exactly one of duration_s or requests")
+        return self
+
+
+class SLOSpec(Strict):
+    ttft_p99_s: PosFloat | None = None  # a request meets the SLO if its TTFT <= this
+    tpot_p99_s: PosFloat | None = None  # ... and its TPOT <= this
+    e2e_p99_s: PosFloat | None = None
+
+
+class OutputSpec(Strict):
+    time_bin_s: PosFloat = 1.0  # link-utilisation / timeline bin width
+    iterations: bool = True  # write iterations.parquet
+
+
+class Experiment(Strict):
+    """A fully resolved experiment: every reference replaced by its spec."""
+
+    name: str
+    seed: NonNegInt = 0
+    model: ModelSpec
+    hardware: HardwareSpec
+    topology: TopologySpec
+    layout: Layout = Layout()
+    precision: Precision = Precision()
+    serving: ServingSpec = ServingSpec()
+    experts: ExpertsSpec | None = None
+    workload: WorkloadSpec
+    horizon: HorizonSpec
+    slo: SLOSpec = SLOSpec()
+    output: OutputSpec = OutputSpec()
+    base_dir: str = "."  # directory relative paths in the experiment resolve against
