@@ -1,0 +1,255 @@
+"""One DP replica as simpy processes: scheduler lanes feeding a pipeline of stages.
+
+With PP = 1 a replica has one lane whose process runs each step inline (compute, then the
+step's TP all-reduces over the fabric). With PP = p there are p lanes (vLLM's virtual
+engines), so up to p batches are in flight; each stage is a process taking batches FIFO,
+and a batch's activations travel to the next stage as point-to-point flows over the fabric
+(TP rank i of stage s → TP rank i of stage s+1, 1/tp of the hidden states each).
+Bubble time of a stage = the gap between its previous batch's end and this batch's start.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol
+
+import simpy
+
+from clustersim.config.schema import ServingSpec
+from clustersim.metrics.recorder import Recorder
+from clustersim.sim.kv_cache import KVPool
+from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+
+
+class StageCost(Protocol):
+    allreduces_per_step: int
+
+    def compute_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+    ) -> float: ...
+
+    def allreduce_bytes(self, tokens: int) -> float: ...
+
+    def handoff_bytes(self, tokens: int) -> float: ...
+
+
+class FabricLike(Protocol):
+    def transfer(
+        self, flows: Sequence[tuple[str, str, float]], latency_s: float = 0.0
+    ) -> simpy.Event: ...
+
+    def allreduce(self, group: Sequence[str], nbytes: float, count: int = 1) -> simpy.Event: ...
+
+
+Process = Generator[simpy.Event, Any, None]
+
+
+class Lane:
+    __slots__ = ("idle", "index", "scheduler", "wake")
+
+    def __init__(self, index: int, scheduler: Scheduler, env: simpy.Environment) -> None:
+        self.index = index
+        self.scheduler = scheduler
+        self.idle = True
+        self.wake = env.event()
+
+
+class _InFlight:
+    """A batch travelling through the pipeline, with the event its lane waits on."""
+
+    __slots__ = ("batch", "done", "lane")
+
+    def __init__(self, batch: Batch, lane: Lane, done: simpy.Event) -> None:
+        self.batch = batch
+        self.lane = lane
+        self.done = done
+
+
+class _Stage:
+    __slots__ = ("busy_until", "idle", "index", "queue", "wake")
+
+    def __init__(self, index: int, env: simpy.Environment) -> None:
+        self.index = index
+        self.queue: deque[_InFlight] = deque()
+        self.idle = True
+        self.wake = env.event()
+        self.busy_until = 0.0
+
+
+class Replica:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        index: int,
+        stage_groups: Sequence[tuple[str, ...]],
+        costs: Sequence[StageCost],
+        fabric: FabricLike,
+        serving: ServingSpec,
+        kv_blocks_per_lane: int,
+        state: RequestState,
+        recorder: Recorder,
+        on_finish: Callable[[int, float], None],
+    ) -> None:
+        self.env = env
+        self.index = index
+        self.groups = tuple(stage_groups)
+        self.costs = tuple(costs)
+        self.fabric = fabric
+        self.recorder = recorder
+        self.pp = len(self.groups)
+        self.tp = len(self.groups[0])
+        self.lanes = [
+            Lane(i, Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish), env)
+            for i in range(self.pp)
+        ]
+        self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
+        if self.pp == 1:
+            env.process(self._single_stage_lane(self.lanes[0]))
+        else:
+            self.stages = [_Stage(s, env) for s in range(self.pp)]
+            for lane in self.lanes:
+                env.process(self._pipelined_lane(lane))
+            for stage in self.stages:
+                env.process(self._stage(stage))
+
+    # ------------------------------------------------------------------ admission
+
+    def fits_ever(self, rid: int) -> bool:
+        return self.lanes[0].scheduler.fits_ever(rid)
+
+    def submit(self, rid: int) -> None:
+        lane = min(self.lanes, key=lambda ln: ln.scheduler.outstanding)
+        lane.scheduler.add(rid)
+        if lane.idle:
+            lane.idle = False
+            lane.wake.succeed()
+
+    @property
+    def kv_used_blocks(self) -> int:
+        return sum(lane.scheduler.kv.used for lane in self.lanes)
+
+    # ------------------------------------------------------------------ PP = 1
+
+    def _single_stage_lane(self, lane: Lane) -> Process:
+        env = self.env
+        sched = lane.scheduler
+        cost = self.costs[0]
+        group = self.groups[0]
+        tp = self.tp
+        kv = sched.kv
+        record = self.recorder.on_iteration
+        replica = self.index
+        while True:
+            batch = sched.next_batch(env.now)
+            if batch is None:
+                lane.idle = True
+                lane.wake = env.event()
+                yield lane.wake
+                continue
+            start = env.now
+            compute = cost.compute_s(
+                batch.prefill_tokens,
+                batch.prefill_attn_pairs,
+                batch.decode_tokens,
+                batch.decode_ctx_tokens,
+            )
+            yield env.timeout(compute)
+            comm = 0.0
+            if tp > 1:
+                t = env.now
+                yield self.fabric.allreduce(
+                    group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
+                )
+                comm = env.now - t
+            end = env.now
+            record(
+                (
+                    replica, 0, 0, start, end, batch.prefill_tokens, batch.decode_tokens,
+                    batch.num_seqs, batch.tokens, compute, comm, 0.0, kv.used, kv.capacity,
+                )
+            )
+            sched.complete(batch, end)
+
+    # ------------------------------------------------------------------ PP > 1
+
+    def _pipelined_lane(self, lane: Lane) -> Process:
+        env = self.env
+        sched = lane.scheduler
+        first = self.stages[0]
+        while True:
+            batch = sched.next_batch(env.now)
+            if batch is None:
+                lane.idle = True
+                lane.wake = env.event()
+                yield lane.wake
+                continue
+            done = env.event()
+            self._enqueue(first, _InFlight(batch, lane, done))
+            yield done
+            sched.complete(batch, env.now)
+
+    def _enqueue(self, stage: _Stage, item: _InFlight) -> None:
+        stage.queue.append(item)
+        if stage.idle:
+            stage.idle = False
+            stage.wake.succeed()
+
+    def _stage(self, stage: _Stage) -> Process:
+        env = self.env
+        s = stage.index
+        cost = self.costs[s]
+        group = self.groups[s]
+        last = s == self.pp - 1
+        record = self.recorder.on_iteration
+        while True:
+            if not stage.queue:
+                stage.idle = True
+                stage.wake = env.event()
+                yield stage.wake
+                continue
+            item = stage.queue.popleft()
+            batch = item.batch
+            start = env.now
+            bubble = max(0.0, start - stage.busy_until) if stage.busy_until > 0 else 0.0
+            compute = cost.compute_s(
+                batch.prefill_tokens,
+                batch.prefill_attn_pairs,
+                batch.decode_tokens,
+                batch.decode_ctx_tokens,
+            )
+            yield env.timeout(compute)
+            comm = 0.0
+            if self.tp > 1:
+                t = env.now
+                yield self.fabric.allreduce(
+                    group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
+                )
+                comm = env.now - t
+            end = env.now
+            stage.busy_until = end
+            kv = item.lane.scheduler.kv
+            record(
+                (
+                    self.index, s, item.lane.index, start, end, batch.prefill_tokens,
+                    batch.decode_tokens, batch.num_seqs, batch.tokens, compute, comm, bubble,
+                    kv.used, kv.capacity,
+                )
+            )
+            if last:
+                item.done.succeed()
+            else:
+                self._hand_off(s, item)
+
+    def _hand_off(self, s: int, item: _InFlight) -> None:
+        """Send the batch's activations to stage s+1; it is queued there on arrival."""
+        src, dst = self.groups[s], self.groups[s + 1]
+        per_rank = self.costs[s].handoff_bytes(item.batch.tokens) / self.tp
+        flows = [(a, b, per_rank) for a, b in zip(src, dst)]
+        arrived = self.fabric.transfer(flows)
+        nxt = self.stages[s + 1]
+        arrived.callbacks.append(lambda _ev: self._enqueue(nxt, item))
