@@ -16,7 +16,7 @@ import simpy
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder, requests_frame
 from clustersim.model.cost import StageCostModel
-from clustersim.model.memory import MemoryPlan, plan_memory
+from clustersim.model.memory import MemoryPlan, plan_memory, stage_layer_ranges
 from clustersim.sim.fabric import Fabric
 from clustersim.sim.replica import Process, Replica
 from clustersim.sim.router import make_router
@@ -51,13 +51,7 @@ class Build:
     cluster: Cluster
     placement: Placement
     memory: MemoryPlan
-    stage_layers: tuple[int, ...]
-
-
-def stage_layer_counts(num_layers: int, pp: int) -> tuple[int, ...]:
-    """Split layers over pp stages as evenly as possible; earlier stages take the extra."""
-    base, extra = divmod(num_layers, pp)
-    return tuple(base + (1 if s < extra else 0) for s in range(pp))
+    stage_layers: tuple[range, ...]  # the same split the memory plan uses
 
 
 def build(exp: Experiment) -> Build:
@@ -84,7 +78,9 @@ def build(exp: Experiment) -> Build:
             f"KV cache holds {memory.kv_blocks_per_replica} blocks per replica; "
             f"pp = {layout.pp} lanes need at least one each"
         )
-    return Build(cluster, placement, memory, stage_layer_counts(exp.model.num_layers, layout.pp))
+    return Build(
+        cluster, placement, memory, tuple(stage_layer_ranges(exp.model.num_layers, layout.pp))
+    )
 
 
 def horizon_estimate_s(exp: Experiment) -> float | None:
@@ -120,9 +116,10 @@ class _Simulation:
                 exp.hardware,
                 exp.precision,
                 layout.tp,
-                layers,
+                len(layers),
                 first_stage=s == 0,
                 last_stage=s == layout.pp - 1,
+                first_layer=layers.start,
             )
             for s, layers in enumerate(built.stage_layers)
         ]
@@ -281,5 +278,4 @@ __all__ = [
     "build",
     "horizon_estimate_s",
     "run_experiment",
-    "stage_layer_counts",
 ]

@@ -31,6 +31,7 @@ class StageCost(Protocol):
         prefill_attn_pairs: float,
         decode_tokens: int,
         decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
     ) -> float: ...
 
     def allreduce_bytes(self, tokens: int) -> float: ...
@@ -157,6 +158,7 @@ class Replica:
                 batch.prefill_attn_pairs,
                 batch.decode_tokens,
                 batch.decode_ctx_tokens,
+                len(batch.prefill),
             )
             yield env.timeout(compute)
             comm = 0.0
@@ -221,6 +223,7 @@ class Replica:
                 batch.prefill_attn_pairs,
                 batch.decode_tokens,
                 batch.decode_ctx_tokens,
+                len(batch.prefill),
             )
             yield env.timeout(compute)
             comm = 0.0
@@ -249,7 +252,7 @@ class Replica:
         """Send the batch's activations to stage s+1; it is queued there on arrival."""
         src, dst = self.groups[s], self.groups[s + 1]
         per_rank = self.costs[s].handoff_bytes(item.batch.tokens) / self.tp
-        flows = [(a, b, per_rank) for a, b in zip(src, dst)]
+        flows = [(a, b, per_rank) for a, b in zip(src, dst, strict=False)]
         arrived = self.fabric.transfer(flows)
         nxt = self.stages[s + 1]
         arrived.callbacks.append(lambda _ev: self._enqueue(nxt, item))

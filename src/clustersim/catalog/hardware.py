@@ -1,0 +1,127 @@
+"""Built-in GPU profiles: data-sheet peaks plus default (uncalibrated) efficiencies.
+
+Units follow the schema: `memory_GiB` is 2**30 bytes as the driver reports the device
+(`nvidia-smi` total, MiB / 1024), bandwidths are 1e9 bytes/s (NVLink and PCIe per direction),
+`peak_tflops` are dense (non-sparse) tensor-core figures per dtype.
+
+Sources (see /work/shared/calibration/README.md for the table these follow):
+- NVIDIA A100, H100, H200, H800, B200, GB200 and L40S data sheets (dense = sparse / 2).
+- Driver-reported memory (`nvidia-smi` "Memory-Usage" total): A100-SXM4-80GB 81920 MiB,
+  H100 80GB HBM3 / H800 81559 MiB, H200 143771 MiB, B200 183359 MiB, GB200 189471 MiB,
+  L40S 46068 MiB.
+
+Efficiencies: on Hopper they come from kernel timings on an H100 SXM (docs/cost_model.md §5:
+llama-70B-shaped GEMMs through cuBLAS reach 0.66–0.72 of dense peak at ≥ 1k rows in BF16
+and FP8, weight streaming at ≤ 128 rows 0.77–0.84 of HBM peak, torch SDPA prefill attention
+0.46–0.64 of BF16 peak); elsewhere they are the same starting points, uncalibrated. End-to-end
+calibration against calibration/cases.csv may move them.
+"""
+
+from __future__ import annotations
+
+from clustersim.config.schema import DType, HardwareSpec
+
+MIB_PER_GIB = 1024.0
+
+
+def _gib(mib: float) -> float:
+    """Driver MiB → GiB (2**30 bytes), rounded to 0.01 GiB."""
+    return round(mib / MIB_PER_GIB, 2)
+
+
+_HOPPER_PEAKS: dict[DType, float] = {"bf16": 989.0, "fp16": 989.0, "fp8": 1979.0}
+
+_PROFILES: tuple[HardwareSpec, ...] = (
+    HardwareSpec(
+        name="a100-80gb",  # A100 SXM4 80GB: no FP8 tensor cores (fp8 falls back to bf16)
+        memory_GiB=_gib(81920),
+        hbm_bandwidth_GBps=2039.0,
+        peak_tflops={"bf16": 312.0, "fp16": 312.0},
+        nvlink_bandwidth_GBps=300.0,  # NVLink 3: 600 GB/s both directions
+        pcie_bandwidth_GBps=32.0,  # Gen4 x16
+        matmul_efficiency=0.7,
+        attention_efficiency=0.5,
+        hbm_efficiency=0.8,
+    ),
+    HardwareSpec(
+        name="h100-sxm",
+        memory_GiB=_gib(81559),
+        hbm_bandwidth_GBps=3350.0,
+        peak_tflops=dict(_HOPPER_PEAKS),
+        nvlink_bandwidth_GBps=450.0,  # NVLink 4: 900 GB/s both directions
+        pcie_bandwidth_GBps=64.0,  # Gen5 x16
+        matmul_efficiency=0.68,
+        attention_efficiency=0.55,
+        hbm_efficiency=0.8,
+    ),
+    HardwareSpec(
+        name="h200",  # H200 SXM 141GB HBM3e
+        memory_GiB=_gib(143771),
+        hbm_bandwidth_GBps=4800.0,
+        peak_tflops=dict(_HOPPER_PEAKS),
+        nvlink_bandwidth_GBps=450.0,
+        pcie_bandwidth_GBps=64.0,
+        matmul_efficiency=0.68,
+        attention_efficiency=0.55,
+        hbm_efficiency=0.8,
+    ),
+    HardwareSpec(
+        name="h800",  # H100 compute, NVLink cut to 400 GB/s both directions
+        memory_GiB=_gib(81559),
+        hbm_bandwidth_GBps=3350.0,
+        peak_tflops=dict(_HOPPER_PEAKS),
+        nvlink_bandwidth_GBps=200.0,
+        pcie_bandwidth_GBps=64.0,
+        matmul_efficiency=0.68,
+        attention_efficiency=0.55,
+        hbm_efficiency=0.8,
+    ),
+    HardwareSpec(
+        name="b200",  # HGX B200 180GB HBM3e
+        memory_GiB=_gib(183359),
+        hbm_bandwidth_GBps=8000.0,
+        peak_tflops={"bf16": 2250.0, "fp16": 2250.0, "fp8": 4500.0, "fp4": 9000.0},
+        nvlink_bandwidth_GBps=900.0,  # NVLink 5: 1.8 TB/s both directions
+        pcie_bandwidth_GBps=64.0,
+        matmul_efficiency=0.7,
+        attention_efficiency=0.5,
+        hbm_efficiency=0.8,
+    ),
+    HardwareSpec(
+        name="gb200",  # one Blackwell GPU of a GB200 superchip (NVL72 rack: 72-GPU NVLink domain)
+        memory_GiB=_gib(189471),
+        hbm_bandwidth_GBps=8000.0,
+        peak_tflops={"bf16": 2500.0, "fp16": 2500.0, "fp8": 5000.0, "fp4": 10000.0},
+        nvlink_bandwidth_GBps=900.0,
+        pcie_bandwidth_GBps=64.0,
+        matmul_efficiency=0.7,
+        attention_efficiency=0.5,
+        hbm_efficiency=0.8,
+    ),
+    HardwareSpec(
+        name="l40s",  # Ada PCIe card: 48 GB GDDR6, no NVLink
+        memory_GiB=_gib(46068),
+        hbm_bandwidth_GBps=864.0,
+        peak_tflops={"bf16": 362.05, "fp16": 362.05, "fp8": 733.0},
+        nvlink_bandwidth_GBps=0.0,
+        pcie_bandwidth_GBps=32.0,  # Gen4 x16: 64 GB/s both directions
+        matmul_efficiency=0.65,
+        attention_efficiency=0.5,
+        hbm_efficiency=0.8,
+    ),
+)
+
+HARDWARE: dict[str, HardwareSpec] = {hw.name: hw for hw in _PROFILES}
+
+
+def hardware_names() -> list[str]:
+    """Names of the built-in hardware profiles, sorted."""
+    return sorted(HARDWARE)
+
+
+def get_hardware(name: str) -> HardwareSpec:
+    """The built-in profile `name`; KeyError listing the known names otherwise."""
+    try:
+        return HARDWARE[name]
+    except KeyError:
+        raise KeyError(f"unknown hardware {name!r}; known: {', '.join(hardware_names())}") from None

@@ -1,0 +1,332 @@
+"""Command line (DESIGN.md §2): argument parsing, orchestration, exit codes, stdout tables.
+
+Exit codes: 0 success; 2 bad input (ConfigError, BuildError, PlacementError, an unreadable
+input file): exactly one line `clustersim: error: <message>` on stderr, no traceback;
+1 internal error (a bug): the traceback on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from clustersim import __version__
+from clustersim.config.errors import ConfigError
+from clustersim.config.load import load_sweep, resolved_config
+from clustersim.config.schema import Experiment
+from clustersim.metrics.summary import RunTables, summarize
+from clustersim.model.memory import MemoryPlan, plan_memory
+from clustersim.results.writer import (
+    new_point_dir,
+    new_run_dir,
+    sweep_row,
+    write_run,
+    write_sweep_table,
+)
+from clustersim.sim.engine import BuildError, build, horizon_estimate_s, run_experiment
+from clustersim.topology.placement import PlacementError
+
+PROG = "clustersim"
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+GiB = 2.0**30  # bytes
+# file errors that mean the user named a wrong path (others, e.g. a full disk, stay internal)
+_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class BadInput(Exception):
+    """A one-line user-facing error raised by the CLI itself (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One experiment to run: its sweep label ('' when the file has no sweep)."""
+
+    label: str
+    overrides: Mapping[str, Any]
+    exp: Experiment
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises SystemExit)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse: usage error (2) or --help / --version (0)
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    command: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, the shell convention
+    except Exception as err:
+        message = bad_input_message(err)
+        if message is None:
+            traceback.print_exc()
+            return EXIT_INTERNAL
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Discrete-event simulator of LLM inference serving clusters."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="simulate an experiment (every point of a sweep)")
+    _add_experiment_args(run)
+    run.add_argument(
+        "--out", type=Path, default=Path("results"), help="results root (default: results/)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    validate = commands.add_parser(
+        "validate", help="load + resolve + placement + memory-fit check, no simulation"
+    )
+    _add_experiment_args(validate)
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def _add_experiment_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("file", type=Path, metavar="FILE", help="experiment YAML file")
+    sub.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the experiment, e.g. workload.arrival.rate_rps=40 (repeatable)",
+    )
+
+
+def bad_input_message(err: BaseException) -> str | None:
+    """The one-line message for a bad-input error, or None for an internal error."""
+    if isinstance(err, BadInput | ConfigError | BuildError | PlacementError):
+        return one_line(str(err))
+    if isinstance(err, _PATH_ERRORS):
+        where = err.filename if err.filename is not None else ""
+        return one_line(f"{where}: {err.strerror or err}")
+    return None
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_points(path: Path, overrides: Sequence[str]) -> list[Point]:
+    """Every sweep point of an experiment file (one unlabelled point without a sweep)."""
+    return [
+        Point(point.label, dict(point.overrides), exp)
+        for point, exp in load_sweep(path, list(overrides))
+    ]
+
+
+@contextmanager
+def blame(path: Path, label: str) -> Iterator[None]:
+    """Re-raise build / placement errors as BadInput naming the file and sweep point."""
+    try:
+        yield
+    except (BuildError, PlacementError) as err:
+        raise BadInput(point_error(path, label, err)) from err
+
+
+def point_error(path: Path, label: str, err: Exception) -> str:
+    """`FILE [point]: message` on one line."""
+    where = f"{path} [{label}]" if label else str(path)
+    return one_line(f"{where}: {err}")
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check every point builds (placement, memory fit); table on stdout."""
+    points = load_points(args.file, args.overrides)
+    rows: list[list[str]] = []
+    problems: list[str] = []
+    for point in points:
+        plan, problem = check_point(args.file, point)
+        rows.append(validate_row(point, plan, problem is None))
+        if problem is not None:
+            problems.append(problem)
+    headers = ["model", "GPUs", "weights/GPU GiB", "KV tokens/replica", "fits"]
+    if any(p.label for p in points):
+        headers = ["point", *headers]
+    print(format_table(headers, rows))
+    if problems:
+        raise BadInput(problems[0])
+    return EXIT_OK
+
+
+def check_point(path: Path, point: Point) -> tuple[MemoryPlan, str | None]:
+    """The point's memory plan, and the build problem (one line) if it cannot run."""
+    exp = point.exp
+    try:
+        return build(exp).memory, None
+    except (BuildError, PlacementError) as err:
+        plan = plan_memory(exp.model, exp.hardware, exp.precision, exp.layout, exp.serving)
+        return plan, point_error(path, point.label, err)
+
+
+def validate_row(point: Point, plan: MemoryPlan, ok: bool) -> list[str]:
+    exp = point.exp
+    row = [
+        exp.model.name,
+        str(exp.layout.gpus),
+        f"{plan.weights_per_gpu_bytes / GiB:.2f}",
+        f"{plan.kv_tokens_per_replica:,}",
+        "yes" if ok else "no",
+    ]
+    return [point.label, *row] if point.label else row
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Simulate every point, one run directory each; summary table on stdout."""
+    points = load_points(args.file, args.overrides)
+    args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
+    results = RunResults(args.out, points)
+    try:
+        for point in points:
+            with blame(args.file, point.label):
+                summary, resolved, out = simulate(point, args.quiet)
+            results.write(point, resolved, out, summary)
+            del out  # one point's tables in memory at a time
+    finally:  # also when a later point fails: the finished ones are listed
+        results.print_table()
+    return EXIT_OK
+
+
+class RunResults:
+    """Where `run` writes: one run directory, or a sweep directory with one per point."""
+
+    def __init__(self, root: Path, points: Sequence[Point]) -> None:
+        self.root = root
+        self.points = points
+        self.is_sweep = any(p.label for p in points)
+        self.sweep_dir: Path | None = None  # created once the first point has succeeded
+        self.sweep_rows: list[dict[str, Any]] = []
+        self.table: list[list[str]] = []
+
+    def write(
+        self, point: Point, resolved: dict[str, Any], out: RunTables, summary: dict[str, Any]
+    ) -> None:
+        """Write one finished point's files (and the sweep table so far)."""
+        if not self.is_sweep:
+            run_dir = new_run_dir(self.root, point.exp.name, resolved)
+        else:
+            if self.sweep_dir is None:
+                self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
+            run_dir = new_point_dir(self.sweep_dir, point.label)
+        write_run(run_dir, resolved, out, summary)
+        if self.sweep_dir is not None:
+            self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
+            write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
+        self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
+
+    def print_table(self) -> None:
+        if self.table:
+            print(format_table(SUMMARY_HEADERS, self.table))
+        if self.sweep_dir is not None:
+            print(f"sweep table: {self.sweep_dir / 'sweep.csv'}")
+
+
+def simulate(point: Point, quiet: bool) -> tuple[dict[str, Any], dict[str, Any], RunTables]:
+    """Run one point with a progress bar; (summary, resolved config, RunOutput)."""
+    exp = point.exp
+    with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
+        out = run_experiment(exp, progress)
+    summary = summarize(out, exp.slo, exp.horizon.warmup_s)
+    return summary, resolved_config(exp), out
+
+
+def sweep_identity(points: Sequence[Point]) -> dict[str, Any]:
+    """What a sweep directory's hash is taken over: every point's resolved config."""
+    return {p.label: resolved_config(p.exp) for p in points}
+
+
+@contextmanager
+def progress_bar(
+    total_s: float | None, desc: str, quiet: bool
+) -> Iterator[Callable[[float], None] | None]:
+    """A tqdm bar on stderr over simulated seconds; yields the engine's progress callback."""
+    if quiet:
+        yield None
+        return
+    if total_s is None:
+        fmt = "{desc}: {n:.1f} sim s [{elapsed}]"
+    else:
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} sim s [{elapsed}<{remaining}]"
+    with tqdm(total=total_s, desc=desc, file=sys.stderr, bar_format=fmt, leave=False) as bar:
+
+        def advance(now_s: float) -> None:
+            if bar.total is not None and now_s > bar.total:
+                bar.total = now_s  # draining past the arrival horizon
+            bar.update(now_s - bar.n)
+
+        yield advance
+
+
+# --------------------------------------------------------------------------- tables
+
+SUMMARY_HEADERS = [
+    "point",
+    "done",
+    "dropped",
+    "out tok/s",
+    "TTFT p50 s",
+    "TTFT p99 s",
+    "TPOT p99 s",
+    "SLO att.",
+    "goodput rps",
+    "run dir",
+]
+
+
+def summary_row(label: str, s: Mapping[str, Any], run_dir: Path) -> list[str]:
+    return [
+        label,
+        str(s["requests_completed"]),
+        str(s["requests_dropped"]),
+        fmt_number(s["throughput"]["output_tokens_per_s"], ".1f"),
+        fmt_number(s["ttft_s"]["p50"], ".3f"),
+        fmt_number(s["ttft_s"]["p99"], ".3f"),
+        fmt_number(s["tpot_s"]["p99"], ".4f"),
+        fmt_number(s["slo"]["attainment"], ".1%"),
+        fmt_number(s["slo"]["goodput_rps"], ".2f"),
+        str(run_dir),
+    ]
+
+
+def fmt_number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain left-aligned columns separated by two spaces."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -1,0 +1,217 @@
+"""Headline numbers of one run: RunOutput tables → the summary.json dict (pure, no I/O).
+
+Definitions (docs/results.md is the user-facing copy; keep the two in step):
+
+- *measured* requests: every request row with `arrival_s >= warmup_s` (a NaN arrival means
+  the request never arrived within the simulation and is not measured).
+- *completed*: measured, not dropped, with a finite `finish_s`. Latency statistics use the
+  completed requests only; a request neither completed nor dropped (still in flight when the
+  simulation stopped) is counted in neither count but fails the SLO.
+- *measured window* `window_s` = last `finish_s` of a completed request − first `arrival_s` of a
+  measured request (seconds). Throughput and goodput are per second of this window.
+- time-binned tables (links, experts) use the bins with `bin_start_s >= warmup_s`.
+
+Every float in the result is a Python float or None (NaN / ±inf become None), so the dict
+is JSON-safe as is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from clustersim.config.schema import SLOSpec
+
+STAT_KEYS = ("mean", "p50", "p90", "p99")
+_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
+
+
+class RunTables(Protocol):
+    """What summarize() reads from `clustersim.sim.engine.RunOutput` (read-only view)."""
+
+    @property
+    def requests(self) -> pd.DataFrame: ...
+    @property
+    def iterations(self) -> pd.DataFrame | None: ...
+    @property
+    def links(self) -> pd.DataFrame: ...
+    @property
+    def experts(self) -> pd.DataFrame | None: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def sim(self) -> Mapping[str, Any]: ...
+
+
+def summarize(out: RunTables, slo: SLOSpec, warmup_s: float) -> dict[str, Any]:
+    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`)."""
+    req = measured_requests(out.requests, warmup_s)
+    done = completed_mask(req)
+    window_s = measured_window_s(req, done)
+    meets = slo_mask(req, done, slo)
+    out_tok_s = rate(values(req, "output_tokens", done).sum(), window_s)
+    per_gpu = None if out_tok_s is None or out.gpus <= 0 else out_tok_s / out.gpus
+    return {
+        "requests_completed": int(done.sum()),
+        "requests_dropped": int(dropped_mask(req).sum()),
+        "gpus": int(out.gpus),
+        "throughput": {
+            "input_tokens_per_s": rate(values(req, "prompt_tokens", done).sum(), window_s),
+            "output_tokens_per_s": out_tok_s,
+            "output_tokens_per_s_per_gpu": per_gpu,
+        },
+        "ttft_s": latency_stats(values(req, "ttft_s", done)),
+        "tpot_s": latency_stats(values(req, "tpot_s", done)),
+        "e2e_s": latency_stats(values(req, "e2e_s", done)),
+        "queue_s": latency_stats(values(req, "queue_s", done)),
+        "preemptions": int(req["preemptions"].fillna(0).sum()),
+        "slo": {
+            "attainment": float(meets.mean()) if len(req) else None,
+            "goodput_rps": rate(meets.sum(), window_s),
+            "ttft_p99_s": slo.ttft_p99_s,
+            "tpot_p99_s": slo.tpot_p99_s,
+            "e2e_p99_s": slo.e2e_p99_s,
+        },
+        "links": link_summary(out.links, warmup_s),
+        "experts": {"imbalance": expert_imbalance(out.experts, warmup_s)},
+        "sim": {
+            "events": int(out.sim.get("events", 0)),
+            "wall_s": finite_or_none(out.sim.get("wall_s")),
+            "simulated_s": finite_or_none(out.sim.get("simulated_s")),
+        },
+    }
+
+
+def measured_requests(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+    """Rows that arrived at or after `warmup_s` (seconds); NaN arrivals are left out."""
+    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    return requests.loc[arrival >= warmup_s].reset_index(drop=True)
+
+
+def dropped_mask(req: pd.DataFrame) -> np.ndarray:
+    """True where the request was dropped (a missing flag reads as not dropped)."""
+    return req["dropped"].fillna(False).to_numpy(dtype=bool)
+
+
+def completed_mask(req: pd.DataFrame) -> np.ndarray:
+    """Not dropped and finished (finite finish_s)."""
+    return ~dropped_mask(req) & np.isfinite(req["finish_s"].to_numpy(dtype=float))
+
+
+def values(req: pd.DataFrame, column: str, mask: np.ndarray) -> np.ndarray:
+    """`column` of the rows where `mask` holds, as float64."""
+    return req[column].to_numpy(dtype=float)[mask]
+
+
+def measured_window_s(req: pd.DataFrame, done: np.ndarray) -> float | None:
+    """Last completion − first measured arrival, seconds; None when undefined."""
+    finish = values(req, "finish_s", done)
+    if len(finish) == 0:
+        return None
+    return float(finish.max() - req["arrival_s"].to_numpy(dtype=float).min())
+
+
+def rate(count: float, window_s: float | None) -> float | None:
+    """count / window_s (per second); 0.0 for a zero count, None if the window is undefined."""
+    if count == 0:
+        return 0.0
+    if window_s is None or not window_s > 0:
+        return None
+    return float(count) / window_s
+
+
+def slo_mask(req: pd.DataFrame, done: np.ndarray, slo: SLOSpec) -> np.ndarray:
+    """Per measured request: completed and within every bound `slo` sets.
+
+    TTFT <= ttft_p99_s, TPOT <= tpot_p99_s (NaN TPOT of a 1-token output meets it),
+    e2e <= e2e_p99_s; an unset bound is not checked. Dropped / unfinished requests fail.
+    """
+    ok = done.copy()
+    if slo.ttft_p99_s is not None:
+        ok &= req["ttft_s"].to_numpy(dtype=float) <= slo.ttft_p99_s
+    if slo.tpot_p99_s is not None:
+        tpot = req["tpot_s"].to_numpy(dtype=float)
+        one_token = np.isnan(tpot) & (req["output_tokens"].to_numpy() <= 1)
+        ok &= (tpot <= slo.tpot_p99_s) | one_token
+    if slo.e2e_p99_s is not None:
+        ok &= req["e2e_s"].to_numpy(dtype=float) <= slo.e2e_p99_s
+    return ok
+
+
+def latency_stats(samples: np.ndarray) -> dict[str, float | None]:
+    """mean, p50, p90, p99 (numpy 'linear' percentiles) of the finite samples; None if none."""
+    x = samples[np.isfinite(samples)]
+    if len(x) == 0:
+        return dict.fromkeys(STAT_KEYS)
+    stats: dict[str, float | None] = {"mean": float(x.mean())}
+    for key, q in _PERCENTILES.items():
+        stats[key] = float(np.percentile(x, q, method="linear"))
+    return stats
+
+
+def link_summary(links: pd.DataFrame | None, warmup_s: float) -> dict[str, Any]:
+    """Peak per-bin utilisation of any link, and the link with the highest mean utilisation.
+
+    `busiest` is the `link` value (as the links table names it) with the largest sum of
+    per-bin utilisation over the measured bins (bins have equal width, so this ranks links
+    by mean utilisation); ties go to the link listed first.
+    """
+    empty: dict[str, Any] = {"max_utilisation": None, "busiest": None}
+    if links is None or len(links) == 0:
+        return empty
+    measured = links.loc[links["bin_start_s"].to_numpy(dtype=float) >= warmup_s]
+    util = measured["utilisation"].to_numpy(dtype=float)
+    if len(util) == 0 or not np.isfinite(util).any():
+        return empty
+    per_link = measured.groupby("link", sort=False)["utilisation"].sum()
+    return {
+        "max_utilisation": float(np.nanmax(util)),
+        "busiest": json_safe(per_link.idxmax()),
+    }
+
+
+def expert_imbalance(experts: pd.DataFrame | None, warmup_s: float) -> float | None:
+    """Σ_bins max_rank tokens / Σ_bins mean_rank tokens over the measured bins.
+
+    Reads columns `bin_start_s`, `rank`, `tokens` (other columns, e.g. `expert` or `layer`,
+    are summed over). 1.0 = perfectly balanced EP ranks. Ranks are those present anywhere in
+    the table; a rank missing from a bin counts as 0 tokens there. None for dense models or
+    when no token was routed.
+    """
+    if experts is None or len(experts) == 0:
+        return None
+    measured = experts.loc[experts["bin_start_s"].to_numpy(dtype=float) >= warmup_s]
+    per_rank = measured.pivot_table(
+        index="bin_start_s", columns="rank", values="tokens", aggfunc="sum", fill_value=0
+    )
+    per_rank = per_rank.reindex(columns=sorted(experts["rank"].unique()), fill_value=0)
+    loads = per_rank.to_numpy(dtype=float)  # bins × ranks, tokens
+    mean_sum = float(loads.mean(axis=1).sum()) if loads.size else 0.0
+    if not mean_sum > 0:
+        return None
+    return float(loads.max(axis=1).sum()) / mean_sum
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A finite float, or None for None / NaN / ±inf."""
+    if value is None:
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively: numpy scalars → Python, NaN / ±inf → None, tuples → lists."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value

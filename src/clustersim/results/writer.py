@@ -1,0 +1,236 @@
+"""Run directories and their files (DESIGN.md §2 "Results"; columns in docs/results.md).
+
+- A run directory is `root/<name>/<UTC stamp YYYYmmddTHHMMSSZ>-<8 hex of the config hash>`,
+  created with exist_ok=False; if that name is taken, `-2`, `-3`, ... is appended. An existing
+  directory is never reused.
+- Every file is written to a hidden temporary name in the same directory, fsynced, then
+  os.replace'd onto its final name, so a reader sees either the whole file or none.
+- summary.json is written last: its presence marks a complete run directory.
+- Same tables ⇒ byte-identical parquet files: no pandas index or pandas metadata is stored,
+  and nothing time-dependent goes into any file except summary.json's `sim.wall_s`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from clustersim.metrics.summary import RunTables, json_safe
+
+FILE_MODE = 0o644  # permissions of written result files
+HASH_CHARS = 8  # hex characters of the config hash in a run directory name
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._=,+-]+")
+
+# summary.json entries copied into each sweep.csv row: (column, key path)
+SWEEP_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gpus", ("gpus",)),
+    ("requests_completed", ("requests_completed",)),
+    ("requests_dropped", ("requests_dropped",)),
+    ("input_tokens_per_s", ("throughput", "input_tokens_per_s")),
+    ("output_tokens_per_s", ("throughput", "output_tokens_per_s")),
+    ("output_tokens_per_s_per_gpu", ("throughput", "output_tokens_per_s_per_gpu")),
+    ("ttft_p50_s", ("ttft_s", "p50")),
+    ("ttft_p99_s", ("ttft_s", "p99")),
+    ("tpot_p50_s", ("tpot_s", "p50")),
+    ("tpot_p99_s", ("tpot_s", "p99")),
+    ("e2e_p99_s", ("e2e_s", "p99")),
+    ("slo_attainment", ("slo", "attainment")),
+    ("goodput_rps", ("slo", "goodput_rps")),
+    ("link_max_utilisation", ("links", "max_utilisation")),
+    ("expert_imbalance", ("experts", "imbalance")),
+)
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short hex digest of a plain config dict (key order does not matter)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+def utc_stamp(now: datetime | None = None) -> str:
+    """UTC time as YYYYmmddTHHMMSSZ."""
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_run_dir(
+    root: Path, name: str, resolved: Mapping[str, Any], now: datetime | None = None
+) -> Path:
+    """Create and return root/<name>/<stamp>-<hash>[-N], a directory that did not exist."""
+    parent = Path(root) / safe_name(name)
+    return make_unique_dir(parent, f"{utc_stamp(now)}-{config_hash(resolved)}")
+
+
+def new_point_dir(sweep_dir: Path, label: str) -> Path:
+    """Create and return sweep_dir/<label>[-N] for one sweep point (label made path-safe)."""
+    return make_unique_dir(Path(sweep_dir), safe_name(label))
+
+
+def make_unique_dir(parent: Path, base: str) -> Path:
+    """mkdir parent/base, else parent/base-2, -3, ...; never an existing directory."""
+    parent.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while True:
+        path = parent / (base if suffix == 1 else f"{base}-{suffix}")
+        try:
+            path.mkdir(exist_ok=False)
+        except FileExistsError:
+            suffix += 1
+            continue
+        return path
+
+
+def safe_name(text: str) -> str:
+    """One path component: runs of characters outside [A-Za-z0-9._=,+-] become '_'."""
+    name = _UNSAFE_NAME.sub("_", text).strip(".")
+    return name or "_"
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write `path` via a temporary file in the same directory, fsync, os.replace.
+
+    On any error the temporary file is removed and the final name is left untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)  # mkstemp creates 0o600
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the directory entry of a rename (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write UTF-8 text."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    """Atomically write a DataFrame as parquet, without index or pandas metadata."""
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    atomic_write(path, lambda f: pq.write_table(table, f, compression="snappy"))
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomically write JSON: sorted keys, indent 2, NaN written as null."""
+    text = json.dumps(json_safe(data), sort_keys=True, indent=2, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+# --------------------------------------------------------------------------- run files
+
+
+def write_run(
+    run_dir: Path, resolved: Mapping[str, Any], out: RunTables, summary: Mapping[str, Any]
+) -> None:
+    """Write one run's files into an existing (fresh) run directory; summary.json last."""
+    run_dir = Path(run_dir)
+    write_text(
+        run_dir / "config.resolved.yaml",
+        yaml.safe_dump(dict(resolved), sort_keys=False, allow_unicode=True),
+    )
+    write_parquet(run_dir / "requests.parquet", out.requests)
+    if out.iterations is not None and len(out.iterations) > 0:
+        write_parquet(run_dir / "iterations.parquet", out.iterations)
+    write_parquet(run_dir / "links.parquet", out.links)
+    if out.experts is not None:
+        write_parquet(run_dir / "experts.parquet", out.experts)
+    write_json(run_dir / "summary.json", summary)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_row(
+    label: str, overrides: Mapping[str, Any], run_dir: Path, summary: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One sweep.csv row: label, the swept key paths' values, run_dir, headline numbers."""
+    row: dict[str, Any] = {"label": label}
+    row.update({key: _cell(value) for key, value in overrides.items()})
+    row["run_dir"] = str(run_dir)
+    for column, keys in SWEEP_COLUMNS:
+        row[column] = json_safe(_lookup(summary, keys))
+    return row
+
+
+def write_sweep_table(sweep_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Atomically (re)write sweep_dir/sweep.csv and sweep.parquet, one row per point."""
+    df = pd.DataFrame([dict(r) for r in rows])
+    for column in df.columns:
+        df[column] = _uniform(df[column].tolist())
+    csv = df.to_csv(index=False, lineterminator="\n")
+    write_text(Path(sweep_dir) / "sweep.csv", csv)
+    write_parquet(Path(sweep_dir) / "sweep.parquet", df)
+
+
+def _lookup(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """data[k0][k1]...; None where a level is missing."""
+    value: Any = data
+    for key in keys:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _cell(value: Any) -> Any:
+    """A swept value as a table cell: scalars as they are, anything else as compact JSON."""
+    value = json_safe(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _uniform(values: list[Any]) -> list[Any]:
+    """A column parquet can store: mixed kinds (e.g. 1 and "a") become strings."""
+    kinds = {_kind(v) for v in values if v is not None}
+    if len(kinds) <= 1:
+        return values
+    return [None if v is None else str(v) for v in values]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__

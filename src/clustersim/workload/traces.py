@@ -1,0 +1,158 @@
+"""Request trace readers.
+
+Azure LLM inference trace format (Azure/AzurePublicDataset on GitHub, e.g.
+data/AzureLLMInferenceTrace_conv.csv): a CSV with a header and the columns
+
+    TIMESTAMP        invocation time, e.g. "2023-11-16 18:15:46.6805900"
+    ContextTokens    prompt length (tokens)
+    GeneratedTokens  output length (tokens)
+
+Extra columns are ignored. Rows are put in time order (stable) if they are not already.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from clustersim.config.schema import TraceSpec
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+AZURE_TIME = "TIMESTAMP"
+AZURE_PROMPT = "ContextTokens"
+AZURE_OUTPUT = "GeneratedTokens"
+AZURE_COLUMNS = (AZURE_TIME, AZURE_PROMPT, AZURE_OUTPUT)
+_AZURE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # the 2023 traces; anything else falls back to ISO 8601
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """A request trace as read-only arrays, one entry per request, in time order."""
+
+    path: str
+    timestamps_s: F64  # float64[n], seconds from the first request (first entry 0.0)
+    prompt_tokens: I64  # int64[n], >= 1
+    output_tokens: I64  # int64[n], >= 1
+
+    def __len__(self) -> int:
+        return len(self.timestamps_s)
+
+    @property
+    def span_s(self) -> float:
+        """Time from the first to the last request (s)."""
+        return float(self.timestamps_s[-1]) if len(self) else 0.0
+
+
+def _bad_value(path: Path, column: str, raw: pd.Series, bad: npt.NDArray[np.bool_]) -> ValueError:
+    """ValueError naming the file, the column, the first bad data row (1-based) and its value."""
+    i = int(np.flatnonzero(bad)[0])
+    what = "timestamp" if column == AZURE_TIME else "integer token count"
+    return ValueError(
+        f"{path}: column {column!r}: row {i + 1}: expected a {what}, got {raw.iloc[i]!r} "
+        f"({int(bad.sum())} bad value(s))"
+    )
+
+
+def _parse_tokens(path: Path, column: str, raw: pd.Series) -> I64:
+    """Token counts as int64; ValueError naming file + column on anything non-integer."""
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        return raw.to_numpy(dtype=np.int64)
+    num = pd.to_numeric(raw, errors="coerce")
+    values = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        raise _bad_value(path, column, raw, bad)
+    return values.astype(np.int64)
+
+
+def _parse_times_ns(path: Path, raw: pd.Series) -> I64:
+    """Timestamps as int64 nanoseconds since the epoch (UTC if zoned), vectorised."""
+    try:
+        stamps = pd.to_datetime(raw, format=_AZURE_TIME_FORMAT)
+    except (ValueError, TypeError):
+        stamps = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        raise _bad_value(path, AZURE_TIME, raw, bad)
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert(None)
+    return stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
+
+
+def _read_azure_frame(path: Path) -> pd.DataFrame:
+    """The three Azure columns; fast path with explicit dtypes, text fallback for diagnosis."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    missing = [c for c in AZURE_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column {missing[0]!r} (Azure trace needs {', '.join(AZURE_COLUMNS)}; "
+            f"found {', '.join(map(str, header))})"
+        )
+    dtypes = {AZURE_TIME: str, AZURE_PROMPT: np.int64, AZURE_OUTPUT: np.int64}
+    try:
+        return pd.read_csv(path, usecols=list(AZURE_COLUMNS), dtype=dtypes)
+    except (ValueError, TypeError, OverflowError):
+        # a malformed number: re-read as text so the error can name the column and row
+        return pd.read_csv(path, usecols=list(AZURE_COLUMNS), dtype=str, keep_default_na=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_azure_cached(path_str: str, mtime_ns: int, size: int) -> Trace:
+    """Read + parse; cached on (path, mtime, size) so sweeps read a trace file once."""
+    path = Path(path_str)
+    frame = _read_azure_frame(path)
+    if len(frame) == 0:
+        raise ValueError(f"{path}: trace has no rows")
+    ns = _parse_times_ns(path, frame[AZURE_TIME])
+    prompt = _parse_tokens(path, AZURE_PROMPT, frame[AZURE_PROMPT])
+    output = _parse_tokens(path, AZURE_OUTPUT, frame[AZURE_OUTPUT])
+    if (np.diff(ns) < 0).any():
+        order = np.argsort(ns, kind="stable")
+        ns, prompt, output = ns[order], prompt[order], output[order]
+    seconds = (ns - ns[0]).astype(np.float64) * 1e-9  # ns → s from the first request
+    arrays = (seconds, np.maximum(prompt, 1), np.maximum(output, 1))
+    for a in arrays:
+        a.flags.writeable = False  # shared through the cache: callers must copy to modify
+    return Trace(str(path), *arrays)
+
+
+def read_azure_trace(path: str | Path) -> Trace:
+    """Read an Azure LLM inference trace CSV.
+
+    Returns seconds from the first row, prompt tokens and output tokens (both clipped to
+    >= 1). Raises FileNotFoundError if the file is absent and ValueError naming the file and
+    the column when a column is missing or a value is malformed.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{p}: trace file not found (the Azure LLM inference traces are published in "
+            f"the GitHub repository Azure/AzurePublicDataset, folder data/)"
+        ) from None
+    return _read_azure_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def resolve_trace_path(spec: TraceSpec, base_dir: str | Path) -> Path:
+    """The trace file path: absolute as given, else relative to `base_dir`."""
+    p = Path(os.path.expanduser(spec.path))
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def load_trace(spec: TraceSpec, base_dir: str | Path) -> Trace:
+    """Read the trace a `TraceSpec` names (relative paths resolve against `base_dir`)."""
+    if spec.format != "azure":
+        raise ValueError(f"unsupported trace format {spec.format!r}")
+    return read_azure_trace(resolve_trace_path(spec, base_dir))
