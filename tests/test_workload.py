@@ -379,7 +379,12 @@ def test_generate_trace_lengths_with_synthetic_arrivals_and_vice_versa() -> None
 # --------------------------------------------------------------------------- example files
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "workloads").glob("*.yaml")), ids=lambda p: p.name)
+EXAMPLE_WORKLOADS = sorted((REPO / "workloads").glob("*.yaml")) + sorted(
+    (REPO / "src" / "clustersim" / "catalog" / "workloads").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_WORKLOADS, ids=lambda p: p.name)
 def test_example_workloads(path: Path) -> None:
     spec = WorkloadSpec.model_validate(yaml.safe_load(path.read_text()))
     assert spec.name == path.stem

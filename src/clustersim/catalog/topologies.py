@@ -9,22 +9,20 @@ from pathlib import Path
 
 import yaml
 
+from clustersim.catalog.builtin_files import BuiltinFiles
 from clustersim.config.schema import TopologySpec
 
-_DIR = Path(__file__).resolve().parent / "topologies"
+_FILES = BuiltinFiles(Path(__file__).resolve().parent / "topologies")
 
 
 def topology_names() -> list[str]:
     """Names of the built-in topologies, sorted."""
-    return sorted(p.stem for p in _DIR.glob("*.yaml"))
+    return _FILES.names()
 
 
 def builtin_topology_path(name: str) -> Path | None:
     """Path of the built-in topology file `name` (no extension), or None if there is none."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        return None
-    path = _DIR / f"{name}.yaml"
-    return path if path.is_file() else None
+    return _FILES.path(name)
 
 
 def get_topology(name: str) -> TopologySpec:
