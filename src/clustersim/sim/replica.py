@@ -134,6 +134,30 @@ class Replica:
     def kv_used_blocks(self) -> int:
         return sum(lane.scheduler.kv.used for lane in self.lanes)
 
+    # ------------------------------------------------------------------ one step
+
+    def _execute(
+        self, cost: StageCost, group: tuple[str, ...], batch: Batch
+    ) -> Generator[simpy.Event, Any, tuple[float, float]]:
+        """Run one step on a stage's TP group: compute, then its all-reduces on the fabric.
+
+        Returns (compute seconds, communication seconds)."""
+        compute = cost.compute_s(
+            batch.prefill_tokens,
+            batch.prefill_attn_pairs,
+            batch.decode_tokens,
+            batch.decode_ctx_tokens,
+            len(batch.prefill),
+        )
+        yield self.env.timeout(compute)
+        if self.tp == 1:
+            return compute, 0.0
+        t = self.env.now
+        yield self.fabric.allreduce(
+            group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
+        )
+        return compute, self.env.now - t
+
     # ------------------------------------------------------------------ PP = 1
 
     def _single_stage_lane(self, lane: Lane) -> Process:
@@ -141,7 +165,6 @@ class Replica:
         sched = lane.scheduler
         cost = self.costs[0]
         group = self.groups[0]
-        tp = self.tp
         kv = sched.kv
         record = self.recorder.on_iteration
         replica = self.index
@@ -153,21 +176,7 @@ class Replica:
                 yield lane.wake
                 continue
             start = env.now
-            compute = cost.compute_s(
-                batch.prefill_tokens,
-                batch.prefill_attn_pairs,
-                batch.decode_tokens,
-                batch.decode_ctx_tokens,
-                len(batch.prefill),
-            )
-            yield env.timeout(compute)
-            comm = 0.0
-            if tp > 1:
-                t = env.now
-                yield self.fabric.allreduce(
-                    group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
-                )
-                comm = env.now - t
+            compute, comm = yield from self._execute(cost, group, batch)
             end = env.now
             record(
                 (
@@ -218,21 +227,7 @@ class Replica:
             batch = item.batch
             start = env.now
             bubble = max(0.0, start - stage.busy_until) if stage.busy_until > 0 else 0.0
-            compute = cost.compute_s(
-                batch.prefill_tokens,
-                batch.prefill_attn_pairs,
-                batch.decode_tokens,
-                batch.decode_ctx_tokens,
-                len(batch.prefill),
-            )
-            yield env.timeout(compute)
-            comm = 0.0
-            if self.tp > 1:
-                t = env.now
-                yield self.fabric.allreduce(
-                    group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
-                )
-                comm = env.now - t
+            compute, comm = yield from self._execute(cost, group, batch)
             end = env.now
             stage.busy_until = end
             kv = item.lane.scheduler.kv
