@@ -126,3 +126,23 @@ def test_fit_needs_one_block_and_max_len_reported() -> None:
     assert "less than one block" in tight.reason
     short = plan_memory(m, l40s, BF16, Layout(), ServingSpec(max_model_len=4096))
     assert short.fits and short.max_model_len_fits
+
+
+def test_kv_cache_free_memory_fraction_is_a_share_of_what_is_left() -> None:
+    """TensorRT-LLM's rule: KV = f × (memory − reserved − weights − activations); the
+    gpu_memory_utilization share is not applied."""
+    m = get_model("llama-3.1-70b")
+    serving = ServingSpec(kv_cache_free_memory_fraction=0.95, gpu_memory_utilization=0.5)
+    plan = plan_memory(m, H100, FP8, Layout(tp=2), serving)
+    usable = (H100.memory_GiB - H100.reserved_memory_GiB) * GIB
+    assert plan.usable_per_gpu_bytes == pytest.approx(usable)
+    left = usable - plan.weights_per_gpu_bytes - plan.activation_per_gpu_bytes
+    assert plan.kv_per_gpu_bytes == pytest.approx(0.95 * left)
+    assert plan.kv_tokens_per_replica == int(0.95 * left // (kv_bytes_per_token(m, FP8) / 2))
+    # TP1 fp8 70B: little is left after the weights, and the fraction applies to that rest
+    tp1 = plan_memory(m, H100, FP8, Layout(tp=1), serving)
+    assert tp1.fits and 0 < tp1.kv_per_gpu_bytes < 0.15 * H100.memory_GiB * GIB
+    too_big = plan_memory(get_model("llama-3.1-405b"), H100, FP8, Layout(tp=1), serving)
+    assert not too_big.fits and "KV gets 0.95 of what weights and activations leave" in (
+        too_big.reason
+    )

@@ -115,7 +115,8 @@ def test_tp_halves_compute() -> None:
     decode = (0, 0.0, 64, 64 * 1100)
     r = t2.compute_s(*decode) / t1.compute_s(*decode)
     assert 0.48 < r < 0.55
-    assert 0.1 < t8.compute_s(*decode) / t1.compute_s(*decode) < 0.15
+    # not 1/8: the elementwise kernels and the per-sequence decode overhead are not split by TP
+    assert 0.1 < t8.compute_s(*decode) / t1.compute_s(*decode) < 0.2
 
 
 def _lower_bound_s(name: str, tp: int, prec: Precision, tokens: int, pairs: float) -> float:
@@ -187,16 +188,22 @@ def test_matmul_efficiency_curve() -> None:
 
 def test_mla_decode_reads_full_latent() -> None:
     m = get_model("deepseek-v3")
-    bw = H100.hbm_bandwidth_GBps * 1e9 * H100.hbm_efficiency
+    bw = H100.hbm_bandwidth_GBps * 1e9 * (H100.decode_attention_efficiency or 1.0)
+    seq = 61 * H100.decode_seq_overhead_us * 1e-6  # one decoding sequence's fixed part
     c8 = _stage("deepseek-v3", tp=8)
     ctx = 100_000
     # 16 heads per rank: memory-bound on the unsharded latent (576 fp8 bytes per layer)
-    assert c8.breakdown(0, 0.0, 1, ctx)["attn_decode"] == pytest.approx(ctx * 61 * 576 / bw)
+    got = c8.breakdown(0, 0.0, 1, ctx)["attn_decode"]
+    assert got == pytest.approx(ctx * 61 * 576 / bw + seq)
     c1 = _stage("deepseek-v3", tp=1)
-    # 128 heads: the absorbed form is compute-bound, 2·H·(2·512 + 64) FLOPs per key
+    # 128 heads: the absorbed form's 2·H·(2·512 + 64) FLOPs per key cost about as much as
+    # the latent read (16 heads: an eighth), and the step takes the larger of the two
     rate = 1979e12 * H100.attention_efficiency
     flops = 2 * 128 * (2 * 512 + 64) * 61 * ctx
-    assert c1.breakdown(0, 0.0, 1, ctx)["attn_decode"] == pytest.approx(flops / rate)
+    read = ctx * 61 * 576 / bw
+    assert 0.5 < flops / rate / read < 2.0
+    got1 = c1.breakdown(0, 0.0, 1, ctx)["attn_decode"]
+    assert got1 == pytest.approx(max(flops / rate, read) + seq)
     assert m.uses_mla
 
 
@@ -254,7 +261,7 @@ def test_stage_validation_and_ends() -> None:
 
 def test_ideal_hardware_meets_the_bound() -> None:
     """With every efficiency at 1, M½ = 0 and no overhead the model sits at the roofline:
-    never below the independent bound, and within a few percent of it."""
+    never below the independent bound, and within 30 % of it (the elementwise kernels)."""
     ideal = H100.model_copy(
         update={
             "matmul_efficiency": 1.0,
@@ -269,4 +276,6 @@ def test_ideal_hardware_meets_the_bound() -> None:
         pairs = causal_pairs(tokens, 0)
         got = c.compute_s(tokens, pairs, 0, 0)
         bound = _lower_bound_s("llama-3.1-70b", 2, FP8, tokens, pairs)
-        assert bound <= got < 1.25 * bound
+        # the elementwise kernels between the GEMMs (norms, residuals, rope, SiLU: ≈ 15 % of
+        # an ideal step from 256 tokens up) are real work the independent bound leaves out
+        assert bound <= got < 1.3 * bound

@@ -144,3 +144,79 @@ def test_every_request_finishes_once_and_kv_stays_in_bounds(
         assert state.first_scheduled_s[rid] <= state.first_token_s[rid] <= state.finish_s[rid]
         # one token per step at most after the first
         assert state.finish_s[rid] - state.first_token_s[rid] >= outputs[rid] - 1
+
+
+# ------------------------------------------------------------------ reserve_full admission
+
+
+def test_reserve_full_caps_concurrency_by_full_reservations() -> None:
+    """GUARANTEED_NO_EVICT: 3 blocks per request (8 + 4 tokens, block 4) and 7 blocks hold
+    two requests at once, although their prompts alone would let five in."""
+    serving = ServingSpec(
+        block_size=4, max_num_batched_tokens=64, max_num_seqs=8, kv_admission="reserve_full"
+    )
+    state = RequestState([8] * 5, [4] * 5)
+    lane = Scheduler(serving, KVPool(7), state, lambda rid, now: None)
+    for rid in range(5):
+        lane.add(rid)
+    b = lane.next_batch(0.0)
+    assert b is not None and b.num_seqs == 2 and lane.kv.used == 6
+    lane.complete(b, 1.0)
+    b = lane.next_batch(1.0)  # decode allocates nothing: the blocks were reserved
+    assert b is not None and b.decode_tokens == 2 and lane.kv.used == 6
+
+
+def test_reserve_full_never_preempts_and_frees_everything() -> None:
+    serving = ServingSpec(
+        block_size=4, max_num_batched_tokens=64, max_num_seqs=8, kv_admission="reserve_full"
+    )
+    # the incremental policy preempts on this input (test_preemption_by_recompute_...)
+    state, lane, finished, kv = drive([8, 8, 8], [20, 20, 20], 12, serving)
+    assert sorted(finished) == [0, 1, 2]
+    assert sum(state.preemptions) == 0
+    assert max(kv) <= 12 and lane.kv.used == 0
+    # 7 blocks each: one runs at a time, so they finish one after another
+    assert state.finish_s[0] <= state.first_scheduled_s[1] < state.finish_s[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    reqs=st.lists(
+        st.tuples(st.integers(1, 300), st.integers(1, 60)), min_size=1, max_size=25
+    ),
+    block_size=st.sampled_from([1, 4, 16, 64]),
+    spare_blocks=st.integers(0, 60),
+    budget=st.integers(32, 600),
+    max_seqs=st.integers(1, 16),
+    chunked=st.booleans(),
+)
+def test_reserve_full_every_request_finishes_within_reservations(
+    reqs: list[tuple[int, int]],
+    block_size: int,
+    spare_blocks: int,
+    budget: int,
+    max_seqs: int,
+    chunked: bool,
+) -> None:
+    prompts = [p for p, _ in reqs]
+    outputs = [o for _, o in reqs]
+    biggest = max(blocks_for(p + o, block_size) for p, o in reqs)
+    capacity = biggest + spare_blocks
+    if not chunked:
+        budget = max(budget, max(p + o for p, o in reqs))
+    serving = ServingSpec(
+        block_size=block_size,
+        max_num_batched_tokens=budget,
+        max_num_seqs=max_seqs,
+        chunked_prefill=chunked,
+        kv_admission="reserve_full",
+    )
+    state, lane, finished, kv = drive(prompts, outputs, capacity, serving)
+    assert sorted(finished) == list(range(len(reqs)))  # each exactly once
+    assert all(0 <= used <= capacity for used in kv)
+    assert lane.kv.used == 0
+    assert sum(state.preemptions) == 0
+    for rid in range(len(reqs)):
+        assert state.generated[rid] == outputs[rid]
+        assert state.first_scheduled_s[rid] <= state.first_token_s[rid] <= state.finish_s[rid]
+        assert state.finish_s[rid] - state.first_token_s[rid] >= outputs[rid] - 1

@@ -91,7 +91,10 @@ def test_keys_are_exactly_the_design_keys() -> None:
     }
     for key in ("ttft_s", "tpot_s", "e2e_s", "queue_s"):
         assert set(s[key]) == stats
-    assert set(s["slo"]) == {"attainment", "goodput_rps", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s"}
+    assert set(s["slo"]) == {
+        "attainment", "goodput_rps", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s",
+        "worst_window_attainment", "worst_window_start_s", "windows_violating",
+    }  # fmt: skip
     assert set(s["links"]) == {"max_utilisation", "busiest"}
     assert set(s["experts"]) == {"imbalance"}
     assert set(s["sim"]) == {"events", "wall_s", "simulated_s"}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from tqdm import tqdm
 
 from clustersim import __version__
@@ -23,7 +24,11 @@ from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_sweep, resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.metrics.summary import RunTables, summarize
+from clustersim.metrics.timeline import build_timeline, window_slo_summary
 from clustersim.model.memory import MemoryPlan, plan_memory
+from clustersim.planner.search import EXECUTORS, PlanError
+from clustersim.results.compare import compare_runs, text_rows
+from clustersim.results.report import ReportError, render, render_run, render_sweep
 from clustersim.results.writer import (
     new_point_dir,
     new_run_dir,
@@ -92,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("results"), help="results root (default: results/)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-report", action="store_true", help="skip the plots and report.html of each run"
+    )
     run.set_defaults(func=cmd_run)
 
     validate = commands.add_parser(
@@ -99,6 +107,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_experiment_args(validate)
     validate.set_defaults(func=cmd_validate)
+
+    report = commands.add_parser(
+        "report", help="(re)draw plots + report.html of a run (or sweep) directory"
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run or sweep directory")
+    report.set_defaults(func=cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="two runs side by side; writes a comparison report directory"
+    )
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="run directory A")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B", help="run directory B")
+    compare.add_argument(
+        "--out", type=Path, default=None, help="where to create it (default: RUN_A/..)"
+    )
+    compare.set_defaults(func=cmd_compare)
+
+    plan = commands.add_parser(
+        "plan", help="enumerate layouts, simulate, rank, emit engine launch configs"
+    )
+    _add_experiment_args(plan)
+    plan.add_argument(
+        "--out", type=Path, default=Path("results"), help="results root (default: results/)"
+    )
+    plan.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default) or Ray tasks (RAY_ADDRESS, else a local Ray instance)",
+    )
+    plan.add_argument("--quiet", action="store_true", help="no progress bar")
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 
@@ -116,7 +156,9 @@ def _add_experiment_args(sub: argparse.ArgumentParser) -> None:
 
 def bad_input_message(err: BaseException) -> str | None:
     """The one-line message for a bad-input error, or None for an internal error."""
-    if isinstance(err, BadInput | ConfigError | BuildError | PlacementError):
+    if isinstance(
+        err, BadInput | ConfigError | BuildError | PlacementError | ReportError | PlanError
+    ):
         return one_line(str(err))
     if isinstance(err, _PATH_ERRORS):
         where = err.filename if err.filename is not None else ""
@@ -205,13 +247,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Simulate every point, one run directory each; summary table on stdout."""
     points = load_points(args.file, args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
-    results = RunResults(args.out, points)
+    results = RunResults(args.out, points, report=not args.no_report)
     try:
         for point in points:
             with blame(args.file, point.label):
-                summary, resolved, out = simulate(point, args.quiet)
-            results.write(point, resolved, out, summary)
+                summary, resolved, out, timeline = simulate(point, args.quiet)
+            results.write(point, resolved, out, summary, timeline)
             del out  # one point's tables in memory at a time
+        results.finish()  # a sweep stopped by a bad point: `clustersim report` draws it later
     finally:  # also when a later point fails: the finished ones are listed
         results.print_table()
     return EXIT_OK
@@ -220,8 +263,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 class RunResults:
     """Where `run` writes: one run directory, or a sweep directory with one per point."""
 
-    def __init__(self, root: Path, points: Sequence[Point]) -> None:
+    def __init__(self, root: Path, points: Sequence[Point], report: bool = True) -> None:
         self.root = root
+        self.report = report  # draw plots + report.html into each run directory
         self.points = points
         self.is_sweep = any(p.label for p in points)
         self.sweep_dir: Path | None = None  # created once the first point has succeeded
@@ -229,7 +273,12 @@ class RunResults:
         self.table: list[list[str]] = []
 
     def write(
-        self, point: Point, resolved: dict[str, Any], out: RunTables, summary: dict[str, Any]
+        self,
+        point: Point,
+        resolved: dict[str, Any],
+        out: RunTables,
+        summary: dict[str, Any],
+        timeline: pd.DataFrame | None = None,
     ) -> None:
         """Write one finished point's files (and the sweep table so far)."""
         if not self.is_sweep:
@@ -238,11 +287,18 @@ class RunResults:
             if self.sweep_dir is None:
                 self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
             run_dir = new_point_dir(self.sweep_dir, point.label)
-        write_run(run_dir, resolved, out, summary)
+        write_run(run_dir, resolved, out, summary, timeline)
+        if self.report:
+            render_run(run_dir)  # plots + report.html, from the files just written
         if self.sweep_dir is not None:
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
+
+    def finish(self) -> None:
+        """After the last point: the sweep's plots and report.html."""
+        if self.report and self.sweep_dir is not None:
+            render_sweep(self.sweep_dir)
 
     def print_table(self) -> None:
         if self.table:
@@ -251,13 +307,20 @@ class RunResults:
             print(f"sweep table: {self.sweep_dir / 'sweep.csv'}")
 
 
-def simulate(point: Point, quiet: bool) -> tuple[dict[str, Any], dict[str, Any], RunTables]:
-    """Run one point with a progress bar; (summary, resolved config, RunOutput)."""
+def simulate(
+    point: Point, quiet: bool
+) -> tuple[dict[str, Any], dict[str, Any], RunTables, pd.DataFrame]:
+    """Run one point with a progress bar; (summary, resolved config, RunOutput, timeline)."""
     exp = point.exp
     with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
         out = run_experiment(exp, progress)
-    summary = summarize(out, exp.slo, exp.horizon.warmup_s)
-    return summary, resolved_config(exp), out
+    warmup_s = exp.horizon.warmup_s
+    bin_s = exp.output.time_bin_s
+    timeline = build_timeline(
+        out.requests, out.iterations, out.links, bin_s, exp.slo, warmup_s, out.phases
+    )
+    summary = summarize(out, exp.slo, warmup_s, window_slo_summary(timeline))
+    return summary, resolved_config(exp), out, timeline
 
 
 def sweep_identity(points: Sequence[Point]) -> dict[str, Any]:
@@ -285,6 +348,46 @@ def progress_bar(
             bar.update(now_s - bar.n)
 
         yield advance
+
+
+# --------------------------------------------------------------------------- report, compare
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Redraw the plots and report.html of a run directory (or of a sweep and its points)."""
+    print(render(args.run_dir))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print two runs' summaries side by side; write a comparison report directory."""
+    for path in (args.run_a, args.run_b):
+        if not path.is_dir():
+            raise BadInput(f"{path}: no such run directory")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise BadInput(f"{args.out}: not a directory")
+    result = compare_runs(args.run_a, args.run_b, args.out)
+    print(f"A = {result.a.run_dir}")
+    print(f"B = {result.b.run_dir}")
+    print(format_table(["key", "A", "B", "B - A", "%"], text_rows(result.rows)))
+    print(f"comparison report: {result.report}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Enumerate, prune, simulate and rank layouts; print the plan, write its directory."""
+    from clustersim.planner.report import format_report, write_plan
+    from clustersim.planner.run import run_plan
+    from clustersim.planner.spec import load_plan
+
+    spec = load_plan(args.file, args.overrides)
+    result = run_plan(spec, args.out, args.executor, args.quiet)
+    paths = write_plan(result)
+    print(format_report(result, paths))
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- tables

@@ -13,8 +13,9 @@ Sources (see /work/shared/calibration/README.md for the table these follow):
 Efficiencies: on Hopper they come from kernel timings on an H100 SXM (docs/cost_model.md §5:
 llama-70B-shaped GEMMs through cuBLAS reach 0.66–0.72 of dense peak at ≥ 1k rows in BF16
 and FP8, weight streaming at ≤ 128 rows 0.77–0.84 of HBM peak, torch SDPA prefill attention
-0.46–0.64 of BF16 peak); elsewhere they are the same starting points, uncalibrated. End-to-end
-calibration against calibration/cases.csv may move them.
+0.46–0.64 of BF16 peak); elsewhere they are the same starting points, uncalibrated. The
+Hopper decode-attention values come from the end-to-end calibration against
+calibration/cases.csv (docs/calibration.md, `python benchmarks/calibrate.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def _gib(mib: float) -> float:
 
 
 _HOPPER_PEAKS: dict[DType, float] = {"bf16": 989.0, "fp16": 989.0, "fp8": 1979.0}
+# Decode attention on Hopper, calibrated end to end against TensorRT-LLM v0.17 max-throughput
+# runs (docs/calibration.md): the KV read reaches 0.6 of HBM peak, and every decoding sequence
+# costs 0.2 µs of GPU time per layer beyond its KV read. Together they reproduce the published
+# H100 rows (and the H200 rows of the same table) across TP1–TP8 for llama-3.1-70b and Mixtral.
+HOPPER_DECODE_ATTENTION_EFFICIENCY = 0.6  # achieved / peak HBM bandwidth, decode KV read
+HOPPER_DECODE_SEQ_OVERHEAD_US = 0.2  # µs per decoding sequence per layer
 
 _PROFILES: tuple[HardwareSpec, ...] = (
     HardwareSpec(
@@ -53,6 +60,8 @@ _PROFILES: tuple[HardwareSpec, ...] = (
         matmul_efficiency=0.68,
         attention_efficiency=0.55,
         hbm_efficiency=0.8,
+        decode_attention_efficiency=HOPPER_DECODE_ATTENTION_EFFICIENCY,
+        decode_seq_overhead_us=HOPPER_DECODE_SEQ_OVERHEAD_US,
     ),
     HardwareSpec(
         name="h200",  # H200 SXM 141GB HBM3e
@@ -64,6 +73,8 @@ _PROFILES: tuple[HardwareSpec, ...] = (
         matmul_efficiency=0.68,
         attention_efficiency=0.55,
         hbm_efficiency=0.8,
+        decode_attention_efficiency=HOPPER_DECODE_ATTENTION_EFFICIENCY,
+        decode_seq_overhead_us=HOPPER_DECODE_SEQ_OVERHEAD_US,
     ),
     HardwareSpec(
         name="h800",  # H100 compute, NVLink cut to 400 GB/s both directions
@@ -75,6 +86,8 @@ _PROFILES: tuple[HardwareSpec, ...] = (
         matmul_efficiency=0.68,
         attention_efficiency=0.55,
         hbm_efficiency=0.8,
+        decode_attention_efficiency=HOPPER_DECODE_ATTENTION_EFFICIENCY,
+        decode_seq_overhead_us=HOPPER_DECODE_SEQ_OVERHEAD_US,
     ),
     HardwareSpec(
         name="b200",  # HGX B200 180GB HBM3e

@@ -116,6 +116,11 @@ class HardwareSpec(Strict):
     matmul_efficiency: Fraction = 0.7  # achieved / peak on large GEMMs
     attention_efficiency: Fraction = 0.5  # achieved / peak for prefill attention FLOPs
     hbm_efficiency: Fraction = 0.8  # achieved / peak HBM bandwidth on streaming reads
+    # achieved / peak HBM bandwidth of the decode-attention KV read (None = hbm_efficiency)
+    decode_attention_efficiency: Fraction | None = None
+    # fixed GPU time per decoding sequence per layer, beyond its KV read (paged-KV append,
+    # block-table walk, Q / output handling of the generation attention path)
+    decode_seq_overhead_us: NonNegFloat = 0.0
     step_overhead_us: NonNegFloat = 30.0  # scheduler + launch / graph replay per engine step
     reserved_memory_GiB: NonNegFloat = 1.0  # CUDA context, NCCL buffers: never usable
 
@@ -221,6 +226,14 @@ class ServingSpec(Strict):
     block_size: PosInt = 16  # tokens per paged-KV block
     max_model_len: PosInt | None = None  # None = the model's max_context
     max_queue: PosInt | None = None  # per replica waiting queue; beyond it requests drop
+    # TensorRT-LLM's kv_cache_free_gpu_mem_fraction: when set, the KV cache gets this share of
+    # the memory FREE after weights, activations and reserved memory (per GPU), and
+    # gpu_memory_utilization is not used. None = vLLM's rule (share of total memory).
+    kv_cache_free_memory_fraction: Fraction | None = None
+    # incremental: vLLM-style paged KV, blocks allocated as tokens are written, preemption by
+    # recompute when full. reserve_full: TensorRT-LLM GUARANTEED_NO_EVICT, a request is
+    # admitted only when blocks for prompt + output are free, reserved until it finishes.
+    kv_admission: Literal["incremental", "reserve_full"] = "incremental"
 
 
 class RoutingSpec(Strict):
@@ -229,12 +242,16 @@ class RoutingSpec(Strict):
     concentration: PosFloat = 1.0  # dirichlet alpha
     path: str | None = None  # per-layer popularity table for "trace"
     drift_interval_s: NonNegFloat = 0.0  # 0 = hot set fixed
+    drift_on_phase_change: bool = False  # also redraw the hot set when the MMPP state changes
 
 
 class EPLBSpec(Strict):
     redundant_experts: NonNegInt = 0
     rebalance_interval_s: NonNegFloat = 0.0  # 0 = never rebalance
     algorithm: Literal["greedy", "hierarchical"] = "greedy"
+    # hierarchical only: expert groups packed whole onto nodes (DeepSeek-V3 n_group = 8);
+    # None = one group per node of the EP group
+    expert_groups: PosInt | None = None
 
 
 class ExpertsSpec(Strict):

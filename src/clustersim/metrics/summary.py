@@ -27,6 +27,8 @@ import pandas as pd
 from clustersim.config.schema import SLOSpec
 
 STAT_KEYS = ("mean", "p50", "p90", "p99")
+# slo.* keys computed over time windows by clustersim.metrics.timeline.window_slo_summary
+WINDOW_KEYS = ("worst_window_attainment", "worst_window_start_s", "windows_violating")
 _PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 
 
@@ -47,8 +49,14 @@ class RunTables(Protocol):
     def sim(self) -> Mapping[str, Any]: ...
 
 
-def summarize(out: RunTables, slo: SLOSpec, warmup_s: float) -> dict[str, Any]:
-    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`)."""
+def summarize(
+    out: RunTables, slo: SLOSpec, warmup_s: float, windows: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`).
+
+    `windows`: the per-window SLO keys (WINDOW_KEYS) from
+    `clustersim.metrics.timeline.window_slo_summary`; without it they are null.
+    """
     req = measured_requests(out.requests, warmup_s)
     done = completed_mask(req)
     window_s = measured_window_s(req, done)
@@ -75,6 +83,7 @@ def summarize(out: RunTables, slo: SLOSpec, warmup_s: float) -> dict[str, Any]:
             "ttft_p99_s": slo.ttft_p99_s,
             "tpot_p99_s": slo.tpot_p99_s,
             "e2e_p99_s": slo.e2e_p99_s,
+            **{key: (windows or {}).get(key) for key in WINDOW_KEYS},
         },
         "links": link_summary(out.links, warmup_s),
         "experts": {"imbalance": expert_imbalance(out.experts, warmup_s)},
@@ -175,16 +184,27 @@ def link_summary(links: pd.DataFrame | None, warmup_s: float) -> dict[str, Any]:
 
 
 def expert_imbalance(experts: pd.DataFrame | None, warmup_s: float) -> float | None:
-    """Σ_bins max_rank tokens / Σ_bins mean_rank tokens over the measured bins.
+    """Max-rank over mean-rank routed tokens, token-weighted, over the measured bins.
 
-    Reads columns `bin_start_s`, `rank`, `tokens` (other columns, e.g. `expert` or `layer`,
-    are summed over). 1.0 = perfectly balanced EP ranks. Ranks are those present anywhere in
-    the table; a rank missing from a bin counts as 0 tokens there. None for dense models or
-    when no token was routed.
+    With the simulator's columns `max_rank_tokens` / `mean_rank_tokens` (per bin and EP
+    `group`: Σ over the bin's steps and MoE layers of the most loaded rank's and of the mean
+    rank's routed tokens, repeated on each row of that bin and group): Σ max / Σ mean — the
+    token-weighted mean over (step, MoE layer) of max/mean, which is what sets step time.
+    Otherwise, from `bin_start_s`, `rank`, `tokens` (other columns summed over):
+    Σ_bins max_rank tokens / Σ_bins mean_rank tokens; ranks are those present anywhere in the
+    table, a rank missing from a bin counts as 0 tokens there. 1.0 = perfectly balanced EP
+    ranks. None for dense models or when no token was routed.
     """
     if experts is None or len(experts) == 0:
         return None
     measured = experts.loc[experts["bin_start_s"].to_numpy(dtype=float) >= warmup_s]
+    if "max_rank_tokens" in experts.columns and "mean_rank_tokens" in experts.columns:
+        keys = ["bin_start_s", "group"] if "group" in experts.columns else ["bin_start_s"]
+        per_bin = measured.drop_duplicates(subset=keys)
+        mean_total = float(per_bin["mean_rank_tokens"].to_numpy(dtype=float).sum())
+        if not mean_total > 0:
+            return None
+        return float(per_bin["max_rank_tokens"].to_numpy(dtype=float).sum()) / mean_total
     per_rank = measured.pivot_table(
         index="bin_start_s", columns="rank", values="tokens", aggfunc="sum", fill_value=0
     )

@@ -2,9 +2,13 @@
 
 Step time (seconds) = Σ over operator groups of max(compute time, memory time) + overhead:
 
-    linear      attention projections, dense MLPs, shared experts, router (all the stage's layers)
+    linear      attention projections, dense MLPs, shared experts, router (all the stage's layers),
+                plus the elementwise kernels between them (norms, residual adds, rope, SiLU,
+                KV write): memory-bound, added after the GEMMs' max, never hidden under it
     attn_pf     prefill attention:  FLOPs ∝ (query, key) pairs, at attention_efficiency
-    attn_dec    decode attention:   KV bytes read ∝ Σ context, and its FLOPs
+    attn_dec    decode attention:   KV bytes read ∝ Σ context (at decode_attention_efficiency
+                of HBM bandwidth), and its FLOPs; plus decode_seq_overhead_us per decoding
+                sequence per layer
     moe         routed experts of each MoE layer (weights read only for touched experts)
     embed       first stage: embedding gather
     lm_head     last stage: logits for the rows that emit a token
@@ -34,7 +38,8 @@ from clustersim.model.params import (
     residual_bytes,
 )
 
-DEFAULT_MATMUL_HALF_TOKENS = 16.0  # GEMM rows at which matmul efficiency is half its maximum;
+import os
+DEFAULT_MATMUL_HALF_TOKENS = float(os.environ.get("MH", "16"))  # GEMM rows at which matmul efficiency is half its maximum;
 # fitted with matmul_efficiency 0.68 to H100 cuBLAS timings (docs/cost_model.md §5)
 LOGITS_BYTES = 4.0  # fp32 logits written by the LM head
 _WIDER_FALLBACK: dict[str, tuple[DType, ...]] = {
@@ -97,6 +102,8 @@ class StageCostModel:
     __slots__ = (
         "_attn_dec_s",
         "_attn_pf_s",
+        "_attn_seq_s",
+        "_elt_s",
         "_emb_s",
         "_lin_act_s",
         "_lin_flop_s",
@@ -193,19 +200,26 @@ class StageCostModel:
             proj_out = (heads / tp + 2 * kv_heads_per_rank(model, tp)) * model.head_dim
             attn_out = heads / tp * model.head_dim
         kv_write = kv_elements_per_token_per_layer(model, tp) * DTYPE_BYTES[precision.kv_cache]
-        # per token per layer: norms + residual adds ≈ 10 h, projection in/out, FFN in/out
-        per_layer = rb * (10.0 * h + 2.0 * proj_out + 2.0 * attn_out) + kv_write
-        act = n * per_layer + nd * rb * 6.0 * model.intermediate_size / tp
-        act += nm * rb * 6.0 * c.num_shared_experts * model.moe_intermediate_size / tp
+        ffn = nd * model.intermediate_size / tp  # Σ layers of this rank's FFN width
+        ffn += nm * c.num_shared_experts * model.moe_intermediate_size / tp
+        # Bytes per token. GEMM operands (read by the GEMM kernels, inside their roofline):
+        # qkv h → proj_out, o attn_out → h, gate_up h → 2·I, down I → h.
+        gemm_io = rb * (n * (2.0 * h + proj_out + attn_out) + nd * 2.0 * h + 3.0 * ffn)
+        # Elementwise kernels (memory-bound, they run between the GEMMs and overlap nothing):
+        # two norms (read + write h) and two residual adds (read 2h, write h) = 10 h, rope on
+        # q / k ≈ proj_out, SiLU·mul (read 2·I, write I), and the new token's KV write.
+        elementwise = n * (rb * (10.0 * h + proj_out) + kv_write) + rb * 3.0 * ffn
         self._lin_flop_s = 2.0 * params / flops_rate  # s per token-row
         self._lin_w_s = w_bytes / bw  # s per step
-        self._lin_act_s = act / bw  # s per token
+        self._lin_act_s = gemm_io / bw  # s per token, inside the GEMMs' max(compute, memory)
+        self._elt_s = elementwise / bw  # s per token, added
 
     def _init_attention(self, model: ModelSpec, hw: HardwareSpec, precision: Precision) -> None:
         """Prefill: FLOPs per (query, key) pair. Decode: max(FLOPs, KV bytes) per context token."""
         heads = model.num_attention_heads / self.tp
         rate = peak_flops(hw, attention_dtype(precision)) * hw.attention_efficiency
-        bw = hw.hbm_bandwidth_GBps * 1e9 * hw.hbm_efficiency
+        kv_eff = hw.decode_attention_efficiency or hw.hbm_efficiency
+        bw = hw.hbm_bandwidth_GBps * 1e9 * kv_eff  # bytes/s of the decode KV read
         kv_bytes = kv_elements_per_token_per_layer(model, self.tp) * DTYPE_BYTES[precision.kv_cache]
         if model.uses_mla:
             qk = model.qk_nope_head_dim + model.qk_rope_head_dim
@@ -219,6 +233,7 @@ class StageCostModel:
         n = self.num_layers
         self._attn_pf_s = n * pf_flops / rate  # s per (query, key) pair
         self._attn_dec_s = n * max(dec_flops / rate, kv_bytes / bw)  # s per context token
+        self._attn_seq_s = n * hw.decode_seq_overhead_us * 1e-6  # s per decoding sequence
 
     def _init_moe(
         self, model: ModelSpec, hw: HardwareSpec, precision: Precision, ep: int, moe_tp: int | None
@@ -289,8 +304,9 @@ class StageCostModel:
         mh = self._m_half
         comp = (t + mh) * self._lin_flop_s
         mem = self._lin_w_s + t * self._lin_act_s
-        s = self._overhead_s + (comp if comp > mem else mem)
+        s = self._overhead_s + (comp if comp > mem else mem) + t * self._elt_s
         s += prefill_attn_pairs * self._attn_pf_s + decode_ctx_tokens * self._attn_dec_s
+        s += decode_tokens * self._attn_seq_s
         s += t * self._emb_s
         if self._n_moe:
             g = t * self._moe_group
@@ -370,9 +386,14 @@ class StageCostModel:
         out["overhead"] = self._overhead_s
         if t > 0:
             mh = self._m_half
-            out["linear"] = max((t + mh) * self._lin_flop_s, self._lin_w_s + t * self._lin_act_s)
+            out["linear"] = (
+                max((t + mh) * self._lin_flop_s, self._lin_w_s + t * self._lin_act_s)
+                + t * self._elt_s
+            )
             out["attn_prefill"] = prefill_attn_pairs * self._attn_pf_s
-            out["attn_decode"] = decode_ctx_tokens * self._attn_dec_s
+            out["attn_decode"] = (
+                decode_ctx_tokens * self._attn_dec_s + decode_tokens * self._attn_seq_s
+            )
             out["embed"] = t * self._emb_s
             if self._n_moe:
                 out["moe"] = self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))

@@ -3,6 +3,10 @@
 Budget per GPU (bytes):
     usable = memory_GiB · 2**30 · gpu_memory_utilization − reserved_memory_GiB · 2**30
     kv     = usable − weights(stage) − activations(stage)
+or, with serving.kv_cache_free_memory_fraction = f set (TensorRT-LLM's rule: a share of the
+memory still free once the model is loaded):
+    usable = memory_GiB · 2**30 − reserved_memory_GiB · 2**30
+    kv     = f · (usable − weights(stage) − activations(stage))
 Every pipeline stage is checked; the replica's KV capacity in tokens is the minimum over
 stages of kv(stage) / KV bytes per token on that stage's GPUs, times cp (with context
 parallelism a token's KV lives on exactly one CP rank).
@@ -71,7 +75,8 @@ class StageMemory:
     layers: int
     weights_bytes: float
     activation_bytes: float
-    kv_bytes: float  # usable − weights − activations (negative when it does not fit)
+    kv_bytes: float  # usable − weights − activations (× the free fraction when set; negative
+    # when it does not fit)
     kv_bytes_per_token: float  # this stage's layers, one GPU's share
     kv_tokens: int  # floor(kv_bytes / kv_bytes_per_token), ≥ 0
 
@@ -87,7 +92,7 @@ class MemoryPlan:
     kv_blocks_per_replica: int  # kv_tokens_per_replica // block_size
     fits: bool  # weights + activations fit on every stage and ≥ 1 KV block remains
     reason: str  # one line with the numbers in GiB when not fits, else ""
-    usable_per_gpu_bytes: float  # memory × utilisation − reserved
+    usable_per_gpu_bytes: float  # memory × utilisation (1 with a free fraction) − reserved
     max_model_len: int  # serving.max_model_len or the model's max_context
     max_model_len_fits: bool  # one max_model_len sequence fits in the replica's KV cache
     stages: tuple[StageMemory, ...]
@@ -102,6 +107,7 @@ def stage_weight_bytes(
     last_stage: bool,
     ep: int = 1,
     moe_tp: int | None = None,
+    redundant_experts: int = 0,
 ) -> float:
     """Weight bytes on one GPU of a stage holding `layers`, TP degree `tp`.
 
@@ -109,6 +115,7 @@ def stage_weight_bytes(
     tp > KV heads; MLA down projections replicated); routed experts follow `expert_sharding`;
     shared experts are TP-split; the embedding (first stage) and LM head (last stage) are
     vocab-parallel over `tp`. A tied LM head costs nothing extra unless it sits on another stage.
+    With ep > 1, `redundant_experts` (EPLB) add slots: ceil((E + R) / ep) experts per GPU.
     """
     c = param_counts(model)
     wb = DTYPE_BYTES[precision.weights]
@@ -122,7 +129,10 @@ def stage_weight_bytes(
     )
     total = n * per_layer + n_dense * c.dense_mlp / tp * wb
     if n_moe:
-        routed = sh.experts_per_rank * c.expert / sh.moe_tp
+        per_rank = sh.experts_per_rank
+        if sh.ep > 1 and redundant_experts:
+            per_rank = math.ceil((model.num_experts + redundant_experts) / sh.ep)
+        routed = per_rank * c.expert / sh.moe_tp
         shared = c.num_shared_experts * c.expert / tp
         total += n_moe * ((routed + shared) * wb + c.router * hb)
     if first_stage:
@@ -187,23 +197,34 @@ def plan_memory(
     precision: Precision,
     layout: Layout,
     serving: ServingSpec,
+    redundant_experts: int = 0,
 ) -> MemoryPlan:
-    """Weights, activations and KV cache per GPU of one replica, and whether it fits."""
+    """Weights, activations and KV cache per GPU of one replica, and whether it fits.
+
+    `redundant_experts`: EPLB's extra expert slots per MoE layer, spread over the ep ranks.
+    """
     tp, pp, cp = layout.tp, layout.pp, layout.cp
     if pp > model.num_layers:
         raise ValueError(f"pp={pp} exceeds num_layers={model.num_layers}")
-    usable = hw.memory_GiB * GIB * serving.gpu_memory_utilization - hw.reserved_memory_GiB * GIB
+    free_fraction = serving.kv_cache_free_memory_fraction  # None: vLLM's rule
+    share = 1.0 if free_fraction is not None else serving.gpu_memory_utilization
+    usable = hw.memory_GiB * GIB * share - hw.reserved_memory_GiB * GIB
     kv_b = DTYPE_BYTES[precision.kv_cache]
     per_layer_kv = kv_elements_per_token_per_layer(model, tp) * kv_b
     ranges = stage_layer_ranges(model.num_layers, pp)
     stages: list[StageMemory] = []
     for s, layers in enumerate(ranges):
         first, last = s == 0, s == pp - 1
-        w = stage_weight_bytes(model, precision, layers, tp, first, last, layout.ep, layout.moe_tp)
+        w = stage_weight_bytes(
+            model, precision, layers, tp, first, last, layout.ep, layout.moe_tp,
+            redundant_experts,
+        )
         a = stage_activation_bytes(
             model, precision, layers, tp, last, serving, cp, layout.ep, layout.moe_tp
         )
         kv = usable - w - a
+        if free_fraction is not None and kv > 0:
+            kv *= free_fraction  # TensorRT-LLM: a share of what is left after loading
         per_token = per_layer_kv * len(layers)
         tokens = max(0, math.floor(kv / per_token)) if kv > 0 else 0
         stages.append(StageMemory(s, len(layers), w, a, kv, per_token, tokens))
@@ -214,12 +235,15 @@ def plan_memory(
     max_len = serving.max_model_len or model.max_context
     where = (
         f"{model.name} on {hw.name} ({precision.weights} weights, "
-        f"tp={tp} pp={pp} cp={cp} ep={layout.ep})"
+        f"tp={tp} pp={pp} cp={cp} ep={layout.ep}"
+        + (f", {redundant_experts} redundant experts)" if redundant_experts else ")")
     )
     budget = (
-        f"usable {_gib(usable)} = {hw.memory_GiB:.2f} GiB × {serving.gpu_memory_utilization:.2f}"
+        f"usable {_gib(usable)} = {hw.memory_GiB:.2f} GiB × {share:.2f}"
         f" − {hw.reserved_memory_GiB:.2f} GiB reserved"
     )
+    if free_fraction is not None:
+        budget += f"; KV gets {free_fraction:.2f} of what weights and activations leave"
     if worst_w.kv_bytes <= 0:
         stage = f" on stage {worst_w.stage}" if pp > 1 else ""
         reason = (

@@ -51,6 +51,8 @@ SWEEP_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("goodput_rps", ("slo", "goodput_rps")),
     ("link_max_utilisation", ("links", "max_utilisation")),
     ("expert_imbalance", ("experts", "imbalance")),
+    ("worst_window_attainment", ("slo", "worst_window_attainment")),
+    ("windows_violating", ("slo", "windows_violating")),
 )
 
 
@@ -160,9 +162,16 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def write_run(
-    run_dir: Path, resolved: Mapping[str, Any], out: RunTables, summary: Mapping[str, Any]
+    run_dir: Path,
+    resolved: Mapping[str, Any],
+    out: RunTables,
+    summary: Mapping[str, Any],
+    timeline: pd.DataFrame | None = None,
 ) -> None:
-    """Write one run's files into an existing (fresh) run directory; summary.json last."""
+    """Write one run's files into an existing (fresh) run directory; summary.json last.
+
+    `timeline`: the per-window table of clustersim.metrics.timeline (timeline.parquet).
+    """
     run_dir = Path(run_dir)
     write_text(
         run_dir / "config.resolved.yaml",
@@ -174,6 +183,11 @@ def write_run(
     write_parquet(run_dir / "links.parquet", out.links)
     if out.experts is not None:
         write_parquet(run_dir / "experts.parquet", out.experts)
+    eplb = getattr(out, "eplb", None)  # MoE runs with experts.eplb: one row per rebalance
+    if isinstance(eplb, pd.DataFrame):
+        write_parquet(run_dir / "eplb.parquet", eplb)
+    if timeline is not None:
+        write_parquet(run_dir / "timeline.parquet", timeline)
     write_json(run_dir / "summary.json", summary)
 
 

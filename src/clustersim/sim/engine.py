@@ -7,7 +7,7 @@ are finite (the horizon bounds them), so the system always drains.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -17,13 +17,17 @@ from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder, requests_frame
 from clustersim.model.cost import StageCostModel
 from clustersim.model.memory import MemoryPlan, plan_memory, stage_layer_ranges
+from clustersim.sim.ep_group import DPRank
+from clustersim.sim.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
 from clustersim.sim.fabric import Fabric
+from clustersim.sim.moe_runtime import MoERuntime
 from clustersim.sim.replica import Process, Replica
 from clustersim.sim.router import make_router
 from clustersim.sim.scheduler import RequestState
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import Cluster, build_cluster
 from clustersim.topology.placement import Placement, PlacementError, place
+from clustersim.workload.arrivals import StateTimeline
 from clustersim.workload.requests import RequestStream, generate_requests
 
 ProgressCallback = Callable[[float], None]
@@ -42,6 +46,8 @@ class RunOutput:
     gpus: int
     sim: dict[str, float] = field(default_factory=dict)
     memory: MemoryPlan | None = None
+    phases: StateTimeline | None = None  # MMPP state timeline of the arrivals, else None
+    eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Build:
     placement: Placement
     memory: MemoryPlan
     stage_layers: tuple[range, ...]  # the same split the memory plan uses
+    ep: EPLayout | None = None  # MoE models: EP groups and ranks (sim/ep_layout.py)
 
 
 def build(exp: Experiment) -> Build:
@@ -61,16 +68,14 @@ def build(exp: Experiment) -> Build:
         raise BuildError(
             f"layout.cp = {layout.cp}: context parallelism is not simulated yet (use cp: 1)"
         )
-    if layout.ep > 1 or layout.dp_attention:
-        raise BuildError(
-            f"layout.ep = {layout.ep}: expert parallelism is not simulated yet (use ep: 1)"
-        )
     cluster = build_cluster(exp.topology, exp.hardware)
     try:
         placement = place(layout, cluster, exp.model)
-    except PlacementError as err:
+        ep = resolve_ep_layout(exp, placement)
+    except (PlacementError, EPLayoutError) as err:
         raise BuildError(str(err)) from err
-    memory = plan_memory(exp.model, exp.hardware, exp.precision, layout, exp.serving)
+    redundant = ep.redundant if ep is not None else 0
+    memory = plan_memory(exp.model, exp.hardware, exp.precision, layout, exp.serving, redundant)
     if not memory.fits:
         raise BuildError(memory.reason)
     if memory.kv_blocks_per_replica < layout.pp:
@@ -79,7 +84,7 @@ def build(exp: Experiment) -> Build:
             f"pp = {layout.pp} lanes need at least one each"
         )
     return Build(
-        cluster, placement, memory, tuple(stage_layer_ranges(exp.model.num_layers, layout.pp))
+        cluster, placement, memory, tuple(stage_layer_ranges(exp.model.num_layers, layout.pp)), ep
     )
 
 
@@ -119,26 +124,46 @@ class _Simulation:
                 len(layers),
                 first_stage=s == 0,
                 last_stage=s == layout.pp - 1,
+                ep=layout.ep,
+                moe_tp=layout.moe_tp,
                 first_layer=layers.start,
             )
             for s, layers in enumerate(built.stage_layers)
         ]
         blocks_per_lane = built.memory.kv_blocks_per_replica // layout.pp
-        self.replicas = [
-            Replica(
-                self.env,
-                r,
-                rp.stages,
-                costs,
-                self.fabric,
-                exp.serving,
+        self.moe: MoERuntime | None = None
+        if built.ep is not None:
+            self.moe = MoERuntime(
+                exp, built.ep, built.cluster, self.env, self.fabric, streams.get("experts"),
+                stream.phases,
+            )
+        self.replicas: Sequence[Replica | DPRank]
+        if self.moe is not None and self.moe.dp_attention:
+            self.replicas = self.moe.dp_group(
+                costs[0],
+                [rp.stages[0] for rp in built.placement.replicas],
                 blocks_per_lane,
                 self.state,
                 self.recorder,
                 self._on_finish,
             )
-            for r, rp in enumerate(built.placement.replicas)
-        ]
+        else:
+            self.replicas = [
+                Replica(
+                    self.env,
+                    r,
+                    rp.stages,
+                    costs if self.moe is None
+                    else self.moe.stage_costs(r, costs, built.stage_layers),
+                    self.fabric,
+                    exp.serving,
+                    blocks_per_lane,
+                    self.state,
+                    self.recorder,
+                    self._on_finish,
+                )
+                for r, rp in enumerate(built.placement.replicas)
+            ]
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
 
@@ -156,8 +181,8 @@ class _Simulation:
         if self.stream.concurrency:
             self._issue_closed(now)
 
-    def _admit(self, rid: int, now: float) -> None:
-        """Route one arriving request to a replica, or drop it with a reason."""
+    def _admit(self, rid: int, now: float) -> bool:
+        """Route one arriving request to a replica (True), or drop it with a reason (False)."""
         rec = self.recorder
         for r, rep in enumerate(self.replicas):
             self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
@@ -170,22 +195,23 @@ class _Simulation:
         if too_long or queue_full or not replica.fits_ever(rid):
             rec.on_drop(rid)
             self._end_one()
-            if self.stream.concurrency:
-                self._issue_closed(now)
-            return
+            return False
         self.outstanding[r] += 1
         replica.submit(rid)
+        return True
 
     def _issue_closed(self, now: float) -> None:
-        if self.next_closed >= self.n:
-            return
-        if self.closed_until is not None and now >= self.closed_until:
-            # The horizon has passed: requests never issued are not part of the run.
-            self._retire_unissued()
-            return
-        rid = self.next_closed
-        self.next_closed += 1
-        self._admit(rid, now)
+        """Issue the next closed-loop request; a dropped one is replaced at once (a loop, not
+        recursion: a long run of drops must not exhaust the stack)."""
+        while self.next_closed < self.n:
+            if self.closed_until is not None and now >= self.closed_until:
+                # The horizon has passed: requests never issued are not part of the run.
+                self._retire_unissued()
+                return
+            rid = self.next_closed
+            self.next_closed += 1
+            if self._admit(rid, now):
+                return
 
     def _retire_unissued(self) -> None:
         unissued = self.n - self.next_closed
@@ -256,11 +282,12 @@ def run_experiment(exp: Experiment, progress: ProgressCallback | None = None) ->
     end_s = float(sim.env.now)
     links = sim.fabric.link_table(end_s)
     events = rec.steps + n
+    moe = sim.moe
     return RunOutput(
         requests=requests,
         iterations=rec.iterations_frame(),
         links=links,
-        experts=None,
+        experts=moe.experts_frame() if moe is not None else None,
         gpus=exp.layout.gpus,
         sim={
             "events": float(events),
@@ -268,6 +295,8 @@ def run_experiment(exp: Experiment, progress: ProgressCallback | None = None) ->
             "simulated_s": end_s,
         },
         memory=built.memory,
+        phases=stream.phases,
+        eplb=moe.eplb_frame() if moe is not None else None,
     )
 
 

@@ -12,6 +12,11 @@ and emits one token. So the lane keeps:
   residue[r]  number of decoding requests whose new-block steps are ≡ r (mod block_size)
   ctx_offset  Σ (P + 1 - d0) over decoding requests; total context at step x = ctx_offset + n·x
 and a heap of each request's last decode step.
+
+With `serving.kv_admission: reserve_full` (TensorRT-LLM's GUARANTEED_NO_EVICT capacity
+policy) a request is admitted only when blocks for its whole prompt + output are free; they
+are reserved at admission and released when it finishes. Nothing is allocated while it runs,
+so decode steps allocate nothing and no request is ever preempted.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class Scheduler:
         self.max_seqs = serving.max_num_seqs
         self.max_tokens = serving.max_num_batched_tokens
         self.chunked = serving.chunked_prefill
+        self.reserve_full = serving.kv_admission == "reserve_full"
         self.kv = kv
         self.state = state
         self.on_finish = on_finish
@@ -156,7 +162,8 @@ class Scheduler:
             if batch.num_seqs > 0:
                 return batch
             # Nothing could progress: partial prefills hold the blocks they need to grow.
-            if not self._preempt_latest():
+            # (Never with reserve_full: every admitted request holds all it will need.)
+            if self.reserve_full or not self._preempt_latest():
                 return None
 
     def complete(self, batch: Batch, now: float) -> None:
@@ -183,14 +190,15 @@ class Scheduler:
         if not self.decoding:
             return
         d = self.d
-        slot = d % self.block_size
-        kv = self.kv
-        while self.residue[slot] > kv.free:
-            if not self._preempt_latest():
-                break
-        if not self.decoding:
-            return
-        kv.allocate(self.residue[slot])
+        if not self.reserve_full:  # reserve_full: blocks were reserved at admission
+            slot = d % self.block_size
+            kv = self.kv
+            while self.residue[slot] > kv.free:
+                if not self._preempt_latest():
+                    break
+            if not self.decoding:
+                return
+            kv.allocate(self.residue[slot])
         n = len(self.decoding)
         batch.decode_tokens = n
         batch.decode_ctx_tokens = self.ctx_offset + n * d
@@ -206,7 +214,7 @@ class Scheduler:
                 continue
             written = st.effective_prompt[rid] + d - st.d0[rid] + 1
             self._leave_decode(rid)
-            self.kv.release(blocks_for(written, self.block_size))
+            self.kv.release(self._held_blocks(rid, written))
             st.generated[rid] = st.output[rid]
             self._finish(rid, now)
 
@@ -246,6 +254,18 @@ class Scheduler:
         while self.waiting and budget > 0 and seqs < self.max_seqs:
             rid = self.waiting[0]
             remaining = st.effective_prompt[rid]
+            if self.reserve_full:
+                need = self._reservation(rid)
+                if need > kv.free:
+                    break  # FCFS: the head waits for a finishing request's blocks
+                chunk = min(remaining, budget) if self.chunked else remaining
+                if not self.chunked and remaining > budget and batch.prefill:
+                    break
+                kv.allocate(need)
+                self._admit(batch, rid, chunk, now)
+                budget -= chunk
+                seqs += 1
+                continue
             reserve = self.watermark_blocks if (self.decoding or self.prefilling) else 0
             spare = kv.free - reserve  # blocks this admission may take
             if self.chunked:
@@ -256,13 +276,31 @@ class Scheduler:
                 chunk = remaining if blocks_for(remaining, bs) <= spare else 0
             if chunk <= 0:
                 break
-            self.waiting.popleft()
-            self.prefilling.append(rid)
-            if st.first_scheduled_s[rid] != st.first_scheduled_s[rid]:  # NaN: first time
-                st.first_scheduled_s[rid] = now
-            self._add_chunk(batch, rid, chunk)
+            self._admit(batch, rid, chunk, now)
             budget -= chunk
             seqs += 1
+
+    def _admit(self, batch: Batch, rid: int, chunk: int, now: float) -> None:
+        """Move the head of the waiting queue into prefill with its first chunk."""
+        st = self.state
+        self.waiting.popleft()
+        self.prefilling.append(rid)
+        if st.first_scheduled_s[rid] != st.first_scheduled_s[rid]:  # NaN: first time
+            st.first_scheduled_s[rid] = now
+        self._add_chunk(batch, rid, chunk)
+
+    def _reservation(self, rid: int) -> int:
+        """reserve_full: blocks for the request's prompt + output tokens (a constant per
+        request: nothing is ever preempted in this mode, so nothing is recomputed)."""
+        st = self.state
+        return blocks_for(st.prompt[rid] + st.output[rid], self.block_size)
+
+    def _held_blocks(self, rid: int, written: int) -> int:
+        """Blocks a finishing request gives back: its reservation (reserve_full) or the
+        blocks its `written` KV tokens occupy (incremental)."""
+        if self.reserve_full:
+            return self._reservation(rid)
+        return blocks_for(written, self.block_size)
 
     def _fit_chunk(self, rid: int, budget: int) -> int:
         """Largest chunk of the request's remaining prefill that fits budget and free KV."""
@@ -272,6 +310,8 @@ class Scheduler:
         chunk = st.effective_prompt[rid] - c
         if self.chunked:
             chunk = min(chunk, budget)
+        if self.reserve_full:
+            return max(chunk, 0)  # its blocks were reserved at admission
         held = blocks_for(c, bs)
         room = (held + self.kv.free) * bs - c  # tokens that fit in held + free blocks
         if chunk > room:
@@ -282,7 +322,8 @@ class Scheduler:
         st = self.state
         c = st.computed[rid]
         bs = self.block_size
-        self.kv.allocate(blocks_for(c + chunk, bs) - blocks_for(c, bs))
+        if not self.reserve_full:
+            self.kv.allocate(blocks_for(c + chunk, bs) - blocks_for(c, bs))
         batch.prefill.append((rid, chunk))
         batch.prefill_tokens += chunk
         batch.prefill_attn_pairs += chunk * c + chunk * (chunk + 1) / 2
@@ -294,7 +335,7 @@ class Scheduler:
         if st.first_token_s[rid] != st.first_token_s[rid]:  # NaN: the first token
             st.first_token_s[rid] = now
         if st.generated[rid] >= st.output[rid]:
-            self.kv.release(blocks_for(st.effective_prompt[rid], self.block_size))
+            self.kv.release(self._held_blocks(rid, st.effective_prompt[rid]))
             self._finish(rid, now)
         else:
             self._enter_decode(rid)

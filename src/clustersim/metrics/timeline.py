@@ -1,0 +1,385 @@
+"""Time-resolved metrics: the run's tables cut into fixed windows (pure functions, no I/O).
+
+Window k covers simulated time [k·w, (k+1)·w) with w = `output.time_bin_s` seconds (the bin
+width of links.parquet, so link bins and windows coincide). Windows run from t = 0 to the
+window holding the last event of the run (arrival, finish, engine step end or link bin), so
+every request with a finite `arrival_s` lies in exactly one window: k = floor(arrival_s / w).
+
+Per window (docs/results.md, "timeline.parquet", is the user-facing copy):
+
+- counts by **arrival window**: `arrivals`, `dropped`, and the latency / SLO columns describe the
+  requests that *arrived* in the window (so a burst is charged with the latency it caused);
+- counts by **event window**: `completions` (finish_s in the window);
+- **time averages** over the window: `queue_len` (requests arrived but not yet scheduled; a
+  request is queued during [arrival_s, arrival_s + queue_s)), `burst_fraction`;
+- **engine steps** (iterations, stage 0 only, by the window their step *ends* in): `batch_seqs`
+  (mean sequences per step), `kv_usage` / `kv_usage_max` (mean / max over those steps of the
+  step's KV pool usage `kv_used_blocks / kv_capacity_blocks`);
+- **links**: `link_max_utilisation` (highest utilisation of any link in the window) and
+  `busiest_link_utilisation` (utilisation of the run's busiest link, as summary.json names it).
+
+The SLO target implied by p99 bounds is SLO_TARGET = 0.99: a window "burns" its error budget
+at `slo_burn_rate = slo_violation_frac / (1 − SLO_TARGET)`; 1.0 spends the budget exactly as
+fast as the p99 target allows, above 1 the window on its own misses the target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from clustersim.config.schema import SLOSpec
+from clustersim.metrics.summary import completed_mask, dropped_mask, link_summary, slo_mask
+from clustersim.workload.arrivals import StateTimeline
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+SLO_TARGET = 0.99  # fraction of requests that must meet each bound (the bounds are p99s)
+
+TIMELINE_COLUMNS = (
+    "bin_start_s",  # s, window start k·w
+    "measured",  # bool, bin_start_s >= horizon.warmup_s
+    "arrivals",  # requests arriving in the window
+    "arrival_rate_rps",  # arrivals / w
+    "completions",  # requests finishing in the window
+    "dropped",  # requests arriving in the window that were dropped
+    "queue_len",  # requests, time-average over the window
+    "batch_seqs",  # sequences per stage-0 engine step (mean over steps ending in the window)
+    "kv_usage",  # fraction, mean KV pool usage over those steps
+    "kv_usage_max",  # fraction, max over those steps
+    "ttft_p50_s",  # s, of the completed requests arriving in the window
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "slo_attainment",  # fraction of arrivals meeting every bound (dropped / unfinished fail)
+    "slo_violation_frac",  # 1 − slo_attainment
+    "slo_burn_rate",  # slo_violation_frac / (1 − SLO_TARGET)
+    "ttft_violation_frac",  # fraction of arrivals missing the TTFT bound (null: bound unset)
+    "tpot_violation_frac",
+    "e2e_violation_frac",
+    "link_max_utilisation",  # fraction, any link
+    "busiest_link_utilisation",  # fraction, the run's busiest link
+    "burst_fraction",  # fraction of the window in an MMPP burst state (null: no MMPP)
+)
+_COUNT_COLUMNS = frozenset({"arrivals", "completions", "dropped"})
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def window_index(times_s: npt.ArrayLike, bin_s: float) -> I64:
+    """Window of each time: floor(t / bin_s); −1 for NaN / ±inf times."""
+    t = np.asarray(times_s, dtype=np.float64)
+    finite = np.isfinite(t)
+    idx = np.full(t.shape, -1, dtype=np.int64)
+    idx[finite] = np.floor(t[finite] / bin_s).astype(np.int64)
+    return idx
+
+
+def window_count(end_s: float, bin_s: float) -> int:
+    """Windows needed to hold time `end_s` (s): floor(end_s / bin_s) + 1; 0 if end_s < 0."""
+    if not math.isfinite(end_s) or end_s < 0:
+        return 0
+    return math.floor(end_s / bin_s) + 1
+
+
+def _max_finite(*arrays: npt.ArrayLike) -> float:
+    """Largest finite value over all arrays; −inf when there is none."""
+    best = -math.inf
+    for a in arrays:
+        x = np.asarray(a, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if len(x):
+            best = max(best, float(x.max()))
+    return best
+
+
+def _column(df: pd.DataFrame | None, name: str) -> F64:
+    """`name` of `df` as float64; empty when the table or the column is missing."""
+    if df is None or name not in df.columns:
+        return np.empty(0, dtype=np.float64)
+    return df[name].to_numpy(dtype=np.float64)
+
+
+def run_end_s(
+    requests: pd.DataFrame, iterations: pd.DataFrame | None, links: pd.DataFrame | None
+) -> float:
+    """Time of the run's last event (s): arrival, finish, step end or link-bin start."""
+    return _max_finite(
+        _column(requests, "arrival_s"),
+        _column(requests, "finish_s"),
+        _column(iterations, "end_s"),
+        _column(links, "bin_start_s"),
+    )
+
+
+# --------------------------------------------------------------------------- time averages
+
+
+def _ramp_sums(points_s: F64, at_s: F64) -> F64:
+    """Σ_i max(0, t − x_i) for each t in `at_s` (s·count), x = `points_s` (any order)."""
+    x = np.sort(points_s)
+    csum = np.concatenate(([0.0], np.cumsum(x)))
+    k = np.searchsorted(x, at_s, side="left")  # points strictly below t
+    return k * at_s - csum[k]
+
+
+def occupancy(starts_s: F64, ends_s: F64, n: int, bin_s: float) -> F64:
+    """Time-average number of open intervals [start, end) per window (float64[n]).
+
+    Exact: with F(t) = Σ_i |[start_i, end_i) ∩ [0, t)| = Σ max(0, t − start) − Σ max(0, t − end),
+    window k averages (F((k+1)·w) − F(k·w)) / w. Needs end_i >= start_i.
+    """
+    edges = np.arange(n + 1, dtype=np.float64) * bin_s
+    integral = _ramp_sums(starts_s, edges) - _ramp_sums(ends_s, edges)
+    return np.diff(integral) / bin_s
+
+
+def burst_intervals(phases: StateTimeline) -> tuple[F64, F64]:
+    """(start, end) seconds of the MMPP segments spent in a burst state.
+
+    A burst state is one whose rate exceeds the realised time-average rate of the timeline
+    (Σ rate·duration / Σ duration); for a calm/burst pair that is the burst state.
+    """
+    starts = np.asarray(phases.start_s, dtype=np.float64)
+    ends = np.concatenate((starts[1:], [phases.end_s]))
+    rates = phases.segment_rate_rps
+    durations = np.maximum(ends - starts, 0.0)
+    total = float(durations.sum())
+    if not total > 0:
+        return np.empty(0), np.empty(0)
+    mean_rate = float((rates * durations).sum()) / total
+    burst = rates > mean_rate
+    return starts[burst], ends[burst]
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def _per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
+    """q-th percentile (numpy 'linear') of x per window; NaN where the window has no value."""
+    out = np.full(n, np.nan)
+    keep = (idx >= 0) & (idx < n) & np.isfinite(x)
+    if not keep.any():
+        return out
+    grouped = pd.Series(x[keep]).groupby(idx[keep]).quantile(q / 100.0, interpolation="linear")
+    out[grouped.index.to_numpy(dtype=np.int64)] = grouped.to_numpy(dtype=np.float64)
+    return out
+
+
+def _per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
+    """mean / max / sum of x per window; NaN where the window has no value."""
+    out = np.full(n, np.nan)
+    keep = (idx >= 0) & (idx < n) & np.isfinite(x)
+    if not keep.any():
+        return out
+    grouped = pd.Series(x[keep]).groupby(idx[keep]).agg(how)
+    out[grouped.index.to_numpy(dtype=np.int64)] = grouped.to_numpy(dtype=np.float64)
+    return out
+
+
+def _counts(idx: I64, n: int, weights: npt.NDArray[np.bool_] | None = None) -> I64:
+    """How many of the indexed items (where `weights`) fall in each of n windows."""
+    keep = (idx >= 0) & (idx < n)
+    if weights is not None:
+        keep &= weights
+    return np.bincount(idx[keep], minlength=n)[:n].astype(np.int64)
+
+
+def _fraction(numer: I64 | F64, denom: I64) -> F64:
+    """numer / denom per window; NaN where denom == 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, np.asarray(numer, dtype=np.float64) / denom, np.nan)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def build_timeline(
+    requests: pd.DataFrame,
+    iterations: pd.DataFrame | None,
+    links: pd.DataFrame | None,
+    bin_s: float,
+    slo: SLOSpec,
+    warmup_s: float = 0.0,
+    phases: StateTimeline | None = None,
+    link_bin_s: float | None = None,
+) -> pd.DataFrame:
+    """One row per window (columns TIMELINE_COLUMNS, in order); see the module docstring.
+
+    `bin_s`: window width (s); `link_bin_s`: bin width of the links table (s; default bin_s).
+
+    Tolerates missing optional inputs: without iteration columns the step columns are NaN,
+    without link rows the link columns are NaN (0 in windows of a run that did use links).
+    """
+    if not bin_s > 0:
+        raise ValueError(f"bin_s must be > 0, got {bin_s}")
+    n = window_count(run_end_s(requests, iterations, links), bin_s)
+    cols: dict[str, npt.NDArray[np.generic]] = {}
+    starts = np.arange(n, dtype=np.float64) * bin_s
+    cols["bin_start_s"] = starts
+    cols["measured"] = starts >= warmup_s
+    cols.update(_request_columns(requests, n, bin_s, slo))
+    cols.update(_step_columns(iterations, n, bin_s))
+    cols.update(_link_columns(links, n, bin_s, warmup_s, link_bin_s or bin_s))
+    burst = np.full(n, np.nan)
+    if phases is not None and n:
+        b0, b1 = burst_intervals(phases)
+        burst = np.clip(occupancy(b0, b1, n, bin_s), 0.0, 1.0)
+    cols["burst_fraction"] = burst
+    frame = pd.DataFrame({name: cols[name] for name in TIMELINE_COLUMNS})
+    for name in _COUNT_COLUMNS:
+        frame[name] = frame[name].astype(np.int64)
+    frame["measured"] = frame["measured"].astype(bool)
+    return frame
+
+
+def _request_columns(
+    requests: pd.DataFrame, n: int, bin_s: float, slo: SLOSpec
+) -> dict[str, F64 | I64]:
+    """Arrival / completion counts, queue length, latency percentiles and SLO fractions."""
+    arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
+    idx = window_index(arrival, bin_s)
+    done = completed_mask(requests)
+    dropped = dropped_mask(requests)
+    arrivals = _counts(idx, n)
+    cols: dict[str, F64 | I64] = {
+        "arrivals": arrivals,
+        "arrival_rate_rps": arrivals / bin_s,
+        "completions": _counts(window_index(requests["finish_s"], bin_s), n, done),
+        "dropped": _counts(idx, n, dropped),
+        "queue_len": _queue_len(requests, arrival, dropped, n, bin_s),
+    }
+    for metric in ("ttft", "tpot"):
+        x = np.where(done, requests[f"{metric}_s"].to_numpy(dtype=np.float64), np.nan)
+        cols[f"{metric}_p50_s"] = _per_window_percentile(idx, x, n, 50.0)
+        cols[f"{metric}_p99_s"] = _per_window_percentile(idx, x, n, 99.0)
+    attained = _counts(idx, n, slo_mask(requests, done, slo))
+    attainment = _fraction(attained, arrivals)
+    cols["slo_attainment"] = attainment
+    cols["slo_violation_frac"] = 1.0 - attainment
+    cols["slo_burn_rate"] = (1.0 - attainment) / (1.0 - SLO_TARGET)
+    bounds = {
+        "ttft": SLOSpec(ttft_p99_s=slo.ttft_p99_s),
+        "tpot": SLOSpec(tpot_p99_s=slo.tpot_p99_s),
+        "e2e": SLOSpec(e2e_p99_s=slo.e2e_p99_s),
+    }
+    for metric, one_bound in bounds.items():
+        if getattr(one_bound, f"{metric}_p99_s") is None:
+            cols[f"{metric}_violation_frac"] = np.full(n, np.nan)
+            continue
+        met = _counts(idx, n, slo_mask(requests, done, one_bound))
+        cols[f"{metric}_violation_frac"] = 1.0 - _fraction(met, arrivals)
+    return cols
+
+
+def _queue_len(
+    requests: pd.DataFrame, arrival: F64, dropped: npt.NDArray[np.bool_], n: int, bin_s: float
+) -> F64:
+    """Time-average of requests waiting to be scheduled (arrived, not dropped, not started).
+
+    A request never scheduled (queue_s NaN, not dropped) waits until the end of the last window.
+    """
+    queue = requests["queue_s"].to_numpy(dtype=np.float64)
+    waiting = np.isfinite(arrival) & ~dropped
+    start = arrival[waiting]
+    end = start + queue[waiting]
+    end = np.where(np.isfinite(end), np.maximum(end, start), n * bin_s)
+    return occupancy(start, end, n, bin_s)
+
+
+def _step_columns(iterations: pd.DataFrame | None, n: int, bin_s: float) -> dict[str, F64]:
+    """batch_seqs, kv_usage, kv_usage_max from the stage-0 engine steps ending in each window."""
+    need = {"stage", "end_s", "num_seqs", "kv_used_blocks", "kv_capacity_blocks"}
+    if iterations is None or len(iterations) == 0 or not need <= set(iterations.columns):
+        return {k: np.full(n, np.nan) for k in ("batch_seqs", "kv_usage", "kv_usage_max")}
+    steps = iterations.loc[iterations["stage"].to_numpy() == 0]
+    idx = window_index(steps["end_s"], bin_s)
+    cap = steps["kv_capacity_blocks"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        usage = np.where(cap > 0, steps["kv_used_blocks"].to_numpy(dtype=np.float64) / cap, np.nan)
+    return {
+        "batch_seqs": _per_window_reduce(idx, steps["num_seqs"].to_numpy(np.float64), n, "mean"),
+        "kv_usage": _per_window_reduce(idx, usage, n, "mean"),
+        "kv_usage_max": _per_window_reduce(idx, usage, n, "max"),
+    }
+
+
+def _link_columns(
+    links: pd.DataFrame | None, n: int, bin_s: float, warmup_s: float, link_bin_s: float
+) -> dict[str, F64]:
+    """Per window: the highest utilisation of any link, and the run's busiest link's.
+
+    A link's utilisation in a window is the mean over the link bins starting in it (a missing
+    bin is 0): Σ utilisation × link_bin_s / bin_s, so windows may be coarser than link bins.
+    """
+    if links is None or len(links) == 0:
+        return {k: np.full(n, np.nan) for k in ("link_max_utilisation", "busiest_link_utilisation")}
+    # + 1e-9: a bin start of k·w computed as k·w − ε still lands in window k
+    idx = np.floor(links["bin_start_s"].to_numpy(dtype=np.float64) / bin_s + 1e-9)
+    weighted = links["utilisation"].to_numpy(dtype=np.float64) * (link_bin_s / bin_s)
+    names = links["link"].astype(str).to_numpy()
+    keep = (idx >= 0) & (idx < n) & np.isfinite(weighted)
+    table = pd.DataFrame(
+        {"window": idx[keep].astype(np.int64), "link": names[keep], "u": weighted[keep]}
+    )
+    cells = table.groupby(["window", "link"], sort=False)["u"].sum()
+    peak = np.zeros(n)
+    per_window = cells.groupby(level="window").max()
+    peak[per_window.index.to_numpy(dtype=np.int64)] = per_window.to_numpy(dtype=np.float64)
+    busiest = link_summary(links, warmup_s)["busiest"]
+    if busiest is None:  # no measured bin: rank links over the whole run
+        busiest = link_summary(links, -math.inf)["busiest"]
+    series = np.zeros(n)
+    mine = cells.loc[cells.index.get_level_values("link") == str(busiest)]
+    series[mine.index.get_level_values("window").to_numpy(dtype=np.int64)] = mine.to_numpy()
+    return {"link_max_utilisation": peak, "busiest_link_utilisation": series}
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def window_slo_summary(timeline: pd.DataFrame | None) -> dict[str, float | int | None]:
+    """The summary.json `slo.*` window keys from a timeline table.
+
+    Over the measured windows with at least one arrival:
+    - `worst_window_attainment`: the lowest `slo_attainment` (None when there is no window);
+    - `worst_window_start_s`: that window's start, s; on ties the window with the most arrivals
+      (the most requests missing the SLO), then the earliest (`worst_windows` order);
+    - `windows_violating`: how many have `slo_attainment < SLO_TARGET`, i.e. more than 1 % of
+      the requests that arrived in that window missed a bound, were dropped or never finished
+      (with 1–99 arrivals a single miss is enough).
+    """
+    empty: dict[str, float | int | None] = {
+        "worst_window_attainment": None,
+        "worst_window_start_s": None,
+        "windows_violating": 0 if timeline is not None else None,
+    }
+    if timeline is None or len(timeline) == 0:
+        return empty
+    rows = worst_windows(timeline)
+    if len(rows) == 0:
+        return empty
+    att = rows["slo_attainment"].to_numpy(dtype=np.float64)
+    return {
+        "worst_window_attainment": float(att[0]),
+        "worst_window_start_s": float(rows["bin_start_s"].iloc[0]),
+        "windows_violating": int((att < SLO_TARGET - 1e-12).sum()),
+    }
+
+
+def worst_windows(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Measured windows with arrivals, worst first: lowest `slo_attainment`, then most
+    arrivals, then earliest."""
+    rows = timeline.loc[
+        timeline["measured"].to_numpy(dtype=bool)
+        & (timeline["arrivals"].to_numpy() > 0)
+        & np.isfinite(timeline["slo_attainment"].to_numpy(dtype=np.float64))
+    ]
+    return rows.sort_values(
+        ["slo_attainment", "arrivals", "bin_start_s"], ascending=[True, False, True], kind="stable"
+    )

@@ -1,0 +1,245 @@
+"""Analytic estimates of a layout, from the cost model alone (pure; docs/planner.md §3).
+
+Three numbers per candidate, computed on the very request stream the simulator will run
+(same seed, same named random streams):
+
+- `tpot_lb_s` — a LOWER BOUND on every decode step, hence on every request's TPOT: one decode
+  token at the shortest prompt's context, summed over the pipeline stages (a token crosses
+  each), plus (dense models) the stage's TP all-reduces on an idle fabric. For MoE layers the
+  most loaded EP rank holds at least ⌈k/ep⌉ of the token's k routed experts; the all-to-all and
+  MoE all-reduces are left out (≥ 0). Every term of the step time is non-decreasing in the batch,
+  so no step of the simulation is shorter.
+- `ttft_p99_lb_s` — the p99 over the measured requests of each request's own prefill time
+  alone on an idle replica (its chunks of max_num_batched_tokens back to back through every
+  stage, nothing else in the batch, no queueing). TTFT_i ≥ lb_i for every request i, so the
+  p99 of TTFT ≥ the p99 of lb (same sample, same percentile method).
+- `capacity_rps` — an ESTIMATE (optimistic, not a bound) of the highest request rate the
+  layout sustains: per replica (per DP-attention rank), S sequences decode per step with
+  S = min(max_num_seqs, KV tokens per lane / (P̄ + Ō/2), max_num_batched_tokens / (1 + P̄/Ō)),
+  the step also prefilling S·P̄/Ō new tokens so admissions match completions; one step costs
+  the cost model's compute time plus (dense) its all-reduces, and a pipeline delivers one
+  lane's step per slowest-stage time. Rate = S / (Ō · step). Contention, preemption and idle
+  bubbles are ignored — so the estimate is high, which is the safe side for pruning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from clustersim.config.schema import Experiment
+from clustersim.model.cost import StageCostModel, causal_pairs
+from clustersim.sim.engine import Build
+from clustersim.sim.fabric import estimate_allreduce_s
+from clustersim.sim.streams import Streams
+from clustersim.workload.requests import generate_requests
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class WorkloadStats:
+    """The measured requests of the experiment's stream (arrival ≥ warm-up), tokens."""
+
+    prompts: I64
+    outputs: I64
+    offered_rps: float | None  # mean arrival rate (req/s); None for closed loop / burst
+    mean_prompt: float
+    mean_output: float
+    p99_prompt: float
+
+    @property
+    def n(self) -> int:
+        return len(self.prompts)
+
+
+def workload_stats(exp: Experiment) -> WorkloadStats:
+    """Generate the experiment's requests (as the simulator will) and summarise them."""
+    streams = Streams(exp.seed)
+    stream = generate_requests(
+        exp.workload,
+        exp.horizon,
+        streams.get("arrivals"),
+        streams.get("lengths"),
+        exp.base_dir,
+    )
+    arrival = stream.arrival_s
+    keep = np.ones(len(arrival), dtype=bool)
+    if stream.concurrency is None:
+        keep = arrival >= exp.horizon.warmup_s
+    prompts = np.asarray(stream.prompt_tokens[keep], dtype=np.int64)
+    outputs = np.asarray(stream.output_tokens[keep], dtype=np.int64)
+    if len(prompts) == 0:  # a horizon inside the warm-up: fall back to every request
+        prompts = np.asarray(stream.prompt_tokens, dtype=np.int64)
+        outputs = np.asarray(stream.output_tokens, dtype=np.int64)
+    return WorkloadStats(
+        prompts=prompts,
+        outputs=outputs,
+        offered_rps=_offered_rps(exp, arrival, stream.concurrency),
+        mean_prompt=float(prompts.mean()) if len(prompts) else 0.0,
+        mean_output=float(outputs.mean()) if len(outputs) else 0.0,
+        p99_prompt=float(np.percentile(prompts, 99)) if len(prompts) else 0.0,
+    )
+
+
+def _offered_rps(
+    exp: Experiment, arrival: npt.NDArray[np.float64], concurrency: int | None
+) -> float | None:
+    """Requests per second of an open-loop stream; None when the rate is not set by arrivals."""
+    if concurrency is not None or exp.workload.arrival.process == "burst" or len(arrival) < 2:
+        return None
+    span = exp.horizon.duration_s or float(arrival[-1] - arrival[0])
+    return len(arrival) / span if span > 0 else None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Analytic numbers of one layout (seconds, requests/s, sequences)."""
+
+    tpot_lb_s: float
+    ttft_p99_lb_s: float
+    replica_capacity_rps: float  # one replica / DP-attention rank
+    capacity_rps: float  # whole layout
+    batch_seqs: float  # S: decoding sequences per lane in the capacity estimate
+    step_s: float  # one lane step at that batch, slowest stage (s)
+
+
+def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
+    """The cost model of each pipeline stage, as the simulator builds it."""
+    lay = exp.layout
+    return [
+        StageCostModel(
+            exp.model,
+            exp.hardware,
+            exp.precision,
+            lay.tp,
+            len(layers),
+            first_stage=s == 0,
+            last_stage=s == lay.pp - 1,
+            ep=lay.ep,
+            moe_tp=lay.moe_tp,
+            first_layer=layers.start,
+        )
+        for s, layers in enumerate(built.stage_layers)
+    ]
+
+
+class _Analyser:
+    """Step-time helpers of one built layout."""
+
+    def __init__(self, exp: Experiment, built: Build) -> None:
+        self.exp = exp
+        self.built = built
+        self.costs = stage_costs(exp, built)
+        self.dense = not exp.model.is_moe
+        self.groups = [built.placement.replicas[0].stages[s] for s in range(exp.layout.pp)]
+        k = exp.model.experts_per_token
+        self.k = k
+        self.ep = built.ep.ep if built.ep is not None else 1
+
+    def comm_s(self, stage: int, tokens: int) -> float:
+        """Idle-fabric TP all-reduces of one step of a dense stage (0 for MoE: left out)."""
+        cost = self.costs[stage]
+        if not self.dense or cost.allreduces_per_step == 0 or tokens <= 0:
+            return 0.0
+        nbytes = cost.allreduce_bytes(tokens)
+        return estimate_allreduce_s(
+            self.built.cluster, self.groups[stage], nbytes, cost.allreduces_per_step
+        )
+
+    def moe_lb_s(self, stage: int, tokens: int) -> float:
+        """Routed experts of `tokens` tokens at the most loaded EP rank, lower bound."""
+        cost = self.costs[stage]
+        if self.dense or cost.num_moe_layers == 0 or tokens <= 0:
+            return 0.0
+        pairs = math.ceil(tokens * self.k / self.ep)
+        touched = min(cost.experts_per_rank, math.ceil(pairs / tokens))
+        return cost.num_moe_layers * cost.moe_layer_s(pairs, touched)
+
+    def step_lb_s(self, pf: int, pairs: float, dec: int, ctx: int, seqs: int) -> float:
+        """Lower bound on one lane step through every stage (s)."""
+        total = 0.0
+        tokens = pf + dec
+        for s, cost in enumerate(self.costs):
+            if self.dense:
+                total += cost.compute_s(pf, pairs, dec, ctx, seqs)
+            else:
+                total += cost.dense_part_s(pf, pairs, dec, ctx, seqs) + self.moe_lb_s(s, tokens)
+            total += self.comm_s(s, tokens)
+        return total
+
+    def tpot_lb_s(self, min_prompt: int) -> float:
+        return self.step_lb_s(0, 0.0, 1, max(1, min_prompt), 0)
+
+    def prefill_lb_s(self, prompt: int) -> float:
+        """One request's prefill alone: chunks of max_num_batched_tokens, back to back."""
+        serving = self.exp.serving
+        chunk = serving.max_num_batched_tokens if serving.chunked_prefill else prompt
+        chunk = max(1, min(chunk, prompt))
+        total, done = 0.0, 0
+        while done < prompt:
+            c = min(chunk, prompt - done)
+            total += self.step_lb_s(c, causal_pairs(c, done), 0, 0, 1)
+            done += c
+        return total
+
+    def lane_step_s(
+        self, pf: float, pairs: float, dec: float, ctx: float, seqs: float
+    ) -> tuple[float, float]:
+        """(Σ over stages, max over stages) of one step with the uniform MoE load (s)."""
+        times = []
+        pf_i, dec_i = int(round(pf)), int(round(dec))
+        for s, cost in enumerate(self.costs):
+            t = cost.compute_s(pf_i, pairs, dec_i, int(round(ctx)), max(1, int(round(seqs))))
+            times.append(t + self.comm_s(s, pf_i + dec_i))
+        return sum(times), max(times)
+
+    def capacity(self, stats: WorkloadStats) -> tuple[float, float, float]:
+        """(requests/s of one replica, batch S per lane, lane step s); see module doc."""
+        s = self.exp.serving
+        p, o = max(stats.mean_prompt, 1.0), max(stats.mean_output, 1.0)
+        pp = self.exp.layout.pp
+        lane_tokens = self.built.memory.kv_blocks_per_replica // pp * s.block_size
+        seqs = min(float(s.max_num_seqs), lane_tokens / (p + o / 2.0))
+        seqs = min(seqs, s.max_num_batched_tokens / (1.0 + p / o))
+        seqs = max(seqs, 1e-9)
+        pf = seqs * p / o
+        # a prefill token attends to ~P̄/2 keys on average (causal)
+        total, slowest = self.lane_step_s(pf, pf * p / 2.0, seqs, seqs * (p + o / 2.0), pf / p)
+        cycle = max(total, pp * slowest)  # pp lanes share the stages
+        rate = pp * seqs / (o * cycle)
+        return rate, seqs, cycle / pp
+
+
+def estimate(exp: Experiment, built: Build, stats: WorkloadStats) -> Estimate:
+    """The analytic numbers of `exp`'s layout on `built` for the request stream `stats`."""
+    an = _Analyser(exp, built)
+    min_prompt = int(stats.prompts.min()) if stats.n else 1
+    tpot = an.tpot_lb_s(min_prompt)
+    lbs = np.array([an.prefill_lb_s(int(p)) for p in _distinct(stats.prompts)])
+    ttft = _p99_by_value(stats.prompts, lbs)
+    rate, seqs, step = an.capacity(stats)
+    lay = exp.layout
+    return Estimate(
+        tpot_lb_s=tpot,
+        ttft_p99_lb_s=ttft,
+        replica_capacity_rps=rate,
+        capacity_rps=rate * lay.dp,
+        batch_seqs=seqs,
+        step_s=step,
+    )
+
+
+def _distinct(prompts: I64) -> I64:
+    return np.unique(prompts)
+
+
+def _p99_by_value(prompts: I64, lbs_of_distinct: npt.NDArray[np.float64]) -> float:
+    """p99 over requests of lb(prompt), given lb for each distinct prompt length (sorted)."""
+    if len(prompts) == 0:
+        return 0.0
+    index = np.searchsorted(np.unique(prompts), prompts)
+    return float(np.percentile(lbs_of_distinct[index], 99, method="linear"))

@@ -1,0 +1,474 @@
+"""Serving-engine rules and launch configs: vLLM, SGLang, TensorRT-LLM (docs/planner.md §5).
+
+`verdict(engine, layout, model, a2a)` says whether one engine can run a layout as ONE server
+launch, and if not, which rule it breaks (one line, with the numbers). `launch_config` writes
+the command line (and TensorRT-LLM's extra_llm_api_options YAML) for a layout an engine can
+express. Flag names follow DESIGN.md §1 and each engine's own argument parser:
+
+- vLLM (`vllm serve`): --tensor-parallel-size, --pipeline-parallel-size, --data-parallel-size,
+  --enable-expert-parallel (EP size = TP × DP), --enable-eplb + --eplb-config,
+  --max-num-seqs, --max-num-batched-tokens, --gpu-memory-utilization, --block-size,
+  --max-model-len, --[no-]enable-chunked-prefill, --kv-cache-dtype.
+  On an MoE model the DP ranks of one server are never independent: expert layers form a
+  TP group (or, with --enable-expert-parallel, an EP group) of size TP × DP.
+- SGLang (`python -m sglang.launch_server`): --tp-size (all GPUs of the server when
+  --enable-dp-attention is on; attention TP = tp_size / dp_size, which must divide),
+  --dp-size, --ep-size (MoE TP = tp_size / ep_size), --enable-dp-attention, --enable-eplb,
+  --ep-num-redundant-experts, --moe-a2a-backend (deepep / mooncake / nixl need
+  ep_size == tp_size), --pp-size, --max-running-requests and --chunked-prefill-size (both
+  split over the DP-attention ranks, so the per-rank values are multiplied by dp),
+  --mem-fraction-static (weights + KV pool), --page-size, --context-length, --kv-cache-dtype.
+- TensorRT-LLM (`trtllm-serve MODEL --extra_llm_api_options cfg.yaml`): --tp_size, --pp_size,
+  --ep_size, --max_batch_size, --max_num_tokens, --max_seq_len,
+  --kv_cache_free_gpu_memory_fraction on the command line; tensor_parallel_size,
+  pipeline_parallel_size, moe_expert_parallel_size, moe_tensor_parallel_size
+  (moe_tensor_parallel_size × moe_expert_parallel_size == tensor_parallel_size),
+  enable_attention_dp (attention weights replicated on every rank: attention TP = 1),
+  enable_chunked_prefill, kv_cache_config, scheduler_config, moe_config in the YAML.
+  One trtllm-serve is one replica: there is no data-parallel replica flag.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+
+import yaml
+
+from clustersim.config.schema import Experiment, Layout, ModelSpec
+from clustersim.model.memory import GIB, MemoryPlan
+
+VLLM_SERVE = ("vllm", "serve")
+SGLANG_LAUNCH = ("python", "-m", "sglang.launch_server")
+TRTLLM_SERVE = ("trtllm-serve",)
+TRTLLM_BACKEND = "pytorch"
+# SGLang all-to-all MoE backends that force ep_size == tp_size
+SGLANG_A2A_NEEDS_EP_EQ_TP = ("deepep", "mooncake", "nixl")
+SGLANG_KV_DTYPE = {"fp8": "fp8_e4m3", "bf16": "bf16"}
+VLLM_KV_DTYPE = {"fp8": "fp8"}
+TRTLLM_KV_DTYPE = {"fp8": "fp8"}
+VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)  # --block-size choices (tokens)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether `engine` runs a layout as one server; `rule`: what it breaks (else '')."""
+
+    engine: str
+    ok: bool
+    rule: str = ""
+    workaround: str = ""
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One engine's launch config for one layout (or the rule that prevents it)."""
+
+    engine: str
+    label: str
+    ok: bool
+    rule: str = ""
+    workaround: str = ""
+    argv: tuple[str, ...] = ()  # the server command (empty when not ok)
+    files: dict[str, str] = field(default_factory=dict)  # file name → content (YAML)
+    notes: tuple[str, ...] = ()
+
+    def script(self) -> str:
+        """A shell script: notes as comments, any config files as heredocs, the command."""
+        lines = ["#!/usr/bin/env bash", f"# {self.engine} launch config for layout {self.label}"]
+        lines += [f"# note: {n}" for n in self.notes]
+        if not self.ok:
+            lines.append(f"# NOT EXPRESSIBLE: {self.rule}")
+            if self.workaround:
+                lines.append(f"# workaround: {self.workaround}")
+            return "\n".join(lines) + "\n"
+        for name, text in self.files.items():
+            lines += [f"cat > {shlex.quote(name)} <<'EOF'", text.rstrip("\n"), "EOF"]
+        lines.append(format_command(self.argv))
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "engine": self.engine,
+            "label": self.label,
+            "ok": self.ok,
+            "rule": self.rule,
+            "workaround": self.workaround,
+            "command": format_command(self.argv) if self.ok else None,
+            "argv": list(self.argv),
+            "files": dict(self.files),
+            "notes": list(self.notes),
+        }
+
+
+def format_command(argv: tuple[str, ...]) -> str:
+    """argv as one shell line, one `--flag value` per continuation line."""
+    if not argv:
+        return ""
+    parts: list[str] = []
+    for tok in argv:
+        if tok.startswith("--") or not parts:
+            parts.append(shlex.quote(tok))
+        else:
+            parts[-1] += " " + shlex.quote(tok)
+    return " \\\n    ".join(parts)
+
+
+# --------------------------------------------------------------------------- layout modes
+
+
+def is_dp_attention(layout: Layout) -> bool:
+    """DP-attention + EP: experts over all tp × dp GPUs, attention per DP rank."""
+    return layout.dp > 1 and (layout.dp_attention or layout.ep == layout.tp * layout.dp)
+
+
+def moe_tp_of(layout: Layout) -> int:
+    """GPUs each expert's matrices are split over (TensorRT-LLM moe_tensor_parallel_size)."""
+    if layout.moe_tp is not None:
+        return layout.moe_tp
+    return layout.tp if layout.ep == 1 else 1
+
+
+def _separate_servers(layout: Layout) -> str:
+    return (
+        f"run dp = {layout.dp} independent servers of one replica "
+        f"(tp={layout.tp} pp={layout.pp}) behind a load balancer"
+    )
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def verdict(engine: str, layout: Layout, model: ModelSpec, a2a_backend: str = "auto") -> Verdict:
+    """Can `engine` express `layout` for `model` as one server launch? (rules in module doc)"""
+    if layout.cp > 1:
+        return Verdict(
+            engine,
+            False,
+            f"cp = {layout.cp}: context parallelism is not simulated yet, so no CP launch "
+            "config is emitted",
+        )
+    check = {"vllm": _vllm_rule, "sglang": _sglang_rule, "trtllm": _trtllm_rule}[engine]
+    rule, workaround = check(layout, model, a2a_backend)
+    return Verdict(engine, not rule, rule, workaround)
+
+
+def verdicts(
+    engines: tuple[str, ...] | list[str], layout: Layout, model: ModelSpec, a2a: str = "auto"
+) -> dict[str, Verdict]:
+    return {e: verdict(e, layout, model, a2a) for e in engines}
+
+
+def _vllm_rule(layout: Layout, model: ModelSpec, _a2a: str) -> tuple[str, str]:
+    tp, dp, ep = layout.tp, layout.dp, layout.ep
+    if not model.is_moe:
+        return "", ""
+    if is_dp_attention(layout):
+        return "", ""
+    if layout.moe_tp is not None and 1 < ep < tp:
+        return (
+            f"vLLM has no hybrid expert split (moe_tp = {layout.moe_tp} × ep = {ep}): with "
+            f"--enable-expert-parallel every expert lives whole on one rank, EP size = TP × DP",
+            "",
+        )
+    if dp > 1:
+        what = (
+            f"--enable-expert-parallel makes EP size = TP × DP = {tp * dp}, but the layout has "
+            f"ep = {ep}"
+            if ep > 1
+            else f"expert layers of one server form a TP group of TP × DP = {tp * dp} GPUs"
+        )
+        return (
+            f"vLLM: {what}; its DP ranks of an MoE model run in lock-step, so independent "
+            f"replicas (dp = {dp}) cannot be one server",
+            _separate_servers(layout),
+        )
+    return "", ""
+
+
+def _sglang_a2a(layout: Layout, a2a: str) -> str:
+    """The --moe-a2a-backend value for a layout ('none' for no flag)."""
+    if a2a != "auto":
+        return a2a
+    tp_size = layout.tp * layout.dp if is_dp_attention(layout) else layout.tp
+    return "deepep" if layout.ep > 1 and layout.ep == tp_size else "none"
+
+
+def _sglang_rule(layout: Layout, model: ModelSpec, a2a: str) -> tuple[str, str]:
+    if not model.is_moe:
+        return "", ""
+    backend = _sglang_a2a(layout, a2a)
+    dpa = is_dp_attention(layout)
+    tp_size = layout.tp * layout.dp if dpa else layout.tp
+    if layout.ep > 1 and tp_size % layout.ep != 0:
+        return (
+            f"SGLang: --ep-size {layout.ep} must divide --tp-size {tp_size} "
+            "(MoE TP = tp_size / ep_size)",
+            "",
+        )
+    if backend in SGLANG_A2A_NEEDS_EP_EQ_TP and layout.ep != tp_size:
+        return (
+            f"SGLang --moe-a2a-backend {backend} needs ep_size == tp_size "
+            f"(ep = {layout.ep}, tp_size = {tp_size})",
+            "use plan.sglang_moe_a2a_backend: none (all-reduce / all-gather dispatch)",
+        )
+    return "", ""
+
+
+def _trtllm_rule(layout: Layout, model: ModelSpec, _a2a: str) -> tuple[str, str]:
+    tp, dp, ep = layout.tp, layout.dp, layout.ep
+    if is_dp_attention(layout):
+        if tp > 1:
+            return (
+                f"TensorRT-LLM enable_attention_dp replicates attention weights on every rank "
+                f"(attention TP = 1); the layout needs attention TP = {tp} per DP rank",
+                "",
+            )
+        return "", ""
+    if model.is_moe:
+        mtp = moe_tp_of(layout)
+        if mtp * ep != tp:
+            return (
+                f"TensorRT-LLM: moe_tensor_parallel_size × moe_expert_parallel_size = "
+                f"{mtp} × {ep} = {mtp * ep} must equal tensor_parallel_size = {tp}",
+                "",
+            )
+    if dp > 1:
+        return (
+            f"TensorRT-LLM: one trtllm-serve is one replica (no data-parallel replica flag); "
+            f"the layout has dp = {dp}",
+            _separate_servers(layout),
+        )
+    return "", ""
+
+
+# --------------------------------------------------------------------------- launch configs
+
+
+def launch_config(
+    engine: str, exp: Experiment, memory: MemoryPlan, label: str, a2a_backend: str = "auto"
+) -> LaunchConfig:
+    """The launch config of `exp` (its layout) for `engine`, or the rule that prevents it."""
+    v = verdict(engine, exp.layout, exp.model, a2a_backend)
+    if not v.ok:
+        return LaunchConfig(engine, label, False, v.rule, v.workaround)
+    build = {"vllm": _vllm_config, "sglang": _sglang_config, "trtllm": _trtllm_config}[engine]
+    argv, files, notes = build(exp, memory, label, a2a_backend)
+    notes = [*notes, *_common_notes(exp, engine)]
+    return LaunchConfig(engine, label, True, argv=tuple(argv), files=files, notes=tuple(notes))
+
+
+def _model_id(exp: Experiment) -> str:
+    return exp.model.hf_id or exp.model.name
+
+
+def _redundant(exp: Experiment) -> int:
+    eplb = exp.experts.eplb if exp.experts is not None else None
+    return eplb.redundant_experts if eplb is not None and exp.layout.ep > 1 else 0
+
+
+def _max_model_len(exp: Experiment, memory: MemoryPlan) -> tuple[int, str | None]:
+    """(max model length to launch with, note when it had to be cut to the KV capacity)."""
+    want = exp.serving.max_model_len or exp.model.max_context
+    cap = memory.kv_tokens_per_replica
+    if want <= cap:
+        return want, None
+    return cap, (
+        f"max model length cut from {want} to {cap} tokens: one sequence must fit in the KV "
+        f"cache of a replica ({cap} tokens), or the engine refuses to start"
+    )
+
+
+def _nodes_spanned(exp: Experiment, gpus_per_server: int) -> int:
+    return math.ceil(gpus_per_server / exp.topology.gpus_per_node)
+
+
+def _common_notes(exp: Experiment, engine: str) -> list[str]:
+    notes: list[str] = []
+    if exp.precision.weights in ("fp8", "fp4"):
+        flag = "--quantization fp8" if engine != "trtllm" else "a pre-quantised checkpoint"
+        notes.append(
+            f"{exp.precision.weights} weights: serve a checkpoint stored in "
+            f"{exp.precision.weights} (or use {flag} to quantise online)"
+        )
+    if exp.precision.kv_cache == "fp4":
+        notes.append("fp4 KV cache: no flag emitted (engine support varies)")
+    return notes
+
+
+def _vllm_config(
+    exp: Experiment, memory: MemoryPlan, label: str, _a2a: str
+) -> tuple[list[str], dict[str, str], list[str]]:
+    lay, s = exp.layout, exp.serving
+    argv = [*VLLM_SERVE, _model_id(exp)]
+    argv += ["--tensor-parallel-size", str(lay.tp), "--pipeline-parallel-size", str(lay.pp)]
+    argv += ["--data-parallel-size", str(lay.dp)]
+    notes: list[str] = []
+    if exp.model.is_moe and lay.ep > 1:
+        argv.append("--enable-expert-parallel")
+    redundant = _redundant(exp)
+    if redundant:
+        argv += ["--enable-eplb", "--eplb-config", json.dumps({"num_redundant_experts": redundant})]
+    argv += ["--max-num-seqs", str(s.max_num_seqs)]
+    argv += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
+    argv += ["--gpu-memory-utilization", _fmt(_vllm_utilisation(exp, memory))]
+    if s.block_size in VLLM_BLOCK_SIZES:
+        argv += ["--block-size", str(s.block_size)]
+    else:
+        notes.append(f"block_size {s.block_size} is not a vLLM --block-size choice; not set")
+    length, note = _max_model_len(exp, memory)
+    argv += ["--max-model-len", str(length)]
+    argv.append("--enable-chunked-prefill" if s.chunked_prefill else "--no-enable-chunked-prefill")
+    kv = VLLM_KV_DTYPE.get(exp.precision.kv_cache)
+    if kv:
+        argv += ["--kv-cache-dtype", kv]
+    notes += [n for n in (note,) if n]
+    if s.kv_admission == "reserve_full":
+        notes.append("kv_admission reserve_full has no vLLM equivalent (vLLM preempts)")
+    nodes = _nodes_spanned(exp, lay.gpus)
+    if nodes > 1:
+        notes.append(
+            f"spans {nodes} nodes: start it on a Ray cluster, or per node with "
+            "--data-parallel-size-local / --data-parallel-address / --data-parallel-rpc-port"
+        )
+    return argv, {}, notes
+
+
+def _vllm_utilisation(exp: Experiment, memory: MemoryPlan) -> float:
+    """--gpu-memory-utilization: the experiment's, or (TensorRT-LLM KV rule) the share of
+    device memory that weights + activations + the planned KV cache + reserved take."""
+    s, hw = exp.serving, exp.hardware
+    if s.kv_cache_free_memory_fraction is None:
+        return s.gpu_memory_utilization
+    used = max(st.weights_bytes + st.activation_bytes + max(st.kv_bytes, 0.0) for st in memory.stages)
+    return min(1.0, (used + hw.reserved_memory_GiB * GIB) / (hw.memory_GiB * GIB))
+
+
+def _sglang_config(
+    exp: Experiment, memory: MemoryPlan, label: str, a2a: str
+) -> tuple[list[str], dict[str, str], list[str]]:
+    lay, s = exp.layout, exp.serving
+    dpa = exp.model.is_moe and is_dp_attention(lay)
+    tp_size = lay.tp * lay.dp if dpa else lay.tp
+    ranks = lay.dp if dpa else 1  # SGLang divides these limits over the DP-attention ranks
+    argv = [*SGLANG_LAUNCH, "--model-path", _model_id(exp)]
+    argv += ["--tp-size", str(tp_size), "--pp-size", str(lay.pp), "--dp-size", str(lay.dp)]
+    notes: list[str] = []
+    if dpa:
+        argv.append("--enable-dp-attention")
+    if exp.model.is_moe and lay.ep > 1:
+        argv += ["--ep-size", str(lay.ep)]
+        backend = _sglang_a2a(lay, a2a)
+        if backend != "none":
+            argv += ["--moe-a2a-backend", backend]
+    redundant = _redundant(exp)
+    if redundant:
+        argv += ["--enable-eplb", "--ep-num-redundant-experts", str(redundant)]
+    argv += ["--max-running-requests", str(s.max_num_seqs * ranks)]
+    chunk = s.max_num_batched_tokens * ranks if s.chunked_prefill else -1
+    argv += ["--chunked-prefill-size", str(chunk)]
+    argv += ["--mem-fraction-static", _fmt(_sglang_static_fraction(exp, memory))]
+    argv += ["--page-size", str(s.block_size)]
+    length, note = _max_model_len(exp, memory)
+    argv += ["--context-length", str(length)]
+    kv = SGLANG_KV_DTYPE.get(exp.precision.kv_cache)
+    if kv and exp.precision.kv_cache != "bf16":
+        argv += ["--kv-cache-dtype", kv]
+    notes += [n for n in (note,) if n]
+    if ranks > 1:
+        notes.append(
+            f"--max-running-requests and --chunked-prefill-size are totals over the {ranks} "
+            f"DP-attention ranks (SGLang divides them by --dp-size): {s.max_num_seqs} sequences "
+            f"and {s.max_num_batched_tokens} tokens per rank"
+        )
+    if lay.dp > 1 and not dpa:
+        notes.append("--dp-size replicas: SGLang's router (sglang_router) is the production front")
+    servers_gpus = lay.gpus
+    nodes = _nodes_spanned(exp, servers_gpus)
+    if nodes > 1:
+        notes.append(
+            f"spans {nodes} nodes: add --nnodes {nodes} --node-rank <i> --dist-init-addr "
+            "<head>:<port> on each node"
+        )
+    return argv, {}, notes
+
+
+def _sglang_static_fraction(exp: Experiment, memory: MemoryPlan) -> float:
+    """--mem-fraction-static: (weights + the planned KV pool) / device memory, worst stage."""
+    hw = exp.hardware
+    tokens_per_gpu = memory.kv_tokens_per_replica / exp.layout.cp
+    need = max(st.weights_bytes + tokens_per_gpu * st.kv_bytes_per_token for st in memory.stages)
+    return min(1.0, need / (hw.memory_GiB * GIB))
+
+
+def _trtllm_config(
+    exp: Experiment, memory: MemoryPlan, label: str, _a2a: str
+) -> tuple[list[str], dict[str, str], list[str]]:
+    lay, s = exp.layout, exp.serving
+    dpa = exp.model.is_moe and is_dp_attention(lay)
+    tp_size = lay.tp * lay.dp if dpa else lay.tp
+    length, note = _max_model_len(exp, memory)
+    fraction = _trtllm_free_fraction(exp, memory)
+    cfg_name = f"{label}.trtllm.yaml"
+    argv = [*TRTLLM_SERVE, _model_id(exp), "--backend", TRTLLM_BACKEND]
+    argv += ["--tp_size", str(tp_size), "--pp_size", str(lay.pp)]
+    cfg: dict[str, object] = {
+        "tensor_parallel_size": tp_size,
+        "pipeline_parallel_size": lay.pp,
+    }
+    if exp.model.is_moe:
+        ep = lay.ep
+        argv += ["--ep_size", str(ep)]
+        cfg["moe_expert_parallel_size"] = ep
+        cfg["moe_tensor_parallel_size"] = tp_size // ep if dpa else moe_tp_of(lay)
+        cfg["enable_attention_dp"] = dpa
+    argv += ["--max_batch_size", str(s.max_num_seqs), "--max_num_tokens"]
+    argv += [str(s.max_num_batched_tokens), "--max_seq_len", str(length)]
+    argv += ["--kv_cache_free_gpu_memory_fraction", _fmt(fraction)]
+    argv += ["--extra_llm_api_options", cfg_name]
+    kv_cfg: dict[str, object] = {"free_gpu_memory_fraction": round(fraction, 3)}
+    kv = TRTLLM_KV_DTYPE.get(exp.precision.kv_cache)
+    if kv:
+        kv_cfg["dtype"] = kv
+    cfg["enable_chunked_prefill"] = s.chunked_prefill
+    cfg["kv_cache_config"] = kv_cfg
+    policy = "GUARANTEED_NO_EVICT" if s.kv_admission == "reserve_full" else "MAX_UTILIZATION"
+    cfg["scheduler_config"] = {"capacity_scheduler_policy": policy}
+    redundant = _redundant(exp)
+    if redundant:
+        slots = exp.model.num_experts + redundant
+        cfg["moe_config"] = {"load_balancer": {"num_slots": slots, "layer_updates_per_iter": 1}}
+    notes = [n for n in (note,) if n]
+    if s.kv_cache_free_memory_fraction is None:
+        notes.append(
+            f"kv_cache free fraction {fraction:.3f} reproduces the planned KV cache "
+            f"({memory.kv_per_gpu_bytes / GIB:.2f} GiB per GPU) under TensorRT-LLM's rule"
+        )
+    nodes = _nodes_spanned(exp, lay.gpus)
+    if nodes > 1:
+        notes.append(f"spans {nodes} nodes: launch under mpirun / srun (trtllm-llmapi-launch)")
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    return argv, {cfg_name: text}, notes
+
+
+def _trtllm_free_fraction(exp: Experiment, memory: MemoryPlan) -> float:
+    """kv_cache_free_gpu_memory_fraction: the experiment's, or the share of the memory left
+    after weights + activations that holds the planned KV cache (limiting stage)."""
+    s, hw = exp.serving, exp.hardware
+    if s.kv_cache_free_memory_fraction is not None:
+        return s.kv_cache_free_memory_fraction
+    total = hw.memory_GiB * GIB - hw.reserved_memory_GiB * GIB
+    tokens_per_gpu = memory.kv_tokens_per_replica / exp.layout.cp
+    shares = []
+    for st in memory.stages:
+        free = total - st.weights_bytes - st.activation_bytes
+        if free > 0:
+            shares.append(tokens_per_gpu * st.kv_bytes_per_token / free)
+    return min(1.0, max(shares, default=1.0))
+
+
+def _fmt(x: float) -> str:
+    """A fraction with 3 decimals, rounded down so the engine never gets more than planned."""
+    return f"{math.floor(x * 1000) / 1000:.3f}"

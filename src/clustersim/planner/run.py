@@ -1,0 +1,236 @@
+"""Run a plan end to end: enumerate → estimate → rule of thumb → prune → simulate → rank →
+emit → write (docs/planner.md). `run_plan` returns everything; `report.py` writes and prints it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from clustersim.config.errors import ConfigError
+from clustersim.planner.analytic import Estimate, WorkloadStats, estimate, workload_stats
+from clustersim.planner.engines import LaunchConfig, launch_config
+from clustersim.planner.rank import Row, best, judge, rank
+from clustersim.planner.rules import RulePick, rule_of_thumb
+from clustersim.planner.search import (
+    ExecutorName,
+    PlanError,
+    Pruned,
+    SimJob,
+    SimResult,
+    default_workers,
+    prune_reason,
+    run_jobs,
+)
+from clustersim.planner.space import Candidate, Space, enumerate_space
+from clustersim.planner.spec import PlanSpec, plan_dir_identity
+from clustersim.results.writer import new_run_dir, safe_name
+
+RUNS_DIR = "runs"  # candidates' run directories inside the plan directory (plan.keep_runs)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    spec: PlanSpec
+    stats: WorkloadStats
+    space: Space
+    estimates: dict[str, Estimate]
+    pick: RulePick
+    pruned: tuple[Pruned, ...]
+    rows: tuple[Row, ...]  # ranked
+    best: Row | None
+    configs: tuple[LaunchConfig, ...]
+    plan_dir: Path
+
+    def candidate(self, label: str) -> Candidate:
+        return next(c for c in self.space.candidates if c.label == label)
+
+    def row(self, label: str) -> Row | None:
+        return next((r for r in self.rows if r.label == label), None)
+
+
+def run_plan(
+    spec: PlanSpec,
+    out_root: Path,
+    executor: ExecutorName = "local",
+    quiet: bool = False,
+) -> PlanResult:
+    """Everything of the module docstring but printing; files go to a new plan directory."""
+    stats = workload_stats(spec.base)
+    space = enumerate_space(spec, stats.p99_prompt)
+    if not space.candidates:
+        raise PlanError(no_candidate_message(spec, space))
+    emit_labels = _requested_labels(spec, space)
+    estimates = {c.label: estimate(c.exp, c.built, stats) for c in space.candidates}
+    pick = rule_of_thumb(spec, space.candidates, estimates, stats)
+    opts = spec.options
+    pruned: list[Pruned] = []
+    to_run: list[Candidate] = []
+    for cand in space.candidates:
+        why = prune_reason(estimates[cand.label], spec.base.slo, stats.offered_rps,
+                           opts.capacity_margin)
+        if opts.prune and why is not None and cand.label != pick.label:
+            pruned.append(Pruned(cand.label, why.bound, why.reason))
+        else:
+            to_run.append(cand)
+    out_root.mkdir(parents=True, exist_ok=True)
+    plan_dir = new_run_dir(out_root, spec.name, plan_dir_identity(spec))
+    results, gpu_pruned = _simulate(spec, to_run, pick, plan_dir, executor, quiet)
+    pruned += gpu_pruned
+    rows = _rows(spec, space, results, pruned, pick)
+    ranked = rank(rows)
+    top = best(ranked)
+    labels = _emit_order(spec, ranked, top, emit_labels)
+    configs = tuple(
+        launch_config(
+            engine,
+            _candidate(space, label).exp,
+            _candidate(space, label).memory,
+            label,
+            opts.sglang_moe_a2a_backend,
+        )
+        for label in labels
+        for engine in opts.engines
+    )
+    return PlanResult(
+        spec, stats, space, estimates, pick, tuple(pruned), tuple(ranked), top, configs, plan_dir
+    )
+
+
+def _simulate(
+    spec: PlanSpec,
+    to_run: list[Candidate],
+    pick: RulePick,
+    plan_dir: Path,
+    executor: ExecutorName,
+    quiet: bool,
+) -> tuple[list[SimResult], list[Pruned]]:
+    """Simulate `to_run` fewest GPUs first. With plan.search = fewest_gpus, a layout with more
+    GPUs than the fewest at which a simulated layout met the SLO is not simulated — or, if it
+    already ran, its result is set aside — so the outcome never depends on timing. The
+    rule-of-thumb pick is always simulated and kept."""
+    opts = spec.options
+    order = sorted(to_run, key=lambda c: (c.gpus, c.label))
+    jobs = [
+        SimJob(
+            c.label,
+            c.exp,
+            str(plan_dir / RUNS_DIR / safe_name(c.label)) if opts.keep_runs else None,
+        )
+        for c in order
+    ]
+    gpus = {c.label: c.gpus for c in order}
+    fewest = opts.search == "fewest_gpus"
+    met: list[int] = []  # GPU counts of layouts that met the SLO so far
+
+    def on_result(job: SimJob, res: SimResult) -> None:
+        if res.summary is not None and judge(res.summary, spec.base.slo)[0]:
+            met.append(gpus[job.label])
+
+    def beyond_best(job: SimJob) -> bool:
+        return fewest and bool(met) and gpus[job.label] > min(met) and job.label != pick.label
+
+    by_index = run_jobs(
+        jobs, executor, opts.workers or default_workers(), quiet, on_result, beyond_best
+    )
+    best_gpus = min(met) if met else None
+    results: list[SimResult] = []
+    pruned: list[Pruned] = []
+    for i, job in enumerate(jobs):
+        over = best_gpus is not None and gpus[job.label] > best_gpus and job.label != pick.label
+        if fewest and over:
+            pruned.append(
+                Pruned(
+                    job.label,
+                    "gpus",
+                    f"{gpus[job.label]} GPUs > {best_gpus}, the fewest at which a simulated "
+                    "layout meets the SLO: it cannot be the best",
+                )
+            )
+        elif i in by_index:
+            results.append(by_index[i])
+    return results, pruned
+
+
+def _candidate(space: Space, label: str) -> Candidate:
+    return next(c for c in space.candidates if c.label == label)
+
+
+def _rows(
+    spec: PlanSpec,
+    space: Space,
+    results: list[SimResult],
+    pruned: list[Pruned],
+    pick: RulePick,
+) -> list[Row]:
+    by_label = {c.label: c for c in space.candidates}
+    rows: list[Row] = []
+    for res in results:
+        cand = by_label[res.label]
+        notes = list(cand.notes)
+        if res.label == pick.label:
+            notes.insert(0, "rule-of-thumb pick")
+        if res.summary is None:
+            rows.append(Row(cand.label, cand.layout, cand.gpus, "failed", None,
+                            (*notes, res.error or "failed")))
+            continue
+        meets, misses, worst = judge(res.summary, spec.base.slo)
+        rows.append(
+            Row(cand.label, cand.layout, cand.gpus, "simulated", res.summary, tuple(notes),
+                meets, misses, worst)
+        )
+    for p in pruned:
+        cand = by_label[p.label]
+        rows.append(Row(cand.label, cand.layout, cand.gpus, "pruned", None,
+                        (f"pruned: {p.reason}",)))
+    return rows
+
+
+def _requested_labels(spec: PlanSpec, space: Space) -> list[str]:
+    """plan.emit labels, checked against the candidates (ConfigError on an unknown one)."""
+    emit = spec.options.emit
+    if not isinstance(emit, list):
+        return []
+    known = {c.label for c in space.candidates}
+    for i, label in enumerate(emit):
+        if label not in known:
+            rejected = next((r for r in space.rejected if r.label == label), None)
+            why = (
+                f"layout {label!r} was rejected ({rejected.stage}: {rejected.reason})"
+                if rejected is not None
+                else f"unknown layout {label!r} (candidates: "
+                + ", ".join(sorted(known)[:12])
+                + (", ..." if len(known) > 12 else "")
+                + ")"
+            )
+            raise ConfigError(spec.path, f"plan.emit.{i}", why)
+    return list(emit)
+
+
+def _emit_order(
+    spec: PlanSpec, ranked: list[Row], top: Row | None, requested: list[str]
+) -> list[str]:
+    emit = spec.options.emit
+    if emit == "best":
+        return [top.label] if top is not None else []
+    if emit == "all":
+        return [r.label for r in ranked if r.status == "simulated"]
+    return requested
+
+
+def no_candidate_message(spec: PlanSpec, space: Space) -> str:
+    """One line: why no layout can run (the most common rejection stage and an example)."""
+    n = len(space.rejected)
+    lo, hi = spec.options.min_gpus, spec.max_gpus
+    if n == 0:
+        return (
+            f"{spec.path}: plan.candidates filters leave no layout of {lo}..{hi} GPUs "
+            f"({space.filtered_out} filtered out)"
+        )
+    stage, count = Counter(r.stage for r in space.rejected).most_common(1)[0]
+    example = next(r for r in reversed(space.rejected) if r.stage == stage)
+    return (
+        f"{spec.path}: no layout of {lo}..{hi} GPUs can run ({n} rejected, {count} at "
+        f"'{stage}'; e.g. {example.label}: {example.reason})"
+    )

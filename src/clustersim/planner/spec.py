@@ -1,0 +1,211 @@
+"""Plan files: an experiment without a layout, plus a `plan:` block (docs/planner.md §1).
+
+A plan file holds every key of an experiment file (model, hardware, topology, precision,
+serving, experts, workload, horizon, slo, output, name, seed) — resolved by the experiment
+loader exactly as `clustersim run` resolves them, so built-in names, paths and inline mappings
+all work — except `layout:` (the planner chooses it) and `sweep:`. The `plan:` block says what
+to search and what to emit:
+
+```yaml
+plan:
+  engines: [vllm, sglang, trtllm]   # launch configs to emit; a layout no target engine can
+                                    # express is rejected
+  max_gpus: 16                      # default: every GPU of the topology
+  allow_tp_across_nodes: false      # TP groups stay inside one NVLink domain
+  candidates: {tp: [4, 8], pp: [1]} # optional filters (any axis; or layouts: [...])
+  emit: best                        # best | all | [labels]
+```
+
+Errors are ConfigErrors naming the plan file (or ``--set``) and the key path, one line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from clustersim.config.errors import ConfigError, describe_validation_error, format_key, show_value
+from clustersim.config.load import (
+    SET_FILE,
+    Override,
+    load_raw_experiment,
+    parse_override,
+)
+from clustersim.config.schema import Experiment, Fraction, Layout, PosInt, Strict
+
+PLAN_KEY = "plan"
+EngineName = Literal["vllm", "sglang", "trtllm"]
+ENGINES: tuple[EngineName, ...] = ("vllm", "sglang", "trtllm")
+A2ABackend = Literal["auto", "none", "deepep", "mooncake", "nixl"]
+_FORBIDDEN_KEYS = {
+    "layout": "the planner chooses the layout; remove it (pin candidates with "
+    "plan.candidates.layouts)",
+    "sweep": "a plan file has no sweep: block (the planner searches layouts itself)",
+}
+
+
+class CandidateFilter(Strict):
+    """Optional filters on the enumerated layouts: a layout is kept when every given axis list
+    contains its value. `layouts` (when given) replaces enumeration by exactly these layouts
+    (each still checked against the model, topology, engines and memory)."""
+
+    tp: list[PosInt] | None = None
+    pp: list[PosInt] | None = None
+    dp: list[PosInt] | None = None
+    ep: list[PosInt] | None = None
+    cp: list[PosInt] | None = None
+    dp_attention: list[bool] | None = None
+    gpus: list[PosInt] | None = None
+    layouts: list[Layout] | None = None
+
+
+class PlanOptions(Strict):
+    """The `plan:` block."""
+
+    engines: Annotated[list[EngineName], Field(min_length=1)] = list(ENGINES)
+    max_gpus: PosInt | None = None  # default: the topology's GPU count
+    min_gpus: PosInt = 1
+    allow_tp_across_nodes: bool = False  # allow TP groups that span NVLink domains / nodes
+    candidates: CandidateFilter = CandidateFilter()
+    emit: Literal["best", "all"] | list[str] = "best"
+    prune: bool = True  # skip layouts an analytic bound rules out (docs/planner.md §3)
+    # fewest_gpus: once a layout of G GPUs meets the SLO, layouts of more GPUs cannot be the
+    # best and are not simulated; exhaustive: simulate every layout the bounds leave
+    search: Literal["fewest_gpus", "exhaustive"] = "fewest_gpus"
+    # prune when offered load > analytic capacity × (1 + capacity_margin)
+    capacity_margin: Annotated[float, Field(ge=0.0)] = 0.5
+    # rule of thumb: replicas for offered load ≤ target_utilisation × analytic capacity
+    target_utilisation: Fraction = 0.8
+    workers: PosInt | None = None  # parallel simulations (default: CPU count)
+    keep_runs: bool = False  # write each candidate's run directory under the plan directory
+    # SGLang MoE all-to-all backend: auto = deepep when ep_size == tp_size, else none
+    sglang_moe_a2a_backend: A2ABackend = "auto"
+    long_prompt_tokens: PosInt = 100_000  # CP is enumerated when p99 prompt ≥ this (tokens)
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanOptions:
+        if len(set(self.engines)) != len(self.engines):
+            raise ValueError(f"engines must not repeat (got {self.engines})")
+        if self.max_gpus is not None and self.min_gpus > self.max_gpus:
+            raise ValueError(f"min_gpus ({self.min_gpus}) exceeds max_gpus ({self.max_gpus})")
+        return self
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A resolved plan: the base experiment (layout unset) and the plan options."""
+
+    path: str  # the plan file as the user named it
+    name: str
+    base: Experiment
+    options: PlanOptions
+
+    @property
+    def max_gpus(self) -> int:
+        return self.options.max_gpus or self.base.topology.num_gpus
+
+
+def load_plan(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> PlanSpec:
+    """Load, resolve and validate a plan file; `overrides` are ``key.path=value`` strings
+    (``plan.max_gpus=8`` sets a plan option). Raises ConfigError (one line)."""
+    label = os.fspath(path)
+    raw = load_raw_experiment(path)
+    parsed = [parse_override(text) for text in overrides]
+    plan_ovs = [ov for ov in parsed if ov.path[0] == PLAN_KEY]
+    exp_ovs = [ov for ov in parsed if ov.path[0] != PLAN_KEY]
+    for ov in exp_ovs:
+        if ov.path[0] in _FORBIDDEN_KEYS:
+            raise ConfigError(SET_FILE, ov.key, _FORBIDDEN_KEYS[str(ov.path[0])])
+    for key, why in _FORBIDDEN_KEYS.items():
+        if key in raw:
+            raise ConfigError(label, key, why)
+    block = raw.pop(PLAN_KEY, None)
+    options = _plan_options(block, plan_ovs, label)
+    base = resolve_base(raw, exp_ovs, label)
+    if base.slo.ttft_p99_s is None and base.slo.tpot_p99_s is None:
+        raise ConfigError(
+            label, "slo", "the planner needs an SLO bound: ttft_p99_s and/or tpot_p99_s"
+        )
+    max_gpus = options.max_gpus
+    if max_gpus is not None and max_gpus > base.topology.num_gpus:
+        raise ConfigError(
+            label,
+            "plan.max_gpus",
+            f"expected at most the topology's {base.topology.num_gpus} GPUs "
+            f"({base.topology.name})",
+            str(max_gpus),
+        )
+    return PlanSpec(path=label, name=base.name, base=base, options=options)
+
+
+def resolve_base(raw: dict[str, Any], overrides: Sequence[Override], label: str) -> Experiment:
+    """The plan's experiment keys resolved by the experiment loader (same rules, same errors).
+
+    Uses the loader's resolution step on the in-memory mapping: references resolve against the
+    plan file's directory and errors name the plan file, as for an experiment file.
+    """
+    # The loader's public entry points read a file; its resolution step takes the mapping.
+    from clustersim.config import load as _load
+
+    ctx = _load._new_context(label, {})
+    return _load._resolve(raw, list(overrides), ctx)
+
+
+def _plan_options(block: Any, overrides: Sequence[Override], label: str) -> PlanOptions:
+    """The `plan:` block (plus ``--set plan.*`` values) validated; errors name file + key."""
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise ConfigError(label, PLAN_KEY, "expected a mapping", show_value(block))
+    data: dict[Any, Any] = dict(block)
+    set_paths: list[tuple[tuple[str | int, ...], str]] = []
+    for ov in overrides:
+        rest = ov.path[1:]
+        if not rest:
+            if not isinstance(ov.value, dict):
+                raise ConfigError(SET_FILE, ov.key, "expected a mapping", show_value(ov.value))
+            data = dict(ov.value)
+        else:
+            _set_in(data, rest, ov.value, ov.key)
+        set_paths.append((rest, ov.key))
+    try:
+        return PlanOptions.model_validate(data)
+    except ValidationError as err:
+        detail = describe_validation_error(err, PlanOptions)
+        for rest, key in set_paths:
+            if tuple(detail.path[: len(rest)]) == rest:
+                tail = format_key(detail.path[len(rest) :])
+                raise ConfigError(
+                    SET_FILE, ".".join(filter(None, [key, tail])), detail.expected, detail.got
+                ) from None
+        where = format_key((PLAN_KEY, *detail.path))
+        raise ConfigError(label, where, detail.expected, detail.got) from None
+
+
+def _set_in(data: dict[Any, Any], path: Sequence[str | int], value: Any, key: str) -> None:
+    node: Any = data
+    for seg in path[:-1]:
+        child = node.get(seg) if isinstance(node, dict) else None
+        if child is None:
+            child = node[seg] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(SET_FILE, key, f"cannot set a key inside {seg}: not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def plan_dir_identity(spec: PlanSpec) -> dict[str, Any]:
+    """What the plan directory's hash is taken over: the base experiment and the options."""
+    return {
+        "base": spec.base.model_dump(mode="json"),
+        "plan": spec.options.model_dump(mode="json"),
+    }
+
+
+def plan_base_dir(spec: PlanSpec) -> Path:
+    return Path(spec.base.base_dir)

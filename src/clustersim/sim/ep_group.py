@@ -1,0 +1,248 @@
+"""DP-attention + EP: D DP ranks, one scheduler each, stepping in lock-step (docs/moe.md §2-4).
+
+One simpy process runs the whole group. A step:
+1. (EPLB) if a rebalance is due, the new placement's weight copies move over the fabric
+   first; no rank steps until they have arrived (blocking, like vLLM's default EPLB).
+2. every DP rank forms its batch; a rank with nothing to do runs a dummy step (its dense part
+   costs the step overhead only — it never sets the step time, the busiest rank does).
+3. the step's tokens T = Σ_d T_d are routed (one sample per MoE layer, all layers at once).
+4. time, without two-batch overlap:
+       compute  = max_d dense_d + Σ_layers max_ranks expert GEMM time
+       then dispatch (all layers, one coflow) and combine (one coflow) over the fabric,
+       then each DP rank's TP all-reduces (tp > 1);
+   with two-batch overlap (experts.two_batch_overlap): the batch is split in two
+   micro-batches (every rank's tokens halved); compute is the two micro-batches' compute
+   back to back (weights are read twice), communication runs alongside it, and
+       step = max(compute_2mb, dispatch + combine)
+   i.e. the shorter of the two is fully hidden (the fill / drain of one micro-batch-layer is
+   neglected) — then the TP all-reduces.
+5. every rank's batch completes at the same instant; one iterations row per DP rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import simpy
+
+from clustersim.config.schema import ServingSpec
+from clustersim.metrics.recorder import Recorder
+from clustersim.model.cost import StageCostModel
+from clustersim.sim.all_to_all import AllToAllPlan
+from clustersim.sim.fabric import Fabric, FlowSpec
+from clustersim.sim.kv_cache import KVPool
+from clustersim.sim.moe_group import MoEGroup
+from clustersim.sim.replica import Process
+from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+
+F64 = npt.NDArray[np.float64]
+
+
+class DPRank:
+    """The router's view of one DP rank (same interface as a Replica for admission)."""
+
+    __slots__ = ("group", "index", "kv_capacity_blocks", "scheduler")
+
+    def __init__(self, group: EPGroup, index: int, scheduler: Scheduler) -> None:
+        self.group = group
+        self.index = index
+        self.scheduler = scheduler
+        self.kv_capacity_blocks = scheduler.kv.capacity
+
+    def fits_ever(self, rid: int) -> bool:
+        return self.scheduler.fits_ever(rid)
+
+    def submit(self, rid: int) -> None:
+        self.scheduler.add(rid)
+        self.group.wake()
+
+    @property
+    def kv_used_blocks(self) -> int:
+        return self.scheduler.kv.used
+
+
+class EPGroup:
+    """D DP ranks (TP groups `rank_gpus[d]`) sharing one EP group of all their GPUs."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        rank_gpus: Sequence[tuple[str, ...]],
+        cost: StageCostModel,
+        moe: MoEGroup,
+        a2a: AllToAllPlan,
+        fabric: Fabric,
+        serving: ServingSpec,
+        kv_blocks_per_rank: int,
+        state: RequestState,
+        recorder: Recorder,
+        on_finish: Callable[[int, float], None],
+        dispatch_bytes_per_pair: float,
+        combine_bytes_per_pair: float,
+        two_batch_overlap: bool = False,
+    ) -> None:
+        self.env = env
+        self.rank_gpus = tuple(tuple(g) for g in rank_gpus)
+        self.tp = len(self.rank_gpus[0])
+        self.cost = cost
+        self.moe = moe
+        self.a2a = a2a
+        self.fabric = fabric
+        self.recorder = recorder
+        self.tbo = two_batch_overlap
+        self.dispatch_bytes = dispatch_bytes_per_pair
+        self.combine_bytes = combine_bytes_per_pair
+        self.ranks = [
+            DPRank(self, d, Scheduler(serving, KVPool(kv_blocks_per_rank), state, on_finish))
+            for d in range(len(self.rank_gpus))
+        ]
+        # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
+        self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
+        self._idle_s = cost.dense_part_s(0, 0.0, 0, 0)
+        self._copies_version = -1  # MoEGroup.version the cached token copies belong to
+        self._copies: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
+        self._expected: F64 = np.zeros(0)
+        self._idle = True
+        self._wake = env.event()
+        self.steps = 0
+        env.process(self._run())
+
+    def wake(self) -> None:
+        if self._idle:
+            self._idle = False
+            self._wake.succeed()
+
+    # ------------------------------------------------------------------ pricing
+
+    def _dense_s(self, b: Batch | None) -> float:
+        if b is None:
+            return self._idle_s
+        return self.cost.dense_part_s(
+            b.prefill_tokens, b.prefill_attn_pairs, b.decode_tokens, b.decode_ctx_tokens,
+            len(b.prefill),
+        )
+
+    def _dense_two_microbatches_s(self, b: Batch | None) -> float:
+        """Dense seconds of a batch run as two micro-batches (each reads the weights)."""
+        if b is None:
+            return 2.0 * self._idle_s
+        c = self.cost
+        p, d = b.prefill_tokens, b.decode_tokens
+        pairs, ctx, seqs = b.prefill_attn_pairs, b.decode_ctx_tokens, len(b.prefill)
+        first = c.dense_part_s(
+            (p + 1) // 2, pairs / 2.0, (d + 1) // 2, (ctx + 1) // 2, max(1, (seqs + 1) // 2)
+        )
+        second = c.dense_part_s(p // 2, pairs / 2.0, d // 2, ctx // 2, max(1, seqs // 2))
+        return first + second
+
+    def _flows(
+        self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
+    ) -> tuple[list[FlowSpec], list[FlowSpec]]:
+        """Dispatch and combine flows of a step (sim/all_to_all.py): normal-kernel pattern
+        when any rank prefills, low-latency pattern for decode-only steps."""
+        total = float(sum(tokens))
+        per_gpu = np.asarray(tokens, dtype=np.float64)[self._rank_of_gpu] / self.tp
+        sampled = loads.sum(axis=0)  # pairs per rank, Σ over layers
+        if not any(b is not None and b.prefill_tokens > 0 for b in batches):
+            src_share = per_gpu / total
+            dispatch = self.a2a.flows(src_share, sampled, self.dispatch_bytes)
+            combine = self.a2a.flows(src_share, sampled, self.combine_bytes, reverse=True)
+            return dispatch, combine
+        moe, a2a = self.moe, self.a2a
+        if self._copies_version != moe.version:
+            self._copies = a2a.node_copies(moe.rank_miss_log)
+            self._expected = moe.q.sum(axis=0)  # expected pairs per rank per routed pair
+            self._copies_version = moe.version
+        rank_copies, node_copies = self._copies
+        expected = self._expected * (total * moe.top_k)
+        ratio = np.divide(sampled, expected, out=np.ones_like(sampled), where=expected > 0)
+        node_sampled = np.bincount(a2a.rank_node, weights=sampled, minlength=a2a.num_nodes)
+        node_expected = np.bincount(a2a.rank_node, weights=expected, minlength=a2a.num_nodes)
+        node_ratio = np.divide(
+            node_sampled, node_expected, out=np.ones_like(node_sampled), where=node_expected > 0
+        )
+        rc, nc = rank_copies * ratio, node_copies * node_ratio
+        dispatch = a2a.normal_flows(per_gpu, rc, nc, self.dispatch_bytes)
+        combine = a2a.normal_flows(per_gpu, rc, nc, self.combine_bytes, reverse=True)
+        return dispatch, combine
+
+    def _exchange(self, dispatch: list[FlowSpec], combine: list[FlowSpec], mb: int) -> Process:
+        lat = self.a2a.extra_latency_s(mb)
+        yield self.fabric.transfer(dispatch, lat)
+        yield self.fabric.transfer(combine, lat)
+
+    def _allreduces(self, batches: Sequence[Batch | None]) -> simpy.Event:
+        cost = self.cost
+        events = [
+            self.fabric.allreduce(g, cost.allreduce_bytes(b.tokens), cost.allreduces_per_step)
+            for g, b in zip(self.rank_gpus, batches, strict=True)
+            if b is not None and b.tokens > 0
+        ]
+        return self.env.all_of(events)
+
+    # ------------------------------------------------------------------ the process
+
+    def _run(self) -> Process:
+        env = self.env
+        moe = self.moe
+        ranks = self.ranks
+        while True:
+            if not any(r.scheduler.has_work() for r in ranks):
+                self._idle = True
+                self._wake = env.event()
+                yield self._wake
+                continue
+            if moe.rebalance_due(env.now):
+                event = moe.rebalance(env.now)
+                if event.flows:
+                    t0 = env.now
+                    yield self.fabric.transfer(event.flows)
+                    event.duration_s = env.now - t0
+            now = env.now
+            batches = [r.scheduler.next_batch(now) for r in ranks]
+            tokens = [b.tokens if b is not None else 0 for b in batches]
+            total = sum(tokens)
+            if total == 0:
+                # work queued but nothing schedulable (KV full everywhere): wait for an arrival
+                self._idle = True
+                self._wake = env.event()
+                yield self._wake
+                continue
+            yield from self._step(batches, tokens, total)
+
+    def _step(self, batches: list[Batch | None], tokens: list[int], total: int) -> Process:
+        env = self.env
+        moe = self.moe
+        start = env.now
+        loads = moe.route(start, total)
+        dispatch, combine = self._flows(batches, tokens, loads)
+        if not self.tbo:
+            compute = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total)
+            yield env.timeout(compute)
+            yield from self._exchange(dispatch, combine, 1)
+        else:
+            dense = max(self._dense_two_microbatches_s(b) for b in batches)
+            compute = dense + 2.0 * moe.moe_s(loads * 0.5, total / 2.0)
+            comm = env.process(self._exchange(dispatch, combine, 2))
+            yield env.all_of([env.timeout(compute), comm])
+        if self.tp > 1:
+            yield self._allreduces(batches)
+        end = env.now
+        comm_s = end - start - compute if end - start > compute else 0.0
+        record = self.recorder.on_iteration
+        for d, b in enumerate(batches):
+            kv = self.ranks[d].scheduler.kv
+            if b is None:
+                row = (d, 0, 0, start, end, 0, 0, 0, 0, compute, comm_s, 0.0, kv.used, kv.capacity)
+            else:
+                row = (
+                    d, 0, 0, start, end, b.prefill_tokens, b.decode_tokens, b.num_seqs,
+                    b.tokens, compute, comm_s, 0.0, kv.used, kv.capacity,
+                )
+            record(row)
+        self.steps += 1
+        for r, b in zip(self.ranks, batches, strict=True):
+            if b is not None:
+                r.scheduler.complete(b, end)

@@ -1,0 +1,257 @@
+"""One EP group's MoE state during a run: expert placement, per-rank routing probabilities,
+per-step sampling and pricing, EPLB windows and rebalances, and its expert ledger.
+
+Used by both EP layouts (docs/moe.md §1): the lock-step DP-attention group (sim/ep_group.py)
+and replicas whose EP group is their own TP group (`SampledStageCost` below, a drop-in
+StageCost for sim/replica.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import simpy
+
+from clustersim.config.schema import EPLBSpec
+from clustersim.model.cost import StageCostModel
+from clustersim.model.moe_cost import MoELayerCost
+from clustersim.sim.eplb import ExpertPlacement, imbalance, rank_loads, rebalance
+from clustersim.sim.experts import ExpertLedger, ExpertTraffic, sample_rank_loads
+from clustersim.sim.fabric import Fabric, FlowSpec, coflow_time_s
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass
+class RebalanceEvent:
+    """One EPLB rebalance of one EP group (a row of eplb.parquet)."""
+
+    time_s: float  # when the new placement was computed (s)
+    group: int
+    imbalance_before: float  # max/mean rank load of the fitted window, old placement
+    imbalance_after: float  # ... new placement (= before when the placement was kept)
+    experts_moved: int  # (layer, expert) weight copies moved between ranks
+    bytes_moved: float  # weight bytes carried over the fabric
+    duration_s: float = 0.0  # serving paused for the weight transfer (s)
+    flows: list[FlowSpec] = field(default_factory=list, repr=False)
+
+
+class MoEGroup:
+    """Routing, pricing and balancing of one EP group (see module docstring).
+
+    traffic: the deployment's popularity (shared); layers: the MoE layers (indices into the
+    traffic's layers) this group runs; ranks: the GPUs of each EP rank (one GPU each, or the
+    moe_tp GPUs sharing its experts); rank_node: node of each rank; placement: the initial
+    placement; expert_bytes: one expert's weights on one GPU for one layer (bytes).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        traffic: ExpertTraffic,
+        layers: range,
+        layer_cost: MoELayerCost,
+        ranks: Sequence[Sequence[str]],
+        rank_node: I64,
+        placement: ExpertPlacement,
+        eplb: EPLBSpec | None,
+        rng: np.random.Generator,
+        ledger: ExpertLedger,
+        expert_bytes: float,
+    ) -> None:
+        if placement.layers != len(layers) or placement.ranks != len(ranks):
+            raise ValueError(
+                f"placement of {placement.layers} layers × {placement.ranks} ranks does not "
+                f"match {len(layers)} layers × {len(ranks)} ranks"
+            )
+        self.index = index
+        self.traffic = traffic
+        self._rows = np.arange(layers.start, layers.stop, dtype=np.int64)
+        self.cost = layer_cost
+        self.ranks = tuple(tuple(r) for r in ranks)
+        self.rank_node = np.asarray(rank_node, dtype=np.int64)
+        self.placement = placement
+        self.eplb = eplb
+        self.rng = rng
+        self.ledger = ledger
+        self.expert_bytes = expert_bytes
+        self.top_k = traffic.top_k
+        self.events: list[RebalanceEvent] = []
+        self._window = np.zeros((len(layers), traffic.num_experts))  # Σ expected pairs
+        self._pending = 0.0  # pairs routed since the last window flush
+        self._epoch = -1
+        self._share_used: F64 = traffic.pair_share[self._rows]
+        self.q: F64 = np.zeros((len(layers), len(ranks)))
+        # Σ over a rank's slots of log(1 − π_slot): a token misses rank r with exp(this)
+        self.rank_miss_log: F64 = np.zeros((len(layers), len(ranks)))
+        self.version = 0  # bumps whenever q / rank_miss_log change
+        interval = eplb.rebalance_interval_s if eplb is not None else 0.0
+        self._interval = interval
+        self._next_rebalance = interval if interval > 0 else math.inf
+        self._refresh(0.0)
+
+    # ------------------------------------------------------------------ routing
+
+    def _refresh(self, now: float) -> None:
+        """Follow hot-set changes: book the window under the old shares, recompute q."""
+        self.traffic.advance(now)
+        if self.traffic.epoch == self._epoch:
+            return
+        self._flush_window()
+        self._epoch = self.traffic.epoch
+        self._share_used = self.traffic.pair_share[self._rows]
+        self._recompute()
+
+    def _recompute(self) -> None:
+        """Per-rank probabilities q and per-slot shares for the current placement."""
+        pl = self.placement
+        p_slot = pl.slot_loads(self._share_used)  # (layers, slots): p / replicas
+        q = p_slot.reshape(pl.layers, pl.ranks, pl.slots_per_rank).sum(axis=2)
+        q /= q.sum(axis=1, keepdims=True)
+        self.q = q
+        slot_rank = pl.slot_rank()
+        denom = q[:, slot_rank]
+        # each slot's share of its rank's load (the shares of one rank's slots sum to 1)
+        share = np.divide(p_slot, denom, out=np.zeros_like(p_slot), where=denom > 0)
+        self.ledger.set_context(slot_rank, pl.logical, share)
+        # a token picks a given replica of expert e with probability π_e / replicas = k · p_slot
+        pi_slot = np.clip(self.top_k * p_slot, 0.0, 1.0 - 1e-12)
+        self.rank_miss_log = np.log1p(-pi_slot).reshape(q.shape[0], q.shape[1], -1).sum(axis=2)
+        self.version += 1
+
+    def _flush_window(self) -> None:
+        if self._pending > 0:
+            self._window += self._pending * self._share_used
+            self._pending = 0.0
+
+    def route(self, now: float, tokens: int) -> F64:
+        """Sample one step's routed pairs per (layer, rank) for `tokens` tokens at `now` (s)."""
+        self._refresh(now)
+        pairs = tokens * self.top_k
+        loads = sample_rank_loads(self.rng, pairs, self.q)
+        if pairs > 0:
+            self.ledger.record(now, loads)
+            self._pending += pairs
+        return loads
+
+    def moe_s(self, loads: F64, tokens: float) -> float:
+        """Routed-expert seconds of a step: Σ_layers max_ranks (model/moe_cost.py)."""
+        return self.cost.step_s(loads, tokens)
+
+    # ------------------------------------------------------------------ EPLB
+
+    def rebalance_due(self, now: float) -> bool:
+        return now >= self._next_rebalance
+
+    def rebalance(self, now: float) -> RebalanceEvent:
+        """Fit a placement to the loads seen since the last rebalance and switch to it.
+
+        Returns the event with the weight-transfer flows (empty when the placement is kept);
+        the caller carries them over the fabric and sets `duration_s`.
+        """
+        assert self.eplb is not None
+        self._next_rebalance = (math.floor(now / self._interval) + 1) * self._interval
+        self._refresh(now)  # hot-set changes due by now belong to the next window
+        self._flush_window()
+        loads = self._window
+        self._window = np.zeros_like(loads)
+        if not loads.sum() > 0:
+            before = imbalance(rank_loads(self._share_used, self.placement))
+            event = RebalanceEvent(now, self.index, before, before, 0, 0.0)
+            self.events.append(event)
+            return event
+        plan = rebalance(
+            loads, self.placement, self.eplb.algorithm, self.rank_node, self.eplb.expert_groups
+        )
+        flows: list[FlowSpec] = []
+        moved = int(plan.moves.sum())
+        if plan.changed:
+            self.placement = plan.placement
+            self._recompute()
+            src, dst = np.nonzero(plan.moves)
+            for a, b in zip(src.tolist(), dst.tolist(), strict=True):
+                nbytes = float(plan.moves[a, b]) * self.expert_bytes
+                flows += [
+                    (ga, gb, nbytes)
+                    for ga, gb in zip(self.ranks[a], self.ranks[b], strict=True)
+                ]
+        event = RebalanceEvent(
+            now,
+            self.index,
+            plan.imbalance_before,
+            plan.imbalance_after,
+            moved,
+            float(sum(f[2] for f in flows)),
+            flows=flows,
+        )
+        self.events.append(event)
+        return event
+
+
+def idle_transfer_s(fabric: Fabric, flows: Sequence[FlowSpec]) -> float:
+    """Seconds `flows` take as one coflow on an idle fabric, path latency included."""
+    live = [f for f in flows if f[2] > 0 and f[0] != f[1]]
+    if not live:
+        return 0.0
+    cluster = fabric.cluster
+    latency = max(cluster.path_latency_s(s, d) for s, d, _ in live)
+    return coflow_time_s(cluster, live) + latency
+
+
+class SampledStageCost:
+    """StageCost of one replica stage whose EP group is its own TP group (or ep = 1): the
+    dense part from StageCostModel, the routed experts from sampled routing (MoEGroup).
+
+    An EPLB rebalance is done inside the step that finds it due: its weight flows are put on
+    the fabric (they show in links.parquet) and the step is lengthened by their idle-fabric
+    time — the group serves nothing while its weights move (docs/moe.md §5).
+    """
+
+    def __init__(
+        self,
+        base: StageCostModel,
+        group: MoEGroup,
+        env: simpy.Environment,
+        fabric: Fabric,
+    ) -> None:
+        self.base = base
+        self.group = group
+        self.env = env
+        self.fabric = fabric
+        self.allreduces_per_step = base.allreduces_per_step
+
+    def compute_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> float:
+        s = self.base.dense_part_s(
+            prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
+        )
+        tokens = prefill_tokens + decode_tokens
+        if tokens <= 0:
+            return s
+        now = self.env.now
+        group = self.group
+        if group.rebalance_due(now):
+            event = group.rebalance(now)
+            if event.flows:
+                self.fabric.transfer(event.flows)
+                event.duration_s = idle_transfer_s(self.fabric, event.flows)
+                s += event.duration_s
+        loads = group.route(now, tokens)
+        return s + group.moe_s(loads, tokens)
+
+    def allreduce_bytes(self, tokens: int) -> float:
+        return self.base.allreduce_bytes(tokens)
+
+    def handoff_bytes(self, tokens: int) -> float:
+        return self.base.handoff_bytes(tokens)
