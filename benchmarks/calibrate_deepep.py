@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import simpy
+import yaml
 
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.topologies import builtin_topology_path
@@ -77,8 +78,6 @@ def h800_cluster(nodes: int, gpus_per_node: int = 8) -> Cluster:
     if nodes == 4 and gpus_per_node == 8:
         path = builtin_topology_path("h800x32_ib")
         assert path is not None
-        import yaml
-
         return build_cluster(TopologySpec.model_validate(yaml.safe_load(path.read_text())), hw)
     spec = TopologySpec(
         name=f"h800x{nodes * gpus_per_node}",
@@ -137,7 +136,6 @@ def normal_traffic(
     ep = len(gpus)
     per_node = ep // nodes
     experts_per_rank = EXPERTS // ep
-    inv = {}
     flows: dict[tuple[int, int], float] = {}
     logical = np.zeros(ep)
     rank_hits = np.zeros(ep)
@@ -169,7 +167,7 @@ def normal_traffic(
         else:
             logical += rank_count * token_bytes  # what each rank receives, own tokens too
     plan = AllToAllPlan(cluster, gpus, moe_layers=1)
-    inv = plan._inv_eta  # the simulator's per-pair 1/η  # noqa: SLF001
+    inv = plan.inverse_efficiency()  # the simulator's per-pair 1/η
     out = [
         (gpus[s], gpus[d], count * token_bytes * inv[s, d]) for (s, d), count in flows.items()
     ]

@@ -188,7 +188,7 @@ def test_matmul_efficiency_curve() -> None:
 
 def test_mla_decode_reads_full_latent() -> None:
     m = get_model("deepseek-v3")
-    bw = H100.hbm_bandwidth_GBps * 1e9 * (H100.decode_attention_efficiency or 1.0)
+    bw = H100.hbm_bandwidth_GBps * 1e9 * (H100.decode_attention_efficiency or H100.hbm_efficiency)
     seq = 61 * H100.decode_seq_overhead_us * 1e-6  # one decoding sequence's fixed part
     c8 = _stage("deepseek-v3", tp=8)
     ctx = 100_000

@@ -312,8 +312,9 @@ def simulate(
 ) -> tuple[dict[str, Any], dict[str, Any], RunTables, pd.DataFrame]:
     """Run one point with a progress bar; (summary, resolved config, RunOutput, timeline)."""
     exp = point.exp
+    built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
     with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
-        out = run_experiment(exp, progress)
+        out = run_experiment(exp, progress, built)
     warmup_s = exp.horizon.warmup_s
     bin_s = exp.output.time_bin_s
     timeline = build_timeline(

@@ -14,8 +14,9 @@ Efficiencies: on Hopper they come from kernel timings on an H100 SXM (docs/cost_
 llama-70B-shaped GEMMs through cuBLAS reach 0.66–0.72 of dense peak at ≥ 1k rows in BF16
 and FP8, weight streaming at ≤ 128 rows 0.77–0.84 of HBM peak, torch SDPA prefill attention
 0.46–0.64 of BF16 peak); elsewhere they are the same starting points, uncalibrated. The
-Hopper decode-attention values come from the end-to-end calibration against
-calibration/cases.csv (docs/calibration.md, `python benchmarks/calibrate.py`).
+Hopper M½ and per-sequence decode cost come from H100 timings at the calibration shapes and
+the end-to-end calibration against calibration/cases.csv (docs/calibration.md,
+`python benchmarks/calibrate.py`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ def _gib(mib: float) -> float:
 
 
 _HOPPER_PEAKS: dict[DType, float] = {"bf16": 989.0, "fp16": 989.0, "fp8": 1979.0}
-# Decode attention on Hopper, calibrated end to end against TensorRT-LLM v0.17 max-throughput
-# runs (docs/calibration.md): the KV read reaches 0.6 of HBM peak, and every decoding sequence
-# costs 0.2 µs of GPU time per layer beyond its KV read. Together they reproduce the published
-# H100 rows (and the H200 rows of the same table) across TP1–TP8 for llama-3.1-70b and Mixtral.
-HOPPER_DECODE_ATTENTION_EFFICIENCY = 0.6  # achieved / peak HBM bandwidth, decode KV read
+# Hopper, from H100 kernel timings at the calibration cases' shapes and the end-to-end
+# calibration against TensorRT-LLM v0.17 max-throughput runs (docs/calibration.md):
+# FP8 layer GEMMs of TP-sliced llama-70B shapes launched back to back reach 0.50–0.52 of peak
+# at 250–1,536 rows and 0.59–0.66 at 1–2k: with matmul_efficiency 0.68 the least-squares M½ is
+# 64 rows. Every decoding sequence costs 0.2 µs of GPU time per layer beyond its KV read (the
+# one end-to-end fitted value; the H200 rows of the same table, not fitted, confirm it).
+HOPPER_MATMUL_HALF_TOKENS = 64.0  # GEMM rows at half of matmul_efficiency
 HOPPER_DECODE_SEQ_OVERHEAD_US = 0.2  # µs per decoding sequence per layer
 
 _PROFILES: tuple[HardwareSpec, ...] = (
@@ -60,7 +63,7 @@ _PROFILES: tuple[HardwareSpec, ...] = (
         matmul_efficiency=0.68,
         attention_efficiency=0.55,
         hbm_efficiency=0.8,
-        decode_attention_efficiency=HOPPER_DECODE_ATTENTION_EFFICIENCY,
+        matmul_half_tokens=HOPPER_MATMUL_HALF_TOKENS,
         decode_seq_overhead_us=HOPPER_DECODE_SEQ_OVERHEAD_US,
     ),
     HardwareSpec(
@@ -73,7 +76,7 @@ _PROFILES: tuple[HardwareSpec, ...] = (
         matmul_efficiency=0.68,
         attention_efficiency=0.55,
         hbm_efficiency=0.8,
-        decode_attention_efficiency=HOPPER_DECODE_ATTENTION_EFFICIENCY,
+        matmul_half_tokens=HOPPER_MATMUL_HALF_TOKENS,
         decode_seq_overhead_us=HOPPER_DECODE_SEQ_OVERHEAD_US,
     ),
     HardwareSpec(
@@ -86,7 +89,7 @@ _PROFILES: tuple[HardwareSpec, ...] = (
         matmul_efficiency=0.68,
         attention_efficiency=0.55,
         hbm_efficiency=0.8,
-        decode_attention_efficiency=HOPPER_DECODE_ATTENTION_EFFICIENCY,
+        matmul_half_tokens=HOPPER_MATMUL_HALF_TOKENS,
         decode_seq_overhead_us=HOPPER_DECODE_SEQ_OVERHEAD_US,
     ),
     HardwareSpec(

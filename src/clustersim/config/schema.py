@@ -114,6 +114,9 @@ class HardwareSpec(Strict):
     nvlink_bandwidth_GBps: NonNegFloat = 0.0  # per direction per GPU; 0 = no NVLink
     pcie_bandwidth_GBps: PosFloat = 64.0  # per direction (Gen5 x16 ≈ 64)
     matmul_efficiency: Fraction = 0.7  # achieved / peak on large GEMMs
+    # GEMM rows (tokens) at which matmul efficiency is half of matmul_efficiency:
+    # eff(M) = matmul_efficiency · M / (M + matmul_half_tokens)
+    matmul_half_tokens: NonNegFloat = 16.0
     attention_efficiency: Fraction = 0.5  # achieved / peak for prefill attention FLOPs
     hbm_efficiency: Fraction = 0.8  # achieved / peak HBM bandwidth on streaming reads
     # achieved / peak HBM bandwidth of the decode-attention KV read (None = hbm_efficiency)

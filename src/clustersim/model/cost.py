@@ -38,9 +38,8 @@ from clustersim.model.params import (
     residual_bytes,
 )
 
-import os
-DEFAULT_MATMUL_HALF_TOKENS = float(os.environ.get("MH", "16"))  # GEMM rows at which matmul efficiency is half its maximum;
-# fitted with matmul_efficiency 0.68 to H100 cuBLAS timings (docs/cost_model.md §5)
+DEFAULT_MATMUL_HALF_TOKENS = 16.0  # GEMM rows at which matmul efficiency is half its maximum,
+# HardwareSpec's default; Hopper profiles carry their own (docs/calibration.md)
 LOGITS_BYTES = 4.0  # fp32 logits written by the LM head
 _WIDER_FALLBACK: dict[str, tuple[DType, ...]] = {
     "fp4": ("fp4", "fp8", "bf16", "fp16"),
@@ -96,7 +95,8 @@ class StageCostModel:
     first_stage / last_stage: whether it holds the embedding / LM head.
     Keyword-only: ep, moe_tp: expert sharding (see params.expert_sharding); first_layer: the
     stage's first layer index (None: 0 on the first stage, otherwise the stage is taken to hold
-    none of the leading dense layers); matmul_half_tokens: M_half of the efficiency curve.
+    none of the leading dense layers); matmul_half_tokens: M_half of the efficiency curve
+    (None: the hardware profile's `matmul_half_tokens`).
     """
 
     __slots__ = (
@@ -147,7 +147,7 @@ class StageCostModel:
         ep: int = 1,
         moe_tp: int | None = None,
         first_layer: int | None = None,
-        matmul_half_tokens: float = DEFAULT_MATMUL_HALF_TOKENS,
+        matmul_half_tokens: float | None = None,
     ) -> None:
         start = (
             first_layer
@@ -159,6 +159,8 @@ class StageCostModel:
                 f"bad stage: tp={tp}, layers {start}..{start + num_layers - 1}"
                 f" of {model.num_layers}"
             )
+        if matmul_half_tokens is None:
+            matmul_half_tokens = hw.matmul_half_tokens
         if matmul_half_tokens < 0:
             raise ValueError("matmul_half_tokens must be ≥ 0")
         n_dense = num_layers

@@ -20,11 +20,19 @@ Three numbers per candidate, computed on the very request stream the simulator w
   the cost model's compute time plus (dense) its all-reduces, and a pipeline delivers one
   lane's step per slowest-stage time. Rate = S / (Ō · step). Contention, preemption and idle
   bubbles are ignored — so the estimate is high, which is the safe side for pruning.
+- `loaded_tpot_s` — an ESTIMATE of the mean TPOT at the offered load: by Little's law
+  N = λ · Ō · TPOT sequences decode at once, S = N / (dp · pp) per lane, and a lane produces one
+  token per cycle(S) = max(Σ_stages step(S), pp · max_stages step(S)) — with pp lanes busy, each
+  stage serves every lane's micro-batch in turn. The least fixed point TPOT = cycle(S(TPOT)) is
+  found by iterating from the lower bound (the sequence only grows); S is capped as above
+  (beyond the cap the queue grows, which the capacity estimate catches). Closed loop: N is the
+  concurrency. NaN when there is no offered load to size for.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +46,8 @@ from clustersim.sim.streams import Streams
 from clustersim.workload.requests import generate_requests
 
 I64 = npt.NDArray[np.int64]
+FIXED_POINT_ITERATIONS = 60  # loaded-TPOT iteration cap
+FIXED_POINT_RTOL = 1e-4  # ... and its relative convergence tolerance
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,7 @@ class Estimate:
     capacity_rps: float  # whole layout
     batch_seqs: float  # S: decoding sequences per lane in the capacity estimate
     step_s: float  # one lane step at that batch, slowest stage (s)
+    loaded_tpot_s: float = math.nan  # mean TPOT at the offered load (s); NaN: not estimated
 
 
 def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
@@ -191,27 +202,54 @@ class _Analyser:
     ) -> tuple[float, float]:
         """(Σ over stages, max over stages) of one step with the uniform MoE load (s)."""
         times = []
-        pf_i, dec_i = int(round(pf)), int(round(dec))
+        pf_i, dec_i = round(pf), round(dec)
         for s, cost in enumerate(self.costs):
-            t = cost.compute_s(pf_i, pairs, dec_i, int(round(ctx)), max(1, int(round(seqs))))
+            t = cost.compute_s(pf_i, pairs, dec_i, round(ctx), max(1, round(seqs)))
             times.append(t + self.comm_s(s, pf_i + dec_i))
         return sum(times), max(times)
 
-    def capacity(self, stats: WorkloadStats) -> tuple[float, float, float]:
-        """(requests/s of one replica, batch S per lane, lane step s); see module doc."""
+    def max_seqs(self, stats: WorkloadStats) -> float:
+        """S cap per lane: max_num_seqs, the lane's KV tokens, the step token budget."""
         s = self.exp.serving
         p, o = max(stats.mean_prompt, 1.0), max(stats.mean_output, 1.0)
-        pp = self.exp.layout.pp
-        lane_tokens = self.built.memory.kv_blocks_per_replica // pp * s.block_size
+        lane_tokens = self.built.memory.kv_blocks_per_replica // self.exp.layout.pp * s.block_size
         seqs = min(float(s.max_num_seqs), lane_tokens / (p + o / 2.0))
-        seqs = min(seqs, s.max_num_batched_tokens / (1.0 + p / o))
-        seqs = max(seqs, 1e-9)
+        return max(min(seqs, s.max_num_batched_tokens / (1.0 + p / o)), 1e-9)
+
+    def cycle_s(self, seqs: float, stats: WorkloadStats) -> float:
+        """Seconds between two steps of one lane with `seqs` decoding sequences per lane, each
+        step also prefilling seqs · P̄/Ō tokens (a prefill token attends to ~P̄/2 keys)."""
+        p, o = max(stats.mean_prompt, 1.0), max(stats.mean_output, 1.0)
         pf = seqs * p / o
-        # a prefill token attends to ~P̄/2 keys on average (causal)
         total, slowest = self.lane_step_s(pf, pf * p / 2.0, seqs, seqs * (p + o / 2.0), pf / p)
-        cycle = max(total, pp * slowest)  # pp lanes share the stages
-        rate = pp * seqs / (o * cycle)
-        return rate, seqs, cycle / pp
+        return max(total, self.exp.layout.pp * slowest)  # pp lanes share the stages
+
+    def capacity(self, stats: WorkloadStats) -> tuple[float, float, float]:
+        """(requests/s of one replica, batch S per lane, lane step s); see module doc."""
+        o = max(stats.mean_output, 1.0)
+        pp = self.exp.layout.pp
+        seqs = self.max_seqs(stats)
+        cycle = self.cycle_s(seqs, stats)
+        return pp * seqs / (o * cycle), seqs, cycle / pp
+
+    def loaded_tpot_s(self, stats: WorkloadStats, start_s: float) -> float:
+        """Least fixed point of TPOT = cycle(S(TPOT)) (module docstring); NaN without a load."""
+        lay = self.exp.layout
+        lanes = lay.dp * lay.pp
+        cap = self.max_seqs(stats)
+        concurrency = getattr(self.exp.workload.arrival, "concurrency", None)
+        if isinstance(concurrency, int):
+            return self.cycle_s(min(cap, max(1.0, concurrency / lanes)), stats)
+        if stats.offered_rps is None:
+            return math.nan
+        tpot = start_s
+        for _ in range(FIXED_POINT_ITERATIONS):
+            seqs = min(cap, max(1.0, stats.offered_rps * stats.mean_output * tpot / lanes))
+            new = self.cycle_s(seqs, stats)
+            if abs(new - tpot) <= FIXED_POINT_RTOL * tpot:
+                return new
+            tpot = new
+        return tpot
 
 
 def estimate(exp: Experiment, built: Build, stats: WorkloadStats) -> Estimate:
@@ -219,8 +257,7 @@ def estimate(exp: Experiment, built: Build, stats: WorkloadStats) -> Estimate:
     an = _Analyser(exp, built)
     min_prompt = int(stats.prompts.min()) if stats.n else 1
     tpot = an.tpot_lb_s(min_prompt)
-    lbs = np.array([an.prefill_lb_s(int(p)) for p in _distinct(stats.prompts)])
-    ttft = _p99_by_value(stats.prompts, lbs)
+    ttft = p99_of_monotone(stats.prompts, an.prefill_lb_s)
     rate, seqs, step = an.capacity(stats)
     lay = exp.layout
     return Estimate(
@@ -230,16 +267,19 @@ def estimate(exp: Experiment, built: Build, stats: WorkloadStats) -> Estimate:
         capacity_rps=rate * lay.dp,
         batch_seqs=seqs,
         step_s=step,
+        loaded_tpot_s=an.loaded_tpot_s(stats, tpot),
     )
 
 
-def _distinct(prompts: I64) -> I64:
-    return np.unique(prompts)
-
-
-def _p99_by_value(prompts: I64, lbs_of_distinct: npt.NDArray[np.float64]) -> float:
-    """p99 over requests of lb(prompt), given lb for each distinct prompt length (sorted)."""
-    if len(prompts) == 0:
+def p99_of_monotone(values: I64, f: Callable[[int], float]) -> float:
+    """numpy's linear p99 of f(values) for a non-decreasing f, evaluating f only at the two
+    order statistics the percentile interpolates between (f(sorted x) is sorted)."""
+    if len(values) == 0:
         return 0.0
-    index = np.searchsorted(np.unique(prompts), prompts)
-    return float(np.percentile(lbs_of_distinct[index], 99, method="linear"))
+    x = np.sort(values)
+    h = (len(x) - 1) * 0.99
+    lo = math.floor(h)
+    hi = min(lo + 1, len(x) - 1)
+    f_lo = f(int(x[lo]))
+    f_hi = f(int(x[hi])) if hi != lo else f_lo
+    return f_lo + (h - lo) * (f_hi - f_lo)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import yaml
@@ -156,7 +157,7 @@ def verdict(engine: str, layout: Layout, model: ModelSpec, a2a_backend: str = "a
 
 
 def verdicts(
-    engines: tuple[str, ...] | list[str], layout: Layout, model: ModelSpec, a2a: str = "auto"
+    engines: Sequence[str], layout: Layout, model: ModelSpec, a2a: str = "auto"
 ) -> dict[str, Verdict]:
     return {e: verdict(e, layout, model, a2a) for e in engines}
 
@@ -342,7 +343,9 @@ def _vllm_utilisation(exp: Experiment, memory: MemoryPlan) -> float:
     s, hw = exp.serving, exp.hardware
     if s.kv_cache_free_memory_fraction is None:
         return s.gpu_memory_utilization
-    used = max(st.weights_bytes + st.activation_bytes + max(st.kv_bytes, 0.0) for st in memory.stages)
+    used = max(
+        st.weights_bytes + st.activation_bytes + max(st.kv_bytes, 0.0) for st in memory.stages
+    )
     return min(1.0, (used + hw.reserved_memory_GiB * GIB) / (hw.memory_GiB * GIB))
 
 

@@ -25,6 +25,7 @@ from clustersim.planner.engines import LaunchConfig, is_dp_attention
 from clustersim.planner.plot import save_pareto
 from clustersim.planner.rank import Row
 from clustersim.planner.run import PlanResult
+from clustersim.planner.search import Pruned
 from clustersim.planner.space import rejected_counts
 from clustersim.results.writer import safe_name, write_json, write_text
 
@@ -332,6 +333,8 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
         if v is not None
     )
     counts = plan_json_counts(result)
+    shown = [r for r in result.rows if r.status != "pruned"]
+    hidden = len(shown) < len(result.rows)
     lines = [
         f"plan {spec.name}: {base.model.name} on {base.topology.name} "
         f"(1..{spec.max_gpus} GPUs), engines {', '.join(spec.options.engines)}",
@@ -342,7 +345,8 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
         f"{counts['simulated']} simulated",
         *space.notes,
         "",
-        format_table(TABLE_HEADERS, table_rows(result.rows)),
+        format_table(TABLE_HEADERS, table_rows(shown)),
+        *([f"({len(result.rows) - len(shown)} pruned layouts: plan.csv)"] if hidden else []),
         "",
         *comparison(result),
         "rule-of-thumb reasons:",
@@ -353,14 +357,37 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
         lines += [f"  {stage}: {n} — e.g. {reason}" for stage, n, reason in
                   rejected_counts(space.rejected)]
     if result.pruned:
-        lines += ["", "pruned by analytic bounds (not simulated):"]
-        lines += [f"  {p.label}: {p.reason}" for p in result.pruned]
+        lines += ["", "pruned (not simulated; every layout in plan.csv):"]
+        lines += [f"  {line}" for line in pruned_summary(result.pruned)]
     if result.configs:
         lines += ["", "launch configs:"]
         for cfg in result.configs:
             lines += ["", *[f"  {x}" for x in cfg.script().rstrip("\n").splitlines()[1:]]]
     lines += ["", f"plan directory: {result.plan_dir}"]
     return "\n".join(lines)
+
+
+PRUNE_BOUNDS = {
+    "tpot_lb": "TPOT lower bound > SLO",
+    "ttft_lb": "p99 TTFT lower bound > SLO",
+    "tpot_load": "estimated TPOT at the offered load > SLO × (1 + margin)",
+    "capacity": "analytic capacity × (1 + margin) < offered load",
+    "gpus": "more GPUs than a simulated layout that meets the SLO",
+}
+EXAMPLES = 4  # pruned layouts named per bound on stdout
+
+
+def pruned_summary(pruned: Sequence[Pruned]) -> list[str]:
+    """One line per bound: count, what it means, a few layouts with the first one's numbers."""
+    lines: list[str] = []
+    for bound, what in PRUNE_BOUNDS.items():
+        group = [p for p in pruned if p.bound == bound]
+        if not group:
+            continue
+        names = ", ".join(p.label for p in group[:EXAMPLES])
+        more = f", … (+{len(group) - EXAMPLES})" if len(group) > EXAMPLES else ""
+        lines.append(f"{what}: {len(group)} — {names}{more}; e.g. {group[0].reason}")
+    return lines
 
 
 def plan_json_counts(result: PlanResult) -> dict[str, int]:

@@ -151,7 +151,10 @@ class _Rules:
             )
         elif isinstance(concurrency, int) and est.batch_seqs > 0:
             need = math.ceil(concurrency / (est.batch_seqs * util))
-            why = f"{concurrency} requests in flight ÷ ({est.batch_seqs:.0f} per replica × {util:.0%})"
+            why = (
+                f"{concurrency} requests in flight ÷ ({est.batch_seqs:.0f} per replica × "
+                f"{util:.0%})"
+            )
         else:
             need = unit.layout.dp
             why = "no offered rate to size for"

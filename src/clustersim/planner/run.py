@@ -69,7 +69,7 @@ def run_plan(
     to_run: list[Candidate] = []
     for cand in space.candidates:
         why = prune_reason(estimates[cand.label], spec.base.slo, stats.offered_rps,
-                           opts.capacity_margin)
+                           opts.estimate_margin)
         if opts.prune and why is not None and cand.label != pick.label:
             pruned.append(Pruned(cand.label, why.bound, why.reason))
         else:
@@ -204,7 +204,7 @@ def _requested_labels(spec: PlanSpec, space: Space) -> list[str]:
                 + (", ..." if len(known) > 12 else "")
                 + ")"
             )
-            raise ConfigError(spec.path, f"plan.emit.{i}", why)
+            raise ConfigError(spec.source("plan.emit"), f"plan.emit.{i}", why)
     return list(emit)
 
 

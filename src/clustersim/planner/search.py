@@ -5,9 +5,11 @@ Pruning (plan.prune, on by default) removes a candidate only when
   request's TPOT — and the p99 — is above the bound), or
 - its p99 TTFT lower bound exceeds slo.ttft_p99_s (each request's prefill alone on an idle
   replica already takes longer), or
-- its analytic capacity × (1 + plan.capacity_margin) is below the offered load (the queue
+- its estimated mean TPOT at the offered load exceeds slo.tpot_p99_s × (1 + margin)
+  (Little's-law fixed point, analytic.py), or
+- its analytic capacity × (1 + plan.estimate_margin) is below the offered load (the queue
   grows without bound; the capacity estimate is optimistic, the margin makes it a clear case).
-The first two are bounds, the third an estimate with a margin. The rule-of-thumb pick is always
+The first two are bounds, the last two estimates with a margin. The rule-of-thumb pick is always
 simulated, so it can be compared with the simulated best.
 
 Simulation runs `simulate_job` once per remaining candidate: in local processes
@@ -86,6 +88,14 @@ def prune_reason(
             "ttft_lb",
             f"p99 TTFT lower bound {est.ttft_p99_lb_s:.3f} s (prefill alone) > "
             f"SLO {slo.ttft_p99_s:.3f} s",
+        )
+    loaded = est.loaded_tpot_s
+    if slo.tpot_p99_s is not None and loaded > slo.tpot_p99_s * (1.0 + margin):
+        return Pruned(
+            "",
+            "tpot_load",
+            f"estimated mean TPOT at the offered load {loaded * 1e3:.1f} ms > SLO "
+            f"{slo.tpot_p99_s * 1e3:.1f} ms × {1.0 + margin:.2f}",
         )
     if offered_rps is not None and est.capacity_rps * (1.0 + margin) < offered_rps:
         return Pruned(

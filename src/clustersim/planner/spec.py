@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -67,7 +66,9 @@ class CandidateFilter(Strict):
 class PlanOptions(Strict):
     """The `plan:` block."""
 
-    engines: Annotated[list[EngineName], Field(min_length=1)] = list(ENGINES)
+    engines: Annotated[list[EngineName], Field(min_length=1)] = Field(
+        default_factory=lambda: list(ENGINES)
+    )
     max_gpus: PosInt | None = None  # default: the topology's GPU count
     min_gpus: PosInt = 1
     allow_tp_across_nodes: bool = False  # allow TP groups that span NVLink domains / nodes
@@ -77,8 +78,9 @@ class PlanOptions(Strict):
     # fewest_gpus: once a layout of G GPUs meets the SLO, layouts of more GPUs cannot be the
     # best and are not simulated; exhaustive: simulate every layout the bounds leave
     search: Literal["fewest_gpus", "exhaustive"] = "fewest_gpus"
-    # prune when offered load > analytic capacity × (1 + capacity_margin)
-    capacity_margin: Annotated[float, Field(ge=0.0)] = 0.5
+    # prune on an analytic ESTIMATE only when it misses by more than this factor: offered load
+    # > capacity × (1 + m), or loaded TPOT > the TPOT bound × (1 + m); bounds need no margin
+    estimate_margin: Annotated[float, Field(ge=0.0)] = 0.5
     # rule of thumb: replicas for offered load ≤ target_utilisation × analytic capacity
     target_utilisation: Fraction = 0.8
     workers: PosInt | None = None  # parallel simulations (default: CPU count)
@@ -104,10 +106,18 @@ class PlanSpec:
     name: str
     base: Experiment
     options: PlanOptions
+    set_keys: tuple[str, ...] = ()  # plan.* key paths given with --set
 
     @property
     def max_gpus(self) -> int:
         return self.options.max_gpus or self.base.topology.num_gpus
+
+    def source(self, key: str) -> str:
+        """Where the user wrote plan key path `key`: ``--set`` or the plan file."""
+        for k in self.set_keys:
+            if key == k or key.startswith(k + ".") or k.startswith(key + "."):
+                return SET_FILE
+        return self.path
 
 
 def load_plan(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> PlanSpec:
@@ -131,16 +141,17 @@ def load_plan(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Pl
         raise ConfigError(
             label, "slo", "the planner needs an SLO bound: ttft_p99_s and/or tpot_p99_s"
         )
+    spec = PlanSpec(label, base.name, base, options, tuple(ov.key for ov in plan_ovs))
     max_gpus = options.max_gpus
     if max_gpus is not None and max_gpus > base.topology.num_gpus:
         raise ConfigError(
-            label,
+            spec.source("plan.max_gpus"),
             "plan.max_gpus",
             f"expected at most the topology's {base.topology.num_gpus} GPUs "
             f"({base.topology.name})",
             str(max_gpus),
         )
-    return PlanSpec(path=label, name=base.name, base=base, options=options)
+    return spec
 
 
 def resolve_base(raw: dict[str, Any], overrides: Sequence[Override], label: str) -> Experiment:
@@ -205,7 +216,3 @@ def plan_dir_identity(spec: PlanSpec) -> dict[str, Any]:
         "base": spec.base.model_dump(mode="json"),
         "plan": spec.options.model_dump(mode="json"),
     }
-
-
-def plan_base_dir(spec: PlanSpec) -> Path:
-    return Path(spec.base.base_dir)

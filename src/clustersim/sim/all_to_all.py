@@ -124,6 +124,10 @@ class AllToAllPlan:
         self._n_inv = self._inv_eta[src, dst]
         self._n_inv_rev = self._inv_eta[dst, src]
 
+    def inverse_efficiency(self) -> F64:
+        """(ranks, ranks) 1/η of each pair's path: fabric bytes per payload byte."""
+        return self._inv_eta.copy()
+
     def layer_latency_s(self) -> float:
         """Fixed time of one MoE layer's all-to-all in one direction (s)."""
         return self.path_latency_s + A2A_KERNEL_OVERHEAD_S

@@ -252,10 +252,15 @@ class _Simulation:
             progress(env.now)
 
 
-def run_experiment(exp: Experiment, progress: ProgressCallback | None = None) -> RunOutput:
-    """Simulate one experiment and return its tables (no file I/O)."""
+def run_experiment(
+    exp: Experiment, progress: ProgressCallback | None = None, built: Build | None = None
+) -> RunOutput:
+    """Simulate one experiment and return its tables (no file I/O).
+
+    `built` is `build(exp)` when the caller already checked the experiment."""
     wall_start = time.perf_counter()
-    built = build(exp)
+    if built is None:
+        built = build(exp)
     streams = Streams(exp.seed)
     stream = generate_requests(
         exp.workload,
