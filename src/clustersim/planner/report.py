@@ -52,6 +52,7 @@ PLAN_COLUMNS = (
     "requests_dropped",
     "tpot_lb_s",
     "ttft_p99_lb_s",
+    "loaded_tpot_est_s",
     "capacity_rps",
     "notes",
 )
@@ -96,6 +97,7 @@ def plan_rows(result: PlanResult) -> list[dict[str, Any]]:
                 "requests_dropped": r.metric("requests_dropped"),
                 "tpot_lb_s": est.tpot_lb_s,
                 "ttft_p99_lb_s": est.ttft_p99_lb_s,
+                "loaded_tpot_est_s": est.loaded_tpot_s,
                 "capacity_rps": est.capacity_rps,
                 "notes": "; ".join(notes),
             }
@@ -234,6 +236,7 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "capacity_rps": est.capacity_rps,
                     "batch_seqs": est.batch_seqs,
                     "step_s": est.step_s,
+                    "loaded_tpot_s": est.loaded_tpot_s,
                 },
                 "summary": dict(row.summary) if row.summary is not None else None,
             }

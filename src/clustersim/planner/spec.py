@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from clustersim.config.errors import ConfigError, describe_validation_error, format_key, show_value
 from clustersim.config.load import (
@@ -89,13 +89,12 @@ class PlanOptions(Strict):
     sglang_moe_a2a_backend: A2ABackend = "auto"
     long_prompt_tokens: PosInt = 100_000  # CP is enumerated when p99 prompt ≥ this (tokens)
 
-    @model_validator(mode="after")
-    def _check(self) -> PlanOptions:
-        if len(set(self.engines)) != len(self.engines):
-            raise ValueError(f"engines must not repeat (got {self.engines})")
-        if self.max_gpus is not None and self.min_gpus > self.max_gpus:
-            raise ValueError(f"min_gpus ({self.min_gpus}) exceeds max_gpus ({self.max_gpus})")
-        return self
+    @field_validator("engines")
+    @classmethod
+    def _unique_engines(cls, engines: list[EngineName]) -> list[EngineName]:
+        if len(set(engines)) != len(engines):
+            raise ValueError("expected each engine at most once")
+        return engines
 
 
 @dataclass(frozen=True)
@@ -142,6 +141,13 @@ def load_plan(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Pl
             label, "slo", "the planner needs an SLO bound: ttft_p99_s and/or tpot_p99_s"
         )
     spec = PlanSpec(label, base.name, base, options, tuple(ov.key for ov in plan_ovs))
+    if options.min_gpus > spec.max_gpus:
+        raise ConfigError(
+            spec.source("plan.min_gpus"),
+            "plan.min_gpus",
+            f"expected at most max_gpus = {spec.max_gpus}",
+            str(options.min_gpus),
+        )
     max_gpus = options.max_gpus
     if max_gpus is not None and max_gpus > base.topology.num_gpus:
         raise ConfigError(
