@@ -122,7 +122,7 @@ def test_validate_placement_error_is_exit_2(
 SWEPT = TINY + "sweep:\n  workload.arrival.rate_rps: [1, 2, 3]\n"
 
 
-def fake_run(exp: Experiment, progress: Any = None) -> RunOutput:
+def fake_run(exp: Experiment, progress: Any = None, built: Any = None) -> RunOutput:
     """A stand-in simulator: 4 requests, fails (bad input) when the rate is 3."""
     rate = getattr(exp.workload.arrival, "rate_rps", 0.0)
     if rate == 3:

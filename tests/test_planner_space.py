@@ -10,6 +10,7 @@ import pytest
 from clustersim.config.errors import ConfigError
 from clustersim.config.schema import Layout
 from clustersim.planner.space import (
+    Space,
     divisors,
     enumerate_space,
     expert_variants,
@@ -35,7 +36,9 @@ def plan_file(tmp_path: Path, head: str, plan: str, name: str = "p.yaml") -> Pat
     return path
 
 
-def space_of(tmp_path: Path, head: str, plan: str, p99_prompt: float = 256.0):  # type: ignore[no-untyped-def]
+def space_of(
+    tmp_path: Path, head: str, plan: str, p99_prompt: float = 256.0
+) -> tuple[PlanSpec, Space]:
     spec = load_plan(plan_file(tmp_path, head, plan))
     return spec, enumerate_space(spec, p99_prompt)
 
@@ -92,7 +95,8 @@ def test_memory_rejections_carry_the_numbers(tmp_path: Path) -> None:
     assert set(mem) == {"tp1-pp1-dp1", "tp1-pp1-dp2"}  # 131 GiB of bf16 weights on one GPU
     reason = mem["tp1-pp1-dp1"]
     assert re.search(r"weights \d+\.\d\d GiB \+ activations \d+\.\d\d GiB per GPU", reason)
-    assert re.search(r"usable \d+\.\d\d GiB = \d+\.\d\d GiB × 0\.90 − \d+\.\d\d GiB reserved", reason)
+    usable = r"usable \d+\.\d\d GiB = \d+\.\d\d GiB × 0\.90 − \d+\.\d\d GiB reserved"
+    assert re.search(usable, reason)
     assert {c.label for c in space.candidates} == {"tp1-pp2-dp1", "tp2-pp1-dp1"}
 
 

@@ -3,7 +3,8 @@
 Two panels share the y axis (SLO goodput per GPU, req/s/GPU): p99 TTFT (left) and p99 TPOT
 (right), log-scaled x when the values span more than 100×. Layouts meeting the SLO are filled,
 the others hollow; the Pareto front of each panel (lower latency, higher goodput per GPU) is
-joined by a line; the best layout is starred and the SLO bound drawn as a dashed line.
+joined by a line and labelled (as are the layouts meeting the SLO); the best layout is starred
+and the SLO bound drawn as a dashed line.
 """
 
 from __future__ import annotations
@@ -53,18 +54,23 @@ def _panel(
     best_label: str | None,
 ) -> None:
     points: list[tuple[str, float, float]] = []
+    meets: set[str] = set()
     for r in rows:
         lat = r.metric(key, "p99")
         good = r.goodput_per_gpu
         if lat is None or good is None or lat <= 0:
             continue
         points.append((r.label, lat, good))
+        if r.meets:
+            meets.add(r.label)
         face = "tab:blue" if r.meets else "none"
         ax.scatter([lat], [good], s=36, facecolors=face, edgecolors="tab:blue", zorder=3)
-        ax.annotate(r.label, (lat, good), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if r.label == best_label:
             ax.scatter([lat], [good], s=220, marker="*", color="gold", edgecolors="k", zorder=4)
     front = set(pareto_front(points))
+    for label, lat, good in points:  # name the front and the SLO-meeting layouts only
+        if label in front or label in meets:
+            ax.annotate(label, (lat, good), fontsize=7, xytext=(3, 3), textcoords="offset points")
     line = sorted((lat, good) for label, lat, good in points if label in front)
     if line:
         ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", lw=1.2,
