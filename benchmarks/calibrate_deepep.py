@@ -1,4 +1,4 @@
-"""The fabric's all-to-all against DeepEP's published H800 figures (docs/calibration_deepep.md).
+"""The fabric's all-to-all against DeepEP's published H800 figures (docs/calibration.md, section "MoE: DeepEP all-to-all").
 
     python benchmarks/calibrate_deepep.py          # print the tables (Markdown), ~20 s
 
