@@ -1,4 +1,6 @@
-"""The fabric's all-to-all against DeepEP's published H800 figures (docs/calibration.md, section "MoE: DeepEP all-to-all").
+"""The fabric's all-to-all against DeepEP's published H800 figures.
+
+Results: docs/calibration.md, section "MoE: DeepEP all-to-all".
 
     python benchmarks/calibrate_deepep.py          # print the tables (Markdown), ~20 s
 

@@ -51,9 +51,9 @@ RULES = [
     ("trtllm", MOE, lay(tp=8, dp=4, ep=32, dp_attention=True), "auto", False, "attention TP = 1"),
     ("trtllm", DENSE, lay(tp=8, pp=2), "auto", True, ""),
     ("trtllm", DENSE, lay(tp=8, dp=2), "auto", False, "no data-parallel replica flag"),
-    ("vllm", DENSE, lay(tp=2, cp=2), "auto", False, "context parallelism is not simulated"),
-    ("sglang", DENSE, lay(tp=2, cp=2), "auto", False, "context parallelism is not simulated"),
-    ("trtllm", DENSE, lay(tp=2, cp=2), "auto", False, "context parallelism is not simulated"),
+    ("vllm", DENSE, lay(tp=2, cp=2), "auto", False, "no context-parallel launch flags"),
+    ("sglang", DENSE, lay(tp=2, cp=2), "auto", False, "no context-parallel launch flags"),
+    ("trtllm", DENSE, lay(tp=2, cp=2), "auto", False, "no context-parallel launch flags"),
 ]
 
 

@@ -141,9 +141,14 @@ def test_long_prompts_enumerate_cp_marked_not_simulated(tmp_path: Path) -> None:
     head = "model: llama-3.1-8b\ntopology: dgx_h100_x1"
     _, space = space_of(tmp_path, head, "{max_gpus: 2}", p99_prompt=120_000)
     assert space.cp_enumerated and space.notes
-    cp = [r for r in space.rejected if r.layout.cp > 1]
-    assert [r.label for r in cp] == ["tp1-pp1-dp1-cp2"]
-    assert cp[0].stage == "not simulated yet" and "context parallelism" in cp[0].reason
+    rejected = [r for r in space.rejected if r.layout.cp > 1]
+    kept = [c for c in space.candidates if c.layout.cp > 1]
+    assert [x.label for x in [*rejected, *kept]] == ["tp1-pp1-dp1-cp2"]
+    if rejected:  # while the engine's build rejects cp > 1
+        assert rejected[0].stage == "not simulated yet"
+        assert "context parallelism" in rejected[0].reason
+    else:  # once it simulates CP: a candidate without launch flags
+        assert any("no engine launch config" in n for n in kept[0].notes)
 
 
 def test_explicit_layouts_replace_enumeration(tmp_path: Path) -> None:
@@ -172,6 +177,7 @@ def test_eplb_dropped_for_replicated_experts(tmp_path: Path) -> None:
     [
         ("layout: {tp: 2}", "layout", "planner chooses the layout"),
         ("sweep: {seed: [1, 2]}", "sweep", "no sweep"),
+        ("disaggregation: {}", "disaggregation", "does not plan disaggregated"),
         ("plan: {max_gpus: 99}", "plan.max_gpus", "at most the topology's 8 GPUs"),
         ("plan: {engines: [vllm, vllm]}", "plan.engines", "each engine at most once"),
         ("plan: {emit: bestest}", "plan.emit", ""),

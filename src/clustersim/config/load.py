@@ -486,6 +486,16 @@ def _split_overrides(
     return raw, rest
 
 
+def resolve_mapping(
+    raw: Mapping[str, Any], path: str | os.PathLike[str], overrides: Sequence[Override] = ()
+) -> Experiment:
+    """Resolve an in-memory experiment mapping as if it had been read from `path`.
+
+    References resolve against `path`'s directory and errors name `path`. For files that embed
+    an experiment in a larger document (plan files)."""
+    return _resolve(raw, overrides, _new_context(path, {}))
+
+
 def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Experiment:
     """Load, resolve and validate one experiment (a `sweep:` block is checked, not expanded).
 

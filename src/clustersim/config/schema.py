@@ -263,6 +263,41 @@ class ExpertsSpec(Strict):
     two_batch_overlap: bool = False
 
 
+class PoolServing(Strict):
+    """A disaggregated pool's serving knobs: every key is optional and, when set, overrides
+    the experiment's `serving` value for that pool (None = inherit). The same keys as
+    ServingSpec (tests/test_disagg.py checks the two stay in step)."""
+
+    max_num_seqs: PosInt | None = None
+    max_num_batched_tokens: PosInt | None = None
+    chunked_prefill: bool | None = None
+    gpu_memory_utilization: Fraction | None = None
+    router: RouterName | None = None
+    block_size: PosInt | None = None
+    max_model_len: PosInt | None = None
+    max_queue: PosInt | None = None
+    kv_cache_free_memory_fraction: Fraction | None = None
+    kv_admission: Literal["incremental", "reserve_full"] | None = None
+
+
+class PoolSpec(Strict):
+    """One pool of a disaggregated deployment: its layout (replicas = layout.dp), serving
+    overrides and, optionally, its own `experts` block (None = the experiment's)."""
+
+    layout: Layout = Layout()
+    serving: PoolServing = PoolServing()
+    experts: ExpertsSpec | None = None
+
+
+class DisaggregationSpec(Strict):
+    """Prefill / decode disaggregation (docs/disaggregation.md): prompts are prefilled on the
+    `prefill` pool, their KV cache moves over the fabric to the `decode` pool, which decodes.
+    When set, the experiment's top-level `layout` is not used."""
+
+    prefill: PoolSpec
+    decode: PoolSpec
+
+
 class PoissonArrival(Strict):
     process: Literal["poisson"]
     rate_rps: PosFloat
@@ -409,6 +444,8 @@ class Experiment(Strict):
     hardware: HardwareSpec
     topology: TopologySpec
     layout: Layout = Layout()
+    # prefill / decode pools on disjoint GPUs; when set, `layout` is ignored (None: co-located)
+    disaggregation: DisaggregationSpec | None = None
     precision: Precision = Precision()
     serving: ServingSpec = ServingSpec()
     experts: ExpertsSpec | None = None

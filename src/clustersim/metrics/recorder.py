@@ -80,11 +80,16 @@ def requests_frame(
     replica: list[int],
     preemptions: list[int],
     dropped: list[bool],
+    decode_replica: list[int] | None = None,
+    kv_transfer_s: list[float] | None = None,
+    kv_transfer_bytes: list[float] | None = None,
 ) -> pd.DataFrame:
     """One row per request with the derived latencies (seconds).
 
     TTFT = first token − arrival; TPOT = (finish − first token) / (output tokens − 1), NaN for
     one-token outputs; queue = first scheduled − arrival. Dropped requests keep NaN times.
+    Disaggregated runs (sim/pools.py) give the decode replica and the KV transfer's seconds
+    and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
     """
     arrival = np.asarray(arrival_s, dtype=np.float64)
     first = np.asarray(first_token_s, dtype=np.float64)
@@ -93,6 +98,8 @@ def requests_frame(
     out = np.asarray(output_tokens, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (finish - first) / (out - 1), np.nan)
+    n = len(arrival)
+    nan = np.full(n, np.nan)
     return pd.DataFrame(
         {
             "id": np.arange(len(arrival), dtype=np.int64),
@@ -108,5 +115,12 @@ def requests_frame(
             "queue_s": scheduled - arrival,
             "preemptions": np.asarray(preemptions, dtype=np.int64),
             "dropped": np.asarray(dropped, dtype=bool),
+            "decode_replica": np.asarray(
+                replica if decode_replica is None else decode_replica, dtype=np.int64
+            ),
+            "kv_transfer_s": nan if kv_transfer_s is None else np.asarray(kv_transfer_s, float),
+            "kv_transfer_bytes": (
+                nan if kv_transfer_bytes is None else np.asarray(kv_transfer_bytes, float)
+            ),
         }
     )

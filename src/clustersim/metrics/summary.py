@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from clustersim.config.schema import SLOSpec
+from clustersim.metrics.pools import kv_transfer_summary, pools_summary
 
 STAT_KEYS = ("mean", "p50", "p90", "p99")
 # slo.* keys computed over time windows by clustersim.metrics.timeline.window_slo_summary
@@ -52,7 +53,8 @@ class RunTables(Protocol):
 def summarize(
     out: RunTables, slo: SLOSpec, warmup_s: float, windows: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`).
+    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`;
+    a disaggregated run adds `pools` and `kv_transfer`: metrics/pools.py).
 
     `windows`: the per-window SLO keys (WINDOW_KEYS) from
     `clustersim.metrics.timeline.window_slo_summary`; without it they are null.
@@ -63,7 +65,7 @@ def summarize(
     meets = slo_mask(req, done, slo)
     out_tok_s = rate(values(req, "output_tokens", done).sum(), window_s)
     per_gpu = None if out_tok_s is None or out.gpus <= 0 else out_tok_s / out.gpus
-    return {
+    summary = {
         "requests_completed": int(done.sum()),
         "requests_dropped": int(dropped_mask(req).sum()),
         "gpus": int(out.gpus),
@@ -93,6 +95,11 @@ def summarize(
             "simulated_s": finite_or_none(out.sim.get("simulated_s")),
         },
     }
+    pools = getattr(out, "pools", None)  # disaggregated runs only: additive keys
+    if pools:
+        summary["pools"] = pools_summary(pools, req, done, window_s, out.iterations)
+        summary["kv_transfer"] = kv_transfer_summary(req, done)
+    return summary
 
 
 def measured_requests(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:

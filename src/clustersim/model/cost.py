@@ -360,6 +360,14 @@ class StageCostModel:
         t = prefill_tokens + decode_tokens
         return full - self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
 
+    # ------------------------------------------------------------------ CP hook
+
+    def prefill_attention_s(self, prefill_attn_pairs: float) -> float:
+        """The prefill-attention part of compute_s (seconds) for `prefill_attn_pairs`
+        (query, key) pairs on this GPU — what ring attention can overlap with its KV exchange
+        (model/cp_cost.py)."""
+        return prefill_attn_pairs * self._attn_pf_s
+
     # ------------------------------------------------------------------ communication sizes
 
     def allreduce_bytes(self, tokens: int) -> float:

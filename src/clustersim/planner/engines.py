@@ -148,8 +148,7 @@ def verdict(engine: str, layout: Layout, model: ModelSpec, a2a_backend: str = "a
         return Verdict(
             engine,
             False,
-            f"cp = {layout.cp}: context parallelism is not simulated yet, so no CP launch "
-            "config is emitted",
+            f"cp = {layout.cp}: clustersim emits no context-parallel launch flags yet",
         )
     check = {"vllm": _vllm_rule, "sglang": _sglang_rule, "trtllm": _trtllm_rule}[engine]
     rule, workaround = check(layout, model, a2a_backend)

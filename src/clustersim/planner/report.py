@@ -336,12 +336,14 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
         if v is not None
     )
     counts = plan_json_counts(result)
+    closed = stats.offered_rps is None and base.workload.arrival.process == "closed"
+    counted = "requests generated (closed loop: at most)" if closed else "measured requests"
     shown = [r for r in result.rows if r.status != "pruned"]
     hidden = len(shown) < len(result.rows)
     lines = [
         f"plan {spec.name}: {base.model.name} on {base.topology.name} "
         f"(1..{spec.max_gpus} GPUs), engines {', '.join(spec.options.engines)}",
-        f"workload: {stats.n} measured requests, offered {offered}, mean prompt "
+        f"workload: {stats.n} {counted}, offered {offered}, mean prompt "
         f"{stats.mean_prompt:.0f} / output {stats.mean_output:.0f} tokens; SLO {bounds}",
         f"layouts: {counts['candidates']} candidates, {counts['rejected']} rejected, "
         f"{counts['filtered_out']} filtered out, {counts['pruned']} pruned by bounds, "

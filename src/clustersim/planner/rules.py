@@ -11,7 +11,7 @@ Order (docs/planner.md §4), each step recorded as a reason with its numbers:
    when dp > 1, else over the TP group (ep = tp).
 4. DP last: enough replicas for the offered load at plan.target_utilisation of the analytic
    per-replica capacity (closed loop: concurrency / the analytic batch), within max_gpus.
-5. CP only for prompts ≥ plan.long_prompt_tokens (not simulated yet: noted, never picked).
+5. CP only for prompts ≥ plan.long_prompt_tokens: noted, never picked.
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ class _Rules:
         if self.stats.p99_prompt >= opts.long_prompt_tokens:
             self.reasons.append(
                 f"CP: p99 prompt {self.stats.p99_prompt:,.0f} ≥ {opts.long_prompt_tokens:,} "
-                "tokens would call for context parallelism, which is not simulated yet"
+                "tokens would call for context parallelism; the rule of thumb does not pick it "
+                "(CP candidates are enumerated and, where the simulator builds them, simulated)"
             )
 
 

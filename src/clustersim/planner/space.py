@@ -219,7 +219,8 @@ class _Checker:
         if reason:
             return Rejected(label, layout, "topology", reason)
         v = verdicts(opts.engines, layout, model, opts.sglang_moe_a2a_backend)
-        if not any(x.ok for x in v.values()):
+        # CP layouts the simulator builds stay candidates: only their launch flags are missing
+        if layout.cp == 1 and not any(x.ok for x in v.values()):
             rules = "; ".join(f"{name}: {x.rule}" for name, x in v.items())
             return Rejected(label, layout, "engines", f"no target engine can run it — {rules}")
         try:
@@ -235,6 +236,8 @@ class _Checker:
         except (BuildError, PlacementError) as err:
             return Rejected(label, layout, _stage_of(str(err), "build"), str(err))
         notes = tuple(placement.warnings)
+        if layout.cp > 1:
+            notes += ("context parallel: simulated, but no engine launch config is emitted",)
         if base.experts is not None and base.experts.eplb is not None and layout.ep == 1:
             notes += ("experts.eplb dropped: ep = 1 holds every expert on every GPU",)
         return Candidate(label, exp, built, v, notes)

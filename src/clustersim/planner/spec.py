@@ -45,6 +45,8 @@ _FORBIDDEN_KEYS = {
     "layout": "the planner chooses the layout; remove it (pin candidates with "
     "plan.candidates.layouts)",
     "sweep": "a plan file has no sweep: block (the planner searches layouts itself)",
+    "disaggregation": "the planner does not plan disaggregated prefill / decode pools yet; "
+    "remove the disaggregation: block",
 }
 
 
@@ -166,11 +168,9 @@ def resolve_base(raw: dict[str, Any], overrides: Sequence[Override], label: str)
     Uses the loader's resolution step on the in-memory mapping: references resolve against the
     plan file's directory and errors name the plan file, as for an experiment file.
     """
-    # The loader's public entry points read a file; its resolution step takes the mapping.
-    from clustersim.config import load as _load
+    from clustersim.config.load import resolve_mapping
 
-    ctx = _load._new_context(label, {})
-    return _load._resolve(raw, list(overrides), ctx)
+    return resolve_mapping(raw, label, list(overrides))
 
 
 def _plan_options(block: Any, overrides: Sequence[Override], label: str) -> PlanOptions:

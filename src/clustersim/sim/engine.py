@@ -15,26 +15,20 @@ import simpy
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder, requests_frame
-from clustersim.model.cost import StageCostModel
-from clustersim.model.memory import MemoryPlan, plan_memory, stage_layer_ranges
-from clustersim.sim.ep_group import DPRank
-from clustersim.sim.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
+from clustersim.model.memory import MemoryPlan
+from clustersim.sim.deployment import Build, BuildError, Unit, build_layout, make_units
 from clustersim.sim.fabric import Fabric
 from clustersim.sim.moe_runtime import MoERuntime
-from clustersim.sim.replica import Process, Replica
+from clustersim.sim.pools import DisaggRuntime, PoolInfo, build_pools, pool_infos
+from clustersim.sim.replica import Process
 from clustersim.sim.router import make_router
 from clustersim.sim.scheduler import RequestState
 from clustersim.sim.streams import Streams
-from clustersim.topology.graph import Cluster, build_cluster
-from clustersim.topology.placement import Placement, PlacementError, place
+from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
 from clustersim.workload.requests import RequestStream, generate_requests
 
 ProgressCallback = Callable[[float], None]
-
-
-class BuildError(ValueError):
-    """The experiment is well-formed but cannot be built (placement, memory, support)."""
 
 
 @dataclass
@@ -48,44 +42,16 @@ class RunOutput:
     memory: MemoryPlan | None = None
     phases: StateTimeline | None = None  # MMPP state timeline of the arrivals, else None
     eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
-
-
-@dataclass(frozen=True)
-class Build:
-    """Everything static about an experiment, checked: the cluster and where work runs."""
-
-    cluster: Cluster
-    placement: Placement
-    memory: MemoryPlan
-    stage_layers: tuple[range, ...]  # the same split the memory plan uses
-    ep: EPLayout | None = None  # MoE models: EP groups and ranks (sim/ep_layout.py)
+    pools: tuple[PoolInfo, ...] | None = None  # disaggregated: (prefill, decode) pool facts
 
 
 def build(exp: Experiment) -> Build:
-    """Check an experiment and lay it out on its topology; BuildError with the numbers."""
-    layout = exp.layout
-    if layout.cp > 1:
-        raise BuildError(
-            f"layout.cp = {layout.cp}: context parallelism is not simulated yet (use cp: 1)"
-        )
-    cluster = build_cluster(exp.topology, exp.hardware)
-    try:
-        placement = place(layout, cluster, exp.model)
-        ep = resolve_ep_layout(exp, placement)
-    except (PlacementError, EPLayoutError) as err:
-        raise BuildError(str(err)) from err
-    redundant = ep.redundant if ep is not None else 0
-    memory = plan_memory(exp.model, exp.hardware, exp.precision, layout, exp.serving, redundant)
-    if not memory.fits:
-        raise BuildError(memory.reason)
-    if memory.kv_blocks_per_replica < layout.pp:
-        raise BuildError(
-            f"KV cache holds {memory.kv_blocks_per_replica} blocks per replica; "
-            f"pp = {layout.pp} lanes need at least one each"
-        )
-    return Build(
-        cluster, placement, memory, tuple(stage_layer_ranges(exp.model.num_layers, layout.pp)), ep
-    )
+    """Check an experiment and lay it out on its topology; BuildError with the numbers.
+
+    With `disaggregation`, both pools are built (sim/pools.py) and `layout` is not used."""
+    if exp.disaggregation is not None:
+        return build_pools(exp)
+    return build_layout(exp, build_cluster(exp.topology, exp.hardware))
 
 
 def horizon_estimate_s(exp: Experiment) -> float | None:
@@ -108,62 +74,26 @@ class _Simulation:
         self.recorder = Recorder(n, exp.output.iterations)
         self.fabric = Fabric(self.env, built.cluster, exp.output.time_bin_s)
         streams = Streams(exp.seed)
-        layout = exp.layout
-        self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
-        self.outstanding = [0] * layout.dp
-        self.kv_fraction = [0.0] * layout.dp
         self.ended = 0
         self.done = self.env.event()
-        self.max_model_len = exp.serving.max_model_len or exp.model.max_context
-        costs = [
-            StageCostModel(
-                exp.model,
-                exp.hardware,
-                exp.precision,
-                layout.tp,
-                len(layers),
-                first_stage=s == 0,
-                last_stage=s == layout.pp - 1,
-                ep=layout.ep,
-                moe_tp=layout.moe_tp,
-                first_layer=layers.start,
-            )
-            for s, layers in enumerate(built.stage_layers)
-        ]
-        blocks_per_lane = built.memory.kv_blocks_per_replica // layout.pp
         self.moe: MoERuntime | None = None
-        if built.ep is not None:
-            self.moe = MoERuntime(
-                exp, built.ep, built.cluster, self.env, self.fabric, streams.get("experts"),
-                stream.phases,
-            )
-        self.replicas: Sequence[Replica | DPRank]
-        if self.moe is not None and self.moe.dp_attention:
-            self.replicas = self.moe.dp_group(
-                costs[0],
-                [rp.stages[0] for rp in built.placement.replicas],
-                blocks_per_lane,
-                self.state,
-                self.recorder,
-                self._on_finish,
+        self.replicas: Sequence[Unit] = ()
+        self.disagg: DisaggRuntime | None = None
+        if built.pools is not None:  # prefill / decode pools: sim/pools.py routes requests
+            self.disagg = DisaggRuntime(
+                built.pools, self.env, self.fabric, streams, stream, self.recorder,
+                self._request_done,
             )
         else:
-            self.replicas = [
-                Replica(
-                    self.env,
-                    r,
-                    rp.stages,
-                    costs if self.moe is None
-                    else self.moe.stage_costs(r, costs, built.stage_layers),
-                    self.fabric,
-                    exp.serving,
-                    blocks_per_lane,
-                    self.state,
-                    self.recorder,
-                    self._on_finish,
-                )
-                for r, rp in enumerate(built.placement.replicas)
-            ]
+            layout = exp.layout
+            self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
+            self.outstanding = [0] * layout.dp
+            self.kv_fraction = [0.0] * layout.dp
+            self.max_model_len = exp.serving.max_model_len or exp.model.max_context
+            self.replicas, self.moe = make_units(
+                exp, built, self.env, self.fabric, self.state, self.recorder, self._on_finish,
+                streams.get("experts"), stream.phases,
+            )
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
 
@@ -177,12 +107,21 @@ class _Simulation:
     def _on_finish(self, rid: int, now: float) -> None:
         r = self.recorder.replica[rid]
         self.outstanding[r] -= 1
+        self._request_done(rid, now)
+
+    def _request_done(self, rid: int, now: float) -> None:
+        """A request produced its last token (co-located, or the decode pool's)."""
         self._end_one()
         if self.stream.concurrency:
             self._issue_closed(now)
 
     def _admit(self, rid: int, now: float) -> bool:
         """Route one arriving request to a replica (True), or drop it with a reason (False)."""
+        if self.disagg is not None:
+            if self.disagg.admit(rid, now):
+                return True
+            self._end_one()
+            return False
         rec = self.recorder
         for r, rep in enumerate(self.replicas):
             self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
@@ -273,35 +212,60 @@ def run_experiment(
     sim.run(progress)
     n = sim.n  # closed-loop runs may issue fewer requests than were generated
     st, rec = sim.state, sim.recorder
-    requests = requests_frame(
-        rec.arrival_s[:n],
-        st.first_scheduled_s[:n],
-        st.first_token_s[:n],
-        st.finish_s[:n],
-        stream.prompt_tokens[:n],
-        stream.output_tokens[:n],
-        rec.replica[:n],
-        st.preemptions[:n],
-        rec.dropped[:n],
-    )
     end_s = float(sim.env.now)
     links = sim.fabric.link_table(end_s)
-    events = rec.steps + n
-    moe = sim.moe
+    disagg = sim.disagg
+    if disagg is not None:
+        cols = disagg.request_columns(n)
+        requests = requests_frame(
+            rec.arrival_s[:n],
+            cols.first_scheduled_s,
+            cols.first_token_s,
+            cols.finish_s,
+            stream.prompt_tokens[:n],
+            stream.output_tokens[:n],
+            rec.replica[:n],
+            cols.preemptions,
+            rec.dropped[:n],
+            decode_replica=cols.decode_replica,
+            kv_transfer_s=cols.kv_transfer_s,
+            kv_transfer_bytes=cols.kv_transfer_bytes,
+        )
+        iterations = disagg.iterations_frame()
+        experts, eplb, steps = disagg.experts_frame(), disagg.eplb_frame(), disagg.steps
+        pools = pool_infos(built.pools or ())
+    else:
+        requests = requests_frame(
+            rec.arrival_s[:n],
+            st.first_scheduled_s[:n],
+            st.first_token_s[:n],
+            st.finish_s[:n],
+            stream.prompt_tokens[:n],
+            stream.output_tokens[:n],
+            rec.replica[:n],
+            st.preemptions[:n],
+            rec.dropped[:n],
+        )
+        moe = sim.moe
+        iterations = rec.iterations_frame()
+        experts = moe.experts_frame() if moe is not None else None
+        eplb = moe.eplb_frame() if moe is not None else None
+        steps, pools = rec.steps, None
     return RunOutput(
         requests=requests,
-        iterations=rec.iterations_frame(),
+        iterations=iterations,
         links=links,
-        experts=moe.experts_frame() if moe is not None else None,
-        gpus=exp.layout.gpus,
+        experts=experts,
+        gpus=built.gpus,
         sim={
-            "events": float(events),
+            "events": float(steps + n),
             "wall_s": time.perf_counter() - wall_start,
             "simulated_s": end_s,
         },
         memory=built.memory,
         phases=stream.phases,
-        eplb=moe.eplb_frame() if moe is not None else None,
+        eplb=eplb,
+        pools=pools,
     )
 
 

@@ -130,6 +130,14 @@ class Replica:
             lane.idle = False
             lane.wake.succeed()
 
+    def wake_lane(self, index: int) -> None:
+        """Wake lane `index` if it sleeps (work was handed to its scheduler directly, e.g. a
+        disaggregated request whose KV arrived: sim/pools.py)."""
+        lane = self.lanes[index]
+        if lane.idle:
+            lane.idle = False
+            lane.wake.succeed()
+
     @property
     def kv_used_blocks(self) -> int:
         return sum(lane.scheduler.kv.used for lane in self.lanes)

@@ -17,6 +17,14 @@ With `serving.kv_admission: reserve_full` (TensorRT-LLM's GUARANTEED_NO_EVICT ca
 policy) a request is admitted only when blocks for its whole prompt + output are free; they
 are reserved at admission and released when it finishes. Nothing is allocated while it runs,
 so decode steps allocate nothing and no request is ever preempted.
+
+Disaggregated serving (docs/disaggregation.md) adds two entry points, both O(1):
+`reserve_prefilled` takes a decode replica's blocks for a prompt whose KV will be computed
+elsewhere (before its prefill starts, as SGLang / Dynamo pre-allocate), and `add_prefilled`
+resumes that request in decode once its P tokens of KV have arrived: it enters decode at the
+next batch formation exactly as a locally prefilled request would (same residue / context
+bookkeeping). A prefill lane with `keep_kv_after_finish` keeps a finished request's blocks
+until `release_kept` (its KV is still being sent).
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ class Batch:
         "num_seqs",
         "prefill",
         "prefill_attn_pairs",
+        "prefill_ctx_tokens",
         "prefill_tokens",
     )
 
@@ -86,6 +95,7 @@ class Batch:
         self.prefill: list[tuple[int, int]] = []  # (request id, chunk tokens)
         self.prefill_tokens = 0
         self.prefill_attn_pairs = 0.0  # causal (query, key) pairs in the prefill chunks
+        self.prefill_ctx_tokens = 0  # Σ over chunks of offset + chunk: KV the chunks attend to
         self.decode_tokens = 0
         self.decode_ctx_tokens = 0  # Σ context read by decoding sequences
         self.decode_step = -1  # the lane's decode step index, -1 if no decode this step
@@ -125,15 +135,25 @@ class Scheduler:
         self.residue = [0] * serving.block_size
         self.ctx_offset = 0
         self.d = 0  # decode steps executed so far
+        # disaggregation (decode side): requests holding reserved blocks while their KV is in
+        # transit, and those whose KV has landed, entered into decode at the next batch
+        self.incoming = 0
+        self.arrived: list[int] = []
+        # disaggregation (prefill side): keep a finished request's blocks until release_kept
+        self.keep_kv_after_finish = False
+        self.kept: dict[int, int] = {}  # rid → blocks still held
 
     # ------------------------------------------------------------------ queries
 
     @property
     def outstanding(self) -> int:
-        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
+        return (
+            len(self.waiting) + len(self.prefilling) + len(self.decoding)
+            + self.incoming + len(self.arrived)
+        )
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.prefilling or self.decoding)
+        return bool(self.waiting or self.prefilling or self.decoding or self.arrived)
 
     def fits_ever(self, rid: int) -> bool:
         """Whether the request's full context can ever be held by this lane's KV pool."""
@@ -145,8 +165,48 @@ class Scheduler:
     def add(self, rid: int) -> None:
         self.waiting.append(rid)
 
+    def reserve_prefilled(self, rid: int) -> bool:
+        """Disaggregated decode: take the blocks a request prefilled elsewhere needs on arrival
+        (its prompt's KV; with reserve_full its prompt + output), keeping the admission
+        watermark; False (nothing taken) when they are not free."""
+        st = self.state
+        if self.reserve_full:
+            need = self._reservation(rid)
+        else:
+            need = blocks_for(st.effective_prompt[rid], self.block_size)
+        reserve = self.watermark_blocks if self.kv.used else 0
+        if need > self.kv.free - reserve:
+            return False
+        self.kv.allocate(need)
+        self.incoming += 1
+        return True
+
+    def add_prefilled(self, rid: int, now: float) -> None:
+        """Disaggregated decode: the request's prompt KV (reserved by reserve_prefilled) has
+        arrived and its first token was produced by the prefill pool; it emits that token now
+        and enters decode at the next batch formation (a one-token output finishes here)."""
+        st = self.state
+        self.incoming -= 1
+        st.computed[rid] = st.effective_prompt[rid]
+        st.generated[rid] = 1
+        if st.first_token_s[rid] != st.first_token_s[rid]:  # NaN: the first token
+            st.first_token_s[rid] = now
+        if st.generated[rid] >= st.output[rid]:
+            self.kv.release(self._held_blocks(rid, st.effective_prompt[rid]))
+            self._finish(rid, now)
+        else:
+            self.arrived.append(rid)
+
+    def release_kept(self, rid: int) -> None:
+        """Prefill side: give back the blocks of a finished request kept for its KV transfer."""
+        self.kv.release(self.kept.pop(rid))
+
     def next_batch(self, now: float) -> Batch | None:
         """Form the next step's batch, allocating its KV blocks; None when idle."""
+        if self.arrived:  # between steps: self.d is the next decode step
+            for rid in self.arrived:
+                self._enter_decode(rid)
+            self.arrived.clear()
         if not (self.waiting or self.prefilling or self.decoding):
             return None
         while True:
@@ -327,6 +387,7 @@ class Scheduler:
         batch.prefill.append((rid, chunk))
         batch.prefill_tokens += chunk
         batch.prefill_attn_pairs += chunk * c + chunk * (chunk + 1) / 2
+        batch.prefill_ctx_tokens += c + chunk
         batch.num_seqs += 1
 
     def _end_prefill(self, rid: int, now: float) -> None:
@@ -335,7 +396,11 @@ class Scheduler:
         if st.first_token_s[rid] != st.first_token_s[rid]:  # NaN: the first token
             st.first_token_s[rid] = now
         if st.generated[rid] >= st.output[rid]:
-            self.kv.release(self._held_blocks(rid, st.effective_prompt[rid]))
+            held = self._held_blocks(rid, st.effective_prompt[rid])
+            if self.keep_kv_after_finish:
+                self.kept[rid] = held
+            else:
+                self.kv.release(held)
             self._finish(rid, now)
         else:
             self._enter_decode(rid)

@@ -14,6 +14,7 @@ never share a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from clustersim.config.schema import Layout, ModelSpec
@@ -96,13 +97,18 @@ class Placement:
         raise AssertionError("unreachable: every stage GPU is in an EP group")
 
 
-def check_layout(layout: Layout, cluster: Cluster, model: ModelSpec) -> None:
-    """Raise PlacementError for a layout the cluster or the model cannot take."""
-    need, have = layout.gpus, cluster.num_gpus
+def check_layout(
+    layout: Layout, cluster: Cluster, model: ModelSpec, excluded: int = 0
+) -> None:
+    """Raise PlacementError for a layout the cluster or the model cannot take.
+
+    `excluded`: GPUs of the cluster already taken (by another pool of a disaggregated run)."""
+    need, have = layout.gpus, cluster.num_gpus - excluded
     if need > have:
+        taken = f" free ({excluded} taken by other pools)" if excluded else ""
         raise PlacementError(
             f"layout needs tp×pp×cp×dp = {layout.tp}×{layout.pp}×{layout.cp}×{layout.dp} = "
-            f"{need} GPUs; topology {cluster.name} has {have}"
+            f"{need} GPUs; topology {cluster.name} has {have}{taken}"
         )
     tp, heads, kv = layout.tp, model.num_attention_heads, model.num_kv_heads
     if heads % tp != 0:
@@ -120,14 +126,18 @@ def check_layout(layout: Layout, cluster: Cluster, model: ModelSpec) -> None:
         )
 
 
-def _slots(cluster: Cluster, tp: int, units: int) -> tuple[list[Group], bool]:
-    """`units` TP groups of `tp` GPUs, in allocation order; True if locality-aligned."""
-    groups = cluster.locality_groups()
-    if tp <= min(len(g) for g in groups):
+def _slots(
+    cluster: Cluster, tp: int, units: int, exclude: frozenset[str] = frozenset()
+) -> tuple[list[Group], bool]:
+    """`units` TP groups of `tp` GPUs, in allocation order; True if locality-aligned.
+    GPUs in `exclude` are skipped (locality groups keep their remaining GPUs, in order)."""
+    groups = [tuple(g for g in grp if g not in exclude) for grp in cluster.locality_groups()]
+    groups = [grp for grp in groups if grp]
+    if groups and tp <= min(len(g) for g in groups):
         aligned = [grp[i : i + tp] for grp in groups for i in range(0, len(grp) - tp + 1, tp)]
         if len(aligned) >= units:
             return aligned[:units], True
-    flat = cluster.gpus
+    flat = [g for g in cluster.gpus if g not in exclude]
     return [tuple(flat[i * tp : (i + 1) * tp]) for i in range(units)], False
 
 
@@ -150,11 +160,16 @@ def _warnings(layout: Layout, cluster: Cluster, units: list[Group]) -> list[str]
     return out
 
 
-def place(layout: Layout, cluster: Cluster, model: ModelSpec) -> Placement:
-    """Assign GPUs to every (replica, stage, CP rank) TP group. See module docstring."""
-    check_layout(layout, cluster, model)
+def place(
+    layout: Layout, cluster: Cluster, model: ModelSpec, *, exclude: Collection[str] = ()
+) -> Placement:
+    """Assign GPUs to every (replica, stage, CP rank) TP group. See module docstring.
+
+    `exclude`: GPUs not to use (taken by the other pool of a disaggregated deployment)."""
+    skip = frozenset(exclude)
+    check_layout(layout, cluster, model, len(skip))
     tp, pp, cp, dp = layout.tp, layout.pp, layout.cp, layout.dp
-    units, _aligned = _slots(cluster, tp, dp * pp * cp)
+    units, _aligned = _slots(cluster, tp, dp * pp * cp, skip)
     replicas: list[ReplicaPlacement] = []
     it = iter(units)
     for r in range(dp):
