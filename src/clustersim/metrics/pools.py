@@ -51,7 +51,9 @@ def busy_share(
 ) -> float | None:
     """Share of [t0, t1] the pool's `units` engine (replica, stage) processes spent in steps
     that carried tokens; None without rows or a window."""
-    if iterations is None or "pool" not in iterations.columns or not t1 > t0 or units <= 0:
+    if iterations is None or len(iterations) == 0 or "pool" not in iterations.columns:
+        return None  # output.iterations: false, or a table from elsewhere
+    if not t1 > t0 or units <= 0:
         return None
     rows = iterations.loc[
         (iterations["pool"] == pool) & (iterations["batch_tokens"].to_numpy() > 0)

@@ -54,6 +54,13 @@ SWEEP_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("worst_window_attainment", ("slo", "worst_window_attainment")),
     ("windows_violating", ("slo", "windows_violating")),
 )
+# Columns only for points whose summary has them (disaggregated runs): a sweep of co-located
+# runs gets none of them, a mixed sweep leaves them empty for its co-located points.
+OPTIONAL_SWEEP_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("prefill_input_tokens_per_s_per_node", ("pools", "prefill", "input_tokens_per_s_per_node")),
+    ("decode_output_tokens_per_s_per_node", ("pools", "decode", "output_tokens_per_s_per_node")),
+    ("kv_transfer_p99_s", ("kv_transfer", "p99_s")),
+)
 
 
 # --------------------------------------------------------------------------- directories
@@ -203,6 +210,9 @@ def sweep_row(
     row["run_dir"] = str(run_dir)
     for column, keys in SWEEP_COLUMNS:
         row[column] = json_safe(_lookup(summary, keys))
+    for column, keys in OPTIONAL_SWEEP_COLUMNS:
+        if keys[0] in summary:
+            row[column] = json_safe(_lookup(summary, keys))
     return row
 
 

@@ -112,6 +112,12 @@ def build_pools(exp: Experiment) -> Build:
     views = [pool_experiment(exp, spec.prefill), pool_experiment(exp, spec.decode)]
     lays = [v.layout for v in views]
     need = [lay.gpus for lay in lays]
+    if lays[1].cp > 1:
+        raise BuildError(
+            f"disaggregation.decode.layout.cp = {lays[1].cp}: context parallelism splits a "
+            f"prompt's prefill and does not speed up decode; use cp: 1 in the decode pool "
+            f"(CP belongs in the prefill pool)"
+        )
     if sum(need) > cluster.num_gpus:
         parts = " + ".join(
             f"{name} tp×pp×cp×dp = {lay.tp}×{lay.pp}×{lay.cp}×{lay.dp} = {n}"
@@ -120,12 +126,6 @@ def build_pools(exp: Experiment) -> Build:
         raise BuildError(
             f"disaggregation: pools need {parts} = {sum(need)} GPUs; topology "
             f"{cluster.name} has {cluster.num_gpus}"
-        )
-    if lays[1].cp > 1:
-        raise BuildError(
-            f"disaggregation.decode.layout.cp = {lays[1].cp}: context parallelism splits a "
-            f"prompt's prefill and does not speed up decode; use cp: 1 in the decode pool "
-            f"(CP belongs in the prefill pool)"
         )
     pools: list[PoolBuild] = []
     taken: list[str] = []
