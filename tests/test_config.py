@@ -557,3 +557,25 @@ def test_config_error_pickles_and_is_one_line() -> None:
     assert isinstance(again, ConfigError)
     assert str(again) == str(err) == "a.yaml: x.y: expected a number (got 3)"
     assert str(ConfigError("a.yaml", "", "empty")) == "a.yaml: empty"
+
+
+def test_sweep_labels_for_a_section_switched_on_and_off() -> None:
+    from clustersim.config.sweep import expand_sweep
+
+    raw = {
+        "sweep": {
+            "experts.routing.skew": [0.0, 1.2],
+            "experts.eplb": [None, {"redundant_experts": 32, "rebalance_interval_s": 5}],
+        }
+    }
+    labels = [p.label for p in expand_sweep(raw)]
+    assert labels == ["skew=0_eplb=off", "skew=0_eplb=on", "skew=1.2_eplb=off", "skew=1.2_eplb=on"]
+
+
+def test_sweep_labels_for_long_mappings_use_their_position() -> None:
+    from clustersim.config.sweep import expand_sweep
+
+    long_a = {"tp": 8, "dp": 2, "ep": 16, "dp_attention": True, "moe_tp": 1}
+    long_b = {"tp": 4, "dp": 4, "ep": 16, "dp_attention": True, "moe_tp": 1}
+    labels = [p.label for p in expand_sweep({"sweep": {"layout": [long_a, long_b]}})]
+    assert labels == ["layout=v1", "layout=v2"]

@@ -8,6 +8,7 @@ input file): exactly one line `clustersim: error: <message>` on stderr, no trace
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -75,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, the shell convention
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as err:
         message = bad_input_message(err)
         if message is None:
@@ -205,8 +209,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
     problems: list[str] = []
     for point in points:
-        plan, problem = check_point(args.file, point)
-        rows.append(validate_row(point, plan, problem is None))
+        plan, gpus, problem = check_point(args.file, point)
+        rows.append(validate_row(point, plan, gpus, problem is None))
         if problem is not None:
             problems.append(problem)
     headers = ["model", "GPUs", "weights/GPU GiB", "KV tokens/replica", "fits"]
@@ -218,21 +222,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def check_point(path: Path, point: Point) -> tuple[MemoryPlan, str | None]:
-    """The point's memory plan, and the build problem (one line) if it cannot run."""
+def check_point(path: Path, point: Point) -> tuple[MemoryPlan, int, str | None]:
+    """The point's memory plan, GPUs used, and the build problem (one line) if it cannot run.
+
+    With disaggregated pools the memory plan shown is the first pool's."""
     exp = point.exp
     try:
-        return build(exp).memory, None
+        built = build(exp)
+        return built.memory, built.gpus, None
     except (BuildError, PlacementError) as err:
         plan = plan_memory(exp.model, exp.hardware, exp.precision, exp.layout, exp.serving)
-        return plan, point_error(path, point.label, err)
+        return plan, exp.layout.gpus, point_error(path, point.label, err)
 
 
-def validate_row(point: Point, plan: MemoryPlan, ok: bool) -> list[str]:
+def validate_row(point: Point, plan: MemoryPlan, gpus: int, ok: bool) -> list[str]:
     exp = point.exp
     row = [
         exp.model.name,
-        str(exp.layout.gpus),
+        str(gpus),
         f"{plan.weights_per_gpu_bytes / GiB:.2f}",
         f"{plan.kv_tokens_per_replica:,}",
         "yes" if ok else "no",

@@ -121,6 +121,9 @@ def _short_names(paths: Sequence[KeyPath]) -> list[str]:
     return names
 
 
+_COMPOSITE_MAX_CHARS = 32  # a mapping / list value longer than this is labelled by position
+
+
 def _value_text(value: Any) -> str:
     """A value as label text: 1.2, true, tp8-dp2 (mapping), 20-200 (list)."""
     if isinstance(value, bool):
@@ -143,10 +146,24 @@ def _safe(text: str) -> str:
     return text.lstrip(".") or "x"
 
 
-def _label(names: Sequence[str], values: Sequence[Any]) -> str:
-    label = "_".join(
-        f"{_safe(n)}={_safe(_value_text(v))}" for n, v in zip(names, values, strict=True)
-    )
+def _value_texts(values: Sequence[Any]) -> list[str]:
+    """Label text of each value swept for one key.
+
+    Scalars print as themselves. A section switched between absent and one mapping
+    (`[null, {...}]`) reads `off` / `on`; other mappings or lists longer than
+    _COMPOSITE_MAX_CHARS are named by their 1-based position, `v<n>`."""
+    composite = [isinstance(v, (Mapping, list, tuple)) for v in values]
+    if sum(composite) == 1 and all(c or v is None for c, v in zip(composite, values, strict=True)):
+        return ["on" if c else "off" for c in composite]
+    texts = []
+    for i, (value, is_composite) in enumerate(zip(values, composite, strict=True)):
+        text = _safe(_value_text(value))
+        texts.append(f"v{i + 1}" if is_composite and len(text) > _COMPOSITE_MAX_CHARS else text)
+    return texts
+
+
+def _label(names: Sequence[str], texts: Sequence[str]) -> str:
+    label = "_".join(f"{_safe(n)}={t}" for n, t in zip(names, texts, strict=True))
     if len(label) > _LABEL_MAX_CHARS:
         digest = hashlib.sha1(label.encode()).hexdigest()[:8]
         label = f"{label[: _LABEL_MAX_CHARS - 9]}-{digest}"
@@ -177,8 +194,9 @@ def expand_points(
     items = _check_keys(block, file)
     names = _short_names([path for _, path, _ in items])
     combos = list(itertools.product(*(range(len(values)) for _, _, values in items)))
+    texts = [_value_texts(values) for _, _, values in items]
     labels = _unique(
-        [_label(names, [items[k][2][i] for k, i in enumerate(combo)]) for combo in combos]
+        [_label(names, [texts[k][i] for k, i in enumerate(combo)]) for combo in combos]
     )
     points: list[tuple[SweepPoint, tuple[int, ...]]] = []
     for label, combo in zip(labels, combos, strict=True):
