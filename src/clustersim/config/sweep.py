@@ -146,7 +146,7 @@ def _safe(text: str) -> str:
     return text.lstrip(".") or "x"
 
 
-def _value_texts(values: Sequence[Any]) -> list[str]:
+def value_texts(values: Sequence[Any]) -> list[str]:
     """Label text of each value swept for one key.
 
     Scalars print as themselves. A section switched between absent and one mapping
@@ -194,7 +194,7 @@ def expand_points(
     items = _check_keys(block, file)
     names = _short_names([path for _, path, _ in items])
     combos = list(itertools.product(*(range(len(values)) for _, _, values in items)))
-    texts = [_value_texts(values) for _, _, values in items]
+    texts = [value_texts(values) for _, _, values in items]
     labels = _unique(
         [_label(names, [texts[k][i] for k, i in enumerate(combo)]) for combo in combos]
     )

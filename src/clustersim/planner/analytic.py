@@ -27,19 +27,34 @@ Three numbers per candidate, computed on the very request stream the simulator w
   found by iterating from the lower bound (the sequence only grows); S is capped as above
   (beyond the cap the queue grows, which the capacity estimate catches). Closed loop: N is the
   concurrency. NaN when there is no offered load to size for.
+
+Context parallelism (cp > 1): each step is one CP rank's compute (model/cp_cost.py: ceil(P/cp)
+prefill tokens, 1/cp of the attention pairs and of the decode KV read, every decode token)
+plus its TP all-reduces; the ring exchange and the decode merge are left out of the bounds
+(≥ 0) — the simulated step is serial + max(overlapped attention, ring) + merge + all-reduces.
+
+Disaggregated pools (`role`): a PREFILL pool runs prefill-only steps (every request has a
+one-token output there), so its capacity is prompts per second at a full token budget and
+its `ttft_p99_lb_s` the prefill alone (TTFT = queue + prefill + KV transfer ≥ it); a DECODE
+pool runs decode-only steps (no prefill mixed in), so its TPOT bound, capacity and loaded
+TPOT are those of decode steps holding P̄ + Ō/2 tokens of KV per sequence.
+`disagg_estimate` combines them: TTFT bound of the prefill pool, TPOT bound and loaded TPOT
+of the decode pool, capacity = the smaller pool's.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import Experiment
 from clustersim.model.cost import StageCostModel, causal_pairs
+from clustersim.model.cp_cost import CPStageCost
 from clustersim.sim.engine import Build
 from clustersim.sim.fabric import estimate_allreduce_s
 from clustersim.sim.streams import Streams
@@ -48,6 +63,7 @@ from clustersim.workload.requests import generate_requests
 I64 = npt.NDArray[np.int64]
 FIXED_POINT_ITERATIONS = 60  # loaded-TPOT iteration cap
 FIXED_POINT_RTOL = 1e-4  # ... and its relative convergence tolerance
+Role = Literal["prefill", "decode"] | None  # a disaggregated pool's role; None: co-located
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,9 @@ class Estimate:
     batch_seqs: float  # S: decoding sequences per lane in the capacity estimate
     step_s: float  # one lane step at that batch, slowest stage (s)
     loaded_tpot_s: float = math.nan  # mean TPOT at the offered load (s); NaN: not estimated
+    # disaggregated candidates: each pool's capacity (req/s); NaN for co-located layouts
+    prefill_capacity_rps: float = math.nan
+    decode_capacity_rps: float = math.nan
 
 
 def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
@@ -139,12 +158,17 @@ def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
 
 
 class _Analyser:
-    """Step-time helpers of one built layout."""
+    """Step-time helpers of one built layout (a whole deployment, or one pool's `role`)."""
 
-    def __init__(self, exp: Experiment, built: Build) -> None:
+    def __init__(self, exp: Experiment, built: Build, role: Role = None) -> None:
         self.exp = exp
         self.built = built
+        self.role = role
         self.costs = stage_costs(exp, built)
+        cp = exp.layout.cp
+        self.cp_costs = (
+            [CPStageCost(c, exp.model, exp.precision, cp) for c in self.costs] if cp > 1 else []
+        )
         self.dense = not exp.model.is_moe
         self.groups = [built.placement.replicas[0].stages[s] for s in range(exp.layout.pp)]
         k = exp.model.experts_per_token
@@ -175,6 +199,10 @@ class _Analyser:
         total = 0.0
         tokens = pf + dec
         for s, cost in enumerate(self.costs):
+            if self.cp_costs:  # one CP rank's compute + its all-reduces (ring, merge ≥ 0)
+                step = self.cp_costs[s].step(pf, pairs, 0, dec, ctx, seqs)
+                total += step.compute_s + self.comm_s(s, step.rank_tokens)
+                continue
             if self.dense:
                 total += cost.compute_s(pf, pairs, dec, ctx, seqs)
             else:
@@ -202,9 +230,13 @@ class _Analyser:
     ) -> tuple[float, float]:
         """(Σ over stages, max over stages) of one step with the uniform MoE load (s)."""
         times = []
-        pf_i, dec_i = round(pf), round(dec)
+        pf_i, dec_i, n = round(pf), round(dec), max(1, round(seqs))
         for s, cost in enumerate(self.costs):
-            t = cost.compute_s(pf_i, pairs, dec_i, round(ctx), max(1, round(seqs)))
+            if self.cp_costs:
+                step = self.cp_costs[s].step(pf_i, pairs, 0, dec_i, round(ctx), n)
+                times.append(step.compute_s + self.comm_s(s, step.rank_tokens))
+                continue
+            t = cost.compute_s(pf_i, pairs, dec_i, round(ctx), n)
             times.append(t + self.comm_s(s, pf_i + dec_i))
         return sum(times), max(times)
 
@@ -221,7 +253,12 @@ class _Analyser:
         step also prefilling seqs · P̄/Ō tokens (a prefill token attends to ~P̄/2 keys)."""
         p, o = max(stats.mean_prompt, 1.0), max(stats.mean_output, 1.0)
         pf = seqs * p / o
-        total, slowest = self.lane_step_s(pf, pf * p / 2.0, seqs, seqs * (p + o / 2.0), pf / p)
+        dec, ctx = seqs, seqs * (p + o / 2.0)
+        if self.role == "prefill":  # prefill-only steps: the one output token ends prefill
+            dec, ctx = 0.0, 0.0
+        elif self.role == "decode":  # decode-only steps: prompts were prefilled elsewhere
+            pf = 0.0
+        total, slowest = self.lane_step_s(pf, pf * p / 2.0, dec, ctx, pf / p)
         return max(total, self.exp.layout.pp * slowest)  # pp lanes share the stages
 
     def capacity(self, stats: WorkloadStats) -> tuple[float, float, float]:
@@ -252,12 +289,18 @@ class _Analyser:
         return tpot
 
 
-def estimate(exp: Experiment, built: Build, stats: WorkloadStats) -> Estimate:
-    """The analytic numbers of `exp`'s layout on `built` for the request stream `stats`."""
-    an = _Analyser(exp, built)
+def estimate(
+    exp: Experiment, built: Build, stats: WorkloadStats, role: Role = None
+) -> Estimate:
+    """The analytic numbers of `exp`'s layout on `built` for the request stream `stats`
+    (of one disaggregated pool when `role` is set: module docstring)."""
+    if role == "prefill":  # every request leaves the prefill pool after one token
+        ones = np.ones_like(stats.outputs)
+        stats = replace(stats, outputs=ones, mean_output=1.0)
+    an = _Analyser(exp, built, role)
     min_prompt = int(stats.prompts.min()) if stats.n else 1
-    tpot = an.tpot_lb_s(min_prompt)
-    ttft = p99_of_monotone(stats.prompts, an.prefill_lb_s)
+    tpot = an.tpot_lb_s(min_prompt) if role != "prefill" else 0.0
+    ttft = p99_of_monotone(stats.prompts, an.prefill_lb_s) if role != "decode" else 0.0
     rate, seqs, step = an.capacity(stats)
     lay = exp.layout
     return Estimate(
@@ -267,8 +310,39 @@ def estimate(exp: Experiment, built: Build, stats: WorkloadStats) -> Estimate:
         capacity_rps=rate * lay.dp,
         batch_seqs=seqs,
         step_s=step,
-        loaded_tpot_s=an.loaded_tpot_s(stats, tpot),
+        loaded_tpot_s=an.loaded_tpot_s(stats, tpot) if role != "prefill" else math.nan,
     )
+
+
+def disagg_estimate(prefill: Estimate, decode: Estimate) -> Estimate:
+    """A disaggregated deployment from its pools' estimates (module docstring): the TTFT
+    bound is the prefill pool's (prefill alone; the KV transfer ≥ 0 is left out), the TPOT
+    bound and loaded TPOT the decode pool's, the capacity the smaller pool's."""
+    capacity = min(prefill.capacity_rps, decode.capacity_rps)
+    return Estimate(
+        tpot_lb_s=decode.tpot_lb_s,
+        ttft_p99_lb_s=prefill.ttft_p99_lb_s,
+        replica_capacity_rps=capacity,
+        capacity_rps=capacity,
+        batch_seqs=decode.batch_seqs,
+        step_s=decode.step_s,
+        loaded_tpot_s=decode.loaded_tpot_s,
+        prefill_capacity_rps=prefill.capacity_rps,
+        decode_capacity_rps=decode.capacity_rps,
+    )
+
+
+def mixed_step_s(exp: Experiment, built: Build, stats: WorkloadStats, chunk: int) -> float:
+    """One co-located lane step carrying a prefill chunk of `chunk` tokens (at offset 0) next
+    to the decode batch the capacity estimate assumes (seconds, slowest stage × pp lanes):
+    what a decode sharing a step with a prompt's chunk waits for (rules.py, disaggregation)."""
+    an = _Analyser(exp, built)
+    seqs = an.max_seqs(stats)
+    p, o = max(stats.mean_prompt, 1.0), max(stats.mean_output, 1.0)
+    total, slowest = an.lane_step_s(
+        float(chunk), causal_pairs(chunk, 0), seqs, seqs * (p + o / 2.0), 1.0
+    )
+    return max(total, exp.layout.pp * slowest)
 
 
 def p99_of_monotone(values: I64, f: Callable[[int], float]) -> float:

@@ -26,6 +26,29 @@ express. Flag names follow DESIGN.md §1 and each engine's own argument parser:
   enable_attention_dp (attention weights replicated on every rank: attention TP = 1),
   enable_chunked_prefill, kv_cache_config, scheduler_config, moe_config in the YAML.
   One trtllm-serve is one replica: there is no data-parallel replica flag.
+
+Context parallelism (cp > 1; verified against each engine's source / docs, docs/planner.md §5):
+- vLLM: --prefill-context-parallel-size (ParallelConfig.prefill_context_parallel_size; "PCP
+  does not support data parallelism yet"; its PCP ranks keep the replica's KV cache
+  replicated, not sharded: "PCP expands the process world size but does not increase the
+  KV-cache shard count").
+- TensorRT-LLM: `context_parallel_size` in the extra_llm_api_options YAML (LlmArgs field);
+  the PyTorch backend's default cp_config.cp_type is ULYSSES (heads split over tp × cp).
+- SGLang: not emitted — its prefill CP (--attn-cp-size, carved out of --tp-size) is
+  documented for DSA / DeepSeek-V4-series models.
+
+Disaggregated prefill / decode (`disaggregated_launch`): two server groups plus a router,
+KV over NIXL in every engine:
+- SGLang: launch_server --disaggregation-mode prefill | decode
+  --disaggregation-transfer-backend nixl; router `python -m sglang_router.launch_router
+  --pd-disaggregation --prefill URL --decode URL`.
+- vLLM: two `vllm serve` with --kv-transfer-config '{"kv_connector": "NixlConnector",
+  "kv_role": "kv_producer" | "kv_consumer"}' (vLLM ships no production PD proxy: noted).
+- TensorRT-LLM: context and generation `trtllm-serve` instances whose YAML carries
+  `cache_transceiver_config: {backend: NIXL, max_tokens_in_buffer}` (context servers also
+  `disable_overlap_scheduler: true`), then `trtllm-serve disaggregated -c disagg_config.yaml`
+  with `context_servers` / `generation_servers` ({num_instances, urls}). One trtllm-serve per
+  replica here is fine: the disaggregated server routes over the instances.
 """
 
 from __future__ import annotations
@@ -44,6 +67,13 @@ from clustersim.model.memory import GIB, MemoryPlan
 VLLM_SERVE = ("vllm", "serve")
 SGLANG_LAUNCH = ("python", "-m", "sglang.launch_server")
 TRTLLM_SERVE = ("trtllm-serve",)
+SGLANG_ROUTER = ("python", "-m", "sglang_router.launch_router")
+KV_TRANSFER = "nixl"  # SGLang --disaggregation-transfer-backend
+VLLM_KV_CONNECTOR = "NixlConnector"
+TRTLLM_CACHE_BACKEND = "NIXL"  # cache_transceiver_config.backend
+PREFILL_PORT = 30000  # first server port of the prefill pool (SGLang's docs' ports)
+DECODE_PORT = 30001
+ROUTER_PORT = 8000
 TRTLLM_BACKEND = "pytorch"
 # SGLang all-to-all MoE backends that force ep_size == tp_size
 SGLANG_A2A_NEEDS_EP_EQ_TP = ("deepep", "mooncake", "nixl")
@@ -72,12 +102,16 @@ class LaunchConfig:
     ok: bool
     rule: str = ""
     workaround: str = ""
-    argv: tuple[str, ...] = ()  # the server command (empty when not ok)
+    argv: tuple[str, ...] = ()  # the server command (empty when not ok or disaggregated)
     files: dict[str, str] = field(default_factory=dict)  # file name → content (YAML)
     notes: tuple[str, ...] = ()
+    # disaggregated deployments: (what it is, argv) per command, in launch order
+    commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def script(self) -> str:
-        """A shell script: notes as comments, any config files as heredocs, the command."""
+        """A shell script: notes as comments, any config files as heredocs, the command(s)
+        (a disaggregated deployment's commands each under a `# --- what` header, separated by
+        blank lines)."""
         lines = ["#!/usr/bin/env bash", f"# {self.engine} launch config for layout {self.label}"]
         lines += [f"# note: {n}" for n in self.notes]
         if not self.ok:
@@ -87,7 +121,10 @@ class LaunchConfig:
             return "\n".join(lines) + "\n"
         for name, text in self.files.items():
             lines += [f"cat > {shlex.quote(name)} <<'EOF'", text.rstrip("\n"), "EOF"]
-        lines.append(format_command(self.argv))
+        if self.argv:
+            lines.append(format_command(self.argv))
+        for what, argv in self.commands:
+            lines += ["", f"# --- {what}", format_command(argv)]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, object]:
@@ -99,13 +136,18 @@ class LaunchConfig:
             "workaround": self.workaround,
             "command": format_command(self.argv) if self.ok else None,
             "argv": list(self.argv),
+            "commands": [
+                {"what": what, "command": format_command(argv), "argv": list(argv)}
+                for what, argv in self.commands
+            ],
             "files": dict(self.files),
             "notes": list(self.notes),
         }
 
 
 def format_command(argv: tuple[str, ...]) -> str:
-    """argv as one shell line, one `--flag value` per continuation line."""
+    """argv as one shell line, one `--flag value` per continuation line (leading
+    `VAR=value` environment assignments and the program stay on the first line)."""
     if not argv:
         return ""
     parts: list[str] = []
@@ -145,14 +187,83 @@ def _separate_servers(layout: Layout) -> str:
 def verdict(engine: str, layout: Layout, model: ModelSpec, a2a_backend: str = "auto") -> Verdict:
     """Can `engine` express `layout` for `model` as one server launch? (rules in module doc)"""
     if layout.cp > 1:
-        return Verdict(
-            engine,
-            False,
-            f"cp = {layout.cp}: clustersim emits no context-parallel launch flags yet",
-        )
+        rule, workaround = _cp_rule(engine, layout, model)
+        if rule:
+            return Verdict(engine, False, rule, workaround)
     check = {"vllm": _vllm_rule, "sglang": _sglang_rule, "trtllm": _trtllm_rule}[engine]
     rule, workaround = check(layout, model, a2a_backend)
     return Verdict(engine, not rule, rule, workaround)
+
+
+def _cp_rule(engine: str, layout: Layout, model: ModelSpec) -> tuple[str, str]:
+    """What context parallelism (cp > 1) breaks in `engine` ('' when it can run it)."""
+    cp = layout.cp
+    if engine == "sglang":
+        return (
+            f"SGLang: cp = {cp}: its prefill context parallelism (--attn-cp-size, carved out "
+            f"of --tp-size) is documented for DSA / DeepSeek-V4-series models only; clustersim "
+            f"emits no SGLang CP flags for {model.name}",
+            "use vLLM (--prefill-context-parallel-size) or TensorRT-LLM "
+            "(context_parallel_size)",
+        )
+    if engine == "vllm" and layout.dp > 1:
+        return (
+            f"vLLM: prefill context parallelism does not support data parallelism yet "
+            f"(cp = {cp}, dp = {layout.dp})",
+            _separate_servers(layout),
+        )
+    if engine == "trtllm":
+        heads = model.num_attention_heads
+        if heads % (layout.tp * cp) != 0:
+            return (
+                f"TensorRT-LLM: the PyTorch backend's context parallelism (cp_type ULYSSES) "
+                f"splits attention heads over tp × cp = {layout.tp * cp}, which does not "
+                f"divide num_attention_heads = {heads}",
+                "",
+            )
+    return "", ""
+
+
+def pool_verdict(
+    engine: str, role: str, layout: Layout, model: ModelSpec, a2a_backend: str = "auto"
+) -> Verdict:
+    """Can `engine` serve one pool (`role` prefill | decode) of a disaggregated deployment?
+
+    As a co-located server (`verdict`), except: TensorRT-LLM runs a pool's dp replicas as
+    dp trtllm-serve instances behind its disaggregated server (so dp > 1 is fine when the
+    instance layout is), and vLLM's prefill context parallelism is not documented with a
+    KV connector."""
+    if engine == "vllm" and layout.cp > 1:
+        return Verdict(
+            engine,
+            False,
+            f"vLLM: prefill context parallelism (cp = {layout.cp}) in a disaggregated "
+            "prefill pool: not documented with a KV connector (its experimental direct-KV "
+            "path rejects KV connectors)",
+        )
+    if engine == "trtllm" and not is_dp_attention(layout) and layout.dp > 1:
+        inner = verdict(engine, trtllm_instance(layout), model, a2a_backend)
+        return Verdict(engine, inner.ok, inner.rule, inner.workaround)
+    return verdict(engine, layout, model, a2a_backend)
+
+
+def trtllm_instance(layout: Layout) -> Layout:
+    """One TensorRT-LLM server of a pool: the replica (dp = 1), or the whole DP-attention
+    group (one server, enable_attention_dp)."""
+    if is_dp_attention(layout) or layout.dp == 1:
+        return layout
+    return layout.model_copy(update={"dp": 1})
+
+
+def disagg_verdict(
+    engine: str, prefill: Layout, decode: Layout, model: ModelSpec, a2a_backend: str = "auto"
+) -> Verdict:
+    """Both pools must be expressible: the first pool rule broken, prefixed with the pool."""
+    for role, layout in (("prefill", prefill), ("decode", decode)):
+        v = pool_verdict(engine, role, layout, model, a2a_backend)
+        if not v.ok:
+            return Verdict(engine, False, f"{role} pool: {v.rule}", v.workaround)
+    return Verdict(engine, True)
 
 
 def verdicts(
@@ -269,10 +380,16 @@ def _redundant(exp: Experiment) -> int:
     return eplb.redundant_experts if eplb is not None and exp.layout.ep > 1 else 0
 
 
-def _max_model_len(exp: Experiment, memory: MemoryPlan) -> tuple[int, str | None]:
-    """(max model length to launch with, note when it had to be cut to the KV capacity)."""
+def _max_model_len(
+    exp: Experiment, memory: MemoryPlan, shards: int | None = None
+) -> tuple[int, str | None]:
+    """(max model length to launch with, note when it had to be cut to the KV capacity).
+
+    `shards`: CP ranks the engine spreads one replica's KV over (default: layout.cp, as
+    simulated; 1 for an engine that replicates the KV on every CP rank)."""
     want = exp.serving.max_model_len or exp.model.max_context
-    cap = memory.kv_tokens_per_replica
+    cp = exp.layout.cp
+    cap = memory.kv_tokens_per_replica // cp * (cp if shards is None else shards)
     if want <= cap:
         return want, None
     return cap, (
@@ -308,6 +425,8 @@ def _vllm_config(
     notes: list[str] = []
     if exp.model.is_moe and lay.ep > 1:
         argv.append("--enable-expert-parallel")
+    if lay.cp > 1:
+        argv += ["--prefill-context-parallel-size", str(lay.cp)]
     redundant = _redundant(exp)
     if redundant:
         argv += ["--enable-eplb", "--eplb-config", json.dumps({"num_redundant_experts": redundant})]
@@ -318,7 +437,8 @@ def _vllm_config(
         argv += ["--block-size", str(s.block_size)]
     else:
         notes.append(f"block_size {s.block_size} is not a vLLM --block-size choice; not set")
-    length, note = _max_model_len(exp, memory)
+    # vLLM's PCP ranks each hold the replica's whole KV cache (not sharded over cp)
+    length, note = _max_model_len(exp, memory, shards=1 if lay.cp > 1 else None)
     argv += ["--max-model-len", str(length)]
     argv.append("--enable-chunked-prefill" if s.chunked_prefill else "--no-enable-chunked-prefill")
     kv = VLLM_KV_DTYPE.get(exp.precision.kv_cache)
@@ -327,6 +447,13 @@ def _vllm_config(
     notes += [n for n in (note,) if n]
     if s.kv_admission == "reserve_full":
         notes.append("kv_admission reserve_full has no vLLM equivalent (vLLM preempts)")
+    if lay.cp > 1:
+        notes.append(
+            f"--prefill-context-parallel-size {lay.cp}: vLLM's prefill context parallelism is "
+            "experimental (V2 model runner; supported attention backends only) and keeps the "
+            f"replica's KV cache on every PCP rank, so a replica holds 1/{lay.cp} of the KV "
+            "tokens simulated (CP-sharded KV)"
+        )
     nodes = _nodes_spanned(exp, lay.gpus)
     if nodes > 1:
         notes.append(
@@ -434,6 +561,8 @@ def _trtllm_config(
     kv = TRTLLM_KV_DTYPE.get(exp.precision.kv_cache)
     if kv:
         kv_cfg["dtype"] = kv
+    if lay.cp > 1:
+        cfg["context_parallel_size"] = lay.cp
     cfg["enable_chunked_prefill"] = s.chunked_prefill
     cfg["kv_cache_config"] = kv_cfg
     policy = "GUARANTEED_NO_EVICT" if s.kv_admission == "reserve_full" else "MAX_UTILIZATION"
@@ -447,6 +576,12 @@ def _trtllm_config(
         notes.append(
             f"kv_cache free fraction {fraction:.3f} reproduces the planned KV cache "
             f"({memory.kv_per_gpu_bytes / GIB:.2f} GiB per GPU) under TensorRT-LLM's rule"
+        )
+    if lay.cp > 1:
+        notes.append(
+            f"context_parallel_size {lay.cp}: TensorRT-LLM's PyTorch backend runs it as "
+            "cp_config.cp_type ULYSSES by default (all-to-all over attention heads); the "
+            "simulation models ring attention with the same per-rank tokens and KV shard"
         )
     nodes = _nodes_spanned(exp, lay.gpus)
     if nodes > 1:
@@ -474,3 +609,168 @@ def _trtllm_free_fraction(exp: Experiment, memory: MemoryPlan) -> float:
 def _fmt(x: float) -> str:
     """A fraction with 3 decimals, rounded down so the engine never gets more than planned."""
     return f"{math.floor(x * 1000) / 1000:.3f}"
+
+
+# --------------------------------------------------------------------------- disaggregated
+
+PoolView = tuple[Experiment, MemoryPlan]  # a pool as its servers see it: its view, its memory
+
+
+@dataclass(frozen=True)
+class _PoolSite:
+    """Where a pool's servers listen, and the GPUs they use when both pools share a node."""
+
+    role: str  # prefill | decode
+    host: str
+    port: int
+    first_gpu: int | None  # first GPU index on the shared node; None: the pool has its nodes
+
+
+def disaggregated_launch(
+    engine: str, label: str, pools: tuple[PoolView, PoolView], a2a_backend: str = "auto"
+) -> LaunchConfig:
+    """Launch config of a disaggregated deployment for `engine` (module docstring): both pool
+    servers and the router, or the rule one pool breaks."""
+    (pf, _), (dc, _) = pools
+    v = disagg_verdict(engine, pf.layout, dc.layout, pf.model, a2a_backend)
+    if not v.ok:
+        return LaunchConfig(engine, label, False, v.rule, v.workaround)
+    n_pf, n_dc = pf.layout.gpus, dc.layout.gpus
+    shared = n_pf + n_dc <= pf.topology.gpus_per_node  # placement: prefill first, then decode
+    sites = (
+        _PoolSite("prefill", "127.0.0.1" if shared else "<prefill-host>", PREFILL_PORT,
+                  0 if shared else None),
+        _PoolSite("decode", "127.0.0.1" if shared else "<decode-host>", DECODE_PORT,
+                  n_pf if shared else None),
+    )
+    build = {"vllm": _vllm_disagg, "sglang": _sglang_disagg, "trtllm": _trtllm_disagg}[engine]
+    commands, files, notes = build(pools, sites, a2a_backend)
+    if not shared:
+        notes.append(
+            "replace <prefill-host> / <decode-host> with the address of each pool's first "
+            "node (prefill pool on the first GPUs of the topology, decode pool after it)"
+        )
+    notes += _common_notes(pf, engine)
+    return LaunchConfig(
+        engine, label, True, files=files, notes=tuple(notes), commands=tuple(commands)
+    )
+
+
+Commands = list[tuple[str, tuple[str, ...]]]
+DisaggParts = tuple[Commands, dict[str, str], list[str]]
+
+
+def _visible(site: _PoolSite, gpus: int) -> list[str]:
+    """CUDA_VISIBLE_DEVICES=… when the pools share a node (the engine sees its pool only)."""
+    if site.first_gpu is None:
+        return []
+    ids = ",".join(str(site.first_gpu + i) for i in range(gpus))
+    return [f"CUDA_VISIBLE_DEVICES={ids}"]
+
+
+def _pool_notes(role: str, notes: list[str]) -> list[str]:
+    return [f"{role} pool: {n}" for n in notes]
+
+
+def _sglang_disagg(
+    pools: tuple[PoolView, PoolView], sites: tuple[_PoolSite, _PoolSite], a2a: str
+) -> DisaggParts:
+    commands: Commands = []
+    notes: list[str] = []
+    for (exp, memory), site in zip(pools, sites, strict=True):
+        argv, _, pool_notes = _sglang_config(exp, memory, site.role, a2a)
+        argv += ["--disaggregation-mode", site.role]
+        argv += ["--disaggregation-transfer-backend", KV_TRANSFER]
+        argv += ["--host", site.host, "--port", str(site.port)]
+        if site.first_gpu:  # a decode pool sharing the prefill pool's node
+            argv += ["--base-gpu-id", str(site.first_gpu)]
+        commands.append((f"{site.role} server ({exp.layout.gpus} GPUs)", tuple(argv)))
+        notes += _pool_notes(site.role, pool_notes)
+    pf, dc = sites
+    router = [*SGLANG_ROUTER, "--pd-disaggregation"]
+    router += ["--prefill", f"http://{pf.host}:{pf.port}", "--decode", f"http://{dc.host}:{dc.port}"]
+    router += ["--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+    commands.append(("router (clients connect here)", tuple(router)))
+    return commands, {}, notes
+
+
+def _vllm_disagg(
+    pools: tuple[PoolView, PoolView], sites: tuple[_PoolSite, _PoolSite], a2a: str
+) -> DisaggParts:
+    commands: Commands = []
+    notes: list[str] = []
+    roles = {"prefill": "kv_producer", "decode": "kv_consumer"}
+    for (exp, memory), site in zip(pools, sites, strict=True):
+        argv, _, pool_notes = _vllm_config(exp, memory, site.role, a2a)
+        kv = {"kv_connector": VLLM_KV_CONNECTOR, "kv_role": roles[site.role]}
+        argv = [*_visible(site, exp.layout.gpus), *argv, "--port", str(site.port)]
+        argv += ["--kv-transfer-config", json.dumps(kv)]
+        commands.append((f"{site.role} server ({exp.layout.gpus} GPUs)", tuple(argv)))
+        notes += _pool_notes(site.role, pool_notes)
+    pf, dc = sites
+    notes.append(
+        "vLLM ships no production prefill/decode router: put a PD-aware proxy in front (for a "
+        "test, vLLM's tests/v1/kv_connector/nixl_integration/toy_proxy_server.py "
+        f"--prefiller-hosts {pf.host} --prefiller-ports {pf.port} --decoder-hosts {dc.host} "
+        f"--decoder-ports {dc.port}); set VLLM_NIXL_SIDE_CHANNEL_HOST on each server when the "
+        "pools are on different hosts"
+    )
+    return commands, {}, notes
+
+
+def _trtllm_disagg(
+    pools: tuple[PoolView, PoolView], sites: tuple[_PoolSite, _PoolSite], a2a: str
+) -> DisaggParts:
+    commands: Commands = []
+    files: dict[str, str] = {}
+    notes: list[str] = []
+    servers: dict[str, dict[str, object]] = {}
+    port = PREFILL_PORT
+    buffer_tokens = pools[0][0].serving.max_num_batched_tokens
+    for (exp, memory), site in zip(pools, sites, strict=True):
+        inst = trtllm_instance(exp.layout)
+        n = 1 if inst is exp.layout else exp.layout.dp
+        argv, inst_files, pool_notes = _trtllm_config(
+            exp.model_copy(update={"layout": inst}), memory, site.role, a2a
+        )
+        ((name, text),) = inst_files.items()
+        cfg = yaml.safe_load(text)
+        if site.role == "prefill":  # the overlap scheduler is not supported on context servers
+            cfg["disable_overlap_scheduler"] = True
+        cfg["cache_transceiver_config"] = {
+            "backend": TRTLLM_CACHE_BACKEND,
+            "max_tokens_in_buffer": buffer_tokens,
+        }
+        files[name] = yaml.safe_dump(cfg, sort_keys=False)
+        argv = [*_visible(site, inst.gpus), *argv, "--host", site.host, "--port", str(port)]
+        what = "context (prefill)" if site.role == "prefill" else "generation (decode)"
+        commands.append((f"{what} server 1 of {n} ({inst.gpus} GPUs each)", tuple(argv)))
+        servers[site.role] = {
+            "num_instances": n,
+            "urls": [f"{site.host}:{port + i}" for i in range(n)],
+        }
+        if n > 1:
+            notes.append(
+                f"{site.role} pool: start {n} such servers, one per replica's {inst.gpus} GPUs, "
+                f"on ports {port}..{port + n - 1} (disagg_config.yaml lists them)"
+            )
+        notes += _pool_notes(site.role, pool_notes)
+        port += n
+    disagg = {
+        "hostname": "0.0.0.0",
+        "port": ROUTER_PORT,
+        "backend": TRTLLM_BACKEND,
+        "context_servers": servers["prefill"],
+        "generation_servers": servers["decode"],
+    }
+    files["disagg_config.yaml"] = yaml.safe_dump(disagg, sort_keys=False)
+    commands.append(
+        ("disaggregated server (clients connect here)",
+         (*TRTLLM_SERVE, "disaggregated", "-c", "disagg_config.yaml"))
+    )
+    notes.append(
+        f"cache_transceiver_config.max_tokens_in_buffer = {buffer_tokens} (the prefill "
+        "chunk); TensorRT-LLM recommends ≥ the longest prompt, at the cost of buffer memory "
+        "the plan did not reserve"
+    )
+    return commands, files, notes

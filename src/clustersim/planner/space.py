@@ -13,6 +13,10 @@ split or replicate evenly, pp ≤ layers) → not simulated yet (cp > 1, as the 
 says) → topology (placement; TP groups inside one NVLink domain unless
 plan.allow_tp_across_nodes) → engines (at least one target engine expresses it) → expert
 parallelism (the simulator's EP rules) → memory (the memory plan, with its numbers) → build.
+
+Disaggregated prefill / decode candidates are built from pool layouts checked here with
+`role` set (planner/disagg.py): the same checks on the experiment as that pool sees it (its
+serving overrides), with the pool's engine rules (`pool_verdict`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from clustersim.config.schema import Experiment, Layout, ModelSpec
+from clustersim.config.schema import Experiment, Layout, ModelSpec, PoolServing
 from clustersim.model.memory import MemoryPlan, plan_memory
-from clustersim.planner.engines import Verdict, is_dp_attention, verdicts
+from clustersim.planner.engines import Verdict, is_dp_attention, pool_verdict, verdicts
 from clustersim.planner.spec import CandidateFilter, PlanSpec
 from clustersim.sim.engine import Build, BuildError, build
 from clustersim.sim.ep_layout import EPLayoutError, resolve_ep_layout
@@ -39,7 +43,10 @@ STAGES = (
     "expert parallelism",
     "memory",
     "build",
+    "pool bound",  # disaggregated pool layouts: the pool's own analytic bound fails
+    "pool choice",  # ... or it is not among the plan.pool_layouts best by capacity
 )
+POOL_TAGS = {"prefill": "P", "decode": "D"}
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,27 @@ class Candidate:
     built: Build
     verdicts: dict[str, Verdict]
     notes: tuple[str, ...] = ()
+    # disaggregated: the (prefill, decode) pools, each a Candidate whose exp is the pool's
+    # view of the experiment (its layout, serving, experts) and built the pool's build
+    pools: tuple[Candidate, Candidate] | None = None
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.pools is not None
 
     @property
     def layout(self) -> Layout:
-        return self.exp.layout
+        """The layout; for a disaggregated candidate the decode pool's (see `pools`)."""
+        return self.pools[1].layout if self.pools is not None else self.exp.layout
+
+    @property
+    def pool_layouts(self) -> tuple[Layout, Layout] | None:
+        return (self.pools[0].layout, self.pools[1].layout) if self.pools is not None else None
 
     @property
     def gpus(self) -> int:
+        if self.pools is not None:
+            return sum(p.gpus for p in self.pools)
         return self.exp.layout.gpus
 
     @property
@@ -68,9 +89,10 @@ class Candidate:
 @dataclass(frozen=True)
 class Rejected:
     label: str
-    layout: Layout
+    layout: Layout  # a disaggregated combination: the decode pool's (see `pools`)
     stage: str  # one of STAGES
     reason: str  # one line, with the numbers
+    pools: tuple[Layout, Layout] | None = None  # a disaggregated combination's pools
 
 
 @dataclass(frozen=True)
@@ -80,9 +102,22 @@ class Space:
     filtered_out: int  # layouts the plan.candidates filters excluded
     cp_enumerated: bool
     notes: tuple[str, ...] = field(default=())
+    disaggregation: str = "off"  # the resolved plan.disaggregation: off | also | only
+    # plan.disaggregation: only — co-located candidates the rule of thumb reasons about,
+    # neither simulated nor ranked
+    reference: tuple[Candidate, ...] = ()
 
 
 # --------------------------------------------------------------------------- labels, grid
+
+
+def disagg_label(prefill: str, decode: str) -> str:
+    """`P[tp8-pp1-dp1]+D[tp1-pp1-dp8-ep8-dpa]` from the pools' layout labels."""
+    return f"{pool_label('prefill', prefill)}+{pool_label('decode', decode)}"
+
+
+def pool_label(role: str, label: str) -> str:
+    return f"{POOL_TAGS[role]}[{label}]"
 
 
 def layout_label(layout: Layout, moe: bool) -> str:
@@ -180,6 +215,13 @@ def topology_rule(placement: Placement, cluster: Cluster, allow_across: bool) ->
     )
 
 
+def pool_base(base: Experiment, serving: PoolServing) -> Experiment:
+    """The base experiment as a pool sees it: `serving` overrides key by key (as
+    sim/pools.pool_experiment does for a disaggregated run)."""
+    merged = base.serving.model_copy(update=serving.model_dump(exclude_none=True))
+    return base.model_copy(update={"serving": merged})
+
+
 def candidate_experiment(base: Experiment, layout: Layout, label: str) -> Experiment:
     """The base experiment with `layout`; an EPLB block is dropped where ep = 1 (every GPU
     holds every expert, there is nothing to balance)."""
@@ -191,16 +233,24 @@ def candidate_experiment(base: Experiment, layout: Layout, label: str) -> Experi
     )
 
 
-class _Checker:
+class Checker:
     """Runs the checks of the module docstring for one plan (cluster built once)."""
 
     def __init__(self, spec: PlanSpec) -> None:
         self.spec = spec
         self.base = spec.base
         self.cluster = build_cluster(self.base.topology, self.base.hardware)
+        serving = spec.options.pool_serving
+        self.pool_bases = {
+            "prefill": pool_base(self.base, serving.prefill),
+            "decode": pool_base(self.base, serving.decode),
+        }
 
-    def check(self, layout: Layout, label: str) -> Candidate | Rejected:
-        base, opts = self.base, self.spec.options
+    def check(self, layout: Layout, label: str, role: str | None = None) -> Candidate | Rejected:
+        """`role` (prefill | decode): check `layout` as that pool of a disaggregated
+        deployment (its serving overrides, its engine rules); the label stays the layout's."""
+        opts = self.spec.options
+        base = self.base if role is None else self.pool_bases[role]
         model = base.model
         reason = model_rule(layout, model)
         if reason:
@@ -218,9 +268,12 @@ class _Checker:
         reason = topology_rule(placement, self.cluster, opts.allow_tp_across_nodes)
         if reason:
             return Rejected(label, layout, "topology", reason)
-        v = verdicts(opts.engines, layout, model, opts.sglang_moe_a2a_backend)
-        # CP layouts the simulator builds stay candidates: only their launch flags are missing
-        if layout.cp == 1 and not any(x.ok for x in v.values()):
+        a2a = opts.sglang_moe_a2a_backend
+        if role is None:
+            v = verdicts(opts.engines, layout, model, a2a)
+        else:
+            v = {e: pool_verdict(e, role, layout, model, a2a) for e in opts.engines}
+        if not any(x.ok for x in v.values()):
             rules = "; ".join(f"{name}: {x.rule}" for name, x in v.items())
             return Rejected(label, layout, "engines", f"no target engine can run it — {rules}")
         try:
@@ -236,8 +289,6 @@ class _Checker:
         except (BuildError, PlacementError) as err:
             return Rejected(label, layout, _stage_of(str(err), "build"), str(err))
         notes = tuple(placement.warnings)
-        if layout.cp > 1:
-            notes += ("context parallel: simulated, but no engine launch config is emitted",)
         if base.experts is not None and base.experts.eplb is not None and layout.ep == 1:
             notes += ("experts.eplb dropped: ep = 1 holds every expert on every GPU",)
         return Candidate(label, exp, built, v, notes)
@@ -258,7 +309,7 @@ def enumerate_space(spec: PlanSpec, p99_prompt_tokens: float) -> Space:
         if explicit is not None
         else grid(model.is_moe, opts.min_gpus, spec.max_gpus, with_cp)
     )
-    checker = _Checker(spec)
+    checker = Checker(spec)
     candidates: list[Candidate] = []
     rejected: list[Rejected] = []
     filtered = 0

@@ -14,6 +14,8 @@ plan:
   allow_tp_across_nodes: false      # TP groups stay inside one NVLink domain
   candidates: {tp: [4, 8], pp: [1]} # optional filters (any axis; or layouts: [...])
   emit: best                        # best | all | [labels]
+  disaggregation: auto              # off | also | only | auto (docs/planner.md §2b)
+  pool_serving: {prefill: {max_num_batched_tokens: 16384}}   # per-pool serving overrides
 ```
 
 Errors are ConfigErrors naming the plan file (or ``--set``) and the key path, one line.
@@ -35,18 +37,22 @@ from clustersim.config.load import (
     load_raw_experiment,
     parse_override,
 )
-from clustersim.config.schema import Experiment, Fraction, Layout, PosInt, Strict
+from clustersim.config.schema import Experiment, Fraction, Layout, PoolServing, PosInt, Strict
 
 PLAN_KEY = "plan"
 EngineName = Literal["vllm", "sglang", "trtllm"]
 ENGINES: tuple[EngineName, ...] = ("vllm", "sglang", "trtllm")
 A2ABackend = Literal["auto", "none", "deepep", "mooncake", "nixl"]
+# off: co-located layouts only; also: co-located and disaggregated prefill / decode pools;
+# only: disaggregated only; auto: `also` for an MoE model or a mean prompt ≥
+# plan.disagg_prompt_tokens, else `off` (docs/planner.md §2b)
+DisaggMode = Literal["auto", "off", "also", "only"]
 _FORBIDDEN_KEYS = {
     "layout": "the planner chooses the layout; remove it (pin candidates with "
     "plan.candidates.layouts)",
     "sweep": "a plan file has no sweep: block (the planner searches layouts itself)",
-    "disaggregation": "the planner does not plan disaggregated prefill / decode pools yet; "
-    "remove the disaggregation: block",
+    "disaggregation": "the planner chooses disaggregated prefill / decode pools itself "
+    "(plan.disaggregation: also | only, plan.pool_serving); remove the disaggregation: block",
 }
 
 
@@ -63,6 +69,14 @@ class CandidateFilter(Strict):
     dp_attention: list[bool] | None = None
     gpus: list[PosInt] | None = None
     layouts: list[Layout] | None = None
+
+
+class PoolServingOptions(Strict):
+    """Serving overrides of the disaggregated pools (as `disaggregation.<pool>.serving` in an
+    experiment: each key set overrides the experiment's `serving` value for that pool)."""
+
+    prefill: PoolServing = PoolServing()
+    decode: PoolServing = PoolServing()
 
 
 class PlanOptions(Strict):
@@ -90,6 +104,14 @@ class PlanOptions(Strict):
     # SGLang MoE all-to-all backend: auto = deepep when ep_size == tp_size, else none
     sglang_moe_a2a_backend: A2ABackend = "auto"
     long_prompt_tokens: PosInt = 100_000  # CP is enumerated when p99 prompt ≥ this (tokens)
+    disaggregation: DisaggMode = "auto"
+    # mean prompt (tokens) from which prompts count as long for disaggregation: `auto` turns
+    # disaggregated candidates on, and the rule of thumb may disaggregate (docs/planner.md §4)
+    disagg_prompt_tokens: PosInt = 2048
+    pool_serving: PoolServingOptions = Field(default_factory=lambda: PoolServingOptions())
+    # disaggregated candidates combine, per pool role and GPU count, the pool layouts with the
+    # highest analytic capacity among those whose bound passes: at most this many of each
+    pool_layouts: PosInt = 2
 
     @field_validator("engines")
     @classmethod

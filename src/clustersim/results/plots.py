@@ -9,6 +9,8 @@ atomically. What each plot shows and how to read it: docs/reports.md.
 from __future__ import annotations
 
 import io
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from clustersim.config.sweep import value_texts
 from clustersim.results.writer import atomic_write
 
 F64 = npt.NDArray[np.float64]
@@ -667,8 +670,35 @@ def _numeric(values: pd.Series) -> bool:
     return bool(pd.api.types.is_numeric_dtype(values)) and not pd.api.types.is_bool_dtype(values)
 
 
+def _swept_value(cell: Any) -> Any:
+    """A sweep.csv cell back to its YAML value: NaN → None, JSON text → mapping / list."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    if isinstance(cell, str) and cell[:1] in "{[":
+        try:
+            return json.loads(cell)
+        except ValueError:
+            return cell
+    return cell
+
+
+def _display_column(column: pd.Series) -> pd.Series:
+    """A swept column as the sweep's point labels show it (off / on, v<n>, scalars)."""
+    values = [_swept_value(c) for c in column]
+    distinct: list[Any] = []
+    for v in values:
+        if v not in distinct:
+            distinct.append(v)
+    texts = dict(zip(map(repr, distinct), value_texts(distinct), strict=True))
+    return pd.Series([texts[repr(v)] for v in values], index=column.index)
+
+
 def plot_sweep(table: pd.DataFrame, key: str, others: Sequence[str] = ()) -> Figure:
     """Each headline metric against swept key `key`; one line per combination of `others`."""
+    table = table.copy()
+    for column in (key, *others):
+        if not _numeric(table[column]):
+            table[column] = _display_column(table[column])
     fig = new_figure("sweep")
     axes = fig.subplots(2, 3).ravel()
     metrics = [(c, label) for c, label in SWEEP_METRICS if c in table.columns]
