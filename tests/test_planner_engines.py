@@ -51,9 +51,13 @@ RULES = [
     ("trtllm", MOE, lay(tp=8, dp=4, ep=32, dp_attention=True), "auto", False, "attention TP = 1"),
     ("trtllm", DENSE, lay(tp=8, pp=2), "auto", True, ""),
     ("trtllm", DENSE, lay(tp=8, dp=2), "auto", False, "no data-parallel replica flag"),
-    ("vllm", DENSE, lay(tp=2, cp=2), "auto", False, "no context-parallel launch flags"),
-    ("sglang", DENSE, lay(tp=2, cp=2), "auto", False, "no context-parallel launch flags"),
-    ("trtllm", DENSE, lay(tp=2, cp=2), "auto", False, "no context-parallel launch flags"),
+    # context parallelism: vLLM --prefill-context-parallel-size (no DP yet), TensorRT-LLM
+    # context_parallel_size (Ulysses: heads over tp × cp), SGLang flagged
+    ("vllm", DENSE, lay(tp=2, cp=2), "auto", True, ""),
+    ("vllm", DENSE, lay(tp=2, cp=2, dp=2), "auto", False, "does not support data parallelism"),
+    ("sglang", DENSE, lay(tp=2, cp=2), "auto", False, "DSA / DeepSeek-V4-series"),
+    ("trtllm", DENSE, lay(tp=8, cp=4), "auto", True, ""),
+    ("trtllm", DENSE, lay(tp=8, cp=16), "auto", False, "tp × cp = 128"),
 ]
 
 

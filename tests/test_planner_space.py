@@ -137,18 +137,23 @@ def test_expert_parallel_rules_come_from_the_simulator(tmp_path: Path) -> None:
     assert stage == "expert parallelism" and "not divisible by ep = 3" in reason
 
 
-def test_long_prompts_enumerate_cp_marked_not_simulated(tmp_path: Path) -> None:
+def test_cp_enumerated_only_for_long_prompts(tmp_path: Path) -> None:
     head = "model: llama-3.1-8b\ntopology: dgx_h100_x1"
-    _, space = space_of(tmp_path, head, "{max_gpus: 2}", p99_prompt=120_000)
-    assert space.cp_enumerated and space.notes
-    rejected = [r for r in space.rejected if r.layout.cp > 1]
-    kept = [c for c in space.candidates if c.layout.cp > 1]
-    assert [x.label for x in [*rejected, *kept]] == ["tp1-pp1-dp1-cp2"]
-    if rejected:  # while the engine's build rejects cp > 1
-        assert rejected[0].stage == "not simulated yet"
-        assert "context parallelism" in rejected[0].reason
-    else:  # once it simulates CP: a candidate without launch flags
-        assert any("no engine launch config" in n for n in kept[0].notes)
+    _, short = space_of(tmp_path, head, "{max_gpus: 2}", p99_prompt=99_999)
+    assert not short.cp_enumerated and not short.notes
+    assert all(c.layout.cp == 1 for c in short.candidates)
+    assert all(r.layout.cp == 1 for r in short.rejected)
+    _, long = space_of(tmp_path, head, "{max_gpus: 2}", p99_prompt=120_000)
+    assert long.cp_enumerated and "context-parallel layouts enumerated" in long.notes[0]
+    (cp2,) = [c for c in long.candidates if c.layout.cp > 1]
+    assert cp2.label == "tp1-pp1-dp1-cp2"  # simulated like the rest, with its engine verdicts
+    assert cp2.verdicts["vllm"].ok and cp2.verdicts["trtllm"].ok
+    assert not cp2.verdicts["sglang"].ok and "DSA" in cp2.verdicts["sglang"].rule
+    # CP with PP is not simulated: the simulator's build says so
+    _, long4 = space_of(tmp_path, head, "{max_gpus: 4, min_gpus: 4}", p99_prompt=120_000)
+    stages = {r.label: r.stage for r in long4.rejected}
+    assert stages["tp1-pp2-dp1-cp2"] == "not simulated yet"
+    assert {c.label for c in long4.candidates} >= {"tp2-pp1-dp1-cp2", "tp1-pp1-dp1-cp4"}
 
 
 def test_explicit_layouts_replace_enumeration(tmp_path: Path) -> None:
@@ -177,7 +182,7 @@ def test_eplb_dropped_for_replicated_experts(tmp_path: Path) -> None:
     [
         ("layout: {tp: 2}", "layout", "planner chooses the layout"),
         ("sweep: {seed: [1, 2]}", "sweep", "no sweep"),
-        ("disaggregation: {}", "disaggregation", "does not plan disaggregated"),
+        ("disaggregation: {}", "disaggregation", "chooses disaggregated prefill / decode pools"),
         ("plan: {max_gpus: 99}", "plan.max_gpus", "at most the topology's 8 GPUs"),
         ("plan: {engines: [vllm, vllm]}", "plan.engines", "each engine at most once"),
         ("plan: {emit: bestest}", "plan.emit", ""),

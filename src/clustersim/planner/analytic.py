@@ -63,7 +63,8 @@ from clustersim.workload.requests import generate_requests
 I64 = npt.NDArray[np.int64]
 FIXED_POINT_ITERATIONS = 60  # loaded-TPOT iteration cap
 FIXED_POINT_RTOL = 1e-4  # ... and its relative convergence tolerance
-Role = Literal["prefill", "decode"] | None  # a disaggregated pool's role; None: co-located
+PoolRole = Literal["prefill", "decode"]  # a disaggregated pool's role
+Role = PoolRole | None  # None: a co-located deployment
 
 
 @dataclass(frozen=True)

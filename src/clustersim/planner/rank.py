@@ -37,6 +37,8 @@ class Row:
     meets: bool = False
     misses: tuple[str, ...] = field(default=())  # which bounds failed, with the numbers
     worst_ratio: float = math.inf  # max over set bounds of p99 / bound (simulated rows)
+    # disaggregated: (prefill, decode) pool layouts; `layout` is then the decode pool's
+    pools: tuple[Layout, Layout] | None = None
 
     def metric(self, *keys: str) -> float | None:
         value: Any = self.summary

@@ -26,7 +26,7 @@ from clustersim.planner.plot import save_pareto
 from clustersim.planner.rank import Row
 from clustersim.planner.run import PlanResult
 from clustersim.planner.search import Pruned
-from clustersim.planner.space import rejected_counts
+from clustersim.planner.space import layout_label, rejected_counts
 from clustersim.results.writer import safe_name, write_json, write_text
 
 PLAN_COLUMNS = (
@@ -54,12 +54,33 @@ PLAN_COLUMNS = (
     "ttft_p99_lb_s",
     "loaded_tpot_est_s",
     "capacity_rps",
+    "prefill_pool",  # disaggregated rows: the pools' layout labels (axes columns left empty)
+    "decode_pool",
+    "prefill_capacity_rps",
+    "decode_capacity_rps",
     "notes",
+)
+REJECTED_COLUMNS = (
+    "layout", "tp", "pp", "dp", "ep", "cp", "moe_tp", "dp_attention", "prefill_pool",
+    "decode_pool", "stage", "reason",
 )
 LAUNCH_DIR = "launch"
 
 
-def layout_fields(layout: Layout) -> dict[str, Any]:
+AXES = ("tp", "pp", "dp", "ep", "cp", "moe_tp", "dp_attention")
+
+
+def layout_fields(
+    layout: Layout, pools: tuple[Layout, Layout] | None = None, moe: bool = False
+) -> dict[str, Any]:
+    """The axes columns of a co-located layout; a disaggregated one leaves them empty and
+    names its pools (`prefill_pool`, `decode_pool`)."""
+    if pools is not None:
+        return {
+            **dict.fromkeys(AXES),
+            "prefill_pool": layout_label(pools[0], moe),
+            "decode_pool": layout_label(pools[1], moe),
+        }
     return {
         "tp": layout.tp,
         "pp": layout.pp,
@@ -68,7 +89,13 @@ def layout_fields(layout: Layout) -> dict[str, Any]:
         "cp": layout.cp,
         "moe_tp": layout.moe_tp,
         "dp_attention": is_dp_attention(layout),
+        "prefill_pool": None,
+        "decode_pool": None,
     }
+
+
+def _nan_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
 
 def plan_rows(result: PlanResult) -> list[dict[str, Any]]:
@@ -77,12 +104,13 @@ def plan_rows(result: PlanResult) -> list[dict[str, Any]]:
     for i, r in enumerate(result.rows, start=1):
         est = result.estimates[r.label]
         notes = list(r.misses) + list(r.notes)
+        moe = result.spec.base.model.is_moe
         out.append(
             {
                 "rank": i,
                 "layout": r.label,
                 "gpus": r.gpus,
-                **layout_fields(r.layout),
+                **layout_fields(r.layout, r.pools, moe),
                 "status": r.status,
                 "slo_met": r.meets if r.status == "simulated" else None,
                 "ttft_p50_s": r.metric("ttft_s", "p50"),
@@ -99,6 +127,8 @@ def plan_rows(result: PlanResult) -> list[dict[str, Any]]:
                 "ttft_p99_lb_s": est.ttft_p99_lb_s,
                 "loaded_tpot_est_s": est.loaded_tpot_s,
                 "capacity_rps": est.capacity_rps,
+                "prefill_capacity_rps": _nan_none(est.prefill_capacity_rps),
+                "decode_capacity_rps": _nan_none(est.decode_capacity_rps),
                 "notes": "; ".join(notes),
             }
         )
@@ -108,8 +138,18 @@ def plan_rows(result: PlanResult) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- comparison
 
 
-def _axes_diff(a: Layout, b: Layout) -> str:
-    """How layout b differs from a: 'tp 8→4, dp 2→3'."""
+def _axes_diff(a: Row, b: Row) -> str:
+    """How row b's layout differs from row a's: 'tp 8→4, dp 2→3' (or the deployments)."""
+    if a.pools is not None or b.pools is not None:
+        if a.pools is None:
+            return "co-located → disaggregated"
+        if b.pools is None:
+            return "disaggregated → co-located"
+        return "other pools"
+    return _layout_diff(a.layout, b.layout)
+
+
+def _layout_diff(a: Layout, b: Layout) -> str:
     parts = []
     for name in ("tp", "pp", "dp", "ep", "cp"):
         x, y = getattr(a, name), getattr(b, name)
@@ -137,7 +177,7 @@ def comparison(result: PlanResult) -> list[str]:
     if top.label == pick.label:
         return [head, best_line, "→ the rule of thumb agrees with the simulation"]
     assert row is not None
-    diff = _axes_diff(row.layout, top.layout)
+    diff = _axes_diff(row, top)
     if row.status != "simulated" or not row.meets:
         why = f"the pick misses the SLO; the best ({diff}) meets it with {top.gpus} GPUs"
     elif top.gpus < row.gpus:
@@ -163,13 +203,8 @@ def write_plan(result: PlanResult) -> dict[str, Path]:
     rows = plan_rows(result)
     paths["plan.csv"] = d / "plan.csv"
     _write_csv(paths["plan.csv"], rows, PLAN_COLUMNS)
-    rej = [
-        {"layout": r.label, **layout_fields(r.layout), "stage": r.stage, "reason": r.reason}
-        for r in result.space.rejected
-    ]
     paths["rejected.csv"] = d / "rejected.csv"
-    _write_csv(paths["rejected.csv"], rej, ("layout", "tp", "pp", "dp", "ep", "cp", "moe_tp",
-                                            "dp_attention", "stage", "reason"))
+    _write_csv(paths["rejected.csv"], rejected_rows(result), REJECTED_COLUMNS)
     paths["pareto.png"] = d / "pareto.png"
     save_pareto(result.rows, result.spec.base.slo, _best_label(result), paths["pareto.png"])
     for cfg in result.configs:
@@ -178,6 +213,15 @@ def write_plan(result: PlanResult) -> dict[str, Path]:
     paths["plan.json"] = d / "plan.json"
     write_json(paths["plan.json"], plan_json(result, rows))
     return paths
+
+
+def rejected_rows(result: PlanResult) -> list[dict[str, Any]]:
+    moe = result.spec.base.model.is_moe
+    return [
+        {"layout": r.label, **layout_fields(r.layout, r.pools, moe), "stage": r.stage,
+         "reason": r.reason}
+        for r in result.space.rejected
+    ]
 
 
 def write_launch(directory: Path, cfg: LaunchConfig) -> dict[str, Path]:
@@ -211,10 +255,20 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
     for c in result.space.candidates:
         row = by_row[c.label]
         est = result.estimates[c.label]
+        layout: dict[str, Any] = (
+            c.layout.model_dump(mode="json")
+            if c.pools is None
+            else {
+                "prefill": c.pools[0].layout.model_dump(mode="json"),
+                "decode": c.pools[1].layout.model_dump(mode="json"),
+            }
+        )
+        memory = [p.memory for p in c.pools] if c.pools is not None else [c.memory]
         candidates.append(
             {
                 "label": c.label,
-                "layout": c.layout.model_dump(mode="json"),
+                "disaggregated": c.disaggregated,
+                "layout": layout,
                 "gpus": c.gpus,
                 "status": row.status,
                 "slo_met": row.meets if row.status == "simulated" else None,
@@ -224,11 +278,14 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
                     e: {"ok": v.ok, "rule": v.rule, "workaround": v.workaround}
                     for e, v in c.verdicts.items()
                 },
-                "memory": {
-                    "weights_per_gpu_GiB": c.memory.weights_per_gpu_bytes / 2**30,
-                    "kv_per_gpu_GiB": c.memory.kv_per_gpu_bytes / 2**30,
-                    "kv_tokens_per_replica": c.memory.kv_tokens_per_replica,
-                },
+                "memory": [  # one entry; disaggregated: prefill pool, decode pool
+                    {
+                        "weights_per_gpu_GiB": m.weights_per_gpu_bytes / 2**30,
+                        "kv_per_gpu_GiB": m.kv_per_gpu_bytes / 2**30,
+                        "kv_tokens_per_replica": m.kv_tokens_per_replica,
+                    }
+                    for m in memory
+                ],
                 "estimate": {
                     "tpot_lb_s": est.tpot_lb_s,
                     "ttft_p99_lb_s": est.ttft_p99_lb_s,
@@ -237,6 +294,8 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "batch_seqs": est.batch_seqs,
                     "step_s": est.step_s,
                     "loaded_tpot_s": est.loaded_tpot_s,
+                    "prefill_capacity_rps": _nan_none(est.prefill_capacity_rps),
+                    "decode_capacity_rps": _nan_none(est.decode_capacity_rps),
                 },
                 "summary": dict(row.summary) if row.summary is not None else None,
             }
@@ -265,10 +324,8 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "space_notes": list(result.space.notes),
         "ranking": rows,
         "candidates": candidates,
-        "rejected": [
-            {"layout": r.label, **layout_fields(r.layout), "stage": r.stage, "reason": r.reason}
-            for r in result.space.rejected
-        ],
+        "disaggregation": result.space.disaggregation,
+        "rejected": rejected_rows(result),
         "pruned": [{"layout": p.label, "bound": p.bound, "reason": p.reason}
                    for p in result.pruned],
         "rule_of_thumb": {"layout": result.pick.label, "reasons": list(result.pick.reasons)},
@@ -367,7 +424,7 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
     if result.configs:
         lines += ["", "launch configs:"]
         for cfg in result.configs:
-            lines += ["", *[f"  {x}" for x in cfg.script().rstrip("\n").splitlines()[1:]]]
+            lines += ["", *[f"  {x}".rstrip() for x in cfg.script().rstrip("\n").splitlines()[1:]]]
     lines += ["", f"plan directory: {result.plan_dir}"]
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
-"""Run a plan end to end: enumerate → estimate → rule of thumb → prune → simulate → rank →
-emit → write (docs/planner.md). `run_plan` returns everything; `report.py` writes and prints it.
+"""Run a plan end to end: enumerate (co-located, then disaggregated) → estimate → rule of
+thumb → prune → simulate → rank → emit → write (docs/planner.md). `run_plan` returns
+everything; `report.py` writes and prints it.
 """
 
 from __future__ import annotations
@@ -9,8 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clustersim.config.errors import ConfigError
-from clustersim.planner.analytic import Estimate, WorkloadStats, estimate, workload_stats
-from clustersim.planner.engines import LaunchConfig, launch_config
+from clustersim.planner.analytic import (
+    Estimate,
+    WorkloadStats,
+    disagg_estimate,
+    estimate,
+    workload_stats,
+)
+from clustersim.planner.disagg import DisaggSpace, enumerate_disaggregated, with_disaggregated
+from clustersim.planner.engines import LaunchConfig, disaggregated_launch, launch_config
 from clustersim.planner.rank import Row, best, judge, rank
 from clustersim.planner.rules import RulePick, rule_of_thumb
 from clustersim.planner.search import (
@@ -23,7 +31,7 @@ from clustersim.planner.search import (
     prune_reason,
     run_jobs,
 )
-from clustersim.planner.space import Candidate, Space, enumerate_space
+from clustersim.planner.space import Candidate, Space, enumerate_space, pool_label
 from clustersim.planner.spec import PlanSpec, plan_dir_identity
 from clustersim.results.writer import new_run_dir, safe_name
 
@@ -58,12 +66,16 @@ def run_plan(
 ) -> PlanResult:
     """Everything of the module docstring but printing; files go to a new plan directory."""
     stats = workload_stats(spec.base)
-    space = enumerate_space(spec, stats.p99_prompt)
+    colocated = enumerate_space(spec, stats.p99_prompt)
+    dis = enumerate_disaggregated(spec, stats, colocated.cp_enumerated)
+    space = with_disaggregated(colocated, dis)
     if not space.candidates:
         raise PlanError(no_candidate_message(spec, space))
     emit_labels = _requested_labels(spec, space)
-    estimates = {c.label: estimate(c.exp, c.built, stats) for c in space.candidates}
-    pick = rule_of_thumb(spec, space.candidates, estimates, stats)
+    estimates = candidate_estimates(space, dis, stats)
+    pick = rule_of_thumb(
+        spec, space.candidates, estimates, stats, space.reference, space.disaggregation == "only"
+    )
     opts = spec.options
     pruned: list[Pruned] = []
     to_run: list[Candidate] = []
@@ -83,18 +95,42 @@ def run_plan(
     top = best(ranked)
     labels = _emit_order(spec, ranked, top, emit_labels)
     configs = tuple(
-        launch_config(
-            engine,
-            _candidate(space, label).exp,
-            _candidate(space, label).memory,
-            label,
-            opts.sglang_moe_a2a_backend,
-        )
+        candidate_launch(engine, _candidate(space, label), opts.sglang_moe_a2a_backend)
         for label in labels
         for engine in opts.engines
     )
     return PlanResult(
         spec, stats, space, estimates, pick, tuple(pruned), tuple(ranked), top, configs, plan_dir
+    )
+
+
+def candidate_estimates(
+    space: Space, dis: DisaggSpace, stats: WorkloadStats
+) -> dict[str, Estimate]:
+    """Analytic estimates of every candidate (and of the rule of thumb's reference layouts).
+
+    A disaggregated candidate combines its pools' estimates (computed once per pool layout
+    while its pools were chosen: a pool's numbers do not depend on the other pool)."""
+    out: dict[str, Estimate] = {}
+    for c in (*space.reference, *space.candidates):
+        if c.pools is None:
+            out[c.label] = estimate(c.exp, c.built, stats)
+            continue
+        pf, dc = c.pools
+        out[c.label] = disagg_estimate(
+            dis.pool_estimates[pool_label("prefill", pf.label)],
+            dis.pool_estimates[pool_label("decode", dc.label)],
+        )
+    return out
+
+
+def candidate_launch(engine: str, cand: Candidate, a2a: str) -> LaunchConfig:
+    """The launch config of one candidate (co-located, or both pools and the router)."""
+    if cand.pools is None:
+        return launch_config(engine, cand.exp, cand.memory, cand.label, a2a)
+    pf, dc = cand.pools
+    return disaggregated_launch(
+        engine, cand.label, ((pf.exp, pf.memory), (dc.exp, dc.memory)), a2a
     )
 
 
@@ -173,17 +209,17 @@ def _rows(
             notes.insert(0, "rule-of-thumb pick")
         if res.summary is None:
             rows.append(Row(cand.label, cand.layout, cand.gpus, "failed", None,
-                            (*notes, res.error or "failed")))
+                            (*notes, res.error or "failed"), pools=cand.pool_layouts))
             continue
         meets, misses, worst = judge(res.summary, spec.base.slo)
         rows.append(
             Row(cand.label, cand.layout, cand.gpus, "simulated", res.summary, tuple(notes),
-                meets, misses, worst)
+                meets, misses, worst, pools=cand.pool_layouts)
         )
     for p in pruned:
         cand = by_label[p.label]
         rows.append(Row(cand.label, cand.layout, cand.gpus, "pruned", None,
-                        (f"pruned: {p.reason}",)))
+                        (f"pruned: {p.reason}",), pools=cand.pool_layouts))
     return rows
 
 
