@@ -19,8 +19,10 @@ Pool bounds: a prefill pool whose p99 TTFT lower bound (prefill alone) exceeds s
 or a decode pool whose TPOT lower bound (batch-1 decode step) exceeds slo.tpot_p99_s, is
 rejected at 'pool bound' — every combination holding it would fail that bound. Of the others,
 the plan.pool_layouts with the highest analytic pool capacity (req/s; ties to the label) per
-role and size are combined ('pool choice' for the rest), so there are at most
-|sizes|² × pool_layouts² combinations.
+role and size are combined ('pool choice' for the rest), plus the one shaped like the rule of
+thumb's co-located pick (`prefer` = its TP and CP: the prefill pool with that TP × CP, the
+decode pool with that TP, MoE pools under its EP rule), so the rule's disaggregated pick can
+be simulated: at most |sizes|² × (pool_layouts + 1)² combinations.
 
 Combinations: every prefill size p and decode size d in range, every kept prefill × decode
 layout: the experiment with its `disaggregation:` block is built (sim/pools.py: prefill pool
@@ -59,6 +61,7 @@ from clustersim.sim.engine import BuildError, build
 from clustersim.topology.placement import PlacementError
 
 ROLES: tuple[PoolRole, PoolRole] = ("prefill", "decode")
+Shape = tuple[int, int]  # (tp, cp) of the rule of thumb's co-located pick
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,13 @@ def pool_layouts(moe: bool, gpus: int, with_cp: bool) -> list[Layout]:
 class _Pools:
     """Checks, estimates and picks the pool layouts of one plan."""
 
-    def __init__(self, spec: PlanSpec, stats: WorkloadStats, with_cp: bool) -> None:
+    def __init__(
+        self, spec: PlanSpec, stats: WorkloadStats, with_cp: bool, prefer: Shape | None
+    ) -> None:
         self.spec = spec
         self.stats = stats
         self.with_cp = with_cp
+        self.prefer = prefer
         self.checker = Checker(spec)
         self.rejected: list[Rejected] = []
         self.estimates: dict[str, Estimate] = {}
@@ -156,7 +162,10 @@ class _Pools:
             ok.append((result, est))
         ok.sort(key=lambda ce: (-ce[1].capacity_rps, ce[0].label))
         k = self.spec.options.pool_layouts
+        shaped = [c for c, _ in ok[k:] if self.rule_shaped(role, c.layout)][:1]
         for cand, est in ok[k:]:
+            if any(cand is c for c in shaped):
+                continue
             self.rejected.append(
                 Rejected(
                     pool_label(role, cand.label),
@@ -167,30 +176,41 @@ class _Pools:
                     f"has {ok[k - 1][1].capacity_rps:.2f} req/s)",
                 )
             )
-        return [c for c, _ in ok[:k]]
+        return [c for c, _ in ok[:k]] + shaped
+
+    def rule_shaped(self, role: PoolRole, lay: Layout) -> bool:
+        """A pool layout shaped like the rule of thumb's pick (module docstring)."""
+        if self.prefer is None:
+            return False
+        tp, cp = self.prefer
+        if lay.tp != tp or lay.cp != (cp if role == "prefill" else 1):
+            return False
+        if not self.spec.base.model.is_moe:
+            return True
+        return is_dp_attention(lay) if lay.dp > 1 else lay.ep == lay.tp
 
     def bound(self, role: str, est: Estimate) -> str:
         """Why the pool's own bound rules it out ('' when it does not)."""
         slo = self.spec.base.slo
-        if role == "prefill" and slo.ttft_p99_s is not None:
-            if est.ttft_p99_lb_s > slo.ttft_p99_s:
-                return (
-                    f"prefill pool: p99 TTFT lower bound {est.ttft_p99_lb_s:.3f} s (prefill "
-                    f"alone) > SLO {slo.ttft_p99_s:.3f} s"
-                )
-        if role == "decode" and slo.tpot_p99_s is not None:
-            if est.tpot_lb_s > slo.tpot_p99_s:
-                return (
-                    f"decode pool: TPOT lower bound {est.tpot_lb_s * 1e3:.1f} ms (batch-1 "
-                    f"decode step) > SLO {slo.tpot_p99_s * 1e3:.1f} ms"
-                )
+        ttft, tpot = slo.ttft_p99_s, slo.tpot_p99_s
+        if role == "prefill" and ttft is not None and est.ttft_p99_lb_s > ttft:
+            return (
+                f"prefill pool: p99 TTFT lower bound {est.ttft_p99_lb_s:.3f} s (prefill "
+                f"alone) > SLO {ttft:.3f} s"
+            )
+        if role == "decode" and tpot is not None and est.tpot_lb_s > tpot:
+            return (
+                f"decode pool: TPOT lower bound {est.tpot_lb_s * 1e3:.1f} ms (batch-1 "
+                f"decode step) > SLO {tpot * 1e3:.1f} ms"
+            )
         return ""
 
 
 def enumerate_disaggregated(
-    spec: PlanSpec, stats: WorkloadStats, with_cp: bool
+    spec: PlanSpec, stats: WorkloadStats, with_cp: bool, prefer: Shape | None = None
 ) -> DisaggSpace:
-    """The disaggregated candidates of the plan (module docstring)."""
+    """The disaggregated candidates of the plan (module docstring); `prefer`: the (tp, cp) of
+    the rule of thumb's co-located pick, whose pool shapes are always combined."""
     mode, why = resolve_mode(spec, stats.mean_prompt)
     topo = spec.base.topology
     sizes = pool_sizes(topo, spec.max_gpus)
@@ -199,7 +219,7 @@ def enumerate_disaggregated(
     if not sizes:
         note = f"disaggregation {mode} ({why}), but {spec.max_gpus} GPUs hold no two pools"
         return DisaggSpace("off", (), (), {}, (note,))
-    pools = _Pools(spec, stats, with_cp)
+    pools = _Pools(spec, stats, with_cp, prefer)
     kept = {(role, n): pools.kept(role, n) for role in ROLES for n in sizes}
     candidates: list[Candidate] = []
     rejected = pools.rejected
@@ -221,7 +241,7 @@ def enumerate_disaggregated(
     splits = sum(1 for p in sizes for d in sizes if opts.min_gpus <= p + d <= spec.max_gpus)
     note = (
         f"disaggregation {mode} ({why}): pool sizes {', '.join(map(str, sizes))} GPUs, "
-        f"{splits} prefill/decode splits × ≤ {opts.pool_layouts}² pool layouts → "
+        f"{splits} prefill/decode splits × ≤ ({opts.pool_layouts} + 1)² pool layouts → "
         f"{len(candidates)} disaggregated candidates"
     )
     return DisaggSpace(mode, tuple(candidates), tuple(rejected), pools.estimates, (note,))

@@ -405,10 +405,14 @@ def _nodes_spanned(exp: Experiment, gpus_per_server: int) -> int:
 def _common_notes(exp: Experiment, engine: str) -> list[str]:
     notes: list[str] = []
     if exp.precision.weights in ("fp8", "fp4"):
-        flag = "--quantization fp8" if engine != "trtllm" else "a pre-quantised checkpoint"
+        how = (
+            "or use --quantization fp8 to quantise online"
+            if engine != "trtllm"
+            else "TensorRT-LLM loads pre-quantised checkpoints"
+        )
         notes.append(
             f"{exp.precision.weights} weights: serve a checkpoint stored in "
-            f"{exp.precision.weights} (or use {flag} to quantise online)"
+            f"{exp.precision.weights} ({how})"
         )
     if exp.precision.kv_cache == "fp4":
         notes.append("fp4 KV cache: no flag emitted (engine support varies)")

@@ -238,7 +238,8 @@ def write_launch(directory: Path, cfg: LaunchConfig) -> dict[str, Path]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    df = pd.DataFrame(list(rows), columns=list(columns))
+    # object columns: an axis left empty on a disaggregated row keeps the others integers
+    df = pd.DataFrame(list(rows), columns=list(columns), dtype=object)
     write_text(path, df.to_csv(index=False, lineterminator="\n"))
 
 

@@ -67,12 +67,19 @@ def run_plan(
     """Everything of the module docstring but printing; files go to a new plan directory."""
     stats = workload_stats(spec.base)
     colocated = enumerate_space(spec, stats.p99_prompt)
-    dis = enumerate_disaggregated(spec, stats, colocated.cp_enumerated)
+    co_estimates = {c.label: estimate(c.exp, c.built, stats) for c in colocated.candidates}
+    # the rule's co-located pick shapes the pools it would disaggregate into (disagg.py)
+    co_pick = rule_of_thumb(spec, colocated.candidates, co_estimates, stats)
+    prefer = next(
+        ((c.layout.tp, c.layout.cp) for c in colocated.candidates if c.label == co_pick.label),
+        None,
+    )
+    dis = enumerate_disaggregated(spec, stats, colocated.cp_enumerated, prefer)
     space = with_disaggregated(colocated, dis)
     if not space.candidates:
         raise PlanError(no_candidate_message(spec, space))
     emit_labels = _requested_labels(spec, space)
-    estimates = candidate_estimates(space, dis, stats)
+    estimates = {**co_estimates, **disagg_estimates(space, dis)}
     pick = rule_of_thumb(
         spec, space.candidates, estimates, stats, space.reference, space.disaggregation == "only"
     )
@@ -104,17 +111,13 @@ def run_plan(
     )
 
 
-def candidate_estimates(
-    space: Space, dis: DisaggSpace, stats: WorkloadStats
-) -> dict[str, Estimate]:
-    """Analytic estimates of every candidate (and of the rule of thumb's reference layouts).
-
-    A disaggregated candidate combines its pools' estimates (computed once per pool layout
-    while its pools were chosen: a pool's numbers do not depend on the other pool)."""
+def disagg_estimates(space: Space, dis: DisaggSpace) -> dict[str, Estimate]:
+    """Analytic estimates of the disaggregated candidates: each combines its pools' estimates
+    (computed once per pool layout while the pools were chosen: a pool's numbers do not
+    depend on the other pool)."""
     out: dict[str, Estimate] = {}
-    for c in (*space.reference, *space.candidates):
+    for c in space.candidates:
         if c.pools is None:
-            out[c.label] = estimate(c.exp, c.built, stats)
             continue
         pf, dc = c.pools
         out[c.label] = disagg_estimate(
