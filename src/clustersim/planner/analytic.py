@@ -53,12 +53,11 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import Experiment
-from clustersim.model.cost import StageCostModel, causal_pairs
+from clustersim.model.cost import causal_pairs
 from clustersim.model.cp_cost import CPStageCost
-from clustersim.sim.engine import Build
+from clustersim.sim.deployment import stage_costs
+from clustersim.sim.engine import Build, experiment_requests
 from clustersim.sim.fabric import estimate_allreduce_s
-from clustersim.sim.streams import Streams
-from clustersim.workload.requests import generate_requests
 
 I64 = npt.NDArray[np.int64]
 FIXED_POINT_ITERATIONS = 60  # loaded-TPOT iteration cap
@@ -85,14 +84,7 @@ class WorkloadStats:
 
 def workload_stats(exp: Experiment) -> WorkloadStats:
     """Generate the experiment's requests (as the simulator will) and summarise them."""
-    streams = Streams(exp.seed)
-    stream = generate_requests(
-        exp.workload,
-        exp.horizon,
-        streams.get("arrivals"),
-        streams.get("lengths"),
-        exp.base_dir,
-    )
+    stream = experiment_requests(exp)
     arrival = stream.arrival_s
     keep = np.ones(len(arrival), dtype=bool)
     if stream.concurrency is None:
@@ -136,26 +128,6 @@ class Estimate:
     # disaggregated candidates: each pool's capacity (req/s); NaN for co-located layouts
     prefill_capacity_rps: float = math.nan
     decode_capacity_rps: float = math.nan
-
-
-def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
-    """The cost model of each pipeline stage, as the simulator builds it."""
-    lay = exp.layout
-    return [
-        StageCostModel(
-            exp.model,
-            exp.hardware,
-            exp.precision,
-            lay.tp,
-            len(layers),
-            first_stage=s == 0,
-            last_stage=s == lay.pp - 1,
-            ep=lay.ep,
-            moe_tp=lay.moe_tp,
-            first_layer=layers.start,
-        )
-        for s, layers in enumerate(built.stage_layers)
-    ]
 
 
 class _Analyser:

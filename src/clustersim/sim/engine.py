@@ -191,6 +191,14 @@ class _Simulation:
             progress(env.now)
 
 
+def experiment_requests(exp: Experiment) -> RequestStream:
+    """The experiment's requests, drawn from its named random streams as every run does."""
+    streams = Streams(exp.seed)
+    return generate_requests(
+        exp.workload, exp.horizon, streams.get("arrivals"), streams.get("lengths"), exp.base_dir
+    )
+
+
 def run_experiment(
     exp: Experiment, progress: ProgressCallback | None = None, built: Build | None = None
 ) -> RunOutput:
@@ -200,14 +208,7 @@ def run_experiment(
     wall_start = time.perf_counter()
     if built is None:
         built = build(exp)
-    streams = Streams(exp.seed)
-    stream = generate_requests(
-        exp.workload,
-        exp.horizon,
-        streams.get("arrivals"),
-        streams.get("lengths"),
-        exp.base_dir,
-    )
+    stream = experiment_requests(exp)
     sim = _Simulation(exp, built, stream)
     sim.run(progress)
     n = sim.n  # closed-loop runs may issue fewer requests than were generated
