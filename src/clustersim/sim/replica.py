@@ -166,6 +166,16 @@ class Replica:
         )
         return compute, self.env.now - t
 
+    def _await_batch(self, lane: Lane) -> Generator[simpy.Event, Any, Batch]:
+        """The lane's next batch; while it has nothing to run it sleeps until `submit`."""
+        while True:
+            batch = lane.scheduler.next_batch(self.env.now)
+            if batch is not None:
+                return batch
+            lane.idle = True
+            lane.wake = self.env.event()
+            yield lane.wake
+
     # ------------------------------------------------------------------ PP = 1
 
     def _single_stage_lane(self, lane: Lane) -> Process:
@@ -177,12 +187,7 @@ class Replica:
         record = self.recorder.on_iteration
         replica = self.index
         while True:
-            batch = sched.next_batch(env.now)
-            if batch is None:
-                lane.idle = True
-                lane.wake = env.event()
-                yield lane.wake
-                continue
+            batch = yield from self._await_batch(lane)
             start = env.now
             compute, comm = yield from self._execute(cost, group, batch)
             end = env.now
@@ -201,12 +206,7 @@ class Replica:
         sched = lane.scheduler
         first = self.stages[0]
         while True:
-            batch = sched.next_batch(env.now)
-            if batch is None:
-                lane.idle = True
-                lane.wake = env.event()
-                yield lane.wake
-                continue
+            batch = yield from self._await_batch(lane)
             done = env.event()
             self._enqueue(first, _InFlight(batch, lane, done))
             yield done
