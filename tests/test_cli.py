@@ -71,6 +71,17 @@ def test_bad_set_override_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_out_naming_a_file_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    text = TINY if command == "run" else TINY.replace("layout: {tp: 1, dp: 1}\n", "")
+    path = write(tmp_path, text)
+    out = write(tmp_path, "", name="a_file")
+    assert cli.main([command, str(path), "--quiet", "--out", str(out)]) == 2
+    assert assert_one_line_error(capsys.readouterr().err).endswith(f"{out}: not a directory")
+
+
 def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert cli.main(["plan", "x.yaml"]) == 2  # not registered until implemented
@@ -115,6 +126,15 @@ def test_validate_placement_error_is_exit_2(
     path = write(tmp_path, TINY.replace("{tp: 1, dp: 1}", "{tp: 16, dp: 1}"))
     assert cli.main(["validate", str(path)]) == 2
     assert str(path) in assert_one_line_error(capsys.readouterr().err)
+
+
+def test_validate_a_plan_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = TINY.replace("layout: {tp: 1, dp: 1}\n", "") + "plan: {max_gpus: 4}\n"
+    path = write(tmp_path, plan)
+    assert cli.main(["validate", str(path)]) == 0
+    assert "llama-3.1-8b on dgx_h100_x1 (1..4 GPUs)" in capsys.readouterr().out
+    assert cli.main(["validate", str(path), "--set", "plan.max_gpus=99"]) == 2
+    assert "plan.max_gpus" in assert_one_line_error(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------- run (fake engine)

@@ -486,6 +486,9 @@ def test_bad_huggingface_config(tmp_path: Path) -> None:
         ("layout.tpp=2", "--set: layout.tpp: unknown key (expected one of: tp, pp, dp, ep, "),
         ("seed.x=1", "--set: seed.x: cannot set a key inside seed: it is not a mapping (got 3)"),
         ("workload.arrival.rate_rps=-4", "--set: workload.arrival.rate_rps: expected a number"),
+        # non-finite numbers are bad input, not a crash in the arrival generator
+        ("workload.arrival.rate_rps=inf", "--set: workload.arrival.rate_rps: expected a finite"),
+        ("horizon.warmup_s=.nan", "--set: horizon.warmup_s: expected a finite number"),
     ],
 )
 def test_bad_overrides(tmp_path: Path, override: str, expected: str) -> None:

@@ -381,3 +381,23 @@ def test_cp_prefill_pool_sends_kv_from_every_cp_rank(make_experiment: MakeExperi
     done = measured(run_experiment(exp))
     assert len(done) > 50
     np.testing.assert_allclose(done["kv_transfer_bytes"], per_token * done["prompt_tokens"])
+
+
+def test_prefill_lane_waiting_for_kept_blocks_wakes_when_they_are_freed(
+    make_experiment: MakeExperiment, kv_utilisation: KVUtilisation
+) -> None:
+    """A prefill lane whose KV is held by a finished request's outgoing transfer sleeps; when
+    the transfer lands and frees the blocks the lane must run again, with no new arrival."""
+    burst = TWO_NODES.replace("{process: closed, concurrency: 1}", "{process: burst}")
+    built = build(make_experiment(burst))
+    assert built.pools is not None
+    util = kv_utilisation(built.pools[0].exp, 400)  # one 6,000-token prompt (375 blocks)
+    exp = make_experiment(
+        burst,
+        [
+            "disaggregation.prefill.serving.chunked_prefill=false",
+            f"disaggregation.prefill.serving.gpu_memory_utilization={util}",
+        ],
+    )
+    out = run_experiment(exp)
+    assert len(measured(out)) == 3

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from clustersim import __version__
 from clustersim.config.errors import ConfigError
-from clustersim.config.load import load_sweep, resolved_config
+from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.metrics.summary import RunTables, summarize
 from clustersim.metrics.timeline import build_timeline, window_slo_summary
@@ -170,6 +170,12 @@ def bad_input_message(err: BaseException) -> str | None:
     return None
 
 
+def check_out_dir(out: Path) -> None:
+    """`--out` must be a directory or not exist yet (an existing file is a bad input)."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out}: not a directory")
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -205,6 +211,10 @@ def point_error(path: Path, label: str, err: Exception) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check every point builds (placement, memory fit); table on stdout."""
+    from clustersim.planner.spec import PLAN_KEY
+
+    if PLAN_KEY in load_raw_experiment(args.file):
+        return validate_plan(args)
     points = load_points(args.file, args.overrides)
     rows: list[list[str]] = []
     problems: list[str] = []
@@ -219,6 +229,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(format_table(headers, rows))
     if problems:
         raise BadInput(problems[0])
+    return EXIT_OK
+
+
+def validate_plan(args: argparse.Namespace) -> int:
+    """A plan file (a `plan:` block): load + resolve it as `plan` would; one line on stdout."""
+    from clustersim.planner.spec import load_plan
+
+    spec = load_plan(args.file, args.overrides)
+    base = spec.base
+    print(
+        f"plan {spec.name}: {base.model.name} on {base.topology.name} "
+        f"({spec.options.min_gpus}..{spec.max_gpus} GPUs), "
+        f"engines {', '.join(spec.options.engines)}: ok (layouts are checked by `plan`)"
+    )
     return EXIT_OK
 
 
@@ -253,6 +277,7 @@ def validate_row(point: Point, plan: MemoryPlan, gpus: int, ok: bool) -> list[st
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate every point, one run directory each; summary table on stdout."""
     points = load_points(args.file, args.overrides)
+    check_out_dir(args.out)
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
     results = RunResults(args.out, points, report=not args.no_report)
     try:
@@ -392,6 +417,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from clustersim.planner.spec import load_plan
 
     spec = load_plan(args.file, args.overrides)
+    check_out_dir(args.out)
     result = run_plan(spec, args.out, args.executor, args.quiet)
     paths = write_plan(result)
     print(format_report(result, paths))

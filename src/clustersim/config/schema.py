@@ -23,9 +23,9 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class Strict(BaseModel):
-    """Base: unknown keys rejected, instances immutable."""
+    """Base: unknown keys rejected, instances immutable, numbers finite (no inf / NaN)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- model

@@ -187,9 +187,10 @@ class _Member:
         return -1
 
     def release_kept(self, rid: int) -> None:
-        for sched in self.schedulers:
+        for i, sched in enumerate(self.schedulers):
             if rid in sched.kept:
                 sched.release_kept(rid)
+                self.wake(i)  # a lane asleep for want of these blocks can run again
                 return
 
 
