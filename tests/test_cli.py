@@ -84,9 +84,19 @@ def test_out_naming_a_file_is_exit_2(
 
 def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
-    assert cli.main(["plan", "x.yaml"]) == 2  # not registered until implemented
+    assert cli.main(["plan", "x.yaml"]) == 2  # no such file
     assert cli.main(["--help"]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["run"], ["plan", "x.yaml", "--executor", "spark"], ["frobnicate"], []]
+)
+def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("clustersim") and "error:" in err
 
 
 def test_internal_error_is_exit_1_with_traceback(
