@@ -401,3 +401,26 @@ def test_prefill_lane_waiting_for_kept_blocks_wakes_when_they_are_freed(
     )
     out = run_experiment(exp)
     assert len(measured(out)) == 3
+
+
+def test_prefill_lane_admits_only_whole_prompts_so_nothing_thrashes(
+    make_experiment: MakeExperiment, kv_utilisation: KVUtilisation
+) -> None:
+    """With chunked prefill and a prefill KV pool that holds one 6,000-token prompt but not
+    two, a prompt is admitted only when all of it fits beside the KV still waiting to be sent:
+    no partial chunk is stranded, so nothing is preempted and recomputed."""
+    burst = TWO_NODES.replace("{process: closed, concurrency: 1}", "{process: burst}").replace(
+        "horizon: {requests: 3}", "horizon: {requests: 4}"
+    )
+    chunk = ["disaggregation.prefill.serving.max_num_batched_tokens=2048"]
+    built = build(make_experiment(burst, chunk))
+    assert built.pools is not None
+    util = kv_utilisation(built.pools[0].exp, 450)  # 375 blocks a prompt: one fits, two don't
+    exp = make_experiment(
+        burst, [*chunk, f"disaggregation.prefill.serving.gpu_memory_utilization={util}"]
+    )
+    out = run_experiment(exp)
+    assert len(measured(out)) == 4
+    assert int(out.requests["preemptions"].sum()) == 0
+    prefill = out.iterations.loc[out.iterations["pool"] == "prefill"]
+    assert int(prefill["prefill_tokens"].sum()) == 4 * 6000  # every prompt computed once

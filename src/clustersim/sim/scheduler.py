@@ -24,7 +24,8 @@ elsewhere (before its prefill starts, as SGLang / Dynamo pre-allocate), and `add
 resumes that request in decode once its P tokens of KV have arrived: it enters decode at the
 next batch formation exactly as a locally prefilled request would (same residue / context
 bookkeeping). A prefill lane with `keep_kv_after_finish` keeps a finished request's blocks
-until `release_kept` (its KV is still being sent).
+until `release_kept` (its KV is still being sent), and admits a prompt only when all of its
+blocks fit beside what the unfinished prefills still need.
 """
 
 from __future__ import annotations
@@ -328,6 +329,13 @@ class Scheduler:
                 continue
             reserve = self.watermark_blocks if (self.decoding or self.prefilling) else 0
             spare = kv.free - reserve  # blocks this admission may take
+            if self.keep_kv_after_finish:
+                # A prefill-only lane keeps each prompt's KV until it is sent, so a prompt is
+                # admitted only when all of it fits beside what unfinished prefills still need
+                # (SGLang's prefill adder budgets the whole input): no chunk is stranded.
+                spare -= self._blocks_still_needed(batch)
+                if blocks_for(remaining, bs) > spare:
+                    break
             if self.chunked:
                 chunk = min(remaining, budget, spare * bs)
             else:
@@ -339,6 +347,17 @@ class Scheduler:
             self._admit(batch, rid, chunk, now)
             budget -= chunk
             seqs += 1
+
+    def _blocks_still_needed(self, batch: Batch) -> int:
+        """Blocks the running prefills will still allocate after this step's chunks."""
+        bs = self.block_size
+        st = self.state
+        scheduled = dict(batch.prefill)  # rid → tokens scheduled in this step
+        return sum(
+            blocks_for(st.effective_prompt[r], bs)
+            - blocks_for(st.computed[r] + scheduled.get(r, 0), bs)
+            for r in self.prefilling
+        )
 
     def _admit(self, batch: Batch, rid: int, chunk: int, now: float) -> None:
         """Move the head of the waiting queue into prefill with its first chunk."""
