@@ -308,3 +308,39 @@ def test_mmpp_worst_window_is_measurably_worse(tmp_path: Path) -> None:
     assert summary["windows_violating"] >= 1
     burst = tl["burst_fraction"].to_numpy()
     assert np.nanmax(burst) > 0.1 and np.nanmin(burst) == 0.0  # bursts recorded, not all time
+
+
+def test_disaggregated_runs_get_per_pool_step_columns() -> None:
+    from clustersim.metrics.timeline import build_timeline
+
+    iterations = pd.DataFrame(
+        {
+            "stage": [0, 0, 0, 0],
+            "pool": ["prefill", "decode", "decode", "prefill"],
+            "end_s": [0.2, 0.4, 0.6, 1.5],
+            "num_seqs": [2, 30, 34, 4],
+            "kv_used_blocks": [10, 500, 700, 20],
+            "kv_capacity_blocks": [100, 1000, 1000, 100],
+        }
+    )
+    requests = pd.DataFrame(
+        {
+            c: pd.Series(dtype="float64")
+            for c in (
+                "arrival_s",
+                "first_token_s",
+                "finish_s",
+                "ttft_s",
+                "tpot_s",
+                "e2e_s",
+                "queue_s",
+            )
+        }
+    ).assign(dropped=pd.Series(dtype=bool))
+    tl = build_timeline(requests, iterations, None, 1.0, SLOSpec(), 0.0, None)
+    assert tl.loc[0, "batch_seqs_decode"] == 32.0
+    assert tl.loc[0, "batch_seqs_prefill"] == 2.0
+    assert tl.loc[0, "kv_usage_decode"] == pytest.approx(0.6)
+    assert tl.loc[0, "kv_usage_max_prefill"] == pytest.approx(0.1)
+    assert tl.loc[1, "batch_seqs_prefill"] == 4.0
+    assert tl.loc[0, "batch_seqs"] == pytest.approx(22.0)  # both pools' steps together

@@ -14,7 +14,8 @@ Per window (docs/results.md, "timeline.parquet", is the user-facing copy):
   request is queued during [arrival_s, arrival_s + queue_s)), `burst_fraction`;
 - **engine steps** (iterations, stage 0 only, by the window their step *ends* in): `batch_seqs`
   (mean sequences per step), `kv_usage` / `kv_usage_max` (mean / max over those steps of the
-  step's KV pool usage `kv_used_blocks / kv_capacity_blocks`);
+  step's KV pool usage `kv_used_blocks / kv_capacity_blocks`); disaggregated runs add the
+  same three per pool (`batch_seqs_prefill`, …, `kv_usage_max_decode`);
 - **links**: `link_max_utilisation` (highest utilisation of any link in the window) and
   `busiest_link_utilisation` (utilisation of the run's busiest link, as summary.json names it).
 
@@ -209,7 +210,8 @@ def build_timeline(
     phases: StateTimeline | None = None,
     link_bin_s: float | None = None,
 ) -> pd.DataFrame:
-    """One row per window (columns TIMELINE_COLUMNS, in order); see the module docstring.
+    """One row per window (TIMELINE_COLUMNS in order, then any per-pool step columns); see the
+    module docstring.
 
     `bin_s`: window width (s); `link_bin_s`: bin width of the links table (s; default bin_s).
 
@@ -231,7 +233,8 @@ def build_timeline(
         b0, b1 = burst_intervals(phases)
         burst = np.clip(occupancy(b0, b1, n, bin_s), 0.0, 1.0)
     cols["burst_fraction"] = burst
-    frame = pd.DataFrame({name: cols[name] for name in TIMELINE_COLUMNS})
+    extra = [name for name in cols if name not in TIMELINE_COLUMNS]  # per-pool step columns
+    frame = pd.DataFrame({name: cols[name] for name in (*TIMELINE_COLUMNS, *extra)})
     for name in _COUNT_COLUMNS:
         frame[name] = frame[name].astype(np.int64)
     frame["measured"] = frame["measured"].astype(bool)
@@ -292,12 +295,27 @@ def _queue_len(
     return occupancy(start, end, n, bin_s)
 
 
+STEP_COLUMNS = ("batch_seqs", "kv_usage", "kv_usage_max")
+
+
 def _step_columns(iterations: pd.DataFrame | None, n: int, bin_s: float) -> dict[str, F64]:
-    """batch_seqs, kv_usage, kv_usage_max from the stage-0 engine steps ending in each window."""
+    """batch_seqs, kv_usage, kv_usage_max from the stage-0 engine steps ending in each window.
+
+    Disaggregated runs (a `pool` column) also get the same three per pool, suffixed
+    `_prefill` / `_decode`; the unsuffixed columns then average over both pools' steps."""
     need = {"stage", "end_s", "num_seqs", "kv_used_blocks", "kv_capacity_blocks"}
     if iterations is None or len(iterations) == 0 or not need <= set(iterations.columns):
-        return {k: np.full(n, np.nan) for k in ("batch_seqs", "kv_usage", "kv_usage_max")}
+        return {k: np.full(n, np.nan) for k in STEP_COLUMNS}
     steps = iterations.loc[iterations["stage"].to_numpy() == 0]
+    columns = _step_stats(steps, n, bin_s)
+    if "pool" in steps.columns:
+        for pool in ("prefill", "decode"):
+            stats = _step_stats(steps.loc[steps["pool"].to_numpy() == pool], n, bin_s)
+            columns.update({f"{k}_{pool}": v for k, v in stats.items()})
+    return columns
+
+
+def _step_stats(steps: pd.DataFrame, n: int, bin_s: float) -> dict[str, F64]:
     idx = window_index(steps["end_s"], bin_s)
     cap = steps["kv_capacity_blocks"].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
