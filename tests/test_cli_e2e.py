@@ -125,3 +125,24 @@ def test_validate_reports_the_same_errors(
     captured = capsys.readouterr()
     (line,) = captured.err.splitlines()
     assert str(exp) in line and "tp = 3" in line and "Traceback" not in captured.err
+
+
+def test_absurd_request_count_is_refused_with_the_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    rc = cli.main(
+        [
+            "run",
+            str(repo / "experiments" / "dense_tp_vs_pp.yaml"),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--set",
+            "workload.arrival.rate_rps=1e308",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "requests expected" in err and "Traceback" not in err
