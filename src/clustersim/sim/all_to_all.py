@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from clustersim.sim.fabric import FlowSpec
+from clustersim.sim.fabric import FlowSpec, PairSet
 from clustersim.topology.graph import Cluster
 
 F64 = npt.NDArray[np.float64]
@@ -62,6 +62,8 @@ class AllToAllPlan:
 
     def __init__(self, cluster: Cluster, gpus: Sequence[str], moe_layers: int) -> None:
         self.gpus = tuple(gpus)
+        self._cluster = cluster
+        self._pair_sets: dict[tuple[bool, bool], PairSet] = {}
         n = len(self.gpus)
         if n < 1 or moe_layers < 0:
             raise ValueError(f"bad all-to-all group: {n} ranks, {moe_layers} MoE layers")
@@ -143,12 +145,26 @@ class AllToAllPlan:
         self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
     ) -> list[FlowSpec]:
         """Low-latency flows of one direction (module docstring); `reverse` = combine."""
+        return _as_flows(*self.low_latency_transfer(src_share, dst_pairs, bytes_per_pair, reverse))
+
+    def low_latency_transfer(
+        self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
+    ) -> tuple[PairSet, F64]:
+        """`flows` as (routed pairs, bytes per pair) for Fabric.transfer_pairs."""
         inv = self._inv_eta.T if reverse else self._inv_eta
         m = np.outer(src_share, dst_pairs) * inv * bytes_per_pair
-        vals = m[self._rows, self._cols].tolist()
-        if reverse:
-            return list(zip(self._dst, self._src, vals, strict=True))
-        return list(zip(self._src, self._dst, vals, strict=True))
+        vals = np.asarray(m[self._rows, self._cols], dtype=np.float64)
+        return self.pair_set(normal=False, reverse=reverse), vals
+
+    def pair_set(self, normal: bool, reverse: bool) -> PairSet:
+        """The routed (src, dst) pairs of a pattern and direction, built once."""
+        key = (normal, reverse)
+        cached = self._pair_sets.get(key)
+        if cached is None:
+            src, dst = (self._n_src, self._n_dst) if normal else (self._src, self._dst)
+            pairs = list(zip(dst, src, strict=True) if reverse else zip(src, dst, strict=True))
+            cached = self._pair_sets[key] = PairSet(self._cluster, pairs)
+        return cached
 
     # ------------------------------------------------------------------ normal pattern
 
@@ -170,10 +186,23 @@ class AllToAllPlan:
         rank_copies / node_copies: Σ over layers of token copies each rank / node receives
         per dispatched token. Falls back to low-latency-style direct flows (one copy per rank)
         when GPUs per node differ."""
+        return _as_flows(
+            *self.normal_transfer(tokens, rank_copies, node_copies, bytes_per_token, reverse)
+        )
+
+    def normal_transfer(
+        self,
+        tokens: F64,
+        rank_copies: F64,
+        node_copies: F64,
+        bytes_per_token: float,
+        reverse: bool = False,
+    ) -> tuple[PairSet, F64]:
+        """`normal_flows` as (routed pairs, bytes per pair) for Fabric.transfer_pairs."""
         if not self.node_aware:
             total = float(tokens.sum())
             share = tokens / total if total > 0 else tokens
-            return self.flows(share, rank_copies * total, bytes_per_token, reverse)
+            return self.low_latency_transfer(share, rank_copies * total, bytes_per_token, reverse)
         peer, local = self._peer, self._local
         node_tokens = np.zeros_like(peer, dtype=np.float64)  # (nodes, local index)
         np.add.at(node_tokens, (self.rank_node, local), tokens)
@@ -184,7 +213,10 @@ class AllToAllPlan:
         outside = per_local[j_idx] - node_tokens[n_idx, j_idx]  # senders not on node n
         fwd = outside * rank_copies[self._fwd[:, 2]]
         inv = self._n_inv_rev if reverse else self._n_inv
-        vals = (np.concatenate([direct, rdma, fwd]) * inv * bytes_per_token).tolist()
-        if reverse:
-            return list(zip(self._n_dst, self._n_src, vals, strict=True))
-        return list(zip(self._n_src, self._n_dst, vals, strict=True))
+        vals = np.asarray(np.concatenate([direct, rdma, fwd]) * inv * bytes_per_token)
+        return self.pair_set(normal=True, reverse=reverse), vals
+
+
+def _as_flows(pairs: PairSet, nbytes: F64) -> list[FlowSpec]:
+    """(src, dst, bytes) flows of a routed pair set."""
+    return [(src, dst, b) for (src, dst), b in zip(pairs.pairs, nbytes.tolist(), strict=True)]

@@ -31,11 +31,13 @@ from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cost import StageCostModel
 from clustersim.sim.all_to_all import AllToAllPlan
-from clustersim.sim.fabric import Fabric, FlowSpec
+from clustersim.sim.fabric import Fabric, PairSet
 from clustersim.sim.kv_cache import KVPool
 from clustersim.sim.moe_group import MoEGroup
 from clustersim.sim.replica import Process
 from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+
+Exchange = tuple[PairSet, npt.NDArray[np.float64]]  # routed pairs, bytes per pair
 
 F64 = npt.NDArray[np.float64]
 
@@ -139,7 +141,7 @@ class EPGroup:
 
     def _flows(
         self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
-    ) -> tuple[list[FlowSpec], list[FlowSpec]]:
+    ) -> tuple[Exchange, Exchange]:
         """Dispatch and combine flows of a step (sim/all_to_all.py): normal-kernel pattern
         when any rank prefills, low-latency pattern for decode-only steps."""
         total = float(sum(tokens))
@@ -147,8 +149,10 @@ class EPGroup:
         sampled = loads.sum(axis=0)  # pairs per rank, Σ over layers
         if not any(b is not None and b.prefill_tokens > 0 for b in batches):
             src_share = per_gpu / total
-            dispatch = self.a2a.flows(src_share, sampled, self.dispatch_bytes)
-            combine = self.a2a.flows(src_share, sampled, self.combine_bytes, reverse=True)
+            dispatch = self.a2a.low_latency_transfer(src_share, sampled, self.dispatch_bytes)
+            combine = self.a2a.low_latency_transfer(
+                src_share, sampled, self.combine_bytes, reverse=True
+            )
             return dispatch, combine
         moe, a2a = self.moe, self.a2a
         if self._copies_version != moe.version:
@@ -164,14 +168,14 @@ class EPGroup:
             node_sampled, node_expected, out=np.ones_like(node_sampled), where=node_expected > 0
         )
         rc, nc = rank_copies * ratio, node_copies * node_ratio
-        dispatch = a2a.normal_flows(per_gpu, rc, nc, self.dispatch_bytes)
-        combine = a2a.normal_flows(per_gpu, rc, nc, self.combine_bytes, reverse=True)
+        dispatch = a2a.normal_transfer(per_gpu, rc, nc, self.dispatch_bytes)
+        combine = a2a.normal_transfer(per_gpu, rc, nc, self.combine_bytes, reverse=True)
         return dispatch, combine
 
-    def _exchange(self, dispatch: list[FlowSpec], combine: list[FlowSpec], mb: int) -> Process:
+    def _exchange(self, dispatch: Exchange, combine: Exchange, mb: int) -> Process:
         lat = self.a2a.extra_latency_s(mb)
-        yield self.fabric.transfer(dispatch, lat)
-        yield self.fabric.transfer(combine, lat)
+        yield self.fabric.transfer_pairs(*dispatch, lat)
+        yield self.fabric.transfer_pairs(*combine, lat)
 
     def _allreduces(self, batches: Sequence[Batch | None]) -> simpy.Event:
         cost = self.cost

@@ -123,6 +123,43 @@ def coflow_time_s(cluster: Cluster, flows: Sequence[FlowSpec]) -> float:
     )
 
 
+class PairSet:
+    """A fixed list of (src, dst) GPU pairs, routed once, for transfers repeated every step
+    with new byte counts (an EP group's all-to-all): link loads become one matrix product.
+
+    `matrix[k, i]` = times pair i's path uses link `links[k]` (links in first-use order);
+    `latency_s[i]` = pair i's path latency (0 for a same-GPU pair, which moves nothing)."""
+
+    def __init__(self, cluster: Cluster, pairs: Sequence[tuple[str, str]]) -> None:
+        self.pairs = tuple(pairs)
+        order: dict[int, int] = {}
+        for src, dst in self.pairs:
+            if src != dst:
+                for link in cluster.path(src, dst):
+                    order.setdefault(link, len(order))
+        self.links = np.fromiter(order, dtype=np.int64, count=len(order))
+        self.matrix = np.zeros((len(order), len(self.pairs)))
+        self.latency_s = np.zeros(len(self.pairs))
+        for i, (src, dst) in enumerate(self.pairs):
+            if src != dst:
+                for link in cluster.path(src, dst):
+                    self.matrix[order[link], i] += 1.0
+                self.latency_s[i] = cluster.path_latency_s(src, dst)
+        self._moving = np.asarray([src != dst for src, dst in self.pairs], dtype=bool)
+
+    def demand(self, nbytes: np.ndarray) -> tuple[Demand | None, float]:
+        """(The coflow's demand, the longest path latency among pairs that move bytes)."""
+        moving = (nbytes > 0) & self._moving
+        if not moving.any():
+            return None, 0.0
+        loads = self.matrix @ np.where(moving, nbytes, 0.0)
+        used = loads > 0
+        values = loads[used]
+        top = float(values.max())
+        demand = (tuple(self.links[used].tolist()), tuple((values / top).tolist()), top)
+        return demand, float(self.latency_s[moving].max())
+
+
 # ------------------------------------------------------------------ collective plans
 
 
@@ -337,6 +374,13 @@ class Fabric:
             return self._start(_demand(link_loads(self.cluster, live)), 1.0, delay)
         demands = [_demand(link_loads(self.cluster, [f])) for f in live]
         return self._start_many([d for d in demands if d is not None], delay)
+
+    def transfer_pairs(
+        self, pairs: PairSet, nbytes: np.ndarray, latency_s: float = 0.0
+    ) -> simpy.Event:
+        """`transfer` of one coflow whose flow i moves nbytes[i] from pairs.pairs[i]."""
+        demand, path_latency = pairs.demand(np.asarray(nbytes, dtype=np.float64))
+        return self._start(demand, 1.0, path_latency + latency_s)
 
     def _pair(self, src: str, dst: str) -> Demand:
         """Unit demand of one src → dst flow (cached)."""
