@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -123,10 +124,24 @@ def test_every_request_finishes_once_and_kv_stays_in_bounds(
     max_seqs: int,
     chunked: bool,
 ) -> None:
+    run_random_lane(reqs, block_size, spare_blocks, budget, max_seqs, chunked, "incremental")
+
+
+def run_random_lane(
+    reqs: list[tuple[int, int]],
+    block_size: int,
+    spare_blocks: int,
+    budget: int,
+    max_seqs: int,
+    chunked: bool,
+    admission: Literal["incremental", "reserve_full"],
+) -> RequestState:
+    """Drive a lane over (prompt, output) requests with KV room for the largest one plus
+    `spare_blocks`; check every request finishes exactly once with its whole output, KV stays
+    in [0, capacity] and returns to 0, and per-request times are ordered."""
     prompts = [p for p, _ in reqs]
     outputs = [o for _, o in reqs]
-    biggest = max(blocks_for(p + o, block_size) for p, o in reqs)
-    capacity = biggest + spare_blocks
+    capacity = max(blocks_for(p + o, block_size) for p, o in reqs) + spare_blocks
     if not chunked:
         budget = max(budget, max(p + o for p, o in reqs))
     serving = ServingSpec(
@@ -134,6 +149,7 @@ def test_every_request_finishes_once_and_kv_stays_in_bounds(
         max_num_batched_tokens=budget,
         max_num_seqs=max_seqs,
         chunked_prefill=chunked,
+        kv_admission=admission,
     )
     state, lane, finished, kv = drive(prompts, outputs, capacity, serving)
     assert sorted(finished) == list(range(len(reqs)))  # each exactly once
@@ -144,6 +160,7 @@ def test_every_request_finishes_once_and_kv_stays_in_bounds(
         assert state.first_scheduled_s[rid] <= state.first_token_s[rid] <= state.finish_s[rid]
         # one token per step at most after the first
         assert state.finish_s[rid] - state.first_token_s[rid] >= outputs[rid] - 1
+    return state
 
 
 # ------------------------------------------------------------------ reserve_full admission
@@ -198,25 +215,7 @@ def test_reserve_full_every_request_finishes_within_reservations(
     max_seqs: int,
     chunked: bool,
 ) -> None:
-    prompts = [p for p, _ in reqs]
-    outputs = [o for _, o in reqs]
-    biggest = max(blocks_for(p + o, block_size) for p, o in reqs)
-    capacity = biggest + spare_blocks
-    if not chunked:
-        budget = max(budget, max(p + o for p, o in reqs))
-    serving = ServingSpec(
-        block_size=block_size,
-        max_num_batched_tokens=budget,
-        max_num_seqs=max_seqs,
-        chunked_prefill=chunked,
-        kv_admission="reserve_full",
+    state = run_random_lane(
+        reqs, block_size, spare_blocks, budget, max_seqs, chunked, "reserve_full"
     )
-    state, lane, finished, kv = drive(prompts, outputs, capacity, serving)
-    assert sorted(finished) == list(range(len(reqs)))  # each exactly once
-    assert all(0 <= used <= capacity for used in kv)
-    assert lane.kv.used == 0
     assert sum(state.preemptions) == 0
-    for rid in range(len(reqs)):
-        assert state.generated[rid] == outputs[rid]
-        assert state.first_scheduled_s[rid] <= state.first_token_s[rid] <= state.finish_s[rid]
-        assert state.finish_s[rid] - state.first_token_s[rid] >= outputs[rid] - 1
