@@ -190,7 +190,9 @@ def test_all_to_all_bytes_per_link_match_the_formula() -> None:
     share = np.asarray([0.4, 0.3, 0.2, 0.1])  # of the step's tokens, per sending GPU
     pairs = np.asarray([100.0, 200.0, 300.0, 400.0])  # routed pairs per receiving GPU
     per_pair = 1000.0  # bytes
-    fabric.transfer(plan.flows(share, pairs, per_pair), plan.extra_latency_s())
+    fabric.transfer_pairs(
+        *plan.low_latency_transfer(share, pairs, per_pair), plan.extra_latency_s()
+    )
     env.run()
     got = link_bytes(fabric)
     nvl, net = 1 / A2A_NVLINK_EFFICIENCY, 1 / A2A_NETWORK_EFFICIENCY
@@ -213,7 +215,7 @@ def test_normal_kernel_flows_send_once_per_node_and_forward_over_nvlink() -> Non
     rank_copies = np.asarray([0.5, 0.6, 0.7, 0.8])  # Σ_l P(token hits rank)
     node_copies = np.asarray([0.9, 1.2])  # Σ_l P(token hits node)
     per_token = 1000.0
-    fabric.transfer(plan.normal_flows(tokens, rank_copies, node_copies, per_token))
+    fabric.transfer_pairs(*plan.normal_transfer(tokens, rank_copies, node_copies, per_token))
     env.run()
     got = link_bytes(fabric)
     nvl, net = 1 / A2A_NVLINK_EFFICIENCY, 1 / A2A_NETWORK_EFFICIENCY

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -494,21 +494,7 @@ class Fabric:
             return
         demand, lat = plan[i]
         ev = self._start(demand, total, lat * count)
-        ev.callbacks.append(self._chain(plan, total, count, i + 1, done, t0))
-
-    def _chain(
-        self,
-        plan: list[tuple[Demand | None, float]],
-        total: float,
-        count: int,
-        i: int,
-        done: simpy.Event,
-        t0: float,
-    ) -> Callable[[simpy.Event], None]:
-        def _next(_ev: simpy.Event) -> None:
-            self._run_phases(plan, total, count, i, done, t0)
-
-        return _next
+        ev.callbacks.append(lambda _ev: self._run_phases(plan, total, count, i + 1, done, t0))
 
     # -------------------------------------------------------------- fluid engine
     def _start(self, demand: Demand | None, scale: float, delay_s: float) -> simpy.Event:
