@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clustersim.catalog.engines import ENGINES
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import Precision
@@ -64,11 +66,15 @@ def test_weight_bytes_by_dtype() -> None:
 # --------------------------------------------------------------------------- cost model
 
 
+# the default engine without host time: these tests check the GPU side
+GPU_ONLY = replace(ENGINES["vllm"], host_step_us=0.0, host_seq_us=0.0)
+
+
 def _stage(
     name: str = "llama-3.1-70b", tp: int = 1, prec: Precision = FP8, **kw: int
 ) -> StageCostModel:
     m = get_model(name)
-    return StageCostModel(m, H100, prec, tp, m.num_layers, True, True, **kw)
+    return StageCostModel(m, H100, prec, tp, m.num_layers, True, True, engine=GPU_ONLY, **kw)
 
 
 def test_causal_pairs() -> None:
@@ -79,7 +85,12 @@ def test_causal_pairs() -> None:
 
 def test_empty_step_is_overhead() -> None:
     c = _stage()
-    assert c.compute_s(0, 0.0, 0, 0) == pytest.approx(H100.step_overhead_us * 1e-6)
+    sampling = GPU_ONLY.step_kernels * H100.kernel_floor_us  # last stage: sampling kernels
+    assert c.compute_s(0, 0.0, 0, 0) == pytest.approx((H100.step_overhead_us + sampling) * 1e-6)
+    m = get_model("llama-3.1-70b")
+    with_host = StageCostModel(m, H100, FP8, 1, 80, True, True)  # default engine: vLLM
+    host = ENGINES["vllm"].host_step_us * 1e-6
+    assert with_host.compute_s(0, 0.0, 0, 0) == pytest.approx(c.compute_s(0, 0.0, 0, 0) + host)
 
 
 def test_breakdown_matches_compute_s() -> None:
@@ -198,7 +209,7 @@ def test_mla_decode_reads_full_latent() -> None:
     c1 = _stage("deepseek-v3", tp=1)
     # 128 heads: the absorbed form's 2·H·(2·512 + 64) FLOPs per key cost about as much as
     # the latent read (16 heads: an eighth), and the step takes the larger of the two
-    rate = 1979e12 * H100.attention_efficiency
+    rate = 1979e12 * H100.mla_decode_efficiency
     flops = 2 * 128 * (2 * 512 + 64) * 61 * ctx
     read = ctx * 61 * 576 / bw
     assert 0.5 < flops / rate / read < 2.0
@@ -215,7 +226,7 @@ def test_moe_uniform_load_and_hook() -> None:
     assert touched == pytest.approx(256, rel=1e-6) and pairs == 4096 * 8
     args = (512, causal_pairs(512, 0), 32, 32 * 1000)
     moe = 58 * c.moe_layer_s(*c.uniform_moe_load(544))
-    assert c.dense_part_s(*args) + moe == pytest.approx(c.compute_s(*args))
+    assert c.with_host(c.dense_part_s(*args) + moe, 33) == pytest.approx(c.compute_s(*args))
     # EP over 16 DP-attention ranks: 16 experts per GPU, G = 16 × local tokens
     ep = _stage("deepseek-v3", tp=1, ep=16)
     pairs, touched = ep.uniform_moe_load(10)
@@ -260,7 +271,8 @@ def test_stage_validation_and_ends() -> None:
 
 
 def test_ideal_hardware_meets_the_bound() -> None:
-    """With every efficiency at 1, M½ = 0 and no overhead the model sits at the roofline:
+    """With every efficiency at 1, M½ = 0, no kernel floors, host or step overhead the model
+    sits at the roofline:
     never below the independent bound, and within 30 % of it (the elementwise kernels)."""
     ideal = H100.model_copy(
         update={
@@ -268,10 +280,14 @@ def test_ideal_hardware_meets_the_bound() -> None:
             "attention_efficiency": 1.0,
             "hbm_efficiency": 1.0,
             "step_overhead_us": 0.0,
+            "kernel_floor_us": 0.0,
         }
     )
     m = get_model("llama-3.1-70b")
-    c = StageCostModel(m, ideal, FP8, 2, 80, True, True, matmul_half_tokens=0.0)
+    no_launch = replace(GPU_ONLY, eager_launch_us=0.0)
+    c = StageCostModel(
+        m, ideal, FP8, 2, 80, True, True, matmul_half_tokens=0.0, engine=no_launch
+    )
     for tokens in (1, 16, 256, 4096, 16384):
         pairs = causal_pairs(tokens, 0)
         got = c.compute_s(tokens, pairs, 0, 0)

@@ -195,14 +195,15 @@ def test_all_to_all_bytes_per_link_match_the_formula() -> None:
     )
     env.run()
     got = link_bytes(fabric)
-    nvl, net = 1 / A2A_NVLINK_EFFICIENCY, 1 / A2A_NETWORK_EFFICIENCY
-    # n0.g0 → n0.g1 over NVLink: share_0 × pairs_1 × bytes / η_nvlink
-    assert got["n0.g0->nvsw0"] == pytest.approx(0.4 * 200 * per_pair * nvl)
-    # n0.g0 → both GPUs of node 1 over its PCIe switch and NIC
-    assert got["n0.g0->n0.pcie"] == pytest.approx(0.4 * (300 + 400) * per_pair * net)
-    # into n1.g0 (rail 0) from node 0: Σ_i share_i × pairs_2
-    assert got["leaf0->n1.nic0"] == pytest.approx((0.4 + 0.3) * 300 * per_pair * net)
-    assert got["nvsw1->n1.g1"] == pytest.approx(0.2 * 400 * per_pair * nvl)
+    net = 1 / A2A_NETWORK_EFFICIENCY
+    # DeepEP low-latency kernels: every pair through the NICs, the same node's too
+    assert "n0.g0->nvsw0" not in got and "nvsw1->n1.g1" not in got
+    # n0.g0 → n0.g1 (RDMA loopback through leaf0) and → both GPUs of node 1
+    assert got["n0.g0->n0.pcie"] == pytest.approx(0.4 * (200 + 300 + 400) * per_pair * net)
+    # into n1.g0 (NIC 0 of node 1) from the three other GPUs: Σ_i share_i × pairs_2
+    assert got["leaf0->n1.nic0"] == pytest.approx((0.4 + 0.3 + 0.1) * 300 * per_pair * net)
+    # into n0.g1 from n0.g0, n1.g0, n1.g1
+    assert got["leaf0->n0.nic1"] == pytest.approx((0.4 + 0.2 + 0.1) * 200 * per_pair * net)
     # the event took the busiest link's bytes / bandwidth + 3 layers × (path + overhead)
     busiest = max(b / link.bandwidth_Bps for link in fabric.cluster.links
                   for name, b in got.items() if name == link.name)

@@ -111,6 +111,8 @@ class HardwareSpec(Strict):
     memory_GiB: PosFloat  # usable device memory as the driver reports it
     hbm_bandwidth_GBps: PosFloat
     peak_tflops: dict[DType, PosFloat]
+    sm_count: PosInt = 132  # streaming multiprocessors (data sheet)
+    nvls: bool = False  # NVSwitch with NVLink SHARP (in-switch all-reduce): Hopper and later
     nvlink_bandwidth_GBps: NonNegFloat = 0.0  # per direction per GPU; 0 = no NVLink
     pcie_bandwidth_GBps: PosFloat = 64.0  # per direction (Gen5 x16 ≈ 64)
     matmul_efficiency: Fraction = 0.7  # achieved / peak on large GEMMs
@@ -119,12 +121,23 @@ class HardwareSpec(Strict):
     matmul_half_tokens: NonNegFloat = 16.0
     attention_efficiency: Fraction = 0.5  # achieved / peak for prefill attention FLOPs
     hbm_efficiency: Fraction = 0.8  # achieved / peak HBM bandwidth on streaming reads
+    # achieved / peak HBM bandwidth of MoE grouped GEMMs streaming expert weights (many small
+    # groups of few rows each; DeepGEMM's grouped kernels reach 0.50-0.68 at 64-128 rows)
+    grouped_gemm_hbm_efficiency: Fraction = 0.6
     # achieved / peak HBM bandwidth of the decode-attention KV read (None = hbm_efficiency)
     decode_attention_efficiency: Fraction | None = None
     # fixed GPU time per decoding sequence per layer, beyond its KV read (paged-KV append,
     # block-table walk, Q / output handling of the generation attention path)
     decode_seq_overhead_us: NonNegFloat = 0.0
-    step_overhead_us: NonNegFloat = 30.0  # scheduler + launch / graph replay per engine step
+    # GPU-side fixed time per engine step outside the layers' kernels: input copies, graph
+    # replay start, the sampling tail (host time is the engine profile's, catalog/engines.py)
+    step_overhead_us: NonNegFloat = 30.0
+    # least GPU time of one kernel, back to back in a stream or graph (launch gap, prologue,
+    # one wave, tail): a layer's kernel costs max(roofline, this) (docs/cost_model.md §6)
+    kernel_floor_us: NonNegFloat = 3.0
+    # FlashMLA-style absorbed MLA decode attention: achieved / peak tensor-core rate (its FLOPs
+    # per KV byte are high enough that decode attention can be compute-bound)
+    mla_decode_efficiency: Fraction = 0.6
     reserved_memory_GiB: NonNegFloat = 1.0  # CUDA context, NCCL buffers: never usable
 
 
@@ -220,7 +233,14 @@ class Precision(Strict):
 RouterName = Literal["round_robin", "random", "least_outstanding", "least_kv", "power_of_two"]
 
 
+EngineName = Literal["vllm", "sglang", "trtllm"]
+
+
 class ServingSpec(Strict):
+    # the serving engine whose kernel counts, CUDA graphs, host time and all-reduce choice the
+    # cost model uses (catalog/engines.py); cuda_graphs: false runs every step eagerly
+    engine: EngineName = "vllm"
+    cuda_graphs: bool = True
     max_num_seqs: PosInt = 256
     max_num_batched_tokens: PosInt = 8192
     chunked_prefill: bool = True
@@ -268,6 +288,8 @@ class PoolServing(Strict):
     the experiment's `serving` value for that pool (None = inherit). The same keys as
     ServingSpec (tests/test_disagg.py checks the two stay in step)."""
 
+    engine: EngineName | None = None
+    cuda_graphs: bool | None = None
     max_num_seqs: PosInt | None = None
     max_num_batched_tokens: PosInt | None = None
     chunked_prefill: bool | None = None

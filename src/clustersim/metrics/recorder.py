@@ -36,7 +36,14 @@ _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
 
 
 class Recorder:
-    def __init__(self, num_requests: int, record_iterations: bool = True) -> None:
+    """frontend_s: seconds between a request's arrival and the engine receiving it (the
+    engine's front end: HTTP, tokenisation); `on_arrival` is called when the engine receives
+    it and records the arrival that long before."""
+
+    def __init__(
+        self, num_requests: int, record_iterations: bool = True, frontend_s: float = 0.0
+    ) -> None:
+        self.frontend_s = frontend_s
         self.arrival_s = [nan] * num_requests
         self.replica = [-1] * num_requests
         self.dropped = [False] * num_requests
@@ -46,7 +53,7 @@ class Recorder:
         self.steps = 0
 
     def on_arrival(self, rid: int, now: float, replica: int) -> None:
-        self.arrival_s[rid] = now
+        self.arrival_s[rid] = now - self.frontend_s
         self.replica[rid] = replica
 
     def on_drop(self, rid: int) -> None:

@@ -4,12 +4,14 @@
 module prices them from *sampled* loads, vectorised over (MoE layer, EP rank) with numpy
 (docs/moe.md):
 
-    layer time on rank r = max(FLOPs time, memory time)                       (one GPU)
+    layer time on rank r = max(FLOPs time, memory time, kernel floors)        (one GPU)
         FLOPs  = (pairs_r + M½ · touched_r) · flop_s_per_pair
         memory = touched_r · weight_s_per_expert + pairs_r · act_s_per_pair
     MoE time of a step   = Σ_layers max_r layer time          (the step waits for the slowest)
 
-`pairs_r` are the (token, expert) assignments routed to rank r in that layer; `touched_r` the
+The kernel floors are the grouped GEMMs' and the engine's MoE kernels' (top-k, permute,
+unpermute) least times (MoECoefficients.floor_s). `pairs_r` are the (token, expert)
+assignments routed to rank r in that layer; `touched_r` the
 distinct local experts (physical slots) they hit. Few tokens per expert → the memory term
 (streaming each touched expert's weights) dominates: decode is weight-read bound, and a hot
 rank costs little more than a cold one until its GEMMs turn compute-bound.
@@ -74,7 +76,7 @@ class MoELayerCost:
     the dtype and the moe_tp split); `slots_per_rank`: physical experts each EP rank holds.
     """
 
-    __slots__ = ("_a", "_f", "_half", "_w", "slots_per_rank")
+    __slots__ = ("_a", "_f", "_floor", "_half", "_w", "slots_per_rank")
 
     def __init__(self, coeffs: MoECoefficients, slots_per_rank: int) -> None:
         if slots_per_rank < 1:
@@ -83,6 +85,7 @@ class MoELayerCost:
         self._half = coeffs.half_pairs
         self._w = coeffs.weight_s_per_expert
         self._a = coeffs.act_s_per_pair
+        self._floor = coeffs.floor_s
         self.slots_per_rank = slots_per_rank
 
     def touched(self, pairs: F64, tokens: float) -> F64:
@@ -100,7 +103,7 @@ class MoELayerCost:
         touched = self.touched(pairs, tokens)
         comp = (pairs + self._half * touched) * self._f
         mem = touched * self._w + pairs * self._a
-        out: F64 = np.maximum(comp, mem).max(axis=1)
+        out: F64 = np.maximum(np.maximum(comp, mem).max(axis=1), self._floor)
         return out
 
     def step_s(self, pairs: F64, tokens: float) -> float:

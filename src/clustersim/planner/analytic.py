@@ -55,6 +55,7 @@ import numpy.typing as npt
 from clustersim.config.schema import Experiment
 from clustersim.model.cost import causal_pairs
 from clustersim.model.cp_cost import CPStageCost
+from clustersim.sim.collectives import allreduce_choice_of
 from clustersim.sim.deployment import stage_costs
 from clustersim.sim.engine import Build, experiment_requests
 from clustersim.sim.fabric import estimate_allreduce_s
@@ -155,7 +156,12 @@ class _Analyser:
             return 0.0
         nbytes = cost.allreduce_bytes(tokens)
         return estimate_allreduce_s(
-            self.built.cluster, self.groups[stage], nbytes, cost.allreduces_per_step
+            self.built.cluster,
+            self.groups[stage],
+            nbytes,
+            cost.allreduces_per_step,
+            allreduce_choice_of(cost.engine),
+            self.exp.hardware.nvls,
         )
 
     def moe_lb_s(self, stage: int, tokens: int) -> float:
@@ -179,7 +185,8 @@ class _Analyser:
             if self.dense:
                 total += cost.compute_s(pf, pairs, dec, ctx, seqs)
             else:
-                total += cost.dense_part_s(pf, pairs, dec, ctx, seqs) + self.moe_lb_s(s, tokens)
+                gpu = cost.dense_part_s(pf, pairs, dec, ctx, seqs) + self.moe_lb_s(s, tokens)
+                total += cost.with_host(gpu, dec + (seqs if pf else 0))
             total += self.comm_s(s, tokens)
         return total
 

@@ -9,7 +9,10 @@ with prefill, low-latency kernels for decode-only batches):
       bytes[i, j] = share_i · pairs_j · token_bytes
   where pairs_j = Σ_layers pairs routed to rank j in the step (sampled) and share_i the
   fraction of the step's tokens dispatched from GPU i (its DP rank's tokens split evenly over
-  that DP rank's TP GPUs). Pairs whose expert sits on the sending GPU move nothing.
+  that DP rank's TP GPUs). Pairs whose expert sits on the sending GPU move nothing. Every
+  other pair goes through the NICs (RDMA), same-node pairs too, as DeepEP's low-latency
+  kernels do (its pure-RDMA latency figures); only a cluster without a network keeps them
+  on NVLink / PCIe.
 - normal (steps with prefill tokens): a token goes once to every *node* holding one of its
   experts (RDMA, to the GPU with the same local index — its rail peer), which forwards it
   over NVLink once to every local GPU holding one of its experts; inside the sender's own
@@ -55,6 +58,10 @@ A2A_NETWORK_EFFICIENCY = 0.92  # achieved / nominal NIC bandwidth (NCCL on CX-7 
 # Fixed cost of one all-to-all kernel beyond wire time and path latency (s), fitted to DeepEP's
 # low-latency kernels (128 tokens, EP8…EP256) in benchmarks/calibrate_deepep.py.
 A2A_KERNEL_OVERHEAD_S = 9e-6
+# SMs DeepEP's normal (prefill) kernels occupy while they run: Buffer.num_sms default 20 in
+# deepseek-ai/DeepEP (DeepSeek-V3 report §3.2.2: 20 of 132 SMs for communication); the
+# low-latency (decode) kernels receive through a hook and occupy none.
+A2A_NORMAL_SMS = 20
 
 
 class AllToAllPlan:
@@ -84,6 +91,17 @@ class AllToAllPlan:
             inv[i, j] = 1.0 / eff
             path_latency = max(path_latency, cluster.path_latency_s(a, b))
         self._inv_eta = inv
+        # DeepEP's low-latency kernels send every pair through the NIC (RDMA), same node too
+        self._ll_rdma = all(cluster.nic_of(g) is not None for g in self.gpus) and n > 1
+        if self._ll_rdma:
+            self._ll_inv_eta = np.full((n, n), 1.0 / A2A_NETWORK_EFFICIENCY)
+            path_latency = max(
+                path_latency, max(sum(cluster.links[k].latency_s for k in
+                                      cluster.rdma_path(self.gpus[i], self.gpus[j]))
+                                  for i, j in pairs)
+            )
+        else:
+            self._ll_inv_eta = inv
         self.path_latency_s = path_latency  # longest path in the group (s)
         self._init_nodes(cluster)
 
@@ -151,7 +169,7 @@ class AllToAllPlan:
         self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
     ) -> tuple[PairSet, F64]:
         """`flows` as (routed pairs, bytes per pair) for Fabric.transfer_pairs."""
-        inv = self._inv_eta.T if reverse else self._inv_eta
+        inv = self._ll_inv_eta.T if reverse else self._ll_inv_eta
         m = np.outer(src_share, dst_pairs) * inv * bytes_per_pair
         vals = np.asarray(m[self._rows, self._cols], dtype=np.float64)
         return self.pair_set(normal=False, reverse=reverse), vals
@@ -163,7 +181,8 @@ class AllToAllPlan:
         if cached is None:
             src, dst = (self._n_src, self._n_dst) if normal else (self._src, self._dst)
             pairs = list(zip(dst, src, strict=True) if reverse else zip(src, dst, strict=True))
-            cached = self._pair_sets[key] = PairSet(self._cluster, pairs)
+            rdma = self._ll_rdma and not normal
+            cached = self._pair_sets[key] = PairSet(self._cluster, pairs, via_network=rdma)
         return cached
 
     # ------------------------------------------------------------------ normal pattern

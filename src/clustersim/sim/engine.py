@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 import simpy
 
+from clustersim.catalog.engines import get_engine
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder, requests_frame
 from clustersim.model.memory import MemoryPlan
+from clustersim.sim.collectives import allreduce_choice_of
 from clustersim.sim.deployment import Build, BuildError, Unit, build_layout, make_units
 from clustersim.sim.fabric import Fabric
 from clustersim.sim.moe_runtime import MoERuntime
@@ -98,8 +100,17 @@ class _Simulation:
         self.state = RequestState(
             stream.prompt_tokens.tolist(), stream.output_tokens.tolist()
         )
-        self.recorder = Recorder(n, exp.output.iterations)
-        self.fabric = Fabric(self.env, built.cluster, exp.output.time_bin_s)
+        engine = get_engine(exp.serving.engine)
+        # the engine's front end holds each request this long before the engine receives it
+        self.frontend_s = engine.frontend_ms * 1e-3
+        self.recorder = Recorder(n, exp.output.iterations, self.frontend_s)
+        self.fabric = Fabric(
+            self.env,
+            built.cluster,
+            exp.output.time_bin_s,
+            allreduce_choice_of(engine),
+            exp.hardware.nvls,
+        )
         streams = Streams(exp.seed)
         self.ended = 0
         self.done = self.env.event()
@@ -137,10 +148,15 @@ class _Simulation:
         self._request_done(rid, now)
 
     def _request_done(self, rid: int, now: float) -> None:
-        """A request produced its last token (co-located, or the decode pool's)."""
+        """A request produced its last token (co-located, or the decode pool's); a closed
+        loop's next request reaches the engine after the front end's delay."""
         self._end_one()
         if self.stream.concurrency:
-            self._issue_closed(now)
+            if self.frontend_s > 0:
+                delay = self.env.timeout(self.frontend_s)
+                delay.callbacks.append(lambda _ev: self._issue_closed(self.env.now))
+            else:
+                self._issue_closed(now)
 
     def _admit(self, rid: int, now: float) -> bool:
         """Route one arriving request to a replica (True), or drop it with a reason (False)."""
@@ -188,7 +204,7 @@ class _Simulation:
 
     def open_loop_arrivals(self) -> Process:
         env = self.env
-        arrivals = self.stream.arrival_s.tolist()
+        arrivals = (self.stream.arrival_s + self.frontend_s).tolist()  # at the engine
         for rid, t in enumerate(arrivals):
             if t > env.now:
                 yield env.timeout(t - env.now)
@@ -206,8 +222,9 @@ class _Simulation:
         if self.n == 0:
             return
         if self.stream.concurrency:
+            start = env.timeout(self.frontend_s)
             for _ in range(min(self.stream.concurrency, self.n)):
-                self._issue_closed(0.0)
+                start.callbacks.append(lambda _ev: self._issue_closed(self.env.now))
         else:
             env.process(self.open_loop_arrivals())
         if progress is not None:

@@ -15,7 +15,12 @@ One simpy process runs the whole group. A step:
    back to back (weights are read twice), communication runs alongside it, and
        step = max(compute_2mb, dispatch + combine)
    i.e. the shorter of the two is fully hidden (the fill / drain of one micro-batch-layer is
-   neglected) — then the TP all-reduces.
+   neglected) — then the TP all-reduces. Steps with a prefill use DeepEP's normal kernels,
+   which hold `A2A_NORMAL_SMS` of the GPU's SMs while they run: their compute runs on the
+   rest (÷ (1 − SMs / sm_count)). Decode-only steps use the low-latency kernels, which occupy
+   no SMs (DeepEP's hook-based receive).
+   Host time (the engine profile's) is the busiest rank's: added, or hidden behind the GPU
+   step with an overlap scheduler (StageCostModel.with_host).
 5. every rank's batch completes at the same instant; one iterations row per DP rank.
 """
 
@@ -30,7 +35,7 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cost import StageCostModel
-from clustersim.sim.all_to_all import AllToAllPlan
+from clustersim.sim.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
 from clustersim.sim.fabric import Fabric, PairSet
 from clustersim.sim.kv_cache import KVPool
 from clustersim.sim.moe_group import MoEGroup
@@ -84,8 +89,11 @@ class EPGroup:
         dispatch_bytes_per_pair: float,
         combine_bytes_per_pair: float,
         two_batch_overlap: bool = False,
+        sm_count: int = 132,
     ) -> None:
         self.env = env
+        # share of the SMs left to compute while DeepEP's normal kernels run (two-batch overlap)
+        self.tbo_compute_share = 1.0 - A2A_NORMAL_SMS / sm_count
         self.rank_gpus = tuple(tuple(g) for g in rank_gpus)
         self.tp = len(self.rank_gpus[0])
         self.cost = cost
@@ -222,13 +230,18 @@ class EPGroup:
         start = env.now
         loads = moe.route(start, total)
         dispatch, combine = self._flows(batches, tokens, loads)
+        seqs = max(b.num_seqs if b is not None else 0 for b in batches)
         if not self.tbo:
-            compute = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total)
+            gpu = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total)
+            compute = self.cost.with_host(gpu, seqs)
             yield env.timeout(compute)
             yield from self._exchange(dispatch, combine, 1)
         else:
             dense = max(self._dense_two_microbatches_s(b) for b in batches)
-            compute = dense + 2.0 * moe.moe_s(loads * 0.5, total / 2.0)
+            gpu = dense + 2.0 * moe.moe_s(loads * 0.5, total / 2.0)
+            if any(b is not None and b.prefill_tokens > 0 for b in batches):
+                gpu /= self.tbo_compute_share  # normal all-to-all kernels hold SMs
+            compute = self.cost.with_host(gpu, seqs)
             comm = env.process(self._exchange(dispatch, combine, 2))
             yield env.all_of([env.timeout(compute), comm])
         if self.tp > 1:

@@ -23,22 +23,16 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import simpy
 
+from clustersim.sim.collectives import AllReduceChoice, Phase, allreduce_algorithms
 from clustersim.topology.graph import Cluster
 
 FlowSpec = tuple[str, str, float]  # (src GPU, dst GPU, bytes)
 
-# Latency steps of an all-reduce inside one NVLink (NVSwitch) domain: a start barrier, the
-# reduce-scatter exchange and the all-gather exchange, each one GPU→NVSwitch→GPU hop. This is
-# the two-shot scheme of NCCL NVLS / vLLM / TensorRT-LLM custom all-reduce that small messages
-# use; a plain ring would pay 2(n−1) hops. Through a switch both move 2(n−1)/n × bytes per GPU.
-NVLINK_ALLREDUCE_STEPS = 3
-_NVLINK_RS_STEPS, _NVLINK_AG_STEPS = 2, 1  # the same three steps, split across the phases
 _TIME_TOL_S = 1e-12  # completions this close to `now` are due now (float rounding of timers)
 _MIN_WEIGHT = 1e-15  # floor of a link's residual weight sum during progressive filling
 
@@ -128,23 +122,26 @@ class PairSet:
     with new byte counts (an EP group's all-to-all): link loads become one matrix product.
 
     `matrix[k, i]` = times pair i's path uses link `links[k]` (links in first-use order);
-    `latency_s[i]` = pair i's path latency (0 for a same-GPU pair, which moves nothing)."""
+    `latency_s[i]` = pair i's path latency (0 for a same-GPU pair, which moves nothing).
+    via_network: route every pair through the NICs, same-node pairs too (Cluster.rdma_path)."""
 
-    def __init__(self, cluster: Cluster, pairs: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, cluster: Cluster, pairs: Sequence[tuple[str, str]], via_network: bool = False
+    ) -> None:
         self.pairs = tuple(pairs)
+        route = cluster.rdma_path if via_network else cluster.path
+        paths = [route(src, dst) if src != dst else () for src, dst in self.pairs]
         order: dict[int, int] = {}
-        for src, dst in self.pairs:
-            if src != dst:
-                for link in cluster.path(src, dst):
-                    order.setdefault(link, len(order))
+        for path in paths:
+            for link in path:
+                order.setdefault(link, len(order))
         self.links = np.fromiter(order, dtype=np.int64, count=len(order))
         self.matrix = np.zeros((len(order), len(self.pairs)))
         self.latency_s = np.zeros(len(self.pairs))
-        for i, (src, dst) in enumerate(self.pairs):
-            if src != dst:
-                for link in cluster.path(src, dst):
-                    self.matrix[order[link], i] += 1.0
-                self.latency_s[i] = cluster.path_latency_s(src, dst)
+        for i, path in enumerate(paths):
+            for link in path:
+                self.matrix[order[link], i] += 1.0
+            self.latency_s[i] = sum(cluster.links[link].latency_s for link in path)
         self._moving = np.asarray([src != dst for src, dst in self.pairs], dtype=bool)
 
     def demand(self, nbytes: np.ndarray) -> tuple[Demand | None, float]:
@@ -160,99 +157,42 @@ class PairSet:
         return demand, float(self.latency_s[moving].max())
 
 
-# ------------------------------------------------------------------ collective plans
+# ------------------------------------------------------------------ all-reduce
 
 
-@dataclass(frozen=True)
-class Phase:
-    """One synchronous step of a collective: flows (bytes per message byte) + fixed latency."""
-
-    flows: tuple[FlowSpec, ...]  # (src, dst, bytes per byte of the message)
-    latency_s: float  # per collective (multiplied by count)
+AllReducePlans = dict[str, tuple[Phase, ...]]
 
 
-def _ring(members: Sequence[str], factor: float) -> list[FlowSpec]:
-    n = len(members)
-    return [(members[i], members[(i + 1) % n], factor) for i in range(n)]
-
-
-def _ring_hop_latency_s(cluster: Cluster, members: Sequence[str]) -> float:
-    n = len(members)
-    return max(cluster.path_latency_s(members[i], members[(i + 1) % n]) for i in range(n))
-
-
-def _local_steps(cluster: Cluster, m: int) -> tuple[int, int]:
-    """(reduce-scatter, all-gather) latency steps inside a locality group of m GPUs."""
-    if cluster.nvlink_domain_size:
-        return _NVLINK_RS_STEPS, _NVLINK_AG_STEPS
-    return m - 1, m - 1  # PCIe: NCCL ring, one hop per step
-
-
-def allreduce_plan(cluster: Cluster, group: Sequence[str]) -> tuple[Phase, ...]:
-    """Decompose an all-reduce over `group` into sequential phases (docs/network.md).
-
-    - One locality group (NVLink domain; node on PCIe-only hosts): a ring — GPU i sends
-      2(n−1)/n × bytes to GPU i+1. Latency: NVLINK_ALLREDUCE_STEPS hops on NVLink, 2(n−1)
-      hops on PCIe.
-    - k ≥ 2 locality groups of m GPUs each: hierarchical — intra reduce-scatter ((m−1)/m),
-      then m parallel inter-group rings (one per local rank, over that rank's NIC) moving
-      2(k−1)/k × bytes/m, then intra all-gather ((m−1)/m). Inter latency: 2(k−1) hops.
-    - Unequal groups: one flat ring in the given order, 2(n−1) hops of its slowest hop.
-    """
-    n = len(group)
-    if n <= 1:
-        return ()
-    by_loc: dict[int, list[str]] = {}
-    for gpu in group:
-        by_loc.setdefault(cluster.locality_of(gpu), []).append(gpu)
-    locals_ = list(by_loc.values())
-    k, m = len(locals_), len(locals_[0])
-    if k == 1:
-        steps = NVLINK_ALLREDUCE_STEPS if cluster.nvlink_domain_size else 2 * (n - 1)
-        alpha = _ring_hop_latency_s(cluster, group)
-        return (Phase(tuple(_ring(group, 2 * (n - 1) / n)), steps * alpha),)
-    if any(len(loc) != m for loc in locals_):
-        alpha = _ring_hop_latency_s(cluster, group)
-        return (Phase(tuple(_ring(group, 2 * (n - 1) / n)), 2 * (n - 1) * alpha),)
-    inter_flows: list[FlowSpec] = []
-    inter_alpha = 0.0
-    for j in range(m):
-        ring = [loc[j] for loc in locals_]
-        inter_flows += _ring(ring, 2 * (k - 1) / k / m)
-        inter_alpha = max(inter_alpha, _ring_hop_latency_s(cluster, ring))
-    inter = Phase(tuple(inter_flows), 2 * (k - 1) * inter_alpha)
-    if m == 1:
-        return (inter,)
-    rs_steps, ag_steps = _local_steps(cluster, m)
-    local_alpha = max(_ring_hop_latency_s(cluster, loc) for loc in locals_)
-    local_flows = tuple(f for loc in locals_ for f in _ring(loc, (m - 1) / m))
-    return (
-        Phase(local_flows, rs_steps * local_alpha),
-        inter,
-        Phase(local_flows, ag_steps * local_alpha),
-    )
-
-
-def allreduce_latency_s(cluster: Cluster, group: Sequence[str]) -> float:
-    """The fixed (α) part of one all-reduce over `group`, seconds."""
-    return sum(p.latency_s for p in allreduce_plan(cluster, group))
+def idle_allreduce_model(
+    cluster: Cluster, plans: AllReducePlans
+) -> dict[str, tuple[float, float]]:
+    """algorithm → (latency s, s per message byte) of one all-reduce on an idle fabric."""
+    return {
+        name: (
+            sum(p.latency_s for p in phases),
+            sum(coflow_time_s(cluster, list(p.flows)) for p in phases),
+        )
+        for name, phases in plans.items()
+    }
 
 
 def estimate_allreduce_s(
-    cluster: Cluster, group: Sequence[str], nbytes: float, count: int = 1
+    cluster: Cluster,
+    group: Sequence[str],
+    nbytes: float,
+    count: int = 1,
+    choice: AllReduceChoice | None = None,
+    nvls: bool = False,
 ) -> float:
     """Seconds for `count` back-to-back all-reduces of `nbytes` each on an idle fabric.
 
-    Same phases as `Fabric.allreduce`, so it equals what the fabric gives without other
-    traffic: Σ over phases of (max link load / bandwidth + count × phase latency).
-    """
-    if nbytes <= 0 or count <= 0:
+    Same algorithm choice and phases as `Fabric.allreduce`, so it equals what the fabric gives
+    without other traffic: count × latency + count × nbytes × seconds per byte."""
+    if nbytes <= 0 or count <= 0 or len(group) <= 1:
         return 0.0
-    total = nbytes * count
-    return sum(
-        coflow_time_s(cluster, [(s, d, f * total) for s, d, f in p.flows]) + p.latency_s * count
-        for p in allreduce_plan(cluster, group)
-    )
+    idle = idle_allreduce_model(cluster, allreduce_algorithms(cluster, group, nvls))
+    lat, per_byte = idle[(choice or AllReduceChoice()).pick(idle, nbytes)]
+    return count * (lat + per_byte * nbytes)
 
 
 # ------------------------------------------------------------------ the fabric
@@ -309,6 +249,8 @@ class _Entity:
 
 
 Demand = tuple[tuple[int, ...], tuple[float, ...], float]  # (links, weights, bytes at weight 1)
+PhaseDemands = list[tuple["Demand | None", float]]  # per phase: unit demand, latency (s)
+IdleModel = dict[str, tuple[float, float]]  # algorithm → (latency s, s per message byte)
 
 
 def _demand(loads: dict[int, float]) -> Demand | None:
@@ -324,7 +266,14 @@ class Fabric:
     Every method returning a simpy.Event fires it with the elapsed seconds as its value.
     """
 
-    def __init__(self, env: simpy.Environment, cluster: Cluster, bin_s: float) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        cluster: Cluster,
+        bin_s: float,
+        allreduce_choice: AllReduceChoice | None = None,
+        nvls: bool = False,
+    ) -> None:
         if not bin_s > 0:
             raise ValueError(f"bin_s must be > 0, got {bin_s}")
         self.env = env
@@ -338,8 +287,10 @@ class Fabric:
         self._next_id = 0
         self._gen = 0
         self._timer_at = math.inf
-        # group → per phase: (unit demand, latency per collective)
-        self._plans: dict[tuple[str, ...], list[tuple[Demand | None, float]]] = {}
+        self.allreduce_choice = allreduce_choice or AllReduceChoice()
+        self.nvls = nvls
+        # group → (algorithm → per phase: (unit demand, latency per collective), idle model)
+        self._plans: dict[tuple[str, ...], tuple[dict[str, PhaseDemands], IdleModel]] = {}
         self._pairs: dict[tuple[str, str], Demand] = {}
         self.entities_started = 0
         self.transfers_started = 0
@@ -413,20 +364,25 @@ class Fabric:
         return self.transfer(flows, latency_s)
 
     def allreduce(self, group: Sequence[str], nbytes: float, count: int = 1) -> simpy.Event:
-        """`count` back-to-back all-reduces of `nbytes` each over `group` (allreduce_plan).
+        """`count` back-to-back all-reduces of `nbytes` each over `group`, with the algorithm
+        the engine picks for `nbytes` (sim/collectives.py).
 
         Modelled as one all-reduce of count × nbytes with count × the latency term.
         """
         key = tuple(group)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = [
-                (_demand(link_loads(self.cluster, p.flows)), p.latency_s)
-                for p in allreduce_plan(self.cluster, key)
-            ]
-            self._plans[key] = plan
-        if not plan or nbytes <= 0 or count <= 0:
+        entry = self._plans.get(key)
+        if entry is None:
+            algos = allreduce_algorithms(self.cluster, key, self.nvls)
+            plans = {
+                name: [(_demand(link_loads(self.cluster, p.flows)), p.latency_s) for p in phases]
+                for name, phases in algos.items()
+            }
+            entry = (plans, idle_allreduce_model(self.cluster, algos))
+            self._plans[key] = entry
+        plans, idle = entry
+        if not plans or nbytes <= 0 or count <= 0:
             return self._start(None, 0.0, 0.0)
+        plan = plans[self.allreduce_choice.pick(idle, nbytes)]
         total = nbytes * count
         if len(plan) == 1:
             demand, lat = plan[0]

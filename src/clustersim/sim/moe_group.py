@@ -237,8 +237,9 @@ class SampledStageCost:
             prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
         )
         tokens = prefill_tokens + decode_tokens
+        seqs = decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
         if tokens <= 0:
-            return s
+            return self.base.with_host(s, seqs)
         now = self.env.now
         group = self.group
         if group.rebalance_due(now):
@@ -248,7 +249,7 @@ class SampledStageCost:
                 event.duration_s = idle_transfer_s(self.fabric, event.flows)
                 s += event.duration_s
         loads = group.route(now, tokens)
-        return s + group.moe_s(loads, tokens)
+        return self.base.with_host(s + group.moe_s(loads, tokens), seqs)
 
     def allreduce_bytes(self, tokens: int) -> float:
         return self.base.allreduce_bytes(tokens)

@@ -171,6 +171,7 @@ class MoERuntime:
             dispatch_bytes_per_pair(exp.model, exp.precision),
             combine_bytes_per_pair(exp.model, exp.precision),
             self.layout.experts.two_batch_overlap,
+            exp.hardware.sm_count,
         )
         self.ep_group = ep_group
         return ep_group.ranks

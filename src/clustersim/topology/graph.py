@@ -67,6 +67,7 @@ class Cluster:
     _num_spines: int = 0
     _paths: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict, repr=False)
     _latency: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    _rdma_paths: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ locality
     @property
@@ -121,6 +122,18 @@ class Cluster:
             self._latency[key] = lat
         return lat
 
+    def rdma_path(self, src_gpu: str, dst_gpu: str) -> tuple[int, ...]:
+        """Link ids from src to dst through the NICs even on one node (what DeepEP's
+        low-latency kernels do); `path` where the cluster has no network. Cached."""
+        if src_gpu == dst_gpu or src_gpu not in self._nic or dst_gpu not in self._nic:
+            return self.path(src_gpu, dst_gpu)
+        key = (src_gpu, dst_gpu)
+        p = self._rdma_paths.get(key)
+        if p is None:
+            p = tuple(self._edge[hop] for hop in self._network_hops(src_gpu, dst_gpu))
+            self._rdma_paths[key] = p
+        return p
+
     def path_kinds(self, src_gpu: str, dst_gpu: str) -> tuple[str, ...]:
         return tuple(self.links[i].kind for i in self.path(src_gpu, dst_gpu))
 
@@ -134,9 +147,15 @@ class Cluster:
             sw = f"nvsw{d_src}"
             return [(src, sw), (sw, dst)]
         n_src, n_dst = self._node[src], self._node[dst]
-        host_src, host_dst = f"n{n_src}.pcie", f"n{n_dst}.pcie"
         if n_src == n_dst:
-            return [(src, host_src), (host_src, dst)]
+            host = f"n{n_src}.pcie"
+            return [(src, host), (host, dst)]
+        return self._network_hops(src, dst)
+
+    def _network_hops(self, src: str, dst: str) -> list[tuple[str, str]]:
+        """GPU → PCIe → NIC → leaf (→ spine → leaf) → NIC → PCIe → GPU, also inside one node
+        (through the leaf switch: RDMA loopback between two NICs, or a hairpin on one)."""
+        host_src, host_dst = f"n{self._node[src]}.pcie", f"n{self._node[dst]}.pcie"
         nic_src, nic_dst = self._nic[src], self._nic[dst]
         leaf_src, leaf_dst = f"leaf{self._leaf[nic_src]}", f"leaf{self._leaf[nic_dst]}"
         hops = [(src, host_src), (host_src, nic_src), (nic_src, leaf_src)]
