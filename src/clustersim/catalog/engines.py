@@ -22,8 +22,10 @@ what differs between engines running the same kernels (docs/cost_model.md §6, w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Literal
+
+from clustersim.config.schema import ServingSpec
 
 EngineName = Literal["vllm", "sglang", "trtllm"]
 DEFAULT_ENGINE: EngineName = "vllm"
@@ -49,9 +51,16 @@ class EngineProfile:
     eager_launch_us: float  # host time to launch one kernel outside a graph, µs
     # host
     host_step_us: float  # per step: scheduler, input preparation, graph replay launch, µs
-    host_seq_us: float  # per running sequence per step: sampling, detokenise, stream, µs
+    host_seq_us: float  # per running sequence per step: scheduling, sampling bookkeeping, µs
+    # streaming to clients (serving.streaming), where the engine loop does it: per step and per
+    # streamed sequence (detokenise, build and send the response), µs
+    stream_step_us: float
+    stream_seq_us: float
     host_overlap: bool  # host work of step n+1 overlaps GPU work of step n
     frontend_ms: float  # per request, before the engine: HTTP, tokenisation, ms
+    # without chunked prefill, whole prompts join the running decodes in one step (in-flight
+    # batching) instead of running in prefill-only steps
+    mixed_prefill: bool
     # all-reduce algorithms (sim/collectives.py)
     custom_allreduce: bool  # one-shot / two-shot kernels inside one NVLink domain
     oneshot_max_bytes: int  # one-shot below this message size (bytes)
@@ -77,8 +86,11 @@ ENGINES: dict[str, EngineProfile] = {
             eager_launch_us=8.0,
             host_step_us=1500.0,
             host_seq_us=12.0,
+            stream_step_us=0.0,
+            stream_seq_us=0.0,
             host_overlap=False,
             frontend_ms=4.0,
+            mixed_prefill=False,
             custom_allreduce=True,
             oneshot_max_bytes=256 * KIB,
             twoshot_max_bytes=8 * MIB,
@@ -97,8 +109,11 @@ ENGINES: dict[str, EngineProfile] = {
             eager_launch_us=8.0,
             host_step_us=1500.0,
             host_seq_us=12.0,
+            stream_step_us=0.0,
+            stream_seq_us=0.0,
             host_overlap=True,
             frontend_ms=4.0,
+            mixed_prefill=False,
             custom_allreduce=True,
             oneshot_max_bytes=256 * KIB,
             twoshot_max_bytes=8 * MIB,
@@ -117,10 +132,13 @@ ENGINES: dict[str, EngineProfile] = {
             step_kernels=4,
             graph_max_batch=0,
             eager_launch_us=3.0,
-            host_step_us=600.0,
-            host_seq_us=8.0,
+            host_step_us=300.0,
+            host_seq_us=1.0,
+            stream_step_us=4000.0,
+            stream_seq_us=25.0,
             host_overlap=False,
             frontend_ms=8.0,
+            mixed_prefill=True,
             custom_allreduce=True,
             oneshot_max_bytes=128 * KIB,
             twoshot_max_bytes=8 * MIB,
@@ -140,3 +158,18 @@ def get_engine(name: str) -> EngineProfile:
         return ENGINES[name]
     except KeyError:
         raise KeyError(f"unknown engine {name!r}; known: {', '.join(engine_names())}") from None
+
+
+def serving_engine(serving: ServingSpec) -> EngineProfile:
+    """The profile `serving.engine` names, with `serving.engine_overrides` applied (integer
+    fields rounded)."""
+    base = get_engine(serving.engine)
+    if not serving.streaming:
+        base = replace(base, stream_step_us=0.0, stream_seq_us=0.0)
+    if not serving.engine_overrides:
+        return base
+    kinds = {f.name: f.type for f in fields(EngineProfile)}
+    values: dict[str, float | int] = {}
+    for key, value in serving.engine_overrides.items():
+        values[key] = round(value) if kinds[key] in ("int", int) else float(value)
+    return replace(base, **values)  # type: ignore[arg-type]

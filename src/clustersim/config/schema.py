@@ -121,9 +121,8 @@ class HardwareSpec(Strict):
     matmul_half_tokens: NonNegFloat = 16.0
     attention_efficiency: Fraction = 0.5  # achieved / peak for prefill attention FLOPs
     hbm_efficiency: Fraction = 0.8  # achieved / peak HBM bandwidth on streaming reads
-    # achieved / peak HBM bandwidth of MoE grouped GEMMs streaming expert weights (many small
-    # groups of few rows each; DeepGEMM's grouped kernels reach 0.50-0.68 at 64-128 rows)
-    grouped_gemm_hbm_efficiency: Fraction = 0.6
+    # achieved / peak HBM bandwidth of MoE grouped GEMMs streaming expert weights
+    grouped_gemm_hbm_efficiency: Fraction = 0.8
     # achieved / peak HBM bandwidth of the decode-attention KV read (None = hbm_efficiency)
     decode_attention_efficiency: Fraction | None = None
     # fixed GPU time per decoding sequence per layer, beyond its KV read (paged-KV append,
@@ -234,6 +233,23 @@ RouterName = Literal["round_robin", "random", "least_outstanding", "least_kv", "
 
 
 EngineName = Literal["vllm", "sglang", "trtllm"]
+# numeric fields of an engine profile (catalog/engines.py) an experiment may override
+EngineKnob = Literal[
+    "elementwise_kernels",
+    "fp8_quant_kernels",
+    "attention_kernels",
+    "moe_kernels",
+    "step_kernels",
+    "graph_max_batch",
+    "eager_launch_us",
+    "host_step_us",
+    "host_seq_us",
+    "stream_step_us",
+    "stream_seq_us",
+    "frontend_ms",
+    "oneshot_max_bytes",
+    "twoshot_max_bytes",
+]
 
 
 class ServingSpec(Strict):
@@ -241,6 +257,11 @@ class ServingSpec(Strict):
     # cost model uses (catalog/engines.py); cuda_graphs: false runs every step eagerly
     engine: EngineName = "vllm"
     cuda_graphs: bool = True
+    # what-if values for the engine profile's numbers, e.g. {host_seq_us: 5} (units in names)
+    engine_overrides: dict[EngineKnob, NonNegFloat] = Field(default_factory=dict)
+    # responses stream token by token to clients (online serving); false for offline batch
+    # benchmarks (trtllm-bench, vLLM's benchmark_throughput), which skip the streaming path
+    streaming: bool = True
     max_num_seqs: PosInt = 256
     max_num_batched_tokens: PosInt = 8192
     chunked_prefill: bool = True
@@ -290,6 +311,8 @@ class PoolServing(Strict):
 
     engine: EngineName | None = None
     cuda_graphs: bool | None = None
+    engine_overrides: dict[EngineKnob, NonNegFloat] | None = None
+    streaming: bool | None = None
     max_num_seqs: PosInt | None = None
     max_num_batched_tokens: PosInt | None = None
     chunked_prefill: bool | None = None

@@ -357,11 +357,12 @@ class StageCostModel:
         self._overhead_eager_s = base + kernels * self._floor_eager_s
 
     def _init_host(self) -> None:
-        """Engine host time per step (scheduler, sampling, detokenise, stream): first stage."""
+        """Engine host time per step (scheduler, sampling, and where the engine loop streams
+        responses, detokenise + send): charged on the first stage."""
         eng = self.engine
         on = 1e-6 if self.first_stage else 0.0
-        self._host_step_s = eng.host_step_us * on
-        self._host_seq_s = eng.host_seq_us * on
+        self._host_step_s = (eng.host_step_us + eng.stream_step_us) * on
+        self._host_seq_s = (eng.host_seq_us + eng.stream_seq_us) * on
         self._host_overlap = eng.host_overlap
 
     # ------------------------------------------------------------------ hot path

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from clustersim.catalog.engines import get_engine
+from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cost import StageCostModel
@@ -125,7 +125,7 @@ def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
             ep=layout.ep,
             moe_tp=layout.moe_tp,
             first_layer=layers.start,
-            engine=get_engine(exp.serving.engine),
+            engine=serving_engine(exp.serving),
             cuda_graphs=exp.serving.cuda_graphs,
         )
         for s, layers in enumerate(built.stage_layers)

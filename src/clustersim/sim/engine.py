@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import simpy
 
-from clustersim.catalog.engines import get_engine
+from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder, requests_frame
 from clustersim.model.memory import MemoryPlan
@@ -100,7 +100,7 @@ class _Simulation:
         self.state = RequestState(
             stream.prompt_tokens.tolist(), stream.output_tokens.tolist()
         )
-        engine = get_engine(exp.serving.engine)
+        engine = serving_engine(exp.serving)
         # the engine's front end holds each request this long before the engine receives it
         self.frontend_s = engine.frontend_ms * 1e-3
         self.recorder = Recorder(n, exp.output.iterations, self.frontend_s)

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from math import nan
 
+from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import ServingSpec
 from clustersim.sim.kv_cache import KVPool, blocks_for
 
@@ -124,6 +125,9 @@ class Scheduler:
         self.max_seqs = serving.max_num_seqs
         self.max_tokens = serving.max_num_batched_tokens
         self.chunked = serving.chunked_prefill
+        # without chunked prefill: whole prompts join the running decodes (TensorRT-LLM
+        # in-flight batching), or run in prefill-only steps (SGLang, vLLM V0)
+        self.mixed_whole_prompts = serving_engine(serving).mixed_prefill
         self.reserve_full = serving.kv_admission == "reserve_full"
         self.kv = kv
         self.state = state
@@ -212,7 +216,7 @@ class Scheduler:
             return None
         while True:
             batch = Batch()
-            if self.chunked:
+            if self.chunked or self.mixed_whole_prompts:
                 self._schedule_decode(batch)
                 self._schedule_prefill(batch, now, self.max_tokens - batch.decode_tokens)
             else:
