@@ -24,8 +24,8 @@ from clustersim import __version__
 from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
-from clustersim.metrics.summary import RunTables, summarize
-from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.experiment import summarize_experiment
+from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
 from clustersim.planner.search import EXECUTORS, PlanError
 from clustersim.results.compare import compare_runs, text_rows
@@ -354,12 +354,7 @@ def simulate(
     built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
     with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
         out = run_experiment(exp, progress, built)
-    warmup_s = exp.horizon.warmup_s
-    bin_s = exp.output.time_bin_s
-    timeline = build_timeline(
-        out.requests, out.iterations, out.links, bin_s, exp.slo, warmup_s, out.phases
-    )
-    summary = summarize(out, exp.slo, warmup_s, window_slo_summary(timeline))
+    summary, timeline = summarize_experiment(exp, out)
     return summary, resolved_config(exp), out, timeline
 
 

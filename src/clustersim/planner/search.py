@@ -34,8 +34,7 @@ from tqdm import tqdm
 
 from clustersim.config.load import resolved_config
 from clustersim.config.schema import Experiment, SLOSpec
-from clustersim.metrics.summary import summarize
-from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.experiment import summarize_experiment
 from clustersim.planner.analytic import Estimate
 from clustersim.results.writer import write_run
 from clustersim.sim.engine import BuildError, run_experiment
@@ -117,16 +116,7 @@ def simulate_job(job: SimJob) -> SimResult:
         out = run_experiment(exp)
     except BuildError as err:
         return SimResult(job.label, None, " ".join(str(err).split()))
-    timeline = build_timeline(
-        out.requests,
-        out.iterations,
-        out.links,
-        exp.output.time_bin_s,
-        exp.slo,
-        exp.horizon.warmup_s,
-        out.phases,
-    )
-    summary = summarize(out, exp.slo, exp.horizon.warmup_s, window_slo_summary(timeline))
+    summary, timeline = summarize_experiment(exp, out)
     if job.run_dir is not None:
         run_dir = Path(job.run_dir)
         run_dir.mkdir(parents=True, exist_ok=False)
