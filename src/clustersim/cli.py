@@ -25,10 +25,23 @@ from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.metrics.experiment import summarize_experiment
+from clustersim.metrics.replicates import (
+    pooled_summary,
+    replicate_sample,
+    replicate_seeds,
+    replicates_block,
+)
 from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
 from clustersim.planner.search import EXECUTORS, PlanError
 from clustersim.results.compare import compare_runs, text_rows
+from clustersim.results.replicates import (
+    mean_timeline,
+    pooled_requests,
+    replicate_dir,
+    replicate_row,
+    write_replicated_run,
+)
 from clustersim.results.report import ReportError, render, render_run, render_sweep
 from clustersim.results.writer import (
     new_point_dir,
@@ -37,6 +50,7 @@ from clustersim.results.writer import (
     write_run,
     write_sweep_table,
 )
+from clustersim.sim.deployment import Build
 from clustersim.sim.engine import BuildError, build, horizon_estimate_s, run_experiment
 from clustersim.topology.placement import PlacementError
 
@@ -107,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", type=Path, default=Path("results"), help="results root (default: results/)"
     )
+    run.add_argument(
+        "--replicates",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="run N independent seeds derived from `seed` and pool them (= --set replicates=N)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
         "--no-report", action="store_true", help="skip the plots and report.html of each run"
@@ -163,6 +184,17 @@ def _add_experiment_args(sub: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a key of the experiment, e.g. workload.arrival.rate_rps=40 (repeatable)",
     )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (got {text!r})")
+    return value
 
 
 def bad_input_message(err: BaseException) -> str | None:
@@ -282,21 +314,44 @@ def validate_row(point: Point, plan: MemoryPlan, gpus: int, ok: bool) -> list[st
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Simulate every point, one run directory each; summary table on stdout."""
-    points = load_points(args.file, args.overrides)
+    """Simulate every point (× its replicates), one run directory each; table on stdout."""
+    overrides = list(args.overrides)
+    if args.replicates is not None:
+        overrides.append(f"replicates={args.replicates}")
+    points = load_points(args.file, overrides)
     check_out_dir(args.out)
+    for point in points:  # every point must build before the first one runs
+        with blame(args.file, point.label):
+            build(point.exp)
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
     results = RunResults(args.out, points, report=not args.no_report)
+    total = sum(p.exp.replicates for p in points)
     try:
-        for point in points:
-            with blame(args.file, point.label):
-                summary, resolved, out, timeline = simulate(point, args.quiet)
-            results.write(point, resolved, out, summary, timeline)
-            del out  # one point's tables in memory at a time
+        with overall_bar(total, args.quiet) as tick:
+            for point in points:
+                with blame(args.file, point.label):
+                    if point.exp.replicates > 1:
+                        results.write_replicated(point, args.quiet, tick)
+                        continue
+                    summary, resolved, out, timeline = simulate(point, args.quiet)
+                results.write(point, resolved, out, summary, timeline)
+                tick()
+                del out  # one point's tables in memory at a time
         results.finish()  # a sweep stopped by a bad point: `clustersim report` draws it later
     finally:  # also when a later point fails: the finished ones are listed
         results.print_table()
     return EXIT_OK
+
+
+@contextmanager
+def overall_bar(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
+    """One bar on stderr over every run (points × replicates) with an ETA; yields `tick`."""
+    if quiet or total <= 1:
+        yield lambda: None
+        return
+    fmt = "runs: {n}/{total} |{bar}| [{elapsed}<{remaining}]"
+    with tqdm(total=total, file=sys.stderr, bar_format=fmt, position=0) as bar:
+        yield lambda: bar.update(1)
 
 
 class RunResults:
@@ -311,6 +366,14 @@ class RunResults:
         self.sweep_rows: list[dict[str, Any]] = []
         self.table: list[list[str]] = []
 
+    def point_dir(self, point: Point, resolved: dict[str, Any]) -> Path:
+        """A new run directory for the point (inside the sweep directory for a sweep)."""
+        if not self.is_sweep:
+            return new_run_dir(self.root, point.exp.name, resolved)
+        if self.sweep_dir is None:
+            self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
+        return new_point_dir(self.sweep_dir, point.label)
+
     def write(
         self,
         point: Point,
@@ -320,19 +383,49 @@ class RunResults:
         timeline: pd.DataFrame | None = None,
     ) -> None:
         """Write one finished point's files (and the sweep table so far)."""
-        if not self.is_sweep:
-            run_dir = new_run_dir(self.root, point.exp.name, resolved)
-        else:
-            if self.sweep_dir is None:
-                self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
-            run_dir = new_point_dir(self.sweep_dir, point.label)
+        run_dir = self.point_dir(point, resolved)
         write_run(run_dir, resolved, out, summary, timeline)
+        self.finish_point(point, run_dir, summary)
+
+    def finish_point(self, point: Point, run_dir: Path, summary: dict[str, Any]) -> None:
+        """After a point's files are written: its report, the sweep table, the stdout row."""
         if self.report:
             render_run(run_dir)  # plots + report.html, from the files just written
         if self.sweep_dir is not None:
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
+
+    def write_replicated(self, point: Point, quiet: bool, tick: Callable[[], None]) -> None:
+        """Run the point's replicates into replicate-<k>/ and pool them at the top level."""
+        exp = point.exp
+        resolved = resolved_config(exp)
+        built = build(exp)
+        seeds = replicate_seeds(exp.seed, exp.replicates)
+        run_dir = self.point_dir(point, resolved)
+        samples, requests, timelines, rows = [], [], [], []
+        for k, seed in enumerate(seeds):
+            rexp = exp.model_copy(update={"seed": seed, "replicates": 1})
+            label = f"{point.label or exp.name} #{k}"
+            summary, rresolved, out, timeline = simulate(
+                Point(label, point.overrides, rexp), quiet, built
+            )
+            rdir = replicate_dir(run_dir, k)
+            write_run(rdir, rresolved, out, summary, timeline)
+            if self.report:
+                render_run(rdir)
+            samples.append(replicate_sample(summary, out.requests, exp.slo, exp.horizon.warmup_s))
+            requests.append(out.requests)
+            timelines.append(timeline)
+            rows.append(replicate_row(k, seed, rdir, summary))
+            del out
+            tick()
+        pooled = pooled_summary(samples)
+        pooled["replicates"] = replicates_block([s.summary for s in samples], seeds)
+        write_replicated_run(
+            run_dir, resolved, pooled_requests(requests), mean_timeline(timelines), pooled, rows
+        )
+        self.finish_point(point, run_dir, pooled)
 
     def finish(self) -> None:
         """After the last point: the sweep's plots and report.html."""
@@ -347,11 +440,12 @@ class RunResults:
 
 
 def simulate(
-    point: Point, quiet: bool
+    point: Point, quiet: bool, built: Build | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], RunTables, pd.DataFrame]:
     """Run one point with a progress bar; (summary, resolved config, RunOutput, timeline)."""
     exp = point.exp
-    built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
+    if built is None:
+        built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
     with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
         out = run_experiment(exp, progress, built)
     summary, timeline = summarize_experiment(exp, out)
@@ -430,6 +524,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 SUMMARY_HEADERS = [
     "point",
+    "reps",
     "done",
     "dropped",
     "out tok/s",
@@ -443,18 +538,33 @@ SUMMARY_HEADERS = [
 
 
 def summary_row(label: str, s: Mapping[str, Any], run_dir: Path) -> list[str]:
+    """A stdout row; with replicates the interval keys read `mean±half-width` (95 % CI)."""
+    reps = (s.get("replicates") or {}).get("n", 1)
     return [
         label,
+        str(reps),
         str(s["requests_completed"]),
         str(s["requests_dropped"]),
-        fmt_number(s["throughput"]["output_tokens_per_s"], ".1f"),
-        fmt_number(s["ttft_s"]["p50"], ".3f"),
-        fmt_number(s["ttft_s"]["p99"], ".3f"),
-        fmt_number(s["tpot_s"]["p99"], ".4f"),
-        fmt_number(s["slo"]["attainment"], ".1%"),
-        fmt_number(s["slo"]["goodput_rps"], ".2f"),
+        fmt_ci(s, ("throughput", "output_tokens_per_s"), ".1f"),
+        fmt_ci(s, ("ttft_s", "p50"), ".3f"),
+        fmt_ci(s, ("ttft_s", "p99"), ".3f"),
+        fmt_ci(s, ("tpot_s", "p99"), ".4f"),
+        fmt_ci(s, ("slo", "attainment"), ".1%"),
+        fmt_ci(s, ("slo", "goodput_rps"), ".2f"),
         str(run_dir),
     ]
+
+
+def fmt_ci(s: Mapping[str, Any], path: tuple[str, str], spec: str) -> str:
+    """The pooled value, or `mean±half` of the replicates' 95 % interval when there is one."""
+    stats = ((s.get("replicates") or {}).get(path[0]) or {}).get(path[1]) or {}
+    ci = stats.get("ci95")
+    if ci is None or stats.get("mean") is None:
+        return fmt_number(s[path[0]][path[1]], spec)
+    half = (ci[1] - ci[0]) / 2.0
+    if spec.endswith("%"):
+        return f"{format(stats['mean'], spec)}±{100.0 * half:.1f}"
+    return f"{format(stats['mean'], spec)}±{format(half, spec)}"
 
 
 def fmt_number(value: float | None, spec: str) -> str:

@@ -440,6 +440,7 @@ class Experiment(Strict):
 
     name: str
     seed: NonNegInt = 0
+    replicates: PosInt = 1  # independent seeds derived from `seed` (metrics/replicates.py)
     model: ModelSpec
     hardware: HardwareSpec
     topology: TopologySpec

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from clustersim.config.schema import Experiment
+from clustersim.metrics.replicates import replicates_block
 from clustersim.metrics.summary import RunTables, summarize
 from clustersim.metrics.timeline import build_timeline, window_slo_summary
 
@@ -27,4 +28,6 @@ def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any
     summary = summarize(
         out, exp.slo, warmup_s, window_slo_summary(timeline), exp.horizon.duration_s
     )
+    # one run: the block says so (ci95 null); a replicated run replaces it (cli)
+    summary["replicates"] = replicates_block([summary], [exp.seed])
     return summary, timeline

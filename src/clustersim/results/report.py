@@ -416,6 +416,50 @@ def layout_label(layout: Mapping[str, Any]) -> str:
     return " × ".join(axes) or "TP1"
 
 
+def window_html(summary: Mapping[str, Any]) -> list[str]:
+    """The measured window the summary's rates are per second of (nothing if absent)."""
+    window = summary.get("window")
+    if not isinstance(window, Mapping) or window.get("duration_s") is None:
+        return []
+    basis = (
+        "warm-up to the end of arrivals; the drain after it is not measured"
+        if window.get("basis") == "arrivals"
+        else "first measured arrival to last completion (a burst: no arrival window)"
+    )
+    return [
+        f"<p>Measured window: {esc(fmt(window.get('start_s')))} s → "
+        f"{esc(fmt(window.get('end_s')))} s ({esc(fmt(window.get('duration_s')))} s; {basis})."
+        "</p>"
+    ]
+
+
+def replicates_html(summary: Mapping[str, Any]) -> list[str]:
+    """Replicates: per interval key the pooled value, the replicates' mean and 95 % CI."""
+    block = summary.get("replicates")
+    if not isinstance(block, Mapping):
+        return []
+    n = int(block.get("n") or 1)
+    if n < 2:
+        return ["<p>A single run: no confidence interval (run with replicates: N).</p>"]
+    rows = []
+    for group, stats in block.items():
+        if not isinstance(stats, Mapping):
+            continue
+        for key, value in stats.items():
+            if not isinstance(value, Mapping) or "ci95" not in value:
+                continue
+            ci = value.get("ci95")
+            interval = "–" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+            pooled = (summary.get(group) or {}).get(key)
+            rows.append((f"{group}.{key}", fmt(pooled), fmt(value.get("mean")), interval))
+    return [
+        f"<h2>Replicates ({n} seeds)</h2>",
+        f"<p>{esc(block.get('method'))}; pooled = every replicate's requests together; "
+        "each replicate has its own directory replicate-&lt;k&gt;/.</p>",
+        table_html(["key", "pooled", "mean of replicates", "95 % CI"], rows),
+    ]
+
+
 def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
     cfg = run.config
     layout = cfg.get("layout") or {}
@@ -431,6 +475,8 @@ def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
         f"{esc(cfg.get('clustersim_version', '?'))}</p>",
         "<h2>SLO verdict</h2>",
         verdict_html(run),
+        *window_html(run.summary),
+        *replicates_html(run.summary),
         "<h2>Worst windows</h2>",
         f"<p>Windows of {esc(fmt(run.bin_s))} s, by the requests that arrived in them, "
         "lowest SLO attainment first (burn rate = missing fraction / 1 %).</p>",
