@@ -127,3 +127,36 @@ def test_single_run_says_it_has_no_interval(tmp_path: Path) -> None:
     assert "no interval" in block["method"]
     assert "no confidence interval" in (run / "report.html").read_text()
     assert not list(run.glob("replicate-*"))
+
+
+def test_sweep_rows_and_plots_carry_intervals() -> None:
+    from clustersim.results.plots import sweep_values
+    from clustersim.results.writer import interval_columns
+
+    summary = {"replicates": {"n": 3, "ttft_s": {"p99": {"mean": 2.0, "ci95": [1.5, 3.0]}}}}
+    cells = interval_columns(summary)
+    assert cells["replicates"] == 3
+    assert (cells["ttft_p99_s_mean"], cells["ttft_p99_s_ci_lo"], cells["ttft_p99_s_ci_hi"]) == (
+        2.0, 1.5, 3.0,
+    )  # fmt: skip
+    assert interval_columns({"replicates": {"n": 1}}) == {}
+    table = pd.DataFrame(
+        {"ttft_p99_s": [2.1, 0.7], "ttft_p99_s_mean": [2.0, None],
+         "ttft_p99_s_ci_lo": [1.5, None], "ttft_p99_s_ci_hi": [3.0, None]}
+    )  # fmt: skip
+    y, yerr = sweep_values(table, "ttft_p99_s")
+    assert list(y) == [2.0, 0.7]  # the replicates' mean where there is an interval
+    assert yerr is not None and yerr.tolist() == [[0.5, 0.0], [1.0, 0.0]]
+
+
+def test_compare_says_whether_intervals_overlap() -> None:
+    from clustersim.results.compare import interval_rows
+
+    def summary(lo: float, hi: float) -> dict:
+        stat = {"mean": (lo + hi) / 2, "ci95": [lo, hi]}
+        return {"slo": {"goodput_rps": 1.0}, "replicates": {"n": 3, "slo": {"goodput_rps": stat}}}
+
+    (row,) = interval_rows(summary(1.0, 2.0), summary(2.5, 3.0))
+    assert row[0] == "slo.goodput_rps" and row[3] == "differ (disjoint)"
+    (row,) = interval_rows(summary(1.0, 2.0), summary(1.5, 3.0))
+    assert row[3] == "overlap"

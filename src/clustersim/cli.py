@@ -34,7 +34,7 @@ from clustersim.metrics.replicates import (
 from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
 from clustersim.planner.search import EXECUTORS, PlanError
-from clustersim.results.compare import compare_runs, text_rows
+from clustersim.results.compare import compare_runs, interval_rows, text_rows
 from clustersim.results.replicates import (
     mean_timeline,
     pooled_requests,
@@ -499,6 +499,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"A = {result.a.run_dir}")
     print(f"B = {result.b.run_dir}")
     print(format_table(["key", "A", "B", "B - A", "%"], text_rows(result.rows)))
+    intervals = interval_rows(result.a.summary, result.b.summary)
+    if intervals:
+        print("95 % confidence intervals of the replicates' mean:")
+        print(format_table(["key", "A", "B", "intervals"], intervals))
     print(f"comparison report: {result.report}")
     return EXIT_OK
 

@@ -569,7 +569,9 @@ def sweep_report_html(
 ) -> str:
     shown = ["label", *[c for c, _ in plots.SWEEP_METRICS if c in table.columns]]
     extra = [c for c in ("requests_completed", "requests_dropped", "gpus") if c in table.columns]
-    rows = [[fmt(_cell(v)) for v in rec] for rec in table[shown + extra].itertuples(index=False)]
+    rows = [
+        [interval_cell(rec, c) for c in shown + extra] for rec in table.to_dict("records")
+    ]
     body = [
         f"<h1>Sweep {esc(sweep_dir.name)}</h1>",
         f'<p class="sub">{esc(sweep_dir)} — swept: {esc(", ".join(keys) or "nothing")}; '
@@ -581,7 +583,14 @@ def sweep_report_html(
     for key in keys:
         name = plots.sweep_plot_name(key)
         if name in images:
-            body.append(img_html(images[name], name, f"Headline metrics against {key}."))
+            body.append(
+                img_html(
+                    images[name],
+                    name,
+                    f"Headline metrics against {key} (replicated points: the replicates' "
+                    "mean with its 95 % confidence interval as error bars).",
+                )
+            )
     if "latency_timeline.png" in images:
         body.append(
             img_html(
@@ -601,6 +610,15 @@ def sweep_report_html(
             )
         )
     return page(f"clustersim sweep: {sweep_dir.name}", body)
+
+
+def interval_cell(row: Mapping[Any, Any], column: str) -> str:
+    """A sweep table cell: `mean [lo, hi]` where the point ran replicates, else the value."""
+    mean = _cell(row.get(f"{column}_mean"))
+    lo, hi = _cell(row.get(f"{column}_ci_lo")), _cell(row.get(f"{column}_ci_hi"))
+    if mean is None or lo is None or hi is None:
+        return fmt(_cell(row.get(column)))
+    return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
 
 
 def _cell(value: Any) -> Any:
