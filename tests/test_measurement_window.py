@@ -54,6 +54,7 @@ def test_stable_run_at_half_load_reports_goodput_at_the_offered_rate(
     s, _ = summarize_experiment(exp, out)
     assert s["window"] == {"start_s": 5.0, "end_s": 40.0, "duration_s": 35.0, "basis": "arrivals"}
     assert s["slo"]["attainment"] == 1.0
+    assert s["stability"]["stable"] is True
     assert s["slo"]["goodput_rps"] == pytest.approx(offered, rel=0.03)
     assert s["throughput"]["output_tokens_per_s"] == pytest.approx(
         offered * OUTPUT_TOKENS, rel=0.03

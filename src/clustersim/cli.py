@@ -31,6 +31,7 @@ from clustersim.metrics.replicates import (
     replicate_seeds,
     replicates_block,
 )
+from clustersim.metrics.stability import pooled_stability
 from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
 from clustersim.planner.search import EXECUTORS, PlanError
@@ -422,6 +423,7 @@ class RunResults:
             tick()
         pooled = pooled_summary(samples)
         pooled["replicates"] = replicates_block([s.summary for s in samples], seeds)
+        pooled["stability"] = pooled_stability([s.summary["stability"] for s in samples])
         write_replicated_run(
             run_dir, resolved, pooled_requests(requests), mean_timeline(timelines), pooled, rows
         )
@@ -537,6 +539,7 @@ SUMMARY_HEADERS = [
     "TPOT p99 s",
     "SLO att.",
     "goodput rps",
+    "stable",
     "run dir",
 ]
 
@@ -555,8 +558,14 @@ def summary_row(label: str, s: Mapping[str, Any], run_dir: Path) -> list[str]:
         fmt_ci(s, ("tpot_s", "p99"), ".4f"),
         fmt_ci(s, ("slo", "attainment"), ".1%"),
         fmt_ci(s, ("slo", "goodput_rps"), ".2f"),
+        stable_text((s.get("stability") or {}).get("stable")),
         str(run_dir),
     ]
+
+
+def stable_text(stable: bool | None) -> str:
+    """`yes`, `NO` (queue or KV use trends upward: latencies depend on the horizon), `-`."""
+    return "-" if stable is None else ("yes" if stable else "NO")
 
 
 def fmt_ci(s: Mapping[str, Any], path: tuple[str, str], spec: str) -> str:

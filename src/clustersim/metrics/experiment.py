@@ -9,8 +9,10 @@ import pandas as pd
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.replicates import replicates_block
+from clustersim.metrics.stability import stability_summary
 from clustersim.metrics.summary import RunTables, summarize
 from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.window import BASIS_ARRIVALS
 
 
 def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -27,6 +29,14 @@ def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any
     )
     summary = summarize(
         out, exp.slo, warmup_s, window_slo_summary(timeline), exp.horizon.duration_s
+    )
+    window = summary["window"]
+    arrivals = window["basis"] == BASIS_ARRIVALS  # a burst's makespan has no steady state
+    summary["stability"] = stability_summary(
+        timeline,
+        window["start_s"] if arrivals else None,
+        window["end_s"] if arrivals else None,
+        exp.output.time_bin_s,
     )
     # one run: the block says so (ci95 null); a replicated run replaces it (cli)
     summary["replicates"] = replicates_block([summary], [exp.seed])

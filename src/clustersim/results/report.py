@@ -433,6 +433,36 @@ def window_html(summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def stability_html(summary: Mapping[str, Any]) -> list[str]:
+    """The stability verdict: a warning box when the queue or KV use trends upward."""
+    block = summary.get("stability")
+    if not isinstance(block, Mapping) or block.get("stable") is None:
+        return []
+    trends = []
+    for name, label in (("queue", "queue length"), ("kv", "KV-cache use")):
+        fit = block.get(name)
+        if isinstance(fit, Mapping) and fit.get("slope_per_s") is not None:
+            trends.append(
+                f"{label}: slope {fmt(fit['slope_per_s'])}/s, t = {fmt(fit.get('t_stat'))}, "
+                f"rise across the window {fmt(fit.get('rise'))}"
+                + (" — <b>rising</b>" if fit.get("rising") else "")
+            )
+    unstable = block.get("unstable_replicates")
+    if unstable:
+        trends.append(f"unstable replicates: {', '.join(map(str, unstable))}")
+    detail = "<br>".join(trends)
+    if block["stable"]:
+        return [
+            '<div class="verdict met"><b>Stable</b>: no upward trend of the queue or KV use '
+            f"across the measured window.<br>{detail}</div>"
+        ]
+    return [
+        '<div class="verdict notmet"><b class="big">Unstable</b>: the queue or KV use trends '
+        "upward across the measured window (offered load above capacity). Latency quantiles "
+        f"are <b>horizon-dependent</b>: a longer run reports larger ones.<br>{detail}</div>"
+    ]
+
+
 def replicates_html(summary: Mapping[str, Any]) -> list[str]:
     """Replicates: per interval key the pooled value, the replicates' mean and 95 % CI."""
     block = summary.get("replicates")
@@ -476,6 +506,7 @@ def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
         "<h2>SLO verdict</h2>",
         verdict_html(run),
         *window_html(run.summary),
+        *stability_html(run.summary),
         *replicates_html(run.summary),
         "<h2>Worst windows</h2>",
         f"<p>Windows of {esc(fmt(run.bin_s))} s, by the requests that arrived in them, "

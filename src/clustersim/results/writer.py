@@ -53,6 +53,7 @@ SWEEP_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("expert_imbalance", ("experts", "imbalance")),
     ("worst_window_attainment", ("slo", "worst_window_attainment")),
     ("windows_violating", ("slo", "windows_violating")),
+    ("stable", ("stability", "stable")),
 )
 # Columns only for points whose summary has them (disaggregated runs): a sweep of co-located
 # runs gets none of them, a mixed sweep leaves them empty for its co-located points.
