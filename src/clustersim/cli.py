@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,13 +25,6 @@ from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.metrics.experiment import summarize_experiment
-from clustersim.metrics.replicates import (
-    pooled_summary,
-    replicate_sample,
-    replicate_seeds,
-    replicates_block,
-)
-from clustersim.metrics.stability import pooled_stability
 from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
 from clustersim.planner.search import EXECUTORS, PlanError
@@ -51,6 +44,7 @@ from clustersim.results.writer import (
     write_run,
     write_sweep_table,
 )
+from clustersim.runner import iter_replicates, pool
 from clustersim.sim.deployment import Build
 from clustersim.sim.engine import BuildError, build, horizon_estimate_s, run_experiment
 from clustersim.topology.placement import PlacementError
@@ -401,29 +395,24 @@ class RunResults:
         """Run the point's replicates into replicate-<k>/ and pool them at the top level."""
         exp = point.exp
         resolved = resolved_config(exp)
-        built = build(exp)
-        seeds = replicate_seeds(exp.seed, exp.replicates)
         run_dir = self.point_dir(point, resolved)
         samples, requests, timelines, rows = [], [], [], []
-        for k, seed in enumerate(seeds):
-            rexp = exp.model_copy(update={"seed": seed, "replicates": 1})
-            label = f"{point.label or exp.name} #{k}"
-            summary, rresolved, out, timeline = simulate(
-                Point(label, point.overrides, rexp), quiet, built
-            )
-            rdir = replicate_dir(run_dir, k)
-            write_run(rdir, rresolved, out, summary, timeline)
+
+        def bar(label: str) -> AbstractContextManager[Callable[[float], None] | None]:
+            return progress_bar(horizon_estimate_s(exp), f"{point.label or label}", quiet)
+
+        for rep in iter_replicates(exp, bar):
+            rdir = replicate_dir(run_dir, rep.k)
+            write_run(rdir, resolved_config(rep.exp), rep.out, rep.summary, rep.timeline)
             if self.report:
                 render_run(rdir)
-            samples.append(replicate_sample(summary, out.requests, exp.slo, exp.horizon.warmup_s))
-            requests.append(out.requests)
-            timelines.append(timeline)
-            rows.append(replicate_row(k, seed, rdir, summary))
-            del out
+            samples.append(rep.sample())
+            requests.append(rep.out.requests)
+            timelines.append(rep.timeline)
+            rows.append(replicate_row(rep.k, rep.seed, rdir, rep.summary))
+            del rep
             tick()
-        pooled = pooled_summary(samples)
-        pooled["replicates"] = replicates_block([s.summary for s in samples], seeds)
-        pooled["stability"] = pooled_stability([s.summary["stability"] for s in samples])
+        pooled = pool(exp, samples)
         write_replicated_run(
             run_dir, resolved, pooled_requests(requests), mean_timeline(timelines), pooled, rows
         )

@@ -428,6 +428,9 @@ class SLOSpec(Strict):
     ttft_p99_s: PosFloat | None = None  # a request meets the SLO if its TTFT <= this
     tpot_p99_s: PosFloat | None = None  # ... and its TPOT <= this
     e2e_p99_s: PosFloat | None = None
+    # aggregate bounds on means (s), checked by `clustersim capacity` (docs/capacity.md)
+    ttft_mean_s: PosFloat | None = None
+    queue_mean_s: PosFloat | None = None  # mean wait before first scheduled
 
 
 class OutputSpec(Strict):

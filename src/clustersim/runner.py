@@ -1,0 +1,88 @@
+"""One experiment point → its replicates' simulations (orchestration shared by `run` and
+`capacity`; no file I/O).
+
+`iter_replicates` simulates the replicates one at a time (so a caller can write and free each
+replicate's tables before the next); `pool` turns their samples into the replicated summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from clustersim.config.schema import Experiment
+from clustersim.metrics.experiment import summarize_experiment
+from clustersim.metrics.replicates import (
+    ReplicateSample,
+    pooled_summary,
+    replicate_sample,
+    replicate_seeds,
+    replicates_block,
+)
+from clustersim.metrics.stability import pooled_stability
+from clustersim.sim.engine import Build, RunOutput, build, run_experiment
+
+ProgressCallback = Callable[[float], None]
+# (label) → a context yielding the engine's progress callback (or None: no bar)
+ProgressFactory = Callable[[str], AbstractContextManager[ProgressCallback | None]]
+
+
+@dataclass
+class Replicate:
+    """One finished replicate: index, seed, its experiment (that seed) and outputs."""
+
+    k: int
+    seed: int
+    exp: Experiment
+    out: RunOutput
+    summary: dict[str, Any]
+    timeline: pd.DataFrame
+
+    def sample(self) -> ReplicateSample:
+        exp = self.exp
+        return replicate_sample(self.summary, self.out.requests, exp.slo, exp.horizon.warmup_s)
+
+
+def replicate_experiment(exp: Experiment, seed: int) -> Experiment:
+    """The experiment of one replicate: that seed, `replicates: 1`."""
+    return exp.model_copy(update={"seed": seed, "replicates": 1})
+
+
+def iter_replicates(
+    exp: Experiment, progress: ProgressFactory | None = None, built: Build | None = None
+) -> Iterator[Replicate]:
+    """Simulate the experiment's replicates in order (one plain run when replicates is 1)."""
+    if built is None:
+        built = build(exp)
+    seeds = replicate_seeds(exp.seed, exp.replicates)
+    for k, seed in enumerate(seeds):
+        rexp = replicate_experiment(exp, seed) if exp.replicates > 1 else exp
+        if progress is None:
+            out = run_experiment(rexp, None, built)
+        else:
+            label = exp.name if exp.replicates == 1 else f"{exp.name} #{k}"
+            with progress(label) as callback:
+                out = run_experiment(rexp, callback, built)
+        summary, timeline = summarize_experiment(rexp, out)
+        yield Replicate(k, seed, rexp, out, summary, timeline)
+
+
+def pool(exp: Experiment, samples: list[ReplicateSample]) -> dict[str, Any]:
+    """The replicated summary: pooled keys, the `replicates` intervals, pooled stability."""
+    if len(samples) == 1:
+        return samples[0].summary
+    pooled = pooled_summary(samples)
+    pooled["replicates"] = replicates_block(
+        [s.summary for s in samples], replicate_seeds(exp.seed, len(samples))
+    )
+    pooled["stability"] = pooled_stability([s.summary["stability"] for s in samples])
+    return pooled
+
+
+def simulate_pooled(exp: Experiment, progress: ProgressFactory | None = None) -> dict[str, Any]:
+    """Every replicate of `exp`, pooled (tables freed as it goes)."""
+    return pool(exp, [rep.sample() for rep in iter_replicates(exp, progress)])
