@@ -151,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(func=cmd_compare)
 
+    capacity = commands.add_parser(
+        "capacity", help="highest arrival rate sustained inside the SLO (bisection over rate)"
+    )
+    _add_experiment_args(capacity)
+    capacity.add_argument(
+        "--out", type=Path, default=Path("results"), help="results root (default: results/)"
+    )
+    capacity.add_argument(
+        "--replicates",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"replicates per probe (default: the experiment's, at least {CAPACITY_REPLICATES})",
+    )
+    capacity.add_argument("--quiet", action="store_true", help="no progress bar")
+    capacity.set_defaults(func=cmd_capacity)
+
     plan = commands.add_parser(
         "plan", help="enumerate layouts, simulate, rank, emit engine launch configs"
     )
@@ -194,8 +211,12 @@ def positive_int(text: str) -> int:
 
 def bad_input_message(err: BaseException) -> str | None:
     """The one-line message for a bad-input error, or None for an internal error."""
+    from clustersim.capacity.probe import CapacityError
+
     if isinstance(
-        err, BadInput | ConfigError | BuildError | PlacementError | ReportError | PlanError
+        err,
+        BadInput | ConfigError | BuildError | PlacementError | ReportError | PlanError
+        | CapacityError,
     ):
         return one_line(str(err))
     if isinstance(err, _PATH_ERRORS):
@@ -496,6 +517,69 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(format_table(["key", "A", "B", "intervals"], intervals))
     print(f"comparison report: {result.report}")
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- capacity
+
+CAPACITY_REPLICATES = 3  # default replicates per capacity probe
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    """Bisect the arrival rate for the highest rate inside the SLO; table + files."""
+    from clustersim.capacity.output import probe_row, write_capacity
+    from clustersim.capacity.probe import check_rate_workload, probe_rate
+    from clustersim.capacity.search import Probe, find_capacity
+
+    points = load_points(args.file, args.overrides)
+    if len(points) != 1:
+        raise BadInput(f"{args.file}: sweep: capacity takes an experiment without a sweep")
+    exp = points[0].exp
+    start = check_rate_workload(exp, str(args.file))
+    reps = args.replicates or max(exp.replicates, CAPACITY_REPLICATES)
+    exp = exp.model_copy(update={"replicates": reps})
+    with blame(args.file, ""):
+        build(exp)
+    check_out_dir(args.out)
+    table: list[list[str]] = []
+
+    def probe(rate: float) -> Probe:
+        result = probe_rate(exp, rate)
+        row = probe_row(result)
+        table.append([
+            f"{rate:.4g}", "yes" if result.passed else "no", row["reasons"] or "-",
+            fmt_number(row["ttft_mean_s"], ".4f"), fmt_number(row["ttft_p99_s"], ".4f"),
+            fmt_number(row["queue_mean_s"], ".4f"), fmt_number(row["slo_attainment"], ".1%"),
+        ])  # fmt: skip
+        tick()
+        return result
+
+    with overall_bar_open(args.quiet, "probes") as tick:
+        cap = find_capacity(probe, start)
+    identity = {"capacity": resolved_config(exp)}
+    out_dir = new_run_dir(args.out, f"{exp.name}-capacity", identity)
+    paths = write_capacity(out_dir, cap, exp.slo)
+    headers = ["rate rps", "passed", "why not", "TTFT mean s", "TTFT p99 s", "wait mean s",
+               "SLO att."]  # fmt: skip
+    order = sorted(range(len(table)), key=lambda i: float(table[i][0]))
+    print(format_table(headers, [table[i] for i in order]))
+    if cap.capacity_rps is None:
+        print("capacity: no probed rate met the SLO")
+    else:
+        width = cap.half_width
+        known = "unbracketed" if width is None else f"knee in [{cap.lo:.4g}, {cap.hi:.4g}]"
+        print(f"capacity: {cap.capacity_rps:.4g} req/s ({known}, {reps} replicates per probe)")
+    print(f"capacity table: {paths['capacity.csv']}")
+    return EXIT_OK
+
+
+@contextmanager
+def overall_bar_open(quiet: bool, unit: str) -> Iterator[Callable[[], None]]:
+    """A counting bar on stderr with no known total (probes of a search)."""
+    if quiet:
+        yield lambda: None
+        return
+    with tqdm(file=sys.stderr, desc=unit, bar_format="{desc}: {n} [{elapsed}]") as bar:
+        yield lambda: bar.update(1)
 
 
 # --------------------------------------------------------------------------- plan

@@ -110,7 +110,8 @@ def pooled_stability(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     stable = None if not known else not unstable
     return {
         "stable": stable,
-        "latency_quantiles": "unknown" if stable is None
+        "latency_quantiles": "unknown"
+        if stable is None
         else ("steady-state" if stable else "horizon-dependent"),
         "method": METHOD + "; pooled: unstable when any replicate is",
         "unstable_replicates": unstable,

@@ -1,13 +1,13 @@
 """A replicated run's directory (docs/results.md "Replicated runs").
 
-    <run dir>/                      a complete run directory: `report` and `compare` read it
-      config.resolved.yaml          the experiment (`seed`, `replicates: N`)
-      summary.json                  pooled keys + `replicates` (mean and ci95 per key)
-      requests.parquet              every replicate's requests, with a `replicate` column
-      timeline.parquet              per window, the mean over replicates of each column
-      links.parquet                 empty (link tables are per replicate)
-      replicates.csv / .parquet     one row per replicate: replicate, seed, run_dir, headline
-      replicate-<k>/                replicate k's own complete run directory (its seed)
+<run dir>/                      a complete run directory: `report` and `compare` read it
+  config.resolved.yaml          the experiment (`seed`, `replicates: N`)
+  summary.json                  pooled keys + `replicates` (mean and ci95 per key)
+  requests.parquet              every replicate's requests, with a `replicate` column
+  timeline.parquet              per window, the mean over replicates of each column
+  links.parquet                 empty (link tables are per replicate)
+  replicates.csv / .parquet     one row per replicate: replicate, seed, run_dir, headline
+  replicate-<k>/                replicate k's own complete run directory (its seed)
 """
 
 from __future__ import annotations
