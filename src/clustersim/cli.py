@@ -25,11 +25,13 @@ from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.metrics.experiment import summarize_experiment
+from clustersim.metrics.replicates import replicate_sample, replicate_seeds
 from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
-from clustersim.planner.search import EXECUTORS, PlanError
+from clustersim.planner.search import EXECUTORS, PlanError, SimJob, default_workers, run_jobs
 from clustersim.results.compare import compare_runs, interval_rows, text_rows
 from clustersim.results.replicates import (
+    REPLICATE_DIR,
     mean_timeline,
     pooled_requests,
     replicate_dir,
@@ -44,7 +46,7 @@ from clustersim.results.writer import (
     write_run,
     write_sweep_table,
 )
-from clustersim.runner import iter_replicates, pool
+from clustersim.runner import iter_replicates, pool, replicate_experiment, simulate_into
 from clustersim.sim.deployment import Build
 from clustersim.sim.engine import BuildError, build, horizon_estimate_s, run_experiment
 from clustersim.topology.placement import PlacementError
@@ -122,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="run N independent seeds derived from `seed` and pool them (= --set replicates=N)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default) or Ray tasks; the files are the same either way",
+    )
+    run.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="runs (points × replicates) in parallel (default 1: one at a time in this "
+        f"process; this machine has {default_workers()} CPUs)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
@@ -341,22 +357,64 @@ def cmd_run(args: argparse.Namespace) -> int:
             build(point.exp)
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
     results = RunResults(args.out, points, report=not args.no_report)
-    total = sum(p.exp.replicates for p in points)
     try:
-        with overall_bar(total, args.quiet) as tick:
-            for point in points:
-                with blame(args.file, point.label):
-                    if point.exp.replicates > 1:
-                        results.write_replicated(point, args.quiet, tick)
-                        continue
-                    summary, resolved, out, timeline = simulate(point, args.quiet)
-                results.write(point, resolved, out, summary, timeline)
-                tick()
-                del out  # one point's tables in memory at a time
+        if args.executor == "local" and args.workers <= 1:
+            run_serial(args, points, results)
+        else:
+            run_fanned_out(args, points, results)
         results.finish()  # a sweep stopped by a bad point: `clustersim report` draws it later
     finally:  # also when a later point fails: the finished ones are listed
         results.print_table()
     return EXIT_OK
+
+
+def run_serial(args: argparse.Namespace, points: Sequence[Point], results: RunResults) -> None:
+    """One run at a time in this process, each with its own progress bar."""
+    total = sum(p.exp.replicates for p in points)
+    with overall_bar(total, args.quiet) as tick:
+        for point in points:
+            with blame(args.file, point.label):
+                if point.exp.replicates > 1:
+                    results.write_replicated(point, args.quiet, tick)
+                    continue
+                summary, resolved, out, timeline = simulate(point, args.quiet)
+            results.write(point, resolved, out, summary, timeline)
+            tick()
+            del out  # one point's tables in memory at a time
+
+
+def run_fanned_out(
+    args: argparse.Namespace, points: Sequence[Point], results: RunResults
+) -> None:
+    """Every (point, replicate) as one job over local processes or Ray (planner.search
+    run_jobs); workers write the run files, this process pools and reports in point order,
+    so the files are the same as a serial run's."""
+    jobs: list[SimJob] = []
+    plan: list[tuple[Point, Path, list[int]]] = []
+    for point in points:
+        exp = point.exp
+        run_dir = results.point_dir(point, resolved_config(exp))
+        first = len(jobs)
+        if exp.replicates > 1:
+            for k, seed in enumerate(replicate_seeds(exp.seed, exp.replicates)):
+                rdir = replicate_dir(run_dir, k)
+                rexp = replicate_experiment(exp, seed)
+                jobs.append(SimJob(f"{point.label or exp.name} #{k}", rexp, str(rdir)))
+        else:
+            jobs.append(SimJob(point.label or exp.name, exp, str(run_dir)))
+        plan.append((point, run_dir, list(range(first, len(jobs)))))
+    done = run_jobs(
+        jobs, args.executor, args.workers, args.quiet, work=simulate_into, desc="run", unit="run"
+    )
+    for point, run_dir, indices in plan:
+        summaries = [done[i].summary for i in indices]
+        if any(s is None for s in summaries):
+            raise BadInput(f"{args.file} [{point.label}]: {done[indices[0]].error}")
+        if point.exp.replicates > 1:
+            results.pool_replicates(point, run_dir, [s for s in summaries if s is not None])
+        else:
+            assert summaries[0] is not None
+            results.finish_point(point, run_dir, summaries[0])
 
 
 @contextmanager
@@ -415,9 +473,8 @@ class RunResults:
     def write_replicated(self, point: Point, quiet: bool, tick: Callable[[], None]) -> None:
         """Run the point's replicates into replicate-<k>/ and pool them at the top level."""
         exp = point.exp
-        resolved = resolved_config(exp)
-        run_dir = self.point_dir(point, resolved)
-        samples, requests, timelines, rows = [], [], [], []
+        run_dir = self.point_dir(point, resolved_config(exp))
+        summaries = []
 
         def bar(label: str) -> AbstractContextManager[Callable[[float], None] | None]:
             return progress_bar(horizon_estimate_s(exp), f"{point.label or label}", quiet)
@@ -425,17 +482,36 @@ class RunResults:
         for rep in iter_replicates(exp, bar):
             rdir = replicate_dir(run_dir, rep.k)
             write_run(rdir, resolved_config(rep.exp), rep.out, rep.summary, rep.timeline)
-            if self.report:
-                render_run(rdir)
-            samples.append(rep.sample())
-            requests.append(rep.out.requests)
-            timelines.append(rep.timeline)
-            rows.append(replicate_row(rep.k, rep.seed, rdir, rep.summary))
+            summaries.append(rep.summary)
             del rep
             tick()
+        self.pool_replicates(point, run_dir, summaries)
+
+    def pool_replicates(
+        self, point: Point, run_dir: Path, summaries: Sequence[dict[str, Any]]
+    ) -> None:
+        """Pool the replicate-<k>/ directories (read back from their files, however they ran)
+        into the top level of the point's run directory."""
+        exp = point.exp
+        seeds = replicate_seeds(exp.seed, exp.replicates)
+        samples, requests, timelines, rows = [], [], [], []
+        for k, summary in enumerate(summaries):
+            rdir = run_dir / REPLICATE_DIR.format(k=k)
+            if self.report:
+                render_run(rdir)
+            req = pd.read_parquet(rdir / "requests.parquet")
+            samples.append(replicate_sample(dict(summary), req, exp.slo, exp.horizon.warmup_s))
+            requests.append(req)
+            timelines.append(pd.read_parquet(rdir / "timeline.parquet"))
+            rows.append(replicate_row(k, seeds[k], rdir, summary))
         pooled = pool(exp, samples)
         write_replicated_run(
-            run_dir, resolved, pooled_requests(requests), mean_timeline(timelines), pooled, rows
+            run_dir,
+            resolved_config(exp),
+            pooled_requests(requests),
+            mean_timeline(timelines),
+            pooled,
+            rows,
         )
         self.finish_point(point, run_dir, pooled)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from clustersim.config.load import resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.metrics.replicates import (
@@ -24,6 +26,8 @@ from clustersim.metrics.replicates import (
     replicates_block,
 )
 from clustersim.metrics.stability import pooled_stability
+from clustersim.planner.search import SimJob, SimResult
+from clustersim.results.writer import write_run
 from clustersim.sim.engine import Build, RunOutput, build, run_experiment
 
 ProgressCallback = Callable[[float], None]
@@ -86,3 +90,13 @@ def pool(exp: Experiment, samples: list[ReplicateSample]) -> dict[str, Any]:
 def simulate_pooled(exp: Experiment, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Every replicate of `exp`, pooled (tables freed as it goes)."""
     return pool(exp, [rep.sample() for rep in iter_replicates(exp, progress)])
+
+
+def simulate_into(job: SimJob) -> SimResult:
+    """Worker of a fanned-out `run` (planner.search.run_jobs): simulate `job.exp` and write its
+    run files into the existing directory `job.run_dir`; the summary comes back."""
+    assert job.run_dir is not None
+    out = run_experiment(job.exp)
+    summary, timeline = summarize_experiment(job.exp, out)
+    write_run(Path(job.run_dir), resolved_config(job.exp), out, summary, timeline)
+    return SimResult(job.label, summary)

@@ -137,10 +137,14 @@ def run_jobs(
     quiet: bool,
     on_result: OnResult | None = None,
     skip: Skip | None = None,
+    work: Work | None = None,
+    desc: str = "plan: simulate",
+    unit: str = "layout",
 ) -> dict[int, SimResult]:
     """Results by job index. At most `workers` jobs are in flight; before a job is submitted
     `skip(job)` may drop it (it then has no result); `on_result` sees each result as it comes.
-    A tqdm bar on stderr counts finished and skipped jobs unless `quiet`."""
+    A tqdm bar on stderr counts finished and skipped jobs unless `quiet`. `work` runs one job
+    in a worker (a module-level function; default simulate_job)."""
     results: dict[int, SimResult] = {}
     if not jobs:
         return results
@@ -149,7 +153,7 @@ def run_jobs(
     def tick(label: str) -> None:
         nonlocal bar
         if bar is None and not quiet:  # created after the workers exist (no fork after it)
-            bar = tqdm(total=len(jobs), desc="plan: simulate", unit="layout", file=sys.stderr)
+            bar = tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr)
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(label, refresh=False)
@@ -162,7 +166,7 @@ def run_jobs(
 
     runner = _ray_results if executor == "ray" else _local_results
     try:
-        for i, result in runner(jobs, max(1, workers), take):
+        for i, result in runner(jobs, max(1, workers), take, work or simulate_job):
             results[i] = result
             if on_result is not None:
                 on_result(jobs[i], result)
@@ -174,10 +178,11 @@ def run_jobs(
 
 
 Take = Callable[[int], bool]
+Work = Callable[[SimJob], SimResult]
 
 
 def _local_results(
-    jobs: Sequence[SimJob], workers: int, take: Take
+    jobs: Sequence[SimJob], workers: int, take: Take, work: Work
 ) -> Iterator[tuple[int, SimResult]]:
     """Process pool (fork: workers inherit the loaded package; `python -m clustersim` has no
     __main__ guard that spawn's re-import would need)."""
@@ -193,7 +198,7 @@ def _local_results(
                 i = next((j for j in queue if take(j)), None)
                 if i is None:
                     return
-                running[pool.submit(simulate_job, jobs[i])] = i
+                running[pool.submit(work, jobs[i])] = i
 
         try:
             fill()
@@ -210,7 +215,7 @@ def _local_results(
 
 
 def _ray_results(
-    jobs: Sequence[SimJob], workers: int, take: Take
+    jobs: Sequence[SimJob], workers: int, take: Take, work: Work
 ) -> Iterator[tuple[int, SimResult]]:
     """Ray tasks on an existing cluster (RAY_ADDRESS set) or a local instance started here;
     `import ray` happens only now (the `ray` extra)."""
@@ -229,7 +234,7 @@ def _ray_results(
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
             started = True
     try:
-        remote = ray.remote(num_cpus=1)(simulate_job)
+        remote = ray.remote(num_cpus=1)(work)
         queue = iter(range(len(jobs)))
         running: dict[Any, int] = {}
 
