@@ -63,7 +63,7 @@ def mean_timeline(timelines: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def replicate_row(k: int, seed: int, run_dir: Path, summary: Mapping[str, Any]) -> dict:
     """One replicates.csv row: replicate, seed, run_dir and the sweep.csv headline columns."""
-    row: dict[str, Any] = {"replicate": k, "seed": str(seed), "run_dir": str(run_dir)}
+    row: dict[str, Any] = {"replicate": k, "seed": int(seed), "run_dir": str(run_dir)}
     for column, keys in SWEEP_COLUMNS:
         row[column] = _lookup(summary, keys)
     return row
