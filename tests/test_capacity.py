@@ -112,3 +112,17 @@ def test_capacity_needs_a_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert cli.main(["capacity", str(path), "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "workload.arrival.process: expected poisson or gamma" in err
+
+
+def test_probes_fanned_out_give_the_same_table(tmp_path: Path) -> None:
+    path = tmp_path / "md1.yaml"
+    short = MD1.replace("duration_s: 60", "duration_s: 20")
+    path.write_text(short + "slo: {queue_mean_s: 0.007}\n")
+    tables = []
+    for name, extra in (("serial", []), ("pool", ["--workers", "2"])):
+        out = tmp_path / name
+        args = ["capacity", str(path), "--out", str(out), "--quiet", "--replicates", "2", *extra]
+        assert cli.main(args) == 0
+        (run,) = (out / "md1cap-capacity").iterdir()
+        tables.append((run / "capacity.csv").read_bytes())
+    assert tables[0] == tables[1]

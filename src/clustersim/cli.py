@@ -181,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"replicates per probe (default: the experiment's, at least {CAPACITY_REPLICATES})",
     )
+    capacity.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default) or Ray tasks for each probe's replicates",
+    )
+    capacity.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="replicates of a probe in parallel (default 1: one at a time in this process)",
+    )
     capacity.add_argument("--quiet", action="store_true", help="no progress bar")
     capacity.set_defaults(func=cmd_capacity)
 
@@ -618,8 +631,12 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     table: list[list[str]] = []
 
+    fan_out = None
+    if args.executor != "local" or args.workers > 1:
+        fan_out = (args.executor, args.workers)
+
     def probe(rate: float) -> Probe:
-        result = probe_rate(exp, rate)
+        result = probe_rate(exp, rate, fan_out=fan_out)
         row = probe_row(result)
         table.append([
             f"{rate:.4g}", "yes" if result.passed else "no", row["reasons"] or "-",
@@ -629,7 +646,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         tick()
         return result
 
-    with overall_bar_open(args.quiet, "probes") as tick:
+    with overall_bar_open(args.quiet, "probes") as tick, ray_session(args.executor, args.workers):
         cap = find_capacity(probe, start)
     identity = {"capacity": resolved_config(exp)}
     out_dir = new_run_dir(args.out, f"{exp.name}-capacity", identity)
@@ -646,6 +663,32 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         print(f"capacity: {cap.capacity_rps:.4g} req/s ({known}, {reps} replicates per probe)")
     print(f"capacity table: {paths['capacity.csv']}")
     return EXIT_OK
+
+
+@contextmanager
+def ray_session(executor: str, workers: int) -> Iterator[None]:
+    """With `--executor ray`: one Ray instance for every probe (started here unless
+    RAY_ADDRESS names a cluster or Ray is already up), stopped at the end."""
+    if executor != "ray":
+        yield
+        return
+    try:
+        import ray
+    except ImportError:
+        need = "--executor ray needs the ray package: pip install 'clustersim[ray]'"
+        raise BadInput(need) from None
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address="auto", log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 @contextmanager

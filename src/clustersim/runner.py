@@ -26,7 +26,7 @@ from clustersim.metrics.replicates import (
     replicates_block,
 )
 from clustersim.metrics.stability import pooled_stability
-from clustersim.planner.search import SimJob, SimResult
+from clustersim.planner.search import ExecutorName, SimJob, SimResult, run_jobs
 from clustersim.results.writer import write_run
 from clustersim.sim.engine import Build, RunOutput, build, run_experiment
 
@@ -100,3 +100,37 @@ def simulate_into(job: SimJob) -> SimResult:
     summary, timeline = summarize_experiment(job.exp, out)
     write_run(Path(job.run_dir), resolved_config(job.exp), out, summary, timeline)
     return SimResult(job.label, summary)
+
+
+@dataclass(frozen=True)
+class SampleResult(SimResult):
+    """A worker's replicate for pooling elsewhere: the summary and the latency samples."""
+
+    sample: ReplicateSample | None = None
+
+
+def sample_job(job: SimJob) -> SimResult:
+    """Worker of a fanned-out pooled simulation (capacity probes): simulate, summarise, keep
+    what pooling needs; no files."""
+    out = run_experiment(job.exp)
+    summary, _ = summarize_experiment(job.exp, out)
+    exp = job.exp
+    sample = replicate_sample(summary, out.requests, exp.slo, exp.horizon.warmup_s)
+    return SampleResult(job.label, summary, sample=sample)
+
+
+def simulate_pooled_jobs(exp: Experiment, executor: ExecutorName, workers: int) -> dict[str, Any]:
+    """simulate_pooled with the replicates as parallel jobs (local processes or Ray); the
+    same pooled summary, since each replicate is simulated and sampled the same way."""
+    seeds = replicate_seeds(exp.seed, exp.replicates)
+    jobs = [
+        SimJob(f"{exp.name} #{k}", replicate_experiment(exp, seed) if exp.replicates > 1 else exp)
+        for k, seed in enumerate(seeds)
+    ]
+    done = run_jobs(jobs, executor, workers, quiet=True, work=sample_job)
+    samples = []
+    for i in range(len(jobs)):
+        result = done[i]
+        assert isinstance(result, SampleResult) and result.sample is not None, result.error
+        samples.append(result.sample)
+    return pool(exp, samples)

@@ -8,7 +8,8 @@ from typing import Any
 
 from clustersim.capacity.search import Probe
 from clustersim.config.schema import Experiment, SLOSpec
-from clustersim.runner import ProgressFactory, simulate_pooled
+from clustersim.planner.search import ExecutorName
+from clustersim.runner import ProgressFactory, simulate_pooled, simulate_pooled_jobs
 
 ATTAINMENT_TARGET = 0.99  # per-request bounds are p99 targets
 RATE_PROCESSES = ("poisson", "gamma")  # arrival processes with one `rate_rps` to scale
@@ -57,8 +58,19 @@ def slo_failures(summary: Mapping[str, Any], slo: SLOSpec) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def probe_rate(exp: Experiment, rate_rps: float, progress: ProgressFactory | None = None) -> Probe:
-    """Simulate every replicate of `exp` at `rate_rps`, pool them, test the SLO."""
-    summary = simulate_pooled(at_rate(exp, rate_rps), progress)
+def probe_rate(
+    exp: Experiment,
+    rate_rps: float,
+    progress: ProgressFactory | None = None,
+    fan_out: tuple[ExecutorName, int] | None = None,
+) -> Probe:
+    """Simulate every replicate of `exp` at `rate_rps`, pool them, test the SLO.
+
+    `fan_out` (executor, workers): run the replicates as parallel jobs (same summary)."""
+    probed = at_rate(exp, rate_rps)
+    if fan_out is None:
+        summary = simulate_pooled(probed, progress)
+    else:
+        summary = simulate_pooled_jobs(probed, *fan_out)
     reasons = slo_failures(summary, exp.slo)
     return Probe(float(rate_rps), not reasons, reasons, summary)
