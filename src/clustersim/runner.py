@@ -27,8 +27,8 @@ from clustersim.metrics.replicates import (
 )
 from clustersim.metrics.stability import pooled_stability
 from clustersim.planner.search import ExecutorName, SimJob, SimResult, run_jobs
-from clustersim.results.writer import write_run
-from clustersim.sim.engine import Build, RunOutput, build, run_experiment
+from clustersim.results.writer import write_json, write_run
+from clustersim.sim.engine import Build, BuildError, RunOutput, build, run_experiment
 
 ProgressCallback = Callable[[float], None]
 # (label) → a context yielding the engine's progress callback (or None: no bar)
@@ -134,3 +134,28 @@ def simulate_pooled_jobs(exp: Experiment, executor: ExecutorName, workers: int) 
         assert isinstance(result, SampleResult) and result.sample is not None, result.error
         samples.append(result.sample)
     return pool(exp, samples)
+
+
+def simulate_job_pooled(job: SimJob) -> SimResult:
+    """Planner worker for a replicated plan: every replicate of the candidate, pooled (the
+    summary carries the replicates' intervals). With `job.run_dir` (plan.keep_runs) each
+    replicate's run is written to <run_dir>/replicate-<k>/ and the pooled summary.json to
+    <run_dir>; BuildError → a failed result, as simulate_job."""
+    try:
+        built = build(job.exp)
+    except BuildError as err:
+        return SimResult(job.label, None, " ".join(str(err).split()))
+    run_dir = Path(job.run_dir) if job.run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    samples = []
+    for rep in iter_replicates(job.exp, None, built):
+        if run_dir is not None:
+            rdir = run_dir / f"replicate-{rep.k}"
+            rdir.mkdir()
+            write_run(rdir, resolved_config(rep.exp), rep.out, rep.summary, rep.timeline)
+        samples.append(rep.sample())
+    summary = pool(job.exp, samples)
+    if run_dir is not None:
+        write_json(run_dir / "summary.json", summary)
+    return SimResult(job.label, summary)
