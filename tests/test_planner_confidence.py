@@ -77,3 +77,19 @@ def test_replicated_plan_classes_its_candidates(tmp_path: Path) -> None:
     run_dir = result.plan_dir / "runs" / simulated[0].label
     assert (run_dir / "summary.json").is_file()
     assert (run_dir / "replicate-2" / "requests.parquet").is_file()
+
+
+def test_plan_report_html_and_report_command(tmp_path: Path) -> None:
+    from clustersim import cli
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN.replace("replicates: 3\n", ""))
+    out = tmp_path / "out"
+    assert cli.main(["plan", str(path), "--out", str(out), "--quiet"]) == 0
+    (plan_dir,) = (out / "conf_plan").iterdir()
+    html = (plan_dir / "report.html").read_text()
+    assert "Candidates (rank order)" in html and "data:image/png;base64," in html
+    assert "tp1-pp1-dp1" in html and "launch/" in html
+    (plan_dir / "report.html").unlink()
+    assert cli.main(["report", str(plan_dir)]) == 0
+    assert (plan_dir / "report.html").read_text() == html

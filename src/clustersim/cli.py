@@ -585,7 +585,13 @@ def progress_bar(
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Redraw the plots and report.html of a run directory (or of a sweep and its points)."""
+    """Redraw the plots and report.html of a run directory (or of a sweep and its points, or
+    of a plan directory)."""
+    from clustersim.planner.html import is_plan_dir, render_plan
+
+    if is_plan_dir(args.run_dir):
+        print(render_plan(args.run_dir))
+        return EXIT_OK
     print(render(args.run_dir))
     return EXIT_OK
 
@@ -773,7 +779,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec = load_plan(args.file, args.overrides)
     check_out_dir(args.out)
     result = run_plan(spec, args.out, args.executor, args.quiet)
+    from clustersim.planner.html import render_plan
+
     paths = write_plan(result)
+    paths["report.html"] = render_plan(result.plan_dir)
     print(format_report(result, paths))
     return EXIT_OK
 

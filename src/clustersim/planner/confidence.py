@@ -29,9 +29,7 @@ def slo_class(summary: Mapping[str, Any], slo: SLOSpec) -> str | None:
     block = summary.get("replicates")
     if not isinstance(block, Mapping) or int(block.get("n") or 1) < 2:
         return None
-    if not int(summary.get("requests_completed") or 0) or int(
-        summary.get("requests_dropped") or 0
-    ):
+    if not int(summary.get("requests_completed") or 0) or int(summary.get("requests_dropped") or 0):
         return "misses"
     unsure = False
     for metric, key in _BOUNDS:
