@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from clustersim.config.schema import Layout, SLOSpec
 from clustersim.planner.confidence import slo_class
@@ -93,3 +94,31 @@ def test_plan_report_html_and_report_command(tmp_path: Path) -> None:
     (plan_dir / "report.html").unlink()
     assert cli.main(["report", str(plan_dir)]) == 0
     assert (plan_dir / "report.html").read_text() == html
+
+
+@pytest.mark.parametrize("target", [0.05, 0.5])
+def test_replicates_grow_until_the_p99s_are_known(tmp_path: Path, target: float) -> None:
+    # ±5 % is out of reach of a 5 s horizon (the budget stops it); ±50 % is reached early
+    path = tmp_path / "plan.yaml"
+    text = PLAN.replace("replicates: 3\n", "replicates: 2\n").replace(
+        "keep_runs: true}", f"keep_runs: true, ci_rel_target: {target}, max_replicates: 6}}"
+    )
+    path.write_text(text)
+    result = run_plan(load_plan(path), tmp_path / "out", "local", quiet=True)
+    for r in result.rows:
+        if r.status != "simulated":
+            continue
+        assert r.summary is not None
+        block = r.summary["replicates"]
+        n = block["n"]
+        assert 2 <= n <= 6
+        known = all(
+            (block[m]["p99"]["ci95"][1] - block[m]["p99"]["ci95"][0]) / 2
+            <= target * block[m]["p99"]["mean"]
+            for m in ("ttft_s", "tpot_s")
+        )
+        assert known or n == 6  # stopped because known, or at the budget
+        if target == 0.5:
+            assert known and n < 6
+        runs = result.plan_dir / "runs" / r.label
+        assert len(list(runs.glob("replicate-*"))) == n

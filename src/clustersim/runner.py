@@ -137,25 +137,59 @@ def simulate_pooled_jobs(exp: Experiment, executor: ExecutorName, workers: int) 
 
 
 def simulate_job_pooled(job: SimJob) -> SimResult:
-    """Planner worker for a replicated plan: every replicate of the candidate, pooled (the
-    summary carries the replicates' intervals). With `job.run_dir` (plan.keep_runs) each
-    replicate's run is written to <run_dir>/replicate-<k>/ and the pooled summary.json to
-    <run_dir>; BuildError → a failed result, as simulate_job."""
+    """Planner worker for a replicated plan: the candidate's replicates, pooled (the summary
+    carries the replicates' intervals). With `job.ci_rel_target`, replicates are added one at a
+    time beyond `exp.replicates`, up to `job.max_replicates`, until every p99 the SLO bounds has
+    a 95 % half-width within ci_rel_target × its mean (`interval_known`); the seeds are those
+    of a run with that many replicates (SeedSequence children are prefix-stable). With
+    `job.run_dir` (plan.keep_runs) each replicate's run goes to <run_dir>/replicate-<k>/ and the
+    pooled summary.json to <run_dir>; BuildError → a failed result, as simulate_job."""
+    exp = job.exp
     try:
-        built = build(job.exp)
+        built = build(exp)
     except BuildError as err:
         return SimResult(job.label, None, " ".join(str(err).split()))
     run_dir = Path(job.run_dir) if job.run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=False)
-    samples = []
-    for rep in iter_replicates(job.exp, None, built):
+    target = job.ci_rel_target
+    least = max(exp.replicates, 2) if target else exp.replicates  # an interval needs two
+    most = max(least, job.max_replicates) if target else exp.replicates
+    seeds = replicate_seeds(exp.seed, most)
+    samples: list[ReplicateSample] = []
+    for k, seed in enumerate(seeds):
+        rexp = replicate_experiment(exp, seed)
+        out = run_experiment(rexp, None, built)
+        summary, timeline = summarize_experiment(rexp, out)
         if run_dir is not None:
-            rdir = run_dir / f"replicate-{rep.k}"
+            rdir = run_dir / f"replicate-{k}"
             rdir.mkdir()
-            write_run(rdir, resolved_config(rep.exp), rep.out, rep.summary, rep.timeline)
-        samples.append(rep.sample())
-    summary = pool(job.exp, samples)
+            write_run(rdir, resolved_config(rexp), out, summary, timeline)
+        samples.append(replicate_sample(summary, out.requests, exp.slo, exp.horizon.warmup_s))
+        del out
+        if len(samples) < least:
+            continue
+        if job.ci_rel_target is None or interval_known(samples, exp, job.ci_rel_target):
+            break
+    summary = pool(exp, samples)
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return SimResult(job.label, summary)
+
+
+def interval_known(samples: list[ReplicateSample], exp: Experiment, rel: float) -> bool:
+    """Every p99 the SLO bounds (TTFT, TPOT, e2e) has a 95 % interval of half-width <=
+    rel × its mean (a p99 never measured, e.g. TPOT of 1-token outputs, does not count)."""
+    block = replicates_block([s.summary for s in samples], [0] * len(samples))
+    for metric, bound in (("ttft_s", exp.slo.ttft_p99_s), ("tpot_s", exp.slo.tpot_p99_s),
+                          ("e2e_s", exp.slo.e2e_p99_s)):  # fmt: skip
+        if bound is None:
+            continue
+        stat = block[metric]["p99"]
+        if stat["mean"] is None:
+            continue
+        if stat["ci95"] is None:
+            return False
+        if (stat["ci95"][1] - stat["ci95"][0]) / 2.0 > rel * abs(stat["mean"]):
+            return False
+    return True

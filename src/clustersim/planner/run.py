@@ -158,6 +158,8 @@ def _simulate(
             c.label,
             c.exp,
             str(plan_dir / RUNS_DIR / safe_name(c.label)) if opts.keep_runs else None,
+            opts.ci_rel_target,
+            max(opts.max_replicates, c.exp.replicates),
         )
         for c in order
     ]
@@ -172,7 +174,8 @@ def _simulate(
     def beyond_best(job: SimJob) -> bool:
         return fewest and bool(met) and gpus[job.label] > min(met) and job.label != pick.label
 
-    replicated = spec.base.replicates > 1  # each job runs and pools its replicates
+    # each job runs and pools its replicates (growing them to opts.ci_rel_target when set)
+    replicated = spec.base.replicates > 1 or opts.ci_rel_target is not None
     by_index = run_jobs(
         jobs, executor, opts.workers or default_workers(), quiet, on_result, beyond_best,
         work=simulate_job_pooled if replicated else None,

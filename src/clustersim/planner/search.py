@@ -61,6 +61,10 @@ class SimJob:
     label: str
     exp: Experiment
     run_dir: str | None = None
+    # replicated plans: grow replicates until each bounded p99's 95 % interval is within
+    # ± ci_rel_target of its mean, at most max_replicates (runner.simulate_job_pooled)
+    ci_rel_target: float | None = None
+    max_replicates: int = 1
 
 
 @dataclass(frozen=True)
