@@ -33,6 +33,7 @@ from pathlib import Path
 
 from clustersim.config.load import load_experiment
 from clustersim.config.schema import DTYPE_BYTES, Experiment, FixedLength
+from clustersim.metrics.experiment import summarize_experiment
 from clustersim.model.memory import GIB, plan_memory
 from clustersim.model.params import total_params
 from clustersim.sim.engine import run_experiment
@@ -275,8 +276,9 @@ def run_case(case: Case, hardware: str | None = None, extra: Sequence[str] = ())
     done = req[~req["dropped"]]
     if len(done) != len(req):
         raise RuntimeError(f"{case.case}: {len(req) - len(done)} requests dropped")
-    makespan = float(done["finish_s"].max() - done["arrival_s"].min())  # seconds
-    predicted = float(done["output_tokens"].sum()) / makespan  # tokens/s
+    # trtllm-bench's figure: output tokens / (last finish − first arrival), tokens/s
+    summary, _ = summarize_experiment(exp, out)
+    predicted = float(summary["throughput"]["harness_output_tokens_per_s"])
     assert out.memory is not None
     return Result(
         case=case,

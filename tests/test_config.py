@@ -276,10 +276,11 @@ def test_load_sweep_applies_each_point(tmp_path: Path) -> None:
         for p, e in points
     ]
     assert got == [
-        ("rate_rps=5_layout=tp2", 5, 2, 1, 3),
-        ("rate_rps=5_layout=pp2", 5, 1, 2, 3),
-        ("rate_rps=50_layout=tp2", 50, 2, 1, 3),
-        ("rate_rps=50_layout=pp2", 50, 1, 2, 3),
+        # labels say what runs: the --set reached inside the swept layouts (issue 10)
+        ("rate_rps=5_layout=tp2-dp3", 5, 2, 1, 3),
+        ("rate_rps=5_layout=pp2-dp3", 5, 1, 2, 3),
+        ("rate_rps=50_layout=tp2-dp3", 50, 2, 1, 3),
+        ("rate_rps=50_layout=pp2-dp3", 50, 1, 2, 3),
     ]
 
 

@@ -82,13 +82,15 @@ def test_keys_are_exactly_the_design_keys() -> None:
     stats = {"mean", "p50", "p90", "p99"}
     assert set(s) == {
         "requests_completed", "requests_dropped", "gpus", "throughput", "ttft_s", "tpot_s",
-        "e2e_s", "queue_s", "preemptions", "slo", "links", "experts", "sim",
+        "e2e_s", "queue_s", "preemptions", "slo", "links", "experts", "sim", "window",
     }  # fmt: skip
     assert set(s["throughput"]) == {
         "input_tokens_per_s",
         "output_tokens_per_s",
         "output_tokens_per_s_per_gpu",
+        "harness_output_tokens_per_s",
     }
+    assert set(s["window"]) == {"start_s", "end_s", "duration_s", "basis"}
     for key in ("ttft_s", "tpot_s", "e2e_s", "queue_s"):
         assert set(s[key]) == stats
     assert set(s["slo"]) == {
@@ -106,11 +108,38 @@ def test_counts_throughput_and_warmup_exclusion() -> None:
     assert s["requests_dropped"] == 1
     assert s["gpus"] == 4
     assert s["preemptions"] == 3  # id 0's preemption is in the warm-up
-    # window = last finish 9.0 − first measured arrival 1.0 = 8 s
-    assert s["throughput"]["input_tokens_per_s"] == pytest.approx((10 + 20 + 40 + 50) / 8)
-    assert s["throughput"]["output_tokens_per_s"] == pytest.approx((11 + 6 + 1 + 3) / 8)
-    assert s["throughput"]["output_tokens_per_s_per_gpu"] == pytest.approx(21 / 8 / 4)
+    # window = [warm-up 1.0, last arrival 5.0] = 4 s; tokens produced inside it:
+    # id 0 (warm-up arrival): prefill 0.6–1.0 ends at the start (0 input), first token at 1.0
+    # and its 10 decode tokens in (1, 2] → 11 output; ids 1, 2, 4 wholly inside (10 + 20 + 40
+    # input; 11 + 6 + 1 output); id 5 runs 7–9, in the drain (not counted)
+    assert s["window"] == {"start_s": 1.0, "end_s": 5.0, "duration_s": 4.0, "basis": "arrivals"}
+    assert s["throughput"]["input_tokens_per_s"] == pytest.approx((10 + 20 + 40) / 4)
+    assert s["throughput"]["output_tokens_per_s"] == pytest.approx((11 + 11 + 6 + 1) / 4)
+    assert s["throughput"]["output_tokens_per_s_per_gpu"] == pytest.approx(29 / 4 / 4)
+    # harness: completed measured output tokens / (last finish 9.0 − first arrival 1.0)
+    assert s["throughput"]["harness_output_tokens_per_s"] == pytest.approx((11 + 6 + 1 + 3) / 8)
     assert s["sim"] == {"events": 123, "wall_s": 0.5, "simulated_s": 10.0}
+
+
+def test_duration_horizon_ends_the_window_and_splits_decode() -> None:
+    # end of arrivals 8.5: id 5's first token (8.0) and half of its decode (8, 9] are inside
+    s = summarize(output(), SLOSpec(), WARMUP_S, arrivals_end_s=8.5)
+    assert s["window"]["duration_s"] == pytest.approx(7.5)
+    # id 5's prefill 7.0–8.0 is inside: 50 input tokens
+    assert s["throughput"]["input_tokens_per_s"] == pytest.approx((70 + 50) / 7.5)
+    assert s["throughput"]["output_tokens_per_s"] == pytest.approx((29 + 1 + 2 * 0.5) / 7.5)
+
+
+def test_burst_window_falls_back_to_the_makespan() -> None:
+    rows = [
+        (0, 0.0, 1.0, 2.0, 10, 5, 1.0, 0.25, 2.0, 0.0, 0, False),
+        (1, 0.0, 1.0, 4.0, 10, 7, 1.0, 0.5, 4.0, 0.0, 0, False),
+    ]
+    s = summarize(output(requests=requests_table(rows)), SLOSpec(), 0.0)
+    assert s["window"] == {"start_s": 0.0, "end_s": 4.0, "duration_s": 4.0, "basis": "makespan"}
+    assert s["throughput"]["output_tokens_per_s"] == pytest.approx(12 / 4)
+    assert s["throughput"]["harness_output_tokens_per_s"] == pytest.approx(12 / 4)
+    assert s["slo"]["goodput_rps"] == pytest.approx(2 / 4)
 
 
 def test_latency_percentiles_linear_and_nan_safe() -> None:
@@ -133,7 +162,7 @@ def test_slo_attainment_and_goodput() -> None:
     # meets: id 1 (0.2 s, 0.1 s) and id 4 (1 token: NaN TPOT meets); fails: 2 (TPOT), 3
     # (dropped), 5 (TTFT) → 2 of 5 measured
     assert s["slo"]["attainment"] == pytest.approx(0.4)
-    assert s["slo"]["goodput_rps"] == pytest.approx(2 / 8)
+    assert s["slo"]["goodput_rps"] == pytest.approx(2 / 4)  # per second of the 4 s window
     assert s["slo"]["ttft_p99_s"] == 1.0
     assert s["slo"]["tpot_p99_s"] == 0.15
     assert s["slo"]["e2e_p99_s"] is None
@@ -145,15 +174,15 @@ def test_slo_e2e_bound_and_no_bounds() -> None:
     unbounded = summarize(output(), SLOSpec(), WARMUP_S)
     # every completed request meets no bounds; the dropped one still fails
     assert unbounded["slo"]["attainment"] == pytest.approx(4 / 5)
-    assert unbounded["slo"]["goodput_rps"] == pytest.approx(4 / 8)
+    assert unbounded["slo"]["goodput_rps"] == pytest.approx(4 / 4)
 
 
 def test_warmup_zero_includes_first_request() -> None:
     s = summarize(output(), SLOSpec(), 0.0)
     assert s["requests_completed"] == 5
     assert s["preemptions"] == 4
-    # window = 9.0 − 0.5
-    assert s["throughput"]["input_tokens_per_s"] == pytest.approx(220 / 8.5)
+    # window = [0, 5]: id 0's prefill (0.6–1.0, 100 tokens) is now inside
+    assert s["throughput"]["input_tokens_per_s"] == pytest.approx(170 / 5)
 
 
 def test_links_use_measured_bins() -> None:

@@ -8,11 +8,12 @@ input file): exactly one line `clustersim: error: <message>` on stderr, no trace
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,11 +25,20 @@ from clustersim import __version__
 from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
-from clustersim.metrics.summary import RunTables, summarize
-from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.experiment import summarize_experiment
+from clustersim.metrics.replicates import replicate_sample, replicate_seeds
+from clustersim.metrics.summary import RunTables
 from clustersim.model.memory import MemoryPlan, plan_memory
-from clustersim.planner.search import EXECUTORS, PlanError
-from clustersim.results.compare import compare_runs, text_rows
+from clustersim.planner.search import EXECUTORS, PlanError, SimJob, default_workers, run_jobs
+from clustersim.results.compare import compare_runs, interval_rows, text_rows
+from clustersim.results.replicates import (
+    REPLICATE_DIR,
+    mean_timeline,
+    pooled_requests,
+    replicate_dir,
+    replicate_row,
+    write_replicated_run,
+)
 from clustersim.results.report import ReportError, render, render_run, render_sweep
 from clustersim.results.writer import (
     new_point_dir,
@@ -37,6 +47,8 @@ from clustersim.results.writer import (
     write_run,
     write_sweep_table,
 )
+from clustersim.runner import iter_replicates, pool, replicate_experiment, simulate_into
+from clustersim.sim.deployment import Build
 from clustersim.sim.engine import BuildError, build, horizon_estimate_s, run_experiment
 from clustersim.topology.placement import PlacementError
 
@@ -107,6 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", type=Path, default=Path("results"), help="results root (default: results/)"
     )
+    run.add_argument(
+        "--replicates",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="run N independent seeds derived from `seed` and pool them (= --set replicates=N)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default) or Ray tasks; the files are the same either way",
+    )
+    run.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="runs (points × replicates) in parallel (default 1: one at a time in this "
+        f"process; this machine has {default_workers()} CPUs)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
         "--no-report", action="store_true", help="skip the plots and report.html of each run"
@@ -134,6 +167,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="where to create it (default: RUN_A/..)"
     )
     compare.set_defaults(func=cmd_compare)
+
+    capacity = commands.add_parser(
+        "capacity", help="highest arrival rate sustained inside the SLO (bisection over rate)"
+    )
+    _add_experiment_args(capacity)
+    capacity.add_argument(
+        "--out", type=Path, default=Path("results"), help="results root (default: results/)"
+    )
+    capacity.add_argument(
+        "--replicates",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"replicates per probe (default: the experiment's, at least {CAPACITY_REPLICATES})",
+    )
+    capacity.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default) or Ray tasks for each probe's replicates",
+    )
+    capacity.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="replicates of a probe in parallel (default 1: one at a time in this process)",
+    )
+    capacity.add_argument("--quiet", action="store_true", help="no progress bar")
+    capacity.set_defaults(func=cmd_capacity)
 
     plan = commands.add_parser(
         "plan", help="enumerate layouts, simulate, rank, emit engine launch configs"
@@ -165,10 +228,25 @@ def _add_experiment_args(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (got {text!r})")
+    return value
+
+
 def bad_input_message(err: BaseException) -> str | None:
     """The one-line message for a bad-input error, or None for an internal error."""
+    from clustersim.capacity.probe import CapacityError
+
     if isinstance(
-        err, BadInput | ConfigError | BuildError | PlacementError | ReportError | PlanError
+        err,
+        BadInput | ConfigError | BuildError | PlacementError | ReportError | PlanError
+        | CapacityError,
     ):
         return one_line(str(err))
     if isinstance(err, _PATH_ERRORS):
@@ -282,21 +360,86 @@ def validate_row(point: Point, plan: MemoryPlan, gpus: int, ok: bool) -> list[st
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Simulate every point, one run directory each; summary table on stdout."""
-    points = load_points(args.file, args.overrides)
+    """Simulate every point (× its replicates), one run directory each; table on stdout."""
+    overrides = list(args.overrides)
+    if args.replicates is not None:
+        overrides.append(f"replicates={args.replicates}")
+    points = load_points(args.file, overrides)
     check_out_dir(args.out)
+    for point in points:  # every point must build before the first one runs
+        with blame(args.file, point.label):
+            build(point.exp)
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
     results = RunResults(args.out, points, report=not args.no_report)
     try:
-        for point in points:
-            with blame(args.file, point.label):
-                summary, resolved, out, timeline = simulate(point, args.quiet)
-            results.write(point, resolved, out, summary, timeline)
-            del out  # one point's tables in memory at a time
+        if args.executor == "local" and args.workers <= 1:
+            run_serial(args, points, results)
+        else:
+            run_fanned_out(args, points, results)
         results.finish()  # a sweep stopped by a bad point: `clustersim report` draws it later
     finally:  # also when a later point fails: the finished ones are listed
         results.print_table()
     return EXIT_OK
+
+
+def run_serial(args: argparse.Namespace, points: Sequence[Point], results: RunResults) -> None:
+    """One run at a time in this process, each with its own progress bar."""
+    total = sum(p.exp.replicates for p in points)
+    with overall_bar(total, args.quiet) as tick:
+        for point in points:
+            with blame(args.file, point.label):
+                if point.exp.replicates > 1:
+                    results.write_replicated(point, args.quiet, tick)
+                    continue
+                summary, resolved, out, timeline = simulate(point, args.quiet)
+            results.write(point, resolved, out, summary, timeline)
+            tick()
+            del out  # one point's tables in memory at a time
+
+
+def run_fanned_out(
+    args: argparse.Namespace, points: Sequence[Point], results: RunResults
+) -> None:
+    """Every (point, replicate) as one job over local processes or Ray (planner.search
+    run_jobs); workers write the run files, this process pools and reports in point order,
+    so the files are the same as a serial run's."""
+    jobs: list[SimJob] = []
+    plan: list[tuple[Point, Path, list[int]]] = []
+    for point in points:
+        exp = point.exp
+        run_dir = results.point_dir(point, resolved_config(exp))
+        first = len(jobs)
+        if exp.replicates > 1:
+            for k, seed in enumerate(replicate_seeds(exp.seed, exp.replicates)):
+                rdir = replicate_dir(run_dir, k)
+                rexp = replicate_experiment(exp, seed)
+                jobs.append(SimJob(f"{point.label or exp.name} #{k}", rexp, str(rdir)))
+        else:
+            jobs.append(SimJob(point.label or exp.name, exp, str(run_dir)))
+        plan.append((point, run_dir, list(range(first, len(jobs)))))
+    done = run_jobs(
+        jobs, args.executor, args.workers, args.quiet, work=simulate_into, desc="run", unit="run"
+    )
+    for point, run_dir, indices in plan:
+        summaries = [done[i].summary for i in indices]
+        if any(s is None for s in summaries):
+            raise BadInput(f"{args.file} [{point.label}]: {done[indices[0]].error}")
+        if point.exp.replicates > 1:
+            results.pool_replicates(point, run_dir, [s for s in summaries if s is not None])
+        else:
+            assert summaries[0] is not None
+            results.finish_point(point, run_dir, summaries[0])
+
+
+@contextmanager
+def overall_bar(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
+    """One bar on stderr over every run (points × replicates) with an ETA; yields `tick`."""
+    if quiet or total <= 1:
+        yield lambda: None
+        return
+    fmt = "runs: {n}/{total} |{bar}| [{elapsed}<{remaining}]"
+    with tqdm(total=total, file=sys.stderr, bar_format=fmt, position=0) as bar:
+        yield lambda: bar.update(1)
 
 
 class RunResults:
@@ -311,6 +454,14 @@ class RunResults:
         self.sweep_rows: list[dict[str, Any]] = []
         self.table: list[list[str]] = []
 
+    def point_dir(self, point: Point, resolved: dict[str, Any]) -> Path:
+        """A new run directory for the point (inside the sweep directory for a sweep)."""
+        if not self.is_sweep:
+            return new_run_dir(self.root, point.exp.name, resolved)
+        if self.sweep_dir is None:
+            self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
+        return new_point_dir(self.sweep_dir, point.label)
+
     def write(
         self,
         point: Point,
@@ -320,19 +471,63 @@ class RunResults:
         timeline: pd.DataFrame | None = None,
     ) -> None:
         """Write one finished point's files (and the sweep table so far)."""
-        if not self.is_sweep:
-            run_dir = new_run_dir(self.root, point.exp.name, resolved)
-        else:
-            if self.sweep_dir is None:
-                self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
-            run_dir = new_point_dir(self.sweep_dir, point.label)
+        run_dir = self.point_dir(point, resolved)
         write_run(run_dir, resolved, out, summary, timeline)
+        self.finish_point(point, run_dir, summary)
+
+    def finish_point(self, point: Point, run_dir: Path, summary: dict[str, Any]) -> None:
+        """After a point's files are written: its report, the sweep table, the stdout row."""
         if self.report:
             render_run(run_dir)  # plots + report.html, from the files just written
         if self.sweep_dir is not None:
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
+
+    def write_replicated(self, point: Point, quiet: bool, tick: Callable[[], None]) -> None:
+        """Run the point's replicates into replicate-<k>/ and pool them at the top level."""
+        exp = point.exp
+        run_dir = self.point_dir(point, resolved_config(exp))
+        summaries = []
+
+        def bar(label: str) -> AbstractContextManager[Callable[[float], None] | None]:
+            return progress_bar(horizon_estimate_s(exp), f"{point.label or label}", quiet)
+
+        for rep in iter_replicates(exp, bar):
+            rdir = replicate_dir(run_dir, rep.k)
+            write_run(rdir, resolved_config(rep.exp), rep.out, rep.summary, rep.timeline)
+            summaries.append(rep.summary)
+            del rep
+            tick()
+        self.pool_replicates(point, run_dir, summaries)
+
+    def pool_replicates(
+        self, point: Point, run_dir: Path, summaries: Sequence[dict[str, Any]]
+    ) -> None:
+        """Pool the replicate-<k>/ directories (read back from their files, however they ran)
+        into the top level of the point's run directory."""
+        exp = point.exp
+        seeds = replicate_seeds(exp.seed, exp.replicates)
+        samples, requests, timelines, rows = [], [], [], []
+        for k, summary in enumerate(summaries):
+            rdir = run_dir / REPLICATE_DIR.format(k=k)
+            if self.report:
+                render_run(rdir)
+            req = pd.read_parquet(rdir / "requests.parquet")
+            samples.append(replicate_sample(dict(summary), req, exp.slo, exp.horizon.warmup_s))
+            requests.append(req)
+            timelines.append(pd.read_parquet(rdir / "timeline.parquet"))
+            rows.append(replicate_row(k, seeds[k], rdir, summary))
+        pooled = pool(exp, samples)
+        write_replicated_run(
+            run_dir,
+            resolved_config(exp),
+            pooled_requests(requests),
+            mean_timeline(timelines),
+            pooled,
+            rows,
+        )
+        self.finish_point(point, run_dir, pooled)
 
     def finish(self) -> None:
         """After the last point: the sweep's plots and report.html."""
@@ -347,19 +542,15 @@ class RunResults:
 
 
 def simulate(
-    point: Point, quiet: bool
+    point: Point, quiet: bool, built: Build | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], RunTables, pd.DataFrame]:
     """Run one point with a progress bar; (summary, resolved config, RunOutput, timeline)."""
     exp = point.exp
-    built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
+    if built is None:
+        built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
     with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
         out = run_experiment(exp, progress, built)
-    warmup_s = exp.horizon.warmup_s
-    bin_s = exp.output.time_bin_s
-    timeline = build_timeline(
-        out.requests, out.iterations, out.links, bin_s, exp.slo, warmup_s, out.phases
-    )
-    summary = summarize(out, exp.slo, warmup_s, window_slo_summary(timeline))
+    summary, timeline = summarize_experiment(exp, out)
     return summary, resolved_config(exp), out, timeline
 
 
@@ -394,7 +585,13 @@ def progress_bar(
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Redraw the plots and report.html of a run directory (or of a sweep and its points)."""
+    """Redraw the plots and report.html of a run directory (or of a sweep and its points, or
+    of a plan directory)."""
+    from clustersim.planner.html import is_plan_dir, render_plan
+
+    if is_plan_dir(args.run_dir):
+        print(render_plan(args.run_dir))
+        return EXIT_OK
     print(render(args.run_dir))
     return EXIT_OK
 
@@ -410,8 +607,164 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"A = {result.a.run_dir}")
     print(f"B = {result.b.run_dir}")
     print(format_table(["key", "A", "B", "B - A", "%"], text_rows(result.rows)))
+    intervals = interval_rows(result.a.summary, result.b.summary)
+    if intervals:
+        print("95 % confidence intervals of the replicates' mean:")
+        print(format_table(["key", "A", "B", "intervals"], intervals))
     print(f"comparison report: {result.report}")
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- capacity
+
+CAPACITY_REPLICATES = 3  # default replicates per capacity probe
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    """Bisect the arrival rate for the highest rate inside the SLO, per sweep point (e.g.
+    per layout); probe table(s) and files."""
+    from clustersim.capacity.output import write_capacity
+
+    points = load_points(args.file, args.overrides)
+    for point in points:
+        check_rate_workload_of(args.file, point)
+        with blame(args.file, point.label):
+            build(point.exp)
+    check_out_dir(args.out)
+    fan_out = None
+    if args.executor != "local" or args.workers > 1:
+        fan_out = (args.executor, args.workers)
+    name = f"{points[0].exp.name}-capacity"
+    is_sweep = any(p.label for p in points)
+    root: Path | None = None
+    rows: list[dict[str, Any]] = []
+    with overall_bar_open(args.quiet, "probes") as tick, ray_session(args.executor, args.workers):
+        for point in points:
+            reps = args.replicates or max(point.exp.replicates, CAPACITY_REPLICATES)
+            exp = point.exp.model_copy(update={"replicates": reps})
+            cap, table = search_capacity(exp, args.file, fan_out, tick)
+            if root is None:
+                identity = {p.label: resolved_config(p.exp) for p in points}
+                root = new_run_dir(args.out, name, {"capacity": identity})
+            out_dir = new_point_dir(root, point.label) if is_sweep else root
+            paths = write_capacity(out_dir, cap, exp.slo)
+            print_capacity(point.label, exp.replicates, cap, table, paths["capacity.csv"])
+            if is_sweep:
+                rows.append(capacity_point_row(point, out_dir, cap))
+                write_sweep_table(root, rows, stem="capacity_points")
+    if is_sweep and root is not None:
+        print(format_table(
+            ["point", "capacity rps", "knee in", "probes"],
+            [[r["label"], fmt_number(r["capacity_rps"], ".4g"),
+              f"[{fmt_number(r['lo_rps'], '.4g')}, {fmt_number(r['hi_rps'], '.4g')}]",
+              str(r["probes"])] for r in rows],
+        ))  # fmt: skip
+        print(f"capacity per point: {root / 'capacity_points.csv'}")
+    return EXIT_OK
+
+
+def check_rate_workload_of(path: Path, point: Point) -> float:
+    from clustersim.capacity.probe import check_rate_workload
+
+    where = f"{path} [{point.label}]" if point.label else str(path)
+    return check_rate_workload(point.exp, where)
+
+
+def search_capacity(
+    exp: Experiment, path: Path, fan_out: Any, tick: Callable[[], None]
+) -> tuple[Any, list[list[str]]]:
+    """One point's search; (Capacity, the stdout rows of its probes in probe order)."""
+    from clustersim.capacity.output import probe_row
+    from clustersim.capacity.probe import check_rate_workload, probe_rate
+    from clustersim.capacity.search import Probe, find_capacity
+
+    table: list[list[str]] = []
+
+    def probe(rate: float) -> Probe:
+        result = probe_rate(exp, rate, fan_out=fan_out)
+        row = probe_row(result)
+        table.append([
+            f"{rate:.4g}", "yes" if result.passed else "no", row["reasons"] or "-",
+            fmt_number(row["ttft_mean_s"], ".4f"), fmt_number(row["ttft_p99_s"], ".4f"),
+            fmt_number(row["queue_mean_s"], ".4f"), fmt_number(row["slo_attainment"], ".1%"),
+        ])  # fmt: skip
+        tick()
+        return result
+
+    return find_capacity(probe, check_rate_workload(exp, str(path))), table
+
+
+def print_capacity(
+    label: str, reps: int, cap: Any, table: list[list[str]], csv_path: Path
+) -> None:
+    """A point's probes by rate, then its capacity and bracket."""
+    headers = ["rate rps", "passed", "why not", "TTFT mean s", "TTFT p99 s", "wait mean s",
+               "SLO att."]  # fmt: skip
+    order = sorted(range(len(table)), key=lambda i: float(table[i][0]))
+    if label:
+        print(f"[{label}]")
+    print(format_table(headers, [table[i] for i in order]))
+    if cap.capacity_rps is None:
+        print("capacity: no probed rate met the SLO")
+    else:
+        known = "unbracketed" if cap.hi is None else f"knee in [{cap.lo:.4g}, {cap.hi:.4g}]"
+        print(f"capacity: {cap.capacity_rps:.4g} req/s ({known}, {reps} replicates per probe)")
+    print(f"capacity table: {csv_path}")
+
+
+def capacity_point_row(point: Point, out_dir: Path, cap: Any) -> dict[str, Any]:
+    """capacity_points.csv: label, the swept values, the point's directory and result."""
+    row: dict[str, Any] = {"label": point.label}
+    row.update({k: json_cell(v) for k, v in point.overrides.items()})
+    row.update({
+        "run_dir": str(out_dir), "capacity_rps": cap.capacity_rps, "knee_rps": cap.knee_rps,
+        "lo_rps": cap.lo, "hi_rps": cap.hi, "converged": cap.converged,
+        "probes": len(cap.probes),
+    })  # fmt: skip
+    return row
+
+
+def json_cell(value: Any) -> Any:
+    """A swept value as a table cell: scalars as they are, anything else as compact JSON."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@contextmanager
+def ray_session(executor: str, workers: int) -> Iterator[None]:
+    """With `--executor ray`: one Ray instance for every probe (started here unless
+    RAY_ADDRESS names a cluster or Ray is already up), stopped at the end."""
+    if executor != "ray":
+        yield
+        return
+    try:
+        import ray
+    except ImportError:
+        need = "--executor ray needs the ray package: pip install 'clustersim[ray]'"
+        raise BadInput(need) from None
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address="auto", log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextmanager
+def overall_bar_open(quiet: bool, unit: str) -> Iterator[Callable[[], None]]:
+    """A counting bar on stderr with no known total (probes of a search)."""
+    if quiet:
+        yield lambda: None
+        return
+    with tqdm(file=sys.stderr, desc=unit, bar_format="{desc}: {n} [{elapsed}]") as bar:
+        yield lambda: bar.update(1)
 
 
 # --------------------------------------------------------------------------- plan
@@ -426,7 +779,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec = load_plan(args.file, args.overrides)
     check_out_dir(args.out)
     result = run_plan(spec, args.out, args.executor, args.quiet)
+    from clustersim.planner.html import render_plan
+
     paths = write_plan(result)
+    paths["report.html"] = render_plan(result.plan_dir)
     print(format_report(result, paths))
     return EXIT_OK
 
@@ -435,6 +791,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 SUMMARY_HEADERS = [
     "point",
+    "reps",
     "done",
     "dropped",
     "out tok/s",
@@ -443,23 +800,45 @@ SUMMARY_HEADERS = [
     "TPOT p99 s",
     "SLO att.",
     "goodput rps",
+    "stable",
     "run dir",
 ]
 
 
 def summary_row(label: str, s: Mapping[str, Any], run_dir: Path) -> list[str]:
+    """A stdout row; with replicates the interval keys read `mean±half-width` (95 % CI)."""
+    reps = (s.get("replicates") or {}).get("n", 1)
     return [
         label,
+        str(reps),
         str(s["requests_completed"]),
         str(s["requests_dropped"]),
-        fmt_number(s["throughput"]["output_tokens_per_s"], ".1f"),
-        fmt_number(s["ttft_s"]["p50"], ".3f"),
-        fmt_number(s["ttft_s"]["p99"], ".3f"),
-        fmt_number(s["tpot_s"]["p99"], ".4f"),
-        fmt_number(s["slo"]["attainment"], ".1%"),
-        fmt_number(s["slo"]["goodput_rps"], ".2f"),
+        fmt_ci(s, ("throughput", "output_tokens_per_s"), ".1f"),
+        fmt_ci(s, ("ttft_s", "p50"), ".3f"),
+        fmt_ci(s, ("ttft_s", "p99"), ".3f"),
+        fmt_ci(s, ("tpot_s", "p99"), ".4f"),
+        fmt_ci(s, ("slo", "attainment"), ".1%"),
+        fmt_ci(s, ("slo", "goodput_rps"), ".2f"),
+        stable_text((s.get("stability") or {}).get("stable")),
         str(run_dir),
     ]
+
+
+def stable_text(stable: bool | None) -> str:
+    """`yes`, `NO` (queue or KV use trends upward: latencies depend on the horizon), `-`."""
+    return "-" if stable is None else ("yes" if stable else "NO")
+
+
+def fmt_ci(s: Mapping[str, Any], path: tuple[str, str], spec: str) -> str:
+    """The pooled value, or `mean±half` of the replicates' 95 % interval when there is one."""
+    stats = ((s.get("replicates") or {}).get(path[0]) or {}).get(path[1]) or {}
+    ci = stats.get("ci95")
+    if ci is None or stats.get("mean") is None:
+        return fmt_number(s[path[0]][path[1]], spec)
+    half = (ci[1] - ci[0]) / 2.0
+    if spec.endswith("%"):
+        return f"{format(stats['mean'], spec)}±{100.0 * half:.1f}"
+    return f"{format(stats['mean'], spec)}±{format(half, spec)}"
 
 
 def fmt_number(value: float | None, spec: str) -> str:

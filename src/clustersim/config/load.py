@@ -49,7 +49,13 @@ from clustersim.config.schema import (
     TopologySpec,
     WorkloadSpec,
 )
-from clustersim.config.sweep import SWEEP_KEY, SweepPoint, expand_points, parse_key_path
+from clustersim.config.sweep import (
+    SWEEP_KEY,
+    SweepPoint,
+    apply_inside,
+    expand_points,
+    parse_key_path,
+)
 
 SET_FILE = "--set"  # stands in for the file name of command-line overrides
 _REF_SUFFIXES = (".yaml", ".yml", ".json")
@@ -540,7 +546,9 @@ def load_sweep(
             for (key, value), index in zip(point.overrides.items(), indices, strict=True)
         ]
         out.append((point, _resolve(raw, [*swept, *rest], _new_context(path, cache))))
-    return out
+    # labels (and sweep.csv values) say what runs when a --set reaches inside a swept key
+    shown = apply_inside([p for p, _ in out], [(ov.path, ov.value) for ov in rest])
+    return [(p, exp) for p, (_, exp) in zip(shown, out, strict=True)]
 
 
 def resolved_config(exp: Experiment) -> dict[str, Any]:

@@ -473,6 +473,9 @@ class SLOSpec(Strict):
     ttft_p99_s: PosFloat | None = None  # a request meets the SLO if its TTFT <= this
     tpot_p99_s: PosFloat | None = None  # ... and its TPOT <= this
     e2e_p99_s: PosFloat | None = None
+    # aggregate bounds on means (s), checked by `clustersim capacity` (docs/capacity.md)
+    ttft_mean_s: PosFloat | None = None
+    queue_mean_s: PosFloat | None = None  # mean wait before first scheduled
 
 
 class OutputSpec(Strict):
@@ -485,6 +488,7 @@ class Experiment(Strict):
 
     name: str
     seed: NonNegInt = 0
+    replicates: PosInt = 1  # independent seeds derived from `seed` (metrics/replicates.py)
     model: ModelSpec
     hardware: HardwareSpec
     topology: TopologySpec

@@ -13,6 +13,7 @@ point carries the overrides to apply to the raw experiment and a filesystem-safe
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import re
@@ -203,6 +204,65 @@ def expand_points(
         overrides = {items[k][0]: items[k][2][i] for k, i in enumerate(combo)}
         points.append((SweepPoint(label=label, overrides=overrides), tuple(combo)))
     return points
+
+
+def _set_inside(value: Any, path: Sequence[str | int], new: Any) -> Any:
+    """A copy of `value` with `new` at `path` inside it (mappings created where missing); the
+    value unchanged when the path cannot be followed (the resolver reports that)."""
+    if not path:
+        return copy.deepcopy(new)
+    head, rest = path[0], path[1:]
+    if value is None and isinstance(head, str):
+        value = {}
+    if isinstance(value, Mapping) and isinstance(head, str):
+        out = dict(value)
+        out[head] = _set_inside(value.get(head), rest, new)
+        return out
+    if isinstance(value, list) and isinstance(head, int) and head < len(value):
+        items = list(value)
+        items[head] = _set_inside(items[head], rest, new)
+        return items
+    return value
+
+
+def apply_inside(
+    points: Sequence[SweepPoint], sets: Sequence[tuple[KeyPath, Any]]
+) -> list[SweepPoint]:
+    """The points as the runs see them when `--set` reaches inside a swept key (``layout.dp=1``
+    while sweeping ``layout``): each swept value with those sets applied, and labels made from
+    the values that actually run. Points are returned unchanged when no set reaches inside."""
+    if not points or not points[0].overrides:
+        return list(points)
+    keys = list(points[0].overrides)
+    inside = [
+        (key, path[len(parse_key_path(key)) :], value)
+        for path, value in sets
+        for key in keys
+        if len(path) > len(parse_key_path(key)) and path[: len(parse_key_path(key))]
+        == parse_key_path(key)
+    ]
+    if not inside:
+        return list(points)
+    values = []
+    for point in points:
+        current = dict(point.overrides)
+        for key, sub, value in inside:
+            current[key] = _set_inside(current[key], sub, value)
+        values.append(current)
+    names = _short_names([parse_key_path(k) for k in keys])
+    texts: list[list[str]] = []
+    for key in keys:
+        distinct: list[Any] = []  # first appearance = declaration order of the sweep values
+        for v in values:
+            if v[key] not in distinct:
+                distinct.append(v[key])
+        # one value left (the set made them equal): its own text, not the off / on naming
+        shown = value_texts(distinct) if len(distinct) > 1 else [_safe(_value_text(distinct[0]))]
+        texts.append([shown[distinct.index(v[key])] for v in values])
+    labels = _unique(
+        [_label(names, [texts[j][i] for j in range(len(keys))]) for i in range(len(values))]
+    )
+    return [SweepPoint(label=lab, overrides=v) for lab, v in zip(labels, values, strict=True)]
 
 
 def expand_sweep(raw: Mapping[str, Any], file: str = "<experiment>") -> list[SweepPoint]:

@@ -6,7 +6,7 @@
                    output_tokens_per_s_per_gpu, utilisation
     kv_transfer:   bytes, mean_s, p50_s, p99_s
 
-Throughputs use the same completed measured requests and window as `throughput.*` (every
+Throughputs are `throughput.*` over the same measured window (metrics/window.py; every
 prompt is prefilled by the prefill pool, every output token after the first is decoded by the
 decode pool). `nodes` = pool GPUs / GPUs per node (fractional for a partial node).
 `utilisation` = Σ over the pool's (replica, stage) of the seconds of its iterations rows with
@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+
+from clustersim.metrics.window import Window
 
 
 class PoolFacts(Protocol):
@@ -38,8 +40,8 @@ class PoolFacts(Protocol):
     def stages(self) -> int: ...
 
 
-# per pool: (token column of requests.parquet, the key prefix)
-_POOL_TOKENS = {"prefill": ("prompt_tokens", "input"), "decode": ("output_tokens", "output")}
+# per pool: the key prefix (prefill: input tokens, decode: output tokens)
+_POOL_PREFIX = {"prefill": "input", "decode": "output"}
 
 
 def _per(value: float | None, count: float) -> float | None:
@@ -66,21 +68,18 @@ def busy_share(
 
 def pools_summary(
     pools: Sequence[PoolFacts],
-    req: pd.DataFrame,
-    done: np.ndarray,
-    window_s: float | None,
+    window: Window | None,
+    input_tokens_per_s: float | None,
+    output_tokens_per_s: float | None,
     iterations: pd.DataFrame | None,
 ) -> dict[str, Any]:
-    """The `pools` block: `req` the measured requests, `done` their completed mask."""
-    t0 = float(req["arrival_s"].min()) if len(req) else 0.0
-    t1 = t0 + window_s if window_s is not None else t0
+    """The `pools` block: the run's measured window and its `throughput.*` token rates."""
+    t0, t1 = (window.start_s, window.end_s) if window is not None else (0.0, 0.0)
+    rates = {"prefill": input_tokens_per_s, "decode": output_tokens_per_s}
     out: dict[str, Any] = {}
     for pool in pools:
-        column, prefix = _POOL_TOKENS[pool.name]
-        tokens = float(req[column].to_numpy(dtype=float)[done].sum())
-        per_s = None if window_s is None or not window_s > 0 else tokens / window_s
-        if tokens == 0:
-            per_s = 0.0
+        prefix = _POOL_PREFIX[pool.name]
+        per_s = rates[pool.name]
         out[pool.name] = {
             "gpus": int(pool.gpus),
             "replicas": int(pool.replicas),

@@ -7,8 +7,12 @@ Definitions (docs/results.md is the user-facing copy; keep the two in step):
 - *completed*: measured, not dropped, with a finite `finish_s`. Latency statistics use the
   completed requests only; a request neither completed nor dropped (still in flight when the
   simulation stopped) is counted in neither count but fails the SLO.
-- *measured window* `window_s` = last `finish_s` of a completed request − first `arrival_s` of a
-  measured request (seconds). Throughput and goodput are per second of this window.
+- *measured window* (metrics/window.py): [warmup_s, end of arrivals]; the drain after the
+  last arrival is simulated, its requests' latencies count, its time does not. Throughput is
+  the tokens produced inside the window / its width; goodput the measured requests meeting the
+  SLO / its width. A zero-width window (a burst) falls back to the makespan (first measured
+  arrival → last completion). `throughput.harness_output_tokens_per_s` is always the
+  makespan figure (trtllm-bench's max-throughput metric).
 - time-binned tables (links, experts) use the bins with `bin_start_s >= warmup_s`.
 
 Every float in the result is a Python float or None (NaN / ±inf become None), so the dict
@@ -26,6 +30,13 @@ import pandas as pd
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.pools import kv_transfer_summary, pools_summary
+from clustersim.metrics.window import (
+    BASIS_ARRIVALS,
+    Window,
+    makespan_s,
+    measurement_window,
+    tokens_in_window,
+)
 
 STAT_KEYS = ("mean", "p50", "p90", "p99")
 # slo.* keys computed over time windows by clustersim.metrics.timeline.window_slo_summary
@@ -51,28 +62,43 @@ class RunTables(Protocol):
 
 
 def summarize(
-    out: RunTables, slo: SLOSpec, warmup_s: float, windows: Mapping[str, Any] | None = None
+    out: RunTables,
+    slo: SLOSpec,
+    warmup_s: float,
+    windows: Mapping[str, Any] | None = None,
+    arrivals_end_s: float | None = None,
 ) -> dict[str, Any]:
-    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`;
-    a disaggregated run adds `pools` and `kv_transfer`: metrics/pools.py).
+    """The summary.json dict (nested; keys as DESIGN.md §2 plus `queue_s`, `preemptions`,
+    `window`; a disaggregated run adds `pools` and `kv_transfer`: metrics/pools.py).
 
     `windows`: the per-window SLO keys (WINDOW_KEYS) from
     `clustersim.metrics.timeline.window_slo_summary`; without it they are null.
+    `arrivals_end_s`: the end of arrivals (`metrics.window.arrivals_end_s`: the duration
+    horizon); None: the last arrival.
     """
     req = measured_requests(out.requests, warmup_s)
     done = completed_mask(req)
-    window_s = measured_window_s(req, done)
+    if arrivals_end_s is None:
+        arrival = out.requests["arrival_s"].to_numpy(dtype=float)
+        finite = arrival[np.isfinite(arrival)]
+        arrivals_end_s = float(finite.max()) if len(finite) else None
+    window = measurement_window(req, done, warmup_s, arrivals_end_s)
+    window_s = window.duration_s if window is not None else None
     meets = slo_mask(req, done, slo)
-    out_tok_s = rate(values(req, "output_tokens", done).sum(), window_s)
+    in_tok, out_tok = window_tokens(out.requests, req, done, window)
+    out_tok_s = rate(out_tok, window_s)
     per_gpu = None if out_tok_s is None or out.gpus <= 0 else out_tok_s / out.gpus
+    in_tok_s = rate(in_tok, window_s)
     summary = {
         "requests_completed": int(done.sum()),
         "requests_dropped": int(dropped_mask(req).sum()),
         "gpus": int(out.gpus),
+        "window": window_dict(window),
         "throughput": {
-            "input_tokens_per_s": rate(values(req, "prompt_tokens", done).sum(), window_s),
+            "input_tokens_per_s": in_tok_s,
             "output_tokens_per_s": out_tok_s,
             "output_tokens_per_s_per_gpu": per_gpu,
+            "harness_output_tokens_per_s": harness_output_tokens_per_s(req, done),
         },
         "ttft_s": latency_stats(values(req, "ttft_s", done)),
         "tpot_s": latency_stats(values(req, "tpot_s", done)),
@@ -97,9 +123,39 @@ def summarize(
     }
     pools = getattr(out, "pools", None)  # disaggregated runs only: additive keys
     if pools:
-        summary["pools"] = pools_summary(pools, req, done, window_s, out.iterations)
+        summary["pools"] = pools_summary(pools, window, in_tok_s, out_tok_s, out.iterations)
         summary["kv_transfer"] = kv_transfer_summary(req, done)
     return summary
+
+
+def window_tokens(
+    requests: pd.DataFrame, req: pd.DataFrame, done: np.ndarray, window: Window | None
+) -> tuple[float, float]:
+    """(input, output) tokens counted for throughput: produced inside an arrivals window by
+    any request; on the makespan basis, those of the completed measured requests."""
+    if window is None:
+        return 0.0, 0.0
+    if window.basis == BASIS_ARRIVALS:
+        return tokens_in_window(requests, window)
+    return (
+        float(values(req, "prompt_tokens", done).sum()),
+        float(values(req, "output_tokens", done).sum()),
+    )
+
+
+def window_dict(window: Window | None) -> dict[str, Any]:
+    """summary.json `window`: start_s, end_s, duration_s (s) and basis; nulls when undefined."""
+    if window is None:
+        return {"start_s": None, "end_s": None, "duration_s": None, "basis": None}
+    return window.as_dict()
+
+
+def harness_output_tokens_per_s(req: pd.DataFrame, done: np.ndarray) -> float | None:
+    """Output tokens of the completed measured requests / (last completion − first measured
+    arrival), tokens/s: what trtllm-bench reports for a max-throughput run."""
+    span = makespan_s(req, done)
+    tokens = float(values(req, "output_tokens", done).sum())
+    return rate(tokens, None if span is None else span[1] - span[0])
 
 
 def measured_requests(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
@@ -121,14 +177,6 @@ def completed_mask(req: pd.DataFrame) -> np.ndarray:
 def values(req: pd.DataFrame, column: str, mask: np.ndarray) -> np.ndarray:
     """`column` of the rows where `mask` holds, as float64."""
     return req[column].to_numpy(dtype=float)[mask]
-
-
-def measured_window_s(req: pd.DataFrame, done: np.ndarray) -> float | None:
-    """Last completion − first measured arrival, seconds; None when undefined."""
-    finish = values(req, "finish_s", done)
-    if len(finish) == 0:
-        return None
-    return float(finish.max() - req["arrival_s"].to_numpy(dtype=float).min())
 
 
 def rate(count: float, window_s: float | None) -> float | None:

@@ -5,7 +5,8 @@ and every bound the SLO sets holds for the summary's p99s: p99 TTFT ≤ slo.ttft
 p99 TPOT ≤ slo.tpot_p99_s, p99 e2e ≤ slo.e2e_p99_s (an unset bound is not checked; a run whose
 outputs are all single tokens has no TPOT and passes that bound).
 
-Order: layouts that meet the SLO first — fewest GPUs, then higher goodput per GPU
+Order: layouts that meet the SLO first — with replicates, those meeting it at 95 % confidence
+before the marginal ones (planner/confidence.py) — fewest GPUs, then higher goodput per GPU
 (slo.goodput_rps / GPUs: requests per second that met every bound, per GPU), then label;
 then simulated layouts that miss it — smallest worst ratio p99 / bound, then fewest GPUs,
 then label; then failed runs and pruned layouts (fewest GPUs, then label). The best layout is
@@ -39,6 +40,7 @@ class Row:
     worst_ratio: float = math.inf  # max over set bounds of p99 / bound (simulated rows)
     # disaggregated: (prefill, decode) pool layouts; `layout` is then the decode pool's
     pools: tuple[Layout, Layout] | None = None
+    slo_class: str | None = None  # replicated runs: meets | marginal | misses (confidence.py)
 
     def metric(self, *keys: str) -> float | None:
         value: Any = self.summary
@@ -93,10 +95,11 @@ def rank(rows: Sequence[Row]) -> list[Row]:
 
     def key(r: Row) -> tuple[Any, ...]:
         if r.status == "simulated" and r.meets:
-            return (0, r.gpus, -(r.goodput_per_gpu or 0.0), r.label)
+            marginal = 1 if r.slo_class == "marginal" else 0  # confident meets first
+            return (0, marginal, r.gpus, -(r.goodput_per_gpu or 0.0), r.label)
         if r.status == "simulated":
-            return (1, r.worst_ratio, r.gpus, r.label)
-        return (2 + STATUS_ORDER[r.status], r.gpus, 0.0, r.label)
+            return (1, 0, r.worst_ratio, r.gpus, r.label)
+        return (2 + STATUS_ORDER[r.status], 0, r.gpus, 0.0, r.label)
 
     return sorted(rows, key=key)
 

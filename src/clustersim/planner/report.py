@@ -42,6 +42,7 @@ PLAN_COLUMNS = (
     "dp_attention",
     "status",
     "slo_met",
+    "slo_class",
     "ttft_p50_s",
     "ttft_p99_s",
     "tpot_p50_s",
@@ -113,6 +114,7 @@ def plan_rows(result: PlanResult) -> list[dict[str, Any]]:
                 **layout_fields(r.layout, r.pools, moe),
                 "status": r.status,
                 "slo_met": r.meets if r.status == "simulated" else None,
+                "slo_class": r.slo_class,
                 "ttft_p50_s": r.metric("ttft_s", "p50"),
                 "ttft_p99_s": r.metric("ttft_s", "p99"),
                 "tpot_p50_s": r.metric("tpot_s", "p50"),
@@ -158,6 +160,11 @@ def _layout_diff(a: Layout, b: Layout) -> str:
     return ", ".join(parts) or "same axes"
 
 
+def _class_text(row: Row) -> str:
+    """` [meets / marginal / misses at 95 % confidence]` for a replicated row, else ''."""
+    return "" if row.slo_class is None else f" [{row.slo_class} at 95 % confidence]"
+
+
 def comparison(result: PlanResult) -> list[str]:
     """The rule-of-thumb pick against the simulated best, with the reason they differ."""
     pick, top = result.pick, result.best
@@ -167,12 +174,12 @@ def comparison(result: PlanResult) -> list[str]:
     head = f"rule of thumb: {pick.label}"
     if row is not None and row.status == "simulated":
         state = "meets the SLO" if row.meets else "misses the SLO (" + "; ".join(row.misses) + ")"
-        head += f" ({row.gpus} GPUs) {state}"
+        head += f" ({row.gpus} GPUs) {state}{_class_text(row)}"
     if top is None:
         return [head, "simulated best: none — no simulated layout meets the SLO"]
     best_line = (
         f"simulated best: {top.label} ({top.gpus} GPUs, "
-        f"{_num(top.goodput_per_gpu, '.3f')} req/s/GPU of SLO goodput)"
+        f"{_num(top.goodput_per_gpu, '.3f')} req/s/GPU of SLO goodput){_class_text(top)}"
     )
     if top.label == pick.label:
         return [head, best_line, "→ the rule of thumb agrees with the simulation"]

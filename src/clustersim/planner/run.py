@@ -17,6 +17,7 @@ from clustersim.planner.analytic import (
     estimate,
     workload_stats,
 )
+from clustersim.planner.confidence import slo_class
 from clustersim.planner.disagg import DisaggSpace, enumerate_disaggregated, with_disaggregated
 from clustersim.planner.engines import LaunchConfig, disaggregated_launch, launch_config
 from clustersim.planner.rank import Row, best, judge, rank
@@ -34,6 +35,7 @@ from clustersim.planner.search import (
 from clustersim.planner.space import Candidate, Space, enumerate_space, pool_label
 from clustersim.planner.spec import PlanSpec, plan_dir_identity
 from clustersim.results.writer import new_run_dir, safe_name
+from clustersim.runner import simulate_job_pooled
 
 RUNS_DIR = "runs"  # candidates' run directories inside the plan directory (plan.keep_runs)
 
@@ -156,6 +158,8 @@ def _simulate(
             c.label,
             c.exp,
             str(plan_dir / RUNS_DIR / safe_name(c.label)) if opts.keep_runs else None,
+            opts.ci_rel_target,
+            max(opts.max_replicates, c.exp.replicates),
         )
         for c in order
     ]
@@ -170,8 +174,11 @@ def _simulate(
     def beyond_best(job: SimJob) -> bool:
         return fewest and bool(met) and gpus[job.label] > min(met) and job.label != pick.label
 
+    # each job runs and pools its replicates (growing them to opts.ci_rel_target when set)
+    replicated = spec.base.replicates > 1 or opts.ci_rel_target is not None
     by_index = run_jobs(
-        jobs, executor, opts.workers or default_workers(), quiet, on_result, beyond_best
+        jobs, executor, opts.workers or default_workers(), quiet, on_result, beyond_best,
+        work=simulate_job_pooled if replicated else None,
     )
     best_gpus = min(met) if met else None
     results: list[SimResult] = []
@@ -217,7 +224,8 @@ def _rows(
         meets, misses, worst = judge(res.summary, spec.base.slo)
         rows.append(
             Row(cand.label, cand.layout, cand.gpus, "simulated", res.summary, tuple(notes),
-                meets, misses, worst, pools=cand.pool_layouts)
+                meets, misses, worst, pools=cand.pool_layouts,
+                slo_class=slo_class(res.summary, spec.base.slo))
         )
     for p in pruned:
         cand = by_label[p.label]

@@ -34,8 +34,7 @@ from tqdm import tqdm
 
 from clustersim.config.load import resolved_config
 from clustersim.config.schema import Experiment, SLOSpec
-from clustersim.metrics.summary import summarize
-from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.experiment import summarize_experiment
 from clustersim.planner.analytic import Estimate
 from clustersim.results.writer import write_run
 from clustersim.sim.engine import BuildError, run_experiment
@@ -62,6 +61,10 @@ class SimJob:
     label: str
     exp: Experiment
     run_dir: str | None = None
+    # replicated plans: grow replicates until each bounded p99's 95 % interval is within
+    # ± ci_rel_target of its mean, at most max_replicates (runner.simulate_job_pooled)
+    ci_rel_target: float | None = None
+    max_replicates: int = 1
 
 
 @dataclass(frozen=True)
@@ -117,16 +120,7 @@ def simulate_job(job: SimJob) -> SimResult:
         out = run_experiment(exp)
     except BuildError as err:
         return SimResult(job.label, None, " ".join(str(err).split()))
-    timeline = build_timeline(
-        out.requests,
-        out.iterations,
-        out.links,
-        exp.output.time_bin_s,
-        exp.slo,
-        exp.horizon.warmup_s,
-        out.phases,
-    )
-    summary = summarize(out, exp.slo, exp.horizon.warmup_s, window_slo_summary(timeline))
+    summary, timeline = summarize_experiment(exp, out)
     if job.run_dir is not None:
         run_dir = Path(job.run_dir)
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -147,10 +141,14 @@ def run_jobs(
     quiet: bool,
     on_result: OnResult | None = None,
     skip: Skip | None = None,
+    work: Work | None = None,
+    desc: str = "plan: simulate",
+    unit: str = "layout",
 ) -> dict[int, SimResult]:
     """Results by job index. At most `workers` jobs are in flight; before a job is submitted
     `skip(job)` may drop it (it then has no result); `on_result` sees each result as it comes.
-    A tqdm bar on stderr counts finished and skipped jobs unless `quiet`."""
+    A tqdm bar on stderr counts finished and skipped jobs unless `quiet`. `work` runs one job
+    in a worker (a module-level function; default simulate_job)."""
     results: dict[int, SimResult] = {}
     if not jobs:
         return results
@@ -159,7 +157,7 @@ def run_jobs(
     def tick(label: str) -> None:
         nonlocal bar
         if bar is None and not quiet:  # created after the workers exist (no fork after it)
-            bar = tqdm(total=len(jobs), desc="plan: simulate", unit="layout", file=sys.stderr)
+            bar = tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr)
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(label, refresh=False)
@@ -172,7 +170,7 @@ def run_jobs(
 
     runner = _ray_results if executor == "ray" else _local_results
     try:
-        for i, result in runner(jobs, max(1, workers), take):
+        for i, result in runner(jobs, max(1, workers), take, work or simulate_job):
             results[i] = result
             if on_result is not None:
                 on_result(jobs[i], result)
@@ -184,10 +182,11 @@ def run_jobs(
 
 
 Take = Callable[[int], bool]
+Work = Callable[[SimJob], SimResult]
 
 
 def _local_results(
-    jobs: Sequence[SimJob], workers: int, take: Take
+    jobs: Sequence[SimJob], workers: int, take: Take, work: Work
 ) -> Iterator[tuple[int, SimResult]]:
     """Process pool (fork: workers inherit the loaded package; `python -m clustersim` has no
     __main__ guard that spawn's re-import would need)."""
@@ -203,7 +202,7 @@ def _local_results(
                 i = next((j for j in queue if take(j)), None)
                 if i is None:
                     return
-                running[pool.submit(simulate_job, jobs[i])] = i
+                running[pool.submit(work, jobs[i])] = i
 
         try:
             fill()
@@ -220,7 +219,7 @@ def _local_results(
 
 
 def _ray_results(
-    jobs: Sequence[SimJob], workers: int, take: Take
+    jobs: Sequence[SimJob], workers: int, take: Take, work: Work
 ) -> Iterator[tuple[int, SimResult]]:
     """Ray tasks on an existing cluster (RAY_ADDRESS set) or a local instance started here;
     `import ray` happens only now (the `ray` extra)."""
@@ -239,7 +238,7 @@ def _ray_results(
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
             started = True
     try:
-        remote = ray.remote(num_cpus=1)(simulate_job)
+        remote = ray.remote(num_cpus=1)(work)
         queue = iter(range(len(jobs)))
         running: dict[Any, int] = {}
 

@@ -112,6 +112,10 @@ class PlanOptions(Strict):
     # disaggregated candidates combine, per pool role and GPU count, the pool layouts with the
     # highest analytic capacity among those whose bound passes: at most this many of each
     pool_layouts: PosInt = 2
+    # with `replicates: N >= 2`: add replicates (up to max_replicates) until the 95 % interval
+    # of each bounded p99 is within ± this share of its mean (docs/planner.md §4); None: N only
+    ci_rel_target: Annotated[float, Field(gt=0.0)] | None = None
+    max_replicates: PosInt = 10
 
     @field_validator("engines")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from clustersim.metrics.replicates import REPLICATE_KEYS
 from clustersim.results import plots
 from clustersim.results.plots import Series
 from clustersim.results.report import (
@@ -172,6 +173,47 @@ def text_rows(rows: Sequence[DiffRow]) -> list[list[str]]:
     ]
 
 
+def interval_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Keys with a 95 % interval in either run: (key, A, B, verdict). Disjoint intervals:
+    the runs differ at 95 % confidence; overlapping ones: not shown to differ."""
+    ra, rb = a.get("replicates") or {}, b.get("replicates") or {}
+    rows = []
+    for group, key in REPLICATE_KEYS:
+        sa = (ra.get(group) or {}).get(key) or {}
+        sb = (rb.get(group) or {}).get(key) or {}
+        ca, cb = sa.get("ci95"), sb.get("ci95")
+        if ca is None and cb is None:
+            continue
+        if ca is not None and cb is not None:
+            verdict = "differ (disjoint)" if ca[1] < cb[0] or cb[1] < ca[0] else "overlap"
+        else:
+            verdict = "one run has no interval"
+        rows.append((f"{group}.{key}", _interval_text(a, sa, group, key),
+                     _interval_text(b, sb, group, key), verdict))  # fmt: skip
+    return rows
+
+
+def _interval_text(
+    summary: Mapping[str, Any], stats: Mapping[str, Any], group: str, key: str
+) -> str:
+    ci = stats.get("ci95")
+    if ci is None:
+        return fmt((summary.get(group) or {}).get(key))
+    return f"{fmt(stats.get('mean'))} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def intervals_html(c: Comparison) -> list[str]:
+    rows = interval_rows(c.a.summary, c.b.summary)
+    if not rows:
+        return []
+    return [
+        "<h2>Confidence intervals (replicates)</h2>",
+        "<p>Mean over replicates [95 % CI]. Disjoint intervals: the difference is significant "
+        "at 95 %; overlapping: not shown to differ.</p>",
+        table_html(["key", "A", "B", "intervals"], rows),
+    ]
+
+
 def compare_html(c: Comparison, images: Mapping[str, bytes]) -> str:
     la, lb = run_label(c.a), run_label(c.b)
     diffs = config_differences(c.a.config, c.b.config)
@@ -194,6 +236,7 @@ def compare_html(c: Comparison, images: Mapping[str, bytes]) -> str:
         verdict_html(c.a),
         f"<p><b>B</b> ({esc(c.b.name)})</p>",
         verdict_html(c.b),
+        *intervals_html(c),
         "<h2>What differs in the configuration</h2>",
         table_html(["key", "A", "B"], [(k, fmt(x), fmt(y)) for k, x, y in diffs])
         if diffs

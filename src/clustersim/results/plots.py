@@ -693,6 +693,29 @@ def _display_column(column: pd.Series) -> pd.Series:
     return pd.Series([texts[repr(v)] for v in values], index=column.index)
 
 
+def sweep_values(
+    group: pd.DataFrame, column: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """A metric's points and, where the sweep ran replicates, the error bars (2 × n:
+    below, above) of its 95 % interval: the replicates' mean `<column>_mean` is plotted then;
+    points without an interval (single runs) show the run's value and no bar."""
+
+    def col(name: str) -> npt.NDArray[np.float64]:
+        return pd.to_numeric(group[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    y = col(column)
+    lo_name, hi_name, mean_name = f"{column}_ci_lo", f"{column}_ci_hi", f"{column}_mean"
+    if not {lo_name, hi_name, mean_name} <= set(group.columns):
+        return y, None
+    mean, lo, hi = col(mean_name), col(lo_name), col(hi_name)
+    has = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(mean)
+    if not has.any():
+        return y, None
+    y = np.where(has, mean, y)
+    yerr = np.vstack([np.where(has, y - lo, 0.0), np.where(has, hi - y, 0.0)])
+    return y, np.clip(yerr, 0.0, None)
+
+
 def plot_sweep(table: pd.DataFrame, key: str, others: Sequence[str] = ()) -> Figure:
     """Each headline metric against swept key `key`; one line per combination of `others`."""
     table = table.copy()
@@ -712,9 +735,11 @@ def plot_sweep(table: pd.DataFrame, key: str, others: Sequence[str] = ()) -> Fig
                 x: npt.ArrayLike = group[key].to_numpy(dtype=np.float64)
             else:
                 x = [categories.index(v) for v in group[key].astype(str)]
-            y = pd.to_numeric(group[column], errors="coerce").to_numpy(dtype=np.float64)
+            y, yerr = sweep_values(group, column)
             text = ", ".join(map(str, name)) if isinstance(name, tuple) else str(name)
             ax.plot(x, y, marker="o", color=f"C{i % 10}", label=text or None)
+            if yerr is not None:  # replicated points: 95 % CI of the replicates' mean
+                ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=f"C{i % 10}", capsize=3)
         if not numeric:
             ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=7, ha="right")
         if column.endswith("attainment"):

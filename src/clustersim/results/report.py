@@ -416,6 +416,80 @@ def layout_label(layout: Mapping[str, Any]) -> str:
     return " × ".join(axes) or "TP1"
 
 
+def window_html(summary: Mapping[str, Any]) -> list[str]:
+    """The measured window the summary's rates are per second of (nothing if absent)."""
+    window = summary.get("window")
+    if not isinstance(window, Mapping) or window.get("duration_s") is None:
+        return []
+    basis = (
+        "warm-up to the end of arrivals; the drain after it is not measured"
+        if window.get("basis") == "arrivals"
+        else "first measured arrival to last completion (a burst: no arrival window)"
+    )
+    return [
+        f"<p>Measured window: {esc(fmt(window.get('start_s')))} s → "
+        f"{esc(fmt(window.get('end_s')))} s ({esc(fmt(window.get('duration_s')))} s; {basis})."
+        "</p>"
+    ]
+
+
+def stability_html(summary: Mapping[str, Any]) -> list[str]:
+    """The stability verdict: a warning box when the queue or KV use trends upward."""
+    block = summary.get("stability")
+    if not isinstance(block, Mapping) or block.get("stable") is None:
+        return []
+    trends = []
+    for name, label in (("queue", "queue length"), ("kv", "KV-cache use")):
+        fit = block.get(name)
+        if isinstance(fit, Mapping) and fit.get("slope_per_s") is not None:
+            trends.append(
+                f"{label}: slope {fmt(fit['slope_per_s'])}/s, t = {fmt(fit.get('t_stat'))}, "
+                f"rise across the window {fmt(fit.get('rise'))}"
+                + (" — <b>rising</b>" if fit.get("rising") else "")
+            )
+    unstable = block.get("unstable_replicates")
+    if unstable:
+        trends.append(f"unstable replicates: {', '.join(map(str, unstable))}")
+    detail = "<br>".join(trends)
+    if block["stable"]:
+        return [
+            '<div class="verdict met"><b>Stable</b>: no upward trend of the queue or KV use '
+            f"across the measured window.<br>{detail}</div>"
+        ]
+    return [
+        '<div class="verdict notmet"><b class="big">Unstable</b>: the queue or KV use trends '
+        "upward across the measured window (offered load above capacity). Latency quantiles "
+        f"are <b>horizon-dependent</b>: a longer run reports larger ones.<br>{detail}</div>"
+    ]
+
+
+def replicates_html(summary: Mapping[str, Any]) -> list[str]:
+    """Replicates: per interval key the pooled value, the replicates' mean and 95 % CI."""
+    block = summary.get("replicates")
+    if not isinstance(block, Mapping):
+        return []
+    n = int(block.get("n") or 1)
+    if n < 2:
+        return ["<p>A single run: no confidence interval (run with replicates: N).</p>"]
+    rows = []
+    for group, stats in block.items():
+        if not isinstance(stats, Mapping):
+            continue
+        for key, value in stats.items():
+            if not isinstance(value, Mapping) or "ci95" not in value:
+                continue
+            ci = value.get("ci95")
+            interval = "–" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+            pooled = (summary.get(group) or {}).get(key)
+            rows.append((f"{group}.{key}", fmt(pooled), fmt(value.get("mean")), interval))
+    return [
+        f"<h2>Replicates ({n} seeds)</h2>",
+        f"<p>{esc(block.get('method'))}; pooled = every replicate's requests together; "
+        "each replicate has its own directory replicate-&lt;k&gt;/.</p>",
+        table_html(["key", "pooled", "mean of replicates", "95 % CI"], rows),
+    ]
+
+
 def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
     cfg = run.config
     layout = cfg.get("layout") or {}
@@ -431,6 +505,9 @@ def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
         f"{esc(cfg.get('clustersim_version', '?'))}</p>",
         "<h2>SLO verdict</h2>",
         verdict_html(run),
+        *window_html(run.summary),
+        *stability_html(run.summary),
+        *replicates_html(run.summary),
         "<h2>Worst windows</h2>",
         f"<p>Windows of {esc(fmt(run.bin_s))} s, by the requests that arrived in them, "
         "lowest SLO attainment first (burn rate = missing fraction / 1 %).</p>",
@@ -523,7 +600,9 @@ def sweep_report_html(
 ) -> str:
     shown = ["label", *[c for c, _ in plots.SWEEP_METRICS if c in table.columns]]
     extra = [c for c in ("requests_completed", "requests_dropped", "gpus") if c in table.columns]
-    rows = [[fmt(_cell(v)) for v in rec] for rec in table[shown + extra].itertuples(index=False)]
+    rows = [
+        [interval_cell(rec, c) for c in shown + extra] for rec in table.to_dict("records")
+    ]
     body = [
         f"<h1>Sweep {esc(sweep_dir.name)}</h1>",
         f'<p class="sub">{esc(sweep_dir)} — swept: {esc(", ".join(keys) or "nothing")}; '
@@ -535,7 +614,14 @@ def sweep_report_html(
     for key in keys:
         name = plots.sweep_plot_name(key)
         if name in images:
-            body.append(img_html(images[name], name, f"Headline metrics against {key}."))
+            body.append(
+                img_html(
+                    images[name],
+                    name,
+                    f"Headline metrics against {key} (replicated points: the replicates' "
+                    "mean with its 95 % confidence interval as error bars).",
+                )
+            )
     if "latency_timeline.png" in images:
         body.append(
             img_html(
@@ -555,6 +641,15 @@ def sweep_report_html(
             )
         )
     return page(f"clustersim sweep: {sweep_dir.name}", body)
+
+
+def interval_cell(row: Mapping[Any, Any], column: str) -> str:
+    """A sweep table cell: `mean [lo, hi]` where the point ran replicates, else the value."""
+    mean = _cell(row.get(f"{column}_mean"))
+    lo, hi = _cell(row.get(f"{column}_ci_lo")), _cell(row.get(f"{column}_ci_hi"))
+    if mean is None or lo is None or hi is None:
+        return fmt(_cell(row.get(column)))
+    return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
 
 
 def _cell(value: Any) -> Any:

@@ -53,6 +53,7 @@ SWEEP_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("expert_imbalance", ("experts", "imbalance")),
     ("worst_window_attainment", ("slo", "worst_window_attainment")),
     ("windows_violating", ("slo", "windows_violating")),
+    ("stable", ("stability", "stable")),
 )
 # Columns only for points whose summary has them (disaggregated runs): a sweep of co-located
 # runs gets none of them, a mixed sweep leaves them empty for its co-located points.
@@ -213,17 +214,37 @@ def sweep_row(
     for column, keys in OPTIONAL_SWEEP_COLUMNS:
         if keys[0] in summary:
             row[column] = json_safe(_lookup(summary, keys))
+    row.update(interval_columns(summary))
     return row
 
 
-def write_sweep_table(sweep_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Atomically (re)write sweep_dir/sweep.csv and sweep.parquet, one row per point."""
+def interval_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Replicated points only: `replicates`, and for each SWEEP_COLUMNS key with an interval
+    `<column>_mean`, `<column>_ci_lo`, `<column>_ci_hi` (summary `replicates.<key>`)."""
+    block = summary.get("replicates")
+    if not isinstance(block, Mapping) or int(block.get("n") or 1) < 2:
+        return {}
+    cells: dict[str, Any] = {"replicates": int(block["n"])}
+    for column, keys in SWEEP_COLUMNS:
+        stats = _lookup(block, keys)
+        if not isinstance(stats, Mapping):
+            continue
+        ci = stats.get("ci95") or (None, None)
+        cells[f"{column}_mean"] = json_safe(stats.get("mean"))
+        cells[f"{column}_ci_lo"], cells[f"{column}_ci_hi"] = json_safe(ci[0]), json_safe(ci[1])
+    return cells
+
+
+def write_sweep_table(
+    sweep_dir: Path, rows: Sequence[Mapping[str, Any]], stem: str = "sweep"
+) -> None:
+    """Atomically (re)write sweep_dir/<stem>.csv and <stem>.parquet, one row per point."""
     df = pd.DataFrame([dict(r) for r in rows])
     for column in df.columns:
         df[column] = _uniform(df[column].tolist())
     csv = df.to_csv(index=False, lineterminator="\n")
-    write_text(Path(sweep_dir) / "sweep.csv", csv)
-    write_parquet(Path(sweep_dir) / "sweep.parquet", df)
+    write_text(Path(sweep_dir) / f"{stem}.csv", csv)
+    write_parquet(Path(sweep_dir) / f"{stem}.parquet", df)
 
 
 def _lookup(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

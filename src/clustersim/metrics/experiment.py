@@ -1,0 +1,43 @@
+"""One experiment's run → (summary.json dict, timeline table): the steps every caller shares
+(`run`, the planner, capacity probes, replicates)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from clustersim.config.schema import Experiment
+from clustersim.metrics.replicates import replicates_block
+from clustersim.metrics.stability import stability_summary
+from clustersim.metrics.summary import RunTables, summarize
+from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.window import BASIS_ARRIVALS
+
+
+def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The run's timeline and its summary, measured over [warmup, end of arrivals]."""
+    warmup_s = exp.horizon.warmup_s
+    timeline = build_timeline(
+        out.requests,
+        out.iterations,
+        out.links,
+        exp.output.time_bin_s,
+        exp.slo,
+        warmup_s,
+        getattr(out, "phases", None),
+    )
+    summary = summarize(
+        out, exp.slo, warmup_s, window_slo_summary(timeline), exp.horizon.duration_s
+    )
+    window = summary["window"]
+    arrivals = window["basis"] == BASIS_ARRIVALS  # a burst's makespan has no steady state
+    summary["stability"] = stability_summary(
+        timeline,
+        window["start_s"] if arrivals else None,
+        window["end_s"] if arrivals else None,
+        exp.output.time_bin_s,
+    )
+    # one run: the block says so (ci95 null); a replicated run replaces it (cli)
+    summary["replicates"] = replicates_block([summary], [exp.seed])
+    return summary, timeline
