@@ -1,6 +1,8 @@
 """End-to-end calibration: simulate every published case and compare (docs/calibration.md).
 
-    python benchmarks/calibrate.py            # run all cases, print the tables, refresh the doc
+    python benchmarks/calibrate.py            # all three regimes: max throughput (here),
+                                              # batch 1 (calibrate_batch1.py), latency under
+                                              # load (calibrate_latency.py); refresh the doc
     python benchmarks/calibrate.py --no-write # print only
     python benchmarks/calibrate.py --check    # exit 1 if docs/calibration.md is out of date
 
@@ -382,13 +384,27 @@ def render(results: Sequence[Result], cross: Sequence[Result] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(doc: str, block: str) -> str:
-    """`doc` with the text between the table markers replaced by `block`."""
-    head, sep, rest = doc.partition(TABLE_START)
-    _, sep2, tail = rest.partition(TABLE_END)
+def splice(doc: str, block: str, start: str = TABLE_START, end: str = TABLE_END) -> str:
+    """`doc` with the text between the `start` and `end` markers replaced by `block`."""
+    head, sep, rest = doc.partition(start)
+    _, sep2, tail = rest.partition(end)
     if not sep or not sep2:
-        raise ValueError(f"{DOC}: table markers not found")
-    return f"{head}{TABLE_START}\n{block}{TABLE_END}{tail}"
+        raise ValueError(f"{DOC}: table markers {start!r} … {end!r} not found")
+    return f"{head}{start}\n{block}{end}{tail}"
+
+
+def other_regimes(jobs: int) -> list[tuple[str, str, str]]:
+    """(start marker, end marker, block) of the batch-1 and latency-under-load tables."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from calibrate_batch1 import render_batch1, run_batch1_cases
+    from calibrate_latency import load_latency_cases, render_latency, run_latency_cases
+
+    latency = render_latency(run_latency_cases(load_latency_cases(), jobs))
+    batch1 = render_batch1(run_batch1_cases(jobs))
+    return [
+        ("<!-- calibrate.py: batch1 starts -->", "<!-- calibrate.py: batch1 ends -->", batch1),
+        ("<!-- calibrate.py: latency starts -->", "<!-- calibrate.py: latency ends -->", latency),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -416,15 +432,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_all([*cases, *cross], args.jobs, hardware, args.set)
     block = render(results[: len(cases)], results[len(cases) :])
     print(block, end="")
+    blocks = [(TABLE_START, TABLE_END, block)]
+    if not args.set:  # the what-if overrides apply to the max-throughput cases only
+        blocks += other_regimes(args.jobs)
+        for _, _, text in blocks[1:]:
+            print("\n" + text, end="")
     print(f"\n{len(results)} cases in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     doc = DOC.read_text() if DOC.exists() else ""
+    updated = doc
+    for begin, end, text in blocks:
+        if begin in updated:
+            updated = splice(updated, text, begin, end)
     if args.check:
-        if TABLE_START not in doc or splice(doc, block) != doc:
+        if TABLE_START not in doc or updated != doc:
             print(f"{DOC} is out of date: run python benchmarks/calibrate.py", file=sys.stderr)
             return 1
         return 0
     if not (args.no_write or args.set) and TABLE_START in doc:
-        DOC.write_text(splice(doc, block))
+        DOC.write_text(updated)
         print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
     return 0
 

@@ -65,7 +65,7 @@ seed: 0
 model: llama-3.1-8b
 topology: dgx_h100_x1
 layout: {tp: 1}
-serving: {max_num_seqs: 1}
+serving: {max_num_seqs: 1, engine_overrides: {frontend_ms: 0}}
 workload:
   arrival: {process: poisson, rate_rps: 20}
   prompt_tokens: {dist: fixed, value: 64}
@@ -132,8 +132,9 @@ def test_capacity_per_sweep_point(tmp_path: Path) -> None:
     # two replicas (round robin) sustain about twice one replica's rate
     path = tmp_path / "md1.yaml"
     short = MD1.replace("duration_s: 60", "duration_s: 20").replace(
-        "layout: {tp: 1}", "layout: {tp: 1}\nserving: {max_num_seqs: 1, router: round_robin}"
-    ).replace("serving: {max_num_seqs: 1}\n", "")
+        "layout: {tp: 1}", "layout: {tp: 1}\nserving: {max_num_seqs: 1, router: round_robin, "
+        "engine_overrides: {frontend_ms: 0}}"
+    ).replace("serving: {max_num_seqs: 1, engine_overrides: {frontend_ms: 0}}\n", "")
     path.write_text(short + "slo: {queue_mean_s: 0.007}\nsweep:\n  layout.dp: [1, 2]\n")
     out = tmp_path / "out"
     assert cli.main(["capacity", str(path), "--out", str(out), "--quiet", "--replicates", "2"]) == 0
