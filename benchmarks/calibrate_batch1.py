@@ -136,7 +136,9 @@ def render_batch1(results: Sequence[Batch1Result]) -> str:
     ]
     for r in results:
         c = r.case
-        pub = f"{c.bound} {c.published_ms:.1f}".replace("= ", "") if c.published_ms else "—"
+        pub = "—"
+        if c.published_ms is not None:
+            pub = f"≥ {c.published_ms:.1f}" if c.bound == ">=" else f"{c.published_ms:.1f}"
         err = f"{r.error_pct:+.1f} %" if r.error_pct is not None else "—"
         lines.append(
             f"| {c.name} | {c.gpu} × {c.tp} | {c.dtype} | {c.engine} | {c.concurrency} "
