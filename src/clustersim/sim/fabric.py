@@ -133,26 +133,46 @@ class PairSet:
     def __init__(self, cluster: Cluster, pairs: Sequence[tuple[str, str]]) -> None:
         self.pairs = tuple(pairs)
         order: dict[int, int] = {}
-        for src, dst in self.pairs:
-            if src != dst:
-                for link in cluster.path(src, dst):
-                    order.setdefault(link, len(order))
-        self.links = np.fromiter(order, dtype=np.int64, count=len(order))
-        self.matrix = np.zeros((len(order), len(self.pairs)))
+        entries: dict[tuple[int, int], float] = {}  # (row, pair) → times the path uses it
         self.latency_s = np.zeros(len(self.pairs))
         for i, (src, dst) in enumerate(self.pairs):
             if src != dst:
                 for link in cluster.path(src, dst):
-                    self.matrix[order[link], i] += 1.0
+                    key = (order.setdefault(link, len(order)), i)
+                    entries[key] = entries.get(key, 0.0) + 1.0
                 self.latency_s[i] = cluster.path_latency_s(src, dst)
+        self.links = np.fromiter(order, dtype=np.int64, count=len(order))
         self._moving = np.asarray([src != dst for src, dst in self.pairs], dtype=bool)
+        # The link × pair matrix is very sparse (each pair crosses a few of ~1,000 links) and
+        # ~330 MiB dense at EP128: only its nonzeros are kept, in row-major order, and per-step
+        # loads are a bincount over them. Byte counts are whole numbers and the entries small
+        # integers, so every sum is exact: the same loads as the dense product, bit for bit
+        # (tests/test_fabric.py compares).
+        keys = sorted(entries)
+        self._rows = np.asarray([k[0] for k in keys], dtype=np.int64)
+        self._cols = np.asarray([k[1] for k in keys], dtype=np.int64)
+        self._vals = np.asarray([entries[k] for k in keys], dtype=np.float64)
+        self._unit = bool(np.all(self._vals == 1.0))
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The dense links × pairs matrix: `matrix[k, i]` = times pair i's path uses
+        `links[k]` (a reference; the hot path uses the sparse form)."""
+        m = np.zeros((len(self.links), len(self.pairs)))
+        m[self._rows, self._cols] = self._vals
+        return m
+
+    def loads(self, x: np.ndarray) -> np.ndarray:
+        """Bytes on each of `links` when pair i moves x[i]: `matrix @ x`, sparse."""
+        terms = x[self._cols] if self._unit else x[self._cols] * self._vals
+        return np.bincount(self._rows, weights=terms, minlength=len(self.links))
 
     def demand(self, nbytes: np.ndarray) -> tuple[Demand | None, float]:
         """(The coflow's demand, the longest path latency among pairs that move bytes)."""
         moving = (nbytes > 0) & self._moving
         if not moving.any():
             return None, 0.0
-        loads = self.matrix @ np.where(moving, nbytes, 0.0)
+        loads = self.loads(np.where(moving, nbytes, 0.0))
         used = loads > 0
         values = loads[used]
         top = float(values.max())
@@ -341,6 +361,9 @@ class Fabric:
         # group → per phase: (unit demand, latency per collective)
         self._plans: dict[tuple[str, ...], list[tuple[Demand | None, float]]] = {}
         self._pairs: dict[tuple[str, str], Demand] = {}
+        # transfer_same: pairs → ((link, flows on it), ...) in first-use order, path latency
+        self._routes: dict[tuple[tuple[str, str], ...], tuple[tuple[tuple[int, int], ...], float]]
+        self._routes = {}
         self.entities_started = 0
         self.transfers_started = 0
         self.reallocations = 0
@@ -381,6 +404,39 @@ class Fabric:
         """`transfer` of one coflow whose flow i moves nbytes[i] from pairs.pairs[i]."""
         demand, path_latency = pairs.demand(np.asarray(nbytes, dtype=np.float64))
         return self._start(demand, 1.0, path_latency + latency_s)
+
+    def transfer_same(
+        self, pairs: tuple[tuple[str, str], ...], nbytes: float, latency_s: float = 0.0
+    ) -> simpy.Event:
+        """`transfer([(s, d, nbytes) for s, d in pairs], latency_s)`, one coflow, with the
+        pairs' routes cached (a PP hand-off repeats the same pairs every step): the same
+        loads, weights and latency, summed in the same order, so the same floats."""
+        if len(pairs) == 1:
+            src, dst = pairs[0]
+            return self.transfer(((src, dst, nbytes),), latency_s)
+        nbytes = float(nbytes)
+        if nbytes <= 0:
+            return self._start(None, 1.0, latency_s)
+        route = self._routes.get(pairs)
+        if route is None:
+            lat = self.cluster.path_latency_s
+            live = [(s, d) for s, d in pairs if s != d]
+            counts: dict[int, int] = {}
+            for s, d in live:
+                for link in self.cluster.path(s, d):
+                    counts[link] = counts.get(link, 0) + 1
+            route = (tuple(counts.items()), max((lat(s, d) for s, d in live), default=0.0))
+            self._routes[pairs] = route
+        uses, path_latency = route
+        if not uses:
+            return self._start(None, 1.0, path_latency + latency_s)
+        loads: dict[int, float] = {}
+        for link, c in uses:  # repeated addition, exactly as link_loads sums the flows
+            x = nbytes
+            for _ in range(c - 1):
+                x += nbytes
+            loads[link] = x
+        return self._start(_demand(loads), 1.0, path_latency + latency_s)
 
     def _pair(self, src: str, dst: str) -> Demand:
         """Unit demand of one src → dst flow (cached)."""
