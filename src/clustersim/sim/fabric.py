@@ -329,6 +329,12 @@ class _Entity:
 
 
 Demand = tuple[tuple[int, ...], tuple[float, ...], float]  # (links, weights, bytes at weight 1)
+_Route = tuple[
+    tuple[tuple[int, int], ...],
+    float,
+    tuple[tuple[int, ...], tuple[float, ...]] | None,
+    float | None,
+]
 
 
 def _demand(loads: dict[int, float]) -> Demand | None:
@@ -362,8 +368,8 @@ class Fabric:
         self._plans: dict[tuple[str, ...], list[tuple[Demand | None, float]]] = {}
         self._pairs: dict[tuple[str, str], Demand] = {}
         # transfer_same: pairs → ((link, flows on it), ...) in first-use order, path latency
-        self._routes: dict[tuple[tuple[str, str], ...], tuple[tuple[tuple[int, int], ...], float]]
-        self._routes = {}
+        # (+ for single-flow links: (links, weights), the rate alone on the fabric)
+        self._routes: dict[tuple[tuple[str, str], ...], _Route] = {}
         self.entities_started = 0
         self.transfers_started = 0
         self.reallocations = 0
@@ -425,11 +431,25 @@ class Fabric:
             for s, d in live:
                 for link in self.cluster.path(s, d):
                     counts[link] = counts.get(link, 0) + 1
-            route = (tuple(counts.items()), max((lat(s, d) for s, d in live), default=0.0))
+            uses = tuple(counts.items())
+            links = tuple(counts)
+            # Every link carried by one flow (disjoint rails, the usual case): the demand is
+            # (links, all weights 1.0, nbytes) whatever nbytes is — as _demand computes it,
+            # since nbytes / nbytes == 1.0 — and its rate alone is the slowest link's.
+            single = bool(uses) and all(c == 1 for _l, c in uses)
+            solo = min(self._bw[x] / 1.0 for x in links) if single else None
+            route = (
+                uses,
+                max((lat(s, d) for s, d in live), default=0.0),
+                (links, (1.0,) * len(links)) if single else None,
+                solo,
+            )
             self._routes[pairs] = route
-        uses, path_latency = route
+        uses, path_latency, ones, solo = route
         if not uses:
             return self._start(None, 1.0, path_latency + latency_s)
+        if ones is not None:
+            return self._start_many([(ones[0], ones[1], nbytes)], path_latency + latency_s, solo)
         loads: dict[int, float] = {}
         for link, c in uses:  # repeated addition, exactly as link_loads sums the flows
             x = nbytes
@@ -560,7 +580,11 @@ class Fabric:
         links, weights, unit = demand
         return self._start_many([(links, weights, unit * scale)], delay_s)
 
-    def _start_many(self, demands: list[Demand], delay_s: float) -> simpy.Event:
+    def _start_many(
+        self, demands: list[Demand], delay_s: float, solo_rate: float | None = None
+    ) -> simpy.Event:
+        """Start `demands` as one transfer. `solo_rate`: the rate of a single demand with no
+        other entity on its links, when the caller knows it (the value computed below)."""
         env = self.env
         now = env.now
         tr = _Transfer(env.event(), delay_s, now)
@@ -580,8 +604,10 @@ class Fabric:
                 on_link[link][e.id] = e
             seeds.extend(links)
         if len(demands) == 1 and all(len(on_link[link]) == 1 for link in seeds):
-            bw = self._bw
-            self._set_rate(e, min(bw[x] / w for x, w in zip(e.links, e.weights, strict=True)), now)
+            if solo_rate is None:
+                bw = self._bw
+                solo_rate = min(bw[x] / w for x, w in zip(e.links, e.weights, strict=True))
+            self._set_rate(e, solo_rate, now)
         else:
             self._reallocate(seeds)
         self._arm()
