@@ -31,7 +31,8 @@ def yaml_for(case: str) -> str:
         reps = 8 if case == "floor" else int(m.group(1))  # type: ignore[union-attr]
         reqs = 100_000 if case == "floor" else 1500 * reps
         nodes = max(1, reps // 8)
-        net = "network: {kind: infiniband, nics_per_node: 8, bandwidth_GBps: 50}" if nodes > 1 else ""
+        ib = "network: {kind: infiniband, nics_per_node: 8, bandwidth_GBps: 50}"
+        net = ib if nodes > 1 else ""
         return f"""\
 name: b
 seed: 1
