@@ -22,7 +22,7 @@ seed: 0
 model: llama-3.1-8b
 topology: dgx_h100_x1
 layout: {tp: 1}
-serving: {max_num_seqs: 1}
+serving: {max_num_seqs: 1, engine_overrides: {frontend_ms: 0}}  # a bare queue
 workload:
   arrival: {process: poisson, rate_rps: 1.0}
   prompt_tokens: {dist: fixed, value: 64}

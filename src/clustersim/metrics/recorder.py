@@ -65,16 +65,26 @@ class Recorder:
             self.iterations.extend(row)
 
     def iterations_frame(self) -> pd.DataFrame:
+        """The rows sorted by (start_s, replica, stage, lane), stably; frees the buffer.
+
+        One stable lexsort and one gather per column: the buffer and the frame's columns are
+        the only copies alive at once (not the buffer, an unsorted frame and a sorted one)."""
         width = len(ITERATION_COLUMNS)
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
-        frame = pd.DataFrame(
-            {
-                name: table[:, i].astype(np.int64) if name in _INTEGER_COLUMNS else table[:, i]
-                for i, name in enumerate(ITERATION_COLUMNS)
-            }
+        col = ITERATION_COLUMNS.index
+        order = np.lexsort(
+            (table[:, col("lane")], table[:, col("stage")], table[:, col("replica")],
+             table[:, col("start_s")])
         )
-        frame = frame.sort_values(["start_s", "replica", "stage", "lane"], kind="stable")
-        return frame.reset_index(drop=True)
+        columns = {
+            name: (
+                table[order, i].astype(np.int64) if name in _INTEGER_COLUMNS else table[order, i]
+            )
+            for i, name in enumerate(ITERATION_COLUMNS)
+        }
+        del table
+        self.iterations = array("d")  # the rows now live in the frame only
+        return pd.DataFrame(columns)
 
 
 def requests_frame(

@@ -14,17 +14,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn: `validate` and runs without
+    from matplotlib.axes import Axes  # plots start ~1 s faster
+    from matplotlib.figure import Figure
 
 from clustersim.config.sweep import value_texts
 from clustersim.results.writer import atomic_write
@@ -92,6 +90,9 @@ class Bounds:
 
 def new_figure(name: str) -> Figure:
     """A blank Agg-backed figure of the fixed size of plot `name`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=PLOT_SIZES_IN[name], dpi=DPI)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(**PLOT_MARGINS[name])
@@ -355,6 +356,8 @@ def plot_latency_timeline(
         handles.append(twin.get_lines()[0])
         labels.append("arrival rate" if single else "arrival rates (dotted)")
         if bursts:
+            from matplotlib.patches import Patch
+
             handles.append(Patch(color=(*BURST_RGB, 0.3)))
             labels.append("MMPP burst")
         _legend_above(ax, handles, labels)
@@ -444,6 +447,8 @@ def plot_ttft_overview(runs: Sequence[Series], bounds: Bounds) -> Figure:
     handles.append(twin.get_lines()[0])
     labels.append("arrival rates (dotted)")
     if missed.any():
+        from matplotlib.patches import Patch
+
         handles.append(Patch(color=(0.86, 0.08, 0.24, 0.12)))
         labels.append(f"{timelines[0][0].label} misses SLO")
     _legend_above(ax, handles, labels)
@@ -625,6 +630,9 @@ def plot_expert_heatmap(experts: pd.DataFrame) -> Figure:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = loads.mean(axis=0)
         rel = np.where(mean > 0, loads / mean, np.nan)
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.ticker import MaxNLocator
+
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 2.5))
     top.step(starts + width / 2, expert_imbalance_series(experts, grid), where="mid", color="C1")
     top.axhline(1.0, color="0.6", linewidth=0.8, linestyle=":")

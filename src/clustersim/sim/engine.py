@@ -166,8 +166,9 @@ class _Simulation:
             self._end_one()
             return False
         rec = self.recorder
-        for r, rep in enumerate(self.replicas):
-            self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
+        if self.router.uses_kv:  # only least_kv reads the KV fractions: O(replicas) a request
+            for r, rep in enumerate(self.replicas):
+                self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
         r = self.router.choose(self.outstanding, self.kv_fraction)
         rec.on_arrival(rid, now, r)
         replica = self.replicas[r]

@@ -119,7 +119,7 @@ def coflow_time_s(cluster: Cluster, flows: Sequence[FlowSpec]) -> float:
 
 class PairSet:
     """A fixed list of (src, dst) GPU pairs, routed once, for transfers repeated every step
-    with new byte counts (an EP group's all-to-all): link loads become one matrix product.
+    with new byte counts (an EP group's all-to-all): link loads become one sparse sum.
 
     `matrix[k, i]` = times pair i's path uses link `links[k]` (links in first-use order);
     `latency_s[i]` = pair i's path latency (0 for a same-GPU pair, which moves nothing).
@@ -132,24 +132,45 @@ class PairSet:
         route = cluster.rdma_path if via_network else cluster.path
         paths = [route(src, dst) if src != dst else () for src, dst in self.pairs]
         order: dict[int, int] = {}
-        for path in paths:
-            for link in path:
-                order.setdefault(link, len(order))
-        self.links = np.fromiter(order, dtype=np.int64, count=len(order))
-        self.matrix = np.zeros((len(order), len(self.pairs)))
+        entries: dict[tuple[int, int], float] = {}  # (row, pair) → times the path uses it
         self.latency_s = np.zeros(len(self.pairs))
         for i, path in enumerate(paths):
             for link in path:
-                self.matrix[order[link], i] += 1.0
+                key = (order.setdefault(link, len(order)), i)
+                entries[key] = entries.get(key, 0.0) + 1.0
             self.latency_s[i] = sum(cluster.links[link].latency_s for link in path)
+        self.links = np.fromiter(order, dtype=np.int64, count=len(order))
         self._moving = np.asarray([src != dst for src, dst in self.pairs], dtype=bool)
+        # The link × pair matrix is very sparse (each pair crosses a few of ~1,000 links) and
+        # ~330 MiB dense at EP128: only its nonzeros are kept, in row-major order, and per-step
+        # loads are a bincount over them. Byte counts are whole numbers and the entries small
+        # integers, so every sum is exact: the same loads as the dense product, bit for bit
+        # (tests/test_fabric.py compares).
+        keys = sorted(entries)
+        self._rows = np.asarray([k[0] for k in keys], dtype=np.int64)
+        self._cols = np.asarray([k[1] for k in keys], dtype=np.int64)
+        self._vals = np.asarray([entries[k] for k in keys], dtype=np.float64)
+        self._unit = bool(np.all(self._vals == 1.0))
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The dense links × pairs matrix: `matrix[k, i]` = times pair i's path uses
+        `links[k]` (a reference; the hot path uses the sparse form)."""
+        m = np.zeros((len(self.links), len(self.pairs)))
+        m[self._rows, self._cols] = self._vals
+        return m
+
+    def loads(self, x: np.ndarray) -> np.ndarray:
+        """Bytes on each of `links` when pair i moves x[i]: `matrix @ x`, sparse."""
+        terms = x[self._cols] if self._unit else x[self._cols] * self._vals
+        return np.bincount(self._rows, weights=terms, minlength=len(self.links))
 
     def demand(self, nbytes: np.ndarray) -> tuple[Demand | None, float]:
         """(The coflow's demand, the longest path latency among pairs that move bytes)."""
         moving = (nbytes > 0) & self._moving
         if not moving.any():
             return None, 0.0
-        loads = self.matrix @ np.where(moving, nbytes, 0.0)
+        loads = self.loads(np.where(moving, nbytes, 0.0))
         used = loads > 0
         values = loads[used]
         top = float(values.max())
@@ -251,6 +272,12 @@ class _Entity:
 Demand = tuple[tuple[int, ...], tuple[float, ...], float]  # (links, weights, bytes at weight 1)
 PhaseDemands = list[tuple["Demand | None", float]]  # per phase: unit demand, latency (s)
 IdleModel = dict[str, tuple[float, float]]  # algorithm → (latency s, s per message byte)
+_Route = tuple[
+    tuple[tuple[int, int], ...],
+    float,
+    tuple[tuple[int, ...], tuple[float, ...]] | None,
+    float | None,
+]
 
 
 def _demand(loads: dict[int, float]) -> Demand | None:
@@ -292,6 +319,9 @@ class Fabric:
         # group → (algorithm → per phase: (unit demand, latency per collective), idle model)
         self._plans: dict[tuple[str, ...], tuple[dict[str, PhaseDemands], IdleModel]] = {}
         self._pairs: dict[tuple[str, str], Demand] = {}
+        # transfer_same: pairs → ((link, flows on it), ...) in first-use order, path latency
+        # (+ for single-flow links: (links, weights), the rate alone on the fabric)
+        self._routes: dict[tuple[tuple[str, str], ...], _Route] = {}
         self.entities_started = 0
         self.transfers_started = 0
         self.reallocations = 0
@@ -332,6 +362,53 @@ class Fabric:
         """`transfer` of one coflow whose flow i moves nbytes[i] from pairs.pairs[i]."""
         demand, path_latency = pairs.demand(np.asarray(nbytes, dtype=np.float64))
         return self._start(demand, 1.0, path_latency + latency_s)
+
+    def transfer_same(
+        self, pairs: tuple[tuple[str, str], ...], nbytes: float, latency_s: float = 0.0
+    ) -> simpy.Event:
+        """`transfer([(s, d, nbytes) for s, d in pairs], latency_s)`, one coflow, with the
+        pairs' routes cached (a PP hand-off repeats the same pairs every step): the same
+        loads, weights and latency, summed in the same order, so the same floats."""
+        if len(pairs) == 1:
+            src, dst = pairs[0]
+            return self.transfer(((src, dst, nbytes),), latency_s)
+        nbytes = float(nbytes)
+        if nbytes <= 0:
+            return self._start(None, 1.0, latency_s)
+        route = self._routes.get(pairs)
+        if route is None:
+            lat = self.cluster.path_latency_s
+            live = [(s, d) for s, d in pairs if s != d]
+            counts: dict[int, int] = {}
+            for s, d in live:
+                for link in self.cluster.path(s, d):
+                    counts[link] = counts.get(link, 0) + 1
+            uses = tuple(counts.items())
+            links = tuple(counts)
+            # Every link carried by one flow (disjoint rails, the usual case): the demand is
+            # (links, all weights 1.0, nbytes) whatever nbytes is — as _demand computes it,
+            # since nbytes / nbytes == 1.0 — and its rate alone is the slowest link's.
+            single = bool(uses) and all(c == 1 for _l, c in uses)
+            solo = min(self._bw[x] / 1.0 for x in links) if single else None
+            route = (
+                uses,
+                max((lat(s, d) for s, d in live), default=0.0),
+                (links, (1.0,) * len(links)) if single else None,
+                solo,
+            )
+            self._routes[pairs] = route
+        uses, path_latency, ones, solo = route
+        if not uses:
+            return self._start(None, 1.0, path_latency + latency_s)
+        if ones is not None:
+            return self._start_many([(ones[0], ones[1], nbytes)], path_latency + latency_s, solo)
+        loads: dict[int, float] = {}
+        for link, c in uses:  # repeated addition, exactly as link_loads sums the flows
+            x = nbytes
+            for _ in range(c - 1):
+                x += nbytes
+            loads[link] = x
+        return self._start(_demand(loads), 1.0, path_latency + latency_s)
 
     def _pair(self, src: str, dst: str) -> Demand:
         """Unit demand of one src → dst flow (cached)."""
@@ -460,7 +537,11 @@ class Fabric:
         links, weights, unit = demand
         return self._start_many([(links, weights, unit * scale)], delay_s)
 
-    def _start_many(self, demands: list[Demand], delay_s: float) -> simpy.Event:
+    def _start_many(
+        self, demands: list[Demand], delay_s: float, solo_rate: float | None = None
+    ) -> simpy.Event:
+        """Start `demands` as one transfer. `solo_rate`: the rate of a single demand with no
+        other entity on its links, when the caller knows it (the value computed below)."""
         env = self.env
         now = env.now
         tr = _Transfer(env.event(), delay_s, now)
@@ -480,8 +561,10 @@ class Fabric:
                 on_link[link][e.id] = e
             seeds.extend(links)
         if len(demands) == 1 and all(len(on_link[link]) == 1 for link in seeds):
-            bw = self._bw
-            self._set_rate(e, min(bw[x] / w for x, w in zip(e.links, e.weights, strict=True)), now)
+            if solo_rate is None:
+                bw = self._bw
+                solo_rate = min(bw[x] / w for x, w in zip(e.links, e.weights, strict=True))
+            self._set_rate(e, solo_rate, now)
         else:
             self._reallocate(seeds)
         self._arm()

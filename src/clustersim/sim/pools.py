@@ -255,10 +255,12 @@ class DisaggRuntime:
 
     def admit(self, rid: int, now: float) -> bool:
         """Route an arriving request to a prefill and a decode unit (True), or drop it."""
-        for i, m in enumerate(self.prefill):
-            self.p_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
-        for i, m in enumerate(self.decode):
-            self.d_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
+        if self.p_router.uses_kv:  # only least_kv reads the fractions
+            for i, m in enumerate(self.prefill):
+                self.p_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
+        if self.d_router.uses_kv:
+            for i, m in enumerate(self.decode):
+                self.d_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
         p = self.p_router.choose(self.p_outstanding, self.p_kv)
         d = self.d_router.choose(self.d_outstanding, self.d_kv)
         self.recorder.on_arrival(rid, now, self.prefill[p].gid)

@@ -44,6 +44,10 @@ class FabricLike(Protocol):
         self, flows: Sequence[tuple[str, str, float]], latency_s: float = 0.0
     ) -> simpy.Event: ...
 
+    def transfer_same(
+        self, pairs: tuple[tuple[str, str], ...], nbytes: float, latency_s: float = 0.0
+    ) -> simpy.Event: ...
+
     def allreduce(self, group: Sequence[str], nbytes: float, count: int = 1) -> simpy.Event: ...
 
 
@@ -113,6 +117,11 @@ class Replica:
             env.process(self._single_stage_lane(self.lanes[0]))
         else:
             self.stages = [_Stage(s, env) for s in range(self.pp)]
+            # TP rank i of stage s → TP rank i of stage s+1
+            self._handoff_pairs = [
+                tuple(zip(self.groups[s], self.groups[s + 1], strict=False))
+                for s in range(self.pp - 1)
+            ]
             for lane in self.lanes:
                 env.process(self._pipelined_lane(lane))
             for stage in self.stages:
@@ -253,9 +262,7 @@ class Replica:
 
     def _hand_off(self, s: int, item: _InFlight) -> None:
         """Send the batch's activations to stage s+1; it is queued there on arrival."""
-        src, dst = self.groups[s], self.groups[s + 1]
         per_rank = self.costs[s].handoff_bytes(item.batch.tokens) / self.tp
-        flows = [(a, b, per_rank) for a, b in zip(src, dst, strict=False)]
-        arrived = self.fabric.transfer(flows)
+        arrived = self.fabric.transfer_same(self._handoff_pairs[s], per_rank)
         nxt = self.stages[s + 1]
         arrived.callbacks.append(lambda _ev: self._enqueue(nxt, item))

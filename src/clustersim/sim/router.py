@@ -33,6 +33,7 @@ class Router(ABC):
 
     __slots__ = ("num_replicas",)
     name: str = ""
+    uses_kv: bool = False  # True: choose() reads kv_fraction, which the caller must refresh
 
     def __init__(self, num_replicas: int) -> None:
         if num_replicas < 1:
@@ -89,6 +90,7 @@ class LeastOutstandingRouter(Router):
 class LeastKVRouter(Router):
     __slots__ = ()
     name = "least_kv"
+    uses_kv = True
 
     def choose(self, outstanding: Sequence[int], kv_fraction: Sequence[float]) -> int:
         low = min(kv_fraction)
