@@ -396,11 +396,11 @@ def splice(doc: str, block: str, start: str = TABLE_START, end: str = TABLE_END)
 def other_regimes(jobs: int) -> list[tuple[str, str, str]]:
     """(start marker, end marker, block) of the batch-1 and latency-under-load tables."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from calibrate_batch1 import render_batch1, run_batch1_cases
+    from calibrate_batch1 import render_all
     from calibrate_latency import load_latency_cases, render_latency, run_latency_cases
 
     latency = render_latency(run_latency_cases(load_latency_cases(), jobs))
-    batch1 = render_batch1(run_batch1_cases(jobs))
+    batch1 = render_all(jobs)
     return [
         ("<!-- calibrate.py: batch1 starts -->", "<!-- calibrate.py: batch1 ends -->", batch1),
         ("<!-- calibrate.py: latency starts -->", "<!-- calibrate.py: latency ends -->", latency),

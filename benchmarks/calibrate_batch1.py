@@ -7,9 +7,9 @@ Each row runs a closed loop of `concurrency` clients with fixed lengths on one T
 reports the simulator's mean TPOT (and TTFT). Nothing here was fitted: the engine profiles'
 kernel counts, the hardware kernel floors and the all-reduce algorithms come from their own
 sources (catalog/engines.py, catalog/hardware.py, sim/collectives.py); this table checks them.
-A row without a public figure is a prediction and says so. The rows run with
-`streaming: false`: the published figures come from benchmark harnesses (TensorRT-LLM's,
-SGLang's bench_one_batch), not from a client reading a token stream through a server.
+A row without a public figure is a prediction and says so. Rows from benchmark harnesses
+(TensorRT-LLM's, SGLang's bench_one_batch) run with `streaming: false`; the NIM row was measured
+by a client reading the token stream through the server, and runs with `streaming: true`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ hardware: {gpu}
 topology: {topology}
 layout: {{tp: {tp}}}
 precision: {{weights: {dtype}, activations: {dtype}, kv_cache: {dtype}}}
-serving: {{engine: {engine}, streaming: false, max_num_seqs: 256, max_num_batched_tokens: 8192}}
+serving:
+  {{engine: {engine}, streaming: {streaming}, max_num_seqs: 256, max_num_batched_tokens: 8192}}
 workload:
   arrival: {{process: closed, concurrency: {concurrency}}}
   prompt_tokens: {{dist: fixed, value: {isl}}}
@@ -56,6 +57,8 @@ class Batch1Case:
     published_ms: float | None  # mean ms per output token per stream, None: prediction only
     bound: str  # "=" a measurement, ">=" a lower bound derived from the source
     source: str
+    streaming: bool = False  # a client read the token stream through the engine's server
+    published_ttft_ms: float | None = None
 
     @property
     def topology(self) -> str:
@@ -68,7 +71,14 @@ MEDUSA = (
     "with Medusa on HGX H200' (Aug 2024), TensorRT-LLM"
 )
 SGLANG_2643 = "sgl-project/sglang PR #2643 (SGLang v0.4.1, Jan 2025), DeepSeek-V3 FP8 8×H200"
+NIM = (
+    "NVIDIA NIM for LLMs benchmarking page (NIM 1.8.0, TensorRT-LLM backend): Llama-3.3-70B "
+    "FP8, 2×H100 TP2, concurrency 1, 500-token prompts"
+)
 CASES: tuple[Batch1Case, ...] = (
+    # 18.6–18.9 ms per output token, TTFT 47.8 ms; Llama-3.3-70B has Llama-3.1-70B's shapes
+    Batch1Case("nim-llama70b-h100-tp2", "llama-3.1-70b", "h100-sxm", 2, "fp8", "trtllm", 1, 500,
+               500, 18.75, "=", NIM, streaming=True, published_ttft_ms=47.8),
     # 268 tok/s/user with Medusa, "over 1.5x" the baseline: baseline ≤ 178.7 tok/s ≥ 5.6 ms
     Batch1Case("llama70b-h200-tp8", "llama-3.1-70b", "h200", 8, "fp8", "trtllm", 1, 1024, 512,
                1000 / (268 / 1.5), ">=", MEDUSA),
@@ -115,6 +125,7 @@ def run_batch1_case(case: Batch1Case) -> Batch1Result:
                 name=case.name, model=case.model, gpu=case.gpu, topology=case.topology,
                 tp=case.tp, dtype=case.dtype, engine=case.engine, concurrency=case.concurrency,
                 isl=case.isl, osl=case.osl, requests=4 * case.concurrency,
+                streaming=str(case.streaming).lower(),
             )
         )
         req = run_experiment(load_experiment(path)).requests
@@ -131,7 +142,7 @@ def run_batch1_cases(jobs: int) -> list[Batch1Result]:
 def render_batch1(results: Sequence[Batch1Result]) -> str:
     lines = [
         "| case | GPU × TP | precision | engine | streams | ISL / OSL | published ms/token "
-        "| predicted ms/token | error | predicted TTFT | source |",
+        "| predicted ms/token | error | TTFT published / predicted | source |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -142,15 +153,95 @@ def render_batch1(results: Sequence[Batch1Result]) -> str:
         err = f"{r.error_pct:+.1f} %" if r.error_pct is not None else "—"
         lines.append(
             f"| {c.name} | {c.gpu} × {c.tp} | {c.dtype} | {c.engine} | {c.concurrency} "
-            f"| {c.isl} / {c.osl} | {pub} | {r.tpot_ms:.2f} | {err} | {r.ttft_ms:.0f} ms "
+            f"| {c.isl} / {c.osl} | {pub} | {r.tpot_ms:.2f} | {err} "
+            f"| {f'{c.published_ttft_ms:.1f}' if c.published_ttft_ms else '—'} / "
+            f"{r.ttft_ms:.1f} ms "
             f"| {c.source} |"
         )
     return "\n".join(lines) + "\n"
 
 
+# MoE decode under DP-attention + EP8 on one 8×H200 node, TensorRT-LLM, all requests at once
+# (trtllm-bench), output tokens/s: (name, model, in, out, requests, sequences per rank,
+# published tok/s for the 8 GPUs, source)
+MOE_TEMPLATE = """\
+name: {name}
+seed: 0
+model: {model}
+hardware: h200
+topology:
+  name: h200x8
+  nodes: 1
+  gpus_per_node: 8
+  gpu: h200
+  nvlink: {{bandwidth_GBps: 450, latency_us: 2.0}}
+  network: {{nics_per_node: 8, bandwidth_GBps: 50, latency_us: 5.0}}
+layout: {{tp: 1, dp: 8, ep: 8, dp_attention: true}}
+precision: {{weights: fp8, activations: fp8, kv_cache: fp8, dispatch: fp8, combine: bf16}}
+serving:
+  engine: trtllm
+  streaming: false
+  max_num_seqs: {seqs}
+  max_num_batched_tokens: 8192
+  kv_cache_free_memory_fraction: 0.85
+workload:
+  arrival: {{process: burst}}
+  prompt_tokens: {{dist: fixed, value: {isl}}}
+  output_tokens: {{dist: fixed, value: {osl}}}
+horizon: {{requests: {requests}}}
+"""
+R1_BLOG = (
+    "NVIDIA/TensorRT-LLM docs/source/blogs/Best_perf_practice_on_DeepSeek-R1_in_TensorRT-LLM.md, "
+    "'H200 max-throughput': attention DP + EP8, max_batch_size 128 per rank, 1,436 tok/s/GPU"
+)
+PERF_OVERVIEW_Q3 = (
+    "NVIDIA/TensorRT-LLM perf-overview.md (v1.0 era), Qwen3-235B-A22B FP8 8×H200, 1000/1000, "
+    "max load; per-rank batch limit not published (512 assumed)"
+)
+MOE_CASES: tuple[tuple[str, str, int, int, int, int, float, str], ...] = (
+    ("deepseek-r1-h200-dpa-ep8", "deepseek-v3", 1024, 2048, 1024, 128, 8 * 1436.16, R1_BLOG),
+    ("qwen3-235b-h200-dpa-ep8", "qwen3-235b-a22b", 1000, 1000, 4096, 512, 23789.0,
+     PERF_OVERVIEW_Q3),
+)
+
+
+def run_moe_case(case: tuple[str, str, int, int, int, int, float, str]) -> tuple[float, float]:
+    """(predicted output tok/s of the 8 GPUs, mean TPOT ms)."""
+    name, model, isl, osl, requests, seqs, _, _ = case
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.yaml"
+        path.write_text(MOE_TEMPLATE.format(
+            name=name, model=model, isl=isl, osl=osl, requests=requests, seqs=seqs
+        ))
+        req = run_experiment(load_experiment(path)).requests
+    makespan = float(req["finish_s"].max() - req["arrival_s"].min())
+    return float(req["output_tokens"].sum()) / makespan, 1e3 * float(req["tpot_s"].mean())
+
+
+def render_moe(results: Sequence[tuple[float, float]]) -> str:
+    lines = [
+        "| case | model | sequences per GPU | ISL / OSL | published tok/s (8 GPUs) "
+        "| predicted tok/s | error | predicted TPOT | source |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case, (tps, tpot) in zip(MOE_CASES, results, strict=True):
+        name, model, isl, osl, _, seqs, published, source = case
+        lines.append(
+            f"| {name} | {model} | {seqs} | {isl} / {osl} | {published:,.0f} | {tps:,.0f} "
+            f"| {100.0 * (tps / published - 1.0):+.1f} % | {tpot:.1f} ms | {source} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_all(jobs: int) -> str:
+    """The batch-1 table and the MoE DP-attention + EP table (docs/calibration.md §7)."""
+    moe = [run_moe_case(c) for c in MOE_CASES]
+    return render_batch1(run_batch1_cases(jobs)) + "\n" + render_moe(moe)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
-    print(render_batch1(run_batch1_cases(min(4, os.cpu_count() or 1))), end="")
+    print(render_all(min(4, os.cpu_count() or 1)), end="")
     return 0
 
 
