@@ -67,57 +67,40 @@ class EngineProfile:
     twoshot_max_bytes: int  # two-shot below this (bytes); NCCL above
 
 
+# vLLM V1 (0.10-0.11): Python scheduler in the engine core process, detokenisation in the
+# front-end process; FlashAttention-3 / FlashInfer; fused add-RMSNorm, rotary,
+# reshape_and_cache, silu_and_mul; custom all-reduce (csrc/custom_all_reduce.cuh: one-shot
+# below 256 KiB at 8 GPUs / 512 KiB at ≤ 4, two-shot up to 8 MiB).
+_VLLM = EngineProfile(
+    name="vllm",
+    version="0.11",
+    elementwise_kernels=5,
+    fp8_quant_kernels=2,
+    attention_kernels=1,
+    moe_kernels=4,
+    step_kernels=6,
+    graph_max_batch=512,
+    eager_launch_us=8.0,
+    host_step_us=1500.0,
+    host_seq_us=12.0,
+    stream_step_us=0.0,
+    stream_seq_us=0.0,
+    host_overlap=False,
+    frontend_ms=4.0,
+    mixed_prefill=False,
+    custom_allreduce=True,
+    oneshot_max_bytes=256 * KIB,
+    twoshot_max_bytes=8 * MIB,
+)
+
 ENGINES: dict[str, EngineProfile] = {
     p.name: p
     for p in (
-        # vLLM V1 (0.10-0.11): Python scheduler in the engine core process, detokenisation in
-        # the front-end process; FlashAttention-3 / FlashInfer; fused add-RMSNorm, rotary,
-        # reshape_and_cache, silu_and_mul; custom all-reduce (csrc/custom_all_reduce.cuh:
-        # one-shot below 256 KiB at 8 GPUs / 512 KiB at ≤ 4, two-shot up to 8 MiB).
-        EngineProfile(
-            name="vllm",
-            version="0.11",
-            elementwise_kernels=5,
-            fp8_quant_kernels=2,
-            attention_kernels=1,
-            moe_kernels=4,
-            step_kernels=6,
-            graph_max_batch=512,
-            eager_launch_us=8.0,
-            host_step_us=1500.0,
-            host_seq_us=12.0,
-            stream_step_us=0.0,
-            stream_seq_us=0.0,
-            host_overlap=False,
-            frontend_ms=4.0,
-            mixed_prefill=False,
-            custom_allreduce=True,
-            oneshot_max_bytes=256 * KIB,
-            twoshot_max_bytes=8 * MIB,
-        ),
-        # SGLang (0.4-0.5): overlap scheduler on by default (host work of the next batch runs
-        # while the GPU executes this one); FlashInfer; vLLM's custom all-reduce.
-        EngineProfile(
-            name="sglang",
-            version="0.5",
-            elementwise_kernels=5,
-            fp8_quant_kernels=2,
-            attention_kernels=1,
-            moe_kernels=4,
-            step_kernels=6,
-            graph_max_batch=160,
-            eager_launch_us=8.0,
-            host_step_us=1500.0,
-            host_seq_us=12.0,
-            stream_step_us=0.0,
-            stream_seq_us=0.0,
-            host_overlap=True,
-            frontend_ms=4.0,
-            mixed_prefill=False,
-            custom_allreduce=True,
-            oneshot_max_bytes=256 * KIB,
-            twoshot_max_bytes=8 * MIB,
-        ),
+        _VLLM,
+        # SGLang (0.4-0.5): the same kernels through FlashInfer and vLLM's custom all-reduce;
+        # the overlap scheduler is on by default (host work of the next batch runs while the
+        # GPU executes this one); CUDA graphs up to cuda_graph_max_bs (160 by default).
+        replace(_VLLM, name="sglang", version="0.5", graph_max_batch=160, host_overlap=True),
         # TensorRT-LLM (C++ executor + TensorRT engine, as in the v0.14-v0.17 measurements of
         # docs/calibration.md): rope and KV append fused into the attention plugin, the
         # residual add + RMSNorm (+ fp8 quantisation) fused; C++ runtime launches cheaply;
