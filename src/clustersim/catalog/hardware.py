@@ -4,7 +4,7 @@ Units follow the schema: `memory_GiB` is 2**30 bytes as the driver reports the d
 (`nvidia-smi` total, MiB / 1024), bandwidths are 1e9 bytes/s (NVLink and PCIe per direction),
 `peak_tflops` are dense (non-sparse) tensor-core figures per dtype.
 
-Sources (see /work/shared/calibration/README.md for the table these follow):
+Sources (see data/calibration/README.md for the table these follow):
 - NVIDIA A100, H100, H200, H800, B200, GB200 and L40S data sheets (dense = sparse / 2).
 - Driver-reported memory (`nvidia-smi` "Memory-Usage" total): A100-SXM4-80GB 81920 MiB,
   H100 80GB HBM3 / H800 81559 MiB, H200 143771 MiB, B200 183359 MiB, GB200 189471 MiB,
