@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,13 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+# YAML 1.2 floats: `1e3` and `2.5E-4` are numbers (PyYAML's YAML 1.1 rules need a dot and a
+# signed exponent, and the strict schema would then reject the string).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
 )
 
 
@@ -182,6 +190,8 @@ def parse_override(text: str) -> Override:
             path = parse_key_path(key)
     except ValueError:
         raise ConfigError(SET_FILE, key, "expected key.path=value with non-empty keys") from None
+    if path[0] in _GENERATED_KEYS:
+        raise ConfigError(SET_FILE, key, "written by clustersim into resolved configs; cannot be set")
     try:
         value = _parse_yaml(value_text)
     except yaml.YAMLError as err:
@@ -189,7 +199,18 @@ def parse_override(text: str) -> Override:
         raise ConfigError(
             SET_FILE, key, f"value is not valid YAML: {problem}", show_value(value_text)
         ) from None
-    return Override(path=path, value=value, file=SET_FILE, key=key)
+    return Override(path=path, value=_non_finite(value), file=SET_FILE, key=key)
+
+
+_NON_FINITE_WORDS = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan"})
+
+
+def _non_finite(value: Any) -> Any:
+    """``inf`` / ``nan`` typed on the command line mean the float (strict schema types would
+    otherwise call them strings), so the schema can reject them as non-finite numbers."""
+    if isinstance(value, str) and value.strip().lower() in _NON_FINITE_WORDS:
+        return float(value)
+    return value
 
 
 # --------------------------------------------------------------------------- resolution

@@ -25,7 +25,7 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 class Strict(BaseModel):
     """Base: unknown keys rejected, instances immutable, numbers finite (no inf / NaN)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 # --------------------------------------------------------------------------- model
