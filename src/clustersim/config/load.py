@@ -48,9 +48,11 @@ from clustersim.config.schema import (
     HardwareSpec,
     ModelSpec,
     TopologySpec,
+    TraceSpec,
     WorkloadSpec,
 )
 from clustersim.config.sweep import SWEEP_KEY, SweepPoint, expand_points, parse_key_path
+from clustersim.workload.traces import TraceError, load_trace
 
 SET_FILE = "--set"  # stands in for the file name of command-line overrides
 _REF_SUFFIXES = (".yaml", ".yml", ".json")
@@ -440,8 +442,21 @@ def _fix_workload_paths(spec: WorkloadSpec, ctx: _Context) -> WorkloadSpec:
         return spec
     origin = ctx.origins.get("workload")
     base = origin.base_dir if origin is not None else ctx.exp_dir
-    path = _absolute_file(spec.trace.path, base, ("workload", "trace", "path"), ctx)
-    return spec.model_copy(update={"trace": spec.trace.model_copy(update={"path": path})})
+    at: KeyPath = ("workload", "trace", "path")
+    path = _absolute_file(spec.trace.path, base, at, ctx)
+    trace = spec.trace.model_copy(update={"path": path})
+    _read_trace(trace, at, ctx)
+    return spec.model_copy(update={"trace": trace})
+
+
+def _read_trace(trace: TraceSpec, at: KeyPath, ctx: _Context) -> None:
+    """Read the trace now (cached for the run), so `validate` refuses what `run` would: a
+    malformed trace is reported against its file, row and column."""
+    try:
+        load_trace(trace, "/")
+    except TraceError as err:
+        file, key, _ = _locate(at, ctx)
+        raise ConfigError(err.path, err.where, f"{err.problem} (the trace of {file} {key})") from None
 
 
 def _fix_experiment_paths(exp: Experiment, ctx: _Context) -> Experiment:
