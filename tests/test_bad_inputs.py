@@ -36,69 +36,137 @@ ROW = "2023-11-16 18:15:46.6805900,{},{}\n"
 
 # id → (experiment text, extra files {name: content}, --set overrides, expected substrings)
 CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
-    "bool_as_int": (edit("max_num_seqs: 8", "max_num_seqs: true"), {}, [], ["serving.max_num_seqs"]),
+    "bool_as_int": (
+        edit("max_num_seqs: 8", "max_num_seqs: true"),
+        {},
+        [],
+        ["serving.max_num_seqs"],
+    ),
     "str_seed": (edit("seed: 3", "seed: '7'"), {}, [], ["seed"]),
     "set_base_dir": (BASE, {}, ["base_dir=/etc"], ["--set", "base_dir"]),
     "set_unknown_key": (BASE, {}, ["serving.max_num_seqz=3"], ["--set", "max_num_seqz"]),
     "nan_value": (edit("rate_rps: 20", "rate_rps: .nan"), {}, [], ["workload.arrival.rate_rps"]),
     "huge_fixed": (edit("value: 128", "value: 1.0e+30"), {}, [], ["workload.prompt_tokens.value"]),
-    "huge_requests": (edit("requests: 12", "requests: 100000000000000000000"), {}, [],
-                      ["horizon.requests"]),
+    "huge_requests": (
+        edit("requests: 12", "requests: 100000000000000000000"),
+        {},
+        [],
+        ["horizon.requests"],
+    ),
     "lognormal_min_gt_max": (
-        edit("{dist: fixed, value: 128}",
-             "{dist: lognormal, median: 100, sigma: 1, min: 500, max: 200}"), {}, [],
-        ["workload.prompt_tokens"]),
+        edit(
+            "{dist: fixed, value: 128}",
+            "{dist: lognormal, median: 100, sigma: 1, min: 500, max: 200}",
+        ),
+        {},
+        [],
+        ["workload.prompt_tokens"],
+    ),
     "burst_with_duration": (
-        edit("arrival: {process: poisson, rate_rps: 20}", "arrival: {process: burst}")
-        .replace("horizon: {requests: 12}", "horizon: {duration_s: 10}"), {}, [], ["horizon"]),
+        edit("arrival: {process: poisson, rate_rps: 20}", "arrival: {process: burst}").replace(
+            "horizon: {requests: 12}", "horizon: {duration_s: 10}"
+        ),
+        {},
+        [],
+        ["horizon"],
+    ),
     "long_name": (edit("name: tiny", "name: " + "x" * 300), {}, [], ["name"]),
     "trace_missing_column": (
-        edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-        {"t.csv": "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.6805900,5\n"}, [],
-        ["t.csv", "GeneratedTokens"]),
-    "trace_empty": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                    {"t.csv": ""}, [], ["t.csv"]),
-    "trace_header_only": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                          {"t.csv": HEADER}, [], ["t.csv"]),
-    "trace_binary": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                     {"t.csv": bytes(range(256)) * 8}, [], ["t.csv"]),
-    "trace_non_numeric": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                          {"t.csv": HEADER + ROW.format(5, 6) + ROW.format("abc", 6)}, [],
-                          ["t.csv", "row 2", "ContextTokens"]),
-    "trace_fractional": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                         {"t.csv": HEADER + ROW.format(5.5, 6)}, [], ["t.csv", "ContextTokens"]),
-    "trace_absurd_tokens": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                            {"t.csv": HEADER + ROW.format("1e30", 6)}, [],
-                            ["t.csv", "ContextTokens"]),
-    "trace_bad_timestamp": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                            {"t.csv": HEADER + "yesterday,5,6\n"}, [], ["t.csv", "TIMESTAMP"]),
-    "trace_huge_header": (edit(BASE[BASE.index("workload:"):BASE.index("horizon")], TRACE_WL),
-                          {"t.csv": ",".join(f"c{i}" for i in range(2_000_000)) + "\n"}, [],
-                          ["t.csv"]),
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.6805900,5\n"},
+        [],
+        ["t.csv", "GeneratedTokens"],
+    ),
+    "trace_empty": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": ""},
+        [],
+        ["t.csv"],
+    ),
+    "trace_header_only": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER},
+        [],
+        ["t.csv"],
+    ),
+    "trace_binary": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": bytes(range(256)) * 8},
+        [],
+        ["t.csv"],
+    ),
+    "trace_non_numeric": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + ROW.format(5, 6) + ROW.format("abc", 6)},
+        [],
+        ["t.csv", "row 2", "ContextTokens"],
+    ),
+    "trace_fractional": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + ROW.format(5.5, 6)},
+        [],
+        ["t.csv", "ContextTokens"],
+    ),
+    "trace_absurd_tokens": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + ROW.format("1e30", 6)},
+        [],
+        ["t.csv", "ContextTokens"],
+    ),
+    "trace_bad_timestamp": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + "yesterday,5,6\n"},
+        [],
+        ["t.csv", "TIMESTAMP"],
+    ),
+    "trace_huge_header": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": ",".join(f"c{i}" for i in range(2_000_000)) + "\n"},
+        [],
+        ["t.csv"],
+    ),
     "deep_nesting": (BASE + "extra: " + "[" * 20000 + "]" * 20000 + "\n", {}, [], ["exp.yaml"]),
     "alias_bomb": (
-        BASE.replace("serving: {max_num_seqs: 8}", "serving: {max_num_seqs: *i}")
-        .replace("name: tiny", "name: tiny\n" + "".join(
-            f"x{k}: &{'a' + str(k)} [" + ", ".join([f"*a{k-1}"] * 9 if k else ["lol"] * 9) + "]\n"
-            for k in range(9)) + "i: &i *a8"),
-        {}, [], ["exp.yaml"]),
-    "hf_zero_heads": (edit("model: llama-3.1-8b", "model: m/config.json"),
-                      {"m/config.json": '{"hidden_size": 64, "num_hidden_layers": 2,'
-                       ' "num_attention_heads": 0, "num_key_value_heads": 1,'
-                       ' "intermediate_size": 128, "vocab_size": 100}'}, [],
-                      ["config.json", "num_attention_heads"]),
-    "hf_huge_layers": (edit("model: llama-3.1-8b", "model: m/config.json"),
-                       {"m/config.json": '{"hidden_size": 64, "num_hidden_layers": 1e400,'
-                        ' "num_attention_heads": 8, "num_key_value_heads": 1,'
-                        ' "intermediate_size": 128, "vocab_size": 100}'}, [],
-                       ["config.json", "num_hidden_layers"]),
+        BASE.replace("serving: {max_num_seqs: 8}", "serving: {max_num_seqs: *i}").replace(
+            "name: tiny",
+            "name: tiny\n"
+            + "".join(
+                f"x{k}: &{'a' + str(k)} ["
+                + ", ".join([f"*a{k - 1}"] * 9 if k else ["lol"] * 9)
+                + "]\n"
+                for k in range(9)
+            )
+            + "i: &i *a8",
+        ),
+        {},
+        [],
+        ["exp.yaml"],
+    ),
+    "hf_zero_heads": (
+        edit("model: llama-3.1-8b", "model: m/config.json"),
+        {
+            "m/config.json": '{"hidden_size": 64, "num_hidden_layers": 2,'
+            ' "num_attention_heads": 0, "num_key_value_heads": 1,'
+            ' "intermediate_size": 128, "vocab_size": 100}'
+        },
+        [],
+        ["config.json", "num_attention_heads"],
+    ),
+    "hf_huge_layers": (
+        edit("model: llama-3.1-8b", "model: m/config.json"),
+        {
+            "m/config.json": '{"hidden_size": 64, "num_hidden_layers": 1e400,'
+            ' "num_attention_heads": 8, "num_key_value_heads": 1,'
+            ' "intermediate_size": 128, "vocab_size": 100}'
+        },
+        [],
+        ["config.json", "num_hidden_layers"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_one_line(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_input_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text, files, sets, expected = CASES[case]
     for name, content in files.items():
         p = tmp_path / name
@@ -111,8 +179,10 @@ def test_bad_input_one_line(
     exp.write_text(text)
     before = sorted(tmp_path.rglob("*"))
     args = [x for s in sets for x in ("--set", s)]
-    for command in (["validate", str(exp)], ["run", str(exp), "--out", str(tmp_path / "out"),
-                                             "--quiet"]):
+    for command in (
+        ["validate", str(exp)],
+        ["run", str(exp), "--out", str(tmp_path / "out"), "--quiet"],
+    ):
         assert cli.main([*command, *args]) == 2, command
         err = capsys.readouterr().err
         assert "Traceback" not in err and "pydantic.dev" not in err

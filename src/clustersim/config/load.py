@@ -133,6 +133,8 @@ def _read_yaml(path: Path, label: str, cache: dict[Path, Any]) -> Any:
             cache[path] = _parse_yaml(text)
         except yaml.YAMLError as err:
             raise _yaml_error(label, err) from None
+        except RecursionError:
+            raise ConfigError(label, "", "invalid YAML: nested too deeply") from None
     return cache[path]
 
 
@@ -193,9 +195,13 @@ def parse_override(text: str) -> Override:
     except ValueError:
         raise ConfigError(SET_FILE, key, "expected key.path=value with non-empty keys") from None
     if path[0] in _GENERATED_KEYS:
-        raise ConfigError(SET_FILE, key, "written by clustersim into resolved configs; cannot be set")
+        raise ConfigError(
+            SET_FILE, key, "written by clustersim into resolved configs; cannot be set"
+        )
     try:
         value = _parse_yaml(value_text)
+    except RecursionError:
+        raise ConfigError(SET_FILE, key, "value is nested too deeply") from None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or "cannot parse"
         raise ConfigError(
@@ -325,6 +331,8 @@ def _load_hf_model(path: Path, label: str, where: KeyPath, ctx: _Context) -> dic
     except ValidationError as err:
         detail = describe_validation_error(err, ModelSpec)
         raise ConfigError(label, format_key(detail.path), detail.expected, detail.got) from None
+    except module.HFConfigError as err:
+        raise ConfigError(label, err.key, err.problem) from None
     except (KeyError, ValueError, TypeError, OSError) as err:
         reason = str(err).removeprefix(f"{path}: ")  # the catalog prefixes the absolute path
         raise ConfigError(label, "", f"not a usable HuggingFace config.json: {reason}") from None
@@ -456,7 +464,9 @@ def _read_trace(trace: TraceSpec, at: KeyPath, ctx: _Context) -> None:
         load_trace(trace, "/")
     except TraceError as err:
         file, key, _ = _locate(at, ctx)
-        raise ConfigError(err.path, err.where, f"{err.problem} (the trace of {file} {key})") from None
+        raise ConfigError(
+            err.path, err.where, f"{err.problem} (the trace of {file} {key})"
+        ) from None
 
 
 def _fix_experiment_paths(exp: Experiment, ctx: _Context) -> Experiment:
