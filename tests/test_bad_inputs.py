@@ -192,3 +192,52 @@ def test_bad_input_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFix
         for word in expected:
             assert word in lines[0], (word, lines[0])
         assert sorted(tmp_path.rglob("*")) == before
+
+
+# --------------------------------------------------------------------------- resource limits
+
+LIMIT_CASES = {
+    "requests": (["horizon={duration_s: 1e10}"], "limits.max_requests"),
+    "time_bins": (["horizon={duration_s: 100}", "output.time_bin_s=1e-9"], "limits.max_time_bins"),
+    "gpus": (
+        [
+            "topology={name: big, nodes: 1000000, gpus_per_node: 8, gpu: h100-sxm,"
+            " network: {nics_per_node: 8}}"
+        ],
+        "limits.max_gpus",
+    ),
+    "sweep": (
+        [
+            "sweep={seed: ["
+            + ",".join(map(str, range(200)))
+            + "], layout.dp: ["
+            + ",".join(map(str, range(1, 101)))
+            + "]}"
+        ],
+        "limits.max_sweep_points",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_resource_limits_refuse_with_the_numbers(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(BASE)
+    sets, limit_key = LIMIT_CASES[case]
+    args = [x for s in sets for x in ("--set", s)]
+    assert cli.main(["validate", str(exp), *args]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"--set {limit_key}=N" in line and "above the limit of" in line
+
+
+def test_a_raised_limit_lets_the_run_through(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(BASE)
+    sets = ["horizon={duration_s: 10}", "output.time_bin_s=0.001", "limits.max_time_bins=20000"]
+    assert cli.main(["validate", str(exp), *[x for s in sets for x in ("--set", s)]]) == 0
+    sets[-1] = "limits.max_time_bins=5000"
+    assert cli.main(["validate", str(exp), *[x for s in sets for x in ("--set", s)]]) == 2

@@ -43,6 +43,7 @@ from clustersim.config.errors import (
     format_key,
     show_value,
 )
+from clustersim.config.limits import excesses
 from clustersim.config.schema import (
     Experiment,
     HardwareSpec,
@@ -504,6 +505,7 @@ def _resolve(raw: Mapping[str, Any], overrides: Sequence[Override], ctx: _Contex
     tree.setdefault("name", Path(ctx.exp_label).stem)
     data = {**tree, **specs, "base_dir": str(ctx.exp_dir)}
     exp: Experiment = _validate(Experiment, data, (), ctx, _top_keys())
+    _check_limits(exp, ctx)
     return _fix_experiment_paths(exp, ctx)
 
 
@@ -548,8 +550,31 @@ def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ())
     `overrides` are ``key.path=value`` strings applied before resolution. Raises ConfigError.
     """
     raw, rest = _split_overrides(load_raw_experiment(path), overrides)
-    expand_points(raw, os.fspath(path))  # a bad sweep block is an error even here
+    expand_points(raw, os.fspath(path), _max_sweep_points(raw, rest))  # checked even here
     return _resolve(raw, rest, _new_context(path, {}))
+
+
+def _max_sweep_points(raw: Mapping[str, Any], rest: Sequence[Override]) -> int | None:
+    """limits.max_sweep_points as the file or a --set gives it (None: the default; a bad
+    value is reported when the experiment itself is validated)."""
+    value: Any = None
+    block = raw.get("limits")
+    if isinstance(block, dict):
+        value = block.get("max_sweep_points")
+    for ov in rest:
+        if ov.path == ("limits", "max_sweep_points"):
+            value = ov.value
+        elif ov.path == ("limits",) and isinstance(ov.value, dict):
+            value = ov.value.get("max_sweep_points", value)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
+
+
+def _check_limits(exp: Experiment, ctx: _Context) -> None:
+    """Refuse, with the numbers, a run whose estimated size is beyond `exp.limits`."""
+    found = excesses(exp)
+    if found:
+        raise _raise_at(parse_key_path(found[0].key), ctx, found[0].message())
 
 
 def _check_sweep_conflicts(rest: Sequence[Override], sweep_keys: Sequence[str]) -> None:
@@ -576,7 +601,7 @@ def load_sweep(
     """
     label = os.fspath(path)
     raw, rest = _split_overrides(load_raw_experiment(path), overrides)
-    points = expand_points(raw, label)
+    points = expand_points(raw, label, _max_sweep_points(raw, rest))
     _check_sweep_conflicts(rest, list(points[0][0].overrides))
     cache: dict[Path, Any] = {}
     out: list[tuple[SweepPoint, Experiment]] = []

@@ -462,6 +462,16 @@ class OutputSpec(Strict):
     iterations: bool = True  # write iterations.parquet
 
 
+class LimitsSpec(Strict):
+    """What one run may cost before it is refused at load (config/limits.py); raise a limit
+    with ``--set limits.<key>=N`` when the machine can take it."""
+
+    max_requests: PosInt = 10_000_000  # requests one run generates (~1 KiB of state each)
+    max_gpus: PosInt = 16_384  # GPUs in the topology graph
+    max_time_bins: PosInt = 2_000_000  # horizon.duration_s / output.time_bin_s, per link
+    max_sweep_points: PosInt = 10_000  # points of one sweep: block
+
+
 class Experiment(Strict):
     """A fully resolved experiment: every reference replaced by its spec."""
 
@@ -480,6 +490,7 @@ class Experiment(Strict):
     horizon: HorizonSpec
     slo: SLOSpec = SLOSpec()
     output: OutputSpec = OutputSpec()
+    limits: LimitsSpec = LimitsSpec()
     base_dir: str = "."  # directory relative paths in the experiment resolve against
 
     @model_validator(mode="after")
