@@ -3,6 +3,10 @@ naming the file and the key path, with nothing written (docs/architecture.md, ba
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +146,22 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["exp.yaml"],
     ),
+    "nics_not_multiple": (
+        edit(
+            "topology: dgx_h100_x1",
+            "topology: {name: t, nodes: 2, gpus_per_node: 8, "
+            "gpu: h100-sxm, network: {nics_per_node: 12}}",
+        ),
+        {},
+        [],
+        ["topology.network.nics_per_node"],
+    ),
+    "max_model_len": (
+        edit("max_num_seqs: 8", "max_num_seqs: 8, max_model_len: 10000000"),
+        {},
+        [],
+        ["serving.max_model_len"],
+    ),
     "hf_zero_heads": (
         edit("model: llama-3.1-8b", "model: m/config.json"),
         {
@@ -241,3 +261,73 @@ def test_a_raised_limit_lets_the_run_through(
     assert cli.main(["validate", str(exp), *[x for s in sets for x in ("--set", s)]]) == 0
     sets[-1] = "limits.max_time_bins=5000"
     assert cli.main(["validate", str(exp), *[x for s in sets for x in ("--set", s)]]) == 2
+
+
+# --------------------------------------------------------------------------- --out, interruptions
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_out_symlink_is_one_line(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(BASE)
+    out = tmp_path / "out"
+    if kind == "dangling":
+        out.symlink_to(tmp_path / "nowhere")
+    else:
+        (tmp_path / "other").symlink_to(out)
+        out.symlink_to(tmp_path / "other")
+    assert cli.main(["run", str(exp), "--out", str(out), "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(out) in line and "symbolic link" in line
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_bad_layout_leaves_no_empty_out(tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(edit("layout: {tp: 1, dp: 1}", "layout: {tp: 3, dp: 1}"))
+    out = tmp_path / "out"
+    assert cli.main(["run", str(exp), "--out", str(out), "--quiet", "--no-report"]) == 2
+    assert not out.exists()
+
+
+def test_interrupt_while_plotting_leaves_run_marked_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(_run_dir: Path) -> None:
+        raise cli.Terminated(15)  # what SIGTERM raises
+
+    monkeypatch.setattr(cli, "render_run", interrupted)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(BASE)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(exp), "--out", str(out), "--quiet"]) == 143
+    assert "interrupted (SIGTERM)" in capsys.readouterr().err
+    (run_dir,) = [p.parent for p in out.rglob("summary.json")]
+    assert (run_dir / "INCOMPLETE").is_file()
+    for command in (["report", str(run_dir)], ["compare", str(run_dir), str(run_dir)]):
+        assert cli.main(command) == 2
+        assert "incomplete run directory" in capsys.readouterr().err
+
+
+def test_sigterm_is_handled_like_sigint(tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        edit("horizon: {requests: 12}", "horizon: {requests: 2000000}").replace(
+            "rate_rps: 20", "rate_rps: 2000"
+        )
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clustersim", "run", str(exp), "--out", str(out), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # inside loading or simulating; either way SIGTERM must unwind cleanly
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "interrupted (SIGTERM)" in err
+    leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not [p for p in leftovers if p.name.endswith(".tmp")]

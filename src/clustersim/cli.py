@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,6 +33,8 @@ from clustersim.planner.search import EXECUTORS, PlanError
 from clustersim.results.compare import compare_runs, text_rows
 from clustersim.results.report import ReportError, render, render_run, render_sweep
 from clustersim.results.writer import (
+    mark_complete,
+    mark_incomplete,
     new_point_dir,
     new_run_dir,
     sweep_row,
@@ -72,10 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
     command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return command(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130  # 128 + SIGINT, the shell convention
+        with sigterm_as_interrupt():
+            return command(args)
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        print(f"{PROG}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + int(signum)  # the shell convention: 130 for SIGINT, 143 for SIGTERM
     except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -86,6 +92,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERNAL
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: temporary files are
+    removed and an unfinished run directory keeps its INCOMPLETE marker."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM like SIGINT while a command runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -178,9 +210,16 @@ def bad_input_message(err: BaseException) -> str | None:
 
 
 def check_out_dir(out: Path) -> None:
-    """`--out` must be a directory or not exist yet (an existing file is a bad input)."""
+    """`--out` must be a directory or not exist yet (an existing file, a dangling symlink or a
+    symlink loop is a bad input)."""
+    try:
+        out.resolve(strict=False)
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise BadInput(f"{out}: --out is a symbolic link loop") from None
+    if out.is_symlink() and not out.exists():
+        raise BadInput(f"{out}: --out is a symbolic link to nothing ({os.readlink(out)})")
     if out.exists() and not out.is_dir():
-        raise BadInput(f"{out}: not a directory")
+        raise BadInput(f"{out}: --out is not a directory")
 
 
 def one_line(text: str) -> str:
@@ -285,6 +324,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Simulate every point, one run directory each; summary table on stdout."""
     points = load_points(args.file, args.overrides)
     check_out_dir(args.out)
+    created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
     results = RunResults(args.out, points, report=not args.no_report)
     try:
@@ -296,7 +336,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         results.finish()  # a sweep stopped by a bad point: `clustersim report` draws it later
     finally:  # also when a later point fails: the finished ones are listed
         results.print_table()
+        if created:
+            remove_if_empty(args.out)  # bad input leaves no empty --out behind
     return EXIT_OK
+
+
+def remove_if_empty(directory: Path) -> None:
+    with suppress(OSError):
+        directory.rmdir()  # fails (and keeps it) unless empty
 
 
 class RunResults:
@@ -326,12 +373,14 @@ class RunResults:
             if self.sweep_dir is None:
                 self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
             run_dir = new_point_dir(self.sweep_dir, point.label)
+        mark_incomplete(run_dir)  # until the plots are drawn too
         write_run(run_dir, resolved, out, summary, timeline)
-        if self.report:
-            render_run(run_dir)  # plots + report.html, from the files just written
-        if self.sweep_dir is not None:
+        if self.sweep_dir is not None:  # a point with a summary is in sweep.csv at once
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
+        if self.report:
+            render_run(run_dir)  # plots + report.html, from the files just written
+        mark_complete(run_dir)
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
 
     def finish(self) -> None:

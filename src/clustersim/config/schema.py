@@ -203,11 +203,13 @@ class TopologySpec(Strict):
             raise ValueError(
                 f"nvlink rack({rack}) must be a multiple of gpus_per_node ({self.gpus_per_node})"
             )
-        if self.network is not None and self.network.nics_per_node > self.gpus_per_node:
+        nics = self.network.nics_per_node if self.network is not None else 0
+        if nics > self.gpus_per_node and nics % self.gpus_per_node != 0:
+            # more NICs than GPUs are merged, k per GPU rail: k must be a whole number
             raise keyed_error(
                 "network.nics_per_node",
-                f"expected at most gpus_per_node ({self.gpus_per_node}) NICs per node "
-                f"(got {self.network.nics_per_node})",
+                f"expected at most gpus_per_node ({self.gpus_per_node}) or a multiple of it "
+                f"(got {nics})",
             )
         return self
 

@@ -38,7 +38,7 @@ from clustersim.metrics.timeline import (
 )
 from clustersim.results import plots
 from clustersim.results.plots import Bounds, Series
-from clustersim.results.writer import write_text
+from clustersim.results.writer import INCOMPLETE_MARKER, is_incomplete, write_text
 
 REPORT_NAME = "report.html"
 WORST_WINDOWS = 10  # rows of the report's worst-windows table
@@ -113,6 +113,11 @@ def check_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such directory")
+    if is_incomplete(run_dir):
+        raise ReportError(
+            f"{run_dir}: incomplete run directory (the run was interrupted; "
+            f"{INCOMPLETE_MARKER} is present): run the experiment again"
+        )
     if not (run_dir / "summary.json").is_file():
         hint = " (a sweep directory: pass one of its points)" if is_sweep_dir(run_dir) else ""
         raise ReportError(f"{run_dir}: not a complete run directory (no summary.json){hint}")
