@@ -295,7 +295,7 @@ def test_bad_layout_leaves_no_empty_out(tmp_path: Path) -> None:
 def test_interrupt_while_plotting_leaves_run_marked_incomplete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted(_run_dir: Path) -> None:
+    def interrupted(_run_dir: Path, writing: bool = False) -> None:
         raise cli.Terminated(15)  # what SIGTERM raises
 
     monkeypatch.setattr(cli, "render_run", interrupted)

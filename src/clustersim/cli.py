@@ -219,7 +219,7 @@ def check_out_dir(out: Path) -> None:
     if out.is_symlink() and not out.exists():
         raise BadInput(f"{out}: --out is a symbolic link to nothing ({os.readlink(out)})")
     if out.exists() and not out.is_dir():
-        raise BadInput(f"{out}: --out is not a directory")
+        raise BadInput(f"{out}: not a directory")
 
 
 def one_line(text: str) -> str:
@@ -379,7 +379,7 @@ class RunResults:
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
         if self.report:
-            render_run(run_dir)  # plots + report.html, from the files just written
+            render_run(run_dir, writing=True)  # plots + report.html, from the files just written
         mark_complete(run_dir)
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
 
