@@ -6,7 +6,7 @@
     python benchmarks/calibrate.py --no-write # print only
     python benchmarks/calibrate.py --check    # exit 1 if docs/calibration.md is out of date
 
-Cases come from ../shared/calibration/cases.csv (relative to the repository root): TensorRT-LLM
+Cases come from data/calibration/cases.csv (in this repository): TensorRT-LLM
 v0.17 max-throughput runs, fixed input/output lengths, output tokens/s of the whole TP group.
 Each case runs the experiment file experiments/calibration/<case>.yaml as it is, and the
 predicted throughput is what trtllm-bench reports as "Total Output Throughput":
@@ -41,7 +41,7 @@ from clustersim.model.params import total_params
 from clustersim.sim.engine import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-CASES_CSV = REPO.parent / "shared" / "calibration" / "cases.csv"
+CASES_CSV = REPO / "data" / "calibration" / "cases.csv"
 EXPERIMENTS = REPO / "experiments" / "calibration"
 DOC = REPO / "docs" / "calibration.md"
 TABLE_START = "<!-- calibrate.py: tables start -->"

@@ -4,7 +4,7 @@ Results: docs/calibration.md, section "MoE: DeepEP all-to-all".
 
     python benchmarks/calibrate_deepep.py          # print the tables (Markdown), ~20 s
 
-Published figures (deepseek-ai/DeepEP README, V1 / legacy; ../shared/calibration/README.md):
+Published figures (deepseek-ai/DeepEP README, V1 / legacy; data/calibration/README.md):
 H800 (NVLink ~160 GB/s achievable), one ConnectX-7 400 Gb/s NIC per GPU (~50 GB/s).
 - normal kernels: 4096 tokens per rank, hidden 7168, top-8 of 256 experts (internode: the
   experts grouped by node, top-min(nodes, 4) groups per token), FP8 dispatch / BF16 combine.

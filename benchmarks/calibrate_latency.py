@@ -3,7 +3,7 @@
     python benchmarks/calibrate_latency.py            # simulate every row, print the table
     python benchmarks/calibrate_latency.py --fit      # re-fit the streaming host terms
 
-Rows come from ../shared/calibration/latency_cases.csv: Llama-3.1-70B BF16 on 4 H100 (TP4),
+Rows come from data/calibration/latency_cases.csv: Llama-3.1-70B BF16 on 4 H100 (TP4),
 TensorRT-LLM v0.14 behind Triton, 500 requests of fixed length at a fixed Poisson rate (or all
 at once), mean TTFT and mean inter-token latency (ITL) as the benchmark client saw them. Each
 row runs experiments/calibration/latency/<case>.yaml as it is; the simulator's figures are the
@@ -35,7 +35,7 @@ from clustersim.config.load import load_experiment
 from clustersim.sim.engine import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-LATENCY_CSV = REPO.parent / "shared" / "calibration" / "latency_cases.csv"
+LATENCY_CSV = REPO / "data" / "calibration" / "latency_cases.csv"
 EXPERIMENTS = REPO / "experiments" / "calibration" / "latency"
 # fitted on: light load, heavy load, saturation (the three regimes of one engine and lengths)
 FIT_CASES = (

@@ -145,4 +145,5 @@ def test_absurd_request_count_is_refused_with_the_numbers(
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1
-    assert "requests expected" in err and "Traceback" not in err
+    assert "requests, above the limit of" in err and "limits.max_requests" in err
+    assert "Traceback" not in err

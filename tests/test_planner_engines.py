@@ -133,6 +133,7 @@ def vllm_parser() -> argparse.ArgumentParser:
         "--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size",
         "--max-num-seqs", "--max-num-batched-tokens", "--gpu-memory-utilization",
         "--block-size", "--max-model-len", "--kv-cache-dtype", "--eplb-config",
+        "--all2all-backend",
     ):
         p.add_argument(flag, required=flag.endswith("-size") and "parallel" in flag)
     for flag in ("--enable-expert-parallel", "--enable-eplb", "--enable-chunked-prefill",
@@ -266,3 +267,19 @@ def test_trtllm_dp_attention_with_attention_tp_1(tmp_path: Path) -> None:
     assert y["enable_attention_dp"] is True and y["tensor_parallel_size"] == 16
     assert y["moe_expert_parallel_size"] * y["moe_tensor_parallel_size"] == 16
     assert t.tp_size == "16" and t.ep_size == "16"
+
+
+def test_vllm_ep_sets_the_deepep_backend_and_mla_blocks_of_64(tmp_path: Path) -> None:
+    cand = candidate(tmp_path, "deepseek-v3", "h800x32_ib", "{tp: 8, dp: 4, ep: 32}")
+    assert cand.exp.model.uses_mla and cand.exp.serving.block_size != 64
+    cfgs = configs(cand)
+    v = parse(cfgs["vllm"])
+    assert v.all2all_backend == "deepep_high_throughput" and v.block_size == "64"
+    assert any("deepep_low_latency" in n for n in cfgs["vllm"].notes)
+    assert parse(cfgs["sglang"]).page_size == "64"
+
+
+def test_dense_non_mla_keeps_its_block_size(tmp_path: Path) -> None:
+    cand = candidate(tmp_path, "llama-3.1-70b", "h100x16_ib", "{tp: 8, dp: 2}")
+    v = parse(configs(cand)["vllm"])
+    assert v.block_size == str(cand.exp.serving.block_size) and v.all2all_backend is None

@@ -33,10 +33,9 @@ from clustersim.workload import (
 from clustersim.workload.requests import CLOSED_LOOP_MIN_TOKEN_S
 
 REPO = Path(__file__).parents[1]
-TRACES = Path(__file__).parents[2] / "shared" / "traces"
+TRACES = REPO / "traces"
 CONV = TRACES / "AzureLLMInferenceTrace_conv.csv"
 CODE = TRACES / "AzureLLMInferenceTrace_code.csv"
-needs_traces = pytest.mark.skipif(not CONV.exists(), reason="../shared/traces not present")
 
 CHAT: dict[str, Any] = {
     "prompt_tokens": {"dist": "lognormal", "median": 1024, "sigma": 0.8, "max": 8192},
@@ -211,7 +210,6 @@ def test_sample_lengths_dispatch() -> None:
 # --------------------------------------------------------------------------- traces
 
 
-@needs_traces
 def test_read_real_conv_trace() -> None:
     tr = read_azure_trace(CONV)
     assert len(tr) == 19_366
@@ -225,7 +223,6 @@ def test_read_real_conv_trace() -> None:
     assert not tr.prompt_tokens.flags.writeable  # cached arrays are read-only
 
 
-@needs_traces
 def test_read_real_code_trace() -> None:
     assert len(read_azure_trace(CODE)) == 8_819
 
@@ -338,7 +335,6 @@ def test_generate_closed_loop() -> None:
     assert rs.output_tokens.sum() >= budget
 
 
-@needs_traces
 def test_generate_trace_replay() -> None:
     trace = {"path": str(CONV), "time_scale": 0.5}
     spec = WorkloadSpec.model_validate({"arrival": {"process": "trace"}, "trace": trace})
@@ -355,7 +351,6 @@ def test_generate_trace_replay() -> None:
     np.testing.assert_array_equal(big.output_tokens[-10:], tr.output_tokens[:10])
 
 
-@needs_traces
 def test_generate_trace_lengths_with_synthetic_arrivals_and_vice_versa() -> None:
     tr = read_azure_trace(CONV)
     lengths_only = WorkloadSpec.model_validate(
@@ -388,7 +383,5 @@ EXAMPLE_WORKLOADS = sorted((REPO / "workloads").glob("*.yaml")) + sorted(
 def test_example_workloads(path: Path) -> None:
     spec = WorkloadSpec.model_validate(yaml.safe_load(path.read_text()))
     assert spec.name == path.stem
-    if spec.trace is not None and not (path.parent / spec.trace.path).exists():
-        pytest.skip("../shared/traces not present")
     rs = gen(spec, base_dir=path.parent, duration_s=30.0)
     assert len(rs) > 0

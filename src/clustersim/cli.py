@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,6 +43,8 @@ from clustersim.results.replicates import (
 )
 from clustersim.results.report import ReportError, render, render_run, render_sweep
 from clustersim.results.writer import (
+    mark_complete,
+    mark_incomplete,
     new_point_dir,
     new_run_dir,
     sweep_row,
@@ -84,10 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
     command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return command(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130  # 128 + SIGINT, the shell convention
+        with sigterm_as_interrupt():
+            return command(args)
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        print(f"{PROG}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + int(signum)  # the shell convention: 130 for SIGINT, 143 for SIGTERM
     except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -98,6 +104,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERNAL
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: temporary files are
+    removed and an unfinished run directory keeps its INCOMPLETE marker."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM like SIGINT while a command runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -256,7 +288,14 @@ def bad_input_message(err: BaseException) -> str | None:
 
 
 def check_out_dir(out: Path) -> None:
-    """`--out` must be a directory or not exist yet (an existing file is a bad input)."""
+    """`--out` must be a directory or not exist yet (an existing file, a dangling symlink or a
+    symlink loop is a bad input)."""
+    try:
+        out.resolve(strict=False)
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise BadInput(f"{out}: --out is a symbolic link loop") from None
+    if out.is_symlink() and not out.exists():
+        raise BadInput(f"{out}: --out is a symbolic link to nothing ({os.readlink(out)})")
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out}: not a directory")
 
@@ -369,6 +408,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for point in points:  # every point must build before the first one runs
         with blame(args.file, point.label):
             build(point.exp)
+    created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before simulating
     results = RunResults(args.out, points, report=not args.no_report)
     try:
@@ -379,7 +419,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         results.finish()  # a sweep stopped by a bad point: `clustersim report` draws it later
     finally:  # also when a later point fails: the finished ones are listed
         results.print_table()
+        if created:
+            remove_if_empty(args.out)  # bad input leaves no empty --out behind
     return EXIT_OK
+
+
+def remove_if_empty(directory: Path) -> None:
+    with suppress(OSError):
+        directory.rmdir()  # fails (and keeps it) unless empty
 
 
 def run_serial(args: argparse.Namespace, points: Sequence[Point], results: RunResults) -> None:
@@ -457,10 +504,15 @@ class RunResults:
     def point_dir(self, point: Point, resolved: dict[str, Any]) -> Path:
         """A new run directory for the point (inside the sweep directory for a sweep)."""
         if not self.is_sweep:
-            return new_run_dir(self.root, point.exp.name, resolved)
-        if self.sweep_dir is None:
-            self.sweep_dir = new_run_dir(self.root, point.exp.name, sweep_identity(self.points))
-        return new_point_dir(self.sweep_dir, point.label)
+            run_dir = new_run_dir(self.root, point.exp.name, resolved)
+        else:
+            if self.sweep_dir is None:
+                self.sweep_dir = new_run_dir(
+                    self.root, point.exp.name, sweep_identity(self.points)
+                )
+            run_dir = new_point_dir(self.sweep_dir, point.label)
+        mark_incomplete(run_dir)  # until its plots are drawn too
+        return run_dir
 
     def write(
         self,
@@ -476,12 +528,14 @@ class RunResults:
         self.finish_point(point, run_dir, summary)
 
     def finish_point(self, point: Point, run_dir: Path, summary: dict[str, Any]) -> None:
-        """After a point's files are written: its report, the sweep table, the stdout row."""
-        if self.report:
-            render_run(run_dir)  # plots + report.html, from the files just written
+        """After a point's files are written: the sweep table (a point with a summary is in
+        sweep.csv at once), its report, the complete mark, the stdout row."""
         if self.sweep_dir is not None:
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
+        if self.report:
+            render_run(run_dir, writing=True)  # plots + report.html, from the files just written
+        mark_complete(run_dir)
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
 
     def write_replicated(self, point: Point, quiet: bool, tick: Callable[[], None]) -> None:

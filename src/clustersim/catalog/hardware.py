@@ -4,7 +4,7 @@ Units follow the schema: `memory_GiB` is 2**30 bytes as the driver reports the d
 (`nvidia-smi` total, MiB / 1024), bandwidths are 1e9 bytes/s (NVLink and PCIe per direction),
 `peak_tflops` are dense (non-sparse) tensor-core figures per dtype.
 
-Sources (see /work/shared/calibration/README.md for the table these follow):
+Sources (see data/calibration/README.md for the table these follow):
 - NVIDIA A100, H100, H200, H800, B200, GB200 and L40S data sheets (dense = sparse / 2).
 - Driver-reported memory (`nvidia-smi` "Memory-Usage" total): A100-SXM4-80GB 81920 MiB,
   H100 80GB HBM3 / H800 81559 MiB, H200 143771 MiB, B200 183359 MiB, GB200 189471 MiB,
@@ -24,6 +24,8 @@ A100 and L40S (docs/calibration.md §9).
 """
 
 from __future__ import annotations
+
+from typing import TypedDict
 
 from clustersim.config.schema import DType, HardwareSpec
 
@@ -61,14 +63,20 @@ def _by_clock(hopper_value: float, boost_mhz: float) -> float:
     return round(hopper_value * HOPPER_BOOST_MHZ / boost_mhz, 2)
 
 
-def _scaled_terms(sms: int, boost_mhz: float) -> dict[str, float]:
+class ScaledTerms(TypedDict):
+    matmul_half_tokens: float
+    decode_seq_overhead_us: float
+    kernel_floor_us: float
+
+
+def _scaled_terms(sms: int, boost_mhz: float) -> ScaledTerms:
     """The Hopper-fitted terms carried over to another GPU by their physical causes
     (docs/calibration.md §9)."""
-    return {
-        "matmul_half_tokens": _by_sms(HOPPER_MATMUL_HALF_TOKENS, sms),
-        "decode_seq_overhead_us": _by_clock(HOPPER_DECODE_SEQ_OVERHEAD_US, boost_mhz),
-        "kernel_floor_us": _by_clock(HOPPER_KERNEL_FLOOR_US, boost_mhz),
-    }
+    return ScaledTerms(
+        matmul_half_tokens=_by_sms(HOPPER_MATMUL_HALF_TOKENS, sms),
+        decode_seq_overhead_us=_by_clock(HOPPER_DECODE_SEQ_OVERHEAD_US, boost_mhz),
+        kernel_floor_us=_by_clock(HOPPER_KERNEL_FLOOR_US, boost_mhz),
+    )
 
 
 _HOPPER_TERMS = _scaled_terms(HOPPER_SMS, HOPPER_BOOST_MHZ)

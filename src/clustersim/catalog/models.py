@@ -10,11 +10,14 @@ KV cache is sized from kv_lora_rank + qk_rope_head_dim instead.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clustersim.config.schema import ModelSpec
+from pydantic import ValidationError
+
+from clustersim.config.schema import MAX_COUNT, ModelSpec
 
 _MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -147,16 +150,34 @@ def _first(cfg: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+class HFConfigError(ValueError):
+    """A config.json field that cannot describe a model: names the file and the field."""
+
+    def __init__(self, where: str, key: str, problem: str) -> None:
+        self.where = where
+        self.key = key
+        self.problem = problem
+        super().__init__(": ".join(filter(None, [where, key, problem])))
+
+    def __reduce__(self) -> tuple[type[HFConfigError], tuple[str, str, str]]:
+        return (HFConfigError, (self.where, self.key, self.problem))
+
+
 def _require_int(cfg: Mapping[str, Any], where: str, *keys: str) -> int:
     v = _first(cfg, *keys)
     if v is None:
-        raise ValueError(f"{where}: missing field {' or '.join(repr(k) for k in keys)}")
+        aliases = f" (or {', '.join(keys[1:])})" if len(keys) > 1 else ""
+        raise HFConfigError(where, keys[0], f"missing required field{aliases}")
     return _as_int(v, where, keys[0])
 
 
 def _as_int(v: Any, where: str, key: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
-        raise ValueError(f"{where}: field {key!r} must be an integer, got {v!r}")
+    """A whole number in [0, MAX_COUNT] (JSON floats such as 1e400 = inf or NaN refused)."""
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if not ok or int(v) != v:
+        raise HFConfigError(where, key, f"expected a whole number (got {v!r})")
+    if not 0 <= v <= MAX_COUNT:
+        raise HFConfigError(where, key, f"expected a number from 0 to {MAX_COUNT} (got {v!r})")
     return int(v)
 
 
@@ -171,10 +192,17 @@ def _first_dense_layers(cfg: Mapping[str, Any], where: str, num_layers: int) -> 
         return _as_int(cfg["first_k_dense_replace"], where, "first_k_dense_replace")
     step = _opt_int(cfg, where, "decoder_sparse_step", default=1)
     if step != 1:
-        raise ValueError(f"{where}: decoder_sparse_step={step} (interleaved MoE) is not supported")
-    dense = sorted(int(i) for i in cfg.get("mlp_only_layers") or [])
+        raise HFConfigError(
+            where, "decoder_sparse_step", f"{step} (interleaved MoE) is not supported"
+        )
+    raw = cfg.get("mlp_only_layers") or []
+    if not isinstance(raw, list):
+        raise HFConfigError(
+            where, "mlp_only_layers", f"expected a list of layer indices (got {raw!r})"
+        )
+    dense = sorted(_as_int(i, where, "mlp_only_layers") for i in raw)
     if dense != list(range(len(dense))):
-        raise ValueError(f"{where}: mlp_only_layers must be the leading layers, got {dense}")
+        raise HFConfigError(where, "mlp_only_layers", f"expected the leading layers (got {dense})")
     return min(len(dense), num_layers)
 
 
@@ -215,6 +243,10 @@ def model_from_hf_dict(cfg: Mapping[str, Any], name: str, where: str = "config.j
     layers = _require_int(cfg, where, "num_hidden_layers")
     hidden = _require_int(cfg, where, "hidden_size")
     heads = _require_int(cfg, where, "num_attention_heads")
+    if heads == 0:
+        raise HFConfigError(
+            where, "num_attention_heads", "expected a number greater than 0 (got 0)"
+        )
     moe = _moe_fields(cfg, where, layers)
     mla = _mla_fields(cfg, where)
     if mla:
@@ -242,8 +274,8 @@ def model_from_hf_dict(cfg: Mapping[str, Any], name: str, where: str = "config.j
             **moe,
             **mla,
         )
-    except ValueError as e:  # pydantic ValidationError is a ValueError
-        raise ValueError(f"{where}: {e}") from None
+    except ValidationError:
+        raise  # the loader words it (key path, no pydantic boilerplate)
 
 
 def load_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:

@@ -306,6 +306,8 @@ def _describe(err: ErrorDetails, walk: _Walk, top_keys: Sequence[str] | None) ->
     if word is not None:
         return ErrorDetail(path, f"expected {word}", got)
     msg = str(err.get("msg", kind))
+    if kind == "keyed_value_error":  # schema.keyed_error: the message names its own key
+        return ErrorDetail((*path, *str(ctx.get("key", "")).split(".")), msg, None)
     if kind in ("value_error", "assertion_error"):
         msg = re.sub(r"^(Value|Assertion) error, ", "", msg)
         if isinstance(value, (Mapping, list)):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +43,13 @@ from clustersim.config.errors import (
     format_key,
     show_value,
 )
+from clustersim.config.limits import excesses
 from clustersim.config.schema import (
     Experiment,
     HardwareSpec,
     ModelSpec,
     TopologySpec,
+    TraceSpec,
     WorkloadSpec,
 )
 from clustersim.config.sweep import (
@@ -56,6 +59,7 @@ from clustersim.config.sweep import (
     expand_points,
     parse_key_path,
 )
+from clustersim.workload.traces import TraceError, load_trace
 
 SET_FILE = "--set"  # stands in for the file name of command-line overrides
 _REF_SUFFIXES = (".yaml", ".yml", ".json")
@@ -102,6 +106,13 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
 )
+# YAML 1.2 floats: `1e3` and `2.5E-4` are numbers (PyYAML's YAML 1.1 rules need a dot and a
+# signed exponent, and the strict schema would then reject the string).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _parse_yaml(text: str) -> Any:
@@ -129,6 +140,8 @@ def _read_yaml(path: Path, label: str, cache: dict[Path, Any]) -> Any:
             cache[path] = _parse_yaml(text)
         except yaml.YAMLError as err:
             raise _yaml_error(label, err) from None
+        except RecursionError:
+            raise ConfigError(label, "", "invalid YAML: nested too deeply") from None
     return cache[path]
 
 
@@ -188,14 +201,31 @@ def parse_override(text: str) -> Override:
             path = parse_key_path(key)
     except ValueError:
         raise ConfigError(SET_FILE, key, "expected key.path=value with non-empty keys") from None
+    if path[0] in _GENERATED_KEYS:
+        raise ConfigError(
+            SET_FILE, key, "written by clustersim into resolved configs; cannot be set"
+        )
     try:
         value = _parse_yaml(value_text)
+    except RecursionError:
+        raise ConfigError(SET_FILE, key, "value is nested too deeply") from None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or "cannot parse"
         raise ConfigError(
             SET_FILE, key, f"value is not valid YAML: {problem}", show_value(value_text)
         ) from None
-    return Override(path=path, value=value, file=SET_FILE, key=key)
+    return Override(path=path, value=_non_finite(value), file=SET_FILE, key=key)
+
+
+_NON_FINITE_WORDS = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan"})
+
+
+def _non_finite(value: Any) -> Any:
+    """``inf`` / ``nan`` typed on the command line mean the float (strict schema types would
+    otherwise call them strings), so the schema can reject them as non-finite numbers."""
+    if isinstance(value, str) and value.strip().lower() in _NON_FINITE_WORDS:
+        return float(value)
+    return value
 
 
 # --------------------------------------------------------------------------- resolution
@@ -308,6 +338,8 @@ def _load_hf_model(path: Path, label: str, where: KeyPath, ctx: _Context) -> dic
     except ValidationError as err:
         detail = describe_validation_error(err, ModelSpec)
         raise ConfigError(label, format_key(detail.path), detail.expected, detail.got) from None
+    except module.HFConfigError as err:
+        raise ConfigError(label, err.key, err.problem) from None
     except (KeyError, ValueError, TypeError, OSError) as err:
         reason = str(err).removeprefix(f"{path}: ")  # the catalog prefixes the absolute path
         raise ConfigError(label, "", f"not a usable HuggingFace config.json: {reason}") from None
@@ -425,8 +457,23 @@ def _fix_workload_paths(spec: WorkloadSpec, ctx: _Context) -> WorkloadSpec:
         return spec
     origin = ctx.origins.get("workload")
     base = origin.base_dir if origin is not None else ctx.exp_dir
-    path = _absolute_file(spec.trace.path, base, ("workload", "trace", "path"), ctx)
-    return spec.model_copy(update={"trace": spec.trace.model_copy(update={"path": path})})
+    at: KeyPath = ("workload", "trace", "path")
+    path = _absolute_file(spec.trace.path, base, at, ctx)
+    trace = spec.trace.model_copy(update={"path": path})
+    _read_trace(trace, at, ctx)
+    return spec.model_copy(update={"trace": trace})
+
+
+def _read_trace(trace: TraceSpec, at: KeyPath, ctx: _Context) -> None:
+    """Read the trace now (cached for the run), so `validate` refuses what `run` would: a
+    malformed trace is reported against its file, row and column."""
+    try:
+        load_trace(trace, "/")
+    except TraceError as err:
+        file, key, _ = _locate(at, ctx)
+        raise ConfigError(
+            err.path, err.where, f"{err.problem} (the trace of {file} {key})"
+        ) from None
 
 
 def _fix_experiment_paths(exp: Experiment, ctx: _Context) -> Experiment:
@@ -464,6 +511,7 @@ def _resolve(raw: Mapping[str, Any], overrides: Sequence[Override], ctx: _Contex
     tree.setdefault("name", Path(ctx.exp_label).stem)
     data = {**tree, **specs, "base_dir": str(ctx.exp_dir)}
     exp: Experiment = _validate(Experiment, data, (), ctx, _top_keys())
+    _check_limits(exp, ctx)
     return _fix_experiment_paths(exp, ctx)
 
 
@@ -508,8 +556,31 @@ def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ())
     `overrides` are ``key.path=value`` strings applied before resolution. Raises ConfigError.
     """
     raw, rest = _split_overrides(load_raw_experiment(path), overrides)
-    expand_points(raw, os.fspath(path))  # a bad sweep block is an error even here
+    expand_points(raw, os.fspath(path), _max_sweep_points(raw, rest))  # checked even here
     return _resolve(raw, rest, _new_context(path, {}))
+
+
+def _max_sweep_points(raw: Mapping[str, Any], rest: Sequence[Override]) -> int | None:
+    """limits.max_sweep_points as the file or a --set gives it (None: the default; a bad
+    value is reported when the experiment itself is validated)."""
+    value: Any = None
+    block = raw.get("limits")
+    if isinstance(block, dict):
+        value = block.get("max_sweep_points")
+    for ov in rest:
+        if ov.path == ("limits", "max_sweep_points"):
+            value = ov.value
+        elif ov.path == ("limits",) and isinstance(ov.value, dict):
+            value = ov.value.get("max_sweep_points", value)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
+
+
+def _check_limits(exp: Experiment, ctx: _Context) -> None:
+    """Refuse, with the numbers, a run whose estimated size is beyond `exp.limits`."""
+    found = excesses(exp)
+    if found:
+        raise _raise_at(parse_key_path(found[0].key), ctx, found[0].message())
 
 
 def _check_sweep_conflicts(rest: Sequence[Override], sweep_keys: Sequence[str]) -> None:
@@ -536,7 +607,7 @@ def load_sweep(
     """
     label = os.fspath(path)
     raw, rest = _split_overrides(load_raw_experiment(path), overrides)
-    points = expand_points(raw, label)
+    points = expand_points(raw, label, _max_sweep_points(raw, rest))
     _check_sweep_conflicts(rest, list(points[0][0].overrides))
     cache: dict[Path, Any] = {}
     out: list[tuple[SweepPoint, Experiment]] = []

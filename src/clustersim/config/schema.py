@@ -11,21 +11,36 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 DType = Literal["bf16", "fp16", "fp8", "fp4"]
 DTYPE_BYTES: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp4": 0.5}
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Counts (layers, tokens, sequences, GPUs, requests) above MAX_COUNT are typos, not inputs: they
+# would overflow int64 arrays downstream. Seeds are the exception (any 64-bit value).
+MAX_COUNT = 2**31 - 1
+MAX_NAME_CHARS = 255  # an experiment's name becomes a directory name
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
-class Strict(BaseModel):
-    """Base: unknown keys rejected, instances immutable, numbers finite (no inf / NaN)."""
+def keyed_error(key: str, message: str) -> PydanticCustomError:
+    """A cross-field error reported at `key` (dotted, relative to the model that raises it),
+    so the one-line message names the key path, not just the section."""
+    return PydanticCustomError(
+        "keyed_value_error", message.replace("{", "(").replace("}", ")"), {"key": key}
+    )
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+class Strict(BaseModel):
+    """Base: unknown keys rejected, instances immutable, numbers finite (no inf / NaN), strict
+    types (no `true` → 1, no `'7'` → 7; an int is accepted where a float is expected)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 # --------------------------------------------------------------------------- model
@@ -199,6 +214,14 @@ class TopologySpec(Strict):
         if rack is not None and rack % self.gpus_per_node != 0:
             raise ValueError(
                 f"nvlink rack({rack}) must be a multiple of gpus_per_node ({self.gpus_per_node})"
+            )
+        nics = self.network.nics_per_node if self.network is not None else 0
+        if nics > self.gpus_per_node and nics % self.gpus_per_node != 0:
+            # more NICs than GPUs are merged, k per GPU rail: k must be a whole number
+            raise keyed_error(
+                "network.nics_per_node",
+                f"expected at most gpus_per_node ({self.gpus_per_node}) or a multiple of it "
+                f"(got {nics})",
             )
         return self
 
@@ -411,6 +434,12 @@ class LognormalLength(Strict):
     min: PosInt = 1
     max: PosInt | None = None
 
+    @model_validator(mode="after")
+    def _check_range(self) -> LognormalLength:
+        if self.max is not None and self.max < self.min:
+            raise keyed_error("max", f"expected max >= min ({self.min}) (got {self.max})")
+        return self
+
 
 class EmpiricalLength(Strict):
     dist: Literal["empirical"]
@@ -483,11 +512,21 @@ class OutputSpec(Strict):
     iterations: bool = True  # write iterations.parquet
 
 
+class LimitsSpec(Strict):
+    """What one run may cost before it is refused at load (config/limits.py); raise a limit
+    with ``--set limits.<key>=N`` when the machine can take it."""
+
+    max_requests: PosInt = 10_000_000  # requests one run generates (~1 KiB of state each)
+    max_gpus: PosInt = 16_384  # GPUs in the topology graph
+    max_time_bins: PosInt = 2_000_000  # horizon.duration_s / output.time_bin_s, per link
+    max_sweep_points: PosInt = 10_000  # points of one sweep: block
+
+
 class Experiment(Strict):
     """A fully resolved experiment: every reference replaced by its spec."""
 
-    name: str
-    seed: NonNegInt = 0
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+    seed: Seed = 0
     replicates: PosInt = 1  # independent seeds derived from `seed` (metrics/replicates.py)
     model: ModelSpec
     hardware: HardwareSpec
@@ -502,4 +541,22 @@ class Experiment(Strict):
     horizon: HorizonSpec
     slo: SLOSpec = SLOSpec()
     output: OutputSpec = OutputSpec()
+    limits: LimitsSpec = LimitsSpec()
     base_dir: str = "."  # directory relative paths in the experiment resolve against
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Experiment:
+        """Checks across sections, each reported at the key the user should change."""
+        if self.workload.arrival.process == "burst" and self.horizon.duration_s is not None:
+            raise keyed_error(
+                "horizon.duration_s",
+                "burst arrivals (all at t = 0) need horizon.requests, not a duration",
+            )
+        limit = self.serving.max_model_len
+        if limit is not None and limit > self.model.max_context:
+            raise keyed_error(
+                "serving.max_model_len",
+                f"expected at most the model's context ({self.model.max_context} tokens) "
+                f"(got {limit})",
+            )
+        return self

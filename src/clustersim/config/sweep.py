@@ -31,7 +31,8 @@ from clustersim.config.errors import (
     union_members,
     unwrap_type,
 )
-from clustersim.config.schema import Experiment
+from clustersim.config.limits import sweep_excess
+from clustersim.config.schema import Experiment, LimitsSpec
 
 SWEEP_KEY = "sweep"
 _LABEL_MAX_CHARS = 100  # longer labels are cut and suffixed with a short hash
@@ -182,9 +183,10 @@ def _unique(labels: list[str]) -> list[str]:
 
 
 def expand_points(
-    raw: Mapping[str, Any], file: str = "<experiment>"
+    raw: Mapping[str, Any], file: str = "<experiment>", max_points: int | None = None
 ) -> list[tuple[SweepPoint, tuple[int, ...]]]:
-    """Like expand_sweep, also giving each point's value index per sweep key."""
+    """Like expand_sweep, also giving each point's value index per sweep key. More than
+    `max_points` points (default: limits.max_sweep_points) is a ConfigError, before expanding."""
     block = raw.get(SWEEP_KEY)
     if block is None or (isinstance(block, Mapping) and not block):
         return [(SweepPoint(label="", overrides={}), ())]
@@ -193,6 +195,10 @@ def expand_points(
             file, SWEEP_KEY, "expected a mapping of key paths to lists of values", show_value(block)
         )
     items = _check_keys(block, file)
+    limit = LimitsSpec().max_sweep_points if max_points is None else max_points
+    excess = sweep_excess([len(values) for _, _, values in items], limit)
+    if excess is not None:
+        raise ConfigError(file, SWEEP_KEY, excess.message())
     names = _short_names([path for _, path, _ in items])
     combos = list(itertools.product(*(range(len(values)) for _, _, values in items)))
     texts = [value_texts(values) for _, _, values in items]

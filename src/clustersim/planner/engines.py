@@ -81,6 +81,12 @@ SGLANG_KV_DTYPE = {"fp8": "fp8_e4m3", "bf16": "bf16"}
 VLLM_KV_DTYPE = {"fp8": "fp8"}
 TRTLLM_KV_DTYPE = {"fp8": "fp8"}
 VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)  # --block-size choices (tokens)
+# MLA attention kernels (FlashMLA, CUTLASS MLA) page the latent KV cache in 64-token blocks.
+MLA_BLOCK_SIZE = 64
+# vLLM --all2all-backend for the DeepEP kernels the simulation times (sim/all_to_all.py):
+# DeepEP normal (high-throughput) kernels serve every batch; low-latency ones only decode.
+VLLM_DEEPEP_HT = "deepep_high_throughput"
+VLLM_DEEPEP_LL = "deepep_low_latency"
 
 
 @dataclass(frozen=True)
@@ -398,6 +404,19 @@ def _max_model_len(
     )
 
 
+def _block_size(exp: Experiment) -> tuple[int, str | None]:
+    """(KV block / page size to launch with, note when the simulated one was changed): MLA
+    models need 64-token blocks for their attention kernels."""
+    size = exp.serving.block_size
+    if not exp.model.uses_mla or size == MLA_BLOCK_SIZE:
+        return size, None
+    return MLA_BLOCK_SIZE, (
+        f"KV block size {MLA_BLOCK_SIZE} instead of the simulated {size}: MLA attention "
+        f"kernels page the latent KV cache in {MLA_BLOCK_SIZE}-token blocks "
+        f"(simulate with serving.block_size={MLA_BLOCK_SIZE} to match)"
+    )
+
+
 def _nodes_spanned(exp: Experiment, gpus_per_server: int) -> int:
     return math.ceil(gpus_per_server / exp.topology.gpus_per_node)
 
@@ -428,7 +447,13 @@ def _vllm_config(
     argv += ["--data-parallel-size", str(lay.dp)]
     notes: list[str] = []
     if exp.model.is_moe and lay.ep > 1:
-        argv.append("--enable-expert-parallel")
+        argv += ["--enable-expert-parallel", "--all2all-backend", VLLM_DEEPEP_HT]
+        notes.append(
+            f"--all2all-backend {VLLM_DEEPEP_HT}: the DeepEP normal kernels simulated for steps "
+            f"with prefill tokens; the simulation times decode-only steps with DeepEP's "
+            f"low-latency kernels, which one vLLM server cannot switch to (a decode-only "
+            f"deployment would use {VLLM_DEEPEP_LL})"
+        )
     if lay.cp > 1:
         argv += ["--prefill-context-parallel-size", str(lay.cp)]
     redundant = _redundant(exp)
@@ -437,10 +462,12 @@ def _vllm_config(
     argv += ["--max-num-seqs", str(s.max_num_seqs)]
     argv += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
     argv += ["--gpu-memory-utilization", _fmt(_vllm_utilisation(exp, memory))]
-    if s.block_size in VLLM_BLOCK_SIZES:
-        argv += ["--block-size", str(s.block_size)]
+    block, block_note = _block_size(exp)
+    if block in VLLM_BLOCK_SIZES:
+        argv += ["--block-size", str(block)]
     else:
-        notes.append(f"block_size {s.block_size} is not a vLLM --block-size choice; not set")
+        notes.append(f"block_size {block} is not a vLLM --block-size choice; not set")
+    notes += [n for n in (block_note,) if n]
     # vLLM's PCP ranks each hold the replica's whole KV cache (not sharded over cp)
     length, note = _max_model_len(exp, memory, shards=1 if lay.cp > 1 else None)
     argv += ["--max-model-len", str(length)]
@@ -503,7 +530,9 @@ def _sglang_config(
     chunk = s.max_num_batched_tokens * ranks if s.chunked_prefill else -1
     argv += ["--chunked-prefill-size", str(chunk)]
     argv += ["--mem-fraction-static", _fmt(_sglang_static_fraction(exp, memory))]
-    argv += ["--page-size", str(s.block_size)]
+    page, page_note = _block_size(exp)
+    argv += ["--page-size", str(page)]
+    notes += [n for n in (page_note,) if n]
     length, note = _max_model_len(exp, memory)
     argv += ["--context-length", str(length)]
     kv = SGLANG_KV_DTYPE.get(exp.precision.kv_cache)

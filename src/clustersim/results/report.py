@@ -38,7 +38,7 @@ from clustersim.metrics.timeline import (
 )
 from clustersim.results import plots
 from clustersim.results.plots import Bounds, Series
-from clustersim.results.writer import write_text
+from clustersim.results.writer import INCOMPLETE_MARKER, is_incomplete, write_text
 
 REPORT_NAME = "report.html"
 WORST_WINDOWS = 10  # rows of the report's worst-windows table
@@ -108,11 +108,17 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_run_dir(run_dir: Path) -> Path:
-    """`run_dir` if it is a complete run directory (summary.json present), else ReportError."""
+def check_run_dir(run_dir: Path, writing: bool = False) -> Path:
+    """`run_dir` if it is a complete run directory (summary.json present, no INCOMPLETE
+    marker unless `writing`: the run itself drawing its plots), else ReportError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such directory")
+    if is_incomplete(run_dir) and not writing:
+        raise ReportError(
+            f"{run_dir}: incomplete run directory (the run was interrupted; "
+            f"{INCOMPLETE_MARKER} is present): run the experiment again"
+        )
     if not (run_dir / "summary.json").is_file():
         hint = " (a sweep directory: pass one of its points)" if is_sweep_dir(run_dir) else ""
         raise ReportError(f"{run_dir}: not a complete run directory (no summary.json){hint}")
@@ -123,9 +129,9 @@ def is_sweep_dir(path: Path) -> bool:
     return (Path(path) / "sweep.csv").is_file()
 
 
-def load_run(run_dir: Path) -> RunFiles:
+def load_run(run_dir: Path, writing: bool = False) -> RunFiles:
     """Read a run directory; the timeline is recomputed when timeline.parquet is absent."""
-    run_dir = check_run_dir(run_dir)
+    run_dir = check_run_dir(run_dir, writing)
     config = _read_mapping(run_dir / "config.resolved.yaml")
     summary = _read_mapping(run_dir / "summary.json")
     requests = _read_parquet(run_dir / "requests.parquet", required=True)
@@ -527,9 +533,10 @@ def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
     return page(f"clustersim: {run.name}", body)
 
 
-def render_run(run_dir: Path) -> Path:
-    """(Re)draw a run directory's plots and report.html from its files; the report's path."""
-    run = load_run(run_dir)
+def render_run(run_dir: Path, writing: bool = False) -> Path:
+    """(Re)draw a run directory's plots and report.html from its files; the report's path.
+    `writing`: the run drawing its own plots, before it removes its INCOMPLETE marker."""
+    run = load_run(run_dir, writing)
     images = draw_run_plots(run)
     path = run.run_dir / REPORT_NAME
     write_text(path, run_report_html(run, images))

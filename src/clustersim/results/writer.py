@@ -169,6 +169,29 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- run files
 
 
+# Present in a run directory from its creation until its last file (plots included) is written:
+# a run interrupted by Ctrl-C / SIGTERM, a crash or a power cut keeps it, and `report` /
+# `compare` name the directory as incomplete.
+INCOMPLETE_MARKER = "INCOMPLETE"
+
+
+def mark_incomplete(run_dir: Path) -> None:
+    write_text(
+        Path(run_dir) / INCOMPLETE_MARKER,
+        "clustersim was interrupted before this run directory was complete; its files may be "
+        "missing or partial. Run the experiment again.\n",
+    )
+
+
+def mark_complete(run_dir: Path) -> None:
+    (Path(run_dir) / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    _fsync_dir(Path(run_dir))
+
+
+def is_incomplete(run_dir: Path) -> bool:
+    return (Path(run_dir) / INCOMPLETE_MARKER).exists()
+
+
 def write_run(
     run_dir: Path,
     resolved: Mapping[str, Any],

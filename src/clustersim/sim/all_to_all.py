@@ -33,7 +33,7 @@ carrying bytes / η on the fabric (the links are busy as long as the real transf
   crosses NVLink) = 0.67–0.69 of the 200 GB/s nominal per direction (DeepEP quotes ~160 GB/s
   as the maximum); benchmarks/calibrate_deepep.py.
 - network: A2A_NETWORK_EFFICIENCY = 0.92 — 46 of 50 GB/s per ConnectX-7 400G NIC in NCCL
-  (nccl-tests #290, ../shared/calibration/README.md).
+  (nccl-tests #290, data/calibration/README.md).
 
 Latency: each MoE layer's all-to-all pays the group's longest path latency plus
 A2A_KERNEL_OVERHEAD_S (launch, signalling, layout), per direction and per micro-batch. The

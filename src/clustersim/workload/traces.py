@@ -33,6 +33,25 @@ AZURE_COLUMNS = (AZURE_TIME, AZURE_PROMPT, AZURE_OUTPUT)
 _AZURE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # the 2023 traces; anything else falls back to ISO 8601
 
 
+# Bounds on what a trace may hold: a token count above MAX_TRACE_TOKENS is a corrupt cell, not
+# a request (no model has a context near it); a header line over MAX_HEADER_BYTES is not a trace.
+MAX_TRACE_TOKENS = 100_000_000
+MAX_HEADER_BYTES = 65_536
+
+
+class TraceError(ValueError):
+    """A malformed trace: one line naming the file, the data row (1-based) and the column."""
+
+    def __init__(self, path: str | Path, where: str, problem: str) -> None:
+        self.path = str(path)
+        self.where = where  # "row 3, column 'ContextTokens'", or '' for the file as a whole
+        self.problem = problem
+        super().__init__(": ".join(filter(None, [self.path, where, problem])))
+
+    def __reduce__(self) -> tuple[type[TraceError], tuple[str, str, str]]:
+        return (TraceError, (self.path, self.where, self.problem))
+
+
 @dataclass(frozen=True, eq=False)
 class Trace:
     """A request trace as read-only arrays, one entry per request, in time order."""
@@ -51,25 +70,43 @@ class Trace:
         return float(self.timestamps_s[-1]) if len(self) else 0.0
 
 
-def _bad_value(path: Path, column: str, raw: pd.Series, bad: npt.NDArray[np.bool_]) -> ValueError:
-    """ValueError naming the file, the column, the first bad data row (1-based) and its value."""
+def _bad_value(
+    path: Path, column: str, raw: pd.Series, bad: npt.NDArray[np.bool_], what: str
+) -> TraceError:
+    """TraceError naming the file, the first bad data row (1-based), the column and its value."""
     i = int(np.flatnonzero(bad)[0])
-    what = "timestamp" if column == AZURE_TIME else "integer token count"
-    return ValueError(
-        f"{path}: column {column!r}: row {i + 1}: expected a {what}, got {raw.iloc[i]!r} "
-        f"({int(bad.sum())} bad value(s))"
+    value = str(raw.iloc[i])
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    return TraceError(
+        path,
+        f"row {i + 1}, column {column!r}",
+        f"expected {what}, got {shown!r} ({int(bad.sum())} bad value(s))",
     )
 
 
+_TOKENS_WHAT = f"an integer token count from 0 to {MAX_TRACE_TOKENS:,}"
+
+
 def _parse_tokens(path: Path, column: str, raw: pd.Series) -> I64:
-    """Token counts as int64; ValueError naming file + column on anything non-integer."""
+    """Token counts as int64; TraceError naming file, row and column on anything that is not
+    an integer in [0, MAX_TRACE_TOKENS]."""
     if pd.api.types.is_integer_dtype(raw.dtype):
-        return raw.to_numpy(dtype=np.int64)
+        ints = raw.to_numpy(dtype=np.int64)
+        bad = (ints < 0) | (ints > MAX_TRACE_TOKENS)
+        if bad.any():
+            raise _bad_value(path, column, raw, bad, _TOKENS_WHAT)
+        return ints
     num = pd.to_numeric(raw, errors="coerce")
     values = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(values) | (values != np.round(values))
+    with np.errstate(invalid="ignore"):
+        bad = (
+            ~np.isfinite(values)
+            | (values != np.round(values))
+            | (values < 0)
+            | (values > MAX_TRACE_TOKENS)
+        )
     if bad.any():
-        raise _bad_value(path, column, raw, bad)
+        raise _bad_value(path, column, raw, bad, _TOKENS_WHAT)
     return values.astype(np.int64)
 
 
@@ -81,30 +118,55 @@ def _parse_times_ns(path: Path, raw: pd.Series) -> I64:
         stamps = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
     bad = stamps.isna().to_numpy()
     if bad.any():
-        raise _bad_value(path, AZURE_TIME, raw, bad)
+        raise _bad_value(path, AZURE_TIME, raw, bad, "a timestamp (e.g. 2023-11-16 18:15:46.68)")
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert(None)
     return stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
 
 
+def _read_header(path: Path) -> list[str]:
+    """The CSV header's column names, read from at most MAX_HEADER_BYTES of the file (a huge
+    or binary first line is refused without parsing it)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(MAX_HEADER_BYTES + 1)
+    except OSError as err:
+        raise TraceError(path, "", f"cannot read the file: {err.strerror}") from None
+    if not head.strip():
+        raise TraceError(path, "", "empty file (expected a CSV header and rows)")
+    line, newline, _ = head.partition(b"\n")
+    if not newline and len(head) > MAX_HEADER_BYTES:
+        raise TraceError(path, "row 0", f"header line longer than {MAX_HEADER_BYTES:,} bytes")
+    if b"\0" in line:
+        raise TraceError(path, "", "not a text CSV file (binary content)")
+    try:
+        text = line.decode("utf-8-sig").strip("\r")
+    except UnicodeDecodeError:
+        raise TraceError(path, "", "not a UTF-8 CSV file") from None
+    return [name.strip().strip('"') for name in text.split(",")]
+
+
 def _read_azure_frame(path: Path) -> pd.DataFrame:
     """The three Azure columns; fast path with explicit dtypes, text fallback for diagnosis."""
-    try:
-        header = pd.read_csv(path, nrows=0).columns
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    header = _read_header(path)
     missing = [c for c in AZURE_COLUMNS if c not in header]
     if missing:
-        raise ValueError(
-            f"{path}: missing column {missing[0]!r} (Azure trace needs {', '.join(AZURE_COLUMNS)}; "
-            f"found {', '.join(map(str, header))})"
+        found = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
+        raise TraceError(
+            path,
+            f"column {missing[0]!r}",
+            f"missing (an Azure trace needs {', '.join(AZURE_COLUMNS)}; found {found})",
         )
     dtypes = {AZURE_TIME: str, AZURE_PROMPT: np.int64, AZURE_OUTPUT: np.int64}
     try:
         return pd.read_csv(path, usecols=list(AZURE_COLUMNS), dtype=dtypes)
-    except (ValueError, TypeError, OverflowError):
-        # a malformed number: re-read as text so the error can name the column and row
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError, pd.errors.ParserError):
+        pass  # a malformed cell: re-read as text so the error can name the row and column
+    try:
         return pd.read_csv(path, usecols=list(AZURE_COLUMNS), dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise TraceError(path, "", f"not a readable CSV file ({problem})") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,7 +175,7 @@ def _read_azure_cached(path_str: str, mtime_ns: int, size: int) -> Trace:
     path = Path(path_str)
     frame = _read_azure_frame(path)
     if len(frame) == 0:
-        raise ValueError(f"{path}: trace has no rows")
+        raise TraceError(path, "", "trace has no rows (only a header)")
     ns = _parse_times_ns(path, frame[AZURE_TIME])
     prompt = _parse_tokens(path, AZURE_PROMPT, frame[AZURE_PROMPT])
     output = _parse_tokens(path, AZURE_OUTPUT, frame[AZURE_OUTPUT])
@@ -132,7 +194,7 @@ def read_azure_trace(path: str | Path) -> Trace:
 
     Returns seconds from the first row, prompt tokens and output tokens (both clipped to
     >= 1). Raises FileNotFoundError if the file is absent and ValueError naming the file and
-    the column when a column is missing or a value is malformed.
+    the row and the column (TraceError) when a column is missing or a value is malformed.
     """
     p = Path(path)
     try:
@@ -154,5 +216,5 @@ def resolve_trace_path(spec: TraceSpec, base_dir: str | Path) -> Path:
 def load_trace(spec: TraceSpec, base_dir: str | Path) -> Trace:
     """Read the trace a `TraceSpec` names (relative paths resolve against `base_dir`)."""
     if spec.format != "azure":
-        raise ValueError(f"unsupported trace format {spec.format!r}")
+        raise TraceError(spec.path, "", f"unsupported trace format {spec.format!r}")
     return read_azure_trace(resolve_trace_path(spec, base_dir))
