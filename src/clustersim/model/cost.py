@@ -1,27 +1,33 @@
-"""Roofline step-time model of one pipeline stage's TP shard (docs/cost_model.md).
+"""Roofline step-time model of one pipeline stage's TP shard (docs/cost_model.md §4, §6).
 
-Step time (seconds) = Σ over operator groups of max(compute time, memory time) + overhead:
+GPU time (seconds) = Σ over kernels of max(compute time, memory time, kernel floor) + overhead:
 
-    linear      attention projections, dense MLPs, shared experts, router (all the stage's layers),
-                plus the elementwise kernels between them (norms, residual adds, rope, SiLU,
-                KV write): memory-bound, added after the GEMMs' max, never hidden under it
+    linear      one Gemm per projection kernel (attention projections, dense MLP, shared
+                experts, router), each at least a kernel floor; plus the elementwise kernels
+                between them (norms, residual adds, rope, SiLU, KV write): memory-bound, added
+                after the GEMMs, at least the engine's elementwise kernel count × floor
     attn_pf     prefill attention:  FLOPs ∝ (query, key) pairs, at attention_efficiency
     attn_dec    decode attention:   KV bytes read ∝ Σ context (at decode_attention_efficiency
-                of HBM bandwidth), and its FLOPs; plus decode_seq_overhead_us per decoding
-                sequence per layer
-    moe         routed experts of each MoE layer (weights read only for touched experts)
+                of HBM bandwidth), and its FLOPs (MLA: at mla_decode_efficiency); plus
+                decode_seq_overhead_us per decoding sequence per layer; at least its kernels'
+                floors
+    moe         routed experts of each MoE layer (weights read only for touched experts), at
+                least the grouped GEMMs' and MoE kernels' floors
     embed       first stage: embedding gather
     lm_head     last stage: logits for the rows that emit a token
-    overhead    hw.step_overhead_us, once per step
+    overhead    hw.step_overhead_us + the engine's per-step kernels × floor
+
+Step time = GPU time + the engine's host time (first stage), or max of the two with an
+overlap scheduler (`with_host`). A kernel's floor is hw.kernel_floor_us inside a CUDA graph,
+at least the engine's eager launch time outside one (catalog/engines.py).
 
 Compute time = FLOPs / (peak(dtype) · eff(M)); memory time = bytes / (HBM bw · hbm_efficiency).
 Matmul efficiency falls for small GEMMs: eff(M) = matmul_efficiency · M / (M + M_half), M the
-rows of the GEMM (tokens; routed pairs per expert for MoE). Written out, a linear group's
-compute time is (M + M_half) · 2·params / (peak · matmul_efficiency): every GEMM costs M_half
-extra token-rows. Efficiencies ≤ 1 keep every term above the ideal roofline at peak.
+rows of the GEMM (tokens; routed pairs per expert for MoE): every GEMM costs M_half extra
+token-rows. Efficiencies ≤ 1 keep every term above the ideal roofline at peak.
 
 `compute_s` is on the simulator's hot path: all coefficients are precomputed in __init__ and
-a call is a few dozen float operations, no allocation.
+a call is a short loop over the stage's GEMM kernels, no allocation.
 """
 
 from __future__ import annotations
