@@ -148,8 +148,6 @@ class StageCostModel:
         "_m_half",
         "_moe_a",
         "_moe_f",
-        "_moe_floor_eager_s",
-        "_moe_floor_graph_s",
         "_moe_group",
         "_moe_keep",
         "_moe_pairs_per_tok",
@@ -314,9 +312,8 @@ class StageCostModel:
         sh = expert_sharding(model, self.tp, ep, moe_tp)
         self._n_moe = float(self.num_moe_layers)
         self.experts_per_rank = sh.experts_per_rank
-        kernels = 2 + self.engine.moe_kernels
-        self._moe_floor_graph_s = kernels * self._floor_graph_s
-        self._moe_floor_eager_s = kernels * self._floor_eager_s
+        # sampled MoE steps are priced per layer from numpy (moe_cost.py): graph floors
+        moe_floor_s = (2 + self.engine.moe_kernels) * self._floor_graph_s
         if not model.is_moe:
             self.moe = MoECoefficients(0.0, 0.0, 0.0, 0.0)
             self._moe_group, self._moe_keep, self._moe_pairs_per_tok = 0.0, 1.0, 0.0
@@ -332,7 +329,7 @@ class StageCostModel:
             half_pairs=self._m_half,
             weight_s_per_expert=expert_rank * wb / bw,
             act_s_per_pair=rb * (2.0 * h + 6.0 * inter) / bw,
-            floor_s=self._moe_floor_graph_s,
+            floor_s=moe_floor_s,
         )
         self._moe_f, self._moe_w, self._moe_a = (
             self.moe.flop_s_per_pair,
@@ -393,12 +390,8 @@ class StageCostModel:
         t = prefill_tokens + decode_tokens
         if self._n_moe and t > 0:
             gpu += self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
-        seqs = decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
+        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
         return self.with_host(gpu, seqs)
-
-    def host_s(self, num_seqs: int) -> float:
-        """Engine host seconds of a step running `num_seqs` sequences (0 off the first stage)."""
-        return self._host_step_s + num_seqs * self._host_seq_s
 
     def with_host(self, gpu_s: float, num_seqs: int) -> float:
         """A step's seconds given its GPU seconds: + host time, or max with it when the engine
@@ -449,7 +442,7 @@ class StageCostModel:
             s += attn if attn > attn_floor else attn_floor
         s += t * self._emb_s
         if self._lm:
-            lm_rows = decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
+            lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
             comp = (lm_rows + self._m_half) * self._lm_flop_s
             mem = self._lm_w_s + lm_rows * self._lm_act_s
             if mem > comp:
@@ -536,7 +529,7 @@ class StageCostModel:
                 out["attn_prefill"] = max(prefill_attn_pairs * self._attn_pf_s, attn_floor)
             out["embed"] = t * self._emb_s
             if self._lm:
-                lm_rows = decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
+                lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
                 out["lm_head"] = max(
                     (lm_rows + self._m_half) * self._lm_flop_s,
                     self._lm_w_s + lm_rows * self._lm_act_s,
@@ -545,10 +538,16 @@ class StageCostModel:
             if self._n_moe:
                 out["moe"] = self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
         gpu = sum(out.values())
-        seqs = decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
+        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
         out["host"] = self.with_host(gpu, seqs) - gpu
         out["total"] = gpu + out["host"]
         return out
+
+
+def step_seqs(prefill_tokens: int, decode_tokens: int, prefill_seqs: int) -> int:
+    """Sequences a step runs (and LM-head rows it computes): every decoding sequence plus the
+    step's prefill chunks, if it prefills at all."""
+    return decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
 
 
 def attention_gemms(

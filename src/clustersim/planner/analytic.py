@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import Experiment
-from clustersim.model.cost import causal_pairs
+from clustersim.model.cost import causal_pairs, step_seqs
 from clustersim.model.cp_cost import CPStageCost
 from clustersim.sim.collectives import allreduce_choice_of
 from clustersim.sim.deployment import stage_costs
@@ -186,7 +186,7 @@ class _Analyser:
                 total += cost.compute_s(pf, pairs, dec, ctx, seqs)
             else:
                 gpu = cost.dense_part_s(pf, pairs, dec, ctx, seqs) + self.moe_lb_s(s, tokens)
-                total += cost.with_host(gpu, dec + (seqs if pf else 0))
+                total += cost.with_host(gpu, step_seqs(pf, dec, seqs))
             total += self.comm_s(s, tokens)
         return total
 

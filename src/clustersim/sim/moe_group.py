@@ -17,7 +17,7 @@ import numpy.typing as npt
 import simpy
 
 from clustersim.config.schema import EPLBSpec
-from clustersim.model.cost import StageCostModel
+from clustersim.model.cost import StageCostModel, step_seqs
 from clustersim.model.moe_cost import MoELayerCost
 from clustersim.sim.eplb import ExpertPlacement, imbalance, rank_loads, rebalance
 from clustersim.sim.experts import ExpertLedger, ExpertTraffic, sample_rank_loads
@@ -237,7 +237,7 @@ class SampledStageCost:
             prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
         )
         tokens = prefill_tokens + decode_tokens
-        seqs = decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)
+        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
         if tokens <= 0:
             return self.base.with_host(s, seqs)
         now = self.env.now
