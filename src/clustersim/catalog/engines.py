@@ -17,7 +17,7 @@ what differs between engines running the same kernels (docs/cost_model.md §6, w
   PyTorch backend) it hides behind the GPU step, otherwise it adds to it;
 - **front end**: per request, HTTP + tokenisation before the engine sees it (`frontend_ms`);
 - **all-reduce algorithm choice**: the engine's custom one-shot / two-shot all-reduce for
-  small messages inside an NVLink domain, NCCL beyond (sim/collectives.py).
+  small messages inside an NVLink domain, NCCL beyond (network/collectives.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class EngineProfile:
     # without chunked prefill, whole prompts join the running decodes in one step (in-flight
     # batching) instead of running in prefill-only steps
     mixed_prefill: bool
-    # all-reduce algorithms (sim/collectives.py)
+    # all-reduce algorithms (network/collectives.py)
     custom_allreduce: bool  # one-shot / two-shot kernels inside one NVLink domain
     oneshot_max_bytes: int  # one-shot below this message size (bytes)
     twoshot_max_bytes: int  # two-shot below this (bytes); NCCL above

@@ -15,16 +15,16 @@ import simpy
 
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
+from clustersim.deployment.layout import Build, BuildError, Unit, build_layout, make_units
+from clustersim.disagg.pools import DisaggRuntime, PoolInfo, build_pools, pool_infos
 from clustersim.metrics.recorder import Recorder, requests_frame
 from clustersim.model.memory import MemoryPlan
-from clustersim.sim.collectives import allreduce_choice_of
-from clustersim.sim.deployment import Build, BuildError, Unit, build_layout, make_units
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.moe_runtime import MoERuntime
-from clustersim.sim.pools import DisaggRuntime, PoolInfo, build_pools, pool_infos
-from clustersim.sim.replica import Process
-from clustersim.sim.router import make_router
-from clustersim.sim.scheduler import RequestState
+from clustersim.moe.moe_runtime import MoERuntime
+from clustersim.network.collectives import allreduce_choice_of
+from clustersim.network.fabric import Fabric
+from clustersim.serving.replica import Process
+from clustersim.serving.router import make_router
+from clustersim.serving.scheduler import RequestState
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -50,7 +50,7 @@ class RunOutput:
 def build(exp: Experiment) -> Build:
     """Check an experiment and lay it out on its topology; BuildError with the numbers.
 
-    With `disaggregation`, both pools are built (sim/pools.py) and `layout` is not used."""
+    With `disaggregation`, both pools are built (disagg/pools.py) and `layout` is not used."""
     check_request_count(exp)
     if exp.disaggregation is not None:
         return build_pools(exp)
@@ -117,7 +117,7 @@ class _Simulation:
         self.moe: MoERuntime | None = None
         self.replicas: Sequence[Unit] = ()
         self.disagg: DisaggRuntime | None = None
-        if built.pools is not None:  # prefill / decode pools: sim/pools.py routes requests
+        if built.pools is not None:  # prefill / decode pools: disagg/pools.py routes requests
             self.disagg = DisaggRuntime(
                 built.pools, self.env, self.fabric, streams, stream, self.recorder,
                 self._request_done,

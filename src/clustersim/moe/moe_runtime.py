@@ -20,19 +20,19 @@ from clustersim.model.moe_cost import (
     dispatch_bytes_per_pair,
     expert_weight_bytes,
 )
-from clustersim.sim.all_to_all import AllToAllPlan
-from clustersim.sim.ep_group import DPRank, EPGroup
-from clustersim.sim.ep_layout import EPGroupSpec, EPLayout
-from clustersim.sim.eplb import ExpertPlacement, linear_placement, rebalance
-from clustersim.sim.experts import (
+from clustersim.moe.ep_group import DPRank, EPGroup
+from clustersim.moe.ep_layout import EPGroupSpec, EPLayout
+from clustersim.moe.eplb import ExpertPlacement, linear_placement, rebalance
+from clustersim.moe.experts import (
     ExpertLedger,
     ExpertTraffic,
     empty_experts_frame,
     phase_change_times,
 )
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.moe_group import MoEGroup, SampledStageCost
-from clustersim.sim.scheduler import RequestState
+from clustersim.moe.moe_group import MoEGroup, SampledStageCost
+from clustersim.network.all_to_all import AllToAllPlan
+from clustersim.network.fabric import Fabric
+from clustersim.serving.scheduler import RequestState
 from clustersim.topology.graph import Cluster
 from clustersim.workload.arrivals import StateTimeline
 

@@ -1,7 +1,7 @@
 """One layout on a cluster: build-time checks (placement, EP layout, CP support, memory) and
 the simpy units that serve it (replicas, or the DP ranks of a DP-attention group).
 
-Used once by the engine for a co-located experiment and once per pool by sim/pools.py for a
+Used once by the engine for a co-located experiment and once per pool by disagg/pools.py for a
 disaggregated one; both see the experiment through `exp.layout` / `exp.serving` /
 `exp.experts` (a pool passes a view of the experiment with its own values in those fields).
 """
@@ -21,19 +21,19 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.cost import StageCostModel
 from clustersim.model.cp_cost import CPStageCost
 from clustersim.model.memory import MemoryPlan, plan_memory, stage_layer_ranges
-from clustersim.sim.cp_replica import CPReplica
-from clustersim.sim.ep_group import DPRank
-from clustersim.sim.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.moe_runtime import MoERuntime
-from clustersim.sim.replica import Replica
-from clustersim.sim.scheduler import RequestState
+from clustersim.moe.ep_group import DPRank
+from clustersim.moe.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
+from clustersim.moe.moe_runtime import MoERuntime
+from clustersim.network.fabric import Fabric
+from clustersim.serving.cp_replica import CPReplica
+from clustersim.serving.replica import Replica
+from clustersim.serving.scheduler import RequestState
 from clustersim.topology.graph import Cluster
 from clustersim.topology.placement import Placement, PlacementError, place
 from clustersim.workload.arrivals import StateTimeline
 
 if TYPE_CHECKING:
-    from clustersim.sim.pools import PoolBuild
+    from clustersim.disagg.pools import PoolBuild
 
 Unit = Replica | DPRank  # what a router chooses between
 GpuGrid = tuple[tuple[tuple[str, ...], ...], ...]  # [stage][cp rank] → TP group
@@ -48,14 +48,14 @@ class BuildError(ValueError):
 class Build:
     """Everything static about an experiment, checked: the cluster and where work runs.
 
-    A disaggregated experiment has `pools` (prefill, decode: sim/pools.py); its top-level
+    A disaggregated experiment has `pools` (prefill, decode: disagg/pools.py); its top-level
     placement / memory / stage_layers / ep are the decode pool's."""
 
     cluster: Cluster
     placement: Placement
     memory: MemoryPlan
     stage_layers: tuple[range, ...]  # the same split the memory plan uses
-    ep: EPLayout | None = None  # MoE models: EP groups and ranks (sim/ep_layout.py)
+    ep: EPLayout | None = None  # MoE models: EP groups and ranks (moe/ep_layout.py)
     pools: tuple[PoolBuild, ...] | None = None  # disaggregated: (prefill, decode)
 
     @property

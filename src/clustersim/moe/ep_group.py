@@ -35,12 +35,13 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cost import StageCostModel
-from clustersim.sim.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
-from clustersim.sim.fabric import Fabric, PairSet
-from clustersim.sim.kv_cache import KVPool
-from clustersim.sim.moe_group import MoEGroup
-from clustersim.sim.replica import Process
-from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+from clustersim.moe.moe_group import MoEGroup
+from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
+from clustersim.network.fabric import Fabric
+from clustersim.network.routing import PairSet
+from clustersim.serving.kv_cache import KVPool
+from clustersim.serving.replica import Process
+from clustersim.serving.scheduler import Batch, RequestState, Scheduler
 
 Exchange = tuple[PairSet, npt.NDArray[np.float64]]  # routed pairs, bytes per pair
 
@@ -150,7 +151,7 @@ class EPGroup:
     def _flows(
         self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
     ) -> tuple[Exchange, Exchange]:
-        """Dispatch and combine flows of a step (sim/all_to_all.py): normal-kernel pattern
+        """Dispatch and combine flows of a step (network/all_to_all.py): normal-kernel pattern
         when any rank prefills, low-latency pattern for decode-only steps."""
         total = float(sum(tokens))
         per_gpu = np.asarray(tokens, dtype=np.float64)[self._rank_of_gpu] / self.tp

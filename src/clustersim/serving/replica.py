@@ -18,8 +18,8 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.sim.kv_cache import KVPool
-from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+from clustersim.serving.kv_cache import KVPool
+from clustersim.serving.scheduler import Batch, RequestState, Scheduler
 
 
 class StageCost(Protocol):
@@ -141,7 +141,7 @@ class Replica:
 
     def wake_lane(self, index: int) -> None:
         """Wake lane `index` if it sleeps (work was handed to its scheduler directly, e.g. a
-        disaggregated request whose KV arrived: sim/pools.py)."""
+        disaggregated request whose KV arrived: disagg/pools.py)."""
         lane = self.lanes[index]
         if lane.idle:
             lane.idle = False

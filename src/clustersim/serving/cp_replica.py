@@ -26,9 +26,10 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
-from clustersim.sim.fabric import Fabric, FlowSpec
-from clustersim.sim.replica import Replica, StageCost
-from clustersim.sim.scheduler import Batch, RequestState
+from clustersim.network.fabric import Fabric
+from clustersim.network.routing import FlowSpec
+from clustersim.serving.replica import Replica, StageCost
+from clustersim.serving.scheduler import Batch, RequestState
 
 Group = tuple[str, ...]
 

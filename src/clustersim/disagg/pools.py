@@ -14,7 +14,7 @@ one with a one-token output, and its own Recorder for iterations):
    free the request waits, FIFO per decode unit, retried whenever one of its requests ends;
 3. once reserved it joins the prefill unit's queue and is prefilled there (output: one
    token); the prefill lane keeps its KV blocks until the transfer is done;
-4. its KV moves prefill GPUs → decode GPUs as one coflow over the fabric (sim/kv_transfer.py),
+4. its KV moves prefill GPUs → decode GPUs as one coflow over the fabric (disagg/kv_transfer.py),
    contending with all other traffic; `kv_transfer_s` = that transfer's duration;
 5. on arrival the decode unit emits the first token (TTFT includes the transfer) and the
    request resumes in decode with P tokens of KV (`Scheduler.add_prefilled`).
@@ -32,8 +32,7 @@ import pandas as pd
 import simpy
 
 from clustersim.config.schema import Experiment, PoolSpec
-from clustersim.metrics.recorder import Recorder
-from clustersim.sim.deployment import (
+from clustersim.deployment.layout import (
     Build,
     BuildError,
     Unit,
@@ -41,11 +40,12 @@ from clustersim.sim.deployment import (
     make_units,
     unit_shards,
 )
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
-from clustersim.sim.replica import Replica
-from clustersim.sim.router import make_router
-from clustersim.sim.scheduler import RequestState, Scheduler
+from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
+from clustersim.metrics.recorder import Recorder
+from clustersim.network.fabric import Fabric
+from clustersim.serving.replica import Replica
+from clustersim.serving.router import make_router
+from clustersim.serving.scheduler import RequestState, Scheduler
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.requests import RequestStream

@@ -37,7 +37,7 @@ from math import nan
 
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import ServingSpec
-from clustersim.sim.kv_cache import KVPool, blocks_for
+from clustersim.serving.kv_cache import KVPool, blocks_for
 
 # Admission leaves this share of a lane's blocks free for running sequences to grow into
 # (vLLM's block-manager watermark).
