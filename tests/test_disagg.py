@@ -17,7 +17,8 @@ from clustersim.disagg.kv_transfer import kv_flow_coefficients
 from clustersim.metrics.summary import summarize
 from clustersim.model.params import kv_bytes_per_token
 from clustersim.serving.kv_cache import KVPool, blocks_for
-from clustersim.serving.scheduler import RequestState, Scheduler
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 from clustersim.sim.engine import BuildError, RunOutput, build, run_experiment
 from clustersim.topology.graph import build_cluster
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from clustersim.config.schema import ServingSpec
 from clustersim.serving.kv_cache import KVPool, blocks_for
-from clustersim.serving.scheduler import RequestState, Scheduler
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 
 
 def drive(

@@ -27,7 +27,7 @@ from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
 from clustersim.serving.replica import Replica
-from clustersim.serving.scheduler import RequestState
+from clustersim.serving.request_state import RequestState
 from clustersim.topology.graph import Cluster
 from clustersim.topology.placement import Placement, PlacementError, place
 from clustersim.workload.arrivals import StateTimeline

@@ -44,8 +44,9 @@ from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_
 from clustersim.metrics.recorder import Recorder
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Replica
+from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import make_router
-from clustersim.serving.scheduler import RequestState, Scheduler
+from clustersim.serving.scheduler import Scheduler
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.requests import RequestStream
@@ -188,7 +189,7 @@ class _Member:
 
     def release_kept(self, rid: int) -> None:
         for i, sched in enumerate(self.schedulers):
-            if rid in sched.kept:
+            if rid in sched.admission.kept:
                 sched.release_kept(rid)
                 self.wake(i)  # a lane asleep for want of these blocks can run again
                 return
@@ -228,7 +229,7 @@ class DisaggRuntime:
         self.decode = [_Member(u, dc.replica_offset + i) for i, u in enumerate(d_units)]
         for m in self.prefill:
             for sched in m.schedulers:
-                sched.keep_kv_after_finish = True
+                sched.admission.keep_kv_after_finish = True
         self.p_router = make_router(
             pf.exp.serving.router, len(p_units), streams.get("router.prefill")
         )

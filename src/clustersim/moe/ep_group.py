@@ -39,9 +39,11 @@ from clustersim.moe.moe_group import MoEGroup
 from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
 from clustersim.network.fabric import Fabric
 from clustersim.network.routing import PairSet
+from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.replica import Process
-from clustersim.serving.scheduler import Batch, RequestState, Scheduler
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 
 Exchange = tuple[PairSet, npt.NDArray[np.float64]]  # routed pairs, bytes per pair
 

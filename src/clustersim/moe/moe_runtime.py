@@ -32,7 +32,7 @@ from clustersim.moe.experts import (
 from clustersim.moe.moe_group import MoEGroup, SampledStageCost
 from clustersim.network.all_to_all import AllToAllPlan
 from clustersim.network.fabric import Fabric
-from clustersim.serving.scheduler import RequestState
+from clustersim.serving.request_state import RequestState
 from clustersim.topology.graph import Cluster
 from clustersim.workload.arrivals import StateTimeline
 

@@ -23,8 +23,8 @@ from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process
+from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import make_router
-from clustersim.serving.scheduler import RequestState
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
