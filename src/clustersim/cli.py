@@ -27,7 +27,7 @@ from clustersim import __version__
 from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
-from clustersim.deployment.layout import Build
+from clustersim.deployment.build import Build
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.metrics.replicates import replicate_sample, replicate_seeds
 from clustersim.metrics.summary import RunTables

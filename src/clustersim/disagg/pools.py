@@ -1,81 +1,20 @@
-"""Disaggregated prefill / decode serving (docs/disaggregation.md §1).
+"""Disaggregated prefill / decode pools, built (docs/disaggregation.md §1).
 
-Build: each pool is the experiment seen with the pool's layout, serving (the experiment's,
+Each pool is the experiment seen with the pool's layout, serving (the experiment's,
 overridden key by key) and experts block; the prefill pool is placed first, the decode pool
-on the GPUs left (`place(..., exclude=...)`), each checked like a co-located layout.
-
-Run, per request (request ids are global; each pool has its own RequestState, the prefill
-one with a one-token output, and its own Recorder for iterations):
-1. arrival: the prefill pool's router picks a prefill unit, the decode pool's router a decode
-   unit (both at arrival, as SGLang's PD router and Dynamo do); drops as co-located (too long,
-   a unit's queue at max_queue, can never fit either unit's KV cache);
-2. the decode unit reserves the blocks of the prompt's KV (`Scheduler.reserve_prefilled`,
-   decode memory is pre-allocated before prefill, as SGLang / Dynamo do); when they are not
-   free the request waits, FIFO per decode unit, retried whenever one of its requests ends;
-3. once reserved it joins the prefill unit's queue and is prefilled there (output: one
-   token); the prefill lane keeps its KV blocks until the transfer is done;
-4. its KV moves prefill GPUs → decode GPUs as one coflow over the fabric (disagg/kv_transfer.py),
-   contending with all other traffic; `kv_transfer_s` = that transfer's duration;
-5. on arrival the decode unit emits the first token (TTFT includes the transfer) and the
-   request resumes in decode with P tokens of KV (`Scheduler.add_prefilled`).
+on the GPUs left (`place(..., exclude=...)`), each checked like a co-located layout. How a
+request moves between the pools at run time: disagg/runtime.py.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
-
-import pandas as pd
-import simpy
 
 from clustersim.config.schema import Experiment, PoolSpec
-from clustersim.deployment.layout import (
-    Build,
-    BuildError,
-    Unit,
-    build_layout,
-    make_units,
-    unit_shards,
-)
-from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
-from clustersim.metrics.recorder import Recorder
-from clustersim.network.fabric import Fabric
-from clustersim.serving.replica import Replica
-from clustersim.serving.request_state import RequestState
-from clustersim.serving.router import make_router
-from clustersim.serving.scheduler import Scheduler
-from clustersim.sim.streams import Streams
+from clustersim.deployment.build import Build, BuildError, PoolBuild, build_layout
 from clustersim.topology.graph import build_cluster
-from clustersim.workload.requests import RequestStream
 
 POOL_NAMES = ("prefill", "decode")
-
-
-@dataclass(frozen=True)
-class PoolBuild:
-    """One pool, checked and placed."""
-
-    name: str  # "prefill" | "decode"
-    exp: Experiment  # the experiment as the pool sees it (its layout / serving / experts)
-    built: Build
-    replica_offset: int  # global replica id of the pool's first unit (prefill 0, decode Np)
-
-    @property
-    def gpus(self) -> int:
-        return self.built.placement.gpus_used
-
-    @property
-    def replicas(self) -> int:
-        """Router units: DP replicas (DP ranks with DP-attention)."""
-        return self.exp.layout.dp
-
-    @property
-    def nodes(self) -> float:
-        """GPUs / GPUs per node (fractional when the pool does not fill whole nodes)."""
-        return self.gpus / self.exp.topology.gpus_per_node
 
 
 @dataclass(frozen=True)
@@ -138,7 +77,11 @@ def build_pools(exp: Experiment) -> Build:
         offset += view.layout.dp
     decode = pools[1].built
     return Build(
-        cluster, decode.placement, decode.memory, decode.stage_layers, decode.ep,
+        cluster,
+        decode.placement,
+        decode.memory,
+        decode.stage_layers,
+        decode.ep,
         pools=tuple(pools),
     )
 
@@ -148,267 +91,3 @@ def pool_infos(pools: tuple[PoolBuild, ...]) -> tuple[PoolInfo, ...]:
         PoolInfo(p.name, p.gpus, p.replicas, p.nodes, p.replica_offset, p.exp.layout.pp)
         for p in pools
     )
-
-
-class RequestColumns(NamedTuple):
-    """The per-request lists a disaggregated run contributes to requests.parquet."""
-
-    first_scheduled_s: list[float]  # first prefill step (prefill pool)
-    first_token_s: list[float]  # KV landed on the decode unit: first token emitted
-    finish_s: list[float]  # last token (decode pool)
-    preemptions: list[int]  # both pools
-    decode_replica: list[int]  # global replica id of the decode unit (−1: never routed)
-    kv_transfer_s: list[float]
-    kv_transfer_bytes: list[float]
-
-
-class _Member:
-    """One router unit of a pool as the disaggregation runtime drives it."""
-
-    __slots__ = ("gid", "schedulers", "unit", "wake")
-
-    def __init__(self, unit: Unit, gid: int) -> None:
-        self.unit = unit
-        self.gid = gid  # global replica id
-        self.wake: Callable[[int], None]
-        if isinstance(unit, Replica):
-            self.schedulers: list[Scheduler] = [lane.scheduler for lane in unit.lanes]
-            self.wake = unit.wake_lane
-        else:
-            self.schedulers = [unit.scheduler]
-            group = unit.group
-            self.wake = lambda _lane: group.wake()
-
-    def reserve(self, rid: int) -> int:
-        """Reserve decode blocks in the least loaded lane that has them: its index, or −1."""
-        order = sorted(range(len(self.schedulers)), key=lambda i: self.schedulers[i].outstanding)
-        for i in order:
-            if self.schedulers[i].reserve_prefilled(rid):
-                return i
-        return -1
-
-    def release_kept(self, rid: int) -> None:
-        for i, sched in enumerate(self.schedulers):
-            if rid in sched.admission.kept:
-                sched.release_kept(rid)
-                self.wake(i)  # a lane asleep for want of these blocks can run again
-                return
-
-
-class DisaggRuntime:
-    """Both pools of one disaggregated simulation (see module docstring)."""
-
-    def __init__(
-        self,
-        pools: tuple[PoolBuild, ...],
-        env: simpy.Environment,
-        fabric: Fabric,
-        streams: Streams,
-        stream: RequestStream,
-        recorder: Recorder,
-        on_done: Callable[[int, float], None],
-    ) -> None:
-        self.pools = pools
-        self.env, self.fabric, self.recorder, self.on_done = env, fabric, recorder, on_done
-        prompt = stream.prompt_tokens.tolist()
-        n = len(prompt)
-        self.prefill_state = RequestState(prompt, [1] * n)
-        self.decode_state = RequestState(list(prompt), stream.output_tokens.tolist())
-        record = recorder.record_iterations
-        self.recorders = (Recorder(0, record), Recorder(0, record))
-        pf, dc = pools
-        p_units, self.p_moe = make_units(
-            pf.exp, pf.built, env, fabric, self.prefill_state, self.recorders[0],
-            self._prefill_done, streams.get("experts.prefill"), stream.phases,
-        )
-        d_units, self.d_moe = make_units(
-            dc.exp, dc.built, env, fabric, self.decode_state, self.recorders[1],
-            self._decode_done, streams.get("experts.decode"), stream.phases,
-        )
-        self.prefill = [_Member(u, pf.replica_offset + i) for i, u in enumerate(p_units)]
-        self.decode = [_Member(u, dc.replica_offset + i) for i, u in enumerate(d_units)]
-        for m in self.prefill:
-            for sched in m.schedulers:
-                sched.admission.keep_kv_after_finish = True
-        self.p_router = make_router(
-            pf.exp.serving.router, len(p_units), streams.get("router.prefill")
-        )
-        self.d_router = make_router(
-            dc.exp.serving.router, len(d_units), streams.get("router.decode")
-        )
-        self.p_outstanding = [0] * len(p_units)
-        self.d_outstanding = [0] * len(d_units)
-        self.p_kv = [0.0] * len(p_units)
-        self.d_kv = [0.0] * len(d_units)
-        self.pending: list[deque[int]] = [deque() for _ in d_units]
-        self.prefill_of = [-1] * n
-        self.decode_of = [-1] * n
-        self.decode_lane = [-1] * n
-        self.transfer_start = [math.nan] * n
-        self.kv_transfer_s = [math.nan] * n
-        self.kv_transfer_bytes = [math.nan] * n
-        self._coefs: dict[tuple[int, int], list[FlowCoef]] = {}
-        self.max_model_len = min(
-            p.exp.serving.max_model_len or p.exp.model.max_context for p in pools
-        )
-
-    # ------------------------------------------------------------------ arrival
-
-    def admit(self, rid: int, now: float) -> bool:
-        """Route an arriving request to a prefill and a decode unit (True), or drop it."""
-        if self.p_router.uses_kv:  # only least_kv reads the fractions
-            for i, m in enumerate(self.prefill):
-                self.p_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
-        if self.d_router.uses_kv:
-            for i, m in enumerate(self.decode):
-                self.d_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
-        p = self.p_router.choose(self.p_outstanding, self.p_kv)
-        d = self.d_router.choose(self.d_outstanding, self.d_kv)
-        self.recorder.on_arrival(rid, now, self.prefill[p].gid)
-        self.prefill_of[rid], self.decode_of[rid] = p, d
-        st = self.decode_state
-        pf, dc = self.pools
-        too_long = st.prompt[rid] + st.output[rid] > self.max_model_len
-        p_full = _at_limit(pf.exp.serving.max_queue, self.p_outstanding[p])
-        d_full = _at_limit(dc.exp.serving.max_queue, self.d_outstanding[d])
-        fits = self.prefill[p].unit.fits_ever(rid) and self.decode[d].unit.fits_ever(rid)
-        if too_long or p_full or d_full or not fits:
-            self.recorder.on_drop(rid)
-            return False
-        self.p_outstanding[p] += 1
-        self.d_outstanding[d] += 1
-        if self.pending[d] or not self._reserve(rid, d):
-            self.pending[d].append(rid)  # FIFO: a later request never overtakes
-        return True
-
-    def _reserve(self, rid: int, d: int) -> bool:
-        """Reserve the request's decode blocks; on success it joins its prefill unit."""
-        lane = self.decode[d].reserve(rid)
-        if lane < 0:
-            return False
-        self.decode_lane[rid] = lane
-        self.prefill[self.prefill_of[rid]].unit.submit(rid)
-        return True
-
-    def _drain(self, d: int) -> None:
-        queue = self.pending[d]
-        while queue and self._reserve(queue[0], d):
-            queue.popleft()
-
-    # ------------------------------------------------------------------ prefill → decode
-
-    def _prefill_done(self, rid: int, now: float) -> None:
-        p, d = self.prefill_of[rid], self.decode_of[rid]
-        self.p_outstanding[p] -= 1
-        coefs = self._coefs.get((p, d))
-        if coefs is None:
-            pf, dc = self.pools
-            src_layers, src_grid = unit_shards(self.prefill[p].unit, pf.built)
-            dst_layers, dst_grid = unit_shards(self.decode[d].unit, dc.built)
-            coefs = kv_flow_coefficients(
-                pf.exp.model, pf.exp.precision, src_layers, src_grid, dst_layers, dst_grid
-            )
-            self._coefs[(p, d)] = coefs
-        flows = scale_flows(coefs, self.prefill_state.prompt[rid])
-        self.kv_transfer_bytes[rid] = sum(f[2] for f in flows)
-        self.transfer_start[rid] = now
-        event = self.fabric.transfer(flows)
-        event.callbacks.append(lambda _ev: self._landed(rid))
-
-    def _landed(self, rid: int) -> None:
-        now = self.env.now
-        self.kv_transfer_s[rid] = now - self.transfer_start[rid]
-        self.prefill[self.prefill_of[rid]].release_kept(rid)
-        member = self.decode[self.decode_of[rid]]
-        lane = self.decode_lane[rid]
-        member.schedulers[lane].add_prefilled(rid, now)
-        member.wake(lane)
-
-    def _decode_done(self, rid: int, now: float) -> None:
-        d = self.decode_of[rid]
-        self.d_outstanding[d] -= 1
-        self._drain(d)
-        self.on_done(rid, now)
-
-    # ------------------------------------------------------------------ tables
-
-    @property
-    def steps(self) -> int:
-        return sum(r.steps for r in self.recorders)
-
-    def request_columns(self, n: int) -> RequestColumns:
-        """Per-request columns of the first n requests (the engine's requests table)."""
-        pst, dst = self.prefill_state, self.decode_state
-        return RequestColumns(
-            first_scheduled_s=pst.first_scheduled_s[:n],
-            first_token_s=dst.first_token_s[:n],
-            finish_s=dst.finish_s[:n],
-            preemptions=[
-                a + b for a, b in zip(pst.preemptions[:n], dst.preemptions[:n], strict=True)
-            ],
-            decode_replica=[self.decode[d].gid if d >= 0 else -1 for d in self.decode_of[:n]],
-            kv_transfer_s=self.kv_transfer_s[:n],
-            kv_transfer_bytes=self.kv_transfer_bytes[:n],
-        )
-
-    def iterations_frame(self) -> pd.DataFrame:
-        """Both pools' steps: replica ids global (decode offset by the prefill replicas), a
-        `pool` column, ordered as Recorder.iterations_frame orders."""
-        frames = []
-        for pool, rec in zip(self.pools, self.recorders, strict=True):
-            frame = rec.iterations_frame()
-            frame["replica"] = frame["replica"] + pool.replica_offset
-            frame["pool"] = pool.name
-            frames.append(frame)
-        df = pd.concat(frames, ignore_index=True)
-        df = df.sort_values(["start_s", "replica", "stage", "lane"], kind="stable")
-        return df.reset_index(drop=True)
-
-    def _moe_tables(self, attr: str) -> pd.DataFrame | None:
-        frames = []
-        offset = 0
-        for pool, moe in zip(self.pools, (self.p_moe, self.d_moe), strict=True):
-            if moe is None:
-                continue
-            frame: pd.DataFrame | None = getattr(moe, attr)()
-            if frame is not None:
-                frame = frame.copy()
-                if "group" in frame.columns:
-                    frame["group"] = frame["group"] + offset
-                frame["pool"] = pool.name
-                frames.append(frame)
-            offset += len(moe.groups)
-        if not frames:
-            return None
-        return pd.concat(frames, ignore_index=True)
-
-    def experts_frame(self) -> pd.DataFrame | None:
-        """experts.parquet of both pools: EP group ids offset so they stay distinct, `pool`."""
-        df = self._moe_tables("experts_frame")
-        if df is None:
-            return None
-        df = df.sort_values(["bin_start_s", "group", "rank", "expert"], kind="stable")
-        return df.reset_index(drop=True)
-
-    def eplb_frame(self) -> pd.DataFrame | None:
-        df = self._moe_tables("eplb_frame")
-        if df is None:
-            return None
-        return df.sort_values(["time_s", "group"], kind="stable").reset_index(drop=True)
-
-
-def _at_limit(max_queue: int | None, outstanding: int) -> bool:
-    return max_queue is not None and outstanding >= max_queue
-
-
-__all__ = [
-    "POOL_NAMES",
-    "DisaggRuntime",
-    "PoolBuild",
-    "PoolInfo",
-    "RequestColumns",
-    "build_pools",
-    "pool_experiment",
-    "pool_infos",
-]
-

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import Experiment
-from clustersim.deployment.layout import stage_costs
+from clustersim.deployment.units import stage_costs
 from clustersim.model.cost import causal_pairs, step_seqs
 from clustersim.model.cp_cost import CPStageCost
 from clustersim.network.collectives import allreduce_choice_of, estimate_allreduce_s
