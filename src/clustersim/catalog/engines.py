@@ -5,7 +5,7 @@ and its floor, `HardwareSpec.kernel_floor_us`) lives in the hardware profile; th
 what differs between engines running the same kernels (docs/cost_model.md §6, with sources):
 
 - **kernels per layer** beyond the GEMMs (which every engine runs as one kernel per
-  projection: qkv, o, gate_up, down; MLA and MoE add theirs, model/cost.py): the elementwise
+  projection: qkv, o, gate_up, down; MLA and MoE add theirs, model/kernels.py): the elementwise
   kernels left unfused (norms, rope, KV append, activation, activation quantisation), the
   attention kernels and, for MoE layers, router / top-k / permute / unpermute kernels;
 - **CUDA graphs**: decode steps up to `graph_max_batch` sequences replay a captured graph, so
@@ -40,7 +40,7 @@ class EngineProfile:
 
     name: EngineName
     version: str  # the engine release these counts and costs describe
-    # kernels per transformer layer, besides the GEMMs (counted by model/cost.py)
+    # kernels per transformer layer, besides the GEMMs (counted by model/kernels.py)
     elementwise_kernels: int  # unfused norms / residual adds, rope, KV append, activation
     fp8_quant_kernels: int  # extra activation-quantisation kernels when activations are fp8
     attention_kernels: int  # decode attention kernels (split-KV merge included)

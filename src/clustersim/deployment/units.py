@@ -12,8 +12,8 @@ from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.cost import StageCostModel
 from clustersim.model.cp_cost import CPStageCost
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.ep_group import DPRank
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.fabric import Fabric

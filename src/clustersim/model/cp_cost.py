@@ -32,8 +32,8 @@ import math
 from dataclasses import dataclass
 
 from clustersim.config.schema import DTYPE_BYTES, ModelSpec, Precision
-from clustersim.model.cost import StageCostModel
 from clustersim.model.params import kv_elements_per_token_per_layer, residual_bytes
+from clustersim.model.stage_cost import StageCostModel
 
 LSE_BYTES = 4.0  # fp32 log-sum-exp per head per token, merged with the partial outputs
 
@@ -66,14 +66,12 @@ class CPStageCost:
         self.num_layers = base.num_layers
         self.allreduces_per_step = base.allreduces_per_step
         # bytes per token per layer on one TP rank
-        self.kv_bytes_per_token_layer = kv_elements_per_token_per_layer(
-            model, base.tp
-        ) * DTYPE_BYTES[precision.kv_cache]
+        self.kv_bytes_per_token_layer = (
+            kv_elements_per_token_per_layer(model, base.tp) * DTYPE_BYTES[precision.kv_cache]
+        )
         heads = model.num_attention_heads / base.tp
         v_dim = model.v_head_dim if model.uses_mla else model.head_dim
-        self.partial_bytes_per_token_layer = heads * (
-            v_dim * residual_bytes(precision) + LSE_BYTES
-        )
+        self.partial_bytes_per_token_layer = heads * (v_dim * residual_bytes(precision) + LSE_BYTES)
         self.ring_layer_steps = self.num_layers * (cp - 1)  # ring hops per step, each layer
 
     def shard_tokens(self, tokens: int) -> int:

@@ -34,7 +34,7 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.cost import StageCostModel
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.moe_group import MoEGroup
 from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
 from clustersim.network.fabric import Fabric

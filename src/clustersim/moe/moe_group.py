@@ -17,8 +17,9 @@ import numpy.typing as npt
 import simpy
 
 from clustersim.config.schema import EPLBSpec
-from clustersim.model.cost import StageCostModel, step_seqs
+from clustersim.model.kernels import step_seqs
 from clustersim.model.moe_cost import MoELayerCost
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.eplb import ExpertPlacement, imbalance, rank_loads, rebalance
 from clustersim.moe.experts import ExpertLedger, ExpertTraffic, sample_rank_loads
 from clustersim.network.fabric import Fabric

@@ -13,13 +13,13 @@ import simpy
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.cost import StageCostModel
 from clustersim.model.moe_cost import (
     MoELayerCost,
     combine_bytes_per_pair,
     dispatch_bytes_per_pair,
     expert_weight_bytes,
 )
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.ep_group import DPRank, EPGroup
 from clustersim.moe.ep_layout import EPGroupSpec, EPLayout
 from clustersim.moe.eplb import ExpertPlacement, linear_placement, rebalance

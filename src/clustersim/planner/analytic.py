@@ -54,8 +54,9 @@ import numpy.typing as npt
 
 from clustersim.config.schema import Experiment
 from clustersim.deployment.units import stage_costs
-from clustersim.model.cost import causal_pairs, step_seqs
+from clustersim.model.attention_cost import causal_pairs
 from clustersim.model.cp_cost import CPStageCost
+from clustersim.model.kernels import step_seqs
 from clustersim.network.collectives import allreduce_choice_of, estimate_allreduce_s
 from clustersim.sim.engine import Build, experiment_requests
 
