@@ -31,11 +31,7 @@ ITERATION_COLUMNS = (
 
 IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, float, float, int, int]
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
-    "start_s",
-    "end_s",
-    "compute_s",
-    "comm_s",
-    "bubble_s",
+    "start_s", "end_s", "compute_s", "comm_s", "bubble_s"
 }
 
 
@@ -77,12 +73,8 @@ class Recorder:
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(
-            (
-                table[:, col("lane")],
-                table[:, col("stage")],
-                table[:, col("replica")],
-                table[:, col("start_s")],
-            )
+            (table[:, col("lane")], table[:, col("stage")], table[:, col("replica")],
+             table[:, col("start_s")])
         )
         columns = {
             name: (
@@ -113,7 +105,7 @@ def requests_frame(
 
     TTFT = first token − arrival; TPOT = (finish − first token) / (output tokens − 1), NaN for
     one-token outputs; queue = first scheduled − arrival. Dropped requests keep NaN times.
-    Disaggregated runs (disagg/pools.py) give the decode replica and the KV transfer's seconds
+    Disaggregated runs (disagg/runtime.py) give the decode replica and the KV transfer's seconds
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
     """
     arrival = np.asarray(arrival_s, dtype=np.float64)

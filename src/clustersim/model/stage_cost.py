@@ -94,6 +94,21 @@ def host_cost(engine: EngineProfile, first_stage: bool) -> HostCost:
     )
 
 
+def stage_start(
+    model: ModelSpec, tp: int, num_layers: int, first_stage: bool, first_layer: int | None
+) -> int:
+    """The stage's first layer (None: 0 on the first stage, else after the leading dense
+    layers); ValueError for a stage that is not inside the model."""
+    start = (
+        first_layer if first_layer is not None else (0 if first_stage else model.first_dense_layers)
+    )
+    if tp < 1 or num_layers < 1 or start < 0 or start + num_layers > model.num_layers:
+        raise ValueError(
+            f"bad stage: tp={tp}, layers {start}..{start + num_layers - 1} of {model.num_layers}"
+        )
+    return start
+
+
 class StageCostModel:
     """Step time of one pipeline stage's TP shard (one GPU; all TP ranks are symmetric).
 
@@ -125,16 +140,7 @@ class StageCostModel:
         engine: EngineProfile | None = None,
         cuda_graphs: bool = True,
     ) -> None:
-        start = (
-            first_layer
-            if first_layer is not None
-            else (0 if first_stage else model.first_dense_layers)
-        )
-        if tp < 1 or num_layers < 1 or start < 0 or start + num_layers > model.num_layers:
-            raise ValueError(
-                f"bad stage: tp={tp}, layers {start}..{start + num_layers - 1}"
-                f" of {model.num_layers}"
-            )
+        start = stage_start(model, tp, num_layers, first_stage, first_layer)
         if matmul_half_tokens is None:
             matmul_half_tokens = hw.matmul_half_tokens
         if matmul_half_tokens < 0:
