@@ -133,7 +133,10 @@ class EPGroup:
         if b is None:
             return self._idle_s
         return self.cost.dense_part_s(
-            b.prefill_tokens, b.prefill_attn_pairs, b.decode_tokens, b.decode_ctx_tokens,
+            b.prefill_tokens,
+            b.prefill_attn_pairs,
+            b.decode_tokens,
+            b.decode_ctx_tokens,
             len(b.prefill),
         )
 
@@ -258,8 +261,20 @@ class EPGroup:
                 row = (d, 0, 0, start, end, 0, 0, 0, 0, compute, comm_s, 0.0, kv.used, kv.capacity)
             else:
                 row = (
-                    d, 0, 0, start, end, b.prefill_tokens, b.decode_tokens, b.num_seqs,
-                    b.tokens, compute, comm_s, 0.0, kv.used, kv.capacity,
+                    d,
+                    0,
+                    0,
+                    start,
+                    end,
+                    b.prefill_tokens,
+                    b.decode_tokens,
+                    b.num_seqs,
+                    b.tokens,
+                    compute,
+                    comm_s,
+                    0.0,
+                    kv.used,
+                    kv.capacity,
                 )
             record(row)
         self.steps += 1

@@ -179,8 +179,7 @@ class MoEGroup:
             for a, b in zip(src.tolist(), dst.tolist(), strict=True):
                 nbytes = float(plan.moves[a, b]) * self.expert_bytes
                 flows += [
-                    (ga, gb, nbytes)
-                    for ga, gb in zip(self.ranks[a], self.ranks[b], strict=True)
+                    (ga, gb, nbytes) for ga, gb in zip(self.ranks[a], self.ranks[b], strict=True)
                 ]
         event = RebalanceEvent(
             now,
