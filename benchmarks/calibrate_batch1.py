@@ -6,7 +6,7 @@
 Each row runs a closed loop of `concurrency` clients with fixed lengths on one TP group and
 reports the simulator's mean TPOT (and TTFT). Nothing here was fitted: the engine profiles'
 kernel counts, the hardware kernel floors and the all-reduce algorithms come from their own
-sources (catalog/engines.py, catalog/hardware.py, sim/collectives.py); this table checks them.
+sources (catalog/engines.py, catalog/hardware.py, network/collectives.py); this table checks them.
 A row without a public figure is a prediction and says so. Rows from benchmark harnesses
 (TensorRT-LLM's, SGLang's bench_one_batch) run with `streaming: false`; the NIM row was measured
 by a client reading the token stream through the server, and runs with `streaming: true`.

@@ -16,9 +16,9 @@ H800 (NVLink ~160 GB/s achievable), one ConnectX-7 400 Gb/s NIC per GPU (~50 GB/
   through the NIC); one message of hidden + scales + 16 bytes (fp8) or 2 × hidden (bf16) per
   (token, expert); latency = kernel time.
 
-What runs here is the simulator's own machinery: the fabric (clustersim.sim.fabric) on
+What runs here is the simulator's own machinery: the fabric (clustersim.network.fabric) on
 clustersim topologies, with the all-to-all efficiencies and per-layer latency of
-clustersim.sim.all_to_all. The traffic of each case is DeepEP's pattern built from routing
+clustersim.network.all_to_all. The traffic of each case is DeepEP's pattern built from routing
 sampled the way DeepEP's tests draw it (random scores, group-limited top-k):
 - normal: each token once to each node it needs (RDMA, to its rail peer), then over NVLink to
   each GPU it needs there; inside its own node straight to each GPU it needs; one coflow.
@@ -43,12 +43,13 @@ import yaml
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.topologies import builtin_topology_path
 from clustersim.config.schema import NetworkSpec, NVLinkSpec, PCIeSpec, TopologySpec
-from clustersim.sim.all_to_all import (
+from clustersim.network.all_to_all import (
     A2A_KERNEL_OVERHEAD_S,
     A2A_NETWORK_EFFICIENCY,
     AllToAllPlan,
 )
-from clustersim.sim.fabric import Fabric, FlowSpec
+from clustersim.network.fabric import Fabric
+from clustersim.network.routing import FlowSpec
 from clustersim.topology.graph import Cluster, build_cluster
 
 HIDDEN, TOP_K, EXPERTS = 7168, 8, 256

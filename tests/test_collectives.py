@@ -11,7 +11,7 @@ import simpy
 from clustersim.catalog.engines import ENGINES
 from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import HardwareSpec
-from clustersim.sim.collectives import (
+from clustersim.network.collectives import (
     CUSTOM_KERNEL_FLOOR_S,
     NCCL_NVLS_BASE_S,
     NCCL_RING_BASE_S,
@@ -22,8 +22,10 @@ from clustersim.sim.collectives import (
     AllReduceChoice,
     allreduce_algorithms,
     allreduce_choice_of,
+    estimate_allreduce_s,
+    idle_allreduce_model,
 )
-from clustersim.sim.fabric import Fabric, estimate_allreduce_s, idle_allreduce_model
+from clustersim.network.fabric import Fabric
 from clustersim.topology.graph import Cluster, build_cluster
 
 NVL = 450e9  # H100 NVLink, bytes/s per direction

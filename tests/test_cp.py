@@ -13,9 +13,10 @@ from clustersim import cli
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import Experiment, Layout, Precision, ServingSpec
-from clustersim.model.cost import StageCostModel, causal_pairs
+from clustersim.model.attention_cost import causal_pairs
 from clustersim.model.cp_cost import CPStageCost, ring_block_bytes
 from clustersim.model.memory import plan_memory
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.sim.engine import BuildError, build, run_experiment
 
 MakeExperiment = Callable[..., Experiment]  # the conftest fixture `make_experiment`

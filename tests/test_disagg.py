@@ -13,12 +13,13 @@ from clustersim import cli
 from clustersim.catalog.models import get_model
 from clustersim.config.load import load_sweep
 from clustersim.config.schema import Experiment, PoolServing, Precision, ServingSpec
+from clustersim.disagg.kv_transfer import kv_flow_coefficients
 from clustersim.metrics.summary import summarize
 from clustersim.model.params import kv_bytes_per_token
+from clustersim.serving.kv_cache import KVPool, blocks_for
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 from clustersim.sim.engine import BuildError, RunOutput, build, run_experiment
-from clustersim.sim.kv_cache import KVPool, blocks_for
-from clustersim.sim.kv_transfer import kv_flow_coefficients
-from clustersim.sim.scheduler import RequestState, Scheduler
 from clustersim.topology.graph import build_cluster
 
 MakeExperiment = Callable[..., Experiment]  # the conftest fixture `make_experiment`

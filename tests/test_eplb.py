@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clustersim.sim.eplb import (
+from clustersim.moe.eplb import (
     ExpertPlacement,
     align_ranks,
     balanced_packing,
@@ -18,7 +18,7 @@ from clustersim.sim.eplb import (
     rebalance,
     replicate,
 )
-from clustersim.sim.experts import inclusion_probabilities, zipf_weights
+from clustersim.moe.experts import inclusion_probabilities, zipf_weights
 
 E, RANKS, SLOTS, NODES = 64, 8, 72, 2  # 9 slots per rank, 4 ranks per node
 RANK_NODE = np.repeat(np.arange(NODES), RANKS // NODES)

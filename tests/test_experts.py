@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from clustersim.config.schema import RoutingSpec
-from clustersim.sim.eplb import ExpertPlacement, imbalance, linear_placement
-from clustersim.sim.experts import (
+from clustersim.moe.eplb import ExpertPlacement, imbalance, linear_placement
+from clustersim.moe.experts import (
     EXACT_MEAN_PAIRS,
     ExpertLedger,
     ExpertTraffic,

@@ -11,12 +11,10 @@ import simpy
 
 from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import HardwareSpec
-from clustersim.sim.collectives import NVLINK_COLLECTIVE_EFFICIENCY
-from clustersim.sim.fabric import (
-    Fabric,
-    FlowSpec,
-    max_min_rates,
-)
+from clustersim.network.collectives import NVLINK_COLLECTIVE_EFFICIENCY
+from clustersim.network.fabric import Fabric
+from clustersim.network.fair_share import max_min_rates
+from clustersim.network.routing import FlowSpec
 from clustersim.topology.graph import Cluster, build_cluster
 
 NVL = 450e9  # H100 NVLink, bytes/s per direction
@@ -212,7 +210,7 @@ def _random_traffic(seed: int) -> tuple[Fabric, float]:
         group = c.gpus[8 * (i % 2) : 8 * (i % 2) + 8]
         fab.allreduce(group, 4e6)
         # two-shot: each of 8 GPUs sends 2·7/8 × 4 MB over 2-link NVLink paths, carried as
-        # payload / achieved share of the link (sim/collectives.py)
+        # payload / achieved share of the link (network/collectives.py)
         sent += 8 * (7 / 4 * 4e6 / NVLINK_COLLECTIVE_EFFICIENCY) * 2
     env.run()
     return fab, sent

@@ -17,10 +17,11 @@ from clustersim.catalog.models import get_model
 from clustersim.catalog.topologies import get_topology
 from clustersim.config.load import load_experiment
 from clustersim.config.schema import HardwareSpec, Precision
-from clustersim.model.cost import StageCostModel, causal_pairs, matmul_dtype, peak_flops
-from clustersim.sim.collectives import allreduce_choice_of
+from clustersim.model.attention_cost import causal_pairs
+from clustersim.model.kernels import matmul_dtype, peak_flops
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.collectives import allreduce_choice_of, estimate_allreduce_s
 from clustersim.sim.engine import run_experiment
-from clustersim.sim.fabric import estimate_allreduce_s
 from clustersim.topology.graph import Cluster, build_cluster
 
 GPUS = sorted(HARDWARE)

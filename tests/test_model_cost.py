@@ -14,7 +14,8 @@ from clustersim.catalog.engines import ENGINES
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import Precision
-from clustersim.model.cost import StageCostModel, causal_pairs, peak_flops
+from clustersim.model.attention_cost import causal_pairs
+from clustersim.model.kernels import peak_flops
 from clustersim.model.memory import stage_weight_bytes
 from clustersim.model.params import (
     active_params,
@@ -23,6 +24,7 @@ from clustersim.model.params import (
     total_params,
     weight_bytes,
 )
+from clustersim.model.stage_cost import StageCostModel
 
 BF16 = Precision()
 FP8 = Precision(weights="fp8", activations="fp8", kv_cache="fp8")

@@ -26,14 +26,14 @@ from clustersim.metrics.summary import summarize
 from clustersim.model.memory import plan_memory
 from clustersim.model.moe_cost import dispatch_bytes_per_pair, expert_weight_bytes
 from clustersim.model.params import kv_bytes_per_token, param_counts
-from clustersim.results.writer import write_parquet
-from clustersim.sim.all_to_all import (
+from clustersim.network.all_to_all import (
     A2A_NETWORK_EFFICIENCY,
     A2A_NVLINK_EFFICIENCY,
     AllToAllPlan,
 )
+from clustersim.network.fabric import Fabric
+from clustersim.results.writer import write_parquet
 from clustersim.sim.engine import BuildError, build, run_experiment
-from clustersim.sim.fabric import Fabric
 from clustersim.topology.graph import build_cluster
 
 MakeExperiment = Callable[..., Experiment]  # the conftest fixture `make_experiment`

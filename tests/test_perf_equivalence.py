@@ -17,10 +17,10 @@ import pytest
 
 from clustersim.config.load import load_experiment
 from clustersim.metrics.recorder import ITERATION_COLUMNS, Recorder
-from clustersim.sim import fabric as fabric_mod
-from clustersim.sim import router as router_mod
+from clustersim.network import fabric as fabric_mod
+from clustersim.network.routing import PairSet
+from clustersim.serving import router as router_mod
 from clustersim.sim.engine import RunOutput, run_experiment
-from clustersim.sim.fabric import PairSet
 from clustersim.topology.graph import build_cluster
 
 sys.path.insert(0, str(Path(__file__).parent))

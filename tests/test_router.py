@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clustersim.sim.router import ROUTER_NAMES, make_router
+from clustersim.serving.router import ROUTER_NAMES, make_router
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

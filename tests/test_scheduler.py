@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clustersim.config.schema import ServingSpec
-from clustersim.sim.kv_cache import KVPool, blocks_for
-from clustersim.sim.scheduler import RequestState, Scheduler
+from clustersim.serving.kv_cache import KVPool, blocks_for
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 
 
 def drive(

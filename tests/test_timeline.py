@@ -13,13 +13,11 @@ import pytest
 from clustersim.config.load import load_experiment
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.summary import summarize
+from clustersim.metrics.time_bins import occupancy, window_count, window_index
 from clustersim.metrics.timeline import (
     SLO_TARGET,
     TIMELINE_COLUMNS,
     build_timeline,
-    occupancy,
-    window_count,
-    window_index,
     window_slo_summary,
 )
 from clustersim.sim.engine import RunOutput, run_experiment

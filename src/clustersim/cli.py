@@ -27,6 +27,7 @@ from clustersim import __version__
 from clustersim.config.errors import ConfigError
 from clustersim.config.load import load_raw_experiment, load_sweep, resolved_config
 from clustersim.config.schema import Experiment
+from clustersim.deployment.build import Build
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.metrics.replicates import replicate_sample, replicate_seeds
 from clustersim.metrics.summary import RunTables
@@ -52,7 +53,6 @@ from clustersim.results.writer import (
     write_sweep_table,
 )
 from clustersim.runner import iter_replicates, pool, replicate_experiment, simulate_into
-from clustersim.sim.deployment import Build
 from clustersim.sim.engine import BuildError, build, horizon_estimate_s, run_experiment
 from clustersim.topology.placement import PlacementError
 

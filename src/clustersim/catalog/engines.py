@@ -5,7 +5,7 @@ and its floor, `HardwareSpec.kernel_floor_us`) lives in the hardware profile; th
 what differs between engines running the same kernels (docs/cost_model.md §6, with sources):
 
 - **kernels per layer** beyond the GEMMs (which every engine runs as one kernel per
-  projection: qkv, o, gate_up, down; MLA and MoE add theirs, model/cost.py): the elementwise
+  projection: qkv, o, gate_up, down; MLA and MoE add theirs, model/kernels.py): the elementwise
   kernels left unfused (norms, rope, KV append, activation, activation quantisation), the
   attention kernels and, for MoE layers, router / top-k / permute / unpermute kernels;
 - **CUDA graphs**: decode steps up to `graph_max_batch` sequences replay a captured graph, so
@@ -17,7 +17,7 @@ what differs between engines running the same kernels (docs/cost_model.md §6, w
   PyTorch backend) it hides behind the GPU step, otherwise it adds to it;
 - **front end**: per request, HTTP + tokenisation before the engine sees it (`frontend_ms`);
 - **all-reduce algorithm choice**: the engine's custom one-shot / two-shot all-reduce for
-  small messages inside an NVLink domain, NCCL beyond (sim/collectives.py).
+  small messages inside an NVLink domain, NCCL beyond (network/collectives.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class EngineProfile:
 
     name: EngineName
     version: str  # the engine release these counts and costs describe
-    # kernels per transformer layer, besides the GEMMs (counted by model/cost.py)
+    # kernels per transformer layer, besides the GEMMs (counted by model/kernels.py)
     elementwise_kernels: int  # unfused norms / residual adds, rope, KV append, activation
     fp8_quant_kernels: int  # extra activation-quantisation kernels when activations are fp8
     attention_kernels: int  # decode attention kernels (split-KV merge included)
@@ -61,7 +61,7 @@ class EngineProfile:
     # without chunked prefill, whole prompts join the running decodes in one step (in-flight
     # batching) instead of running in prefill-only steps
     mixed_prefill: bool
-    # all-reduce algorithms (sim/collectives.py)
+    # all-reduce algorithms (network/collectives.py)
     custom_allreduce: bool  # one-shot / two-shot kernels inside one NVLink domain
     oneshot_max_bytes: int  # one-shot below this message size (bytes)
     twoshot_max_bytes: int  # two-shot below this (bytes); NCCL above

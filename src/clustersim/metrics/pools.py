@@ -26,7 +26,7 @@ from clustersim.metrics.window import Window
 
 
 class PoolFacts(Protocol):
-    """What is read of a pool (clustersim.sim.pools.PoolInfo)."""
+    """What is read of a pool (clustersim.disagg.pools.PoolInfo)."""
 
     @property
     def name(self) -> str: ...

@@ -105,7 +105,7 @@ def requests_frame(
 
     TTFT = first token − arrival; TPOT = (finish − first token) / (output tokens − 1), NaN for
     one-token outputs; queue = first scheduled − arrival. Dropped requests keep NaN times.
-    Disaggregated runs (sim/pools.py) give the decode replica and the KV transfer's seconds
+    Disaggregated runs (disagg/runtime.py) give the decode replica and the KV transfer's seconds
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
     """
     arrival = np.asarray(arrival_s, dtype=np.float64)

@@ -34,6 +34,17 @@ import pandas as pd
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.summary import completed_mask, dropped_mask, link_summary, slo_mask
+from clustersim.metrics.time_bins import (
+    burst_intervals,
+    fraction,
+    occupancy,
+    per_window_percentile,
+    per_window_reduce,
+    run_end_s,
+    window_count,
+    window_counts,
+    window_index,
+)
 from clustersim.workload.arrivals import StateTimeline
 
 F64 = npt.NDArray[np.float64]
@@ -67,134 +78,6 @@ TIMELINE_COLUMNS = (
     "burst_fraction",  # fraction of the window in an MMPP burst state (null: no MMPP)
 )
 _COUNT_COLUMNS = frozenset({"arrivals", "completions", "dropped"})
-
-
-# --------------------------------------------------------------------------- windows
-
-
-def window_index(times_s: npt.ArrayLike, bin_s: float) -> I64:
-    """Window of each time: floor(t / bin_s); −1 for NaN / ±inf times."""
-    t = np.asarray(times_s, dtype=np.float64)
-    finite = np.isfinite(t)
-    idx = np.full(t.shape, -1, dtype=np.int64)
-    idx[finite] = np.floor(t[finite] / bin_s).astype(np.int64)
-    return idx
-
-
-def window_count(end_s: float, bin_s: float) -> int:
-    """Windows needed to hold time `end_s` (s): floor(end_s / bin_s) + 1; 0 if end_s < 0."""
-    if not math.isfinite(end_s) or end_s < 0:
-        return 0
-    return math.floor(end_s / bin_s) + 1
-
-
-def _max_finite(*arrays: npt.ArrayLike) -> float:
-    """Largest finite value over all arrays; −inf when there is none."""
-    best = -math.inf
-    for a in arrays:
-        x = np.asarray(a, dtype=np.float64)
-        x = x[np.isfinite(x)]
-        if len(x):
-            best = max(best, float(x.max()))
-    return best
-
-
-def _column(df: pd.DataFrame | None, name: str) -> F64:
-    """`name` of `df` as float64; empty when the table or the column is missing."""
-    if df is None or name not in df.columns:
-        return np.empty(0, dtype=np.float64)
-    return df[name].to_numpy(dtype=np.float64)
-
-
-def run_end_s(
-    requests: pd.DataFrame, iterations: pd.DataFrame | None, links: pd.DataFrame | None
-) -> float:
-    """Time of the run's last event (s): arrival, finish, step end or link-bin start."""
-    return _max_finite(
-        _column(requests, "arrival_s"),
-        _column(requests, "finish_s"),
-        _column(iterations, "end_s"),
-        _column(links, "bin_start_s"),
-    )
-
-
-# --------------------------------------------------------------------------- time averages
-
-
-def _ramp_sums(points_s: F64, at_s: F64) -> F64:
-    """Σ_i max(0, t − x_i) for each t in `at_s` (s·count), x = `points_s` (any order)."""
-    x = np.sort(points_s)
-    csum = np.concatenate(([0.0], np.cumsum(x)))
-    k = np.searchsorted(x, at_s, side="left")  # points strictly below t
-    return k * at_s - csum[k]
-
-
-def occupancy(starts_s: F64, ends_s: F64, n: int, bin_s: float) -> F64:
-    """Time-average number of open intervals [start, end) per window (float64[n]).
-
-    Exact: with F(t) = Σ_i |[start_i, end_i) ∩ [0, t)| = Σ max(0, t − start) − Σ max(0, t − end),
-    window k averages (F((k+1)·w) − F(k·w)) / w. Needs end_i >= start_i.
-    """
-    edges = np.arange(n + 1, dtype=np.float64) * bin_s
-    integral = _ramp_sums(starts_s, edges) - _ramp_sums(ends_s, edges)
-    return np.diff(integral) / bin_s
-
-
-def burst_intervals(phases: StateTimeline) -> tuple[F64, F64]:
-    """(start, end) seconds of the MMPP segments spent in a burst state.
-
-    A burst state is one whose rate exceeds the realised time-average rate of the timeline
-    (Σ rate·duration / Σ duration); for a calm/burst pair that is the burst state.
-    """
-    starts = np.asarray(phases.start_s, dtype=np.float64)
-    ends = np.concatenate((starts[1:], [phases.end_s]))
-    rates = phases.segment_rate_rps
-    durations = np.maximum(ends - starts, 0.0)
-    total = float(durations.sum())
-    if not total > 0:
-        return np.empty(0), np.empty(0)
-    mean_rate = float((rates * durations).sum()) / total
-    burst = rates > mean_rate
-    return starts[burst], ends[burst]
-
-
-# --------------------------------------------------------------------------- grouping
-
-
-def _per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
-    """q-th percentile (numpy 'linear') of x per window; NaN where the window has no value."""
-    out = np.full(n, np.nan)
-    keep = (idx >= 0) & (idx < n) & np.isfinite(x)
-    if not keep.any():
-        return out
-    grouped = pd.Series(x[keep]).groupby(idx[keep]).quantile(q / 100.0, interpolation="linear")
-    out[grouped.index.to_numpy(dtype=np.int64)] = grouped.to_numpy(dtype=np.float64)
-    return out
-
-
-def _per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
-    """mean / max / sum of x per window; NaN where the window has no value."""
-    out = np.full(n, np.nan)
-    keep = (idx >= 0) & (idx < n) & np.isfinite(x)
-    if not keep.any():
-        return out
-    grouped = pd.Series(x[keep]).groupby(idx[keep]).agg(how)
-    out[grouped.index.to_numpy(dtype=np.int64)] = grouped.to_numpy(dtype=np.float64)
-    return out
-
-
-def _counts(idx: I64, n: int, weights: npt.NDArray[np.bool_] | None = None) -> I64:
-    """How many of the indexed items (where `weights`) fall in each of n windows."""
-    keep = (idx >= 0) & (idx < n)
-    if weights is not None:
-        keep &= weights
-    return np.bincount(idx[keep], minlength=n)[:n].astype(np.int64)
-
-
-def _fraction(numer: I64 | F64, denom: I64) -> F64:
-    """numer / denom per window; NaN where denom == 0."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, np.asarray(numer, dtype=np.float64) / denom, np.nan)
 
 
 # --------------------------------------------------------------------------- the table
@@ -249,20 +132,20 @@ def _request_columns(
     idx = window_index(arrival, bin_s)
     done = completed_mask(requests)
     dropped = dropped_mask(requests)
-    arrivals = _counts(idx, n)
+    arrivals = window_counts(idx, n)
     cols: dict[str, F64 | I64] = {
         "arrivals": arrivals,
         "arrival_rate_rps": arrivals / bin_s,
-        "completions": _counts(window_index(requests["finish_s"], bin_s), n, done),
-        "dropped": _counts(idx, n, dropped),
+        "completions": window_counts(window_index(requests["finish_s"], bin_s), n, done),
+        "dropped": window_counts(idx, n, dropped),
         "queue_len": _queue_len(requests, arrival, dropped, n, bin_s),
     }
     for metric in ("ttft", "tpot"):
         x = np.where(done, requests[f"{metric}_s"].to_numpy(dtype=np.float64), np.nan)
-        cols[f"{metric}_p50_s"] = _per_window_percentile(idx, x, n, 50.0)
-        cols[f"{metric}_p99_s"] = _per_window_percentile(idx, x, n, 99.0)
-    attained = _counts(idx, n, slo_mask(requests, done, slo))
-    attainment = _fraction(attained, arrivals)
+        cols[f"{metric}_p50_s"] = per_window_percentile(idx, x, n, 50.0)
+        cols[f"{metric}_p99_s"] = per_window_percentile(idx, x, n, 99.0)
+    attained = window_counts(idx, n, slo_mask(requests, done, slo))
+    attainment = fraction(attained, arrivals)
     cols["slo_attainment"] = attainment
     cols["slo_violation_frac"] = 1.0 - attainment
     cols["slo_burn_rate"] = (1.0 - attainment) / (1.0 - SLO_TARGET)
@@ -275,8 +158,8 @@ def _request_columns(
         if getattr(one_bound, f"{metric}_p99_s") is None:
             cols[f"{metric}_violation_frac"] = np.full(n, np.nan)
             continue
-        met = _counts(idx, n, slo_mask(requests, done, one_bound))
-        cols[f"{metric}_violation_frac"] = 1.0 - _fraction(met, arrivals)
+        met = window_counts(idx, n, slo_mask(requests, done, one_bound))
+        cols[f"{metric}_violation_frac"] = 1.0 - fraction(met, arrivals)
     return cols
 
 
@@ -321,9 +204,9 @@ def _step_stats(steps: pd.DataFrame, n: int, bin_s: float) -> dict[str, F64]:
     with np.errstate(invalid="ignore", divide="ignore"):
         usage = np.where(cap > 0, steps["kv_used_blocks"].to_numpy(dtype=np.float64) / cap, np.nan)
     return {
-        "batch_seqs": _per_window_reduce(idx, steps["num_seqs"].to_numpy(np.float64), n, "mean"),
-        "kv_usage": _per_window_reduce(idx, usage, n, "mean"),
-        "kv_usage_max": _per_window_reduce(idx, usage, n, "max"),
+        "batch_seqs": per_window_reduce(idx, steps["num_seqs"].to_numpy(np.float64), n, "mean"),
+        "kv_usage": per_window_reduce(idx, usage, n, "mean"),
+        "kv_usage_max": per_window_reduce(idx, usage, n, "max"),
     }
 
 

@@ -1,11 +1,9 @@
 """Parameter counts, memory plan and roofline step-time model (docs/cost_model.md)."""
 
-from clustersim.model.cost import (
+from clustersim.model.attention_cost import causal_pairs
+from clustersim.model.kernels import (
     DEFAULT_MATMUL_HALF_TOKENS,
-    MoECoefficients,
-    StageCostModel,
     attention_dtype,
-    causal_pairs,
     matmul_dtype,
     peak_flops,
 )
@@ -18,6 +16,7 @@ from clustersim.model.memory import (
     stage_layer_ranges,
     stage_weight_bytes,
 )
+from clustersim.model.moe_cost import MoECoefficients
 from clustersim.model.params import (
     ExpertSharding,
     ParamCounts,
@@ -30,6 +29,7 @@ from clustersim.model.params import (
     total_params,
     weight_bytes,
 )
+from clustersim.model.stage_cost import StageCostModel
 
 __all__ = [
     "DEFAULT_MATMUL_HALF_TOKENS",

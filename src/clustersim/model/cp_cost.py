@@ -32,8 +32,8 @@ import math
 from dataclasses import dataclass
 
 from clustersim.config.schema import DTYPE_BYTES, ModelSpec, Precision
-from clustersim.model.cost import StageCostModel
 from clustersim.model.params import kv_elements_per_token_per_layer, residual_bytes
+from clustersim.model.stage_cost import StageCostModel
 
 LSE_BYTES = 4.0  # fp32 log-sum-exp per head per token, merged with the partial outputs
 

@@ -1,6 +1,6 @@
 """Routed-expert cost of MoE layers from sampled per-rank loads, and EP traffic sizes.
 
-`StageCostModel` (cost.py) prices the routed experts analytically for uniform routing; this
+`StageCostModel` (stage_cost.py) prices the routed experts analytically for uniform routing; this
 module prices them from *sampled* loads, vectorised over (MoE layer, EP rank) with numpy
 (docs/moe.md):
 
@@ -19,18 +19,20 @@ rank costs little more than a cold one until its GEMMs turn compute-bound.
 touched is not sampled: with T tokens, a rank of n slots whose pairs are spread evenly over
 its slots hits each slot with per-token probability π̄ = pairs_r / (T · n), so
     touched_r = n · (1 − (1 − π̄)^T)
-— exact for uniform routing (ep = 1: E · (1 − (1 − k/E)^T), as cost.py), an upper bound when
+— exact for uniform routing (ep = 1: E · (1 − (1 − k/E)^T), as stage_cost.py), an upper bound when
 a rank's load is skewed over its slots (by concavity).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 
-from clustersim.config.schema import DTYPE_BYTES, ModelSpec, Precision
-from clustersim.model.cost import MoECoefficients
-from clustersim.model.params import param_counts
+from clustersim.config.schema import DTYPE_BYTES, HardwareSpec, ModelSpec, Precision
+from clustersim.model.kernels import matmul_dtype, peak_flops
+from clustersim.model.params import expert_sharding, param_counts, residual_bytes
 
 F64 = npt.NDArray[np.float64]
 
@@ -67,6 +69,71 @@ def combine_bytes_per_pair(model: ModelSpec, precision: Precision) -> float:
 def expert_weight_bytes(model: ModelSpec, precision: Precision, moe_tp: int = 1) -> float:
     """Bytes of one routed expert's weights on one GPU (split `moe_tp` ways), one layer."""
     return param_counts(model).expert * DTYPE_BYTES[precision.weights] / moe_tp
+
+
+class MoECoefficients(NamedTuple):
+    """Per-MoE-layer routed-expert costs on one GPU, for vectorised (numpy) callers.
+
+    time(pairs, touched) = max(flop_s_per_pair · (pairs + half_pairs · touched),
+                               weight_s_per_expert · touched + act_s_per_pair · pairs,
+                               floor_s)
+    pairs: (token, expert) assignments routed to this GPU; touched: distinct local experts hit;
+    floor_s: the grouped GEMMs' and the MoE kernels' (top-k, permute, unpermute) launch floors.
+    """
+
+    flop_s_per_pair: float
+    half_pairs: float
+    weight_s_per_expert: float
+    act_s_per_pair: float
+    floor_s: float = 0.0
+
+
+class UniformRouting(NamedTuple):
+    """What uniform routing puts on one GPU per MoE layer (StageCostModel.uniform_moe_load)."""
+
+    experts_per_rank: float  # local experts (E / ep, ceil)
+    group_factor: float  # tokens entering the EP group per replica token
+    keep: float  # P(a token does not pick a given expert) = 1 − k/E
+    pairs_per_token: float  # (token, expert) pairs on this GPU per replica token
+
+
+def moe_coefficients(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    precision: Precision,
+    sharding: tuple[int, int, int | None],
+    half_pairs: float,
+    floor_s: float,
+) -> tuple[MoECoefficients, UniformRouting]:
+    """Routed experts of one MoE layer on one GPU; `sharding`: (tp, ep, moe_tp) as
+    params.expert_sharding takes them.
+
+    Two grouped GEMMs (gate_up, down) stream each touched expert's weights at
+    `grouped_gemm_hbm_efficiency`; with the top-k / permute / unpermute kernels of the engine
+    they cost at least `floor_s` per layer."""
+    c = param_counts(model)
+    sh = expert_sharding(model, *sharding)
+    if not model.is_moe:
+        return MoECoefficients(0.0, 0.0, 0.0, 0.0), UniformRouting(
+            sh.experts_per_rank, 0.0, 1.0, 0.0
+        )
+    wb, rb = DTYPE_BYTES[precision.weights], residual_bytes(precision)
+    rate = peak_flops(hw, matmul_dtype(precision)) * hw.matmul_efficiency
+    bw = hw.hbm_bandwidth_GBps * 1e9 * hw.grouped_gemm_hbm_efficiency
+    expert_rank = c.expert / sh.moe_tp  # params of one local expert shard
+    h, inter = model.hidden_size, model.moe_intermediate_size / sh.moe_tp
+    coeffs = MoECoefficients(
+        flop_s_per_pair=2.0 * expert_rank / rate,
+        half_pairs=half_pairs,
+        weight_s_per_expert=expert_rank * wb / bw,
+        act_s_per_pair=rb * (2.0 * h + 6.0 * inter) / bw,
+        floor_s=floor_s,
+    )
+    k, e = model.experts_per_token, model.num_experts
+    routing = UniformRouting(
+        sh.experts_per_rank, sh.group_factor, 1.0 - k / e, sh.group_factor * k / sh.ep
+    )
+    return coeffs, routing
 
 
 class MoELayerCost:

@@ -53,12 +53,12 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import Experiment
-from clustersim.model.cost import causal_pairs, step_seqs
+from clustersim.deployment.units import stage_costs
+from clustersim.model.attention_cost import causal_pairs
 from clustersim.model.cp_cost import CPStageCost
-from clustersim.sim.collectives import allreduce_choice_of
-from clustersim.sim.deployment import stage_costs
+from clustersim.model.kernels import step_seqs
+from clustersim.network.collectives import allreduce_choice_of, estimate_allreduce_s
 from clustersim.sim.engine import Build, experiment_requests
-from clustersim.sim.fabric import estimate_allreduce_s
 
 I64 = npt.NDArray[np.int64]
 FIXED_POINT_ITERATIONS = 60  # loaded-TPOT iteration cap

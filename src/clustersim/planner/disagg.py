@@ -25,7 +25,7 @@ decode pool with that TP, MoE pools under its EP rule), so the rule's disaggrega
 be simulated: at most |sizes|² × (pool_layouts + 1)² combinations.
 
 Combinations: every prefill size p and decode size d in range, every kept prefill × decode
-layout: the experiment with its `disaggregation:` block is built (sim/pools.py: prefill pool
+layout: the experiment with its `disaggregation:` block is built (disagg/pools.py: prefill pool
 placed first, decode pool on the GPUs left) and must be expressible by one target engine for
 both pools (`disagg_verdict`). Labels: `P[tp8-pp1-dp1]+D[tp4-pp1-dp2]`.
 """

@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from clustersim.config.schema import Layout
+from clustersim.config.schema import Layout, TopologySpec
 from clustersim.planner.analytic import Estimate, WorkloadStats, mixed_step_s
 from clustersim.planner.engines import is_dp_attention
 from clustersim.planner.space import Candidate
@@ -46,6 +46,13 @@ class RulePick:
 
 def _ms(x: float) -> str:
     return f"{x * 1e3:.2f} ms"
+
+
+def nvlink_domain_gpus(topo: TopologySpec) -> int:
+    """GPUs in one NVLink domain: a node, or an NVL rack."""
+    if topo.nvlink is not None and topo.nvlink.rack_size is not None:
+        return topo.nvlink.rack_size
+    return topo.gpus_per_node
 
 
 class _Rules:
@@ -66,11 +73,7 @@ class _Rules:
         self.est = estimates
         self.stats = stats
         self.reasons: list[str] = []
-        topo = spec.base.topology
-        domain = topo.gpus_per_node
-        if topo.nvlink is not None and topo.nvlink.rack_size is not None:
-            domain = topo.nvlink.rack_size
-        self.domain = domain
+        self.domain = nvlink_domain_gpus(spec.base.topology)
 
     def find(self, pred: Callable[[Layout], bool], cp: int = 1) -> list[Candidate]:
         pool = self.cands if cp == 1 else self.cp_cands

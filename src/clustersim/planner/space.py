@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from clustersim.config.schema import Experiment, Layout, ModelSpec, PoolServing
 from clustersim.model.memory import MemoryPlan, plan_memory
+from clustersim.moe.ep_layout import EPLayoutError, resolve_ep_layout
 from clustersim.planner.engines import Verdict, is_dp_attention, pool_verdict, verdicts
 from clustersim.planner.spec import CandidateFilter, PlanSpec
 from clustersim.sim.engine import Build, BuildError, build
-from clustersim.sim.ep_layout import EPLayoutError, resolve_ep_layout
 from clustersim.topology.graph import Cluster, build_cluster
 from clustersim.topology.placement import Placement, PlacementError, place
 

@@ -15,16 +15,18 @@ import simpy
 
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
+from clustersim.deployment.build import Build, BuildError, build_layout
+from clustersim.deployment.units import Unit, make_units
+from clustersim.disagg.pools import PoolInfo, build_pools, pool_infos
+from clustersim.disagg.runtime import DisaggRuntime
 from clustersim.metrics.recorder import Recorder, requests_frame
 from clustersim.model.memory import MemoryPlan
-from clustersim.sim.collectives import allreduce_choice_of
-from clustersim.sim.deployment import Build, BuildError, Unit, build_layout, make_units
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.moe_runtime import MoERuntime
-from clustersim.sim.pools import DisaggRuntime, PoolInfo, build_pools, pool_infos
-from clustersim.sim.replica import Process
-from clustersim.sim.router import make_router
-from clustersim.sim.scheduler import RequestState
+from clustersim.moe.moe_runtime import MoERuntime
+from clustersim.network.collectives import allreduce_choice_of
+from clustersim.network.fabric import Fabric
+from clustersim.serving.replica import Process
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.router import make_router
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -50,7 +52,7 @@ class RunOutput:
 def build(exp: Experiment) -> Build:
     """Check an experiment and lay it out on its topology; BuildError with the numbers.
 
-    With `disaggregation`, both pools are built (sim/pools.py) and `layout` is not used."""
+    With `disaggregation`, both pools are built (disagg/pools.py) and `layout` is not used."""
     check_request_count(exp)
     if exp.disaggregation is not None:
         return build_pools(exp)
@@ -97,9 +99,7 @@ class _Simulation:
         self.stream = stream
         n = len(stream.prompt_tokens)
         self.n = n
-        self.state = RequestState(
-            stream.prompt_tokens.tolist(), stream.output_tokens.tolist()
-        )
+        self.state = RequestState(stream.prompt_tokens.tolist(), stream.output_tokens.tolist())
         engine = serving_engine(exp.serving)
         # the engine's front end holds each request this long before the engine receives it
         self.frontend_s = engine.frontend_ms * 1e-3
@@ -117,9 +117,14 @@ class _Simulation:
         self.moe: MoERuntime | None = None
         self.replicas: Sequence[Unit] = ()
         self.disagg: DisaggRuntime | None = None
-        if built.pools is not None:  # prefill / decode pools: sim/pools.py routes requests
+        if built.pools is not None:  # prefill / decode pools: disagg/runtime.py routes requests
             self.disagg = DisaggRuntime(
-                built.pools, self.env, self.fabric, streams, stream, self.recorder,
+                built.pools,
+                self.env,
+                self.fabric,
+                streams.get,
+                stream,
+                self.recorder,
                 self._request_done,
             )
         else:
@@ -129,8 +134,15 @@ class _Simulation:
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context
             self.replicas, self.moe = make_units(
-                exp, built, self.env, self.fabric, self.state, self.recorder, self._on_finish,
-                streams.get("experts"), stream.phases,
+                exp,
+                built,
+                self.env,
+                self.fabric,
+                self.state,
+                self.recorder,
+                self._on_finish,
+                streams.get("experts"),
+                stream.phases,
             )
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None

@@ -34,13 +34,16 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.cost import StageCostModel
-from clustersim.sim.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
-from clustersim.sim.fabric import Fabric, PairSet
-from clustersim.sim.kv_cache import KVPool
-from clustersim.sim.moe_group import MoEGroup
-from clustersim.sim.replica import Process
-from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.moe.moe_group import MoEGroup
+from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
+from clustersim.network.fabric import Fabric
+from clustersim.network.routing import PairSet
+from clustersim.serving.batch import Batch
+from clustersim.serving.kv_cache import KVPool
+from clustersim.serving.replica import Process
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 
 Exchange = tuple[PairSet, npt.NDArray[np.float64]]  # routed pairs, bytes per pair
 
@@ -130,7 +133,10 @@ class EPGroup:
         if b is None:
             return self._idle_s
         return self.cost.dense_part_s(
-            b.prefill_tokens, b.prefill_attn_pairs, b.decode_tokens, b.decode_ctx_tokens,
+            b.prefill_tokens,
+            b.prefill_attn_pairs,
+            b.decode_tokens,
+            b.decode_ctx_tokens,
             len(b.prefill),
         )
 
@@ -150,7 +156,7 @@ class EPGroup:
     def _flows(
         self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
     ) -> tuple[Exchange, Exchange]:
-        """Dispatch and combine flows of a step (sim/all_to_all.py): normal-kernel pattern
+        """Dispatch and combine flows of a step (network/all_to_all.py): normal-kernel pattern
         when any rank prefills, low-latency pattern for decode-only steps."""
         total = float(sum(tokens))
         per_gpu = np.asarray(tokens, dtype=np.float64)[self._rank_of_gpu] / self.tp
@@ -255,8 +261,20 @@ class EPGroup:
                 row = (d, 0, 0, start, end, 0, 0, 0, 0, compute, comm_s, 0.0, kv.used, kv.capacity)
             else:
                 row = (
-                    d, 0, 0, start, end, b.prefill_tokens, b.decode_tokens, b.num_seqs,
-                    b.tokens, compute, comm_s, 0.0, kv.used, kv.capacity,
+                    d,
+                    0,
+                    0,
+                    start,
+                    end,
+                    b.prefill_tokens,
+                    b.decode_tokens,
+                    b.num_seqs,
+                    b.tokens,
+                    compute,
+                    comm_s,
+                    0.0,
+                    kv.used,
+                    kv.capacity,
                 )
             record(row)
         self.steps += 1

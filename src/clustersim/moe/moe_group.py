@@ -1,9 +1,9 @@
 """One EP group's MoE state during a run: expert placement, per-rank routing probabilities,
 per-step sampling and pricing, EPLB windows and rebalances, and its expert ledger.
 
-Used by both EP layouts (docs/moe.md §1): the lock-step DP-attention group (sim/ep_group.py)
+Used by both EP layouts (docs/moe.md §1): the lock-step DP-attention group (moe/ep_group.py)
 and replicas whose EP group is their own TP group (`SampledStageCost` below, a drop-in
-StageCost for sim/replica.py).
+StageCost for serving/replica.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import numpy.typing as npt
 import simpy
 
 from clustersim.config.schema import EPLBSpec
-from clustersim.model.cost import StageCostModel, step_seqs
+from clustersim.model.kernels import step_seqs
 from clustersim.model.moe_cost import MoELayerCost
-from clustersim.sim.eplb import ExpertPlacement, imbalance, rank_loads, rebalance
-from clustersim.sim.experts import ExpertLedger, ExpertTraffic, sample_rank_loads
-from clustersim.sim.fabric import Fabric, FlowSpec, coflow_time_s
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.moe.eplb import ExpertPlacement, imbalance, rank_loads, rebalance
+from clustersim.moe.experts import ExpertLedger, ExpertTraffic, sample_rank_loads
+from clustersim.network.fabric import Fabric
+from clustersim.network.routing import FlowSpec, coflow_time_s
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -177,8 +179,7 @@ class MoEGroup:
             for a, b in zip(src.tolist(), dst.tolist(), strict=True):
                 nbytes = float(plan.moves[a, b]) * self.expert_bytes
                 flows += [
-                    (ga, gb, nbytes)
-                    for ga, gb in zip(self.ranks[a], self.ranks[b], strict=True)
+                    (ga, gb, nbytes) for ga, gb in zip(self.ranks[a], self.ranks[b], strict=True)
                 ]
         event = RebalanceEvent(
             now,

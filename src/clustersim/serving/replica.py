@@ -18,8 +18,10 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.sim.kv_cache import KVPool
-from clustersim.sim.scheduler import Batch, RequestState, Scheduler
+from clustersim.serving.batch import Batch
+from clustersim.serving.kv_cache import KVPool
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.scheduler import Scheduler
 
 
 class StageCost(Protocol):
@@ -141,7 +143,7 @@ class Replica:
 
     def wake_lane(self, index: int) -> None:
         """Wake lane `index` if it sleeps (work was handed to its scheduler directly, e.g. a
-        disaggregated request whose KV arrived: sim/pools.py)."""
+        disaggregated request whose KV arrived: disagg/pools.py)."""
         lane = self.lanes[index]
         if lane.idle:
             lane.idle = False
@@ -202,8 +204,20 @@ class Replica:
             end = env.now
             record(
                 (
-                    replica, 0, 0, start, end, batch.prefill_tokens, batch.decode_tokens,
-                    batch.num_seqs, batch.tokens, compute, comm, 0.0, kv.used, kv.capacity,
+                    replica,
+                    0,
+                    0,
+                    start,
+                    end,
+                    batch.prefill_tokens,
+                    batch.decode_tokens,
+                    batch.num_seqs,
+                    batch.tokens,
+                    compute,
+                    comm,
+                    0.0,
+                    kv.used,
+                    kv.capacity,
                 )
             )
             sched.complete(batch, end)
@@ -250,9 +264,20 @@ class Replica:
             kv = item.lane.scheduler.kv
             record(
                 (
-                    self.index, s, item.lane.index, start, end, batch.prefill_tokens,
-                    batch.decode_tokens, batch.num_seqs, batch.tokens, compute, comm, bubble,
-                    kv.used, kv.capacity,
+                    self.index,
+                    s,
+                    item.lane.index,
+                    start,
+                    end,
+                    batch.prefill_tokens,
+                    batch.decode_tokens,
+                    batch.num_seqs,
+                    batch.tokens,
+                    compute,
+                    comm,
+                    bubble,
+                    kv.used,
+                    kv.capacity,
                 )
             )
             if last:

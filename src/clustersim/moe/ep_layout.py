@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import Experiment, ExpertsSpec
-from clustersim.sim.experts import PopularityTableError, load_popularity_table
+from clustersim.moe.experts import PopularityTableError, load_popularity_table
 from clustersim.topology.placement import Placement, PlacementError
 
 F64 = npt.NDArray[np.float64]

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from clustersim.sim.fabric import FlowSpec, PairSet
+from clustersim.network.routing import FlowSpec, PairSet
 from clustersim.topology.graph import Cluster
 
 F64 = npt.NDArray[np.float64]
@@ -96,9 +96,14 @@ class AllToAllPlan:
         if self._ll_rdma:
             self._ll_inv_eta = np.full((n, n), 1.0 / A2A_NETWORK_EFFICIENCY)
             path_latency = max(
-                path_latency, max(sum(cluster.links[k].latency_s for k in
-                                      cluster.rdma_path(self.gpus[i], self.gpus[j]))
-                                  for i, j in pairs)
+                path_latency,
+                max(
+                    sum(
+                        cluster.links[k].latency_s
+                        for k in cluster.rdma_path(self.gpus[i], self.gpus[j])
+                    )
+                    for i, j in pairs
+                ),
             )
         else:
             self._ll_inv_eta = inv
@@ -125,12 +130,22 @@ class AllToAllPlan:
             return
         m = len(members[0])
         peer = np.asarray(members, dtype=np.int64)  # peer[n, j]: local index j on node n
-        direct = [(i, r) for i in range(len(self.gpus)) for r in members[self.rank_node[i]]
-                  if r != i]
-        rdma = [(i, n) for i in range(len(self.gpus)) for n in range(self.num_nodes)
-                if n != self.rank_node[i]]
-        fwd = [(n, j, r) for n in range(self.num_nodes) for j in range(m) for r in members[n]
-               if r != peer[n, j]]
+        direct = [
+            (i, r) for i in range(len(self.gpus)) for r in members[self.rank_node[i]] if r != i
+        ]
+        rdma = [
+            (i, n)
+            for i in range(len(self.gpus))
+            for n in range(self.num_nodes)
+            if n != self.rank_node[i]
+        ]
+        fwd = [
+            (n, j, r)
+            for n in range(self.num_nodes)
+            for j in range(m)
+            for r in members[n]
+            if r != peer[n, j]
+        ]
         self._direct = np.asarray(direct, dtype=np.int64).reshape(-1, 2)
         self._rdma = np.asarray(rdma, dtype=np.int64).reshape(-1, 2)
         self._rdma_dst = peer[self._rdma[:, 1], local[self._rdma[:, 0]]]

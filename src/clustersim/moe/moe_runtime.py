@@ -13,26 +13,26 @@ import simpy
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.cost import StageCostModel
 from clustersim.model.moe_cost import (
     MoELayerCost,
     combine_bytes_per_pair,
     dispatch_bytes_per_pair,
     expert_weight_bytes,
 )
-from clustersim.sim.all_to_all import AllToAllPlan
-from clustersim.sim.ep_group import DPRank, EPGroup
-from clustersim.sim.ep_layout import EPGroupSpec, EPLayout
-from clustersim.sim.eplb import ExpertPlacement, linear_placement, rebalance
-from clustersim.sim.experts import (
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.moe.ep_group import DPRank, EPGroup
+from clustersim.moe.ep_layout import EPGroupSpec, EPLayout
+from clustersim.moe.eplb import ExpertPlacement, linear_placement, rebalance
+from clustersim.moe.experts import (
     ExpertLedger,
     ExpertTraffic,
     empty_experts_frame,
     phase_change_times,
 )
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.moe_group import MoEGroup, SampledStageCost
-from clustersim.sim.scheduler import RequestState
+from clustersim.moe.moe_group import MoEGroup, SampledStageCost
+from clustersim.network.all_to_all import AllToAllPlan
+from clustersim.network.fabric import Fabric
+from clustersim.serving.request_state import RequestState
 from clustersim.topology.graph import Cluster
 from clustersim.workload.arrivals import StateTimeline
 
@@ -55,8 +55,13 @@ def moe_layers_of(model_first_dense: int, layers: range) -> range:
 
 
 def initial_placement(
-    layers: int, num_experts: int, ranks: int, slots: int, algorithm: str | None,
-    rank_node: np.ndarray, groups: int | None,
+    layers: int,
+    num_experts: int,
+    ranks: int,
+    slots: int,
+    algorithm: str | None,
+    rank_node: np.ndarray,
+    groups: int | None,
 ) -> ExpertPlacement:
     """Linear placement without EPLB; with EPLB, its algorithm fitted to uniform loads."""
     linear = linear_placement(layers, num_experts, ranks, slots)
@@ -105,8 +110,12 @@ class MoERuntime:
         rank_node = np.asarray([self.cluster.node_of(r[0]) for r in spec.ranks], dtype=np.int64)
         eplb = lay.experts.eplb
         placement = initial_placement(
-            len(layers), model.num_experts, ranks, lay.physical,
-            eplb.algorithm if eplb is not None else None, rank_node,
+            len(layers),
+            model.num_experts,
+            ranks,
+            lay.physical,
+            eplb.algorithm if eplb is not None else None,
+            rank_node,
             eplb.expert_groups if eplb is not None else None,
         )
         group = MoEGroup(
@@ -192,8 +201,15 @@ class MoERuntime:
         if self.layout.experts.eplb is None:
             return None
         rows = [
-            (e.time_s, e.group, e.imbalance_before, e.imbalance_after, e.experts_moved,
-             e.bytes_moved, e.duration_s)
+            (
+                e.time_s,
+                e.group,
+                e.imbalance_before,
+                e.imbalance_after,
+                e.experts_moved,
+                e.bytes_moved,
+                e.duration_s,
+            )
             for g in self.groups
             for e in g.events
         ]

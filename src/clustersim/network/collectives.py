@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clustersim.catalog.engines import EngineProfile
+from clustersim.network.routing import Demand, coflow_time_s, demand_of, link_loads
 from clustersim.topology.graph import Cluster
 
 FlowSpec = tuple[str, str, float]  # (src GPU, dst GPU, bytes per message byte)
@@ -237,3 +238,53 @@ def allreduce_choice_of(engine: EngineProfile) -> AllReduceChoice:
     return AllReduceChoice(
         engine.custom_allreduce, engine.oneshot_max_bytes, engine.twoshot_max_bytes
     )
+
+
+# ------------------------------------------------------------------ costs on the fabric
+
+AllReducePlans = dict[str, tuple[Phase, ...]]
+IdleModel = dict[str, tuple[float, float]]  # algorithm → (latency s, s per message byte)
+PhaseDemands = list[tuple[Demand | None, float]]  # per phase: unit demand, latency (s)
+
+
+def idle_allreduce_model(cluster: Cluster, plans: AllReducePlans) -> IdleModel:
+    """algorithm → (latency s, s per message byte) of one all-reduce on an idle fabric."""
+    return {
+        name: (
+            sum(p.latency_s for p in phases),
+            sum(coflow_time_s(cluster, list(p.flows)) for p in phases),
+        )
+        for name, phases in plans.items()
+    }
+
+
+def phase_demands(
+    cluster: Cluster, group: tuple[str, ...], nvls: bool
+) -> tuple[dict[str, PhaseDemands], IdleModel]:
+    """Each algorithm's phases over `group` as (unit demand, latency per collective), and the
+    idle-fabric model the choice between them reads."""
+    algos = allreduce_algorithms(cluster, group, nvls)
+    plans = {
+        name: [(demand_of(link_loads(cluster, p.flows)), p.latency_s) for p in phases]
+        for name, phases in algos.items()
+    }
+    return plans, idle_allreduce_model(cluster, algos)
+
+
+def estimate_allreduce_s(
+    cluster: Cluster,
+    group: Sequence[str],
+    nbytes: float,
+    count: int = 1,
+    choice: AllReduceChoice | None = None,
+    nvls: bool = False,
+) -> float:
+    """Seconds for `count` back-to-back all-reduces of `nbytes` each on an idle fabric.
+
+    Same algorithm choice and phases as `Fabric.allreduce`, so it equals what the fabric gives
+    without other traffic: count × latency + count × nbytes × seconds per byte."""
+    if nbytes <= 0 or count <= 0 or len(group) <= 1:
+        return 0.0
+    idle = idle_allreduce_model(cluster, allreduce_algorithms(cluster, group, nvls))
+    lat, per_byte = idle[(choice or AllReduceChoice()).pick(idle, nbytes)]
+    return count * (lat + per_byte * nbytes)

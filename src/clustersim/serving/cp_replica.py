@@ -26,9 +26,11 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
-from clustersim.sim.fabric import Fabric, FlowSpec
-from clustersim.sim.replica import Replica, StageCost
-from clustersim.sim.scheduler import Batch, RequestState
+from clustersim.network.fabric import Fabric
+from clustersim.network.routing import FlowSpec
+from clustersim.serving.batch import Batch
+from clustersim.serving.replica import Replica, StageCost
+from clustersim.serving.request_state import RequestState
 
 Group = tuple[str, ...]
 
@@ -57,7 +59,15 @@ class CPReplica(Replica):
         stages = [tuple(groups[0]) for groups in cp_groups]
         base: list[StageCost] = [c.base for c in costs]
         super().__init__(
-            env, index, stages, base, fabric, serving, kv_blocks_per_lane, state, recorder,
+            env,
+            index,
+            stages,
+            base,
+            fabric,
+            serving,
+            kv_blocks_per_lane,
+            state,
+            recorder,
             on_finish,
         )
         self.cp_costs = tuple(costs)

@@ -1,10 +1,7 @@
-"""Disaggregated prefill / decode serving (docs/disaggregation.md §1).
+"""Disaggregated prefill / decode serving at run time (docs/disaggregation.md §1); the pools
+are built by disagg/pools.py.
 
-Build: each pool is the experiment seen with the pool's layout, serving (the experiment's,
-overridden key by key) and experts block; the prefill pool is placed first, the decode pool
-on the GPUs left (`place(..., exclude=...)`), each checked like a co-located layout.
-
-Run, per request (request ids are global; each pool has its own RequestState, the prefill
+Per request (request ids are global; each pool has its own RequestState, the prefill
 one with a one-token output, and its own Recorder for iterations):
 1. arrival: the prefill pool's router picks a prefill unit, the decode pool's router a decode
    unit (both at arrival, as SGLang's PD router and Dynamo do); drops as co-located (too long,
@@ -14,7 +11,7 @@ one with a one-token output, and its own Recorder for iterations):
    free the request waits, FIFO per decode unit, retried whenever one of its requests ends;
 3. once reserved it joins the prefill unit's queue and is prefilled there (output: one
    token); the prefill lane keeps its KV blocks until the transfer is done;
-4. its KV moves prefill GPUs → decode GPUs as one coflow over the fabric (sim/kv_transfer.py),
+4. its KV moves prefill GPUs → decode GPUs as one coflow over the fabric (disagg/kv_transfer.py),
    contending with all other traffic; `kv_transfer_s` = that transfer's duration;
 5. on arrival the decode unit emits the first token (TTFT includes the transfer) and the
    request resumes in decode with P tokens of KV (`Scheduler.add_prefilled`).
@@ -25,128 +22,24 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import simpy
 
-from clustersim.config.schema import Experiment, PoolSpec
+from clustersim.deployment.build import PoolBuild
+from clustersim.deployment.units import Unit, make_units, unit_shards
+from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
 from clustersim.metrics.recorder import Recorder
-from clustersim.sim.deployment import (
-    Build,
-    BuildError,
-    Unit,
-    build_layout,
-    make_units,
-    unit_shards,
-)
-from clustersim.sim.fabric import Fabric
-from clustersim.sim.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
-from clustersim.sim.replica import Replica
-from clustersim.sim.router import make_router
-from clustersim.sim.scheduler import RequestState, Scheduler
-from clustersim.sim.streams import Streams
-from clustersim.topology.graph import build_cluster
+from clustersim.network.fabric import Fabric
+from clustersim.serving.replica import Replica
+from clustersim.serving.request_state import RequestState
+from clustersim.serving.router import make_router
+from clustersim.serving.scheduler import Scheduler
 from clustersim.workload.requests import RequestStream
 
-POOL_NAMES = ("prefill", "decode")
-
-
-@dataclass(frozen=True)
-class PoolBuild:
-    """One pool, checked and placed."""
-
-    name: str  # "prefill" | "decode"
-    exp: Experiment  # the experiment as the pool sees it (its layout / serving / experts)
-    built: Build
-    replica_offset: int  # global replica id of the pool's first unit (prefill 0, decode Np)
-
-    @property
-    def gpus(self) -> int:
-        return self.built.placement.gpus_used
-
-    @property
-    def replicas(self) -> int:
-        """Router units: DP replicas (DP ranks with DP-attention)."""
-        return self.exp.layout.dp
-
-    @property
-    def nodes(self) -> float:
-        """GPUs / GPUs per node (fractional when the pool does not fill whole nodes)."""
-        return self.gpus / self.exp.topology.gpus_per_node
-
-
-@dataclass(frozen=True)
-class PoolInfo:
-    """What metrics need of a pool (RunOutput.pools)."""
-
-    name: str
-    gpus: int
-    replicas: int
-    nodes: float
-    replica_offset: int
-    stages: int  # pipeline stages per replica
-
-
-def pool_experiment(exp: Experiment, pool: PoolSpec) -> Experiment:
-    """`exp` as one pool sees it: its layout, the serving keys it overrides, its experts."""
-    serving = exp.serving.model_copy(update=pool.serving.model_dump(exclude_none=True))
-    experts = pool.experts if pool.experts is not None else exp.experts
-    return exp.model_copy(
-        update={
-            "layout": pool.layout,
-            "serving": serving,
-            "experts": experts,
-            "disaggregation": None,
-        }
-    )
-
-
-def build_pools(exp: Experiment) -> Build:
-    """Check and place both pools (prefill first); BuildError with the numbers."""
-    spec = exp.disaggregation
-    if spec is None:
-        raise ValueError("build_pools needs an experiment with a disaggregation block")
-    cluster = build_cluster(exp.topology, exp.hardware)
-    views = [pool_experiment(exp, spec.prefill), pool_experiment(exp, spec.decode)]
-    lays = [v.layout for v in views]
-    need = [lay.gpus for lay in lays]
-    if lays[1].cp > 1:
-        raise BuildError(
-            f"disaggregation.decode.layout.cp = {lays[1].cp}: context parallelism splits a "
-            f"prompt's prefill and does not speed up decode; use cp: 1 in the decode pool "
-            f"(CP belongs in the prefill pool)"
-        )
-    if sum(need) > cluster.num_gpus:
-        parts = " + ".join(
-            f"{name} tp×pp×cp×dp = {lay.tp}×{lay.pp}×{lay.cp}×{lay.dp} = {n}"
-            for name, lay, n in zip(POOL_NAMES, lays, need, strict=True)
-        )
-        raise BuildError(
-            f"disaggregation: pools need {parts} = {sum(need)} GPUs; topology "
-            f"{cluster.name} has {cluster.num_gpus}"
-        )
-    pools: list[PoolBuild] = []
-    taken: list[str] = []
-    offset = 0
-    for name, view in zip(POOL_NAMES, views, strict=True):
-        built = build_layout(view, cluster, exclude=taken, prefix=f"disaggregation.{name}: ")
-        pools.append(PoolBuild(name, view, built, offset))
-        taken.extend(g for rp in built.placement.replicas for g in rp.gpus)
-        offset += view.layout.dp
-    decode = pools[1].built
-    return Build(
-        cluster, decode.placement, decode.memory, decode.stage_layers, decode.ep,
-        pools=tuple(pools),
-    )
-
-
-def pool_infos(pools: tuple[PoolBuild, ...]) -> tuple[PoolInfo, ...]:
-    return tuple(
-        PoolInfo(p.name, p.gpus, p.replicas, p.nodes, p.replica_offset, p.exp.layout.pp)
-        for p in pools
-    )
+RngSource = Callable[[str], np.random.Generator]  # named random stream (sim/streams.py)
 
 
 class RequestColumns(NamedTuple):
@@ -188,7 +81,7 @@ class _Member:
 
     def release_kept(self, rid: int) -> None:
         for i, sched in enumerate(self.schedulers):
-            if rid in sched.kept:
+            if rid in sched.admission.kept:
                 sched.release_kept(rid)
                 self.wake(i)  # a lane asleep for want of these blocks can run again
                 return
@@ -202,7 +95,7 @@ class DisaggRuntime:
         pools: tuple[PoolBuild, ...],
         env: simpy.Environment,
         fabric: Fabric,
-        streams: Streams,
+        rng: RngSource,
         stream: RequestStream,
         recorder: Recorder,
         on_done: Callable[[int, float], None],
@@ -217,24 +110,34 @@ class DisaggRuntime:
         self.recorders = (Recorder(0, record), Recorder(0, record))
         pf, dc = pools
         p_units, self.p_moe = make_units(
-            pf.exp, pf.built, env, fabric, self.prefill_state, self.recorders[0],
-            self._prefill_done, streams.get("experts.prefill"), stream.phases,
+            pf.exp,
+            pf.built,
+            env,
+            fabric,
+            self.prefill_state,
+            self.recorders[0],
+            self._prefill_done,
+            rng("experts.prefill"),
+            stream.phases,
         )
         d_units, self.d_moe = make_units(
-            dc.exp, dc.built, env, fabric, self.decode_state, self.recorders[1],
-            self._decode_done, streams.get("experts.decode"), stream.phases,
+            dc.exp,
+            dc.built,
+            env,
+            fabric,
+            self.decode_state,
+            self.recorders[1],
+            self._decode_done,
+            rng("experts.decode"),
+            stream.phases,
         )
         self.prefill = [_Member(u, pf.replica_offset + i) for i, u in enumerate(p_units)]
         self.decode = [_Member(u, dc.replica_offset + i) for i, u in enumerate(d_units)]
         for m in self.prefill:
             for sched in m.schedulers:
-                sched.keep_kv_after_finish = True
-        self.p_router = make_router(
-            pf.exp.serving.router, len(p_units), streams.get("router.prefill")
-        )
-        self.d_router = make_router(
-            dc.exp.serving.router, len(d_units), streams.get("router.decode")
-        )
+                sched.admission.keep_kv_after_finish = True
+        self.p_router = make_router(pf.exp.serving.router, len(p_units), rng("router.prefill"))
+        self.d_router = make_router(dc.exp.serving.router, len(d_units), rng("router.decode"))
         self.p_outstanding = [0] * len(p_units)
         self.d_outstanding = [0] * len(d_units)
         self.p_kv = [0.0] * len(p_units)
@@ -398,16 +301,3 @@ class DisaggRuntime:
 
 def _at_limit(max_queue: int | None, outstanding: int) -> bool:
     return max_queue is not None and outstanding >= max_queue
-
-
-__all__ = [
-    "POOL_NAMES",
-    "DisaggRuntime",
-    "PoolBuild",
-    "PoolInfo",
-    "RequestColumns",
-    "build_pools",
-    "pool_experiment",
-    "pool_infos",
-]
-

@@ -1,0 +1,122 @@
+"""The simpy units that serve one built layout: replicas, CP replicas, or the DP ranks of a
+DP-attention group, with their stage cost models and MoE runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from clustersim.catalog.engines import serving_engine
+from clustersim.config.schema import Experiment
+from clustersim.deployment.build import Build
+from clustersim.metrics.recorder import Recorder
+from clustersim.model.cp_cost import CPStageCost
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.moe.ep_group import DPRank
+from clustersim.moe.moe_runtime import MoERuntime
+from clustersim.network.fabric import Fabric
+from clustersim.serving.cp_replica import CPReplica
+from clustersim.serving.replica import Replica
+from clustersim.serving.request_state import RequestState
+from clustersim.workload.arrivals import StateTimeline
+
+Unit = Replica | DPRank  # what a router chooses between
+GpuGrid = tuple[tuple[tuple[str, ...], ...], ...]  # [stage][cp rank] → TP group
+FinishCallback = Callable[[int, float], None]
+
+
+def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
+    """Analytic cost model of each pipeline stage's TP shard."""
+    layout = exp.layout
+    return [
+        StageCostModel(
+            exp.model,
+            exp.hardware,
+            exp.precision,
+            layout.tp,
+            len(layers),
+            first_stage=s == 0,
+            last_stage=s == layout.pp - 1,
+            ep=layout.ep,
+            moe_tp=layout.moe_tp,
+            first_layer=layers.start,
+            engine=serving_engine(exp.serving),
+            cuda_graphs=exp.serving.cuda_graphs,
+        )
+        for s, layers in enumerate(built.stage_layers)
+    ]
+
+
+def make_units(
+    exp: Experiment,
+    built: Build,
+    env: simpy.Environment,
+    fabric: Fabric,
+    state: RequestState,
+    recorder: Recorder,
+    on_finish: FinishCallback,
+    experts_rng: np.random.Generator,
+    phases: StateTimeline | None,
+) -> tuple[list[Unit], MoERuntime | None]:
+    """The router's units of one layout (replicas, or DP-attention ranks) and its MoE side."""
+    layout = exp.layout
+    costs = stage_costs(exp, built)
+    blocks_per_lane = built.memory.kv_blocks_per_replica // layout.pp
+    moe: MoERuntime | None = None
+    if built.ep is not None:
+        moe = MoERuntime(exp, built.ep, built.cluster, env, fabric, experts_rng, phases)
+    units: list[Unit]
+    if moe is not None and moe.dp_attention:
+        ranks = moe.dp_group(
+            costs[0],
+            [rp.stages[0] for rp in built.placement.replicas],
+            blocks_per_lane,
+            state,
+            recorder,
+            on_finish,
+        )
+        units = list(ranks)
+    elif layout.cp > 1:  # dense, pp = 1 (check_cp)
+        cp_costs = [CPStageCost(c, exp.model, exp.precision, layout.cp) for c in costs]
+        units = [
+            CPReplica(
+                env,
+                r,
+                rp.cp_groups,
+                cp_costs,
+                fabric,
+                exp.serving,
+                blocks_per_lane,
+                state,
+                recorder,
+                on_finish,
+            )
+            for r, rp in enumerate(built.placement.replicas)
+        ]
+    else:
+        units = [
+            Replica(
+                env,
+                r,
+                rp.stages,
+                costs if moe is None else moe.stage_costs(r, costs, built.stage_layers),
+                fabric,
+                exp.serving,
+                blocks_per_lane,
+                state,
+                recorder,
+                on_finish,
+            )
+            for r, rp in enumerate(built.placement.replicas)
+        ]
+    return units, moe
+
+
+def unit_shards(unit: Unit, built: Build) -> tuple[tuple[range, ...], GpuGrid]:
+    """Where one unit's KV cache lives: (layers of each stage, GPU grid [stage][cp rank] = TP
+    group in TP-rank order). A DP-attention rank is one stage (pp = 1) of one TP group."""
+    if isinstance(unit, DPRank):
+        return built.stage_layers, ((unit.group.rank_gpus[unit.index],),)
+    return built.stage_layers, built.placement.replicas[unit.index].cp_groups

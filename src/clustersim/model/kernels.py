@@ -1,0 +1,200 @@
+"""Roofline building blocks of a step: tensor-core peaks, GEMM kernels, kernel floors.
+
+Compute time = FLOPs / (peak(dtype) · eff(M)); memory time = bytes / (HBM bw · hbm_efficiency).
+Matmul efficiency falls for small GEMMs: eff(M) = matmul_efficiency · M / (M + M_half), M the
+rows of the GEMM (tokens; routed pairs per expert for MoE): every GEMM costs M_half extra
+token-rows. A kernel's floor is hw.kernel_floor_us inside a CUDA graph, at least the engine's
+eager launch time outside one (catalog/engines.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from clustersim.catalog.engines import EngineProfile
+from clustersim.config.schema import DTYPE_BYTES, DType, HardwareSpec, ModelSpec, Precision
+from clustersim.model.params import (
+    HIGH_PRECISION_BYTES,
+    kv_elements_per_token_per_layer,
+    kv_heads_per_rank,
+    param_counts,
+    residual_bytes,
+)
+
+DEFAULT_MATMUL_HALF_TOKENS = 16.0  # GEMM rows at which matmul efficiency is half its maximum,
+# HardwareSpec's default; Hopper profiles carry their own (docs/calibration.md)
+_WIDER_FALLBACK: dict[str, tuple[DType, ...]] = {
+    "fp4": ("fp4", "fp8", "bf16", "fp16"),
+    "fp8": ("fp8", "bf16", "fp16"),
+    "bf16": ("bf16", "fp16"),
+    "fp16": ("fp16", "bf16"),
+}
+
+
+def wider(a: DType, b: DType) -> DType:
+    """The dtype with more bytes per element (the one a mixed-precision kernel computes in)."""
+    return a if DTYPE_BYTES[a] >= DTYPE_BYTES[b] else b
+
+
+def matmul_dtype(precision: Precision) -> DType:
+    """Tensor-core dtype of linear layers: fp8 weights × fp8 activations → fp8; fp8 weights
+    with bf16 activations (weight-only quantisation) → bf16."""
+    return wider(precision.weights, precision.activations)
+
+
+def attention_dtype(precision: Precision) -> DType:
+    """Tensor-core dtype of attention: fp8 only when both activations and KV cache are fp8."""
+    return wider(precision.activations, precision.kv_cache)
+
+
+def peak_flops(hw: HardwareSpec, dtype: str) -> float:
+    """Dense peak FLOP/s for `dtype`, falling back to the next wider dtype the GPU supports."""
+    for d in _WIDER_FALLBACK[dtype]:
+        tf = hw.peak_tflops.get(d)
+        if tf:
+            return float(tf) * 1e12
+    raise ValueError(f"hardware {hw.name!r} has no tensor-core peak for {dtype} or wider")
+
+
+# ------------------------------------------------------------------ kernel floors
+
+
+def kernel_floors_s(hw: HardwareSpec, engine: EngineProfile) -> tuple[float, float]:
+    """Least time of one kernel (s): (inside a CUDA graph, eager). Outside a graph a kernel
+    takes at least the host's launch time (the GPU cannot run kernels faster than they come)."""
+    return hw.kernel_floor_us * 1e-6, max(hw.kernel_floor_us, engine.eager_launch_us) * 1e-6
+
+
+class StepFloors(NamedTuple):
+    """Least times of one stage's step in one launch mode (CUDA graph or eager), seconds."""
+
+    kernel_s: float  # one kernel (a GEMM's floor)
+    overhead_s: float  # the per-step GPU overhead: hw.step_overhead_us + per-step kernels
+    elementwise_s: float  # the stage's elementwise kernels
+    attention_s: float  # the stage's attention kernels
+
+
+def step_floors(
+    kernel_s: float, base_s: float, step_kernels: int, layer_kernels: tuple[int, int], layers: int
+) -> StepFloors:
+    """StepFloors of a stage of `layers` layers whose kernels each take at least `kernel_s`:
+    `step_kernels` per step; (elementwise, attention) kernels per layer."""
+    elementwise, attention = layer_kernels
+    return StepFloors(
+        kernel_s,
+        base_s + step_kernels * kernel_s,
+        layers * elementwise * kernel_s,
+        layers * attention * kernel_s,
+    )
+
+
+# ------------------------------------------------------------------ GEMMs
+
+
+class Gemm(NamedTuple):
+    """One GEMM kernel that each of `layers` layers of the stage runs on this GPU.
+
+    time per layer(T rows) = max((T + M½) · flop_s, weight_s + T · act_s, floor)."""
+
+    layers: float  # how many of the stage's layers run it
+    flop_s: float  # s per token-row at matmul_efficiency (2 · params / rate)
+    weight_s: float  # s to stream its weights once at hbm_efficiency
+    act_s: float  # s per token of its input + output activations
+
+
+class LinearCost(NamedTuple):
+    """The linear layers of a stage on one GPU: its GEMM kernels and the memory-bound
+    elementwise kernels between them."""
+
+    gemms: tuple[Gemm, ...]
+    elementwise_s: float  # s per token of the elementwise kernels (all layers)
+    elementwise_kernels: int  # elementwise kernels per layer (their floors)
+
+
+def linear_cost(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    precision: Precision,
+    tp: int,
+    layers: tuple[int, int, int],
+    engine: EngineProfile,
+) -> LinearCost:
+    """One Gemm per projection kernel (attention, dense MLP, shared experts, router), and the
+    elementwise kernels; `layers`: the stage's (all, dense, MoE) layer counts."""
+    c = param_counts(model)
+    wb, rb = DTYPE_BYTES[precision.weights], residual_bytes(precision)
+    flops_rate = peak_flops(hw, matmul_dtype(precision)) * hw.matmul_efficiency  # FLOP/s
+    bw = hw.hbm_bandwidth_GBps * 1e9 * hw.hbm_efficiency  # bytes/s
+    n, nd, nm = layers
+
+    def gemm(layers: float, params: float, io: float, w_bytes: float = wb) -> Gemm:
+        """A projection of `params` weights on this GPU reading + writing `io` elements
+        per token."""
+        return Gemm(layers, 2.0 * params / flops_rate, params * w_bytes / bw, rb * io / bw)
+
+    h, heads = model.hidden_size, model.num_attention_heads
+    gemms = attention_gemms(model, tp, gemm, n)
+    if nd:
+        inter = model.intermediate_size / tp
+        gemms += [gemm(nd, 2.0 * h * inter, h + 2.0 * inter), gemm(nd, inter * h, inter + h)]
+    if nm and c.num_shared_experts:
+        inter = c.num_shared_experts * model.moe_intermediate_size / tp
+        gemms += [gemm(nm, 2.0 * h * inter, h + 2.0 * inter), gemm(nm, inter * h, inter + h)]
+    if nm:
+        e = model.num_experts
+        gemms.append(gemm(nm, h * e, h + e, HIGH_PRECISION_BYTES))  # router
+    if model.uses_mla:
+        qk = model.qk_nope_head_dim + model.qk_rope_head_dim
+        proj_out = heads / tp * (qk + model.v_head_dim) + model.kv_lora_rank
+    else:
+        proj_out = (heads / tp + 2 * kv_heads_per_rank(model, tp)) * model.head_dim
+    kv_write = kv_elements_per_token_per_layer(model, tp) * DTYPE_BYTES[precision.kv_cache]
+    ffn = nd * model.intermediate_size / tp  # Σ layers of this rank's FFN width
+    ffn += nm * c.num_shared_experts * model.moe_intermediate_size / tp
+    # Elementwise kernels (memory-bound, they run between the GEMMs and overlap nothing):
+    # two norms (read + write h) and two residual adds (read 2h, write h) = 10 h, rope on
+    # q / k ≈ proj_out, SiLU·mul (read 2·I, write I), and the new token's KV write.
+    elementwise = n * (rb * (10.0 * h + proj_out) + kv_write) + rb * 3.0 * ffn
+    kernels = engine.elementwise_kernels + (2 if model.uses_mla else 0)
+    if precision.activations in ("fp8", "fp4"):
+        kernels += engine.fp8_quant_kernels
+    return LinearCost(tuple(gemms), elementwise / bw, kernels)
+
+
+def attention_gemms(
+    model: ModelSpec, tp: int, gemm: Callable[[float, float, float], Gemm], layers: float
+) -> list[Gemm]:
+    """The attention projection GEMMs of one layer on one of `tp` ranks, as
+    gemm(layers, parameters on the rank, activation elements read + written per token).
+
+    GQA: qkv (h → (H/tp + 2·KV_rank)·d), o ((H/tp)·d → h).
+    MLA: the fused q_a + kv_a down projection (replicated on every rank; without q_lora q is
+    its own sharded GEMM), q_b, the absorbed kv_b as its two batched halves (W_UK on the
+    queries' nope part, W_UV on the attention output), o."""
+    h, heads = model.hidden_size, model.num_attention_heads / tp
+    if not model.uses_mla:
+        d = model.head_dim
+        qkv = (heads + 2 * kv_heads_per_rank(model, tp)) * d
+        return [gemm(layers, h * qkv, h + qkv), gemm(layers, heads * d * h, heads * d + h)]
+    nope, rope, v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
+    lora_kv, lora_q = model.kv_lora_rank, model.q_lora_rank
+    q_out = heads * (nope + rope)
+    if lora_q:
+        down = lora_q + lora_kv + rope
+        out = [gemm(layers, h * down, h + down), gemm(layers, lora_q * q_out, lora_q + q_out)]
+    else:
+        kv_down = lora_kv + rope
+        out = [gemm(layers, h * kv_down, h + kv_down), gemm(layers, h * q_out, h + q_out)]
+    return [
+        *out,
+        gemm(layers, heads * nope * lora_kv, heads * (nope + lora_kv)),  # W_UK
+        gemm(layers, heads * lora_kv * v, heads * (lora_kv + v)),  # W_UV
+        gemm(layers, heads * v * h, heads * v + h),  # o
+    ]
+
+
+def step_seqs(prefill_tokens: int, decode_tokens: int, prefill_seqs: int) -> int:
+    """Sequences a step runs (and LM-head rows it computes): every decoding sequence plus the
+    step's prefill chunks, if it prefills at all."""
+    return decode_tokens + (prefill_seqs if prefill_tokens > 0 else 0)

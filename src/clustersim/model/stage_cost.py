@@ -1,0 +1,357 @@
+"""Roofline step-time model of one pipeline stage's TP shard (docs/cost_model.md §4, §6).
+
+GPU time (seconds) = Σ over kernels of max(compute time, memory time, kernel floor) + overhead:
+
+    linear      one Gemm per projection kernel (attention projections, dense MLP, shared
+                experts, router), each at least a kernel floor; plus the elementwise kernels
+                between them (norms, residual adds, rope, SiLU, KV write): memory-bound, added
+                after the GEMMs, at least the engine's elementwise kernel count × floor
+    attn_pf     prefill attention:  FLOPs ∝ (query, key) pairs, at attention_efficiency
+    attn_dec    decode attention:   KV bytes read ∝ Σ context (at decode_attention_efficiency
+                of HBM bandwidth), and its FLOPs (MLA: at mla_decode_efficiency); plus
+                decode_seq_overhead_us per decoding sequence per layer; at least its kernels'
+                floors
+    moe         routed experts of each MoE layer (weights read only for touched experts), at
+                least the grouped GEMMs' and MoE kernels' floors
+    embed       first stage: embedding gather
+    lm_head     last stage: logits for the rows that emit a token
+    overhead    hw.step_overhead_us + the engine's per-step kernels × floor
+
+Step time = GPU time + the engine's host time (first stage), or max of the two with an
+overlap scheduler (`with_host`). Peaks, GEMMs and kernel floors: model/kernels.py; attention:
+model/attention_cost.py; routed experts: model/moe_cost.py. Efficiencies ≤ 1 keep every term
+above the ideal roofline at peak.
+
+`compute_s` is on the simulator's hot path: all coefficients are precomputed in __init__ and
+a call is a short loop over the stage's GEMM kernels, no allocation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from clustersim.catalog.engines import DEFAULT_ENGINE, EngineProfile, get_engine
+from clustersim.config.schema import HardwareSpec, ModelSpec, Precision
+from clustersim.model.attention_cost import AttentionCost, attention_cost
+from clustersim.model.kernels import (
+    LinearCost,
+    kernel_floors_s,
+    linear_cost,
+    peak_flops,
+    step_floors,
+    step_seqs,
+    wider,
+)
+from clustersim.model.moe_cost import MoECoefficients, UniformRouting, moe_coefficients
+from clustersim.model.params import HIGH_PRECISION_BYTES, residual_bytes
+
+LOGITS_BYTES = 4.0  # fp32 logits written by the LM head
+
+
+class StageEnds(NamedTuple):
+    """The embedding gather (first stage) and LM head (last stage) of a stage, seconds."""
+
+    embed_s: float  # per token (0 unless the first stage)
+    lm_head: bool  # the last stage: it computes logits
+    lm_flop_s: float  # per LM-head row at matmul_efficiency
+    lm_weight_s: float  # streaming the LM-head weights once
+    lm_act_s: float  # per LM-head row of activations + logits
+
+
+def stage_ends(
+    model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int, first: bool, last: bool
+) -> StageEnds:
+    """Embedding gather and LM head with 16-bit weights (the sampling kernels: step floors)."""
+    h, v, rb = model.hidden_size, model.vocab_size, residual_bytes(precision)
+    bw = hw.hbm_bandwidth_GBps * 1e9 * hw.hbm_efficiency
+    lm_dtype = wider("bf16", precision.activations)
+    rate = peak_flops(hw, lm_dtype) * hw.matmul_efficiency
+    lm_params = v * h / tp
+    return StageEnds(
+        embed_s=h * (HIGH_PRECISION_BYTES + rb) / bw if first else 0.0,
+        lm_head=last,
+        lm_flop_s=2.0 * lm_params / rate,
+        lm_weight_s=lm_params * HIGH_PRECISION_BYTES / bw,
+        lm_act_s=(h * rb + v / tp * LOGITS_BYTES) / bw,
+    )
+
+
+class HostCost(NamedTuple):
+    """Engine host time per step (scheduler, sampling, and where the engine loop streams
+    responses, detokenise + send), charged on the first stage, seconds."""
+
+    step_s: float
+    seq_s: float  # per sequence in the step
+    overlap: bool  # host work overlaps the GPU's (the step takes the longer of the two)
+
+
+def host_cost(engine: EngineProfile, first_stage: bool) -> HostCost:
+    on = 1e-6 if first_stage else 0.0
+    return HostCost(
+        (engine.host_step_us + engine.stream_step_us) * on,
+        (engine.host_seq_us + engine.stream_seq_us) * on,
+        engine.host_overlap,
+    )
+
+
+def stage_start(
+    model: ModelSpec, tp: int, num_layers: int, first_stage: bool, first_layer: int | None
+) -> int:
+    """The stage's first layer (None: 0 on the first stage, else after the leading dense
+    layers); ValueError for a stage that is not inside the model."""
+    start = (
+        first_layer if first_layer is not None else (0 if first_stage else model.first_dense_layers)
+    )
+    if tp < 1 or num_layers < 1 or start < 0 or start + num_layers > model.num_layers:
+        raise ValueError(
+            f"bad stage: tp={tp}, layers {start}..{start + num_layers - 1} of {model.num_layers}"
+        )
+    return start
+
+
+class StageCostModel:
+    """Step time of one pipeline stage's TP shard (one GPU; all TP ranks are symmetric).
+
+    model, hw, precision: what runs where; tp: TP degree; num_layers: the stage's layers;
+    first_stage / last_stage: whether it holds the embedding / LM head (and the scheduler: the
+    engine's host time is charged on the first stage).
+    Keyword-only: ep, moe_tp: expert sharding (see params.expert_sharding); first_layer: the
+    stage's first layer index (None: 0 on the first stage, otherwise the stage is taken to hold
+    none of the leading dense layers); matmul_half_tokens: M_half of the efficiency curve
+    (None: the hardware profile's `matmul_half_tokens`); engine: the serving engine's kernel
+    counts and host costs (None: the default engine, catalog/engines.py); cuda_graphs: whether
+    decode steps up to the engine's graph batch replay a CUDA graph.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        hw: HardwareSpec,
+        precision: Precision,
+        tp: int,
+        num_layers: int,
+        first_stage: bool,
+        last_stage: bool,
+        *,
+        ep: int = 1,
+        moe_tp: int | None = None,
+        first_layer: int | None = None,
+        matmul_half_tokens: float | None = None,
+        engine: EngineProfile | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
+        start = stage_start(model, tp, num_layers, first_stage, first_layer)
+        if matmul_half_tokens is None:
+            matmul_half_tokens = hw.matmul_half_tokens
+        if matmul_half_tokens < 0:
+            raise ValueError("matmul_half_tokens must be ≥ 0")
+        n_dense = num_layers
+        if model.is_moe:
+            n_dense = max(0, min(start + num_layers, model.first_dense_layers) - start)
+        self.engine = eng = engine if engine is not None else get_engine(DEFAULT_ENGINE)
+        self.tp, self.num_layers = tp, num_layers
+        self.first_stage, self.last_stage = first_stage, last_stage
+        self.num_dense_layers, self.num_moe_layers = n_dense, num_layers - n_dense
+        self.hidden_size = model.hidden_size
+        self._residual_bytes = residual_bytes(precision)
+        self.allreduces_per_step = 2 * num_layers if tp > 1 else 0
+        self._m_half = float(matmul_half_tokens)
+        layers = (num_layers, n_dense, self.num_moe_layers)
+        self.linear: LinearCost = linear_cost(model, hw, precision, tp, layers, eng)
+        self.attention: AttentionCost = attention_cost(model, hw, precision, tp, num_layers)
+        self.ends = stage_ends(model, hw, precision, tp, first_stage, last_stage)
+        self.host = host_cost(eng, first_stage)
+        # least times of a step replaying a CUDA graph / launched eagerly
+        graph_s, eager_s = kernel_floors_s(hw, eng)
+        base_s = hw.step_overhead_us * 1e-6
+        step_kernels = eng.step_kernels if last_stage else 0
+        per_layer = (self.linear.elementwise_kernels, eng.attention_kernels)
+        self._graph = step_floors(graph_s, base_s, step_kernels, per_layer, num_layers)
+        self._eager = step_floors(eager_s, base_s, step_kernels, per_layer, num_layers)
+        self._graph_max_batch = eng.graph_max_batch if cuda_graphs else -1
+        # routed experts (uniform routing here; sampled per-rank loads price them elsewhere,
+        # from numpy with graph floors: moe_cost.py)
+        self._n_moe = float(self.num_moe_layers)
+        self.moe: MoECoefficients
+        self.routing: UniformRouting
+        self.moe, self.routing = moe_coefficients(
+            model,
+            hw,
+            precision,
+            (tp, ep, moe_tp),
+            self._m_half,
+            (2 + eng.moe_kernels) * graph_s,
+        )
+        self.experts_per_rank = self.routing.experts_per_rank
+
+    # ------------------------------------------------------------------ hot path
+
+    def compute_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> float:
+        """Seconds of one engine step on this stage (see module docstring), host time included.
+
+        prefill_attn_pairs: Σ over prefill chunks of (query, key) pairs (chunk of L tokens at
+        offset c: L·c + L(L+1)/2); decode_ctx_tokens: Σ context lengths of decode sequences;
+        prefill_seqs: prefill chunks in the step (LM-head rows = decode_tokens + prefill_seqs).
+        """
+        gpu = self.dense_part_s(
+            prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
+        )
+        t = prefill_tokens + decode_tokens
+        if self._n_moe and t > 0:
+            gpu += self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
+        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
+        return self.with_host(gpu, seqs)
+
+    def with_host(self, gpu_s: float, num_seqs: int) -> float:
+        """A step's seconds given its GPU seconds: + host time, or max with it when the engine
+        overlaps host and GPU work."""
+        h = self.host
+        host = h.step_s + num_seqs * h.seq_s
+        if h.overlap:
+            return gpu_s if gpu_s > host else host
+        return gpu_s + host
+
+    def uses_graph(self, prefill_tokens: int, decode_tokens: int) -> bool:
+        """Whether a step replays a CUDA graph: decode only, at most the engine's graph batch."""
+        return prefill_tokens == 0 and decode_tokens <= self._graph_max_batch
+
+    def dense_part_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> float:
+        """GPU seconds of a step without the routed experts and without host time (add
+        Σ_layers max_ranks moe_layer_s, then `with_host`)."""
+        graph = prefill_tokens == 0 and decode_tokens <= self._graph_max_batch
+        t = prefill_tokens + decode_tokens
+        if t <= 0:
+            return self._graph.overhead_s
+        floor, s, elt_floor, attn_floor = self._graph if graph else self._eager
+        rows = t + self._m_half
+        lin, att, ends = self.linear, self.attention, self.ends
+        for layers, flop_s, weight_s, act_s in lin.gemms:
+            comp = rows * flop_s
+            mem = weight_s + t * act_s
+            if mem > comp:
+                comp = mem
+            s += layers * (comp if comp > floor else floor)
+        elt = t * lin.elementwise_s
+        s += elt if elt > elt_floor else elt_floor
+        if decode_tokens:
+            attn = decode_ctx_tokens * att.decode_s_per_token + decode_tokens * att.decode_s_per_seq
+            s += attn if attn > attn_floor else attn_floor
+        if prefill_tokens:
+            attn = prefill_attn_pairs * att.prefill_s_per_pair
+            s += attn if attn > attn_floor else attn_floor
+        s += t * ends.embed_s
+        if ends.lm_head:
+            lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
+            comp = (lm_rows + self._m_half) * ends.lm_flop_s
+            mem = ends.lm_weight_s + lm_rows * ends.lm_act_s
+            if mem > comp:
+                comp = mem
+            s += comp if comp > floor else floor
+        return s
+
+    # ------------------------------------------------------------------ MoE hooks
+
+    def uniform_moe_load(self, tokens: float) -> tuple[float, float]:
+        """(pairs, touched experts) on this GPU per MoE layer when `tokens` replica tokens are
+        routed uniformly: touched = E_local · (1 − (1 − k/E)^G), G the EP group's tokens."""
+        if not self._n_moe:
+            return 0.0, 0.0
+        r = self.routing
+        touched = r.experts_per_rank * (1.0 - r.keep ** (tokens * r.group_factor))
+        return tokens * r.pairs_per_token, touched
+
+    def moe_layer_s(self, pairs: float, touched_experts: float) -> float:
+        """Seconds of one MoE layer's routed experts on a GPU given its routed (token, expert)
+        pairs and distinct local experts touched — the hook for sampled per-rank loads: the
+        step waits for the slowest rank, Σ over layers of max over ranks of this. At least the
+        MoE kernels' floors (graph floors: the sampled path prices decode steps)."""
+        m = self.moe
+        comp = (pairs + m.half_pairs * touched_experts) * m.flop_s_per_pair
+        mem = touched_experts * m.weight_s_per_expert + pairs * m.act_s_per_pair
+        if mem > comp:
+            comp = mem
+        return comp if comp > m.floor_s else m.floor_s
+
+    # ------------------------------------------------------------------ CP hook
+
+    def prefill_attention_s(self, prefill_attn_pairs: float) -> float:
+        """The prefill-attention part of compute_s (seconds) for `prefill_attn_pairs`
+        (query, key) pairs on this GPU — what ring attention can overlap with its KV exchange
+        (model/cp_cost.py)."""
+        return prefill_attn_pairs * self.attention.prefill_s_per_pair
+
+    # ------------------------------------------------------------------ communication sizes
+
+    def allreduce_bytes(self, tokens: int) -> float:
+        """Bytes of one TP all-reduce message (the hidden states of `tokens` tokens)."""
+        return tokens * self.hidden_size * self._residual_bytes
+
+    def handoff_bytes(self, tokens: int) -> float:
+        """Bytes sent to the next pipeline stage for `tokens` tokens."""
+        return tokens * self.hidden_size * self._residual_bytes
+
+    # ------------------------------------------------------------------ inspection
+
+    def breakdown(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> dict[str, float]:
+        """Seconds per operator group (same model as compute_s; not for the hot path).
+
+        Groups: linear (GEMMs, each at least a kernel floor, + elementwise kernels),
+        attn_prefill, attn_decode, moe, embed, lm_head, overhead, host (the part of the host
+        time not hidden behind the GPU), total (= compute_s)."""
+        t = prefill_tokens + decode_tokens
+        out = dict.fromkeys(
+            ("linear", "attn_prefill", "attn_decode", "moe", "embed", "lm_head", "overhead"), 0.0
+        )
+        floor, out["overhead"], elt_floor, attn_floor = (
+            self._graph if self.uses_graph(prefill_tokens, decode_tokens) else self._eager
+        )
+        lin, att, ends = self.linear, self.attention, self.ends
+        if t > 0:
+            rows = t + self._m_half
+            out["linear"] = sum(
+                g.layers * max(rows * g.flop_s, g.weight_s + t * g.act_s, floor) for g in lin.gemms
+            ) + max(t * lin.elementwise_s, elt_floor)
+            if decode_tokens:
+                out["attn_decode"] = max(
+                    decode_ctx_tokens * att.decode_s_per_token
+                    + decode_tokens * att.decode_s_per_seq,
+                    attn_floor,
+                )
+            if prefill_tokens:
+                out["attn_prefill"] = max(prefill_attn_pairs * att.prefill_s_per_pair, attn_floor)
+            out["embed"] = t * ends.embed_s
+            if ends.lm_head:
+                lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
+                out["lm_head"] = max(
+                    (lm_rows + self._m_half) * ends.lm_flop_s,
+                    ends.lm_weight_s + lm_rows * ends.lm_act_s,
+                    floor,
+                )
+            if self._n_moe:
+                out["moe"] = self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
+        gpu = sum(out.values())
+        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
+        out["host"] = self.with_host(gpu, seqs) - gpu
+        out["total"] = gpu + out["host"]
+        return out

@@ -1,0 +1,13 @@
+"""Mixture of experts: expert routing, EP groups and their layout, EPLB.
+
+Owns routing popularity and per-step sampling (experts.py), expert placement and rebalancing
+(eplb.py), EP layout rules (ep_layout.py), one EP group's MoE state (moe_group.py),
+DP-attention ranks stepping in lock-step (ep_group.py), and the wiring of MoE into a run with
+its experts / eplb tables (moe_runtime.py). Builds on serving/ and network/.
+"""
+
+from clustersim.moe.ep_group import DPRank
+from clustersim.moe.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
+from clustersim.moe.moe_runtime import MoERuntime
+
+__all__ = ["DPRank", "EPLayout", "EPLayoutError", "MoERuntime", "resolve_ep_layout"]

@@ -1,0 +1,81 @@
+"""Admission and KV accounting of one lane: what a request holds and when it may take more.
+
+Incremental (the default): a request holds the blocks its written KV occupies; admission
+leaves ADMISSION_WATERMARK of the lane's blocks free for running sequences to grow into.
+With `serving.kv_admission: reserve_full` (TensorRT-LLM's GUARANTEED_NO_EVICT capacity
+policy) a request is admitted only when blocks for its whole prompt + output are free; they
+are reserved at admission and released when it finishes, so nothing is allocated while it
+runs and nothing is ever preempted.
+
+A prefill lane of a disaggregated run (`keep_kv_after_finish`) keeps a finished request's
+blocks until its KV has been sent (`release_kept`).
+"""
+
+from __future__ import annotations
+
+from clustersim.config.schema import ServingSpec
+from clustersim.serving.kv_cache import KVPool, blocks_for
+from clustersim.serving.request_state import RequestState
+
+# Admission leaves this share of a lane's blocks free for running sequences to grow into
+# (vLLM's block-manager watermark).
+ADMISSION_WATERMARK = 0.01
+
+
+class KVAdmission:
+    """The KV rules of one lane: reservations, blocks held, the admission watermark."""
+
+    def __init__(self, serving: ServingSpec, kv: KVPool, state: RequestState) -> None:
+        self.block_size = serving.block_size
+        self.reserve_full = serving.kv_admission == "reserve_full"
+        self.kv = kv
+        self.state = state
+        self.watermark_blocks = int(ADMISSION_WATERMARK * kv.capacity)
+        # disaggregation (prefill side): keep a finished request's blocks until release_kept
+        self.keep_kv_after_finish = False
+        self.kept: dict[int, int] = {}  # rid → blocks still held
+
+    def fits_ever(self, rid: int) -> bool:
+        """Whether the request's full context can ever be held by this lane's KV pool."""
+        st = self.state
+        return blocks_for(st.prompt[rid] + st.output[rid], self.block_size) <= self.kv.capacity
+
+    def reservation(self, rid: int) -> int:
+        """reserve_full: blocks for the request's prompt + output tokens (a constant per
+        request: nothing is ever preempted in this mode, so nothing is recomputed)."""
+        st = self.state
+        return blocks_for(st.prompt[rid] + st.output[rid], self.block_size)
+
+    def held_blocks(self, rid: int, written: int) -> int:
+        """Blocks a finishing request gives back: its reservation (reserve_full) or the
+        blocks its `written` KV tokens occupy (incremental)."""
+        if self.reserve_full:
+            return self.reservation(rid)
+        return blocks_for(written, self.block_size)
+
+    def reserve_prefilled(self, rid: int) -> bool:
+        """Take the blocks a request prefilled elsewhere needs on arrival (its prompt's KV;
+        with reserve_full its prompt + output), keeping the admission watermark; False
+        (nothing taken) when they are not free."""
+        if self.reserve_full:
+            need = self.reservation(rid)
+        else:
+            need = blocks_for(self.state.effective_prompt[rid], self.block_size)
+        reserve = self.watermark_blocks if self.kv.used else 0
+        if need > self.kv.free - reserve:
+            return False
+        self.kv.allocate(need)
+        return True
+
+    def finish_prefill(self, rid: int) -> None:
+        """A request finished in prefill: release its blocks, or keep them for its KV
+        transfer (keep_kv_after_finish)."""
+        held = self.held_blocks(rid, self.state.effective_prompt[rid])
+        if self.keep_kv_after_finish:
+            self.kept[rid] = held
+        else:
+            self.kv.release(held)
+
+    def release_kept(self, rid: int) -> None:
+        """Give back the blocks of a finished request kept for its KV transfer."""
+        self.kv.release(self.kept.pop(rid))

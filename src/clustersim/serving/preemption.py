@@ -1,0 +1,38 @@
+"""Preemption by recompute: when a lane's step cannot get the KV blocks it needs, the most
+recently admitted running request gives back its blocks and rejoins the head of the queue
+with its prompt + output so far as the prompt to recompute."""
+
+from __future__ import annotations
+
+from clustersim.serving.decode_set import DecodeSet
+from clustersim.serving.kv_cache import KVPool, blocks_for
+from clustersim.serving.prefill_packing import PrefillQueue
+from clustersim.serving.request_state import RequestState
+
+
+def preempt_latest(
+    prefills: PrefillQueue, decodes: DecodeSet, kv: KVPool, state: RequestState
+) -> bool:
+    """Preempt (recompute) the most recently admitted running request; False if none.
+
+    Partial prefills go first (they are the newest and hold the fewest blocks)."""
+    st = state
+    bs = decodes.block_size
+    if prefills.prefilling:  # the newest admissions sit at the tail of the running list
+        rid = prefills.prefilling.pop()
+        kv.release(blocks_for(st.computed[rid], bs))
+    elif decodes.members:
+        rid = decodes.newest()
+        done = decodes.d - st.d0[rid]  # decode steps it completed
+        written = st.effective_prompt[rid] + done
+        decodes.leave(rid)
+        st.generated[rid] += done
+        kv.release(blocks_for(written, bs))
+    else:
+        return False
+    st.version[rid] += 1
+    st.preemptions[rid] += 1
+    st.computed[rid] = 0
+    st.effective_prompt[rid] = st.prompt[rid] + st.generated[rid]
+    prefills.waiting.appendleft(rid)
+    return True

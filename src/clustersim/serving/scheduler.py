@@ -1,0 +1,191 @@
+"""Iteration-level scheduler of one engine lane: continuous batching, chunked prefill,
+paged KV blocks and preemption by recompute. Pure policy: no simpy, no clock of its own.
+
+Cost per step is O(prefill chunks + finishing requests), independent of how many sequences
+are decoding (serving/decode_set.py). The lane's parts, one module each:
+- serving/admission.py        admission and KV accounting (watermark, reserve_full, kept KV)
+- serving/prefill_packing.py  the waiting queue and running prefills packed into a step
+- serving/decode_set.py       the decoding requests, their context and block growth
+- serving/preemption.py       preemption by recompute when blocks run out
+
+Disaggregated serving (docs/disaggregation.md) adds two entry points, both O(1):
+`reserve_prefilled` takes a decode replica's blocks for a prompt whose KV will be computed
+elsewhere (before its prefill starts, as SGLang / Dynamo pre-allocate), and `add_prefilled`
+resumes that request in decode once its P tokens of KV have arrived: it enters decode at the
+next batch formation exactly as a locally prefilled request would (same residue / context
+bookkeeping). A prefill lane with `admission.keep_kv_after_finish` keeps a finished request's
+blocks until `release_kept` (its KV is still being sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clustersim.catalog.engines import serving_engine
+from clustersim.config.schema import ServingSpec
+from clustersim.serving.admission import KVAdmission
+from clustersim.serving.batch import Batch
+from clustersim.serving.decode_set import DecodeSet
+from clustersim.serving.kv_cache import KVPool
+from clustersim.serving.preemption import preempt_latest
+from clustersim.serving.prefill_packing import PrefillQueue
+from clustersim.serving.request_state import RequestState
+
+FinishCallback = Callable[[int, float], None]
+
+
+class Scheduler:
+    """One lane (a vLLM 'virtual engine'): its queue, its running set, its KV pool."""
+
+    def __init__(
+        self,
+        serving: ServingSpec,
+        kv: KVPool,
+        state: RequestState,
+        on_finish: FinishCallback,
+    ) -> None:
+        self.max_tokens = serving.max_num_batched_tokens
+        self.chunked = serving.chunked_prefill
+        # without chunked prefill: whole prompts join the running decodes (TensorRT-LLM
+        # in-flight batching), or run in prefill-only steps (SGLang, vLLM V0)
+        self.mixed_whole_prompts = serving_engine(serving).mixed_prefill
+        self.kv = kv
+        self.state = state
+        self.on_finish = on_finish
+        self.admission = KVAdmission(serving, kv, state)
+        self.prefills = PrefillQueue(self.admission, state, self.chunked, serving.max_num_seqs)
+        self.decodes = DecodeSet(serving.block_size, state)
+        # disaggregation (decode side): requests holding reserved blocks while their KV is in
+        # transit, and those whose KV has landed, entered into decode at the next batch
+        self.incoming = 0
+        self.arrived: list[int] = []
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def outstanding(self) -> int:
+        p = self.prefills
+        return (
+            len(p.waiting)
+            + len(p.prefilling)
+            + len(self.decodes.members)
+            + self.incoming
+            + len(self.arrived)
+        )
+
+    def has_work(self) -> bool:
+        p = self.prefills
+        return bool(p.waiting or p.prefilling or self.decodes.members or self.arrived)
+
+    def fits_ever(self, rid: int) -> bool:
+        """Whether the request's full context can ever be held by this lane's KV pool."""
+        return self.admission.fits_ever(rid)
+
+    # ------------------------------------------------------------------ updates
+
+    def add(self, rid: int) -> None:
+        self.prefills.waiting.append(rid)
+
+    def reserve_prefilled(self, rid: int) -> bool:
+        """Disaggregated decode: take the blocks a request prefilled elsewhere needs on arrival
+        (KVAdmission.reserve_prefilled); False (nothing taken) when they are not free."""
+        if not self.admission.reserve_prefilled(rid):
+            return False
+        self.incoming += 1
+        return True
+
+    def add_prefilled(self, rid: int, now: float) -> None:
+        """Disaggregated decode: the request's prompt KV (reserved by reserve_prefilled) has
+        arrived and its first token was produced by the prefill pool; it emits that token now
+        and enters decode at the next batch formation (a one-token output finishes here)."""
+        st = self.state
+        self.incoming -= 1
+        st.computed[rid] = st.effective_prompt[rid]
+        st.generated[rid] = 1
+        if st.first_token_s[rid] != st.first_token_s[rid]:  # NaN: the first token
+            st.first_token_s[rid] = now
+        if st.generated[rid] >= st.output[rid]:
+            self.kv.release(self.admission.held_blocks(rid, st.effective_prompt[rid]))
+            self._finish(rid, now)
+        else:
+            self.arrived.append(rid)
+
+    def release_kept(self, rid: int) -> None:
+        """Prefill side: give back the blocks of a finished request kept for its KV transfer."""
+        self.admission.release_kept(rid)
+
+    def next_batch(self, now: float) -> Batch | None:
+        """Form the next step's batch, allocating its KV blocks; None when idle."""
+        decodes, prefills = self.decodes, self.prefills
+        if self.arrived:  # between steps: decodes.d is the next decode step
+            for rid in self.arrived:
+                decodes.enter(rid)
+            self.arrived.clear()
+        if not (prefills.waiting or prefills.prefilling or decodes.members):
+            return None
+        while True:
+            batch = Batch()
+            if self.chunked or self.mixed_whole_prompts:
+                self._schedule_decode(batch)
+                prefills.pack(batch, now, self.max_tokens - batch.decode_tokens, len(decodes))
+            else:
+                # Without chunked prefill, whole prompts run in prefill-only steps (vLLM V0).
+                prefills.pack(batch, now, self.max_tokens, len(decodes))
+                if not batch.prefill:
+                    self._schedule_decode(batch)
+            if batch.num_seqs > 0:
+                return batch
+            # Nothing could progress: partial prefills hold the blocks they need to grow.
+            # (Never with reserve_full: every admitted request holds all it will need.)
+            if self.admission.reserve_full or not self._preempt_latest():
+                return None
+
+    def complete(self, batch: Batch, now: float) -> None:
+        """Apply a finished step: emit tokens, finish requests, move prefills to decode."""
+        if batch.decode_step >= 0:
+            self._finish_decoders(batch.decode_step, now)
+            self.decodes.d = batch.decode_step + 1
+        if batch.prefill:
+            for rid in self.prefills.advance(batch):
+                self._end_prefill(rid, now)
+
+    # ------------------------------------------------------------------ steps
+
+    def _schedule_decode(self, batch: Batch) -> None:
+        decodes = self.decodes
+        if not decodes.members:
+            return
+        if not self.admission.reserve_full:  # reserve_full: blocks reserved at admission
+            kv = self.kv
+            while decodes.new_blocks() > kv.free:
+                if not self._preempt_latest():
+                    break
+            if not decodes.members:
+                return
+            kv.allocate(decodes.new_blocks())
+        decodes.fill(batch)
+
+    def _finish_decoders(self, d: int, now: float) -> None:
+        st = self.state
+        for rid, written in self.decodes.finished(d):
+            self.kv.release(self.admission.held_blocks(rid, written))
+            st.generated[rid] = st.output[rid]
+            self._finish(rid, now)
+
+    def _end_prefill(self, rid: int, now: float) -> None:
+        st = self.state
+        st.generated[rid] += 1
+        if st.first_token_s[rid] != st.first_token_s[rid]:  # NaN: the first token
+            st.first_token_s[rid] = now
+        if st.generated[rid] >= st.output[rid]:
+            self.admission.finish_prefill(rid)
+            self._finish(rid, now)
+        else:
+            self.decodes.enter(rid)
+
+    def _preempt_latest(self) -> bool:
+        return preempt_latest(self.prefills, self.decodes, self.kv, self.state)
+
+    def _finish(self, rid: int, now: float) -> None:
+        self.state.finish_s[rid] = now
+        self.on_finish(rid, now)
