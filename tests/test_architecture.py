@@ -35,7 +35,9 @@ PENDING_SPLIT = frozenset(
 
 # The top-level packages (and modules) each one may import; `clustersim` is the root
 # package's __init__ (__version__). A back-arrow is an import not allowed here.
-_SIM_BASE = frozenset({ROOT, "config", "catalog", "topology", "model", "workload", "metrics"})
+_SIM_BASE = frozenset(
+    {ROOT, "config", "catalog", "topology", "model", "workload", "metrics", "faults"}
+)
 _SIMULATION = frozenset({"network", "serving", "moe", "deployment", "disagg", "sim"})
 _BELOW_APPS = _SIM_BASE | _SIMULATION | {"results"}
 MAY_IMPORT: dict[str, frozenset[str]] = {
@@ -46,6 +48,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "topology": frozenset({ROOT, "config", "catalog"}),
     "model": frozenset({ROOT, "config", "catalog"}),
     "metrics": frozenset({ROOT, "config", "workload"}),
+    "faults": frozenset({ROOT, "config", "catalog", "topology"}),
     "network": frozenset({ROOT, "config", "catalog", "topology"}),
     "serving": _SIM_BASE | {"network"},
     "moe": _SIM_BASE | {"network", "serving"},
