@@ -27,15 +27,9 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     per layout); probe table(s) and files."""
     from clustersim.capacity.output import write_capacity
 
-    points = load_points(args.file, args.overrides)
-    for point in points:
-        check_rate_workload_of(args.file, point)
-        with blame(args.file, point.label):
-            build(point.exp)
+    points = checked_points(args)
     check_out_dir(args.out)
-    fan_out = None
-    if args.executor != "local" or args.workers > 1:
-        fan_out = (args.executor, args.workers)
+    fan_out = fan_out_of(args)
     name = f"{points[0].exp.name}-capacity"
     is_sweep = any(p.label for p in points)
     root: Path | None = None
@@ -55,14 +49,36 @@ def cmd_capacity(args: argparse.Namespace) -> int:
                 rows.append(capacity_point_row(point, out_dir, cap))
                 write_sweep_table(root, rows, stem="capacity_points")
     if is_sweep and root is not None:
-        print(format_table(
-            ["point", "capacity rps", "knee in", "probes"],
-            [[r["label"], fmt_number(r["capacity_rps"], ".4g"),
-              f"[{fmt_number(r['lo_rps'], '.4g')}, {fmt_number(r['hi_rps'], '.4g')}]",
-              str(r["probes"])] for r in rows],
-        ))  # fmt: skip
-        print(f"capacity per point: {root / 'capacity_points.csv'}")
+        print_capacity_points(root, rows)
     return EXIT_OK
+
+
+def checked_points(args: argparse.Namespace) -> list[Point]:
+    """The file's points, each with a rate-driven workload and a layout that builds."""
+    points = load_points(args.file, args.overrides)
+    for point in points:
+        check_rate_workload_of(args.file, point)
+        with blame(args.file, point.label):
+            build(point.exp)
+    return points
+
+
+def fan_out_of(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(executor, workers) for each probe's replicates; None: one at a time in this process."""
+    if args.executor != "local" or args.workers > 1:
+        return (args.executor, args.workers)
+    return None
+
+
+def print_capacity_points(root: Path, rows: list[dict[str, Any]]) -> None:
+    """A sweep's capacity per point, after every point's own table."""
+    print(format_table(
+        ["point", "capacity rps", "knee in", "probes"],
+        [[r["label"], fmt_number(r["capacity_rps"], ".4g"),
+          f"[{fmt_number(r['lo_rps'], '.4g')}, {fmt_number(r['hi_rps'], '.4g')}]",
+          str(r["probes"])] for r in rows],
+    ))  # fmt: skip
+    print(f"capacity per point: {root / 'capacity_points.csv'}")
 
 
 def check_rate_workload_of(path: Path, point: Point) -> float:

@@ -75,6 +75,26 @@ def run_fanned_out(args: argparse.Namespace, points: Sequence[Point], results: R
     """Every (point, replicate) as one job over local processes or Ray (planner.search
     run_jobs); workers write the run files, this process pools and reports in point order,
     so the files are the same as a serial run's."""
+    jobs, plan = fan_out_jobs(points, results)
+    done = run_jobs(
+        jobs, args.executor, args.workers, args.quiet, work=simulate_into, desc="run", unit="run"
+    )
+    for point, run_dir, indices in plan:
+        summaries = [done[i].summary for i in indices]
+        if any(s is None for s in summaries):
+            raise BadInput(f"{args.file} [{point.label}]: {done[indices[0]].error}")
+        if point.exp.replicates > 1:
+            results.pool_replicates(point, run_dir, [s for s in summaries if s is not None])
+        else:
+            assert summaries[0] is not None
+            results.finish_point(point, run_dir, summaries[0])
+
+
+def fan_out_jobs(
+    points: Sequence[Point], results: RunResults
+) -> tuple[list[SimJob], list[tuple[Point, Path, list[int]]]]:
+    """One job per (point, replicate), each writing into its new run directory; and per
+    point, (point, its run directory, the indices of its jobs)."""
     jobs: list[SimJob] = []
     plan: list[tuple[Point, Path, list[int]]] = []
     for point in points:
@@ -89,18 +109,7 @@ def run_fanned_out(args: argparse.Namespace, points: Sequence[Point], results: R
         else:
             jobs.append(SimJob(point.label or exp.name, exp, str(run_dir)))
         plan.append((point, run_dir, list(range(first, len(jobs)))))
-    done = run_jobs(
-        jobs, args.executor, args.workers, args.quiet, work=simulate_into, desc="run", unit="run"
-    )
-    for point, run_dir, indices in plan:
-        summaries = [done[i].summary for i in indices]
-        if any(s is None for s in summaries):
-            raise BadInput(f"{args.file} [{point.label}]: {done[indices[0]].error}")
-        if point.exp.replicates > 1:
-            results.pool_replicates(point, run_dir, [s for s in summaries if s is not None])
-        else:
-            assert summaries[0] is not None
-            results.finish_point(point, run_dir, summaries[0])
+    return jobs, plan
 
 
 def simulate(
