@@ -35,6 +35,9 @@ class Origin:
 
 @dataclass
 class Context:
+    """Resolving one experiment: its file, the parsed-file cache (shared by sweep points), the
+    overrides applied so far and where each materialized section came from."""
+
     exp_label: str  # the experiment path as the user gave it
     exp_dir: Path  # absolute
     cache: dict[Path, Any]
