@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from clustersim import cli
+from clustersim.cli import run_results
+from clustersim.cli.signals import Terminated
 
 BASE = """\
 name: tiny
@@ -296,9 +298,9 @@ def test_interrupt_while_plotting_leaves_run_marked_incomplete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def interrupted(_run_dir: Path, writing: bool = False) -> None:
-        raise cli.Terminated(15)  # what SIGTERM raises
+        raise Terminated(15)  # what SIGTERM raises
 
-    monkeypatch.setattr(cli, "render_run", interrupted)
+    monkeypatch.setattr(run_results, "render_run", interrupted)
     exp = tmp_path / "exp.yaml"
     exp.write_text(BASE)
     out = tmp_path / "out"

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from clustersim import cli
+from clustersim.cli import points as cli_points
+from clustersim.cli import run as cli_run
 from clustersim.config.schema import Experiment
 from clustersim.sim.engine import BuildError, RunOutput
 
@@ -105,7 +107,7 @@ def test_internal_error_is_exit_1_with_traceback(
     def boom(*_: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "load_sweep", boom)
+    monkeypatch.setattr(cli_points, "load_sweep", boom)
     assert cli.main(["validate", str(write(tmp_path, TINY))]) == 1
     assert "Traceback" in capsys.readouterr().err
 
@@ -196,7 +198,7 @@ def fake_run(exp: Experiment, progress: Any = None, built: Any = None) -> RunOut
 def test_sweep_stops_at_bad_point_and_keeps_earlier(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "run_experiment", fake_run)
+    monkeypatch.setattr(cli_run, "run_experiment", fake_run)
     path = write(tmp_path, SWEPT)
     out_root = tmp_path / "results"
     assert cli.main(["run", str(path), "--out", str(out_root)]) == 2  # progress bar shown
@@ -219,7 +221,7 @@ def test_sweep_stops_at_bad_point_and_keeps_earlier(
 def test_run_twice_gives_two_directories(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "run_experiment", fake_run)
+    monkeypatch.setattr(cli_run, "run_experiment", fake_run)
     path = write(tmp_path, TINY)
     args = ["run", str(path), "--quiet", "--out", str(tmp_path / "r")]
     assert cli.main(args) == 0

@@ -31,13 +31,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from clustersim.config.errors import ConfigError, describe_validation_error, format_key, show_value
-from clustersim.config.load import (
-    SET_FILE,
-    Override,
-    load_raw_experiment,
-    parse_override,
-)
+from clustersim.config.overrides import SET_FILE, Override, parse_override
 from clustersim.config.schema import Experiment, Fraction, Layout, PoolServing, PosInt, Strict
+from clustersim.config.yaml_files import load_raw_experiment
 
 PLAN_KEY = "plan"
 EngineName = Literal["vllm", "sglang", "trtllm"]

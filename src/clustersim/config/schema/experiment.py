@@ -1,0 +1,104 @@
+"""A whole experiment: its sections plus horizon, SLO, output and limits."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from clustersim.config.schema.base import (
+    MAX_NAME_CHARS,
+    NonNegFloat,
+    PosFloat,
+    PosInt,
+    Seed,
+    Strict,
+    keyed_error,
+)
+from clustersim.config.schema.hardware import HardwareSpec
+from clustersim.config.schema.model import ModelSpec
+from clustersim.config.schema.serving import (
+    DisaggregationSpec,
+    ExpertsSpec,
+    Layout,
+    Precision,
+    ServingSpec,
+)
+from clustersim.config.schema.topology import TopologySpec
+from clustersim.config.schema.workload import WorkloadSpec
+
+
+class HorizonSpec(Strict):
+    duration_s: PosFloat | None = None
+    requests: PosInt | None = None
+    warmup_s: NonNegFloat = 0.0  # requests arriving before this are excluded from statistics
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> HorizonSpec:
+        if (self.duration_s is None) == (self.requests is None):
+            raise ValueError("give exactly one of duration_s or requests")
+        return self
+
+
+class SLOSpec(Strict):
+    ttft_p99_s: PosFloat | None = None  # a request meets the SLO if its TTFT <= this
+    tpot_p99_s: PosFloat | None = None  # ... and its TPOT <= this
+    e2e_p99_s: PosFloat | None = None
+    # aggregate bounds on means (s), checked by `clustersim capacity` (docs/capacity.md)
+    ttft_mean_s: PosFloat | None = None
+    queue_mean_s: PosFloat | None = None  # mean wait before first scheduled
+
+
+class OutputSpec(Strict):
+    time_bin_s: PosFloat = 1.0  # link-utilisation / timeline bin width
+    iterations: bool = True  # write iterations.parquet
+
+
+class LimitsSpec(Strict):
+    """What one run may cost before it is refused at load (config/limits.py); raise a limit
+    with ``--set limits.<key>=N`` when the machine can take it."""
+
+    max_requests: PosInt = 10_000_000  # requests one run generates (~1 KiB of state each)
+    max_gpus: PosInt = 16_384  # GPUs in the topology graph
+    max_time_bins: PosInt = 2_000_000  # horizon.duration_s / output.time_bin_s, per link
+    max_sweep_points: PosInt = 10_000  # points of one sweep: block
+
+
+class Experiment(Strict):
+    """A fully resolved experiment: every reference replaced by its spec."""
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+    seed: Seed = 0
+    replicates: PosInt = 1  # independent seeds derived from `seed` (metrics/replicates.py)
+    model: ModelSpec
+    hardware: HardwareSpec
+    topology: TopologySpec
+    layout: Layout = Layout()
+    # prefill / decode pools on disjoint GPUs; when set, `layout` is ignored (None: co-located)
+    disaggregation: DisaggregationSpec | None = None
+    precision: Precision = Precision()
+    serving: ServingSpec = ServingSpec()
+    experts: ExpertsSpec | None = None
+    workload: WorkloadSpec
+    horizon: HorizonSpec
+    slo: SLOSpec = SLOSpec()
+    output: OutputSpec = OutputSpec()
+    limits: LimitsSpec = LimitsSpec()
+    base_dir: str = "."  # directory relative paths in the experiment resolve against
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Experiment:
+        """Checks across sections, each reported at the key the user should change."""
+        if self.workload.arrival.process == "burst" and self.horizon.duration_s is not None:
+            raise keyed_error(
+                "horizon.duration_s",
+                "burst arrivals (all at t = 0) need horizon.requests, not a duration",
+            )
+        limit = self.serving.max_model_len
+        if limit is not None and limit > self.model.max_context:
+            raise keyed_error(
+                "serving.max_model_len",
+                f"expected at most the model's context ({self.model.max_context} tokens) "
+                f"(got {limit})",
+            )
+        return self

@@ -1,0 +1,155 @@
+"""How the model is deployed: parallel layout, precision, serving engine knobs, MoE expert
+routing and EPLB, and prefill / decode disaggregation pools."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from clustersim.config.schema.base import (
+    DType,
+    Fraction,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Strict,
+)
+
+
+class Layout(Strict):
+    tp: PosInt = 1
+    pp: PosInt = 1
+    dp: PosInt = 1
+    ep: PosInt = 1  # 1 = dense / experts replicated per TP group
+    cp: PosInt = 1
+    moe_tp: PosInt | None = None  # TensorRT-LLM split: moe_tp × moe_ep == tp (issue 3)
+    dp_attention: bool = False  # DeepSeek style: attention per DP rank, experts over EP
+
+    @property
+    def gpus(self) -> int:
+        """GPUs used by the whole layout: TP × PP × CP per replica, DP replicas."""
+        return self.tp * self.pp * self.cp * self.dp
+
+
+class Precision(Strict):
+    weights: DType = "bf16"
+    activations: DType = "bf16"
+    kv_cache: DType = "bf16"
+    dispatch: DType = "fp8"
+    combine: DType = "bf16"
+
+
+RouterName = Literal["round_robin", "random", "least_outstanding", "least_kv", "power_of_two"]
+
+
+EngineName = Literal["vllm", "sglang", "trtllm"]
+# numeric fields of an engine profile (catalog/engines.py) an experiment may override
+EngineKnob = Literal[
+    "elementwise_kernels",
+    "fp8_quant_kernels",
+    "attention_kernels",
+    "moe_kernels",
+    "step_kernels",
+    "graph_max_batch",
+    "eager_launch_us",
+    "host_step_us",
+    "host_seq_us",
+    "stream_step_us",
+    "stream_seq_us",
+    "frontend_ms",
+    "oneshot_max_bytes",
+    "twoshot_max_bytes",
+]
+
+
+class ServingSpec(Strict):
+    # the serving engine whose kernel counts, CUDA graphs, host time and all-reduce choice the
+    # cost model uses (catalog/engines.py); cuda_graphs: false runs every step eagerly
+    engine: EngineName = "vllm"
+    cuda_graphs: bool = True
+    # what-if values for the engine profile's numbers, e.g. {host_seq_us: 5} (units in names)
+    engine_overrides: dict[EngineKnob, NonNegFloat] = Field(default_factory=dict)
+    # responses stream token by token to clients (online serving); false for offline batch
+    # benchmarks (trtllm-bench, vLLM's benchmark_throughput), which skip the streaming path
+    streaming: bool = True
+    max_num_seqs: PosInt = 256
+    max_num_batched_tokens: PosInt = 8192
+    chunked_prefill: bool = True
+    gpu_memory_utilization: Fraction = 0.90
+    router: RouterName = "least_outstanding"
+    block_size: PosInt = 16  # tokens per paged-KV block
+    max_model_len: PosInt | None = None  # None = the model's max_context
+    max_queue: PosInt | None = None  # per replica waiting queue; beyond it requests drop
+    # TensorRT-LLM's kv_cache_free_gpu_mem_fraction: when set, the KV cache gets this share of
+    # the memory FREE after weights, activations and reserved memory (per GPU), and
+    # gpu_memory_utilization is not used. None = vLLM's rule (share of total memory).
+    kv_cache_free_memory_fraction: Fraction | None = None
+    # incremental: vLLM-style paged KV, blocks allocated as tokens are written, preemption by
+    # recompute when full. reserve_full: TensorRT-LLM GUARANTEED_NO_EVICT, a request is
+    # admitted only when blocks for prompt + output are free, reserved until it finishes.
+    kv_admission: Literal["incremental", "reserve_full"] = "incremental"
+
+
+class RoutingSpec(Strict):
+    distribution: Literal["uniform", "zipf", "dirichlet", "trace"] = "uniform"
+    skew: NonNegFloat = 0.0  # zipf exponent
+    concentration: PosFloat = 1.0  # dirichlet alpha
+    path: str | None = None  # per-layer popularity table for "trace"
+    drift_interval_s: NonNegFloat = 0.0  # 0 = hot set fixed
+    drift_on_phase_change: bool = False  # also redraw the hot set when the MMPP state changes
+
+
+class EPLBSpec(Strict):
+    redundant_experts: NonNegInt = 0
+    rebalance_interval_s: NonNegFloat = 0.0  # 0 = never rebalance
+    algorithm: Literal["greedy", "hierarchical"] = "greedy"
+    # hierarchical only: expert groups packed whole onto nodes (DeepSeek-V3 n_group = 8);
+    # None = one group per node of the EP group
+    expert_groups: PosInt | None = None
+
+
+class ExpertsSpec(Strict):
+    routing: RoutingSpec = RoutingSpec()
+    eplb: EPLBSpec | None = None
+    two_batch_overlap: bool = False
+
+
+class PoolServing(Strict):
+    """A disaggregated pool's serving knobs: every key is optional and, when set, overrides
+    the experiment's `serving` value for that pool (None = inherit). The same keys as
+    ServingSpec (tests/test_disagg.py checks the two stay in step)."""
+
+    engine: EngineName | None = None
+    cuda_graphs: bool | None = None
+    engine_overrides: dict[EngineKnob, NonNegFloat] | None = None
+    streaming: bool | None = None
+    max_num_seqs: PosInt | None = None
+    max_num_batched_tokens: PosInt | None = None
+    chunked_prefill: bool | None = None
+    gpu_memory_utilization: Fraction | None = None
+    router: RouterName | None = None
+    block_size: PosInt | None = None
+    max_model_len: PosInt | None = None
+    max_queue: PosInt | None = None
+    kv_cache_free_memory_fraction: Fraction | None = None
+    kv_admission: Literal["incremental", "reserve_full"] | None = None
+
+
+class PoolSpec(Strict):
+    """One pool of a disaggregated deployment: its layout (replicas = layout.dp), serving
+    overrides and, optionally, its own `experts` block (None = the experiment's)."""
+
+    layout: Layout = Layout()
+    serving: PoolServing = PoolServing()
+    experts: ExpertsSpec | None = None
+
+
+class DisaggregationSpec(Strict):
+    """Prefill / decode disaggregation (docs/disaggregation.md): prompts are prefilled on the
+    `prefill` pool, their KV cache moves over the fabric to the `decode` pool, which decodes.
+    When set, the experiment's top-level `layout` is not used."""
+
+    prefill: PoolSpec
+    decode: PoolSpec
