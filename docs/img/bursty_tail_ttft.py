@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from clustersim.results.plots import Series, plot_ttft_overview, save_png
-from clustersim.results.report import load_run, point_dir
+from clustersim.results.run_files import load_run, point_dir
 
 OUT = Path(__file__).with_name("bursty_tail_ttft.png")
 NAMES = {"trace": "Azure conv trace", "poisson": "Poisson, same mean rate"}  # label word → legend

@@ -10,15 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from clustersim.results.report import (
-    REPORT_NAME,
-    ReportError,
-    esc,
-    fmt,
-    img_html,
-    page,
-    table_html,
-)
+from clustersim.results.html_page import esc, fmt, img_html, page, table_html
+from clustersim.results.report import REPORT_NAME
+from clustersim.results.run_files import ReportError
 from clustersim.results.writer import write_text
 
 PLAN_TABLE = (

@@ -18,20 +18,11 @@ import pandas as pd
 
 from clustersim.metrics.replicates import REPLICATE_KEYS
 from clustersim.results import plots
+from clustersim.results.html_page import config_yaml, esc, flatten, fmt, img_html, page, table_html
 from clustersim.results.plots import Series
-from clustersim.results.report import (
-    REPORT_NAME,
-    RunFiles,
-    config_yaml,
-    esc,
-    flatten,
-    fmt,
-    img_html,
-    load_run,
-    page,
-    table_html,
-    verdict_html,
-)
+from clustersim.results.report import REPORT_NAME
+from clustersim.results.run_files import RunFiles, load_run
+from clustersim.results.run_sections import verdict_html
 from clustersim.results.writer import make_unique_dir, safe_name, utc_stamp, write_text
 
 NAME_CHARS = 40  # at most this many characters of each run's name in the directory name
