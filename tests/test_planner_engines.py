@@ -1,7 +1,7 @@
 """Engine rules (each positive and negative) and the emitted launch configs, parsed back.
 
 The flag names checked here are DESIGN.md §1's, plus the serving knobs each engine's own
-argument parser defines (planner/engines.py cites them)."""
+argument parser defines (the planner/engines/ modules cite them)."""
 
 from __future__ import annotations
 
