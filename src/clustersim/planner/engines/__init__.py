@@ -13,8 +13,9 @@ the registry and the functions the planner calls. A new engine is one module wit
 `Engine` subclass, registered in launch.ENGINES.
 """
 
-from clustersim.planner.engines.base import Engine, LaunchConfig, Verdict, format_command
+from clustersim.planner.engines.base import Engine, LaunchConfig, Pools, Verdict, format_command
 from clustersim.planner.engines.common import is_dp_attention, moe_tp_of
+from clustersim.planner.engines.eplb import StepTime
 from clustersim.planner.engines.launch import (
     ENGINES,
     disagg_verdict,
@@ -29,6 +30,8 @@ __all__ = [
     "ENGINES",
     "Engine",
     "LaunchConfig",
+    "Pools",
+    "StepTime",
     "Verdict",
     "disagg_verdict",
     "disaggregated_launch",

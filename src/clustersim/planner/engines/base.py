@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import shlex
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from clustersim.config.schema import Experiment, Layout, ModelSpec
 from clustersim.model.memory import MemoryPlan
+from clustersim.planner.engines.eplb import StepTime
 
 PREFILL_PORT = 30000  # first server port of the prefill pool (SGLang's docs' ports)
 DECODE_PORT = 30001
@@ -20,6 +22,18 @@ ServerParts = tuple[list[str], dict[str, str], list[str]]  # argv, files (name â
 Commands = list[tuple[str, tuple[str, ...]]]  # (what it is, argv) per command, launch order
 DisaggParts = tuple[Commands, dict[str, str], list[str]]
 PoolView = tuple[Experiment, MemoryPlan]  # a pool as its servers see it: its view, its memory
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Both pools of a disaggregated deployment and each pool's step time (EPLB)."""
+
+    views: tuple[PoolView, PoolView]  # prefill, decode
+    steps: tuple[StepTime | None, StepTime | None] = (None, None)
+
+    def each(self) -> Iterator[tuple[Experiment, MemoryPlan, StepTime | None]]:
+        for (exp, memory), step in zip(self.views, self.steps, strict=True):
+            yield exp, memory, step
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,7 @@ class LaunchConfig:
     notes: tuple[str, ...] = ()
     # disaggregated deployments: (what it is, argv) per command, in launch order
     commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    nearest: str = ""  # not ok: the nearest layout the engine can express ('' when none)
 
     def script(self) -> str:
         """A shell script: notes as comments, any config files as heredocs, the command(s)
@@ -57,6 +72,8 @@ class LaunchConfig:
             lines.append(f"# NOT EXPRESSIBLE: {self.rule}")
             if self.workaround:
                 lines.append(f"# workaround: {self.workaround}")
+            if self.nearest:
+                lines.append(f"# nearest layout {self.engine} can express: {self.nearest}")
             return "\n".join(lines) + "\n"
         for name, text in self.files.items():
             lines += [f"cat > {shlex.quote(name)} <<'EOF'", text.rstrip("\n"), "EOF"]
@@ -73,6 +90,7 @@ class LaunchConfig:
             "ok": self.ok,
             "rule": self.rule,
             "workaround": self.workaround,
+            "nearest": self.nearest,
             "command": format_command(self.argv) if self.ok else None,
             "argv": list(self.argv),
             "commands": [
@@ -149,11 +167,14 @@ class Engine(ABC):
         """What the layout breaks besides context parallelism ('' when nothing)."""
 
     @abstractmethod
-    def server(self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str) -> ServerParts:
-        """One server's command, config files and notes for a layout `verdict` accepts."""
+    def server(
+        self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str, step: StepTime | None
+    ) -> ServerParts:
+        """One server's command, config files and notes for a layout `verdict` accepts;
+        `step` converts the EPLB interval to engine steps."""
 
     @abstractmethod
     def disaggregated(
-        self, pools: tuple[PoolView, PoolView], sites: tuple[PoolSite, PoolSite], a2a: str
+        self, pools: Pools, sites: tuple[PoolSite, PoolSite], a2a: str
     ) -> DisaggParts:
         """Both pools' server commands and the router, for pools `pool_verdict` accepts."""

@@ -3,7 +3,7 @@ one pool, or both pools of a disaggregated deployment) and its launch config."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from clustersim.config.schema import Experiment, Layout, ModelSpec
 from clustersim.model.memory import MemoryPlan
@@ -12,11 +12,13 @@ from clustersim.planner.engines.base import (
     PREFILL_PORT,
     Engine,
     LaunchConfig,
+    Pools,
     PoolSite,
-    PoolView,
     Verdict,
 )
 from clustersim.planner.engines.common import common_notes
+from clustersim.planner.engines.eplb import StepTime
+from clustersim.planner.engines.nearest import describe, nearest_layout
 from clustersim.planner.engines.sglang import SGLang
 from clustersim.planner.engines.trtllm import TensorRTLLM
 from clustersim.planner.engines.vllm import VLLM
@@ -55,26 +57,47 @@ def disagg_verdict(
 
 
 def launch_config(
-    engine: str, exp: Experiment, memory: MemoryPlan, label: str, a2a_backend: str = "auto"
+    engine: str,
+    exp: Experiment,
+    memory: MemoryPlan,
+    label: str,
+    a2a_backend: str = "auto",
+    step: StepTime | None = None,
 ) -> LaunchConfig:
-    """The launch config of `exp` (its layout) for `engine`, or the rule that prevents it."""
-    v = verdict(engine, exp.layout, exp.model, a2a_backend)
+    """The launch config of `exp` (its layout) for `engine`, or the rule that prevents it and
+    the nearest layout the engine can express. `step`: the layout's mean step time, which
+    converts the EPLB rebalance interval to engine steps."""
+    eng = ENGINES[engine]
+    v = eng.verdict(exp.layout, exp.model, a2a_backend)
     if not v.ok:
-        return LaunchConfig(engine, label, False, v.rule, v.workaround)
-    argv, files, notes = ENGINES[engine].server(exp, memory, label, a2a_backend)
+        alt = nearest_layout(
+            exp.layout,
+            exp.model,
+            lambda lay: eng.verdict(lay, exp.model, a2a_backend).ok,
+            exp.topology.gpus_per_node,
+        )
+        return LaunchConfig(engine, label, False, v.rule, v.workaround, nearest=_offer(alt))
+    argv, files, notes = eng.server(exp, memory, label, a2a_backend, step)
     notes = [*notes, *common_notes(exp, engine)]
     return LaunchConfig(engine, label, True, argv=tuple(argv), files=files, notes=tuple(notes))
 
 
 def disaggregated_launch(
-    engine: str, label: str, pools: tuple[PoolView, PoolView], a2a_backend: str = "auto"
+    engine: str, label: str, pools: Pools, a2a_backend: str = "auto"
 ) -> LaunchConfig:
     """Launch config of a disaggregated deployment for `engine`: both pools' servers and the
-    router, or the rule one pool breaks."""
-    (pf, _), (dc, _) = pools
+    router, or the rule one pool breaks and the nearest pool layout the engine can express."""
+    (pf, _), (dc, _) = pools.views
     v = disagg_verdict(engine, pf.layout, dc.layout, pf.model, a2a_backend)
     if not v.ok:
-        return LaunchConfig(engine, label, False, v.rule, v.workaround)
+        return LaunchConfig(
+            engine,
+            label,
+            False,
+            v.rule,
+            v.workaround,
+            nearest=_nearest_pool(engine, pools, a2a_backend),
+        )
     shared = pf.layout.gpus + dc.layout.gpus <= pf.topology.gpus_per_node
     commands, files, notes = ENGINES[engine].disaggregated(
         pools, _pool_sites(pf.layout.gpus, shared), a2a_backend
@@ -88,6 +111,29 @@ def disaggregated_launch(
     return LaunchConfig(
         engine, label, True, files=files, notes=tuple(notes), commands=tuple(commands)
     )
+
+
+def _offer(layout: Layout | None) -> str:
+    if layout is None:
+        return ""
+    return f"{describe(layout)} (same {layout.gpus} GPUs; engine rules only, not simulated)"
+
+
+def _nearest_pool(engine: str, pools: Pools, a2a: str) -> str:
+    """The nearest layout of the first pool the engine cannot serve, named with its pool."""
+    eng = ENGINES[engine]
+    for role, (exp, _) in zip(("prefill", "decode"), pools.views, strict=True):
+        if eng.pool_verdict(exp.layout, exp.model, a2a).ok:
+            continue
+        alt = nearest_layout(
+            exp.layout, exp.model, _pool_accepts(eng, exp.model, a2a), exp.topology.gpus_per_node
+        )
+        return f"{role} pool {_offer(alt)}" if alt is not None else ""
+    return ""
+
+
+def _pool_accepts(eng: Engine, model: ModelSpec, a2a: str) -> Callable[[Layout], bool]:
+    return lambda lay: eng.pool_verdict(lay, model, a2a).ok
 
 
 def _pool_sites(prefill_gpus: int, shared: bool) -> tuple[PoolSite, PoolSite]:

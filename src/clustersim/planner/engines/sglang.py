@@ -4,10 +4,12 @@ command line.
 Flags (DESIGN.md §1 and SGLang's server arguments): --tp-size (all GPUs of the server when
 --enable-dp-attention is on; attention TP = tp_size / dp_size, which must divide), --dp-size,
 --ep-size (MoE TP = tp_size / ep_size), --enable-dp-attention, --enable-eplb,
---ep-num-redundant-experts, --moe-a2a-backend (deepep / mooncake / nixl need
-ep_size == tp_size), --pp-size, --max-running-requests and --chunked-prefill-size (both split
-over the DP-attention ranks, so the per-rank values are multiplied by dp), --mem-fraction-static
-(weights + KV pool), --page-size, --context-length, --kv-cache-dtype.
+--ep-num-redundant-experts, --eplb-rebalance-num-iterations (forward passes between
+rebalances; the expert distribution recorder's buffer defaults to the same size),
+--moe-a2a-backend (deepep / mooncake / nixl need ep_size == tp_size), --pp-size,
+--max-running-requests and --chunked-prefill-size (both split over the DP-attention ranks, so
+the per-rank values are multiplied by dp), --mem-fraction-static (weights + KV pool),
+--page-size, --context-length, --kv-cache-dtype.
 
 Context parallelism: not emitted — SGLang's prefill CP (--attn-cp-size, carved out of
 --tp-size) is documented for DSA / DeepSeek-V4-series models.
@@ -27,8 +29,8 @@ from clustersim.planner.engines.base import (
     Commands,
     DisaggParts,
     Engine,
+    Pools,
     PoolSite,
-    PoolView,
     ServerParts,
     pool_notes,
 )
@@ -39,8 +41,8 @@ from clustersim.planner.engines.common import (
     max_model_len,
     model_id,
     nodes_spanned,
-    redundant_experts,
 )
+from clustersim.planner.engines.eplb import Rebalance, StepTime, rebalance_of
 
 SGLANG_LAUNCH = ("python", "-m", "sglang.launch_server")
 SGLANG_ROUTER = ("python", "-m", "sglang_router.launch_router")
@@ -80,16 +82,18 @@ class SGLang(Engine):
             )
         return "", ""
 
-    def server(self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str) -> ServerParts:
-        return sglang_server(exp, memory, a2a)
+    def server(
+        self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str, step: StepTime | None
+    ) -> ServerParts:
+        return sglang_server(exp, memory, a2a, step)
 
     def disaggregated(
-        self, pools: tuple[PoolView, PoolView], sites: tuple[PoolSite, PoolSite], a2a: str
+        self, pools: Pools, sites: tuple[PoolSite, PoolSite], a2a: str
     ) -> DisaggParts:
         commands: Commands = []
         notes: list[str] = []
-        for (exp, memory), site in zip(pools, sites, strict=True):
-            argv, _, server_notes = sglang_server(exp, memory, a2a)
+        for (exp, memory, step), site in zip(pools.each(), sites, strict=True):
+            argv, _, server_notes = sglang_server(exp, memory, a2a, step)
             argv += ["--disaggregation-mode", site.role]
             argv += ["--disaggregation-transfer-backend", KV_TRANSFER]
             argv += ["--host", site.host, "--port", str(site.port)]
@@ -118,7 +122,9 @@ def a2a_backend(layout: Layout, a2a: str) -> str:
     return "deepep" if layout.ep > 1 and layout.ep == server_tp_size(layout) else "none"
 
 
-def sglang_server(exp: Experiment, memory: MemoryPlan, a2a: str) -> ServerParts:
+def sglang_server(
+    exp: Experiment, memory: MemoryPlan, a2a: str, step: StepTime | None
+) -> ServerParts:
     lay, s = exp.layout, exp.serving
     dpa = exp.model.is_moe and is_dp_attention(lay)
     tp_size = lay.tp * lay.dp if dpa else lay.tp
@@ -133,9 +139,10 @@ def sglang_server(exp: Experiment, memory: MemoryPlan, a2a: str) -> ServerParts:
         backend = a2a_backend(lay, a2a)
         if backend != "none":
             argv += ["--moe-a2a-backend", backend]
-    redundant = redundant_experts(exp)
-    if redundant:
-        argv += ["--enable-eplb", "--ep-num-redundant-experts", str(redundant)]
+    rebalance = rebalance_of(exp, step)
+    if rebalance is not None:
+        argv += _eplb_flags(rebalance)
+        notes.append(_eplb_note(rebalance))
     argv += ["--max-running-requests", str(s.max_num_seqs * ranks)]
     chunk = s.max_num_batched_tokens * ranks if s.chunked_prefill else -1
     argv += ["--chunked-prefill-size", str(chunk)]
@@ -164,6 +171,28 @@ def sglang_server(exp: Experiment, memory: MemoryPlan, a2a: str) -> ServerParts:
             "<head>:<port> on each node"
         )
     return argv, {}, notes
+
+
+def _eplb_flags(rebalance: Rebalance) -> list[str]:
+    """--enable-eplb, --ep-num-redundant-experts and --eplb-rebalance-num-iterations (SGLang
+    server arguments): a rebalance every N forward passes, fitted to the expert distribution
+    recorder's buffer, whose size defaults to N (the loads since the previous rebalance, as
+    simulated)."""
+    flags = ["--enable-eplb", "--ep-num-redundant-experts", str(rebalance.redundant)]
+    if rebalance.steps is not None:
+        flags += ["--eplb-rebalance-num-iterations", str(rebalance.steps)]
+    return flags
+
+
+def _eplb_note(rebalance: Rebalance) -> str:
+    if rebalance.steps is not None:
+        return f"{rebalance.conversion}: --eplb-rebalance-num-iterations (forward passes)"
+    if rebalance.interval_s == 0:
+        return (
+            f"{rebalance.conversion}; SGLang's --enable-eplb rebalances every "
+            "--eplb-rebalance-num-iterations forward passes (default 1000)"
+        )
+    return rebalance.conversion
 
 
 def _static_fraction(exp: Experiment, memory: MemoryPlan) -> float:

@@ -7,7 +7,16 @@ pipeline_parallel_size, moe_expert_parallel_size, moe_tensor_parallel_size
 (moe_tensor_parallel_size × moe_expert_parallel_size == tensor_parallel_size),
 enable_attention_dp (attention weights replicated on every rank: attention TP = 1),
 enable_chunked_prefill, kv_cache_config, scheduler_config, moe_config.
-One trtllm-serve is one replica: there is no data-parallel replica flag.
+
+One trtllm-serve is one replica: there is no data-parallel replica flag, so a layout of dp > 1
+independent replicas gets one replica's command and YAML and a note to run dp copies behind a
+load balancer. DP-attention is not that: one server over all tp × dp ranks with
+enable_attention_dp (attention per rank, experts over moe_expert_parallel_size).
+
+EPLB: moe_config.load_balancer {num_slots = experts + redundant, layer_updates_per_iter}
+(examples/wide_ep/ep_load_balancer/README.md: the MoE layers re-placed per iteration; 0 =
+static placement). There is no interval: online, one pass over the MoE layers takes
+ceil(layers / layer_updates_per_iter) iterations.
 
 Context parallelism: `context_parallel_size` in the YAML (LlmArgs field); the PyTorch
 backend's default cp_config.cp_type is ULYSSES (heads split over tp × cp).
@@ -21,6 +30,8 @@ replica here is fine: the disaggregated server routes over the instances.
 
 from __future__ import annotations
 
+import math
+
 import yaml
 
 from clustersim.config.schema import Experiment, Layout, ModelSpec
@@ -32,10 +43,9 @@ from clustersim.planner.engines.base import (
     Commands,
     DisaggParts,
     Engine,
+    Pools,
     PoolSite,
-    PoolView,
     ServerParts,
-    Verdict,
     pool_notes,
     visible_devices,
 )
@@ -46,9 +56,8 @@ from clustersim.planner.engines.common import (
     model_id,
     moe_tp_of,
     nodes_spanned,
-    redundant_experts,
-    separate_servers,
 )
+from clustersim.planner.engines.eplb import Rebalance, StepTime, rebalance_of
 
 TRTLLM_SERVE = ("trtllm-serve",)
 TRTLLM_BACKEND = "pytorch"
@@ -71,7 +80,7 @@ class TensorRTLLM(Engine):
         return "", ""
 
     def rule(self, layout: Layout, model: ModelSpec, a2a: str) -> Broken:
-        tp, dp, ep = layout.tp, layout.dp, layout.ep
+        tp, ep = layout.tp, layout.ep
         if is_dp_attention(layout):
             if tp > 1:
                 return (
@@ -88,36 +97,35 @@ class TensorRTLLM(Engine):
                     f"{mtp} × {ep} = {mtp * ep} must equal tensor_parallel_size = {tp}",
                     "",
                 )
-        if dp > 1:
-            return (
-                f"TensorRT-LLM: one trtllm-serve is one replica (no data-parallel replica "
-                f"flag); the layout has dp = {dp}",
-                separate_servers(layout),
-            )
         return "", ""
 
-    def pool_verdict(self, layout: Layout, model: ModelSpec, a2a: str) -> Verdict:
-        """A pool's dp replicas run as dp trtllm-serve instances behind the disaggregated
-        server, so dp > 1 is fine when the instance layout is."""
-        return self.verdict(instance(layout), model, a2a)
-
-    def server(self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str) -> ServerParts:
-        return trtllm_server(exp, memory, label)
+    def server(
+        self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str, step: StepTime | None
+    ) -> ServerParts:
+        """One trtllm-serve is one replica (there is no data-parallel replica flag): with
+        dp > 1 independent replicas, the command and YAML of one, run dp times."""
+        inst = instance(exp.layout)
+        argv, files, notes = trtllm_server(
+            exp.model_copy(update={"layout": inst}), memory, label, step
+        )
+        if inst is not exp.layout:
+            notes.insert(0, replicas_note(exp.layout.dp, inst.gpus))
+        return argv, files, notes
 
     def disaggregated(
-        self, pools: tuple[PoolView, PoolView], sites: tuple[PoolSite, PoolSite], a2a: str
+        self, pools: Pools, sites: tuple[PoolSite, PoolSite], a2a: str
     ) -> DisaggParts:
         commands: Commands = []
         files: dict[str, str] = {}
         notes: list[str] = []
         servers: dict[str, dict[str, object]] = {}
         port = PREFILL_PORT
-        buffer_tokens = pools[0][0].serving.max_num_batched_tokens
-        for (exp, memory), site in zip(pools, sites, strict=True):
+        buffer_tokens = pools.views[0][0].serving.max_num_batched_tokens
+        for (exp, memory, step), site in zip(pools.each(), sites, strict=True):
             inst = instance(exp.layout)
             n = 1 if inst is exp.layout else exp.layout.dp
             argv, inst_files, server_notes = trtllm_server(
-                exp.model_copy(update={"layout": inst}), memory, site.role
+                exp.model_copy(update={"layout": inst}), memory, site.role, step
             )
             ((name, text),) = inst_files.items()
             files[name] = _with_cache_transceiver(text, site.role, buffer_tokens)
@@ -162,9 +170,18 @@ def instance(layout: Layout) -> Layout:
     return layout.model_copy(update={"dp": 1})
 
 
+def replicas_note(dp: int, gpus: int) -> str:
+    return (
+        f"one trtllm-serve is one replica (no data-parallel replica flag): run dp = {dp} "
+        f"copies of this command, one per replica's {gpus} GPUs (CUDA_VISIBLE_DEVICES and "
+        "--port per copy), behind a load balancer"
+    )
+
+
 def _with_cache_transceiver(text: str, role: str, buffer_tokens: int) -> str:
     """A pool server's YAML with the KV cache transceiver (and, on context servers, the
-    overlap scheduler off: it is not supported there)."""
+    overlap scheduler off: it is not supported there); its comment lines kept on top."""
+    comments = "".join(ln + "\n" for ln in text.splitlines() if ln.startswith("#"))
     cfg = yaml.safe_load(text)
     if role == "prefill":
         cfg["disable_overlap_scheduler"] = True
@@ -172,10 +189,12 @@ def _with_cache_transceiver(text: str, role: str, buffer_tokens: int) -> str:
         "backend": TRTLLM_CACHE_BACKEND,
         "max_tokens_in_buffer": buffer_tokens,
     }
-    return yaml.safe_dump(cfg, sort_keys=False)
+    return comments + yaml.safe_dump(cfg, sort_keys=False)
 
 
-def trtllm_server(exp: Experiment, memory: MemoryPlan, label: str) -> ServerParts:
+def trtllm_server(
+    exp: Experiment, memory: MemoryPlan, label: str, step: StepTime | None
+) -> ServerParts:
     lay, s = exp.layout, exp.serving
     dpa = exp.model.is_moe and is_dp_attention(lay)
     tp_size = lay.tp * lay.dp if dpa else lay.tp
@@ -208,11 +227,12 @@ def trtllm_server(exp: Experiment, memory: MemoryPlan, label: str) -> ServerPart
     cfg["kv_cache_config"] = kv_cfg
     policy = "GUARANTEED_NO_EVICT" if s.kv_admission == "reserve_full" else "MAX_UTILIZATION"
     cfg["scheduler_config"] = {"capacity_scheduler_policy": policy}
-    redundant = redundant_experts(exp)
-    if redundant:
-        slots = exp.model.num_experts + redundant
-        cfg["moe_config"] = {"load_balancer": {"num_slots": slots, "layer_updates_per_iter": 1}}
+    rebalance = rebalance_of(exp, step)
+    if rebalance is not None:
+        cfg["moe_config"] = {"load_balancer": _load_balancer(exp, rebalance)}
     notes = [n for n in (note,) if n]
+    if rebalance is not None:
+        notes.append(_eplb_note(exp, rebalance))
     if s.kv_cache_free_memory_fraction is None:
         notes.append(
             f"kv_cache free fraction {free:.3f} reproduces the planned KV cache "
@@ -227,7 +247,46 @@ def trtllm_server(exp: Experiment, memory: MemoryPlan, label: str) -> ServerPart
     nodes = nodes_spanned(exp, lay.gpus)
     if nodes > 1:
         notes.append(f"spans {nodes} nodes: launch under mpirun / srun (trtllm-llmapi-launch)")
-    return argv, {cfg_name: yaml.safe_dump(cfg, sort_keys=False)}, notes
+    header = f"# {rebalance.conversion}\n" if rebalance is not None else ""
+    return argv, {cfg_name: header + yaml.safe_dump(cfg, sort_keys=False)}, notes
+
+
+def _updates_per_iter(exp: Experiment, rebalance: Rebalance) -> int:
+    """moe_config.load_balancer.layer_updates_per_iter: MoE layers whose expert weights are
+    re-placed per iteration, 0 = a static placement (TensorRT-LLM
+    examples/wide_ep/ep_load_balancer/README.md). One pass over the L MoE layers takes
+    ceil(L / k) iterations: k = ceil(L / steps) puts a pass at most every `steps`."""
+    if rebalance.interval_s == 0:
+        return 0
+    if rebalance.steps is None:
+        return 1
+    return math.ceil(exp.model.num_moe_layers / rebalance.steps)
+
+
+def _load_balancer(exp: Experiment, rebalance: Rebalance) -> dict[str, int]:
+    return {
+        "num_slots": exp.model.num_experts + rebalance.redundant,
+        "layer_updates_per_iter": _updates_per_iter(exp, rebalance),
+    }
+
+
+def _eplb_note(exp: Experiment, rebalance: Rebalance) -> str:
+    k = _updates_per_iter(exp, rebalance)
+    if k == 0:
+        return f"{rebalance.conversion}: layer_updates_per_iter 0 (static placement)"
+    layers = exp.model.num_moe_layers
+    every = math.ceil(layers / k)
+    text = (
+        f"{rebalance.conversion}: TensorRT-LLM re-places layer_updates_per_iter = {k} MoE "
+        f"layer(s) per iteration, one pass over the {layers} MoE layers every {every} "
+        "iterations"
+    )
+    if rebalance.steps is not None and every < rebalance.steps:
+        text += (
+            f" — faster than the simulated {rebalance.steps}: the slowest online setting "
+            "TensorRT-LLM has"
+        )
+    return text
 
 
 def _free_fraction(exp: Experiment, memory: MemoryPlan) -> float:

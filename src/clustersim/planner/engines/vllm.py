@@ -1,11 +1,14 @@
 """vLLM (`vllm serve`): which layouts one server can run, and its command line.
 
 Flags (DESIGN.md §1 and vLLM's engine arguments): --tensor-parallel-size,
---pipeline-parallel-size, --data-parallel-size, --enable-expert-parallel (EP size = TP × DP),
---all2all-backend, --enable-eplb + --eplb-config, --max-num-seqs, --max-num-batched-tokens,
---gpu-memory-utilization, --block-size, --max-model-len, --[no-]enable-chunked-prefill,
---kv-cache-dtype. On an MoE model the DP ranks of one server are never independent: expert
-layers form a TP group (or, with --enable-expert-parallel, an EP group) of size TP × DP.
+--pipeline-parallel-size, --data-parallel-size, --enable-expert-parallel (EP size = TP × DP:
+no other ep), --all2all-backend (docs.vllm.ai serving/expert_parallel_deployment:
+deepep_high_throughput for prefill, deepep_low_latency for decode), --enable-eplb +
+--eplb-config (EPLBConfig: window_size, step_interval, num_redundant_experts), --max-num-seqs,
+--max-num-batched-tokens, --gpu-memory-utilization, --block-size, --max-model-len,
+--[no-]enable-chunked-prefill, --kv-cache-dtype. On an MoE model the DP ranks of one server are
+never independent: expert layers form a TP group (or, with --enable-expert-parallel, an EP
+group) of size TP × DP.
 
 Context parallelism: --prefill-context-parallel-size (ParallelConfig.prefill_context_parallel_size;
 "PCP does not support data parallelism yet"; its PCP ranks keep the replica's KV cache
@@ -27,8 +30,8 @@ from clustersim.planner.engines.base import (
     Commands,
     DisaggParts,
     Engine,
+    Pools,
     PoolSite,
-    PoolView,
     ServerParts,
     Verdict,
     pool_notes,
@@ -41,9 +44,9 @@ from clustersim.planner.engines.common import (
     max_model_len,
     model_id,
     nodes_spanned,
-    redundant_experts,
     separate_servers,
 )
+from clustersim.planner.engines.eplb import Rebalance, StepTime, rebalance_of
 
 VLLM_SERVE = ("vllm", "serve")
 VLLM_KV_CONNECTOR = "NixlConnector"
@@ -80,6 +83,12 @@ class VLLM(Engine):
                 f"EP size = TP × DP",
                 "",
             )
+        if dp == 1 and 1 < ep != tp:
+            return (
+                f"vLLM: --enable-expert-parallel makes EP size = TP × DP = {tp}, but the "
+                f"layout has ep = {ep}",
+                "",
+            )
         if dp > 1:
             what = (
                 f"--enable-expert-parallel makes EP size = TP × DP = {tp * dp}, but the layout "
@@ -106,17 +115,19 @@ class VLLM(Engine):
             )
         return self.verdict(layout, model, a2a)
 
-    def server(self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str) -> ServerParts:
-        return vllm_server(exp, memory)
+    def server(
+        self, exp: Experiment, memory: MemoryPlan, label: str, a2a: str, step: StepTime | None
+    ) -> ServerParts:
+        return vllm_server(exp, memory, step)
 
     def disaggregated(
-        self, pools: tuple[PoolView, PoolView], sites: tuple[PoolSite, PoolSite], a2a: str
+        self, pools: Pools, sites: tuple[PoolSite, PoolSite], a2a: str
     ) -> DisaggParts:
         commands: Commands = []
         notes: list[str] = []
         roles = {"prefill": "kv_producer", "decode": "kv_consumer"}
-        for (exp, memory), site in zip(pools, sites, strict=True):
-            argv, _, server_notes = vllm_server(exp, memory)
+        for (exp, memory, step), site in zip(pools.each(), sites, strict=True):
+            argv, _, server_notes = vllm_server(exp, memory, step)
             kv = {"kv_connector": VLLM_KV_CONNECTOR, "kv_role": roles[site.role]}
             argv = [*visible_devices(site, exp.layout.gpus), *argv, "--port", str(site.port)]
             argv += ["--kv-transfer-config", json.dumps(kv)]
@@ -133,7 +144,7 @@ class VLLM(Engine):
         return commands, {}, notes
 
 
-def vllm_server(exp: Experiment, memory: MemoryPlan) -> ServerParts:
+def vllm_server(exp: Experiment, memory: MemoryPlan, step: StepTime | None) -> ServerParts:
     lay, s = exp.layout, exp.serving
     argv = [*VLLM_SERVE, model_id(exp)]
     argv += ["--tensor-parallel-size", str(lay.tp), "--pipeline-parallel-size", str(lay.pp)]
@@ -149,9 +160,10 @@ def vllm_server(exp: Experiment, memory: MemoryPlan) -> ServerParts:
         )
     if lay.cp > 1:
         argv += ["--prefill-context-parallel-size", str(lay.cp)]
-    redundant = redundant_experts(exp)
-    if redundant:
-        argv += ["--enable-eplb", "--eplb-config", json.dumps({"num_redundant_experts": redundant})]
+    rebalance = rebalance_of(exp, step)
+    if rebalance is not None:
+        argv += ["--enable-eplb", "--eplb-config", json.dumps(_eplb_config(rebalance))]
+        notes.append(_eplb_note(rebalance))
     argv += ["--max-num-seqs", str(s.max_num_seqs)]
     argv += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
     argv += ["--gpu-memory-utilization", fraction(_utilisation(exp, memory))]
@@ -185,6 +197,27 @@ def vllm_server(exp: Experiment, memory: MemoryPlan) -> ServerParts:
             "--data-parallel-size-local / --data-parallel-address / --data-parallel-rpc-port"
         )
     return argv, {}, notes
+
+
+def _eplb_config(rebalance: Rebalance) -> dict[str, int]:
+    """--eplb-config (vLLM EPLBConfig, docs.vllm.ai api/vllm/config/parallel): step_interval
+    steps between rearrangements, fitted to the loads of the last window_size steps — both the
+    simulated interval, so the fit sees the loads since the previous rebalance, as simulated."""
+    cfg: dict[str, int] = {}
+    if rebalance.steps is not None:
+        cfg = {"window_size": rebalance.steps, "step_interval": rebalance.steps}
+    return {**cfg, "num_redundant_experts": rebalance.redundant}
+
+
+def _eplb_note(rebalance: Rebalance) -> str:
+    if rebalance.steps is not None:
+        return f"{rebalance.conversion}: --eplb-config step_interval = window_size"
+    if rebalance.interval_s == 0:
+        return (
+            f"{rebalance.conversion}; vLLM's EPLB has no static mode: it rearranges every "
+            "step_interval steps (default 3000)"
+        )
+    return rebalance.conversion
 
 
 def _utilisation(exp: Experiment, memory: MemoryPlan) -> float:
