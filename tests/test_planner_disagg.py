@@ -297,9 +297,9 @@ def test_cp_configs(tmp_path: Path) -> None:
 
 def test_pool_engine_rules() -> None:
     dense, moe = get_model("llama-3.1-70b"), get_model("deepseek-v3")
-    # TensorRT-LLM: a dense pool's dp replicas are dp trtllm-serve instances behind its
-    # disaggregated server — expressible in a pool, not as one co-located server
-    assert not verdict("trtllm", Layout(tp=4, dp=2), dense).ok
+    # TensorRT-LLM: dp replicas are dp trtllm-serve instances, behind a load balancer
+    # (co-located) or behind the disaggregated server (a pool)
+    assert verdict("trtllm", Layout(tp=4, dp=2), dense).ok
     assert disagg_verdict("trtllm", Layout(tp=4, dp=2), Layout(tp=2, dp=4), dense).ok
     # ... but DP-attention still needs attention TP 1; the rule names the pool
     v = disagg_verdict(

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clustersim.cli import main
 from clustersim.planner.report import plan_rows, write_plan
@@ -66,7 +67,14 @@ def test_cli_plan_writes_the_plan_directory(
     launch = plan_dir / "launch" / "tp1-pp1-dp3"
     assert "vllm serve meta-llama/Llama-3.1-8B" in (launch / "vllm.sh").read_text()
     assert "--data-parallel-size 3" in (launch / "vllm.sh").read_text()
-    assert "NOT EXPRESSIBLE" in (launch / "trtllm.sh").read_text()  # dp = 3 replicas
+    # TensorRT-LLM: one replica's trtllm-serve and its YAML, run dp = 3 times
+    trtllm = (launch / "trtllm.sh").read_text()
+    assert "trtllm-serve meta-llama/Llama-3.1-8B" in trtllm and "NOT EXPRESSIBLE" not in trtllm
+    assert "--extra_llm_api_options tp1-pp1-dp3.trtllm.yaml" in trtllm
+    assert "run dp = 3 copies of this command" in trtllm
+    assert yaml.safe_load((launch / "tp1-pp1-dp3.trtllm.yaml").read_text())[
+        "tensor_parallel_size"
+    ] == 1
     data = json.loads((plan_dir / "plan.json").read_text())
     assert data["best"] == "tp1-pp1-dp3"
     assert data["rule_of_thumb"]["layout"] == "tp4-pp1-dp1" and data["rule_of_thumb"]["reasons"]
@@ -188,6 +196,7 @@ workload:
   output_tokens: {dist: fixed, value: 16}
 horizon: {duration_s: 3}
 slo: {ttft_p99_s: 1.0, tpot_p99_s: 0.05}
+experts: {eplb: {redundant_experts: 4, rebalance_interval_s: 0.5}}
 plan:
   workers: 2
   candidates: {layouts: [{tp: 2, dp: 2, ep: 4, dp_attention: true}, {tp: 2, ep: 2}]}
@@ -204,3 +213,16 @@ plan:
     assert "--enable-expert-parallel" in cfgs["vllm"].argv
     assert "--enable-dp-attention" in cfgs["sglang"].argv
     assert not cfgs["trtllm"].ok
+    assert cfgs["trtllm"].nearest.startswith("tp=1 pp=1 dp=4 ep=4 dp_attention")
+    # the EPLB interval in steps of the emitted layout's simulated mean TPOT
+    row = result.row("tp2-pp1-dp2-ep4-dpa")
+    assert row is not None
+    tpot = row.metric("tpot_s", "mean")
+    assert tpot is not None
+    steps = round(0.5 / tpot)
+    argv = list(cfgs["sglang"].argv)
+    assert argv[argv.index("--eplb-rebalance-num-iterations") + 1] == str(steps)
+    assert (
+        f"EPLB: rebalance every 0.5 s = {steps} steps at {tpot * 1e3:.2f} ms per step "
+        "(simulated mean TPOT of tp2-pp1-dp2-ep4-dpa)" in cfgs["vllm"].script()
+    )

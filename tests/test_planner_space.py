@@ -116,13 +116,8 @@ def test_engine_rules_reject_a_layout_no_target_engine_runs(tmp_path: Path) -> N
     plan = "{engines: [trtllm], candidates: {gpus: [4], tp: [2], pp: [1]}}"
     _, space = space_of(tmp_path, head, plan)
     engines = {r.label: r.reason for r in space.rejected if r.stage == "engines"}
-    # dp = 2 replicas: one trtllm-serve is one replica; DP-attention with attention TP 2
-    assert set(engines) == {
-        "tp2-pp1-dp2-ep1",
-        "tp2-pp1-dp2-ep2",
-        "tp2-pp1-dp2-ep4-dpa",
-    }
-    assert "no data-parallel replica flag" in engines["tp2-pp1-dp2-ep1"]
+    # DP-attention with attention TP 2 (dp = 2 independent replicas are one trtllm-serve each)
+    assert set(engines) == {"tp2-pp1-dp2-ep4-dpa"}
     assert "attention TP = 1" in engines["tp2-pp1-dp2-ep4-dpa"]
     _, space = space_of(tmp_path, head, plan.replace("[trtllm]", "[vllm, sglang, trtllm]"))
     assert "tp2-pp1-dp2-ep4-dpa" in {c.label for c in space.candidates}

@@ -2,7 +2,8 @@
 
 Refactors (issue 13) and performance work must leave these byte-identical: for each run of
 each experiment (every sweep point) the sha256 of requests.parquet and of summary.json with
-the machine-dependent `wall_s` removed; for each plan, plan.json, plan.csv and rejected.csv.
+the machine-dependent `wall_s` removed; for each plan, plan.json (without `base_dir`, the
+checkout's absolute path), plan.csv and rejected.csv.
 An intended change of the numbers regenerates them:
 
     python -m tests.golden.experiments        # rewrites tests/golden/experiment_hashes.json
@@ -20,7 +21,8 @@ from clustersim import cli
 ROOT = Path(__file__).resolve().parents[2]
 HASHES = Path(__file__).with_name("experiment_hashes.json")
 EXPERIMENTS = ROOT / "experiments"
-WALL_KEYS = frozenset({"wall_s"})
+# machine-dependent keys: wall time, and plan.json's base.base_dir (the checkout's path)
+WALL_KEYS = frozenset({"wall_s", "base_dir"})
 RUN_FILES = ("requests.parquet",)
 PLAN_FILES = ("plan.json", "plan.csv", "rejected.csv")
 

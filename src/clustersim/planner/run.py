@@ -5,7 +5,9 @@ everything; `report.py` writes and prints it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,13 @@ from clustersim.planner.analytic import (
 )
 from clustersim.planner.confidence import slo_class
 from clustersim.planner.disagg import DisaggSpace, enumerate_disaggregated, with_disaggregated
-from clustersim.planner.engines import LaunchConfig, disaggregated_launch, launch_config
+from clustersim.planner.engines import (
+    LaunchConfig,
+    Pools,
+    StepTime,
+    disaggregated_launch,
+    launch_config,
+)
 from clustersim.planner.rank import Row, best, judge, rank
 from clustersim.planner.rules import RulePick, rule_of_thumb
 from clustersim.planner.search import (
@@ -103,8 +111,14 @@ def run_plan(
     ranked = rank(rows)
     top = best(ranked)
     labels = _emit_order(spec, ranked, top, emit_labels)
+    all_estimates = {**estimates, **dis.pool_estimates}
     configs = tuple(
-        candidate_launch(engine, _candidate(space, label), opts.sglang_moe_a2a_backend)
+        candidate_launch(
+            engine,
+            _candidate(space, label),
+            opts.sglang_moe_a2a_backend,
+            launch_steps(_candidate(space, label), _row(ranked, label), all_estimates),
+        )
         for label in labels
         for engine in opts.engines
     )
@@ -129,14 +143,45 @@ def disagg_estimates(space: Space, dis: DisaggSpace) -> dict[str, Estimate]:
     return out
 
 
-def candidate_launch(engine: str, cand: Candidate, a2a: str) -> LaunchConfig:
-    """The launch config of one candidate (co-located, or both pools and the router)."""
+def candidate_launch(
+    engine: str, cand: Candidate, a2a: str, steps: LaunchSteps = (None, None)
+) -> LaunchConfig:
+    """The launch config of one candidate (co-located, or both pools and the router);
+    `steps`: (prefill pool, decode pool or co-located servers) step times (launch_steps)."""
     if cand.pools is None:
-        return launch_config(engine, cand.exp, cand.memory, cand.label, a2a)
+        return launch_config(engine, cand.exp, cand.memory, cand.label, a2a, steps[1])
     pf, dc = cand.pools
-    return disaggregated_launch(
-        engine, cand.label, ((pf.exp, pf.memory), (dc.exp, dc.memory)), a2a
-    )
+    pools = Pools(((pf.exp, pf.memory), (dc.exp, dc.memory)), steps)
+    return disaggregated_launch(engine, cand.label, pools, a2a)
+
+
+LaunchSteps = tuple[StepTime | None, StepTime | None]
+
+
+def launch_steps(
+    cand: Candidate, row: Row | None, estimates: Mapping[str, Estimate]
+) -> LaunchSteps:
+    """Mean step times that put the EPLB interval in engine steps (engines/eplb.py): the
+    serving (decode) side's is the simulated mean TPOT — one forward pass per output token
+    while serving — else the analytic TPOT at the offered load; a prefill pool's is its
+    analytic step (`estimates` holds the pools' too, under their pool labels)."""
+    tpot = row.metric("tpot_s", "mean") if row is not None else None
+    est = estimates.get(cand.label)
+    serve: StepTime | None = None
+    if tpot is not None and tpot > 0:
+        serve = StepTime(tpot, f"simulated mean TPOT of {cand.label}")
+    elif est is not None and math.isfinite(est.loaded_tpot_s) and est.loaded_tpot_s > 0:
+        serve = StepTime(est.loaded_tpot_s, f"analytic mean TPOT of {cand.label}")
+    if cand.pools is None:
+        return None, serve
+    pf_label = pool_label("prefill", cand.pools[0].label)
+    pf_est = estimates.get(pf_label)
+    prefill = StepTime(pf_est.step_s, f"analytic step of {pf_label}") if pf_est else None
+    return prefill, serve
+
+
+def _row(rows: Sequence[Row], label: str) -> Row | None:
+    return next((r for r in rows if r.label == label), None)
 
 
 def _simulate(
