@@ -2,8 +2,8 @@
 
 Refactors (issue 13) and performance work must leave these byte-identical: for each run of
 each experiment (every sweep point) the sha256 of requests.parquet and of summary.json with
-the machine-dependent `wall_s` removed; for each plan, plan.json (without `base_dir`, the
-checkout's absolute path), plan.csv and rejected.csv.
+the machine-dependent `wall_s` removed; for each plan, plan.json (wall-free, with the checkout's
+absolute path written as `<repo>`), plan.csv and rejected.csv.
 An intended change of the numbers regenerates them:
 
     python -m tests.golden.experiments        # rewrites tests/golden/experiment_hashes.json
@@ -21,8 +21,7 @@ from clustersim import cli
 ROOT = Path(__file__).resolve().parents[2]
 HASHES = Path(__file__).with_name("experiment_hashes.json")
 EXPERIMENTS = ROOT / "experiments"
-# machine-dependent keys: wall time, and plan.json's base.base_dir (the checkout's path)
-WALL_KEYS = frozenset({"wall_s", "base_dir"})
+WALL_KEYS = frozenset({"wall_s"})  # machine-dependent
 RUN_FILES = ("requests.parquet",)
 PLAN_FILES = ("plan.json", "plan.csv", "rejected.csv")
 
@@ -49,7 +48,10 @@ def _sha(data: bytes) -> str:
 
 
 def _json_sha(path: Path) -> str:
-    stripped = _strip(json.loads(path.read_text()))
+    """sha256 of the JSON without wall times; the checkout's path (plan.json names the
+    experiment file and its directory) is written as `<repo>` so any clone gives one hash."""
+    text = path.read_text().replace(json.dumps(str(ROOT))[1:-1], "<repo>")
+    stripped = _strip(json.loads(text))
     return _sha(json.dumps(stripped, sort_keys=True).encode())
 
 
