@@ -171,9 +171,9 @@ def test_host_tier_demotes_and_reloads() -> None:
     got = cache.acquire(1, [1, 2, 3, 4], prompt_tokens=60)
     assert got == m
     assert cache.host_used == 0 and cache.used == 3
-    st = cache.stats
-    assert (st.hit_blocks, st.host_hit_blocks, st.miss_blocks, st.reload_bytes) == (1, 2, 3 + 1, 2000)
-    assert st.cached_tokens == 48 and st.prompt_tokens == 60
+    s = cache.stats
+    assert (s.hit_blocks, s.host_hit_blocks, s.miss_blocks, s.reload_bytes) == (1, 2, 3 + 1, 2000)
+    assert s.cached_tokens == 48 and s.prompt_tokens == 60
     cache.check()
 
 
@@ -289,9 +289,7 @@ class PrefixCacheMachine(RuleBasedStateMachine):
     )
     def setup(self, capacity: int, node_blocks: int, host: int | None) -> None:
         tier = HostTier(host, 1e9, 100) if host is not None else None
-        self.cache = PrefixCache(
-            capacity, 16, kv_blocks_per_prefix_block=node_blocks, host=tier
-        )
+        self.cache = PrefixCache(capacity, 16, kv_blocks_per_prefix_block=node_blocks, host=tier)
         self.next_seq = 0
         self.ids: dict[int, list[int]] = {}  # running sequence → its id sequence
         self.published: dict[int, int] = {}  # running sequence → prefix blocks it pins
