@@ -119,11 +119,7 @@ def test_blank_lines_and_extra_keys_are_ignored(tmp_path: Path) -> None:
         ([_row(0, 5, 1, [1]), "{not json"], "row 2", "not a JSON object"),
         ([_row(0, 5, 1, [1]), "[1, 2]"], "row 2", "expected a JSON object"),
         (
-            (
-                [{"timestamp": 0, "input_length": 5, "output_length": 1}],
-                "row 1, column 'hash_ids'",
-                "missing",
-            ),
+            [{"timestamp": 0, "input_length": 5, "output_length": 1}],
             "row 1, column 'hash_ids'",
             "missing",
         ),
