@@ -19,7 +19,9 @@ from clustersim.serving.prefix_cache import (
     HostTier,
     PrefixCache,
     PrefixCacheError,
+    PrefixCachingParams,
     cached_tokens,
+    lane_prefix_cache,
 )
 
 
@@ -226,6 +228,18 @@ def test_bad_parameters() -> None:
         PrefixCache(1, 16, kv_blocks_per_prefix_block=0)
     with pytest.raises(ValueError):
         HostTier(1, 0.0, 1)
+
+
+def test_lane_prefix_cache_from_params() -> None:
+    params = PrefixCachingParams(enabled=True, host_memory_GB=1.0, host_bandwidth_GBps=25.0)
+    cache = lane_prefix_cache(params, 1000, 16, 512, pool_block_bytes=2_000_000)
+    assert (cache.capacity, cache.block_tokens, cache.node_blocks) == (1000, 512, 32)
+    assert cache.host == HostTier(500, 25e9, 2_000_000)
+    assert lane_prefix_cache(PrefixCachingParams(True), 10, 16, 16, 100).host is None
+    with pytest.raises(ValueError, match="whole number"):
+        lane_prefix_cache(params, 1000, 16, 100, 100)
+    with pytest.raises(ValueError):
+        PrefixCachingParams(host_memory_GB=-1)
 
 
 # ---- theory -------------------------------------------------------------------------------

@@ -128,6 +128,51 @@ def cached_tokens(matched_blocks: int, prompt_tokens: int, block_tokens: int) ->
     return max(0, min(matched_blocks * block_tokens, prompt_tokens - 1))
 
 
+@dataclass(frozen=True)
+class PrefixCachingParams:
+    """`serving.prefix_caching` as plain data (the schema maps onto it)."""
+
+    enabled: bool = False
+    host_memory_GB: float = 0.0  # host-tier KV memory per lane (1e9 bytes); 0: no host tier
+    host_bandwidth_GBps: float = 50.0  # host → device copy bandwidth (GB/s; PCIe Gen5 x16)
+
+    def __post_init__(self) -> None:
+        if self.host_memory_GB < 0:
+            raise ValueError(f"host_memory_GB must be >= 0, got {self.host_memory_GB}")
+        if not self.host_bandwidth_GBps > 0:
+            raise ValueError(f"host_bandwidth_GBps must be > 0, got {self.host_bandwidth_GBps}")
+
+
+def lane_prefix_cache(
+    params: PrefixCachingParams,
+    capacity_blocks: int,
+    pool_block_tokens: int,
+    prefix_block_tokens: int,
+    pool_block_bytes: int,
+) -> PrefixCache:
+    """The prefix cache of one lane: `capacity_blocks` pool blocks of `pool_block_tokens`
+    tokens and `pool_block_bytes` bytes; prefix blocks of `prefix_block_tokens` tokens (the
+    workload's, e.g. 512 for Mooncake), a whole number of pool blocks."""
+    if prefix_block_tokens % pool_block_tokens:
+        raise ValueError(
+            f"prefix blocks of {prefix_block_tokens} tokens are not a whole number of "
+            f"{pool_block_tokens}-token KV blocks"
+        )
+    host = None
+    if params.host_memory_GB > 0:
+        host = HostTier(
+            capacity_blocks=int(params.host_memory_GB * 1e9 // max(pool_block_bytes, 1)),
+            bandwidth_Bps=params.host_bandwidth_GBps * 1e9,
+            block_bytes=pool_block_bytes,
+        )
+    return PrefixCache(
+        capacity_blocks,
+        prefix_block_tokens,
+        kv_blocks_per_prefix_block=prefix_block_tokens // pool_block_tokens,
+        host=host,
+    )
+
+
 class _Node:
     """One prefix block: its id, its parent, its children by id, references, tier."""
 
@@ -312,11 +357,12 @@ class PrefixCache:
         node = path[-1] if path else self._root
         for h in block_ids[len(path) :]:
             child = node.children.get(h)
-            if child is None:
+            if child is None:  # the common case, inlined: a new pinned node
                 child = _Node(h, node)
+                child.refs = 1
                 node.children[h] = child
+                self._pinned += 1
                 self.stats.inserted_blocks += 1
-                self._pin_off_lists(child)
             elif child.on_device:
                 self._pin(child)
             else:  # computed again: the fresh copy replaces the host one
@@ -422,7 +468,8 @@ class PrefixCache:
 
     def _make_room(self, blocks: int) -> None:
         """Evict LRU nodes until `blocks` pool blocks are empty (the caller checked `free`)."""
-        while self.capacity - self.resident < blocks:
+        short = blocks - (self.capacity - self.resident)  # pool blocks still to free
+        for _ in range(-(-short // self.node_blocks)):
             self._evict_one()
 
     def _evict_one(self) -> None:
