@@ -16,12 +16,29 @@ from clustersim.workload.lengths import (
     sample_lengths,
     uniform_lengths,
 )
+from clustersim.workload.prefix_blocks import PrefixBlocks
 from clustersim.workload.requests import RequestStream, generate_requests
-from clustersim.workload.traces import Trace, load_trace, read_azure_trace
+from clustersim.workload.sessions import (
+    SessionClass,
+    SessionWorkload,
+    TokenDist,
+    generate_sessions,
+)
+from clustersim.workload.traces import (
+    Trace,
+    load_trace,
+    read_azure_trace,
+    read_mooncake_trace,
+    read_trace,
+)
 
 __all__ = [
+    "PrefixBlocks",
     "RequestStream",
+    "SessionClass",
+    "SessionWorkload",
     "StateTimeline",
+    "TokenDist",
     "Trace",
     "burst_arrivals",
     "closed_arrivals",
@@ -29,11 +46,14 @@ __all__ = [
     "fixed_lengths",
     "gamma_arrivals",
     "generate_requests",
+    "generate_sessions",
     "load_trace",
     "lognormal_lengths",
     "mmpp_arrivals",
     "poisson_arrivals",
     "read_azure_trace",
+    "read_mooncake_trace",
+    "read_trace",
     "sample_lengths",
     "trace_arrivals",
     "uniform_lengths",

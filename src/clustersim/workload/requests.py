@@ -18,6 +18,9 @@ Rules (see docs/workloads.md):
 * Lengths: from the trace when ``trace.use_lengths`` (row j of the trace, cycled, for request
   j — also with synthetic arrivals), otherwise prompt then output drawn from the length specs
   on ``rng_lengths``.
+* Prefix-block ids: with lengths from a trace that has them (Mooncake), request j carries the
+  ids of its row; the c-th pass of a cycled trace adds c · (largest id + 1) to them, so a
+  repetition is new content, not a cache hit on the first pass. Otherwise no ids.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from clustersim.workload.arrivals import (
     trace_arrivals,
 )
 from clustersim.workload.lengths import mean_length, sample_lengths
+from clustersim.workload.prefix_blocks import PrefixBlocks
 from clustersim.workload.traces import Trace, load_trace
 
 F64 = npt.NDArray[np.float64]
@@ -65,6 +69,8 @@ class RequestStream:
     output_tokens: I64  # int64[n], >= 1
     concurrency: int | None = None  # closed loop: requests kept in flight
     phases: StateTimeline | None = None  # MMPP state timeline (for plots), else None
+    prefix: PrefixBlocks | None = None  # per-request prefix-block ids, else None (no reuse)
+    session_id: I64 | None = None  # int64[n], session of each request (multi-turn), else None
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -73,6 +79,12 @@ class RequestStream:
                 f"arrival_s, prompt_tokens, output_tokens lengths differ: "
                 f"{n}, {len(self.prompt_tokens)}, {len(self.output_tokens)}"
             )
+        if self.prefix is not None and len(self.prefix) != n:
+            raise ValueError(f"prefix has {len(self.prefix)} rows for {n} requests")
+        if self.session_id is not None:
+            if len(self.session_id) != n:
+                raise ValueError(f"session_id has {len(self.session_id)} rows for {n} requests")
+            object.__setattr__(self, "session_id", _frozen(self.session_id))
         if n and (self.prompt_tokens.min() < 1 or self.output_tokens.min() < 1):
             raise ValueError("prompt_tokens and output_tokens must be >= 1")
         if self.concurrency is None and n and (np.diff(self.arrival_s) < 0).any():
@@ -150,6 +162,18 @@ def _closed_loop_lengths(source: _Lengths, concurrency: int, duration_s: float) 
     return np.concatenate(prompts), np.concatenate(outputs)
 
 
+def trace_prefix(trace: Trace, n: int) -> PrefixBlocks | None:
+    """Prefix-block ids of requests 0 … n−1 when request j takes trace row j mod rows; the
+    c-th pass adds c · (largest id + 1) to its ids (module docstring). None if the trace has
+    no ids."""
+    if trace.prefix is None:
+        return None
+    j = np.arange(n, dtype=np.int64)
+    rows = len(trace)
+    span = int(trace.prefix.ids.max()) + 1 if len(trace.prefix.ids) else 0
+    return trace.prefix.take(j % rows, (j // rows) * span)
+
+
 def generate_requests(
     spec: WorkloadSpec,
     horizon: HorizonSpec,
@@ -166,8 +190,9 @@ def generate_requests(
     n = horizon.requests
     duration_s = horizon.duration_s
     trace = load_trace(spec.trace, base_dir) if spec.trace is not None else None
+    length_trace = trace if spec.trace is not None and spec.trace.use_lengths else None
     lengths = _Lengths(
-        trace if spec.trace is not None and spec.trace.use_lengths else None,
+        length_trace,
         spec.prompt_tokens,
         spec.output_tokens,
         rng_lengths,
@@ -182,7 +207,10 @@ def generate_requests(
         else:
             assert duration_s is not None
             prompt, output = _closed_loop_lengths(lengths, concurrency, duration_s)
-        return RequestStream(closed_arrivals(len(prompt)), prompt, output, concurrency)
+        prefix = trace_prefix(length_trace, len(prompt)) if length_trace is not None else None
+        return RequestStream(
+            closed_arrivals(len(prompt)), prompt, output, concurrency, prefix=prefix
+        )
 
     if arrival.process == "poisson":
         times = poisson_arrivals(arrival.rate_rps, rng_arrivals, n=n, duration_s=duration_s)
@@ -209,4 +237,5 @@ def generate_requests(
         raise ValueError(f"unknown arrival process {arrival.process!r}")
 
     prompt, output = lengths.take(len(times))
-    return RequestStream(times, prompt, output, concurrency, phases)
+    prefix = trace_prefix(length_trace, len(times)) if length_trace is not None else None
+    return RequestStream(times, prompt, output, concurrency, phases, prefix=prefix)
