@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from clustersim.config.schema import HorizonSpec, TraceSpec, WorkloadSpec
+from clustersim.workload.mooncake_trace import _read_mooncake_cached, read_mooncake_trace
 from clustersim.workload.prefix_blocks import PrefixBlocks
 from clustersim.workload.requests import RequestStream, generate_requests
-from clustersim.workload.traces import (
-    TraceError,
-    _read_mooncake_cached,
-    load_trace,
-    read_mooncake_trace,
-    read_trace,
-)
+from clustersim.workload.traces import TraceError, load_trace, read_trace
 
 TRACES = Path(__file__).parents[1] / "traces"
 CONV = TRACES / "mooncake_conversation_trace.jsonl"
