@@ -64,6 +64,13 @@ class Recorder:
         if self.record_iterations:
             self.iterations.extend(row)
 
+    def on_iterations(self, rows: np.ndarray) -> None:
+        """Many steps at once: a C-contiguous float64 array of rows (k × 14), as on_iteration
+        would store them one by one (a decode leap: serving/decode_leap.py)."""
+        self.steps += len(rows)
+        if self.record_iterations:
+            self.iterations.frombytes(rows.tobytes())
+
     def iterations_frame(self) -> pd.DataFrame:
         """The rows sorted by (start_s, replica, stage, lane), stably; frees the buffer.
 

@@ -18,7 +18,9 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.serving.batch import Batch
+from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler
@@ -115,6 +117,18 @@ class Replica:
             for i in range(self.pp)
         ]
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
+        # decode leaps (serving/decode_leap.py): one lane stepping alone on its GPU (no
+        # fabric in its step) with the roofline cost model
+        self._leap: DecodeLeap | None = None
+        self._leaps = (
+            leaping_enabled()
+            and self.pp == 1
+            and self.tp == 1
+            and isinstance(self.costs[0], StageCostModel)
+            and type(self)._execute is Replica._execute
+        )
+        if self._leaps:
+            self.lanes[0].scheduler.interrupt = self.interrupt
         if self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
         else:
@@ -149,8 +163,18 @@ class Replica:
             lane.idle = False
             lane.wake.succeed()
 
+    def interrupt(self) -> None:
+        """Cut a decode leap in progress at the step running now (serving/decode_leap.py):
+        call before changing the replica from outside its lanes (its schedulers do so on
+        every outside change)."""
+        if self._leap is not None:
+            self._leap.cut(self.env.now)
+
     @property
     def kv_used_blocks(self) -> int:
+        leap = self._leap
+        if leap is not None and not leap.allocated:
+            return leap.kv_used_at(self.env.now)
         return sum(lane.scheduler.kv.used for lane in self.lanes)
 
     # ------------------------------------------------------------------ one step
@@ -197,9 +221,15 @@ class Replica:
         kv = sched.kv
         record = self.recorder.on_iteration
         replica = self.index
+        leap_cost = cost if self._leaps and isinstance(cost, StageCostModel) else None
         while True:
             batch = yield from self._await_batch(lane)
             start = env.now
+            if leap_cost is not None and not batch.prefill and batch.decode_step >= 0:
+                leap = plan_leap(sched, batch, leap_cost, start)
+                if leap is not None:
+                    yield from self._leap_through(leap)
+                    continue
             compute, comm = yield from self._execute(cost, group, batch)
             end = env.now
             record(
@@ -221,6 +251,14 @@ class Replica:
                 )
             )
             sched.complete(batch, end)
+
+    def _leap_through(self, leap: DecodeLeap) -> Process:
+        """Wait until the leap's last step ends (or the step an outside change cut it at),
+        then write its rows and complete its last step as stepping would."""
+        self._leap = leap
+        yield leap.timer(self.env)
+        self._leap = None
+        leap.complete(self.env.now, self.recorder, self.index)
 
     # ------------------------------------------------------------------ PP > 1
 

@@ -34,6 +34,10 @@ from clustersim.serving.request_state import RequestState
 FinishCallback = Callable[[int, float], None]
 
 
+def _no_leap() -> None:
+    """The default `Scheduler.interrupt`: no decode leap to cut."""
+
+
 class Scheduler:
     """One lane (a vLLM 'virtual engine'): its queue, its running set, its KV pool."""
 
@@ -59,6 +63,9 @@ class Scheduler:
         # transit, and those whose KV has landed, entered into decode at the next batch
         self.incoming = 0
         self.arrived: list[int] = []
+        # called before any change from outside the lane: cuts a decode leap in progress
+        # (serving/decode_leap.py) so that the change lands at the right step boundary
+        self.interrupt: Callable[[], None] = _no_leap
 
     # ------------------------------------------------------------------ queries
 
@@ -84,11 +91,13 @@ class Scheduler:
     # ------------------------------------------------------------------ updates
 
     def add(self, rid: int) -> None:
+        self.interrupt()
         self.prefills.waiting.append(rid)
 
     def reserve_prefilled(self, rid: int) -> bool:
         """Disaggregated decode: take the blocks a request prefilled elsewhere needs on arrival
         (KVAdmission.reserve_prefilled); False (nothing taken) when they are not free."""
+        self.interrupt()
         if not self.admission.reserve_prefilled(rid):
             return False
         self.incoming += 1
@@ -98,6 +107,7 @@ class Scheduler:
         """Disaggregated decode: the request's prompt KV (reserved by reserve_prefilled) has
         arrived and its first token was produced by the prefill pool; it emits that token now
         and enters decode at the next batch formation (a one-token output finishes here)."""
+        self.interrupt()
         st = self.state
         self.incoming -= 1
         st.computed[rid] = st.effective_prompt[rid]
@@ -112,6 +122,7 @@ class Scheduler:
 
     def release_kept(self, rid: int) -> None:
         """Prefill side: give back the blocks of a finished request kept for its KV transfer."""
+        self.interrupt()
         self.admission.release_kept(rid)
 
     def next_batch(self, now: float) -> Batch | None:

@@ -1,0 +1,193 @@
+"""Decode leaps (serving/decode_leap.py) change no number: every experiment family run with
+leaps and with CLUSTERSIM_DECODE_LEAP=0 (stepping) writes the same result files, byte for
+byte (summary.json without its wall time), and the vectorised step times equal the scalar
+cost model's, bit for bit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clustersim import cli
+from clustersim.catalog.engines import ENGINES
+from clustersim.catalog.hardware import get_hardware
+from clustersim.catalog.models import get_model
+from clustersim.config.schema import Precision
+from clustersim.model.decode_run import decode_run_s
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.serving import decode_leap, replica
+
+# dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
+# reserve_full (TensorRT-LLM), TP2 × PP2 and MoE (step), disaggregated pools (leaps cut by
+# KV arrivals and reservations)
+CASES = {
+    "dense": """\
+name: dense
+seed: 3
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 2}
+workload:
+  arrival: {process: poisson, rate_rps: 15}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 8}
+""",
+    "preempt": """\
+name: preempt
+seed: 4
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 2}
+serving: {gpu_memory_utilization: 0.23, router: least_kv, engine: sglang, chunked_prefill: false}
+workload:
+  arrival: {process: poisson, rate_rps: 40}
+  prompt_tokens: {dist: lognormal, median: 1024, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 256, sigma: 0.7, max: 1024}
+horizon: {duration_s: 6}
+""",
+    "closed": """\
+name: closed
+seed: 5
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 3}
+serving: {engine: trtllm, kv_admission: reserve_full, router: power_of_two}
+workload:
+  arrival: {process: closed, concurrency: 24}
+  prompt_tokens: {dist: lognormal, median: 256, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 5}
+""",
+    "tp2_pp2": """\
+name: tp2_pp2
+seed: 6
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 2, pp: 2, dp: 2}
+workload:
+  arrival: {process: poisson, rate_rps: 10}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 64, sigma: 0.7, max: 512}
+horizon: {duration_s: 3}
+""",
+    "moe": """\
+name: moe
+seed: 7
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 2}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+workload:
+  arrival: {process: poisson, rate_rps: 8}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 4}
+""",
+    "disagg": """\
+name: disagg
+seed: 8
+model: llama-3.1-8b
+topology: dgx_h100_x1
+disaggregation:
+  prefill: {layout: {tp: 1, dp: 2}}
+  decode: {layout: {tp: 1, dp: 3}, serving: {max_num_seqs: 64}}
+workload:
+  arrival: {process: poisson, rate_rps: 20}
+  prompt_tokens: {dist: lognormal, median: 1024, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.5, max: 512}
+horizon: {duration_s: 5}
+""",
+}
+
+
+def _run(
+    tmp_path: Path, name: str, leap: bool, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, bytes]:
+    monkeypatch.setenv("CLUSTERSIM_DECODE_LEAP", "1" if leap else "0")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(CASES[name])
+    out = tmp_path / ("leap" if leap else "step")
+    argv = ["run", str(path), "--out", str(out), "--quiet", "--no-report", "--set", "replicates=1"]
+    assert cli.main(argv) == 0
+    (run_dir,) = (out / name).iterdir()
+    files: dict[str, bytes] = {}
+    for file in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        data = file.read_bytes()
+        if file.name == "summary.json":
+            summary = json.loads(data)
+            summary["sim"].pop("wall_s")
+            data = json.dumps(summary, sort_keys=True).encode()
+        files[file.relative_to(run_dir).as_posix()] = data
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_leaping_writes_the_files_stepping_writes(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leaped = _run(tmp_path, name, True, monkeypatch)
+    stepped = _run(tmp_path, name, False, monkeypatch)
+    assert "iterations.parquet" in leaped and "links.parquet" in leaped
+    assert leaped.keys() == stepped.keys()
+    changed = sorted(k for k in leaped if leaped[k] != stepped[k])
+    assert not changed, f"{name}: leaping changed {changed}"
+
+
+def test_leaps_happen_and_outside_events_cut_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The equivalence above is not vacuous: leaps run, and arrivals / KV landings cut some."""
+    counts = {"leaps": 0, "steps": 0, "cuts": 0}
+    plan, cut = decode_leap.plan_leap, decode_leap.DecodeLeap.cut
+
+    def counting_plan(*args: object) -> decode_leap.DecodeLeap | None:
+        leap = plan(*args)  # type: ignore[arg-type]
+        if leap is not None:
+            counts["leaps"] += 1
+        return leap
+
+    def counting_cut(self: decode_leap.DecodeLeap, now: float) -> None:
+        counts["cuts"] += not self.allocated
+        cut(self, now)
+
+    monkeypatch.setattr(replica, "plan_leap", counting_plan)
+    monkeypatch.setattr(decode_leap.DecodeLeap, "cut", counting_cut)
+    for name in ("dense", "disagg"):
+        (tmp_path / name).mkdir()
+        _run(tmp_path / name, name, True, monkeypatch)
+    assert counts["leaps"] > 100
+    assert 0 < counts["cuts"] < counts["leaps"]
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+@pytest.mark.parametrize(
+    ("model", "tp", "first", "last"),
+    [
+        ("llama-3.1-8b", 1, True, True),
+        ("llama-3.1-70b", 4, False, True),
+        ("mixtral-8x7b", 2, True, False),
+    ],
+)
+def test_decode_run_equals_compute_s_bit_for_bit(
+    engine: str, model: str, tp: int, first: bool, last: bool
+) -> None:
+    spec = get_model(model)
+    cost = StageCostModel(
+        spec,
+        get_hardware("h100-sxm"),
+        Precision(),
+        tp,
+        spec.num_layers,
+        first,
+        last,
+        engine=ENGINES[engine],
+    )
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 64, 300, 1024):
+        ctx = rng.integers(n, 4_000_000, size=50, dtype=np.int64)
+        want = [cost.compute_s(0, 0.0, n, int(c), 0) for c in ctx]
+        assert decode_run_s(cost, n, ctx).tolist() == want
