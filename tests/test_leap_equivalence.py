@@ -22,7 +22,7 @@ from clustersim.serving import decode_leap, replica
 
 # dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
 # reserve_full (TensorRT-LLM), TP2 × PP2 and MoE (step), disaggregated pools (leaps cut by
-# KV arrivals and reservations)
+# KV arrivals and reservations), TP2 and TP8 (leaps with closed-form all-reduces)
 CASES = {
     "dense": """\
 name: dense
@@ -101,6 +101,31 @@ workload:
   output_tokens: {dist: lognormal, median: 128, sigma: 0.5, max: 512}
 horizon: {duration_s: 5}
 """,
+    "tp2": """\
+name: tp2
+seed: 9
+model: llama-3.1-70b
+topology: dgx_h100_x1
+layout: {tp: 2, dp: 4}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+workload:
+  arrival: {process: poisson, rate_rps: 6}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 8}
+""",
+    "tp8_two_nodes": """\
+name: tp8_two_nodes
+seed: 9
+model: llama-3.1-70b
+topology: h100x16_ib
+layout: {tp: 8, dp: 2}
+workload:
+  arrival: {process: poisson, rate_rps: 6}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 6}
+""",
 }
 
 
@@ -156,7 +181,7 @@ def test_leaps_happen_and_outside_events_cut_them(
 
     monkeypatch.setattr(replica, "plan_leap", counting_plan)
     monkeypatch.setattr(decode_leap.DecodeLeap, "cut", counting_cut)
-    for name in ("dense", "disagg"):
+    for name in ("dense", "disagg", "tp2"):
         (tmp_path / name).mkdir()
         _run(tmp_path / name, name, True, monkeypatch)
     assert counts["leaps"] > 100

@@ -56,6 +56,19 @@ class Fabric:
         self.nvls = nvls
         # group → (algorithm → per phase: (unit demand, latency per collective), idle model)
         self._plans: dict[tuple[str, ...], tuple[dict[str, PhaseDemands], IdleModel]] = {}
+        # Whether nothing but the replicas' TP all-reduces uses the fabric (a co-located dense
+        # run, set by sim/engine.py): their groups may then be priced in closed form during a
+        # decode leap where no other group shares their links (network/private_allreduce.py).
+        self.only_tp_allreduces = False
+        self.link_owner: dict[int, int] = {}  # link → the one group claiming it, −1: several
+
+    def plans_of(self, group: tuple[str, ...]) -> tuple[dict[str, PhaseDemands], IdleModel]:
+        """The all-reduce algorithms' phases over `group` and their idle model (cached)."""
+        entry = self._plans.get(group)
+        if entry is None:
+            entry = phase_demands(self.cluster, group, self.nvls)
+            self._plans[group] = entry
+        return entry
 
     def transfer(
         self,
@@ -142,12 +155,7 @@ class Fabric:
 
         Modelled as one all-reduce of count × nbytes with count × the latency term.
         """
-        key = tuple(group)
-        entry = self._plans.get(key)
-        if entry is None:
-            entry = phase_demands(self.cluster, key, self.nvls)
-            self._plans[key] = entry
-        plans, idle = entry
+        plans, idle = self.plans_of(tuple(group))
         if not plans or nbytes <= 0 or count <= 0:
             return self.flows.start(None, 0.0, 0.0)
         plan = plans[self.allreduce_choice.pick(idle, nbytes)]

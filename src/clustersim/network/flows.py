@@ -94,6 +94,9 @@ class FlowEngine:
         self.entities_started = 0
         self.transfers_started = 0
         self.reallocations = 0
+        # links a decode leap has priced in closed form for its own all-reduces: no other
+        # transfer may start on them until it ends (network/private_allreduce.py)
+        self.leased: set[int] = set()
 
     @property
     def active_entities(self) -> int:
@@ -129,6 +132,8 @@ class FlowEngine:
             for link in links:
                 on_link[link][e.id] = e
             seeds.extend(links)
+        if self.leased and not self.leased.isdisjoint(seeds):
+            raise RuntimeError("a transfer started on links a decode leap holds privately")
         if len(demands) == 1 and all(len(on_link[link]) == 1 for link in seeds):
             if solo_rate is None:
                 bw = self._bw

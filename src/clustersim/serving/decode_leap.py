@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -36,6 +37,7 @@ import simpy
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import decode_run_s
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
@@ -56,12 +58,17 @@ class DecodeLeap:
 
     __slots__ = (
         "allocated",
+        "comm",
+        "comm_s",
         "compute",
         "d0",
         "ends",
         "kv_used",
         "last",
         "n",
+        "phase_ends",
+        "phase_starts",
+        "phases",
         "scheduler",
         "starts",
         "wake",
@@ -75,6 +82,7 @@ class DecodeLeap:
         starts: np.ndarray,
         ends: np.ndarray,
         kv_used: np.ndarray,
+        comm: LeapComm | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.n = batch.decode_tokens
@@ -83,6 +91,15 @@ class DecodeLeap:
         self.starts = starts
         self.ends = ends
         self.kv_used = kv_used  # blocks in use during step i (its own allocation included)
+        k = len(ends)
+        self.comm: PrivateAllReduce | None = None
+        self.comm_s = np.zeros(k)
+        self.phases: list[Phase] = []
+        self.phase_starts = self.phase_ends = np.zeros((k, 0))
+        if comm is not None:
+            self.comm, self.phases = comm.allreduce, comm.phases
+            self.comm_s, self.phase_starts, self.phase_ends = comm.comm_s, comm.starts, comm.ends
+            comm.allreduce.lease(True)
         self.last = len(ends) - 1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.wake: Callable[[float], None] | None = None  # (re)arms the lane's timer
@@ -139,6 +156,10 @@ class DecodeLeap:
         last step (its finishing requests leave; the lane forms its next batch after)."""
         if not self.allocated:
             self._settle()
+        k = self.last + 1
+        if self.comm is not None:
+            self.comm.lease(False)
+            self.comm.book(self.phases, self.phase_starts[:k], self.phase_ends[:k])
         self.record(recorder, replica, self.scheduler.kv.capacity)
         batch = Batch()
         batch.decode_tokens = batch.num_seqs = self.n
@@ -158,7 +179,8 @@ class DecodeLeap:
         rows[:, 5] = 0.0
         rows[:, 6:9] = self.n
         rows[:, 9] = self.compute[:k]
-        rows[:, 10:12] = 0.0
+        rows[:, 10] = self.comm_s[:k]
+        rows[:, 11] = 0.0
         rows[:, 12] = self.kv_used[:k]
         rows[k - 1, 12] = self.scheduler.kv.used
         rows[:, 13] = capacity
@@ -177,11 +199,57 @@ def _drop_stale_finishes(sched: Scheduler) -> None:
         heapq.heappop(heap)
 
 
+class LeapComm(NamedTuple):
+    """The all-reduces of a leap's steps (TP > 1): each phase's entity start and finish,
+    (k, phases) arrays, and each step's communication seconds."""
+
+    allreduce: PrivateAllReduce
+    phases: list[Phase]
+    starts: np.ndarray
+    ends: np.ndarray
+    comm_s: np.ndarray
+
+
+def leap_clock(
+    now: float, compute: np.ndarray, phases: list[Phase]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The simpy clock through k steps: each step's compute, then per all-reduce phase its
+    entity's move and its latency (a timeout only when > 0), one sequential fold as the
+    clock adds them. Returns the (k, 1 + increments) clock after each increment, the
+    columns of the phases' entity starts and finishes."""
+    cols: list[float | None] = [None]  # None: the step's compute
+    t0: list[int] = []
+    t1: list[int] = []
+    for ph in phases:
+        if ph.links is not None:
+            t0.append(len(cols))  # the clock before this column: the entity's start
+            cols.append(ph.move_s)
+            t1.append(len(cols))
+        if ph.delay_s > 0:
+            cols.append(ph.delay_s)
+    k, m = len(compute), len(cols)
+    steps = np.empty((k, m), dtype=np.float64)
+    steps[:, 0] = compute
+    for j in range(1, m):
+        steps[:, j] = cols[j]
+    clock = np.empty(k * m + 1, dtype=np.float64)
+    clock[0] = now
+    clock[1:] = steps.ravel()
+    np.cumsum(clock, out=clock)  # a sequential fold: start + c0 + … as simpy adds
+    before = clock[:-1].reshape(k, m)  # clock before each increment
+    return clock[1:].reshape(k, m), before[:, t0], before[:, t1]
+
+
 def plan_leap(
-    sched: Scheduler, batch: Batch, cost: StageCostModel, now: float
+    sched: Scheduler,
+    batch: Batch,
+    cost: StageCostModel,
+    now: float,
+    allreduce: PrivateAllReduce | None = None,
 ) -> DecodeLeap | None:
     """A leap starting with `batch` (just formed at `now`), or None when fewer than
-    MIN_LEAP_STEPS steps are certain to run unchanged."""
+    MIN_LEAP_STEPS steps are certain to run unchanged. `allreduce`: the stage's TP group
+    (TP > 1), whose all-reduces the steps run after their compute."""
     if batch.prefill or batch.decode_step < 0 or sched.prefills.prefilling or sched.arrived:
         return None
     decodes = sched.decodes
@@ -204,11 +272,19 @@ def plan_leap(
     n = batch.decode_tokens
     ctx = decodes.ctx_offset + n * np.arange(d0, d0 + k, dtype=np.int64)
     compute = decode_run_s(cost, n, ctx)
-    clock = np.empty(k + 1, dtype=np.float64)
-    clock[0] = now
-    clock[1:] = compute
-    np.cumsum(clock, out=clock)  # a sequential fold: start + c0 + c1 + …, as simpy adds
-    k = min(k, int(np.searchsorted(clock[1:], 2.0 * now, side="right")))
+    phases: list[Phase] = []
+    if allreduce is not None:
+        phases = allreduce.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
+    clock, phase_t0, phase_t1 = leap_clock(now, compute, phases)
+    ends = clock[:, -1]
+    k = min(k, int(np.searchsorted(ends, 2.0 * now, side="right")))
     if k < MIN_LEAP_STEPS:
         return None
-    return DecodeLeap(sched, batch, compute[:k], clock[:k], clock[1 : k + 1], used[:k])
+    starts = np.empty(k, dtype=np.float64)
+    starts[0] = now
+    starts[1:] = ends[: k - 1]
+    comm = None
+    if allreduce is not None:
+        comm_s = ends[:k] - clock[:k, 0]  # the clock after the all-reduces − after compute
+        comm = LeapComm(allreduce, phases, phase_t0[:k], phase_t1[:k], comm_s)
+    return DecodeLeap(sched, batch, compute[:k], starts, ends[:k], used[:k], comm)

@@ -19,6 +19,8 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.fabric import Fabric
+from clustersim.network.private_allreduce import PrivateAllReduce
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
 from clustersim.serving.kv_cache import KVPool
@@ -117,16 +119,20 @@ class Replica:
             for i in range(self.pp)
         ]
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
-        # decode leaps (serving/decode_leap.py): one lane stepping alone on its GPU (no
-        # fabric in its step) with the roofline cost model
+        # decode leaps (serving/decode_leap.py): one lane with the roofline cost model, its
+        # TP all-reduces (if any) alone on their links (network/private_allreduce.py)
         self._leap: DecodeLeap | None = None
         self._leaps = (
             leaping_enabled()
             and self.pp == 1
-            and self.tp == 1
             and isinstance(self.costs[0], StageCostModel)
             and type(self)._execute is Replica._execute
+            and (self.tp == 1 or isinstance(fabric, Fabric))
         )
+        self._allreduce: PrivateAllReduce | None = None
+        if self._leaps and self.tp > 1:
+            assert isinstance(fabric, Fabric)
+            self._allreduce = PrivateAllReduce(fabric, self.groups[0], id(self))
         if self._leaps:
             self.lanes[0].scheduler.interrupt = self.interrupt
         if self.pp == 1:
@@ -222,11 +228,17 @@ class Replica:
         record = self.recorder.on_iteration
         replica = self.index
         leap_cost = cost if self._leaps and isinstance(cost, StageCostModel) else None
+        allreduce = self._allreduce
         while True:
             batch = yield from self._await_batch(lane)
             start = env.now
-            if leap_cost is not None and not batch.prefill and batch.decode_step >= 0:
-                leap = plan_leap(sched, batch, leap_cost, start)
+            if (
+                leap_cost is not None
+                and not batch.prefill
+                and batch.decode_step >= 0
+                and (allreduce is None or allreduce.private())
+            ):
+                leap = plan_leap(sched, batch, leap_cost, start, allreduce)
                 if leap is not None:
                     yield from self._leap_through(leap)
                     continue

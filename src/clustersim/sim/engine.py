@@ -129,6 +129,8 @@ class _Simulation:
             )
         else:
             layout = exp.layout
+            # only the replicas' TP all-reduces use the fabric: decode leaps may price them
+            self.fabric.only_tp_allreduces = built.ep is None and layout.pp == 1 and layout.cp == 1
             self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
             self.outstanding = [0] * layout.dp
             self.kv_fraction = [0.0] * layout.dp

@@ -1,0 +1,96 @@
+"""A TP group's all-reduces in closed form, for decode leaps (serving/decode_leap.py).
+
+When nothing but the replicas' TP all-reduces uses the fabric (`Fabric.only_tp_allreduces`)
+and no other group's all-reduce plans touch this group's links, each all-reduce of the group
+runs alone on its links: every phase is one entity at its solo rate (FlowEngine.start_many's
+solo branch), ending size / rate after it starts, followed by its latency. `phases` returns
+those increments computed with the fluid engine's own operations, so a leap can add them to
+its clock as the simpy clock would, and replay the ledger bookings (`book`) the entities'
+completions make. While a leap is in flight its links are leased: a transfer starting on
+them raises (FlowEngine.start_many), so a future traffic source cannot silently break this.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from clustersim.network.fabric import Fabric
+
+
+class Phase(NamedTuple):
+    """One all-reduce phase: an entity over `links` moving `size` bytes (None: no entity)
+    taking `move_s`, then `delay_s` of latency (no timeout when 0)."""
+
+    links: tuple[int, ...] | None
+    weights: tuple[float, ...]
+    size: float
+    move_s: float
+    delay_s: float
+
+
+class PrivateAllReduce:
+    """`Fabric.allreduce(group, nbytes, count)` of one group, in closed form (see module)."""
+
+    def __init__(self, fabric: Fabric, group: tuple[str, ...], owner: int) -> None:
+        self.fabric = fabric
+        self.owner = owner
+        self.group = group
+        self._plans, self._idle = fabric.plans_of(group)
+        self.links = frozenset(
+            link
+            for plan in self._plans.values()
+            for demand, _lat in plan
+            if demand is not None
+            for link in demand[0]
+        )
+        claims = fabric.link_owner
+        for link in self.links:  # build time: every group claims its links before the run
+            claims[link] = owner if claims.get(link, owner) == owner else -1
+        self._private: bool | None = None
+
+    def private(self) -> bool:
+        """Whether this group's all-reduces are alone on their links for the whole run."""
+        if self._private is None:
+            f = self.fabric
+            claims = f.link_owner
+            self._private = f.only_tp_allreduces and all(
+                claims[link] == self.owner for link in self.links
+            )
+        return self._private
+
+    def phases(self, nbytes: float, count: int) -> list[Phase] | None:
+        """The phases `Fabric.allreduce(group, nbytes, count)` runs; None if it runs none."""
+        if not self._plans or nbytes <= 0 or count <= 0:
+            return None
+        plan = self._plans[self.fabric.allreduce_choice.pick(self._idle, nbytes)]
+        total = nbytes * count
+        bw = self.fabric.flows._bw
+        out = []
+        for demand, lat in plan:
+            delay = lat * count
+            if demand is None:
+                out.append(Phase(None, (), 0.0, 0.0, delay))
+                continue
+            links, weights, unit = demand
+            size = unit * total
+            rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
+            out.append(Phase(links, weights, size, size / rate, delay))
+        return out
+
+    def lease(self, on: bool) -> None:
+        leased = self.fabric.flows.leased
+        if on:
+            leased.update(self.links)
+        else:
+            leased.difference_update(self.links)
+
+    def book(self, phases: list[Phase], starts: np.ndarray, ends: np.ndarray) -> None:
+        """Book the entities of k all-reduces in the link ledger, in completion order:
+        starts / ends are (k, phases) arrays of each phase's entity start and finish."""
+        record = self.fabric.ledger.record
+        for t0s, t1s in zip(starts.tolist(), ends.tolist(), strict=True):
+            for ph, t0, t1 in zip(phases, t0s, t1s, strict=True):
+                if ph.links is not None:
+                    record(ph.links, ph.weights, t0, t1, ph.size)
