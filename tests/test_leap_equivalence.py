@@ -15,10 +15,13 @@ from clustersim import cli
 from clustersim.catalog.engines import ENGINES
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
+from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
-from clustersim.model.decode_run import decode_run_s
+from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.ledger import LinkLedger
 from clustersim.serving import decode_leap, replica
+from clustersim.topology.graph import build_cluster
 
 # dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
 # reserve_full (TensorRT-LLM), TP2 × PP2 and MoE (step), disaggregated pools (leaps cut by
@@ -197,7 +200,7 @@ def test_leaps_happen_and_outside_events_cut_them(
         ("mixtral-8x7b", 2, True, False),
     ],
 )
-def test_decode_run_equals_compute_s_bit_for_bit(
+def test_decode_step_cost_equals_compute_s_bit_for_bit(
     engine: str, model: str, tp: int, first: bool, last: bool
 ) -> None:
     spec = get_model(model)
@@ -213,6 +216,26 @@ def test_decode_run_equals_compute_s_bit_for_bit(
     )
     rng = np.random.default_rng(1)
     for n in (1, 7, 64, 300, 1024):
-        ctx = rng.integers(n, 4_000_000, size=50, dtype=np.int64)
-        want = [cost.compute_s(0, 0.0, n, int(c), 0) for c in ctx]
-        assert decode_run_s(cost, n, ctx).tolist() == want
+        step = DecodeStepCost(cost, n)
+        for ctx in rng.integers(n, 4_000_000, size=50).tolist():
+            assert step.step_s(ctx) == cost.compute_s(0, 0.0, n, ctx, 0)
+
+
+def test_ledger_record_many_equals_record_one_by_one() -> None:
+    """The leap's bulk booking adds the same floats to the same cells as `record` does."""
+    cluster = build_cluster(get_topology("dgx_h100_x1"), get_hardware("h100-sxm"))
+    rng = np.random.default_rng(3)
+    entries = []
+    t = 0.0
+    for _ in range(2000):
+        t0 = t + float(rng.exponential(0.003))
+        t1 = t0 + float(rng.exponential(0.004))
+        links = tuple(sorted(rng.choice(len(cluster.links), size=2, replace=False).tolist()))
+        weights = (1.0, float(rng.random()))
+        entries.append((links, weights, t0, t1, float(rng.random()) * 1e6))
+        t = t1
+    one, many = LinkLedger(cluster, 0.05), LinkLedger(cluster, 0.05)
+    for e in entries:
+        one.record(*e)
+    many.record_many(entries)
+    assert one.table().equals(many.table())

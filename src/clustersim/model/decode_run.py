@@ -1,51 +1,78 @@
-"""Step times of a run of pure-decode steps, vectorised (the decode leap: serving/decode_leap.py).
+"""Step time of pure-decode steps with its context-independent part precomputed (the decode
+leap: serving/decode_leap.py).
 
 Between two events that change a lane's batch, its decode steps differ only in the context
-they read: step x reads ctx_offset + n·x tokens (serving/decode_set.py). `decode_run_s`
-returns `StageCostModel.compute_s(0, 0.0, n, ctx[i], 0)` for every i, bit for bit: the
-context-independent part is computed once with the scalar code's operations, and the
-decode-attention term is added elementwise in the same order as `dense_part_s` adds it
-(float64 arithmetic is the same elementwise as in scalars; int64 → float64 is exact below
-2**53 tokens).
+they read: step x reads ctx_offset + n·x tokens (serving/decode_set.py). `DecodeStepCost(cost,
+n).step_s(ctx)` equals `cost.compute_s(0, 0.0, n, ctx, 0)` bit for bit: the terms that do not
+depend on ctx are computed once with the scalar code's operations, and the decode-attention
+term is added in the same order as `StageCostModel.dense_part_s` adds it, followed by the same
+additions (embedding, LM head, routed experts, host time).
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from clustersim.model.kernels import step_seqs
 from clustersim.model.stage_cost import StageCostModel
 
 
-def decode_run_s(cost: StageCostModel, n: int, ctx: np.ndarray) -> np.ndarray:
-    """Seconds of decode-only steps of `n` sequences reading ctx[i] tokens of context each
-    (int64 array) on the stage `cost` prices, host time included; n ≥ 1."""
-    graph = n <= cost._graph_max_batch
-    floor, s, elt_floor, attn_floor = cost._graph if graph else cost._eager
-    rows = n + cost._m_half
-    lin, att, ends = cost.linear, cost.attention, cost.ends
-    for layers, flop_s, weight_s, act_s in lin.gemms:
-        comp = rows * flop_s
-        mem = weight_s + n * act_s
-        if mem > comp:
-            comp = mem
-        s += layers * (comp if comp > floor else floor)
-    elt = n * lin.elementwise_s
-    s += elt if elt > elt_floor else elt_floor
-    attn = ctx * att.decode_s_per_token + n * att.decode_s_per_seq
-    gpu = s + np.where(attn > attn_floor, attn, attn_floor)
-    gpu = gpu + n * ends.embed_s
-    seqs = step_seqs(0, n, 0)
-    if ends.lm_head:
-        comp = (seqs + cost._m_half) * ends.lm_flop_s
-        mem = ends.lm_weight_s + seqs * ends.lm_act_s
-        if mem > comp:
-            comp = mem
-        gpu = gpu + (comp if comp > floor else floor)
-    if cost._n_moe:
-        gpu = gpu + cost._n_moe * cost.moe_layer_s(*cost.uniform_moe_load(n))
-    host = cost.host
-    host_s = host.step_s + seqs * host.seq_s
-    if host.overlap:
-        return np.where(gpu > host_s, gpu, host_s)
-    return gpu + host_s
+class DecodeStepCost:
+    """`compute_s(0, 0.0, n, ctx, 0)` of one stage for a fixed decode batch of n ≥ 1."""
+
+    __slots__ = (
+        "_attn_floor",
+        "_before_attn",
+        "_embed",
+        "_host",
+        "_lm",
+        "_moe",
+        "_overlap",
+        "_per_seq",
+        "_per_token",
+    )
+
+    def __init__(self, cost: StageCostModel, n: int) -> None:
+        graph = n <= cost._graph_max_batch
+        floor, s, elt_floor, self._attn_floor = cost._graph if graph else cost._eager
+        rows = n + cost._m_half
+        lin, att, ends = cost.linear, cost.attention, cost.ends
+        for layers, flop_s, weight_s, act_s in lin.gemms:
+            comp = rows * flop_s
+            mem = weight_s + n * act_s
+            if mem > comp:
+                comp = mem
+            s += layers * (comp if comp > floor else floor)
+        elt = n * lin.elementwise_s
+        s += elt if elt > elt_floor else elt_floor
+        self._before_attn = s  # GEMMs and elementwise kernels, seconds
+        self._per_token = att.decode_s_per_token
+        self._per_seq = n * att.decode_s_per_seq
+        self._embed = n * ends.embed_s
+        seqs = step_seqs(0, n, 0)
+        self._lm: float | None = None
+        if ends.lm_head:
+            comp = (seqs + cost._m_half) * ends.lm_flop_s
+            mem = ends.lm_weight_s + seqs * ends.lm_act_s
+            if mem > comp:
+                comp = mem
+            self._lm = comp if comp > floor else floor
+        self._moe: float | None = None
+        if cost._n_moe:
+            self._moe = cost._n_moe * cost.moe_layer_s(*cost.uniform_moe_load(n))
+        host = cost.host
+        self._host = host.step_s + seqs * host.seq_s
+        self._overlap = host.overlap
+
+    def step_s(self, ctx_tokens: int) -> float:
+        """Seconds of the step when its sequences read `ctx_tokens` tokens of context."""
+        attn = ctx_tokens * self._per_token + self._per_seq
+        floor = self._attn_floor
+        s = self._before_attn + (attn if attn > floor else floor)
+        s += self._embed
+        if self._lm is not None:
+            s += self._lm
+        if self._moe is not None:
+            s += self._moe
+        host = self._host
+        if self._overlap:
+            return s if s > host else host
+        return s + host

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from clustersim.network.fabric import Fabric
 
 
@@ -86,11 +84,13 @@ class PrivateAllReduce:
         else:
             leased.difference_update(self.links)
 
-    def book(self, phases: list[Phase], starts: np.ndarray, ends: np.ndarray) -> None:
-        """Book the entities of k all-reduces in the link ledger, in completion order:
-        starts / ends are (k, phases) arrays of each phase's entity start and finish."""
-        record = self.fabric.ledger.record
-        for t0s, t1s in zip(starts.tolist(), ends.tolist(), strict=True):
-            for ph, t0, t1 in zip(phases, t0s, t1s, strict=True):
-                if ph.links is not None:
-                    record(ph.links, ph.weights, t0, t1, ph.size)
+    def book(self, phases: list[Phase], times: list[float]) -> None:
+        """Book the entities of consecutive all-reduces in the link ledger, in completion
+        order: `times` holds each entity's start and finish, all-reduce after all-reduce."""
+        moving = [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
+        m = len(moving)
+        entries = []
+        for j in range(0, len(times), 2):
+            links, weights, size = moving[(j // 2) % m]
+            entries.append((links, weights, times[j], times[j + 1], size))
+        self.fabric.ledger.record_many(entries)

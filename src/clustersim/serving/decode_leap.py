@@ -6,19 +6,28 @@ cumulative new blocks exceed the free ones), or anything from outside the lane (
 a disaggregated request's KV landing, blocks kept for a KV transfer being released, a
 fault). A waiting head that could not be admitted into this batch stays blocked throughout:
 free blocks only shrink while the set decodes, and the token budget and sequence count stay
-the same. `plan_leap` computes the run's step times at once (model/decode_run.py) and the
-lane waits once, until the last of them ends.
+the same. `plan_leap` computes the run's step times (model/decode_run.py) and the lane waits
+once, until the last of them ends.
+
+The run is replayed in a tight scalar loop (a few operations a step, no simpy event, no
+fabric entity): vectorising it with numpy was measured slower, its fixed cost per leap being
+worth more steps than the typical leap holds (3–10 at light load). A leap plans at most
+MAX_LEAP_STEPS steps, so an outside event cuts little planned work; a longer run is several
+leaps back to back.
 
 A leap is a commitment that an outside event can cut: `DecodeLeap.cut(now)` ends it after
 the step running at `now` (the step boundary at which the lane, stepping, would have seen
 the event) and brings the scheduler's state to what stepping would hold at `now` (the
 blocks of every started step allocated, the decode step counter at the running step), so
 the caller may then change the lane. Once the lane wakes it records the leap's steps as
-rows, exactly the rows stepping writes (`record`), and completes the last step as usual.
+rows, exactly the rows stepping writes, and completes the last step as usual.
 
-Exactness: step ends are a sequential cumulative sum of the step times, as the simpy clock
-adds them; a leap is taken only while every end t satisfies t ≤ 2·start, so that for every
-instant `now` in it, t − now is exact (Sterbenz) and now + (t − now) lands on t.
+Exactness: the clock is advanced with the simpy clock's own additions (compute, then each
+all-reduce phase's move and latency: network/private_allreduce.py); a leap holds only steps
+ending at t ≤ 2·start, so that for every instant `now` in it t − now is exact (Sterbenz) and
+a timer armed at `now` for t − now fires at t. (Two groups' transfers ending within the fluid
+engine's completion tolerance of each other, 1e-12 s, would complete together when stepped:
+the one way a TP > 1 leap could differ, never seen in the equivalence tests.)
 
 `CLUSTERSIM_DECODE_LEAP=0` in the environment disables leaping (tests/test_leap_equivalence.py
 compares both ways byte for byte).
@@ -28,21 +37,52 @@ from __future__ import annotations
 
 import heapq
 import os
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 import simpy
 
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.decode_run import decode_run_s
+from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
-MIN_LEAP_STEPS = 3  # shorter runs are stepped: a leap's fixed cost is a few steps' worth
-MAX_LEAP_STEPS = 1 << 16  # bounds the arrays of one leap
+MIN_LEAP_STEPS = 2  # a single step is stepped
+MAX_LEAP_STEPS = 64  # planned at once: an outside event wastes at most this much planning
+
+
+class LeapPrice(NamedTuple):
+    """What a leap's steps cost for one decode batch size."""
+
+    step: DecodeStepCost
+    allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
+    phases: list[Phase]  # of each step's all-reduces, after its compute
+
+
+class LeapPricing:
+    """Step costs of one lane's stage by decode batch size (cached: batches recur)."""
+
+    def __init__(self, cost: StageCostModel, allreduce: PrivateAllReduce | None) -> None:
+        self.cost = cost
+        self.allreduce = allreduce
+        self._by_n: dict[int, LeapPrice] = {}
+
+    def usable(self) -> bool:
+        """Whether leaps may run: TP1, or TP all-reduces alone on their links."""
+        return self.allreduce is None or self.allreduce.private()
+
+    def of(self, n: int) -> LeapPrice:
+        price = self._by_n.get(n)
+        if price is None:
+            cost, ar = self.cost, self.allreduce
+            phases: list[Phase] = []
+            if ar is not None:
+                phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
+            price = self._by_n[n] = LeapPrice(DecodeStepCost(cost, n), ar, phases)
+        return price
 
 
 def leaping_enabled() -> bool:
@@ -58,51 +98,48 @@ class DecodeLeap:
 
     __slots__ = (
         "allocated",
-        "comm",
+        "allreduce",
         "comm_s",
-        "compute",
+        "compute_s",
         "d0",
         "ends",
+        "entity_times",
         "kv_used",
         "last",
         "n",
-        "phase_ends",
-        "phase_starts",
         "phases",
         "scheduler",
         "starts",
         "wake",
     )
 
-    def __init__(
-        self,
-        scheduler: Scheduler,
-        batch: Batch,
-        compute: np.ndarray,
-        starts: np.ndarray,
-        ends: np.ndarray,
-        kv_used: np.ndarray,
-        comm: LeapComm | None = None,
-    ) -> None:
+    def __init__(self, scheduler: Scheduler, batch: Batch, phases: list[Phase]) -> None:
         self.scheduler = scheduler
         self.n = batch.decode_tokens
         self.d0 = batch.decode_step
-        self.compute = compute
-        self.starts = starts
-        self.ends = ends
-        self.kv_used = kv_used  # blocks in use during step i (its own allocation included)
-        k = len(ends)
-        self.comm: PrivateAllReduce | None = None
-        self.comm_s = np.zeros(k)
-        self.phases: list[Phase] = []
-        self.phase_starts = self.phase_ends = np.zeros((k, 0))
-        if comm is not None:
-            self.comm, self.phases = comm.allreduce, comm.phases
-            self.comm_s, self.phase_starts, self.phase_ends = comm.comm_s, comm.starts, comm.ends
-            comm.allreduce.lease(True)
-        self.last = len(ends) - 1  # the step the leap ends with (lowered by `cut`)
+        self.phases = phases  # all-reduce phases after each step's compute (TP > 1)
+        self.allreduce: PrivateAllReduce | None = None
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.compute_s: list[float] = []
+        self.comm_s: list[float] = []
+        self.kv_used: list[int] = []  # blocks in use during step i (its allocation included)
+        self.entity_times: list[float] = []  # per step, per entity phase: start, finish
+        self.last = -1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.wake: Callable[[float], None] | None = None  # (re)arms the lane's timer
+
+    @property
+    def end_s(self) -> float:
+        return self.ends[self.last]
+
+    def step_at(self, now: float) -> int:
+        """The step running at `now` (the first whose end is at or after it)."""
+        return min(bisect_left(self.ends, now), self.last)
+
+    def kv_used_at(self, now: float) -> int:
+        """Blocks the lane holds at `now`, as stepping would show them."""
+        return self.kv_used[self.step_at(now)]
 
     def timer(self, env: simpy.Environment) -> simpy.Event:
         """The event the lane waits on: it fires at the last step's end, or at the end of
@@ -117,20 +154,10 @@ class DecodeLeap:
             timer.callbacks.append(lambda _ev: _fire(woke, gen == armed[0]))
 
         self.wake = arm
+        if self.allreduce is not None:
+            self.allreduce.lease(True)
         arm(self.end_s)
         return woke
-
-    @property
-    def end_s(self) -> float:
-        return float(self.ends[self.last])
-
-    def step_at(self, now: float) -> int:
-        """The step running at `now` (the first whose end is at or after it)."""
-        return min(int(np.searchsorted(self.ends, now, side="left")), self.last)
-
-    def kv_used_at(self, now: float) -> int:
-        """Blocks the lane holds at `now`, as stepping would show them."""
-        return int(self.kv_used[self.step_at(now)])
 
     def cut(self, now: float) -> None:
         """End the leap after the step running at `now` and settle the scheduler to `now`."""
@@ -140,51 +167,55 @@ class DecodeLeap:
         self.last = j
         self._settle()
         if self.wake is not None:
-            self.wake(float(self.ends[j]))
+            self.wake(self.ends[j])
 
     def _settle(self) -> None:
         """Allocate the blocks of steps 1..last; the lane is at decode step d0 + last."""
         self.allocated = True
         sched = self.scheduler
-        grown = int(self.kv_used[self.last] - self.kv_used[0])
+        grown = self.kv_used[self.last] - self.kv_used[0]
         if grown:
             sched.kv.allocate(grown)
         sched.decodes.d = self.d0 + self.last
 
     def complete(self, now: float, recorder: Recorder, replica: int) -> None:
-        """At the leap's end: settle the scheduler, write the steps' rows and complete the
-        last step (its finishing requests leave; the lane forms its next batch after)."""
+        """At the leap's end: settle the scheduler, book its all-reduces, write the steps'
+        rows and complete the last step (its finishing requests leave)."""
         if not self.allocated:
             self._settle()
-        k = self.last + 1
-        if self.comm is not None:
-            self.comm.lease(False)
-            self.comm.book(self.phases, self.phase_starts[:k], self.phase_ends[:k])
-        self.record(recorder, replica, self.scheduler.kv.capacity)
+        if self.allreduce is not None:
+            self.allreduce.lease(False)
+            entities = sum(ph.links is not None for ph in self.phases) * (self.last + 1)
+            self.allreduce.book(self.phases, self.entity_times[: 2 * entities])
+        self._record(recorder, replica)
         batch = Batch()
         batch.decode_tokens = batch.num_seqs = self.n
         batch.decode_step = self.d0 + self.last
         self.scheduler.complete(batch, now)
 
-    def record(self, recorder: Recorder, replica: int, capacity: int) -> None:
-        """Append rows for steps 0..last, the rows a stepping lane (PP = 1) writes. The last
+    def _record(self, recorder: Recorder, replica: int) -> None:
+        """Write rows for steps 0..last, the rows a stepping lane (PP = 1) writes. The last
         row shows the blocks in use now: a change from outside during that step (which cut
         the leap) shows in it, as in the row stepping writes at the step's end."""
-        k = self.last + 1
-        rows = np.empty((k, 14), dtype=np.float64)
-        rows[:, 0] = replica
-        rows[:, 1:3] = 0.0
-        rows[:, 3] = self.starts[:k]
-        rows[:, 4] = self.ends[:k]
-        rows[:, 5] = 0.0
-        rows[:, 6:9] = self.n
-        rows[:, 9] = self.compute[:k]
-        rows[:, 10] = self.comm_s[:k]
-        rows[:, 11] = 0.0
-        rows[:, 12] = self.kv_used[:k]
-        rows[k - 1, 12] = self.scheduler.kv.used
-        rows[:, 13] = capacity
-        recorder.on_iterations(rows)
+        kv = self.scheduler.kv
+        n, cap, last = self.n, kv.capacity, self.last
+        record = recorder.on_iteration
+        starts, ends, compute, comm, used = (
+            self.starts,
+            self.ends,
+            self.compute_s,
+            self.comm_s,
+            self.kv_used,
+        )
+        for i in range(last):
+            record(
+                (replica, 0, 0, starts[i], ends[i], 0, n, n, n, compute[i], comm[i], 0.0,
+                 used[i], cap)
+            )  # fmt: skip
+        record(
+            (replica, 0, 0, starts[last], ends[last], 0, n, n, n, compute[last], comm[last],
+             0.0, kv.used, cap)
+        )  # fmt: skip
 
 
 def _fire(event: simpy.Event, live: bool) -> None:
@@ -199,57 +230,14 @@ def _drop_stale_finishes(sched: Scheduler) -> None:
         heapq.heappop(heap)
 
 
-class LeapComm(NamedTuple):
-    """The all-reduces of a leap's steps (TP > 1): each phase's entity start and finish,
-    (k, phases) arrays, and each step's communication seconds."""
-
-    allreduce: PrivateAllReduce
-    phases: list[Phase]
-    starts: np.ndarray
-    ends: np.ndarray
-    comm_s: np.ndarray
-
-
-def leap_clock(
-    now: float, compute: np.ndarray, phases: list[Phase]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The simpy clock through k steps: each step's compute, then per all-reduce phase its
-    entity's move and its latency (a timeout only when > 0), one sequential fold as the
-    clock adds them. Returns the (k, 1 + increments) clock after each increment, the
-    columns of the phases' entity starts and finishes."""
-    cols: list[float | None] = [None]  # None: the step's compute
-    t0: list[int] = []
-    t1: list[int] = []
-    for ph in phases:
-        if ph.links is not None:
-            t0.append(len(cols))  # the clock before this column: the entity's start
-            cols.append(ph.move_s)
-            t1.append(len(cols))
-        if ph.delay_s > 0:
-            cols.append(ph.delay_s)
-    k, m = len(compute), len(cols)
-    steps = np.empty((k, m), dtype=np.float64)
-    steps[:, 0] = compute
-    for j in range(1, m):
-        steps[:, j] = cols[j]
-    clock = np.empty(k * m + 1, dtype=np.float64)
-    clock[0] = now
-    clock[1:] = steps.ravel()
-    np.cumsum(clock, out=clock)  # a sequential fold: start + c0 + … as simpy adds
-    before = clock[:-1].reshape(k, m)  # clock before each increment
-    return clock[1:].reshape(k, m), before[:, t0], before[:, t1]
-
-
 def plan_leap(
     sched: Scheduler,
     batch: Batch,
-    cost: StageCostModel,
+    price_of: LeapPricing,
     now: float,
-    allreduce: PrivateAllReduce | None = None,
 ) -> DecodeLeap | None:
     """A leap starting with `batch` (just formed at `now`), or None when fewer than
-    MIN_LEAP_STEPS steps are certain to run unchanged. `allreduce`: the stage's TP group
-    (TP > 1), whose all-reduces the steps run after their compute."""
+    MIN_LEAP_STEPS steps are certain to run unchanged."""
     if batch.prefill or batch.decode_step < 0 or sched.prefills.prefilling or sched.arrived:
         return None
     decodes = sched.decodes
@@ -258,33 +246,52 @@ def plan_leap(
     k = min(decodes.finish_heap[0][0] - d0 + 1, MAX_LEAP_STEPS)  # the last step finishes
     if k < MIN_LEAP_STEPS:
         return None
+    price = price_of.of(batch.decode_tokens)
+    phases = price.phases
+    leap = DecodeLeap(sched, batch, phases)
+    leap.allreduce = price.allreduce
     kv = sched.kv
-    used = np.full(k, kv.used, dtype=np.int64)
-    if not sched.admission.reserve_full:
-        bs = decodes.block_size
-        steps = np.arange(d0 + 1, d0 + k, dtype=np.int64)
-        grown = np.cumsum(np.asarray(decodes.residue, dtype=np.int64)[steps % bs])
-        k = min(k, 1 + int(np.searchsorted(grown, kv.free, side="right")))  # no preemption
-        if k < MIN_LEAP_STEPS:
-            return None
-        used[1:k] += grown[: k - 1]
-        used = used[:k]
-    n = batch.decode_tokens
-    ctx = decodes.ctx_offset + n * np.arange(d0, d0 + k, dtype=np.int64)
-    compute = decode_run_s(cost, n, ctx)
-    phases: list[Phase] = []
-    if allreduce is not None:
-        phases = allreduce.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
-    clock, phase_t0, phase_t1 = leap_clock(now, compute, phases)
-    ends = clock[:, -1]
-    k = min(k, int(np.searchsorted(ends, 2.0 * now, side="right")))
-    if k < MIN_LEAP_STEPS:
+    grows = not sched.admission.reserve_full
+    free, used, grown = kv.free, kv.used, 0
+    residue, bs = decodes.residue, decodes.block_size
+    n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+    limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
+    starts, ends, compute_s, comm_s, kv_used = (
+        leap.starts,
+        leap.ends,
+        leap.compute_s,
+        leap.comm_s,
+        leap.kv_used,
+    )
+    entity_times = leap.entity_times
+    step_s = price.step.step_s
+    t = now
+    for i in range(k):
+        if i and grows:
+            g = residue[(d0 + i) % bs]
+            if grown + g > free:
+                break  # this step would preempt
+            grown += g
+        c = step_s(ctx)
+        t1 = t + c
+        end = t1
+        for ph in phases:
+            if ph.links is not None:
+                entity_times.append(end)
+                end = end + ph.move_s
+                entity_times.append(end)
+            if ph.delay_s > 0:
+                end = end + ph.delay_s
+        if end > limit:
+            break
+        starts.append(t)
+        ends.append(end)
+        compute_s.append(c)
+        comm_s.append(end - t1 if phases else 0.0)
+        kv_used.append(used + grown)
+        t = end
+        ctx += n
+    if len(ends) < MIN_LEAP_STEPS:
         return None
-    starts = np.empty(k, dtype=np.float64)
-    starts[0] = now
-    starts[1:] = ends[: k - 1]
-    comm = None
-    if allreduce is not None:
-        comm_s = ends[:k] - clock[:k, 0]  # the clock after the all-reduces − after compute
-        comm = LeapComm(allreduce, phases, phase_t0[:k], phase_t1[:k], comm_s)
-    return DecodeLeap(sched, batch, compute[:k], starts, ends[:k], used[:k], comm)
+    leap.last = len(ends) - 1
+    return leap

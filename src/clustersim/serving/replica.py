@@ -22,7 +22,7 @@ from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import PrivateAllReduce
 from clustersim.serving.batch import Batch
-from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
+from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler
@@ -122,18 +122,20 @@ class Replica:
         # decode leaps (serving/decode_leap.py): one lane with the roofline cost model, its
         # TP all-reduces (if any) alone on their links (network/private_allreduce.py)
         self._leap: DecodeLeap | None = None
-        self._leaps = (
+        self._pricing: LeapPricing | None = None
+        cost0 = self.costs[0]
+        if (
             leaping_enabled()
             and self.pp == 1
-            and isinstance(self.costs[0], StageCostModel)
+            and isinstance(cost0, StageCostModel)
             and type(self)._execute is Replica._execute
             and (self.tp == 1 or isinstance(fabric, Fabric))
-        )
-        self._allreduce: PrivateAllReduce | None = None
-        if self._leaps and self.tp > 1:
-            assert isinstance(fabric, Fabric)
-            self._allreduce = PrivateAllReduce(fabric, self.groups[0], id(self))
-        if self._leaps:
+        ):
+            allreduce = None
+            if self.tp > 1:
+                assert isinstance(fabric, Fabric)
+                allreduce = PrivateAllReduce(fabric, self.groups[0], id(self))
+            self._pricing = LeapPricing(cost0, allreduce)
             self.lanes[0].scheduler.interrupt = self.interrupt
         if self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
@@ -227,18 +229,12 @@ class Replica:
         kv = sched.kv
         record = self.recorder.on_iteration
         replica = self.index
-        leap_cost = cost if self._leaps and isinstance(cost, StageCostModel) else None
-        allreduce = self._allreduce
+        pricing = self._pricing
         while True:
             batch = yield from self._await_batch(lane)
             start = env.now
-            if (
-                leap_cost is not None
-                and not batch.prefill
-                and batch.decode_step >= 0
-                and (allreduce is None or allreduce.private())
-            ):
-                leap = plan_leap(sched, batch, leap_cost, start, allreduce)
+            if pricing is not None and not batch.prefill and pricing.usable():
+                leap = plan_leap(sched, batch, pricing, start)
                 if leap is not None:
                     yield from self._leap_through(leap)
                     continue
