@@ -12,7 +12,9 @@ once, until the last of them ends.
 The run is replayed in a tight scalar loop (a few operations a step, no simpy event, no
 fabric entity): vectorising it with numpy was measured slower, its fixed cost per leap being
 worth more steps than the typical leap holds (3–10 at light load). A leap plans at most
-MAX_LEAP_STEPS steps, so an outside event cuts little planned work; a longer run is several
+`LeapPricing.horizon` steps: it doubles (up to MAX_LEAP_STEPS) after a leap that ran to
+its end and halves (down to MIN_LEAP_STEPS) after one an outside event cut, so that busy
+replicas, cut every few steps, do not plan steps they will not run; a longer run is several
 leaps back to back.
 
 A leap is a commitment that an outside event can cut: `DecodeLeap.cut(now)` ends it after
@@ -51,7 +53,7 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
 MIN_LEAP_STEPS = 2  # a single step is stepped
-MAX_LEAP_STEPS = 64  # planned at once: an outside event wastes at most this much planning
+MAX_LEAP_STEPS = 64  # planned at once at most
 
 
 class LeapPrice(NamedTuple):
@@ -69,6 +71,14 @@ class LeapPricing:
         self.cost = cost
         self.allreduce = allreduce
         self._by_n: dict[int, LeapPrice] = {}
+        self.horizon = MAX_LEAP_STEPS  # steps the next leap plans at most (adaptive)
+
+    def ran(self, leap: DecodeLeap) -> None:
+        """Adapt the horizon to how the finished leap went (cut or not)."""
+        if leap.cut_short:
+            self.horizon = max(MIN_LEAP_STEPS, self.horizon // 2)
+        else:
+            self.horizon = min(MAX_LEAP_STEPS, self.horizon * 2)
 
     def usable(self) -> bool:
         """Whether leaps may run: TP1, or TP all-reduces alone on their links."""
@@ -101,6 +111,7 @@ class DecodeLeap:
         "allreduce",
         "comm_s",
         "compute_s",
+        "cut_short",
         "d0",
         "ends",
         "entity_times",
@@ -127,6 +138,7 @@ class DecodeLeap:
         self.entity_times: list[float] = []  # per step, per entity phase: start, finish
         self.last = -1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
+        self.cut_short = False  # whether an outside event cut it before its planned end
         self.wake: Callable[[float], None] | None = None  # (re)arms the lane's timer
 
     @property
@@ -164,6 +176,7 @@ class DecodeLeap:
         if self.allocated:
             return
         j = self.step_at(now)
+        self.cut_short = j < self.last
         self.last = j
         self._settle()
         if self.wake is not None:
@@ -243,7 +256,7 @@ def plan_leap(
     decodes = sched.decodes
     _drop_stale_finishes(sched)
     d0 = batch.decode_step
-    k = min(decodes.finish_heap[0][0] - d0 + 1, MAX_LEAP_STEPS)  # the last step finishes
+    k = min(decodes.finish_heap[0][0] - d0 + 1, price_of.horizon)  # the last step finishes
     if k < MIN_LEAP_STEPS:
         return None
     price = price_of.of(batch.decode_tokens)

@@ -237,6 +237,7 @@ class Replica:
                 leap = plan_leap(sched, batch, pricing, start)
                 if leap is not None:
                     yield from self._leap_through(leap)
+                    pricing.ran(leap)
                     continue
             compute, comm = yield from self._execute(cost, group, batch)
             end = env.now
