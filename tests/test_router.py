@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clustersim.serving.router import ROUTER_NAMES, make_router
+from clustersim.serving.router import ROUTER_NAMES, LeastOutstandingRouter, make_router
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -84,3 +84,23 @@ def test_bad_arguments() -> None:
         make_router("nearest", 2, _rng())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_replicas"):
         make_router("round_robin", 0, _rng())
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 64])
+def test_tracked_least_outstanding_answers_as_the_scan(replicas: int) -> None:
+    """The heap kept under `track` gives the scan's answer (fewest, then lowest index) after
+    any mix of routed arrivals and reported completions, across its rebuilds."""
+    tracked = LeastOutstandingRouter(replicas)
+    outstanding = [0] * replicas
+    tracked.track(outstanding)
+    rng = np.random.default_rng(replicas)
+    for _ in range(5000):
+        if rng.random() < 0.55 or not any(outstanding):
+            r = tracked.choose(outstanding, [])
+            assert r == outstanding.index(min(outstanding))
+            outstanding[r] += 1
+        else:
+            busy = [i for i, c in enumerate(outstanding) if c]
+            i = busy[int(rng.integers(len(busy)))]
+            outstanding[i] -= 1
+            tracked.decreased(i)

@@ -10,7 +10,8 @@ Policies (ties are broken deterministically, never by object identity):
 
 * round_robin        0, 1, …, R−1, 0, …
 * random             uniform over replicas (rng "router")
-* least_outstanding  fewest outstanding; ties → lowest index
+* least_outstanding  fewest outstanding; ties → lowest index. O(replicas) a call, or
+                     O(log replicas) once the caller `track`s its list (see the class)
 * least_kv           lowest KV usage fraction; ties → fewest outstanding, then lowest index
 * power_of_two       two distinct replicas sampled uniformly (rng "router"); the one with fewer
                      outstanding; a tie → the first of the two sampled
@@ -18,6 +19,7 @@ Policies (ties are broken deterministically, never by object identity):
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -79,12 +81,51 @@ class RandomRouter(Router):
 
 
 class LeastOutstandingRouter(Router):
-    __slots__ = ()
+    """Fewest outstanding, ties → lowest index.
+
+    Untracked, a call scans the list (O(replicas)). A caller that owns the list may `track`
+    it and then report every decrease (`decreased`); increases need no report. The router
+    then keeps a heap of (count, replica) entries, each a lower bound of that replica's
+    count: a top entry that is stale is replaced by the replica's current count, and a
+    valid top is the least (count, index), the scan's answer (a replica with a smaller or
+    equal count and a lower index has an entry ordered before it). O(log replicas) a call,
+    amortised; the heap is rebuilt when stale entries outnumber the replicas."""
+
+    __slots__ = ("_heap", "_tracked")
     name = "least_outstanding"
 
+    def __init__(self, num_replicas: int) -> None:
+        super().__init__(num_replicas)
+        self._heap: list[tuple[int, int]] = []
+        self._tracked: Sequence[int] | None = None
+
+    def track(self, outstanding: Sequence[int]) -> None:
+        """From now on `choose` is called with this list, whose decreases are reported."""
+        self._tracked = outstanding
+        self._heap = [(c, r) for r, c in enumerate(outstanding)]
+        heapq.heapify(self._heap)
+
+    def decreased(self, replica: int) -> None:
+        """The tracked list's count of `replica` went down."""
+        tracked = self._tracked
+        if tracked is None:
+            return
+        if len(self._heap) > 2 * self.num_replicas + 64:
+            self.track(tracked)
+        else:
+            heapq.heappush(self._heap, (tracked[replica], replica))
+
     def choose(self, outstanding: Sequence[int], kv_fraction: Sequence[float]) -> int:
-        # index() returns the first occurrence, i.e. the lowest index among ties
-        return outstanding.index(min(outstanding))
+        if outstanding is not self._tracked:
+            # index() returns the first occurrence, i.e. the lowest index among ties
+            return outstanding.index(min(outstanding))
+        heap = self._heap
+        while True:
+            count, r = heap[0]
+            now = outstanding[r]
+            if now == count:
+                return r
+            heapq.heapreplace(heap, (now, r))
 
 
 class LeastKVRouter(Router):

@@ -26,7 +26,7 @@ from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.router import make_router
+from clustersim.serving.router import LeastOutstandingRouter, make_router
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -117,6 +117,7 @@ class _Simulation:
         self.moe: MoERuntime | None = None
         self.replicas: Sequence[Unit] = ()
         self.disagg: DisaggRuntime | None = None
+        self._lo_router: LeastOutstandingRouter | None = None
         if built.pools is not None:  # prefill / decode pools: disagg/runtime.py routes requests
             self.disagg = DisaggRuntime(
                 built.pools,
@@ -133,6 +134,10 @@ class _Simulation:
             self.fabric.only_tp_allreduces = built.ep is None and layout.pp == 1 and layout.cp == 1
             self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
             self.outstanding = [0] * layout.dp
+            # least_outstanding in O(log replicas): it tracks this list, told of decreases
+            if isinstance(self.router, LeastOutstandingRouter):
+                self._lo_router = self.router
+                self.router.track(self.outstanding)
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context
             self.replicas, self.moe = make_units(
@@ -159,6 +164,8 @@ class _Simulation:
     def _on_finish(self, rid: int, now: float) -> None:
         r = self.recorder.replica[rid]
         self.outstanding[r] -= 1
+        if self._lo_router is not None:
+            self._lo_router.decreased(r)
         self._request_done(rid, now)
 
     def _request_done(self, rid: int, now: float) -> None:
