@@ -61,6 +61,9 @@ class Fabric:
         # decode leap where no other group shares their links (network/private_allreduce.py).
         self.only_tp_allreduces = False
         self.link_owner: dict[int, int] = {}  # link → the one group claiming it, −1: several
+        # no claimed group's all-reduce entity moves for longer than this (s): from twice
+        # it on, every entity ends by twice its start, which keeps closed forms exact
+        self.settle_s = 0.0
 
     def plans_of(self, group: tuple[str, ...]) -> tuple[dict[str, PhaseDemands], IdleModel]:
         """The all-reduce algorithms' phases over `group` and their idle model (cached)."""

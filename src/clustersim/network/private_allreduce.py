@@ -31,7 +31,10 @@ class Phase(NamedTuple):
 class PrivateAllReduce:
     """`Fabric.allreduce(group, nbytes, count)` of one group, in closed form (see module)."""
 
-    def __init__(self, fabric: Fabric, group: tuple[str, ...], owner: int) -> None:
+    def __init__(
+        self, fabric: Fabric, group: tuple[str, ...], owner: int, max_bytes: float, count: int
+    ) -> None:
+        """`max_bytes`: the largest message a step may all-reduce, `count` times a step."""
         self.fabric = fabric
         self.owner = owner
         self.group = group
@@ -47,6 +50,19 @@ class PrivateAllReduce:
         for link in self.links:  # build time: every group claims its links before the run
             claims[link] = owner if claims.get(link, owner) == owner else -1
         self._private: bool | None = None
+        bw = fabric.flows._bw
+        for plan in self._plans.values():  # move time is linear in the message's bytes
+            for demand, _lat in plan:
+                if demand is not None:
+                    links, weights, unit = demand
+                    rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
+                    fabric.settle_s = max(fabric.settle_s, unit * max_bytes * count / rate)
+
+    def settled(self, now: float) -> bool:
+        """Whether every entity in flight ends by twice its start: an entity's completion
+        time then does not depend on when the fluid engine's timer for it was armed (Sterbenz),
+        so leaving this group's entities out of the engine changes no other's."""
+        return now >= 2.0 * self.fabric.settle_s
 
     def private(self) -> bool:
         """Whether this group's all-reduces are alone on their links for the whole run."""

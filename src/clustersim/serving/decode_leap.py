@@ -45,9 +45,11 @@ from typing import NamedTuple
 
 import simpy
 
+from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
@@ -80,9 +82,33 @@ class LeapPricing:
         else:
             self.horizon = min(MAX_LEAP_STEPS, self.horizon * 2)
 
-    def usable(self) -> bool:
-        """Whether leaps may run: TP1, or TP all-reduces alone on their links."""
-        return self.allreduce is None or self.allreduce.private()
+    @classmethod
+    def build(
+        cls,
+        cost: StageCostModel,
+        fabric: Fabric | None,
+        group: tuple[str, ...],
+        owner: int,
+        serving: ServingSpec,
+        kv_blocks: int,
+    ) -> LeapPricing:
+        """The pricing of a one-stage lane on `group`; `fabric`: where its TP all-reduces
+        run (None: TP1, no all-reduce); `owner`: a unique id of the lane's replica."""
+        allreduce = None
+        if fabric is not None:
+            max_bytes = cost.allreduce_bytes(max_step_tokens(serving, kv_blocks))
+            allreduce = PrivateAllReduce(fabric, group, owner, max_bytes, cost.allreduces_per_step)
+        return cls(cost, allreduce)
+
+    def usable(self, now: float) -> bool:
+        """Whether a leap may start now: TP1, or TP all-reduces alone on their links once
+        the fabric has settled (PrivateAllReduce.settled)."""
+        ar = self.allreduce
+        return ar is None or (ar.private() and ar.settled(now))
+
+    def forget(self) -> None:
+        """Drop the cached prices (step times or link rates changed)."""
+        self._by_n.clear()
 
     def of(self, n: int) -> LeapPrice:
         price = self._by_n.get(n)
@@ -93,6 +119,20 @@ class LeapPricing:
                 phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
             price = self._by_n[n] = LeapPrice(DecodeStepCost(cost, n), ar, phases)
         return price
+
+
+def max_step_tokens(serving: ServingSpec, kv_blocks: int) -> int:
+    """Most tokens one step of a lane can run. Chunked prefill: the token budget, or every
+    running sequence decoding when there are more of them. Otherwise a whole prompt may
+    exceed the budget, beside the decodes; every token of a step holds KV, so the lane's KV
+    pool bounds it, and max_model_len (when set) bounds the prompt."""
+    if serving.chunked_prefill:
+        return max(serving.max_num_batched_tokens, serving.max_num_seqs)
+    bound = kv_blocks * serving.block_size
+    if serving.max_model_len is not None:
+        longest = serving.max_model_len + serving.max_num_seqs
+        bound = min(bound, max(serving.max_num_batched_tokens, longest))
+    return bound
 
 
 def leaping_enabled() -> bool:

@@ -20,7 +20,6 @@ from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
-from clustersim.network.private_allreduce import PrivateAllReduce
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
 from clustersim.serving.kv_cache import KVPool
@@ -131,11 +130,10 @@ class Replica:
             and type(self)._execute is Replica._execute
             and (self.tp == 1 or isinstance(fabric, Fabric))
         ):
-            allreduce = None
-            if self.tp > 1:
-                assert isinstance(fabric, Fabric)
-                allreduce = PrivateAllReduce(fabric, self.groups[0], id(self))
-            self._pricing = LeapPricing(cost0, allreduce)
+            tp_fabric = fabric if self.tp > 1 and isinstance(fabric, Fabric) else None
+            self._pricing = LeapPricing.build(
+                cost0, tp_fabric, self.groups[0], id(self), serving, kv_blocks_per_lane
+            )
             self.lanes[0].scheduler.interrupt = self.interrupt
         if self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
@@ -171,12 +169,15 @@ class Replica:
             lane.idle = False
             lane.wake.succeed()
 
-    def interrupt(self) -> None:
+    def interrupt(self, reprice: bool = False) -> None:
         """Cut a decode leap in progress at the step running now (serving/decode_leap.py):
         call before changing the replica from outside its lanes (its schedulers do so on
-        every outside change)."""
+        every outside change); `reprice`: also forget the step costs and all-reduce phases
+        leaps cached (step times or link rates changed, e.g. a fault)."""
         if self._leap is not None:
             self._leap.cut(self.env.now)
+        if reprice and self._pricing is not None:
+            self._pricing.forget()
 
     @property
     def kv_used_blocks(self) -> int:
@@ -233,7 +234,7 @@ class Replica:
         while True:
             batch = yield from self._await_batch(lane)
             start = env.now
-            if pricing is not None and not batch.prefill and pricing.usable():
+            if pricing is not None and not batch.prefill and pricing.usable(start):
                 leap = plan_leap(sched, batch, pricing, start)
                 if leap is not None:
                     yield from self._leap_through(leap)
