@@ -12,7 +12,10 @@ them raises (FlowEngine.start_many), so a future traffic source cannot silently 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Generator
+from typing import Any, NamedTuple
+
+import simpy
 
 from clustersim.network.fabric import Fabric
 
@@ -92,6 +95,19 @@ class PrivateAllReduce:
             rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
             out.append(Phase(links, weights, size, size / rate, delay))
         return out
+
+    def run(self, env: simpy.Environment, phases: list[Phase]) -> Generator[simpy.Event, Any, None]:
+        """One all-reduce stepped in closed form: each phase's move as one timeout (the
+        clock lands on the entity's finish, `now + size / rate` as the fluid engine computes
+        it), its ledger booking at that instant, then its latency."""
+        record = self.fabric.ledger.record
+        for ph in phases:
+            if ph.links is not None:
+                t0 = env.now
+                yield env.timeout(ph.move_s)
+                record(ph.links, ph.weights, t0, env.now, ph.size)
+            if ph.delay_s > 0:
+                yield env.timeout(ph.delay_s)
 
     def lease(self, on: bool) -> None:
         leased = self.fabric.flows.leased

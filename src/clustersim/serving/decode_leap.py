@@ -40,8 +40,8 @@ from __future__ import annotations
 import heapq
 import os
 from bisect import bisect_left
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
 
 import simpy
 
@@ -73,6 +73,7 @@ class LeapPricing:
         self.cost = cost
         self.allreduce = allreduce
         self._by_n: dict[int, LeapPrice] = {}
+        self._steps: dict[int, list[Phase] | None] = {}  # a step's tokens → its all-reduce
         self.horizon = MAX_LEAP_STEPS  # steps the next leap plans at most (adaptive)
 
     def ran(self, leap: DecodeLeap) -> None:
@@ -109,6 +110,28 @@ class LeapPricing:
     def forget(self) -> None:
         """Drop the cached prices (step times or link rates changed)."""
         self._by_n.clear()
+        self._steps.clear()
+
+    def closed_allreduce(
+        self, env: simpy.Environment, tokens: int
+    ) -> Generator[simpy.Event, Any, None] | None:
+        """A step's all-reduces in closed form (PrivateAllReduce.run) when its group's are
+        alone on their links and the fabric has settled; None: run them on the fabric."""
+        ar = self.allreduce
+        if ar is None or not self.usable(env.now):
+            return None
+        phases = self.step_allreduce(tokens)
+        return None if phases is None else ar.run(env, phases)
+
+    def step_allreduce(self, tokens: int) -> list[Phase] | None:
+        """The phases of the all-reduces of a step of `tokens` tokens (None: none)."""
+        if tokens not in self._steps:
+            cost, ar = self.cost, self.allreduce
+            phases = None
+            if ar is not None:
+                phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
+            self._steps[tokens] = phases
+        return self._steps[tokens]
 
     def of(self, n: int) -> LeapPrice:
         price = self._by_n.get(n)

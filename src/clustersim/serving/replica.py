@@ -118,8 +118,7 @@ class Replica:
             for i in range(self.pp)
         ]
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
-        # decode leaps (serving/decode_leap.py): one lane with the roofline cost model, its
-        # TP all-reduces (if any) alone on their links (network/private_allreduce.py)
+        # decode leaps (serving/decode_leap.py): one lane, roofline cost, private all-reduces
         self._leap: DecodeLeap | None = None
         self._pricing: LeapPricing | None = None
         cost0 = self.costs[0]
@@ -205,6 +204,10 @@ class Replica:
         if self.tp == 1:
             return compute, 0.0
         t = self.env.now
+        closed = self._pricing.closed_allreduce(self.env, batch.tokens) if self._pricing else None
+        if closed is not None:  # all-reduces alone on their links (network/private_allreduce)
+            yield from closed
+            return compute, self.env.now - t
         yield self.fabric.allreduce(
             group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
         )
@@ -263,8 +266,7 @@ class Replica:
             sched.complete(batch, end)
 
     def _leap_through(self, leap: DecodeLeap) -> Process:
-        """Wait until the leap's last step ends (or the step an outside change cut it at),
-        then write its rows and complete its last step as stepping would."""
+        """Wait for the leap's (possibly cut) end, then write its rows and complete it."""
         self._leap = leap
         yield leap.timer(self.env)
         self._leap = None
