@@ -21,6 +21,7 @@ import simpy
 
 from clustersim.network.fair_share import max_min_rates
 from clustersim.network.ledger import LinkLedger
+from clustersim.network.link_faults import remap, rerouted
 from clustersim.network.routing import Demand
 
 _TIME_TOL_S = 1e-12  # completions this close to `now` are due now (float rounding of timers)
@@ -119,7 +120,7 @@ class FlowEngine:
         env = self.env
         now = env.now
         if self._faulty and demands:
-            demands, delay_s = self._rerouted(demands, delay_s)
+            demands, delay_s = rerouted(demands, delay_s, self._detour, self._extra_latency)
             solo_rate = None
         tr = _Transfer(env.event(), delay_s, now)
         self.transfers_started += 1
@@ -291,39 +292,13 @@ class FlowEngine:
             self._reallocate(seeds)
             self._arm()
 
-    def _remap(
-        self, links: tuple[int, ...], weights: tuple[float, ...]
-    ) -> tuple[tuple[int, ...], tuple[float, ...], float]:
-        """(links, weights, scale): down links replaced by their detours, weights merged and
-        renormalised to a maximum of 1 (scale multiplies the bytes at weight 1)."""
-        loads: dict[int, float] = {}
-        for link, w in zip(links, weights, strict=True):
-            for x in self._detour.get(link, (link,)):
-                loads[x] = loads.get(x, 0.0) + w
-        top = max(loads.values())
-        return tuple(loads), tuple(w / top for w in loads.values()), top
-
-    def _rerouted(self, demands: list[Demand], delay_s: float) -> tuple[list[Demand], float]:
-        """New demands through detours, the delay plus the largest extra latency crossed."""
-        out: list[Demand] = []
-        extra = 0.0
-        for links, weights, size in demands:
-            for link in links:
-                extra = max(extra, self._extra_latency.get(link, 0.0))
-            if self._detour and any(link in self._detour for link in links):
-                new_links, new_weights, scale = self._remap(links, weights)
-                out.append((new_links, new_weights, size * scale))
-            else:
-                out.append((links, weights, size))
-        return out, delay_s + extra
-
     def _reroute(self, e: _Entity, now: float) -> None:
         """Move an entity in flight onto its detour: book its progress, swap its links, and
         leave it rateless until the next reallocation."""
         self._advance(e, now)
         for link in e.links:
             del self._on_link[link][e.id]
-        e.links, e.weights, scale = self._remap(e.links, e.weights)
+        e.links, e.weights, scale = remap(self._detour, e.links, e.weights)
         e.remaining *= scale
         for link in e.links:
             self._on_link[link][e.id] = e
