@@ -57,6 +57,7 @@ class FaultInjector:
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
             self.apply(self.env.now)
+        self.health.schedule_ended()
 
     def apply(self, t: float) -> None:
         """Set every effect to the faults active at time t."""

@@ -74,6 +74,8 @@ class ReplicaHealth:
         self.avoid: set[int] = set()
         self.limbo: list[list[int]] = [[] for _ in range(count)]
         self.pending: list[int] = []  # waiting for any replica to come back
+        self.doomed = False  # every replica is down for good: waiting requests fail
+        self.reloads: set[int] = set()  # replicas loading their weights back
         self.gen = [0] * count
         self.cause = [-1] * count  # fault index that took the replica down
         self.retried_by = np.zeros(0, dtype=np.int64)  # per fault index (sized by the injector)
@@ -105,8 +107,20 @@ class ReplicaHealth:
         return True
 
     def hold(self, rid: int) -> None:
-        """No replica can take the request now: it waits for one to come back."""
-        self.pending.append(rid)
+        """No replica can take the request now: it waits for one to come back (and fails
+        when none ever will)."""
+        if self.doomed:
+            self._fail(rid, -1)
+        else:
+            self.pending.append(rid)
+
+    def schedule_ended(self) -> None:
+        """No fault starts or ends any more: if every replica is down, none comes back."""
+        if self.replicas and not self.reloads and all(s != "up" for s in self.status):
+            self.doomed = True
+            pending, self.pending = self.pending, []
+            for rid in pending:
+                self._fail(rid, -1)
 
     def on_finish(self, rid: int) -> None:
         if self.finished[rid] or self.failed[rid]:
@@ -122,6 +136,7 @@ class ReplicaHealth:
             return
         self.gen[r] += 1
         self.cause[r] = cause
+        self.reloads.discard(r)
         held = self.replicas[r].stop()
         if status == "reloading":  # already routed around: nothing new to detect
             self.status[r] = "out"
@@ -139,6 +154,7 @@ class ReplicaHealth:
         if self.status[r] == "out":
             self.status[r] = "reloading"
         gen = self.gen[r]
+        self.reloads.add(r)
         loaded = self._reload(r)
         loaded.callbacks.append(lambda _ev: self._back(r, gen))
 
@@ -155,6 +171,7 @@ class ReplicaHealth:
         if gen != self.gen[r]:
             return
         self._flush_limbo(r)  # repaired before the health check noticed
+        self.reloads.discard(r)
         self.status[r] = "up"
         self.avoid.discard(r)
         pending, self.pending = self.pending, []
@@ -170,10 +187,7 @@ class ReplicaHealth:
 
     def _recover(self, rid: int, cause: int) -> None:
         if self.spec.on_failure == "fail":
-            self.failed[rid] = True
-            if 0 <= cause < len(self.failed_by):
-                self.failed_by[cause] += 1
-            self.end_one()
+            self._fail(rid, cause)
             return
         self.retries[rid] += 1
         if 0 <= cause < len(self.retried_by):
@@ -181,12 +195,20 @@ class ReplicaHealth:
         reset_for_retry(self.state, rid)
         self._place(rid)
 
+    def _fail(self, rid: int, cause: int) -> None:
+        self.failed[rid] = True
+        if 0 <= cause < len(self.failed_by):
+            self.failed_by[cause] += 1
+        self.end_one()
+
     def _place(self, rid: int) -> None:
         r = self.choose([rep.kv_used_blocks / rep.kv_capacity_blocks for rep in self.replicas])
         if r < 0:
             self.hold(rid)
             return
         self.recorder.replica[rid] = r
+        if self.absorbs(r, rid):  # the router does not know yet that r is lost too
+            return
         self.outstanding[r] += 1
         self.replicas[r].submit(rid)
 
