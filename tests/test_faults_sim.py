@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import simpy
-from conftest import MakeExperiment, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.sim.engine import BuildError, RunOutput, build, run_experiment
 from clustersim.topology.graph import Cluster, build_cluster
+from conftest import MakeExperiment, write_yaml
 
 BASE = """
 name: faults_test
@@ -364,7 +364,7 @@ def test_bad_events_are_keyed_config_errors(
 
 
 def test_random_law_needs_exactly_one_mtbf(make_experiment: MakeExperiment) -> None:
-    with pytest.raises(ConfigError, match="faults.random.0.mtbf_s"):
+    with pytest.raises(ConfigError, match=r"faults\.random\.0\.mtbf_s"):
         experiment(
             make_experiment, "faults:\n  random: [{component: node, mtbf_s: 5, mtbf_h: 1}]\n"
         )
