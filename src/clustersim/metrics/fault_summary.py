@@ -7,10 +7,13 @@
   fault's [start, end)) and outside; a failed or dropped request does not meet it.
 - baseline_ttft_p99_s: p99 TTFT of the completed measured requests arriving outside every
   fault window.
+- recovery_threshold_ttft_p99_s: the largest p99 TTFT of a measured timeline window that
+  ends before the first fault starts (the normal range of a window's p99 under this load);
+  without such a window, RECOVERY_TOLERANCE × baseline_ttft_p99_s.
 - recovery[i].recover_s: time from fault i's start to the start of the first timeline window
-  from which every later measured window with arrivals has p99 TTFT <= RECOVERY_TOLERANCE ×
-  baseline (a window whose arrivals none completed counts as not recovered); 0 when no
-  window after the start exceeded it, None when the run ends unrecovered.
+  from which every later measured window with arrivals has p99 TTFT <= the threshold (a
+  window whose arrivals none completed counts as not recovered); 0 when no window after the
+  start exceeded it, None when the run ends unrecovered.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pandas as pd
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.summary import completed_mask, measured_requests, slo_mask
 
-RECOVERY_TOLERANCE = 1.2  # × baseline p99 TTFT
+RECOVERY_TOLERANCE = 1.2  # × baseline p99 TTFT, when no window precedes the first fault
 
 
 def fault_windows(faults: pd.DataFrame) -> list[tuple[float, float]]:
@@ -59,6 +62,8 @@ def faults_summary(
     ttft = req["ttft_s"].to_numpy(dtype=float)
     outside_ttft = ttft[done & ~inside]
     baseline = float(np.percentile(outside_ttft, 99)) if len(outside_ttft) else None
+    first = float(faults["start_s"].min()) if len(faults) else math.inf
+    threshold = recovery_threshold(timeline, first, baseline, warmup_s)
     return {
         "events": len(faults),
         "requests_retried": int((requests["retries"] > 0).sum()),
@@ -69,13 +74,14 @@ def faults_summary(
         "slo_attainment_inside": _share(meets[inside]),
         "slo_attainment_outside": _share(meets[~inside]),
         "baseline_ttft_p99_s": baseline,
+        "recovery_threshold_ttft_p99_s": threshold,
         "recovery": [
             {
                 "kind": str(kind),
                 "target": str(target),
                 "start_s": float(start),
                 "end_s": float(end) if math.isfinite(end) else None,
-                "recover_s": recover_s(timeline, float(start), baseline, warmup_s),
+                "recover_s": recover_s(timeline, float(start), threshold, warmup_s),
             }
             for kind, target, start, end in zip(
                 faults["kind"],
@@ -88,11 +94,26 @@ def faults_summary(
     }
 
 
-def recover_s(
-    timeline: pd.DataFrame | None, start_s: float, baseline: float | None, warmup_s: float
+def recovery_threshold(
+    timeline: pd.DataFrame | None, first_fault_s: float, baseline: float | None, warmup_s: float
 ) -> float | None:
-    """Seconds from `start_s` until windowed p99 TTFT is back within tolerance for good."""
-    if timeline is None or baseline is None or timeline.empty:
+    """Largest windowed p99 TTFT before the first fault (see the module docstring)."""
+    if timeline is not None and len(timeline) > 1:
+        starts = timeline["bin_start_s"].to_numpy(dtype=float)
+        bin_s = float(starts[1] - starts[0])
+        before = (starts >= warmup_s) & (starts + bin_s <= first_fault_s)
+        p99 = timeline["ttft_p99_s"].to_numpy(dtype=float)[before]
+        p99 = p99[np.isfinite(p99)]
+        if len(p99):
+            return float(p99.max())
+    return None if baseline is None else RECOVERY_TOLERANCE * baseline
+
+
+def recover_s(
+    timeline: pd.DataFrame | None, start_s: float, threshold: float | None, warmup_s: float
+) -> float | None:
+    """Seconds from `start_s` until windowed p99 TTFT is back under `threshold` for good."""
+    if timeline is None or threshold is None or timeline.empty:
         return None
     bin_s = (
         float(timeline["bin_start_s"].iloc[1] - timeline["bin_start_s"].iloc[0])
@@ -107,7 +128,7 @@ def recover_s(
     if rows.empty:
         return None
     p99 = rows["ttft_p99_s"].to_numpy(dtype=float)
-    bad = ~(p99 <= RECOVERY_TOLERANCE * baseline)  # NaN: none of the arrivals completed
+    bad = ~(p99 <= threshold)  # NaN: none of the arrivals completed
     if not bad.any():
         return 0.0
     last_bad = int(np.flatnonzero(bad)[-1])
