@@ -61,6 +61,7 @@ def fault_runtime(
         fabric,
         built.memory.weights_per_gpu_bytes,
         end_one,
+        units=len(units),
     )
     injector = FaultInjector(env, built.faults, replicas, DegradedCosts(exp, built), fabric, health)
     return FaultRuntime(health, injector)

@@ -54,7 +54,10 @@ class ReplicaHealth:
         fabric: Fabric,
         weights_per_gpu_bytes: float,
         end_one: Callable[[], None],
+        units: int | None = None,
     ) -> None:
+        """`replicas`: the units faults can stop (empty when only links fail); `units`: the
+        router's units (default: len(replicas))."""
         self.env = env
         self.spec = spec
         self.replicas = replicas
@@ -69,7 +72,7 @@ class ReplicaHealth:
         self.retries = [0] * n
         self.failed = [False] * n
         self.finished = [False] * n
-        count = len(replicas)
+        count = len(replicas) if units is None else units
         self.status = ["up"] * count
         self.avoid: set[int] = set()
         self.limbo: list[list[int]] = [[] for _ in range(count)]
@@ -88,7 +91,7 @@ class ReplicaHealth:
         avoid = self.avoid
         if not avoid:
             return self.router.choose(self.outstanding, kv_fraction)
-        if len(avoid) == len(self.replicas):
+        if len(avoid) == len(self.status):
             return -1
         loads = [BUSY if r in avoid else o for r, o in enumerate(self.outstanding)]
         kv = [2.0 if r in avoid else f for r, f in enumerate(kv_fraction)]
@@ -116,7 +119,7 @@ class ReplicaHealth:
 
     def schedule_ended(self) -> None:
         """No fault starts or ends any more: if every replica is down, none comes back."""
-        if self.replicas and not self.reloads and all(s != "up" for s in self.status):
+        if self.status and not self.reloads and all(s != "up" for s in self.status):
             self.doomed = True
             pending, self.pending = self.pending, []
             for rid in pending:
