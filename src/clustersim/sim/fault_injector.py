@@ -23,7 +23,7 @@ from clustersim.faults import FaultSchedule
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica, StageCost
-from clustersim.sim.replica_health import ReplicaHealth
+from clustersim.sim.replica_health import ReplicaHealth, cut_leap
 
 
 class FaultInjector:
@@ -64,10 +64,13 @@ class FaultInjector:
         sched = self.schedule
         compute, hbm = sched.gpu_factors(t)
         for r, rep in enumerate(self.replicas):
-            rep.costs = tuple(
+            costs = tuple(
                 self.degraded.stage_cost(nominal, s, *group_pace(group, compute, hbm))
                 for s, (nominal, group) in enumerate(zip(self.nominal[r], rep.groups, strict=True))
             )
+            if costs != rep.costs:
+                rep.costs = costs
+                cut_leap(rep, t)
         factor, latency, down = sched.link_state(t)
         stranded = self.fabric.set_link_faults(factor, latency, down)
         cut = stranded_gpus(self.fabric.cluster, stranded)

@@ -39,6 +39,16 @@ def reset_for_retry(state: RequestState, rid: int) -> None:
     state.finish_s[rid] = nan
 
 
+def cut_leap(replica: Replica, now: float) -> None:
+    """Cut a decode leap in flight at its next step boundary (serving/replica.py: a replica
+    may commit to many decode steps at once; `Replica.interrupt(now)` ends that commitment),
+    so steps after a fault change point are priced — or dropped — with the new state.
+    Without leaps every step is priced when it starts and there is nothing to cut."""
+    interrupt = getattr(replica, "interrupt", None)
+    if interrupt is not None:
+        interrupt(now)
+
+
 class ReplicaHealth:
     """Replica states, the router's view of them, and retries / failures of lost requests."""
 
@@ -140,6 +150,7 @@ class ReplicaHealth:
         self.gen[r] += 1
         self.cause[r] = cause
         self.reloads.discard(r)
+        cut_leap(self.replicas[r], self.env.now)
         held = self.replicas[r].stop()
         if status == "reloading":  # already routed around: nothing new to detect
             self.status[r] = "out"
