@@ -27,6 +27,7 @@ from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import make_router
+from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -143,6 +144,7 @@ class _Simulation:
                 self._on_finish,
                 streams.get("experts"),
                 stream.phases,
+                streams.get(SPECULATIVE_STREAM) if exp.serving.speculative else None,
             )
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
