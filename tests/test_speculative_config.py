@@ -64,21 +64,25 @@ def test_valid_forms(tmp_path: Path) -> None:
     assert mtp.model.num_nextn_predict_layers == 1
 
 
+EAGLE2 = "method: eagle, num_tokens: 2, acceptance: 0.5"
+DRAFT2 = "method: draft_model, num_tokens: 2, acceptance: 0.5"
+
+
 @pytest.mark.parametrize(
     ("spec", "key", "words"),
     [
-        ("{method: eagle, num_tokens: 3, acceptance: [0.9, 0.8]}", "acceptance", "one probability per draft token"),
+        ("{method: eagle, num_tokens: 3, acceptance: [0.9, 0.8]}", "acceptance", "one probability"),
         ("{method: eagle, num_tokens: 2, acceptance: [0.9, 0]}", "acceptance.1", "(0, 1]"),
         ("{method: eagle, num_tokens: 2, acceptance: 1.5}", "acceptance", "(0, 1]"),
         ("{method: eagle, num_tokens: 0, acceptance: 0.5}", "num_tokens", ""),
         ("{method: medusa, num_tokens: 2, acceptance: 0.5}", "method", ""),
-        ("{method: eagle, num_tokens: 2, acceptance: 0.5, k: 3}", "k", "unknown key"),
-        ("{method: draft_model, num_tokens: 2, acceptance: 0.5}", "draft_model", "needs"),
-        ("{method: eagle, num_tokens: 2, acceptance: 0.5, draft_model: llama-3.1-8b}", "draft_model", "only for"),
-        ("{method: draft_model, num_tokens: 2, acceptance: 0.5, draft_model: nope}", "draft_model", "unknown draft model 'nope'"),
+        ("{" + EAGLE2 + ", k: 3}", "k", "unknown key"),
+        ("{" + DRAFT2 + "}", "draft_model", "needs"),
+        ("{" + EAGLE2 + ", draft_model: llama-3.1-8b}", "draft_model", "only for"),
+        ("{" + DRAFT2 + ", draft_model: nope}", "draft_model", "unknown draft model 'nope'"),
         ("{method: mtp, num_tokens: 1, acceptance: 0.9}", "method", "num_nextn_predict_layers: 0"),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_key(tmp_path: Path, spec: str, key: str, words: str) -> None:
     message = error(tmp_path, spec)
     assert message.startswith(f"serving.speculative.{key}:"), message
