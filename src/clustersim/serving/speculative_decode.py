@@ -23,7 +23,7 @@ change (a lane has one batch in flight), so the draws line up with the sequences
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,13 +35,35 @@ from clustersim.serving.speculative import AcceptanceProfile
 I64 = np.int64
 
 
+class SequenceProgress:
+    """Per-request decode progress (int64 arrays indexed by request id), one set per run:
+    a request decodes in one lane at a time, so every lane of a run shares them."""
+
+    __slots__ = ("emitted", "held", "left", "written")
+
+    def __init__(self, num_requests: int) -> None:
+        self.written = np.zeros(num_requests, dtype=I64)
+        self.held = np.zeros(num_requests, dtype=I64)
+        self.left = np.zeros(num_requests, dtype=I64)
+        self.emitted = np.zeros(num_requests, dtype=I64)
+
+
 @dataclass(frozen=True, eq=False)
 class SpeculativeDecoding:
-    """What the lanes of one run share: the acceptance profile and the "speculative"
-    stream every acceptance draw comes from (numpy Generator, in step order)."""
+    """What the lanes of one run share: the acceptance profile, the "speculative" stream
+    every acceptance draw comes from (numpy Generator, in step order) and the requests'
+    decode progress."""
 
     profile: AcceptanceProfile
     rng: np.random.Generator
+    _progress: dict[int, SequenceProgress] = field(default_factory=dict)
+
+    def progress(self, state: RequestState) -> SequenceProgress:
+        """The progress arrays of `state`'s requests (created on first use)."""
+        found = self._progress.get(id(state))
+        if found is None:
+            found = self._progress[id(state)] = SequenceProgress(len(state.prompt))
+        return found
 
     @classmethod
     def from_spec(cls, spec: SpeculativeSpec, rng: np.random.Generator) -> SpeculativeDecoding:
@@ -63,12 +85,12 @@ class SpeculativeDecodeSet:
         self.state = state
         self.speculative = speculative
         self.k = speculative.k
-        n = len(state.prompt)
         self.members: dict[int, None] = {}  # insertion (admission) order
-        self.written = np.zeros(n, dtype=I64)
-        self.held = np.zeros(n, dtype=I64)
-        self.left = np.zeros(n, dtype=I64)
-        self.emitted_since_enter = np.zeros(n, dtype=I64)
+        progress = speculative.progress(state)
+        self.written = progress.written
+        self.held = progress.held
+        self.left = progress.left
+        self.emitted_since_enter = progress.emitted
         self.d = 0  # decode steps executed so far (set by the scheduler)
         self._ids: np.ndarray | None = None  # members as an array, rebuilt after a change
         self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (ids, tokens) of a step
