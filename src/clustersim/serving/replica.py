@@ -22,6 +22,7 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
+from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 
 class StageCost(Protocol):
@@ -103,6 +104,7 @@ class Replica:
         state: RequestState,
         recorder: Recorder,
         on_finish: Callable[[int, float], None],
+        speculative: SpeculativeDecoding | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -110,17 +112,22 @@ class Replica:
         self.costs = tuple(costs)
         self.fabric = fabric
         self.recorder = recorder
+        self.speculative = speculative is not None  # rows record their emitted tokens
         self.pp = len(self.groups)
         self.tp = len(self.groups[0])
         self.lanes = [
-            Lane(i, Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish), env)
+            Lane(
+                i,
+                Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish, speculative),
+                env,
+            )
             for i in range(self.pp)
         ]
-        # faults (serving/replica_faults.py): `stop` bumps the epoch, so steps in flight
-        # when the replica's GPUs failed are dropped, and gives each lane a fresh scheduler
+        # faults (sim/replica_health.py): `stop` bumps the epoch, so steps in flight when
+        # the replica's GPUs failed are dropped, and gives each lane a fresh scheduler
         self.epoch = 0
         self._fresh_scheduler = lambda: Scheduler(
-            serving, KVPool(kv_blocks_per_lane), state, on_finish
+            serving, KVPool(kv_blocks_per_lane), state, on_finish, speculative
         )
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
         if self.pp == 1:
@@ -240,6 +247,8 @@ class Replica:
                     kv.capacity,
                 )
             )
+            if self.speculative:
+                self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             sched.complete(batch, end)
 
     # ------------------------------------------------------------------ PP > 1
@@ -306,6 +315,8 @@ class Replica:
                     kv.capacity,
                 )
             )
+            if self.speculative:
+                self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             if last:
                 item.done.succeed()
             else:

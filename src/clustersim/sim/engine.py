@@ -27,6 +27,7 @@ from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import make_router
+from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime
 from clustersim.sim.streams import Streams
@@ -146,6 +147,7 @@ class _Simulation:
                 self._on_finish,
                 streams.get("experts"),
                 stream.phases,
+                streams.get(SPECULATIVE_STREAM) if exp.serving.speculative else None,
             )
         self.faults: FaultRuntime | None = None
         if built.faults is not None and self.disagg is None:
