@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clustersim.planner.report import write_plan
+from clustersim.planner.report import format_report, write_plan
 from clustersim.planner.resilience import with_node_down, worst_node
 from clustersim.planner.run import run_plan
 from clustersim.planner.spec import load_plan
@@ -52,6 +52,8 @@ def test_n_plus_1_picks_a_layout_that_survives_its_worst_node(tmp_path: Path) ->
     data = json.loads(paths["plan.json"].read_text())
     assert data["resilience"]["pick_gpus"] == 12 and data["resilience"]["extra_gpus"] == 8
     assert data["best"] == res.pick.label
+    text = format_report(result, paths)
+    assert f"n+1: {res.pick.label} (12 GPUs) meets the SLO" in text and "+8 GPUs" in text
 
 
 def test_worst_node_and_node_down_experiment(tmp_path: Path) -> None:
