@@ -390,3 +390,39 @@ def test_validate_reports_bad_target_with_exit_2(tmp_path: Path) -> None:
 def test_runs_without_faults_have_no_fault_columns(make_experiment: MakeExperiment) -> None:
     out = run_experiment(experiment(make_experiment, "", dp=2, rate=5.0, duration=2.0))
     assert "retries" not in out.requests and out.faults is None
+
+
+def test_run_directory_has_faults_outputs(tmp_path: Path) -> None:
+    """`clustersim run` writes faults.parquet, summary.json faults.* and a Faults section."""
+    import json
+    import subprocess
+    import sys
+
+    text = BASE.format(dp=4, rate=10.0, duration=6.0, router="least_outstanding")
+    faults = """faults:
+  detect_s: 0.5
+  events:
+    - {kind: node_down, target: n0, at_s: 2, duration_s: 1.5}
+    - {kind: link_degrade, target: n1.nic0, at_s: 1, bandwidth_factor: 0.5}
+"""
+    path = write_yaml(tmp_path, text + faults)
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "clustersim", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = list((out / "faults_test").iterdir())
+    table = pd.read_parquet(run_dir / "faults.parquet")
+    assert table["kind"].tolist() == ["link_degrade", "node_down"]
+    assert math.isinf(table["end_s"].iloc[0]) and table["replicas_affected"].iloc[1] == "0,1,2,3"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    block = summary["faults"]
+    assert block["events"] == 2 and block["retries"] == int(table["requests_retried"].sum())
+    assert len(block["recovery"]) == 2
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    assert {"retries", "failed"} <= set(requests.columns)
+    html = (run_dir / "report.html").read_text()
+    assert "<h2>Faults</h2>" in html and "recover p99 s" in html
