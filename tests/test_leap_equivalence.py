@@ -20,7 +20,7 @@ from clustersim.config.schema import Precision
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.ledger import LinkLedger
-from clustersim.serving import decode_leap, replica
+from clustersim.serving import decode_leap, lane_leaps
 from clustersim.topology.graph import build_cluster
 
 # dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
@@ -182,7 +182,7 @@ def test_leaps_happen_and_outside_events_cut_them(
         counts["cuts"] += not self.allocated
         cut(self, now)
 
-    monkeypatch.setattr(replica, "plan_leap", counting_plan)
+    monkeypatch.setattr(lane_leaps, "plan_leap", counting_plan)
     monkeypatch.setattr(decode_leap.DecodeLeap, "cut", counting_cut)
     for name in ("dense", "disagg", "tp2"):
         (tmp_path / name).mkdir()

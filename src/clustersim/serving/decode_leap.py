@@ -52,6 +52,7 @@ from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.serving.batch import Batch
+from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.scheduler import Scheduler
 
 MIN_LEAP_STEPS = 2  # a single step is stepped
@@ -299,9 +300,9 @@ def _fire(event: simpy.Event, live: bool) -> None:
         event.succeed()
 
 
-def _drop_stale_finishes(sched: Scheduler) -> None:
+def _drop_stale_finishes(decodes: DecodeSet, sched: Scheduler) -> None:
     """Pop heap entries of preempted requests (stepping skips them when it reaches them)."""
-    heap, version = sched.decodes.finish_heap, sched.state.version
+    heap, version = decodes.finish_heap, sched.state.version
     while heap and heap[0][2] != version[heap[0][1]]:
         heapq.heappop(heap)
 
@@ -317,7 +318,9 @@ def plan_leap(
     if batch.prefill or batch.decode_step < 0 or sched.prefills.prefilling or sched.arrived:
         return None
     decodes = sched.decodes
-    _drop_stale_finishes(sched)
+    if not isinstance(decodes, DecodeSet):  # speculative decoding: steps are random draws
+        return None
+    _drop_stale_finishes(decodes, sched)
     d0 = batch.decode_step
     k = min(decodes.finish_heap[0][0] - d0 + 1, price_of.horizon)  # the last step finishes
     if k < MIN_LEAP_STEPS:

@@ -8,10 +8,14 @@ from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.kv_cache import KVPool, blocks_for
 from clustersim.serving.prefill_packing import PrefillQueue
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.speculative_decode import SpeculativeDecodeSet
 
 
 def preempt_latest(
-    prefills: PrefillQueue, decodes: DecodeSet, kv: KVPool, state: RequestState
+    prefills: PrefillQueue,
+    decodes: DecodeSet | SpeculativeDecodeSet,
+    kv: KVPool,
+    state: RequestState,
 ) -> bool:
     """Preempt (recompute) the most recently admitted running request; False if none.
 
@@ -23,11 +27,11 @@ def preempt_latest(
         kv.release(blocks_for(st.computed[rid], bs))
     elif decodes.members:
         rid = decodes.newest()
-        done = decodes.d - st.d0[rid]  # decode steps it completed
-        written = st.effective_prompt[rid] + done
+        done = decodes.emitted(rid)  # tokens it emitted in decode
+        held = decodes.held_blocks(rid)
         decodes.leave(rid)
         st.generated[rid] += done
-        kv.release(blocks_for(written, bs))
+        kv.release(held)
     else:
         return False
     st.version[rid] += 1

@@ -18,13 +18,12 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.stage_cost import StageCostModel
-from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
-from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
 from clustersim.serving.kv_cache import KVPool
+from clustersim.serving.lane_leaps import LaneLeaps
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.scheduler import Scheduler, scheduler_requests
+from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 
 class StageCost(Protocol):
@@ -70,14 +69,16 @@ class Lane:
 
 
 class _InFlight:
-    """A batch travelling through the pipeline, with the event its lane waits on."""
+    """A batch travelling through the pipeline, with the event its lane waits on; `epoch`:
+    the replica's epoch when it started (a stopped replica's batches are dropped)."""
 
-    __slots__ = ("batch", "done", "lane")
+    __slots__ = ("batch", "done", "epoch", "lane")
 
-    def __init__(self, batch: Batch, lane: Lane, done: simpy.Event) -> None:
+    def __init__(self, batch: Batch, lane: Lane, done: simpy.Event, epoch: int) -> None:
         self.batch = batch
         self.lane = lane
         self.done = done
+        self.epoch = epoch
 
 
 class _Stage:
@@ -91,7 +92,7 @@ class _Stage:
         self.busy_until = 0.0
 
 
-class Replica:
+class Replica(LaneLeaps):
     def __init__(
         self,
         env: simpy.Environment,
@@ -104,6 +105,7 @@ class Replica:
         state: RequestState,
         recorder: Recorder,
         on_finish: Callable[[int, float], None],
+        speculative: SpeculativeDecoding | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -111,29 +113,26 @@ class Replica:
         self.costs = tuple(costs)
         self.fabric = fabric
         self.recorder = recorder
+        self.speculative = speculative is not None  # rows record their emitted tokens
         self.pp = len(self.groups)
         self.tp = len(self.groups[0])
         self.lanes = [
-            Lane(i, Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish), env)
+            Lane(
+                i,
+                Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish, speculative),
+                env,
+            )
             for i in range(self.pp)
         ]
+        # faults (sim/replica_health.py): `stop` bumps the epoch, so steps in flight when
+        # the replica's GPUs failed are dropped, and gives each lane a fresh scheduler
+        self.epoch = 0
+        self._fresh_scheduler = lambda: Scheduler(
+            serving, KVPool(kv_blocks_per_lane), state, on_finish, speculative
+        )
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
-        # decode leaps (serving/decode_leap.py): one lane, roofline cost, private all-reduces
-        self._leap: DecodeLeap | None = None
-        self._pricing: LeapPricing | None = None
-        cost0 = self.costs[0]
-        if (
-            leaping_enabled()
-            and self.pp == 1
-            and isinstance(cost0, StageCostModel)
-            and type(self)._execute is Replica._execute
-            and (self.tp == 1 or isinstance(fabric, Fabric))
-        ):
-            tp_fabric = fabric if self.tp > 1 and isinstance(fabric, Fabric) else None
-            self._pricing = LeapPricing.build(
-                cost0, tp_fabric, self.groups[0], id(self), serving, kv_blocks_per_lane
-            )
-            self.lanes[0].scheduler.interrupt = self.interrupt
+        one_lane = self.pp == 1 and speculative is None and type(self)._execute is Replica._execute
+        self._init_leaps(one_lane, fabric, serving, kv_blocks_per_lane)  # serving/lane_leaps.py
         if self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
         else:
@@ -168,21 +167,20 @@ class Replica:
             lane.idle = False
             lane.wake.succeed()
 
-    def interrupt(self, reprice: bool = False) -> None:
-        """Cut a decode leap in progress at the step running now (serving/decode_leap.py):
-        call before changing the replica from outside its lanes (its schedulers do so on
-        every outside change); `reprice`: also forget the step costs and all-reduce phases
-        leaps cached (step times or link rates changed, e.g. a fault)."""
-        if self._leap is not None:
-            self._leap.cut(self.env.now)
-        if reprice and self._pricing is not None:
-            self._pricing.forget()
+    def stop(self) -> list[int]:
+        """The replica's GPUs failed: drop every step in flight and every lane's state; the
+        requests it held (ids, in lane order) are returned for retry or failure."""
+        self.epoch += 1
+        held: list[int] = []
+        for lane in self.lanes:
+            held += scheduler_requests(lane.scheduler)
+            lane.scheduler = self._fresh_scheduler()
+        return held
 
     @property
     def kv_used_blocks(self) -> int:
-        leap = self._leap
-        if leap is not None and not leap.allocated:
-            return leap.kv_used_at(self.env.now)
+        if (leaping := self._leap_kv_used()) is not None:
+            return leaping
         return sum(lane.scheduler.kv.used for lane in self.lanes)
 
     # ------------------------------------------------------------------ one step
@@ -204,9 +202,8 @@ class Replica:
         if self.tp == 1:
             return compute, 0.0
         t = self.env.now
-        closed = self._pricing.closed_allreduce(self.env, batch.tokens) if self._pricing else None
-        if closed is not None:  # all-reduces alone on their links (network/private_allreduce)
-            yield from closed
+        if (closed := self._closed_allreduce(batch.tokens)) is not None:
+            yield from closed  # all-reduces alone on their links: network/private_allreduce.py
             return compute, self.env.now - t
         yield self.fabric.allreduce(
             group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
@@ -227,24 +224,22 @@ class Replica:
 
     def _single_stage_lane(self, lane: Lane) -> Process:
         env = self.env
-        sched = lane.scheduler
-        cost = self.costs[0]
         group = self.groups[0]
-        kv = sched.kv
         record = self.recorder.on_iteration
         replica = self.index
-        pricing = self._pricing
         while True:
             batch = yield from self._await_batch(lane)
+            sched, epoch = lane.scheduler, self.epoch
+            kv = sched.kv
             start = env.now
-            if pricing is not None and not batch.prefill and pricing.usable(start):
-                leap = plan_leap(sched, batch, pricing, start)
-                if leap is not None:
-                    yield from self._leap_through(leap)
-                    pricing.ran(leap)
-                    continue
-            compute, comm = yield from self._execute(cost, group, batch)
+            if (leap := self._leap_from(sched, batch, start)) is not None:
+                yield from leap
+                continue
+            # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
+            compute, comm = yield from self._execute(self.costs[0], group, batch)
             end = env.now
+            if self.epoch != epoch:  # the replica stopped during the step: its work is lost
+                continue
             record(
                 (
                     replica,
@@ -263,27 +258,23 @@ class Replica:
                     kv.capacity,
                 )
             )
+            if self.speculative:
+                self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             sched.complete(batch, end)
-
-    def _leap_through(self, leap: DecodeLeap) -> Process:
-        """Wait for the leap's (possibly cut) end, then write its rows and complete it."""
-        self._leap = leap
-        yield leap.timer(self.env)
-        self._leap = None
-        leap.complete(self.env.now, self.recorder, self.index)
 
     # ------------------------------------------------------------------ PP > 1
 
     def _pipelined_lane(self, lane: Lane) -> Process:
         env = self.env
-        sched = lane.scheduler
         first = self.stages[0]
         while True:
             batch = yield from self._await_batch(lane)
+            sched, epoch = lane.scheduler, self.epoch
             done = env.event()
-            self._enqueue(first, _InFlight(batch, lane, done))
+            self._enqueue(first, _InFlight(batch, lane, done, epoch))
             yield done
-            sched.complete(batch, env.now)
+            if self.epoch == epoch:
+                sched.complete(batch, env.now)
 
     def _enqueue(self, stage: _Stage, item: _InFlight) -> None:
         stage.queue.append(item)
@@ -294,7 +285,6 @@ class Replica:
     def _stage(self, stage: _Stage) -> Process:
         env = self.env
         s = stage.index
-        cost = self.costs[s]
         group = self.groups[s]
         last = s == self.pp - 1
         record = self.recorder.on_iteration
@@ -306,10 +296,16 @@ class Replica:
                 continue
             item = stage.queue.popleft()
             batch = item.batch
+            if item.epoch != self.epoch:  # queued before the replica stopped: dropped
+                item.done.succeed()
+                continue
             start = env.now
             bubble = max(0.0, start - stage.busy_until) if stage.busy_until > 0 else 0.0
-            compute, comm = yield from self._execute(cost, group, batch)
+            compute, comm = yield from self._execute(self.costs[s], group, batch)
             end = env.now
+            if item.epoch != self.epoch:
+                item.done.succeed()
+                continue
             stage.busy_until = end
             kv = item.lane.scheduler.kv
             record(
@@ -330,6 +326,8 @@ class Replica:
                     kv.capacity,
                 )
             )
+            if self.speculative:
+                self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             if last:
                 item.done.succeed()
             else:

@@ -30,11 +30,12 @@ from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.preemption import preempt_latest
 from clustersim.serving.prefill_packing import PrefillQueue
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.speculative_decode import SpeculativeDecodeSet, SpeculativeDecoding
 
 FinishCallback = Callable[[int, float], None]
 
 
-def _no_leap() -> None:
+def no_leap() -> None:
     """The default `Scheduler.interrupt`: no decode leap to cut."""
 
 
@@ -47,6 +48,7 @@ class Scheduler:
         kv: KVPool,
         state: RequestState,
         on_finish: FinishCallback,
+        speculative: SpeculativeDecoding | None = None,
     ) -> None:
         self.max_tokens = serving.max_num_batched_tokens
         self.chunked = serving.chunked_prefill
@@ -58,14 +60,18 @@ class Scheduler:
         self.on_finish = on_finish
         self.admission = KVAdmission(serving, kv, state)
         self.prefills = PrefillQueue(self.admission, state, self.chunked, serving.max_num_seqs)
-        self.decodes = DecodeSet(serving.block_size, state)
+        self.decodes: DecodeSet | SpeculativeDecodeSet = (
+            DecodeSet(serving.block_size, state)
+            if speculative is None
+            else SpeculativeDecodeSet(serving.block_size, state, speculative)
+        )
         # disaggregation (decode side): requests holding reserved blocks while their KV is in
         # transit, and those whose KV has landed, entered into decode at the next batch
         self.incoming = 0
         self.arrived: list[int] = []
         # called before any change from outside the lane: cuts a decode leap in progress
         # (serving/decode_leap.py) so that the change lands at the right step boundary
-        self.interrupt: Callable[[], None] = _no_leap
+        self.interrupt: Callable[[], None] = no_leap
 
     # ------------------------------------------------------------------ queries
 
@@ -200,3 +206,10 @@ class Scheduler:
     def _finish(self, rid: int, now: float) -> None:
         self.state.finish_s[rid] = now
         self.on_finish(rid, now)
+
+
+def scheduler_requests(sched: Scheduler) -> list[int]:
+    """Request ids a lane holds (waiting, prefilling, decoding, KV arrived), in that order;
+    KV reserved for requests still in transit (disaggregation) is not counted."""
+    p = sched.prefills
+    return [*p.waiting, *p.prefilling, *sched.decodes.members, *sched.arrived]

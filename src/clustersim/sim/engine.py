@@ -24,9 +24,12 @@ from clustersim.model.memory import MemoryPlan
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
-from clustersim.serving.replica import Process
+from clustersim.serving.replica import Process, Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, make_router
+from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
+from clustersim.sim.fault_build import with_faults
+from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -47,6 +50,7 @@ class RunOutput:
     phases: StateTimeline | None = None  # MMPP state timeline of the arrivals, else None
     eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
     pools: tuple[PoolInfo, ...] | None = None  # disaggregated: (prefill, decode) pool facts
+    faults: pd.DataFrame | None = None  # with `faults:`: one row per fault (faults.parquet)
 
 
 def build(exp: Experiment) -> Build:
@@ -55,8 +59,8 @@ def build(exp: Experiment) -> Build:
     With `disaggregation`, both pools are built (disagg/pools.py) and `layout` is not used."""
     check_request_count(exp)
     if exp.disaggregation is not None:
-        return build_pools(exp)
-    return build_layout(exp, build_cluster(exp.topology, exp.hardware))
+        return with_faults(exp, build_pools(exp))
+    return with_faults(exp, build_layout(exp, build_cluster(exp.topology, exp.hardware)))
 
 
 MAX_EXPECTED_REQUESTS = 50_000_000  # beyond this a run would not fit this machine's memory
@@ -134,10 +138,6 @@ class _Simulation:
             self.fabric.only_tp_allreduces = built.ep is None and layout.pp == 1 and layout.cp == 1
             self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
             self.outstanding = [0] * layout.dp
-            # least_outstanding in O(log replicas): it tracks this list, told of decreases
-            if isinstance(self.router, LeastOutstandingRouter):
-                self._lo_router = self.router
-                self.router.track(self.outstanding)
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context
             self.replicas, self.moe = make_units(
@@ -150,7 +150,32 @@ class _Simulation:
                 self._on_finish,
                 streams.get("experts"),
                 stream.phases,
+                streams.get(SPECULATIVE_STREAM) if exp.serving.speculative else None,
             )
+        self.faults: FaultRuntime | None = None
+        if built.faults is not None and self.disagg is None:
+            self.faults = fault_runtime(
+                exp,
+                built,
+                self.env,
+                self.replicas,
+                self.router,
+                self.outstanding,
+                self.recorder,
+                self.state,
+                self.fabric,
+                self._end_one,
+            )
+        if self.faults is not None:  # replicas stop and slow down mid-run: no decode leaps
+            self.fabric.only_tp_allreduces = False
+            for unit in self.replicas:
+                if isinstance(unit, Replica):
+                    unit.forbid_leaps()
+        elif self.disagg is None and isinstance(self.router, LeastOutstandingRouter):
+            # least_outstanding in O(log replicas): it tracks this list, told of decreases
+            # (with faults, replica health changes the list too: the router scans it)
+            self._lo_router = self.router
+            self.router.track(self.outstanding)
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
 
@@ -166,6 +191,8 @@ class _Simulation:
         self.outstanding[r] -= 1
         if self._lo_router is not None:
             self._lo_router.decreased(r)
+        if self.faults is not None:
+            self.faults.health.on_finish(rid)
         self._request_done(rid, now)
 
     def _request_done(self, rid: int, now: float) -> None:
@@ -190,7 +217,15 @@ class _Simulation:
         if self.router.uses_kv:  # only least_kv reads the KV fractions: O(replicas) a request
             for r, rep in enumerate(self.replicas):
                 self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
-        r = self.router.choose(self.outstanding, self.kv_fraction)
+        faults = self.faults
+        if faults is None:
+            r = self.router.choose(self.outstanding, self.kv_fraction)
+        else:  # the router avoids replicas known to be down
+            r = faults.health.choose(self.kv_fraction)
+            if r < 0:
+                rec.on_arrival(rid, now, 0)
+                faults.health.hold(rid)
+                return True
         rec.on_arrival(rid, now, r)
         replica = self.replicas[r]
         max_queue = self.exp.serving.max_queue
@@ -200,6 +235,8 @@ class _Simulation:
             rec.on_drop(rid)
             self._end_one()
             return False
+        if faults is not None and faults.health.absorbs(r, rid):
+            return True
         self.outstanding[r] += 1
         replica.submit(rid)
         return True
@@ -249,6 +286,8 @@ class _Simulation:
                 start.callbacks.append(lambda _ev: self._issue_closed(self.env.now))
         else:
             env.process(self.open_loop_arrivals())
+        if self.faults is not None:
+            env.process(self.faults.injector.process())
         if progress is not None:
             horizon = horizon_estimate_s(self.exp) or 60.0
             env.process(self.progress_ticks(progress, max(horizon / 200.0, 1e-3)))
@@ -313,6 +352,9 @@ def run_experiment(
             st.preemptions[:n],
             rec.dropped[:n],
         )
+        if sim.faults is not None:  # retry counts and failed status (docs/faults.md)
+            requests["retries"] = sim.faults.health.retries[:n]
+            requests["failed"] = sim.faults.health.failed[:n]
         moe = sim.moe
         iterations = rec.iterations_frame()
         experts = moe.experts_frame() if moe is not None else None
@@ -333,6 +375,7 @@ def run_experiment(
         phases=stream.phases,
         eplb=eplb,
         pools=pools,
+        faults=sim.faults.injector.table() if sim.faults is not None else None,
     )
 
 

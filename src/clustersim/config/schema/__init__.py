@@ -31,6 +31,12 @@ from clustersim.config.schema.experiment import (
     OutputSpec,
     SLOSpec,
 )
+from clustersim.config.schema.faults import (
+    FaultEventSpec,
+    FaultsSpec,
+    RandomFailureSpec,
+    ReloadSpec,
+)
 from clustersim.config.schema.hardware import HardwareSpec
 from clustersim.config.schema.model import ModelSpec
 from clustersim.config.schema.serving import (
@@ -47,6 +53,7 @@ from clustersim.config.schema.serving import (
     RoutingSpec,
     ServingSpec,
 )
+from clustersim.config.schema.speculative import SpeculativeSpec
 from clustersim.config.schema.topology import NetworkSpec, NVLinkSpec, PCIeSpec, TopologySpec
 from clustersim.config.schema.workload import (
     ArrivalSpec,
@@ -80,6 +87,8 @@ __all__ = [
     "EngineName",
     "Experiment",
     "ExpertsSpec",
+    "FaultEventSpec",
+    "FaultsSpec",
     "FixedLength",
     "Fraction",
     "GammaArrival",
@@ -103,11 +112,14 @@ __all__ = [
     "PosFloat",
     "PosInt",
     "Precision",
+    "RandomFailureSpec",
+    "ReloadSpec",
     "RouterName",
     "RoutingSpec",
     "SLOSpec",
     "Seed",
     "ServingSpec",
+    "SpeculativeSpec",
     "Strict",
     "TopologySpec",
     "TraceArrival",

@@ -3,7 +3,7 @@ and the keyed cross-field error."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -29,6 +29,15 @@ def keyed_error(key: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(
         "keyed_value_error", message.replace("{", "(").replace("}", ")"), {"key": key}
     )
+
+
+def omit_when(data: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """`data` without the keys whose value equals the given default: fields added after the
+    result formats were pinned stay out of the resolved configs that do not use them."""
+    for key, default in defaults.items():
+        if key in data and data[key] == default:
+            del data[key]
+    return data
 
 
 class Strict(BaseModel):

@@ -3,9 +3,9 @@ routing and EPLB, and prefill / decode disaggregation pools."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from clustersim.config.schema.base import (
     DType,
@@ -15,7 +15,9 @@ from clustersim.config.schema.base import (
     PosFloat,
     PosInt,
     Strict,
+    omit_when,
 )
+from clustersim.config.schema.speculative import SpeculativeSpec
 
 
 class Layout(Strict):
@@ -90,6 +92,12 @@ class ServingSpec(Strict):
     # recompute when full. reserve_full: TensorRT-LLM GUARANTEED_NO_EVICT, a request is
     # admitted only when blocks for prompt + output are free, reserved until it finishes.
     kv_admission: Literal["incremental", "reserve_full"] = "incremental"
+    # speculative decoding / MTP (config/schema/speculative.py); None: one token per step
+    speculative: SpeculativeSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), speculative=None)
 
 
 class RoutingSpec(Strict):
@@ -135,6 +143,11 @@ class PoolServing(Strict):
     max_queue: PosInt | None = None
     kv_cache_free_memory_fraction: Fraction | None = None
     kv_admission: Literal["incremental", "reserve_full"] | None = None
+    speculative: SpeculativeSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), speculative=None)
 
 
 class PoolSpec(Strict):

@@ -1,0 +1,97 @@
+"""Decode leaps of a one-stage replica (serving/decode_leap.py), as a base class of Replica:
+the leap in flight, the pricing of its steps, the outside cut, and the closed-form all-reduce
+of its stepped steps (network/private_allreduce.py). Replica calls `_init_leaps` when built,
+`_leap_from` after forming a batch, `_closed_allreduce` after a step's compute and
+`_leap_kv_used` when asked for its blocks; faults call `interrupt` / `forbid_leaps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from clustersim.config.schema import ServingSpec
+from clustersim.metrics.recorder import Recorder
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.fabric import Fabric
+from clustersim.serving.batch import Batch
+from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
+from clustersim.serving.scheduler import Scheduler, no_leap
+
+Process = Generator[simpy.Event, Any, None]
+
+
+class LaneLeaps:
+    """The decode leaps of a replica's single lane (none: `_pricing` is None)."""
+
+    env: simpy.Environment
+    index: int
+    recorder: Recorder
+    costs: tuple[Any, ...]
+    groups: tuple[tuple[str, ...], ...]
+    lanes: list[Any]  # serving/replica.py Lane: .scheduler
+
+    def _init_leaps(
+        self, eligible: bool, fabric: object, serving: ServingSpec, kv_blocks: int
+    ) -> None:
+        """`eligible`: one lane (PP = 1), no speculative decoding, the plain step; leaps
+        also need the roofline cost model and, with TP > 1, the shared-link fabric."""
+        cost, group, scheduler = self.costs[0], self.groups[0], self.lanes[0].scheduler
+        self._leap: DecodeLeap | None = None
+        self._pricing: LeapPricing | None = None
+        self._leap_scheduler = scheduler
+        tp_fabric = fabric if len(group) > 1 and isinstance(fabric, Fabric) else None
+        if (
+            eligible
+            and leaping_enabled()
+            and isinstance(cost, StageCostModel)
+            and (len(group) == 1 or tp_fabric is not None)
+        ):
+            self._pricing = LeapPricing.build(cost, tp_fabric, group, id(self), serving, kv_blocks)
+            scheduler.interrupt = self.interrupt
+
+    def interrupt(self, now: float | None = None, reprice: bool = False) -> None:
+        """Cut a decode leap in progress at the step running now (`now`, if given, is the
+        current time): call before changing the replica from outside its lane (its
+        scheduler does so on every outside change); `reprice`: also forget the step costs
+        and all-reduce phases leaps cached (step times or link rates changed)."""
+        if self._leap is not None:
+            self._leap.cut(self.env.now)
+        if reprice and self._pricing is not None:
+            self._pricing.forget()
+
+    def forbid_leaps(self) -> None:
+        """Step every step (a run with faults: its replicas stop and slow down mid-run)."""
+        self.interrupt()
+        self._pricing = None
+        self._leap_scheduler.interrupt = no_leap
+
+    def _leap_kv_used(self) -> int | None:
+        """Blocks in use now while a leap is in flight (None: read the KV pools)."""
+        leap = self._leap
+        if leap is not None and not leap.allocated:
+            return leap.kv_used_at(self.env.now)
+        return None
+
+    def _closed_allreduce(self, tokens: int) -> Process | None:
+        """A stepped step's all-reduces in closed form, when its TP group may (else None)."""
+        pricing = self._pricing
+        return None if pricing is None else pricing.closed_allreduce(self.env, tokens)
+
+    def _leap_from(self, sched: Scheduler, batch: Batch, start: float) -> Process | None:
+        """A leap starting with `batch` (just formed at `start`), or None: step it."""
+        pricing = self._pricing
+        if pricing is None or batch.prefill or not pricing.usable(start):
+            return None
+        leap = plan_leap(sched, batch, pricing, start)
+        return None if leap is None else self._leap_through(leap, pricing)
+
+    def _leap_through(self, leap: DecodeLeap, pricing: LeapPricing) -> Process:
+        """Wait for the leap's (possibly cut) end, then write its rows and complete it."""
+        self._leap = leap
+        yield leap.timer(self.env)
+        self._leap = None
+        leap.complete(self.env.now, self.recorder, self.index)
+        pricing.ran(leap)
