@@ -2,6 +2,12 @@
 
 Each constant-rate segment of an entity adds its bytes to each of its links, spread over the
 bins it overlaps in proportion to the overlap.
+
+Wide coflows (an EP all-to-all: ~10²–10³ links) inside one bin are added in numpy into a
+dense per-link accumulator of that bin (`_Wide`), written back to the per-link cells when the
+bin changes, before any other record touches one of its links, and before a read. Every cell
+still receives the same additions in the same order (elementwise float64 `+` and `*` are the
+Python float operations), so the bytes are identical.
 """
 
 from __future__ import annotations
@@ -13,6 +19,19 @@ import pandas as pd
 
 from clustersim.topology.graph import Cluster
 
+WIDE_LINKS = 64  # records on at least this many links take the numpy path
+
+
+class _Wide:
+    """Cells of one bin held densely while wide coflows add to them (see module docstring)."""
+
+    __slots__ = ("bin", "links", "values")
+
+    def __init__(self, num_links: int) -> None:
+        self.bin = -1
+        self.values = np.zeros(num_links)  # bytes per link id; meaningful on `links` only
+        self.links: set[int] = set()  # link ids whose cell in `bin` lives in `values`
+
 
 class LinkLedger:
     """Bytes per (link, bin) of one simulation; pandas only in `table` / `totals`."""
@@ -23,6 +42,34 @@ class LinkLedger:
         self.cluster = cluster
         self.bin_s = float(bin_s)
         self._cells: list[dict[int, float]] = [{} for _ in cluster.links]  # bin → bytes
+        self._wide = _Wide(len(cluster.links))
+
+    def _settle(self) -> None:
+        """Write the wide accumulator's cells back into the per-link cells."""
+        wide = self._wide
+        if wide.links:
+            b = wide.bin
+            ids = sorted(wide.links)
+            ledger = self._cells
+            for link, v in zip(ids, wide.values[ids].tolist(), strict=True):
+                ledger[link][b] = v
+            wide.links.clear()
+
+    def _record_wide(
+        self, links: tuple[int, ...], weights: tuple[float, ...], b: int, moved: float
+    ) -> None:
+        """`record` of one bin for a wide coflow with distinct links, in numpy."""
+        wide = self._wide
+        if wide.bin != b:
+            self._settle()
+            wide.bin = b
+        fresh = [link for link in links if link not in wide.links]
+        if fresh:
+            ledger = self._cells
+            wide.values[fresh] = [ledger[link].get(b, 0.0) for link in fresh]
+            wide.links.update(fresh)
+        idx = np.asarray(links, dtype=np.int64)
+        wide.values[idx] = wide.values[idx] + moved * np.asarray(weights, dtype=np.float64)
 
     def record(
         self,
@@ -38,10 +85,16 @@ class LinkLedger:
         bin_s = self.bin_s
         b0 = int(t0 / bin_s)
         b1 = int(t1 / bin_s)
+        one_bin = b1 <= b0 or t1 <= t0
+        if one_bin and len(links) >= WIDE_LINKS and len(set(links)) == len(links):
+            self._record_wide(links, weights, b0, moved)
+            return
+        if self._wide.links and not self._wide.links.isdisjoint(links):
+            self._settle()
         ledger = self._cells
-        if b1 <= b0 or t1 <= t0:
-            for link, w in zip(links, weights, strict=True):
-                cells = ledger[link]
+        if one_bin:
+            # one bin (the usual case); map() keeps the per-link walk in C for ~10³-link coflows
+            for cells, w in zip(map(ledger.__getitem__, links), weights, strict=True):
                 cells[b0] = cells.get(b0, 0.0) + moved * w
             return
         span = t1 - t0
@@ -51,8 +104,7 @@ class LinkLedger:
             hi = min(t1, (b + 1) * bin_s)
             if hi > lo:
                 parts.append((b, moved * (hi - lo) / span))
-        for link, w in zip(links, weights, strict=True):
-            cells = ledger[link]
+        for cells, w in zip(map(ledger.__getitem__, links), weights, strict=True):
             for b, x in parts:
                 cells[b] = cells.get(b, 0.0) + x * w
 
@@ -63,6 +115,7 @@ class LinkLedger:
         """`record(*e)` for each entry in order, the same floats: entries inside one bin
         are summed per link in a running value (the additions `record` makes, in its order)
         and written back when the bin changes."""
+        self._settle()
         bin_s = self.bin_s
         ledger = self._cells
         current = -1  # the bin of the running values
@@ -93,6 +146,7 @@ class LinkLedger:
         Only (link, bin) cells that carried bytes, ordered by link id then bin; bins starting
         at or after `until_s` are dropped. utilisation = bytes / (bandwidth × bin_s).
         """
+        self._settle()
         limit = math.inf if until_s is None else until_s
         ids: list[int] = []
         bins: list[int] = []
@@ -121,6 +175,7 @@ class LinkLedger:
 
     def totals(self) -> pd.DataFrame:
         """Bytes per link since the start: columns link, kind, bandwidth_Bps, bytes."""
+        self._settle()
         rows = [
             (link.name, link.kind, link.bandwidth_Bps, math.fsum(cells.values()))
             for link, cells in zip(self.cluster.links, self._cells, strict=True)
