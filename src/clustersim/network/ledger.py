@@ -25,12 +25,13 @@ WIDE_LINKS = 64  # records on at least this many links take the numpy path
 class _Wide:
     """Cells of one bin held densely while wide coflows add to them (see module docstring)."""
 
-    __slots__ = ("bin", "links", "values")
+    __slots__ = ("bin", "held", "pending", "values")
 
     def __init__(self, num_links: int) -> None:
         self.bin = -1
-        self.values = np.zeros(num_links)  # bytes per link id; meaningful on `links` only
-        self.links: set[int] = set()  # link ids whose cell in `bin` lives in `values`
+        self.values = np.zeros(num_links)  # bytes per link id; meaningful where `held`
+        self.held = np.zeros(num_links, dtype=bool)  # links whose cell in `bin` is in `values`
+        self.pending = False  # any `held`
 
 
 class LinkLedger:
@@ -47,13 +48,14 @@ class LinkLedger:
     def _settle(self) -> None:
         """Write the wide accumulator's cells back into the per-link cells."""
         wide = self._wide
-        if wide.links:
+        if wide.pending:
             b = wide.bin
-            ids = sorted(wide.links)
+            ids = np.flatnonzero(wide.held)
             ledger = self._cells
-            for link, v in zip(ids, wide.values[ids].tolist(), strict=True):
+            for link, v in zip(ids.tolist(), wide.values[ids].tolist(), strict=True):
                 ledger[link][b] = v
-            wide.links.clear()
+            wide.held[ids] = False
+            wide.pending = False
 
     def _record_wide(
         self, links: tuple[int, ...], weights: tuple[float, ...], b: int, moved: float
@@ -63,12 +65,13 @@ class LinkLedger:
         if wide.bin != b:
             self._settle()
             wide.bin = b
-        fresh = [link for link in links if link not in wide.links]
-        if fresh:
-            ledger = self._cells
-            wide.values[fresh] = [ledger[link].get(b, 0.0) for link in fresh]
-            wide.links.update(fresh)
         idx = np.asarray(links, dtype=np.int64)
+        fresh = idx[~wide.held[idx]]
+        if len(fresh):  # first wide record of this bin on these links: start from their cells
+            ledger = self._cells
+            wide.values[fresh] = [ledger[link].get(b, 0.0) for link in fresh.tolist()]
+            wide.held[fresh] = True
+            wide.pending = True
         wide.values[idx] = wide.values[idx] + moved * np.asarray(weights, dtype=np.float64)
 
     def record(
@@ -89,7 +92,7 @@ class LinkLedger:
         if one_bin and len(links) >= WIDE_LINKS and len(set(links)) == len(links):
             self._record_wide(links, weights, b0, moved)
             return
-        if self._wide.links and not self._wide.links.isdisjoint(links):
+        if self._wide.pending and self._wide.held[list(links)].any():
             self._settle()
         ledger = self._cells
         if one_bin:

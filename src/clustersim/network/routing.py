@@ -68,13 +68,13 @@ class PairSet:
         route = cluster.rdma_path if via_network else cluster.path
         paths = [route(src, dst) if src != dst else () for src, dst in self.pairs]
         order: dict[int, int] = {}
-        entries: dict[tuple[int, int], float] = {}  # (row, pair) → times the path uses it
+        rows: list[int] = []  # row of each (link use, pair), pairs in order
+        link_latency = [link.latency_s for link in cluster.links]
         self.latency_s = np.zeros(len(self.pairs))
         for i, path in enumerate(paths):
             for link in path:
-                key = (order.setdefault(link, len(order)), i)
-                entries[key] = entries.get(key, 0.0) + 1.0
-            self.latency_s[i] = sum(cluster.links[link].latency_s for link in path)
+                rows.append(order.setdefault(link, len(order)))
+            self.latency_s[i] = sum(link_latency[link] for link in path)
         self.links = np.fromiter(order, dtype=np.int64, count=len(order))
         self._moving = np.asarray([src != dst for src, dst in self.pairs], dtype=bool)
         # The link × pair matrix is very sparse (each pair crosses a few of ~1,000 links) and
@@ -82,10 +82,13 @@ class PairSet:
         # loads are a bincount over them. Byte counts are whole numbers and the entries small
         # integers, so every sum is exact: the same loads as the dense product, bit for bit
         # (tests/test_fabric.py compares).
-        keys = sorted(entries)
-        self._rows = np.asarray([k[0] for k in keys], dtype=np.int64)
-        self._cols = np.asarray([k[1] for k in keys], dtype=np.int64)
-        self._vals = np.asarray([entries[k] for k in keys], dtype=np.float64)
+        # nonzeros sorted by (row, pair); a value counts a pair's uses of the row's link
+        cols = np.repeat(np.arange(len(paths), dtype=np.int64), [len(p) for p in paths])
+        key = np.asarray(rows, dtype=np.int64) * max(len(paths), 1) + cols
+        unique, counts = np.unique(key, return_counts=True)
+        self._rows = unique // max(len(paths), 1)
+        self._cols = unique % max(len(paths), 1)
+        self._vals = counts.astype(np.float64)
         self._unit = bool(np.all(self._vals == 1.0))
 
     @property
