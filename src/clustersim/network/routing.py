@@ -78,17 +78,25 @@ class PairSet:
         self.links = np.fromiter(order, dtype=np.int64, count=len(order))
         self._moving = np.asarray([src != dst for src, dst in self.pairs], dtype=bool)
         # The link × pair matrix is very sparse (each pair crosses a few of ~1,000 links) and
-        # ~330 MiB dense at EP128: only its nonzeros are kept, in row-major order, and per-step
-        # loads are a bincount over them. Byte counts are whole numbers and the entries small
+        # ~330 MiB dense at EP128: only its nonzeros are kept, and per-step loads are a
+        # bincount over them. Byte counts are whole numbers and the entries small
         # integers, so every sum is exact: the same loads as the dense product, bit for bit
         # (tests/test_fabric.py compares).
         # nonzeros sorted by (row, pair); a value counts a pair's uses of the row's link
+        width = max(len(paths), 1)
         cols = np.repeat(np.arange(len(paths), dtype=np.int64), [len(p) for p in paths])
-        key = np.asarray(rows, dtype=np.int64) * max(len(paths), 1) + cols
-        unique, counts = np.unique(key, return_counts=True)
-        self._rows = unique // max(len(paths), 1)
-        self._cols = unique % max(len(paths), 1)
-        self._vals = counts.astype(np.float64)
+        unique, counts = np.unique(
+            np.asarray(rows, dtype=np.int64) * width + cols, return_counts=True
+        )
+        rows_sorted = unique // width
+        # Stored interleaved — the k-th entry of every row, then the (k+1)-th — which keeps
+        # each row's entries in pair order (so each link's sum adds the same terms in the
+        # same order) while consecutive bincount additions hit different links (~2× faster).
+        rank = np.arange(len(unique)) - np.searchsorted(rows_sorted, rows_sorted, side="left")
+        perm = np.lexsort((rows_sorted, rank))
+        self._rows = rows_sorted[perm]
+        self._cols = (unique % width)[perm]
+        self._vals = counts.astype(np.float64)[perm]
         self._unit = bool(np.all(self._vals == 1.0))
 
     @property
