@@ -108,6 +108,11 @@ class AllToAllPlan:
         else:
             self._ll_inv_eta = inv
         self.path_latency_s = path_latency  # longest path in the group (s)
+        # 1/η of each sending pair (rows, cols), dispatch and combine direction
+        self._ll_inv_pairs = (
+            self._ll_inv_eta[self._rows, self._cols],
+            self._ll_inv_eta.T[self._rows, self._cols],
+        )
         self._init_nodes(cluster)
 
     def _init_nodes(self, cluster: Cluster) -> None:
@@ -184,9 +189,12 @@ class AllToAllPlan:
         self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
     ) -> tuple[PairSet, F64]:
         """`flows` as (routed pairs, bytes per pair) for Fabric.transfer_pairs."""
-        inv = self._ll_inv_eta.T if reverse else self._ll_inv_eta
-        m = np.outer(src_share, dst_pairs) * inv * bytes_per_pair
-        vals = np.asarray(m[self._rows, self._cols], dtype=np.float64)
+        # the entries (i, j) of outer(src_share, dst_pairs) * inv * bytes_per_pair, i ≠ j:
+        # the same products in the same order, without the (ranks, ranks) matrix
+        inv = self._ll_inv_pairs[1 if reverse else 0]
+        share = np.asarray(src_share, dtype=np.float64)[self._rows]
+        pairs = np.asarray(dst_pairs, dtype=np.float64)[self._cols]
+        vals = share * pairs * inv * bytes_per_pair
         return self.pair_set(normal=False, reverse=reverse), vals
 
     def pair_set(self, normal: bool, reverse: bool) -> PairSet:
