@@ -7,29 +7,40 @@ from __future__ import annotations
 from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.kv_cache import KVPool, blocks_for
 from clustersim.serving.prefill_packing import PrefillQueue
+from clustersim.serving.prefix_cache import PrefixCache
+from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
 
 
 def preempt_latest(
-    prefills: PrefillQueue, decodes: DecodeSet, kv: KVPool, state: RequestState
+    prefills: PrefillQueue,
+    decodes: DecodeSet,
+    kv: KVPool | PrefixCache,
+    state: RequestState,
+    prefix: LanePrefix | None = None,
 ) -> bool:
     """Preempt (recompute) the most recently admitted running request; False if none.
 
-    Partial prefills go first (they are the newest and hold the fewest blocks)."""
+    Partial prefills go first (they are the newest and hold the fewest blocks). With prefix
+    caching the request gives back its private blocks and unpins its cached prefix."""
     st = state
     bs = decodes.block_size
     if prefills.prefilling:  # the newest admissions sit at the tail of the running list
         rid = prefills.prefilling.pop()
-        kv.release(blocks_for(st.computed[rid], bs))
+        written = st.computed[rid]
     elif decodes.members:
         rid = decodes.newest()
         done = decodes.d - st.d0[rid]  # decode steps it completed
         written = st.effective_prompt[rid] + done
         decodes.leave(rid)
         st.generated[rid] += done
-        kv.release(blocks_for(written, bs))
     else:
         return False
+    if prefix is None:
+        kv.release(blocks_for(written, bs))
+    else:
+        kv.release(prefix.private_blocks(rid, written))
+        prefix.release(rid)
     st.version[rid] += 1
     st.preemptions[rid] += 1
     st.computed[rid] = 0

@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import simpy
 
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError, build_layout
+from clustersim.deployment.prefix_caches import attach_prefix_caches, prefix_cache_table
 from clustersim.deployment.units import Unit, make_units
 from clustersim.disagg.pools import PoolInfo, build_pools, pool_infos
 from clustersim.disagg.runtime import DisaggRuntime
@@ -24,6 +26,8 @@ from clustersim.model.memory import MemoryPlan
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
+from clustersim.serving.prefix_lane import LanePrefix, PrefixRecord
+from clustersim.serving.prefix_routers import PREFIX_ROUTERS, make_prefix_router
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import make_router
@@ -47,6 +51,7 @@ class RunOutput:
     phases: StateTimeline | None = None  # MMPP state timeline of the arrivals, else None
     eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
     pools: tuple[PoolInfo, ...] | None = None  # disaggregated: (prefill, decode) pool facts
+    prefix_cache: pd.DataFrame | None = None  # prefix caching: one row per lane's cache
 
 
 def build(exp: Experiment) -> Build:
@@ -117,6 +122,8 @@ class _Simulation:
         self.moe: MoERuntime | None = None
         self.replicas: Sequence[Unit] = ()
         self.disagg: DisaggRuntime | None = None
+        self.prefix_lanes: list[list[LanePrefix]] | None = None
+        self.prefix_record: PrefixRecord | None = None
         if built.pools is not None:  # prefill / decode pools: disagg/runtime.py routes requests
             self.disagg = DisaggRuntime(
                 built.pools,
@@ -129,7 +136,8 @@ class _Simulation:
             )
         else:
             layout = exp.layout
-            self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
+            if exp.serving.router not in PREFIX_ROUTERS:  # those read the caches: below
+                self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
             self.outstanding = [0] * layout.dp
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context
@@ -144,6 +152,24 @@ class _Simulation:
                 streams.get("experts"),
                 stream.phases,
             )
+            if exp.serving.prefix_caching_on:
+                self.prefix_record = PrefixRecord(stream.prefix, n)
+                self.prefix_lanes = attach_prefix_caches(
+                    self.replicas,
+                    exp.serving,
+                    built,
+                    self.prefix_record,
+                    self.state,
+                    stream.prefix.block_tokens if stream.prefix is not None else None,
+                )
+            if exp.serving.router in PREFIX_ROUTERS:
+                self.router = make_prefix_router(
+                    exp.serving.router,
+                    layout.dp,
+                    self.prefix_lanes,
+                    exp.serving.router_options,
+                    stream.session_id,
+                )
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
 
@@ -181,7 +207,10 @@ class _Simulation:
         if self.router.uses_kv:  # only least_kv reads the KV fractions: O(replicas) a request
             for r, rep in enumerate(self.replicas):
                 self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
-        r = self.router.choose(self.outstanding, self.kv_fraction)
+        if self.router.uses_prefix:
+            r = self.router.choose_request(rid, self.outstanding, self.kv_fraction)
+        else:
+            r = self.router.choose(self.outstanding, self.kv_fraction)
         rec.on_arrival(rid, now, r)
         replica = self.replicas[r]
         max_queue = self.exp.serving.max_queue
@@ -273,6 +302,7 @@ def run_experiment(
     end_s = float(sim.env.now)
     links = sim.fabric.link_table(end_s)
     disagg = sim.disagg
+    prefix_table: pd.DataFrame | None = None
     if disagg is not None:
         cols = disagg.request_columns(n)
         requests = requests_frame(
@@ -309,6 +339,10 @@ def run_experiment(
         experts = moe.experts_frame() if moe is not None else None
         eplb = moe.eplb_frame() if moe is not None else None
         steps, pools = rec.steps, None
+        if sim.prefix_record is not None and sim.prefix_lanes is not None:
+            cached = np.maximum(np.asarray(sim.prefix_record.cached_tokens[:n]), 0)
+            requests["cached_tokens"] = cached.astype(np.int64)
+            prefix_table = prefix_cache_table(sim.prefix_lanes)
     return RunOutput(
         requests=requests,
         iterations=iterations,
@@ -324,6 +358,7 @@ def run_experiment(
         phases=stream.phases,
         eplb=eplb,
         pools=pools,
+        prefix_cache=prefix_table,
     )
 
 

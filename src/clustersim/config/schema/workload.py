@@ -107,7 +107,7 @@ LengthSpec = Annotated[
 
 class TraceSpec(Strict):
     path: str  # resolved relative to the workload file (or experiment, if inline)
-    format: Literal["azure"] = "azure"
+    format: Literal["azure", "mooncake"] = "azure"  # mooncake: JSON lines with hash_ids
     time_scale: PosFloat = 1.0  # multiply inter-arrival gaps: 0.5 = twice the rate
     use_lengths: bool = True  # take prompt/output lengths from the trace
 
