@@ -34,7 +34,8 @@ from clustersim.serving.router import make_router
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
-from clustersim.workload.requests import RequestStream, generate_requests
+from clustersim.workload.requests import RequestStream
+from clustersim.workload.session_requests import workload_requests
 
 ProgressCallback = Callable[[float], None]
 
@@ -280,7 +281,7 @@ class _Simulation:
 def experiment_requests(exp: Experiment) -> RequestStream:
     """The experiment's requests, drawn from its named random streams as every run does."""
     streams = Streams(exp.seed)
-    return generate_requests(
+    return workload_requests(
         exp.workload, exp.horizon, streams.get("arrivals"), streams.get("lengths"), exp.base_dir
     )
 

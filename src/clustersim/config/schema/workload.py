@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from clustersim.config.schema.base import NonNegFloat, PosFloat, PosInt, Strict, keyed_error
+from clustersim.config.schema.base import (
+    NonNegFloat,
+    OmitUnset,
+    PosFloat,
+    PosInt,
+    Strict,
+    keyed_error,
+)
+from clustersim.config.schema.sessions import SessionsArrival, SessionsSpec
 
 
 class PoissonArrival(Strict):
@@ -48,7 +56,13 @@ class TraceArrival(Strict):
 
 
 ArrivalSpec = Annotated[
-    PoissonArrival | GammaArrival | MMPPArrival | BurstArrival | ClosedArrival | TraceArrival,
+    PoissonArrival
+    | GammaArrival
+    | MMPPArrival
+    | BurstArrival
+    | ClosedArrival
+    | TraceArrival
+    | SessionsArrival,
     Field(discriminator="process"),
 ]
 
@@ -112,17 +126,26 @@ class TraceSpec(Strict):
     use_lengths: bool = True  # take prompt/output lengths from the trace
 
 
-class WorkloadSpec(Strict):
+class WorkloadSpec(Strict, OmitUnset):
+    OMIT_WHEN_NONE = frozenset({"sessions"})
+
     name: str = "workload"
     arrival: ArrivalSpec
     prompt_tokens: LengthSpec | None = None
     output_tokens: LengthSpec | None = None
     trace: TraceSpec | None = None
+    sessions: SessionsSpec | None = None  # with arrival process `sessions`
 
     @model_validator(mode="after")
     def _check_sources(self) -> WorkloadSpec:
         if self.arrival.process == "trace" and self.trace is None:
             raise ValueError("arrival process 'trace' needs a trace: block")
+        if (self.arrival.process == "sessions") != (self.sessions is not None):
+            raise keyed_error(
+                "sessions", "arrival process 'sessions' and a sessions: block go together"
+            )
+        if self.sessions is not None:
+            return self  # sessions draw their own lengths
         lengths_from_trace = self.trace is not None and self.trace.use_lengths
         if not lengths_from_trace and (self.prompt_tokens is None or self.output_tokens is None):
             raise ValueError("prompt_tokens and output_tokens are required without a trace")
