@@ -5,7 +5,9 @@ lane's KV pool (docs/prefix_caching.md)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from clustersim.config.schema import ServingSpec
@@ -13,9 +15,12 @@ from clustersim.deployment.build import Build
 from clustersim.moe.ep_group import DPRank
 from clustersim.serving.prefix_cache import PrefixCachingParams, lane_prefix_cache
 from clustersim.serving.prefix_lane import LanePrefix, PrefixRecord
+from clustersim.serving.prefix_routers import PREFIX_ROUTERS, make_prefix_router
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.router import Router, make_router
 from clustersim.serving.scheduler import Scheduler
+from clustersim.workload.requests import RequestStream
 
 DEFAULT_PREFIX_BLOCK_TOKENS = 512  # a workload without prefix-block ids (nothing is shared)
 
@@ -110,3 +115,44 @@ def prefix_cache_table(lanes: Sequence[Sequence[LanePrefix]]) -> pd.DataFrame:
                 )
             )
     return pd.DataFrame(rows, columns=list(PREFIX_CACHE_COLUMNS))
+
+
+class PoolPrefix(NamedTuple):
+    """A pool's prefix caching: the per-request record and each unit's lanes."""
+
+    record: PrefixRecord
+    lanes: list[list[LanePrefix]]
+
+
+def pool_prefix_caching(
+    serving: ServingSpec,
+    built: Build,
+    units: Sequence[Replica | DPRank],
+    stream: RequestStream,
+    state: RequestState,
+) -> PoolPrefix | None:
+    """Prefix caches for `units` when `serving.prefix_caching` is on, else None."""
+    if not serving.prefix_caching_on:
+        return None
+    record = PrefixRecord(stream.prefix, len(stream))
+    bt = stream.prefix.block_tokens if stream.prefix is not None else None
+    return PoolPrefix(record, attach_prefix_caches(units, serving, built, record, state, bt))
+
+
+def pool_router(
+    serving: ServingSpec,
+    units: Sequence[Replica | DPRank],
+    prefix: PoolPrefix | None,
+    stream: RequestStream,
+    rng: np.random.Generator,
+) -> Router:
+    """The router over `units`: `serving.router`, reading the units' prefix caches when it is
+    a prefix router. A pool without caches (a disaggregated decode pool) routes cache_aware /
+    kv_aware requests by least_outstanding: its KV arrives with each request."""
+    name = serving.router
+    if name not in PREFIX_ROUTERS:
+        return make_router(name, len(units), rng)
+    if prefix is None and name != "session_affinity":
+        return make_router("least_outstanding", len(units), rng)
+    lanes = prefix.lanes if prefix is not None else None
+    return make_prefix_router(name, len(units), lanes, serving.router_options, stream.session_id)

@@ -17,7 +17,12 @@ import simpy
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError, build_layout
-from clustersim.deployment.prefix_caches import attach_prefix_caches, prefix_cache_table
+from clustersim.deployment.prefix_caches import (
+    PoolPrefix,
+    pool_prefix_caching,
+    pool_router,
+    prefix_cache_table,
+)
 from clustersim.deployment.units import Unit, make_units
 from clustersim.disagg.pools import PoolInfo, build_pools, pool_infos
 from clustersim.disagg.runtime import DisaggRuntime
@@ -26,11 +31,9 @@ from clustersim.model.memory import MemoryPlan
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
-from clustersim.serving.prefix_lane import LanePrefix, PrefixRecord
-from clustersim.serving.prefix_routers import PREFIX_ROUTERS, make_prefix_router
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.router import make_router
+from clustersim.serving.router import Router
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -123,8 +126,7 @@ class _Simulation:
         self.moe: MoERuntime | None = None
         self.replicas: Sequence[Unit] = ()
         self.disagg: DisaggRuntime | None = None
-        self.prefix_lanes: list[list[LanePrefix]] | None = None
-        self.prefix_record: PrefixRecord | None = None
+        self.prefix: PoolPrefix | None = None  # prefix caching: its record and caches
         if built.pools is not None:  # prefill / decode pools: disagg/runtime.py routes requests
             self.disagg = DisaggRuntime(
                 built.pools,
@@ -137,8 +139,6 @@ class _Simulation:
             )
         else:
             layout = exp.layout
-            if exp.serving.router not in PREFIX_ROUTERS:  # those read the caches: below
-                self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
             self.outstanding = [0] * layout.dp
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context
@@ -153,24 +153,10 @@ class _Simulation:
                 streams.get("experts"),
                 stream.phases,
             )
-            if exp.serving.prefix_caching_on:
-                self.prefix_record = PrefixRecord(stream.prefix, n)
-                self.prefix_lanes = attach_prefix_caches(
-                    self.replicas,
-                    exp.serving,
-                    built,
-                    self.prefix_record,
-                    self.state,
-                    stream.prefix.block_tokens if stream.prefix is not None else None,
-                )
-            if exp.serving.router in PREFIX_ROUTERS:
-                self.router = make_prefix_router(
-                    exp.serving.router,
-                    layout.dp,
-                    self.prefix_lanes,
-                    exp.serving.router_options,
-                    stream.session_id,
-                )
+            self.prefix = pool_prefix_caching(exp.serving, built, self.replicas, stream, self.state)
+            self.router: Router = pool_router(
+                exp.serving, self.replicas, self.prefix, stream, streams.get("router")
+            )
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
 
@@ -340,10 +326,11 @@ def run_experiment(
         experts = moe.experts_frame() if moe is not None else None
         eplb = moe.eplb_frame() if moe is not None else None
         steps, pools = rec.steps, None
-        if sim.prefix_record is not None and sim.prefix_lanes is not None:
-            cached = np.maximum(np.asarray(sim.prefix_record.cached_tokens[:n]), 0)
-            requests["cached_tokens"] = cached.astype(np.int64)
-            prefix_table = prefix_cache_table(sim.prefix_lanes)
+    prefix = sim.disagg.prefix if sim.disagg is not None else sim.prefix
+    if prefix is not None:  # prefix caching: cached tokens per request, counters per lane
+        cached = np.maximum(np.asarray(prefix.record.cached_tokens[:n]), 0)
+        requests["cached_tokens"] = cached.astype(np.int64)
+        prefix_table = prefix_cache_table(prefix.lanes)
     return RunOutput(
         requests=requests,
         iterations=iterations,
