@@ -46,4 +46,6 @@ def preempt_latest(
     st.computed[rid] = 0
     st.effective_prompt[rid] = st.prompt[rid] + st.generated[rid]
     prefills.waiting.appendleft(rid)
+    if prefix is not None:
+        prefix.queued_tokens += st.effective_prompt[rid]
     return True

@@ -46,7 +46,17 @@ class PrefixRecord:
 class LanePrefix:
     """The prefix side of one lane's admission, prefill end, finish and preemption."""
 
-    __slots__ = ("block_size", "bt", "cache", "node_blocks", "record", "reload_s", "shared", "st")
+    __slots__ = (
+        "block_size",
+        "bt",
+        "cache",
+        "node_blocks",
+        "queued_tokens",
+        "record",
+        "reload_s",
+        "shared",
+        "st",
+    )
 
     def __init__(
         self, cache: PrefixCache, record: PrefixRecord, state: RequestState, block_size: int
@@ -59,6 +69,7 @@ class LanePrefix:
         self.node_blocks = cache.node_blocks
         self.shared: dict[int, int] = {}  # rid → pool blocks of its pinned prefix
         self.reload_s = 0.0  # host → device copy time owed by the next step (s)
+        self.queued_tokens = 0  # effective prompts of the lane's waiting requests (tokens)
 
     def _lookup_ids(self, rid: int) -> list[int]:
         """Ids of the full prompt blocks the request may reuse (its last token excluded)."""
@@ -78,6 +89,7 @@ class LanePrefix:
         """Pin the request's cached prefix (reloading its host part); returns the prompt
         tokens prefill skips. The caller checked `probe(rid).cost_blocks` against `free`."""
         st = self.st
+        self.queued_tokens -= st.effective_prompt[rid]
         m = self.cache.acquire(rid, self._lookup_ids(rid), st.effective_prompt[rid])
         self.shared[rid] = m.blocks * self.node_blocks
         if m.host:

@@ -9,8 +9,8 @@ the text it routed instead. Cost per request: O(replicas × prompt blocks).
                     (max − min outstanding) > balance_abs_threshold and max >
                     balance_rel_threshold · min, the least loaded replica; otherwise the
                     replica with the longest cached prefix if it covers more than
-                    cache_threshold of the prompt, else the replica with the smallest cache
-                    (the most room for a new prefix).
+                    cache_threshold of the prompt, else the replica with the smallest
+                    approximate tree (the fewest new prompt tokens routed to it so far).
 * kv_aware          Dynamo KV router (temperature 0): cost = overlap_score_weight × prompt
                     blocks still to prefill on that replica + its active KV blocks (blocks of
                     the workload's prefix-block size); the lowest cost wins. llm-d's scorers
@@ -65,13 +65,23 @@ class CacheView:
         return [sum(lane.cache.cached_prefix_blocks for lane in unit) for unit in self.lanes]
 
     def active_blocks(self) -> list[float]:
-        """Per replica: KV held by running requests, in prefix blocks."""
-        nb = self.node_blocks
-        return [sum(lane.cache.used for lane in unit) / nb for unit in self.lanes]
+        """Per replica, in prefix blocks: KV held by running requests plus the prompts of
+        those waiting (Dynamo counts a request's blocks from the moment it routes it)."""
+        nb, bt = self.node_blocks, self.bt
+        return [
+            sum(lane.cache.used / nb + lane.queued_tokens / bt for lane in unit)
+            for unit in self.lanes
+        ]
 
 
 class CacheAwareRouter(Router):
-    __slots__ = ("abs_t", "cache_t", "rel_t", "view")
+    """SGLang's cache-aware policy. Its "smallest tree" is the router's own approximate tree:
+    the prompt tokens routed to a replica that were new to it (never shrunk here: SGLang trims
+    it only beyond max_tree_size), so the fallback spreads new prefixes by the work they
+    brought. The replicas' real caches would mislead there: once full, the smallest one is
+    the replica whose running requests hold the most KV, i.e. the busiest."""
+
+    __slots__ = ("abs_t", "cache_t", "rel_t", "tree_tokens", "view")
     name = "cache_aware"
     uses_prefix = True
 
@@ -81,6 +91,7 @@ class CacheAwareRouter(Router):
         self.cache_t = options.cache_threshold
         self.abs_t = options.balance_abs_threshold
         self.rel_t = options.balance_rel_threshold
+        self.tree_tokens = [0] * len(view.lanes)  # approximate tree size per replica (tokens)
 
     def choose(self, outstanding: Sequence[int], kv_fraction: Sequence[float]) -> int:
         return outstanding.index(min(outstanding))
@@ -88,15 +99,17 @@ class CacheAwareRouter(Router):
     def choose_request(
         self, rid: int, outstanding: Sequence[int], kv_fraction: Sequence[float]
     ) -> int:
+        matched = self.view.matched_blocks(rid)
+        prompt = self.view.state.prompt[rid]
         hi, lo = max(outstanding), min(outstanding)
         if hi - lo > self.abs_t and hi > self.rel_t * lo:  # imbalanced: shortest queue
-            return outstanding.index(lo)
-        matched = self.view.matched_blocks(rid)
-        best = max(matched)
-        prompt = self.view.state.prompt[rid]
-        if best * self.view.bt > self.cache_t * prompt:
-            return _least([-m for m in matched], outstanding)
-        return _least(self.view.cached_blocks(), outstanding)
+            r = outstanding.index(lo)
+        elif max(matched) * self.view.bt > self.cache_t * prompt:
+            r = _least([-m for m in matched], outstanding)
+        else:
+            r = _least(self.tree_tokens, outstanding)
+        self.tree_tokens[r] += prompt - matched[r] * self.view.bt
+        return r
 
 
 class KVAwareRouter(Router):

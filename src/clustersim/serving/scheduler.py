@@ -95,6 +95,8 @@ class Scheduler:
 
     def add(self, rid: int) -> None:
         self.prefills.waiting.append(rid)
+        if self.prefix is not None:
+            self.prefix.queued_tokens += self.state.effective_prompt[rid]
 
     def reserve_prefilled(self, rid: int) -> bool:
         """Disaggregated decode: take the blocks a request prefilled elsewhere needs on arrival
