@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -322,13 +323,24 @@ def test_sigterm_is_handled_like_sigint(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clustersim", "run", str(exp), "--out", str(out), "--quiet"],
+        [sys.executable, "-m", "clustersim", "run", str(exp), "--out", str(out)],
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)  # inside loading or simulating; either way SIGTERM must unwind cleanly
+    # Wait for the progress bar (the simulation is under way and the handler installed), not a
+    # fixed time: imports alone take seconds on a busy machine.
+    chunks: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not chunks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(chunks)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "interrupted (SIGTERM)" in err
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []

@@ -106,6 +106,7 @@ def _hf_config(m: ModelSpec) -> dict[str, Any]:
             "qk_rope_head_dim": m.qk_rope_head_dim,
             "qk_nope_head_dim": m.qk_nope_head_dim,
             "v_head_dim": m.v_head_dim,
+            "num_nextn_predict_layers": m.num_nextn_predict_layers,  # the MTP module
         }
     elif m.is_moe and m.moe_intermediate_size == m.intermediate_size:  # mixtral
         cfg |= {

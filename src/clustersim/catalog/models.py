@@ -119,6 +119,7 @@ _MODELS: tuple[ModelSpec, ...] = (
         qk_rope_head_dim=64,
         qk_nope_head_dim=128,
         v_head_dim=128,
+        num_nextn_predict_layers=1,  # the MTP module (DeepSeek-V3 tech report §2.2)
     ),
 )
 
@@ -271,6 +272,7 @@ def model_from_hf_dict(cfg: Mapping[str, Any], name: str, where: str = "config.j
             vocab_size=_require_int(cfg, where, "vocab_size"),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             max_context=_opt_int(cfg, where, "max_position_embeddings", default=131072),
+            num_nextn_predict_layers=_opt_int(cfg, where, "num_nextn_predict_layers"),
             **moe,
             **mla,
         )

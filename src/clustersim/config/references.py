@@ -79,6 +79,20 @@ def _builtin(section: str, name: str, where: KeyPath, ctx: Context, kind: str) -
     return _Loaded(read_mapping(path, str(path), ctx.cache), Origin(str(path), (), path.parent))
 
 
+def check_draft_model(name: str, ctx: Context) -> None:
+    """`serving.speculative.draft_model` must name a built-in model (its cost is simulated)."""
+    where: KeyPath = ("serving", "speculative", "draft_model")
+    module = _import_catalog(_CATALOG["model"][0])
+    found = None
+    if module is not None:
+        try:
+            found = module.get_model(name)
+        except KeyError:
+            found = None
+    if found is None:
+        raise raise_at(where, ctx, _unknown_builtin("model", "draft model", name, module))
+
+
 @dataclass(frozen=True)
 class _Loaded:
     mapping: dict[Any, Any]

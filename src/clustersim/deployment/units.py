@@ -3,7 +3,7 @@ DP-attention group, with their stage cost models and MoE runtime."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
@@ -13,13 +13,15 @@ from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
+from clustersim.model.speculative_cost import speculative_stage_costs
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.ep_group import DPRank
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
-from clustersim.serving.replica import Replica
+from clustersim.serving.replica import Replica, StageCost
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.workload.arrivals import StateTimeline
 
 Unit = Replica | DPRank  # what a router chooses between
@@ -59,8 +61,11 @@ def make_units(
     on_finish: FinishCallback,
     experts_rng: np.random.Generator,
     phases: StateTimeline | None,
+    speculative_rng: np.random.Generator | None = None,
 ) -> tuple[list[Unit], MoERuntime | None]:
-    """The router's units of one layout (replicas, or DP-attention ranks) and its MoE side."""
+    """The router's units of one layout (replicas, or DP-attention ranks) and its MoE side.
+    `speculative_rng`: the "speculative" stream, used when serving.speculative is set (plain
+    replicas only: the schema refuses it with CP and DP attention)."""
     layout = exp.layout
     costs = stage_costs(exp, built)
     blocks_per_lane = built.memory.kv_blocks_per_replica // layout.pp
@@ -96,21 +101,32 @@ def make_units(
             for r, rp in enumerate(built.placement.replicas)
         ]
     else:
-        units = [
-            Replica(
-                env,
-                r,
-                rp.stages,
-                costs if moe is None else moe.stage_costs(r, costs, built.stage_layers),
-                fabric,
-                exp.serving,
-                blocks_per_lane,
-                state,
-                recorder,
-                on_finish,
+        spec = exp.serving.speculative
+        decoding = None
+        if spec is not None and speculative_rng is not None:
+            decoding = SpeculativeDecoding.from_spec(spec, speculative_rng)
+        units = []
+        for r, rp in enumerate(built.placement.replicas):
+            targets: Sequence[StageCost] = (
+                costs if moe is None else moe.stage_costs(r, costs, built.stage_layers)
             )
-            for r, rp in enumerate(built.placement.replicas)
-        ]
+            if decoding is not None:
+                targets = speculative_stage_costs(exp, targets, costs)
+            units.append(
+                Replica(
+                    env,
+                    r,
+                    rp.stages,
+                    targets,
+                    fabric,
+                    exp.serving,
+                    blocks_per_lane,
+                    state,
+                    recorder,
+                    on_finish,
+                    decoding,
+                )
+            )
     return units, moe
 
 

@@ -29,6 +29,9 @@ ITERATION_COLUMNS = (
     "kv_capacity_blocks",
 )
 
+# speculative decoding only (serving.speculative): tokens the step's decoding sequences emit
+EMITTED_COLUMN = "emitted_tokens"
+
 IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, float, float, int, int]
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
     "start_s", "end_s", "compute_s", "comm_s", "bubble_s"
@@ -51,6 +54,8 @@ class Recorder:
         # Rows flattened into one float64 buffer: 112 bytes a step, not ~600 for tuples.
         self.iterations = array("d")
         self.steps = 0
+        # speculative decoding: tokens emitted by each recorded row's step (one per row)
+        self.emitted = array("q")
 
     def on_arrival(self, rid: int, now: float, replica: int) -> None:
         self.arrival_s[rid] = now - self.frontend_s
@@ -63,6 +68,11 @@ class Recorder:
         self.steps += 1
         if self.record_iterations:
             self.iterations.extend(row)
+
+    def on_emitted(self, tokens: int) -> None:
+        """The tokens the step of the row just recorded emitted (speculative decoding)."""
+        if self.record_iterations:
+            self.emitted.append(tokens)
 
     def iterations_frame(self) -> pd.DataFrame:
         """The rows sorted by (start_s, replica, stage, lane), stably; frees the buffer.
@@ -84,6 +94,10 @@ class Recorder:
         }
         del table
         self.iterations = array("d")  # the rows now live in the frame only
+        if len(self.emitted):
+            # speculative decoding only: every row has its step's emitted tokens
+            columns[EMITTED_COLUMN] = np.frombuffer(self.emitted, dtype=np.int64)[order]
+            self.emitted = array("q")
         return pd.DataFrame(columns)
 
 

@@ -23,10 +23,11 @@ class AttentionCost(NamedTuple):
     decode_s_per_seq: float  # per decoding sequence
 
 
-def attention_cost(
-    model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int, layers: int
-) -> AttentionCost:
-    """The attention coefficients of `layers` layers on one of `tp` ranks."""
+def _prefill_s_and_decode_terms(
+    model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int
+) -> tuple[float, float, float, float]:
+    """One layer on one of `tp` ranks: (prefill FLOPs per pair, their FLOP/s, decode FLOP
+    seconds per (query, context token), decode KV-read seconds per context token)."""
     heads = model.num_attention_heads / tp
     peak = peak_flops(hw, attention_dtype(precision))
     rate = peak * hw.attention_efficiency
@@ -44,10 +45,27 @@ def attention_cost(
         pf_flops = 4.0 * heads * model.head_dim  # QKᵀ and PV, 2 FLOPs per MAC
         dec_flops = pf_flops
         dec_rate = rate
+    return pf_flops, rate, dec_flops / dec_rate, kv_bytes / bw
+
+
+def decode_terms(
+    model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int
+) -> tuple[float, float]:
+    """Decode attention of one layer on one of `tp` ranks: (FLOP seconds per query token per
+    context token, KV-read seconds per context token read once per sequence)."""
+    _, _, flop_s, read_s = _prefill_s_and_decode_terms(model, hw, precision, tp)
+    return flop_s, read_s
+
+
+def attention_cost(
+    model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int, layers: int
+) -> AttentionCost:
+    """The attention coefficients of `layers` layers on one of `tp` ranks."""
+    pf_flops, rate, flop_s, read_s = _prefill_s_and_decode_terms(model, hw, precision, tp)
     n = layers
     return AttentionCost(
         n * pf_flops / rate,
-        n * max(dec_flops / dec_rate, kv_bytes / bw),
+        n * max(flop_s, read_s),
         n * hw.decode_seq_overhead_us * 1e-6,
     )
 

@@ -24,6 +24,7 @@ from clustersim.config.schema import (
     ModelSpec,
     Precision,
     ServingSpec,
+    SpeculativeSpec,
 )
 from clustersim.model.params import (
     HIGH_PRECISION_BYTES,
@@ -33,6 +34,7 @@ from clustersim.model.params import (
     param_counts,
     residual_bytes,
 )
+from clustersim.model.speculative_cost import draft_model_of, drafter_layers
 
 GIB = float(2**30)
 LOGITS_BYTES = 4.0  # fp32 logits
@@ -191,6 +193,25 @@ def _gib(x: float) -> str:
     return f"{x / GIB:.2f} GiB"
 
 
+def drafter_memory(
+    model: ModelSpec, precision: Precision, tp: int, layout: Layout, spec: SpeculativeSpec
+) -> tuple[float, float]:
+    """The speculative drafter on one GPU of the last stage: (weight bytes, KV bytes per
+    token). mtp / eagle: one layer of the target's shape (head and embedding shared);
+    draft_model: the whole draft model, TP-sharded like the target, experts not split."""
+    kv_b = DTYPE_BYTES[precision.kv_cache]
+    if spec.method == "draft_model":
+        draft = draft_model_of(spec)
+        layers = range(draft.num_layers)
+        weights = stage_weight_bytes(draft, precision, layers, tp, True, True)
+        return weights, kv_elements_per_token_per_layer(draft, tp) * kv_b * draft.num_layers
+    layers = drafter_layers(model, spec.method)
+    weights = stage_weight_bytes(
+        model, precision, layers, tp, False, False, layout.ep, layout.moe_tp
+    )
+    return weights, kv_elements_per_token_per_layer(model, tp) * kv_b * len(layers)
+
+
 def plan_memory(
     model: ModelSpec,
     hw: HardwareSpec,
@@ -222,10 +243,13 @@ def plan_memory(
         a = stage_activation_bytes(
             model, precision, layers, tp, last, serving, cp, layout.ep, layout.moe_tp
         )
+        per_token = per_layer_kv * len(layers)
+        if last and serving.speculative is not None:  # the drafter sits with the LM head
+            draft_w, draft_kv = drafter_memory(model, precision, tp, layout, serving.speculative)
+            w, per_token = w + draft_w, per_token + draft_kv
         kv = usable - w - a
         if free_fraction is not None and kv > 0:
             kv *= free_fraction  # TensorRT-LLM: a share of what is left after loading
-        per_token = per_layer_kv * len(layers)
         tokens = max(0, math.floor(kv / per_token)) if kv > 0 else 0
         stages.append(StageMemory(s, len(layers), w, a, kv, per_token, tokens))
     worst_w = max(stages, key=lambda st: st.weights_bytes + st.activation_bytes)

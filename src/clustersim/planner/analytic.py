@@ -33,6 +33,12 @@ prefill tokens, 1/cp of the attention pairs and of the decode KV read, every dec
 plus its TP all-reduces; the ring exchange and the decode merge are left out of the bounds
 (≥ 0) — the simulated step is serial + max(overlapped attention, ring) + merge + all-reduces.
 
+Speculative decoding (`serving.speculative`, docs/speculative.md): a step verifies k + 1
+query tokens per decoding sequence (model/speculative_cost.py: target + drafter) and emits
+m = E[tokens per verify step] of the acceptance profile per sequence on average: capacity
+and loaded TPOT divide the step by m, the TPOT bound by k + 1 (the most a step emits); each
+sequence holds k lookahead KV slots more.
+
 Disaggregated pools (`role`): a PREFILL pool runs prefill-only steps (every request has a
 one-token output there), so its capacity is prompts per second at a full token budget and
 its `ttft_p99_lb_s` the prefill alone (TTFT = queue + prefill + KV transfer ≥ it); a DECODE
@@ -57,7 +63,9 @@ from clustersim.deployment.units import stage_costs
 from clustersim.model.attention_cost import causal_pairs
 from clustersim.model.cp_cost import CPStageCost
 from clustersim.model.kernels import step_seqs
+from clustersim.model.speculative_cost import speculative_stage_costs
 from clustersim.network.collectives import allreduce_choice_of, estimate_allreduce_s
+from clustersim.serving.speculative import AcceptanceProfile
 from clustersim.sim.engine import Build, experiment_requests
 
 I64 = npt.NDArray[np.int64]
@@ -148,6 +156,15 @@ class _Analyser:
         k = exp.model.experts_per_token
         self.k = k
         self.ep = built.ep.ep if built.ep is not None else 1
+        # speculative decoding: verify-step costs, query tokens per sequence (k + 1), mean
+        # tokens emitted per verify step, KV lookahead slots per sequence
+        spec = exp.serving.speculative
+        self.verify = speculative_stage_costs(exp, self.costs, self.costs) if spec else None
+        self.queries = spec.num_tokens + 1 if spec else 1
+        self.tokens_per_step = (
+            AcceptanceProfile(np.asarray(spec.rates)).mean_tokens_per_step if spec else 1.0
+        )
+        self.lookahead = spec.num_tokens if spec else 0
 
     def comm_s(self, stage: int, tokens: int) -> float:
         """Idle-fabric TP all-reduces of one step of a dense stage (0 for MoE: left out)."""
@@ -191,7 +208,11 @@ class _Analyser:
         return total
 
     def tpot_lb_s(self, min_prompt: int) -> float:
-        return self.step_lb_s(0, 0.0, 1, max(1, min_prompt), 0)
+        step = self.step_lb_s(0, 0.0, 1, max(1, min_prompt), 0)
+        if self.verify is None:
+            return step
+        # a verify step costs at least a one-token step and emits at most k + 1 tokens
+        return step / self.queries
 
     def prefill_lb_s(self, prompt: int) -> float:
         """One request's prefill alone: chunks of max_num_batched_tokens, back to back."""
@@ -216,6 +237,11 @@ class _Analyser:
                 step = self.cp_costs[s].step(pf_i, pairs, 0, dec_i, round(ctx), n)
                 times.append(step.compute_s + self.comm_s(s, step.rank_tokens))
                 continue
+            if self.verify is not None:  # k + 1 query tokens per decoding sequence
+                q = dec_i * self.queries
+                t = self.verify[s].compute_s(pf_i, pairs, q, round(ctx), n)
+                times.append(t + self.comm_s(s, pf_i + q))
+                continue
             t = cost.compute_s(pf_i, pairs, dec_i, round(ctx), n)
             times.append(t + self.comm_s(s, pf_i + dec_i))
         return sum(times), max(times)
@@ -225,7 +251,8 @@ class _Analyser:
         s = self.exp.serving
         p, o = max(stats.mean_prompt, 1.0), max(stats.mean_output, 1.0)
         lane_tokens = self.built.memory.kv_blocks_per_replica // self.exp.layout.pp * s.block_size
-        seqs = min(float(s.max_num_seqs), lane_tokens / (p + o / 2.0))
+        held = p + o / 2.0 if self.verify is None else p + o / 2.0 + self.lookahead
+        seqs = min(float(s.max_num_seqs), lane_tokens / held)
         return max(min(seqs, s.max_num_batched_tokens / (1.0 + p / o)), 1e-9)
 
     def cycle_s(self, seqs: float, stats: WorkloadStats) -> float:
@@ -247,7 +274,14 @@ class _Analyser:
         pp = self.exp.layout.pp
         seqs = self.max_seqs(stats)
         cycle = self.cycle_s(seqs, stats)
+        if self.verify is not None:  # each sequence emits tokens_per_step tokens a step
+            return pp * seqs * self.tokens_per_step / (o * cycle), seqs, cycle / pp
         return pp * seqs / (o * cycle), seqs, cycle / pp
+
+    def tpot_of_cycle(self, seqs: float, stats: WorkloadStats) -> float:
+        """Mean TPOT with `seqs` sequences per lane: the lane's cycle per token emitted."""
+        cycle = self.cycle_s(seqs, stats)
+        return cycle if self.verify is None else cycle / self.tokens_per_step
 
     def loaded_tpot_s(self, stats: WorkloadStats, start_s: float) -> float:
         """Least fixed point of TPOT = cycle(S(TPOT)) (module docstring); NaN without a load."""
@@ -256,13 +290,13 @@ class _Analyser:
         cap = self.max_seqs(stats)
         concurrency = getattr(self.exp.workload.arrival, "concurrency", None)
         if isinstance(concurrency, int):
-            return self.cycle_s(min(cap, max(1.0, concurrency / lanes)), stats)
+            return self.tpot_of_cycle(min(cap, max(1.0, concurrency / lanes)), stats)
         if stats.offered_rps is None:
             return math.nan
         tpot = start_s
         for _ in range(FIXED_POINT_ITERATIONS):
             seqs = min(cap, max(1.0, stats.offered_rps * stats.mean_output * tpot / lanes))
-            new = self.cycle_s(seqs, stats)
+            new = self.tpot_of_cycle(seqs, stats)
             if abs(new - tpot) <= FIXED_POINT_RTOL * tpot:
                 return new
             tpot = new

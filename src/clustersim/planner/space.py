@@ -200,6 +200,21 @@ def model_rule(layout: Layout, model: ModelSpec) -> str:
     return ""
 
 
+def speculative_rule(layout: Layout, base: Experiment, role: str | None) -> str:
+    """Why speculative decoding cannot be simulated on this layout ('' when it can): the
+    schema refuses it with DP attention, CP and disaggregated pools (config/schema)."""
+    if base.serving.speculative is None:
+        return ""
+    for used, what in (
+        (layout.dp_attention, "DP attention"),
+        (layout.cp > 1, "context parallelism"),
+        (role is not None, "a disaggregated pool"),
+    ):
+        if used:
+            return f"serving.speculative is not simulated with {what} yet"
+    return ""
+
+
 def topology_rule(placement: Placement, cluster: Cluster, allow_across: bool) -> str:
     """Why the placement breaks the plan's topology rule ('' when it does not)."""
     if allow_across:
@@ -255,6 +270,9 @@ class Checker:
         reason = model_rule(layout, model)
         if reason:
             return Rejected(label, layout, "model", reason)
+        reason = speculative_rule(layout, base, role)
+        if reason:
+            return Rejected(label, layout, "not simulated yet", reason)
         exp = candidate_experiment(base, layout, label)
         if layout.cp > 1:
             try:

@@ -33,6 +33,9 @@ class KVAdmission:
         self.kv: KVPool | PrefixCache = kv  # a PrefixCache with prefix caching
         self.state = state
         self.watermark_blocks = int(ADMISSION_WATERMARK * kv.capacity)
+        # speculative decoding: KV slots written beyond a request's tokens by its last step
+        spec = serving.speculative
+        self.lookahead = 0 if spec is None else spec.num_tokens
         # disaggregation (prefill side): keep a finished request's blocks until release_kept
         self.keep_kv_after_finish = False
         self.kept: dict[int, int] = {}  # rid → blocks still held
@@ -41,13 +44,15 @@ class KVAdmission:
     def fits_ever(self, rid: int) -> bool:
         """Whether the request's full context can ever be held by this lane's KV pool."""
         st = self.state
-        return blocks_for(st.prompt[rid] + st.output[rid], self.block_size) <= self.kv.capacity
+        need = st.prompt[rid] + st.output[rid] + self.lookahead
+        return blocks_for(need, self.block_size) <= self.kv.capacity
 
     def reservation(self, rid: int) -> int:
-        """reserve_full: blocks for the request's prompt + output tokens (a constant per
-        request: nothing is ever preempted in this mode, so nothing is recomputed)."""
+        """reserve_full: blocks for the request's prompt + output tokens (+ the speculative
+        lookahead slots; a constant per request: nothing is ever preempted in this mode, so
+        nothing is recomputed)."""
         st = self.state
-        return blocks_for(st.prompt[rid] + st.output[rid], self.block_size)
+        return blocks_for(st.prompt[rid] + st.output[rid] + self.lookahead, self.block_size)
 
     def held_blocks(self, rid: int, written: int) -> int:
         """Blocks a finishing request gives back: its reservation (reserve_full) or the

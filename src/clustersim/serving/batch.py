@@ -10,6 +10,7 @@ class Batch:
         "decode_ctx_tokens",
         "decode_step",
         "decode_tokens",
+        "emitted_tokens",
         "num_seqs",
         "prefill",
         "prefill_attn_pairs",
@@ -25,6 +26,9 @@ class Batch:
         self.decode_tokens = 0
         self.decode_ctx_tokens = 0  # Σ context read by decoding sequences
         self.decode_step = -1  # the lane's decode step index, -1 if no decode this step
+        # speculative decoding: tokens the decoding sequences emit this step (-1: no decode
+        # or not speculative; prefill tokens' first tokens are not counted)
+        self.emitted_tokens = -1
         self.num_seqs = 0
 
     @property

@@ -17,6 +17,7 @@ import heapq
 from collections.abc import Iterator
 
 from clustersim.serving.batch import Batch
+from clustersim.serving.kv_cache import blocks_for
 from clustersim.serving.request_state import RequestState
 
 
@@ -67,6 +68,14 @@ class DecodeSet:
         del self.members[rid]
         self.residue[(d0 - p) % self.block_size] -= 1
         self.ctx_offset -= p + 1 - d0
+
+    def emitted(self, rid: int) -> int:
+        """Tokens the request emitted since it entered decode (one per decode step)."""
+        return self.d - self.state.d0[rid]
+
+    def held_blocks(self, rid: int) -> int:
+        """KV blocks the request holds: its effective prompt + the tokens it emitted."""
+        return blocks_for(self.state.effective_prompt[rid] + self.emitted(rid), self.block_size)
 
     def finished(self, d: int) -> Iterator[tuple[int, int]]:
         """Requests whose last decode step is at most `d`, each taken out of the set before

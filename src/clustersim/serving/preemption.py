@@ -10,11 +10,12 @@ from clustersim.serving.prefill_packing import PrefillQueue
 from clustersim.serving.prefix_cache import PrefixCache
 from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.speculative_decode import SpeculativeDecodeSet
 
 
 def preempt_latest(
     prefills: PrefillQueue,
-    decodes: DecodeSet,
+    decodes: DecodeSet | SpeculativeDecodeSet,
     kv: KVPool | PrefixCache,
     state: RequestState,
     prefix: LanePrefix | None = None,
@@ -27,20 +28,19 @@ def preempt_latest(
     bs = decodes.block_size
     if prefills.prefilling:  # the newest admissions sit at the tail of the running list
         rid = prefills.prefilling.pop()
-        written = st.computed[rid]
+        held = blocks_for(st.computed[rid], bs)
     elif decodes.members:
         rid = decodes.newest()
-        done = decodes.d - st.d0[rid]  # decode steps it completed
-        written = st.effective_prompt[rid] + done
+        done = decodes.emitted(rid)  # tokens it emitted in decode
+        held = decodes.held_blocks(rid)
         decodes.leave(rid)
         st.generated[rid] += done
     else:
         return False
-    if prefix is None:
-        kv.release(blocks_for(written, bs))
-    else:
-        kv.release(prefix.private_blocks(rid, written))
+    if prefix is not None:  # its shared prefix stays with the cache
+        held -= prefix.shared.get(rid, 0)
         prefix.release(rid)
+    kv.release(held)
     st.version[rid] += 1
     st.preemptions[rid] += 1
     st.computed[rid] = 0

@@ -22,6 +22,7 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 
 class StageCost(Protocol):
@@ -101,6 +102,7 @@ class Replica:
         state: RequestState,
         recorder: Recorder,
         on_finish: Callable[[int, float], None],
+        speculative: SpeculativeDecoding | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -108,10 +110,15 @@ class Replica:
         self.costs = tuple(costs)
         self.fabric = fabric
         self.recorder = recorder
+        self.speculative = speculative is not None  # rows record their emitted tokens
         self.pp = len(self.groups)
         self.tp = len(self.groups[0])
         self.lanes = [
-            Lane(i, Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish), env)
+            Lane(
+                i,
+                Scheduler(serving, KVPool(kv_blocks_per_lane), state, on_finish, speculative),
+                env,
+            )
             for i in range(self.pp)
         ]
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
@@ -223,6 +230,8 @@ class Replica:
                     kv.capacity,
                 )
             )
+            if self.speculative:
+                self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             sched.complete(batch, end)
 
     # ------------------------------------------------------------------ PP > 1
@@ -283,6 +292,8 @@ class Replica:
                     kv.capacity,
                 )
             )
+            if self.speculative:
+                self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             if last:
                 item.done.succeed()
             else:

@@ -32,6 +32,7 @@ from clustersim.serving.prefill_packing import PrefillQueue
 from clustersim.serving.prefix_cache import PrefixCache
 from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.speculative_decode import SpeculativeDecodeSet, SpeculativeDecoding
 
 FinishCallback = Callable[[int, float], None]
 
@@ -45,6 +46,7 @@ class Scheduler:
         kv: KVPool,
         state: RequestState,
         on_finish: FinishCallback,
+        speculative: SpeculativeDecoding | None = None,
     ) -> None:
         self.max_tokens = serving.max_num_batched_tokens
         self.chunked = serving.chunked_prefill
@@ -56,7 +58,11 @@ class Scheduler:
         self.on_finish = on_finish
         self.admission = KVAdmission(serving, kv, state)
         self.prefills = PrefillQueue(self.admission, state, self.chunked, serving.max_num_seqs)
-        self.decodes = DecodeSet(serving.block_size, state)
+        self.decodes: DecodeSet | SpeculativeDecodeSet = (
+            DecodeSet(serving.block_size, state)
+            if speculative is None
+            else SpeculativeDecodeSet(serving.block_size, state, speculative)
+        )
         # disaggregation (decode side): requests holding reserved blocks while their KV is in
         # transit, and those whose KV has landed, entered into decode at the next batch
         self.incoming = 0

@@ -34,6 +34,7 @@ from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import Router
+from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -152,6 +153,7 @@ class _Simulation:
                 self._on_finish,
                 streams.get("experts"),
                 stream.phases,
+                streams.get(SPECULATIVE_STREAM) if exp.serving.speculative else None,
             )
             self.prefix = pool_prefix_caching(exp.serving, built, self.replicas, stream, self.state)
             self.router: Router = pool_router(

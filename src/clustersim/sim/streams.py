@@ -8,7 +8,8 @@ stable hash of the name (BLAKE2b, not Python's salted `hash()`), so:
 * the order in which names are first requested does not matter;
 * adding a new stream name never perturbs the existing ones.
 
-Names used by the simulator: "arrivals", "lengths", "router", "experts", "eplb".
+Names used by the simulator: "arrivals", "lengths", "router", "experts", "eplb",
+"speculative" (acceptance draws, serving/speculative_decode.py).
 """
 
 from __future__ import annotations

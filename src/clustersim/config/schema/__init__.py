@@ -49,6 +49,7 @@ from clustersim.config.schema.serving import (
     RoutingSpec,
     ServingSpec,
 )
+from clustersim.config.schema.speculative import SpeculativeSpec
 from clustersim.config.schema.topology import NetworkSpec, NVLinkSpec, PCIeSpec, TopologySpec
 from clustersim.config.schema.workload import (
     ArrivalSpec,
@@ -112,6 +113,7 @@ __all__ = [
     "SLOSpec",
     "Seed",
     "ServingSpec",
+    "SpeculativeSpec",
     "Strict",
     "TopologySpec",
     "TraceArrival",

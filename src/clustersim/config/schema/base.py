@@ -3,9 +3,9 @@ and the keyed cross-field error."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 DType = Literal["bf16", "fp16", "fp8", "fp4"]
@@ -31,25 +31,17 @@ def keyed_error(key: str, message: str) -> PydanticCustomError:
     )
 
 
+def omit_when(data: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """`data` without the keys whose value equals the given default: fields added after the
+    result formats were pinned stay out of the resolved configs that do not use them."""
+    for key, default in defaults.items():
+        if key in data and data[key] == default:
+            del data[key]
+    return data
+
+
 class Strict(BaseModel):
     """Base: unknown keys rejected, instances immutable, numbers finite (no inf / NaN), strict
     types (no `true` → 1, no `'7'` → 7; an int is accepted where a float is expected)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
-
-
-class OmitUnset(BaseModel):
-    """Mixin: the optional sections named in `OMIT_WHEN_NONE` are left out of dumps while None,
-    so a section added later does not change what older experiments write (resolved.yaml,
-    plan.json); loading the dump back gives the same model."""
-
-    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in self.OMIT_WHEN_NONE:
-                if data.get(key, 0) is None:
-                    del data[key]
-        return data

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from clustersim.config.schema.base import (
     MAX_NAME_CHARS,
@@ -101,4 +101,37 @@ class Experiment(Strict):
                 f"expected at most the model's context ({self.model.max_context} tokens) "
                 f"(got {limit})",
             )
+        self._check_speculative()
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The MTP layer count is written only when speculative decoding uses it: without
+        it a model runs and is written exactly as before the field existed."""
+        data: dict[str, Any] = handler(self)
+        model = data.get("model")
+        if self.serving.speculative is None and isinstance(model, dict):
+            model.pop("num_nextn_predict_layers", None)
+        return data
+
+    def _check_speculative(self) -> None:
+        """serving.speculative against the model and the deployment it runs on."""
+        spec = self.serving.speculative
+        if spec is None:
+            return
+        if spec.method == "mtp" and self.model.num_nextn_predict_layers < 1:
+            raise keyed_error(
+                "serving.speculative.method",
+                f"mtp needs a model with MTP layers (model {self.model.name} has "
+                "num_nextn_predict_layers: 0); use eagle or draft_model",
+            )
+        unsupported = (
+            ("disaggregation", self.disaggregation is not None, "disaggregated pools"),
+            ("layout.cp", self.layout.cp > 1, "context parallelism"),
+            ("layout.dp_attention", self.layout.dp_attention, "DP attention"),
+        )
+        for key, used, what in unsupported:
+            if used:
+                raise keyed_error(
+                    key, f"serving.speculative is not simulated with {what} yet (remove one)"
+                )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from typing import Any
 
-from clustersim.config.schema.base import NonNegInt, PosInt, Strict
+from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
+
+from clustersim.config.schema.base import NonNegInt, PosInt, Strict, omit_when
 
 
 class ModelSpec(Strict):
@@ -40,6 +42,13 @@ class ModelSpec(Strict):
     qk_rope_head_dim: NonNegInt = 0
     qk_nope_head_dim: NonNegInt = 0
     v_head_dim: NonNegInt = 0
+    # multi-token prediction modules (DeepSeek-V3 `num_nextn_predict_layers`): decoder layers
+    # of the model's shape after the last one, each predicting one more token (MTP drafting)
+    num_nextn_predict_layers: NonNegInt = 0
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), num_nextn_predict_layers=0)
 
     @property
     def is_moe(self) -> bool:

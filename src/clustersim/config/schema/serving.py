@@ -3,21 +3,22 @@ routing and EPLB, and prefill / decode disaggregation pools."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from clustersim.config.schema.base import (
     DType,
     Fraction,
     NonNegFloat,
     NonNegInt,
-    OmitUnset,
     PosFloat,
     PosInt,
     Strict,
     keyed_error,
+    omit_when,
 )
+from clustersim.config.schema.speculative import SpeculativeSpec
 
 
 class Layout(Strict):
@@ -101,9 +102,7 @@ EngineKnob = Literal[
 ]
 
 
-class ServingSpec(Strict, OmitUnset):
-    OMIT_WHEN_NONE = frozenset({"router_options", "prefix_caching"})
-
+class ServingSpec(Strict):
     # the serving engine whose kernel counts, CUDA graphs, host time and all-reduce choice the
     # cost model uses (catalog/engines.py); cuda_graphs: false runs every step eagerly
     engine: EngineName = "vllm"
@@ -129,6 +128,8 @@ class ServingSpec(Strict, OmitUnset):
     # recompute when full. reserve_full: TensorRT-LLM GUARANTEED_NO_EVICT, a request is
     # admitted only when blocks for prompt + output are free, reserved until it finishes.
     kv_admission: Literal["incremental", "reserve_full"] = "incremental"
+    # speculative decoding / MTP (config/schema/speculative.py); None: one token per step
+    speculative: SpeculativeSpec | None = None
     # prefix-aware routers' knobs (None: their defaults) and prefix caching (None: off)
     router_options: RouterOptions | None = None
     prefix_caching: PrefixCachingSpec | None = None
@@ -151,7 +152,16 @@ class ServingSpec(Strict, OmitUnset):
                 "prefix caching needs kv_admission: incremental (reserve_full reserves whole "
                 "prompts, which a shared cached prefix would count twice)",
             )
+        if self.prefix_caching_on and self.speculative is not None:
+            raise keyed_error(
+                "prefix_caching",
+                "prefix caching together with speculative decoding is not simulated yet",
+            )
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), speculative=None, router_options=None, prefix_caching=None)
 
 
 class RoutingSpec(Strict):
@@ -178,7 +188,7 @@ class ExpertsSpec(Strict):
     two_batch_overlap: bool = False
 
 
-class PoolServing(Strict, OmitUnset):
+class PoolServing(Strict):
     """A disaggregated pool's serving knobs: every key is optional and, when set, overrides
     the experiment's `serving` value for that pool (None = inherit). The same keys as
     ServingSpec (tests/test_disagg.py checks the two stay in step)."""
@@ -197,10 +207,13 @@ class PoolServing(Strict, OmitUnset):
     max_queue: PosInt | None = None
     kv_cache_free_memory_fraction: Fraction | None = None
     kv_admission: Literal["incremental", "reserve_full"] | None = None
+    speculative: SpeculativeSpec | None = None
     router_options: RouterOptions | None = None
     prefix_caching: PrefixCachingSpec | None = None
 
-    OMIT_WHEN_NONE = frozenset({"router_options", "prefix_caching"})
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), speculative=None, router_options=None, prefix_caching=None)
 
 
 class PoolSpec(Strict):

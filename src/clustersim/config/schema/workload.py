@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from clustersim.config.schema.base import (
     NonNegFloat,
-    OmitUnset,
     PosFloat,
     PosInt,
     Strict,
     keyed_error,
+    omit_when,
 )
 from clustersim.config.schema.sessions import SessionsArrival, SessionsSpec
 
@@ -126,15 +126,17 @@ class TraceSpec(Strict):
     use_lengths: bool = True  # take prompt/output lengths from the trace
 
 
-class WorkloadSpec(Strict, OmitUnset):
-    OMIT_WHEN_NONE = frozenset({"sessions"})
-
+class WorkloadSpec(Strict):
     name: str = "workload"
     arrival: ArrivalSpec
     prompt_tokens: LengthSpec | None = None
     output_tokens: LengthSpec | None = None
     trace: TraceSpec | None = None
     sessions: SessionsSpec | None = None  # with arrival process `sessions`
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), sessions=None)
 
     @model_validator(mode="after")
     def _check_sources(self) -> WorkloadSpec:

@@ -43,6 +43,7 @@ from clustersim.planner.engines.common import (
     nodes_spanned,
 )
 from clustersim.planner.engines.eplb import Rebalance, StepTime, rebalance_of
+from clustersim.planner.engines.speculative import sglang_speculative
 
 SGLANG_LAUNCH = ("python", "-m", "sglang.launch_server")
 SGLANG_ROUTER = ("python", "-m", "sglang_router.launch_router")
@@ -156,6 +157,9 @@ def sglang_server(
     if kv and exp.precision.kv_cache != "bf16":
         argv += ["--kv-cache-dtype", kv]
     notes += [n for n in (note,) if n]
+    spec_argv, spec_notes = sglang_speculative(exp)
+    argv += spec_argv
+    notes += spec_notes
     if ranks > 1:
         notes.append(
             f"--max-running-requests and --chunked-prefill-size are totals over the {ranks} "

@@ -58,6 +58,7 @@ from clustersim.planner.engines.common import (
     nodes_spanned,
 )
 from clustersim.planner.engines.eplb import Rebalance, StepTime, rebalance_of
+from clustersim.planner.engines.speculative import trtllm_speculative
 
 TRTLLM_SERVE = ("trtllm-serve",)
 TRTLLM_BACKEND = "pytorch"
@@ -231,6 +232,10 @@ def trtllm_server(
     if rebalance is not None:
         cfg["moe_config"] = {"load_balancer": _load_balancer(exp, rebalance)}
     notes = [n for n in (note,) if n]
+    speculative, spec_notes = trtllm_speculative(exp)
+    if speculative is not None:
+        cfg["speculative_config"] = speculative
+        notes += spec_notes
     if rebalance is not None:
         notes.append(_eplb_note(exp, rebalance))
     if s.kv_cache_free_memory_fraction is None:

@@ -47,6 +47,7 @@ from clustersim.planner.engines.common import (
     separate_servers,
 )
 from clustersim.planner.engines.eplb import Rebalance, StepTime, rebalance_of
+from clustersim.planner.engines.speculative import vllm_speculative
 
 VLLM_SERVE = ("vllm", "serve")
 VLLM_KV_CONNECTOR = "NixlConnector"
@@ -183,6 +184,9 @@ def vllm_server(exp: Experiment, memory: MemoryPlan, step: StepTime | None) -> S
     notes += [n for n in (note,) if n]
     if s.kv_admission == "reserve_full":
         notes.append("kv_admission reserve_full has no vLLM equivalent (vLLM preempts)")
+    spec_argv, spec_notes = vllm_speculative(exp)
+    argv += spec_argv
+    notes += spec_notes
     if lay.cp > 1:
         notes.append(
             f"--prefill-context-parallel-size {lay.cp}: vLLM's prefill context parallelism is "

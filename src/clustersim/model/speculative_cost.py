@@ -1,0 +1,241 @@
+"""Step time of a speculative-decoding verify step (docs/speculative.md, docs/cost_model.md).
+
+A lane with `serving.speculative` forms batches whose decoding sequences each run k + 1
+query tokens (serving/speculative_decode.py): `decode_tokens` = n·(k + 1) and
+`decode_ctx_tokens` = Σ over the n sequences of the context their first query token reads.
+`SpeculativeStageCost` prices such a step on one stage:
+
+  target    the stage's own cost model over the n·(k + 1) rows (GEMMs, routed experts, LM
+            head, TP all-reduces), with decode attention as a verify kernel runs it: the
+            KV of each sequence is read once for its k + 1 queries, the FLOPs grow with
+            every query (Σ_j ctx + j), and the per-sequence attention overhead is paid once
+            per sequence; host time is paid per sequence, not per query token
+  drafter   last stage only: k sequential draft passes, one query token per sequence each,
+            the first also over the step's prefill tokens (the drafter sees every prompt):
+            mtp — one decoder layer of the target's shape (its last, an MoE layer for
+            DeepSeek-V3) + the shared LM head; eagle — one layer of the target's shape (its
+            first) + the shared LM head; draft_model — the whole catalog model with its own
+            embedding and head. GPU time only, on the stage's TP group (its all-reduces are
+            not put on the fabric).
+
+Pure arithmetic on StageCostModel; no simpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from clustersim.catalog.models import get_model
+from clustersim.config.schema import (
+    Experiment,
+    HardwareSpec,
+    ModelSpec,
+    Precision,
+    SpeculativeSpec,
+)
+from clustersim.model.attention_cost import decode_terms
+from clustersim.model.stage_cost import StageCostModel
+
+
+class TargetCost(Protocol):
+    """The stage cost a verify step wraps (StageCostModel or a sampled-routing stage)."""
+
+    allreduces_per_step: int
+
+    def compute_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> float: ...
+
+    def allreduce_bytes(self, tokens: int) -> float: ...
+
+    def handoff_bytes(self, tokens: int) -> float: ...
+
+
+def drafter_layers(model: ModelSpec, method: str) -> range:
+    """The target layer whose shape an mtp / eagle drafter layer has: mtp the last layer
+    (DeepSeek-V3's MTP module is a full MoE block), eagle the first."""
+    return range(model.num_layers - 1, model.num_layers) if method == "mtp" else range(0, 1)
+
+
+def draft_model_of(spec: SpeculativeSpec) -> ModelSpec:
+    """The separate drafter of method draft_model (a built-in model, checked at load)."""
+    if spec.draft_model is None:
+        raise ValueError("method draft_model needs a draft_model")
+    return get_model(spec.draft_model)
+
+
+def drafter_cost_model(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    precision: Precision,
+    tp: int,
+    spec: SpeculativeSpec,
+    *,
+    ep: int = 1,
+    moe_tp: int | None = None,
+    cuda_graphs: bool = True,
+) -> StageCostModel:
+    """A cost model of one draft pass on one GPU of the last stage's TP group (its host
+    time is not used: `gpu_s`)."""
+    if spec.method == "draft_model":
+        draft = draft_model_of(spec)
+        return StageCostModel(
+            draft, hw, precision, tp, draft.num_layers, True, True, cuda_graphs=cuda_graphs
+        )
+    layers = drafter_layers(model, spec.method)
+    return StageCostModel(
+        model,
+        hw,
+        precision,
+        tp,
+        len(layers),
+        False,
+        True,
+        ep=ep,
+        moe_tp=moe_tp,
+        first_layer=layers.start,
+        cuda_graphs=cuda_graphs,
+    )
+
+
+def gpu_s(
+    cost: StageCostModel,
+    prefill_tokens: int,
+    prefill_attn_pairs: float,
+    decode_tokens: int,
+    decode_ctx_tokens: int,
+    prefill_seqs: int = 1,
+) -> float:
+    """GPU seconds of one pass (uniform expert routing), without host time."""
+    s = cost.dense_part_s(
+        prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
+    )
+    tokens = prefill_tokens + decode_tokens
+    if cost.num_moe_layers and tokens > 0:
+        s += cost.num_moe_layers * cost.moe_layer_s(*cost.uniform_moe_load(tokens))
+    return s
+
+
+class VerifyAttention:
+    """Rewrites a verify step's decode context so that the stage's attention term prices
+    k + 1 queries per sequence: KV read once, FLOPs per query, one per-sequence overhead."""
+
+    def __init__(
+        self, model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int, k: int
+    ) -> None:
+        flop_s, read_s = decode_terms(model, hw, precision, tp)
+        per_token = max(flop_s, read_s)
+        self.k = k
+        self.flop_share = flop_s / per_token  # ≤ 1
+        self.read_share = read_s / per_token  # ≤ 1
+        # the stage charges decode_seq_overhead per query token; a sequence pays it once
+        seq_s = hw.decode_seq_overhead_us * 1e-6
+        self.seq_in_tokens = seq_s / per_token if per_token > 0 else 0.0
+
+    def context_tokens(self, seqs: int, first_ctx_tokens: int) -> int:
+        """The decode_ctx_tokens to hand the stage's cost model for `seqs` sequences whose
+        first query tokens read Σ `first_ctx_tokens` of context."""
+        k = self.k
+        flops = (k + 1) * first_ctx_tokens + seqs * k * (k + 1) / 2.0  # Σ_j (ctx + j)
+        reads = first_ctx_tokens + seqs * k  # the KV of the k drafts as well
+        ctx = max(self.flop_share * flops, self.read_share * reads)
+        return max(0, round(ctx - seqs * k * self.seq_in_tokens))
+
+
+class SpeculativeStageCost:
+    """One stage's StageCost under speculative decoding (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: TargetCost,
+        analytic: StageCostModel,
+        attention: VerifyAttention,
+        drafter: StageCostModel | None,
+    ) -> None:
+        self.target = target
+        self.k = attention.k
+        self.attention = attention
+        self.drafter = drafter  # None: not the last stage
+        self.allreduces_per_step = target.allreduces_per_step
+        host = analytic.host
+        # host time is per sequence: take back what the target charged for the k drafts
+        self._extra_host_per_seq = 0.0 if host.overlap else self.k * host.seq_s
+
+    def compute_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> float:
+        seqs = decode_tokens // (self.k + 1)
+        ctx = self.attention.context_tokens(seqs, decode_ctx_tokens) if seqs else 0
+        s = self.target.compute_s(
+            prefill_tokens, prefill_attn_pairs, decode_tokens, ctx, prefill_seqs
+        )
+        s -= seqs * self._extra_host_per_seq
+        if self.drafter is not None:
+            s += self.drafter_s(
+                prefill_tokens, prefill_attn_pairs, seqs, decode_ctx_tokens, prefill_seqs
+            )
+        return s
+
+    def drafter_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        seqs: int,
+        ctx_tokens: int,
+        prefill_seqs: int,
+    ) -> float:
+        """k draft passes: the first over the prefill tokens and one token per decoding
+        sequence, the others one token per sequence over a context one token longer."""
+        d = self.drafter
+        if d is None or (seqs == 0 and prefill_tokens == 0):
+            return 0.0
+        s = gpu_s(d, prefill_tokens, prefill_attn_pairs, seqs, ctx_tokens, prefill_seqs)
+        rows = seqs + (prefill_seqs if prefill_tokens else 0)
+        for i in range(1, self.k):
+            s += gpu_s(d, 0, 0.0, rows, ctx_tokens + rows * i)
+        return s
+
+    def allreduce_bytes(self, tokens: int) -> float:
+        return self.target.allreduce_bytes(tokens)
+
+    def handoff_bytes(self, tokens: int) -> float:
+        return self.target.handoff_bytes(tokens)
+
+
+def speculative_stage_costs(
+    exp: Experiment,
+    targets: Sequence[TargetCost],
+    analytic: Sequence[StageCostModel],
+) -> list[SpeculativeStageCost]:
+    """Each pipeline stage's verify-step cost; the drafter runs on the last stage."""
+    spec = exp.serving.speculative
+    if spec is None:
+        raise ValueError("speculative_stage_costs needs serving.speculative")
+    lay = exp.layout
+    attention = VerifyAttention(exp.model, exp.hardware, exp.precision, lay.tp, spec.num_tokens)
+    drafter = drafter_cost_model(
+        exp.model,
+        exp.hardware,
+        exp.precision,
+        lay.tp,
+        spec,
+        ep=lay.ep,
+        moe_tp=lay.moe_tp,
+        cuda_graphs=exp.serving.cuda_graphs,
+    )
+    last = len(targets) - 1
+    return [
+        SpeculativeStageCost(t, a, attention, drafter if s == last else None)
+        for s, (t, a) in enumerate(zip(targets, analytic, strict=True))
+    ]
