@@ -156,23 +156,31 @@ class _CheckedEviction:
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(rows=shared_prefix_traces(), lane_blocks=st.integers(400, 1200))
+@given(
+    rows=shared_prefix_traces(),
+    lane_blocks=st.integers(400, 1200),
+    host_gb=st.sampled_from([0.0, 1.0]),
+)
 def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     tmp_path: Path,
     make_experiment: MakeExperiment,
     kv_utilisation: Any,
     rows: list[tuple[float, int, int, list[int]]],
     lane_blocks: int,
+    host_gb: float,
 ) -> None:
     """Small KV pools (preemption and eviction happen): recorded KV use ≤ capacity at every
     step, eviction takes only unpinned leaves, every request finishes, and at the end the
     caches hold no private block and no pin (nothing counted twice, nothing leaked)."""
     trace = write_trace(tmp_path / "t.jsonl", rows)
-    exp = make_experiment(experiment_text(trace))
+    text = experiment_text(trace).replace(
+        "{enabled: true}", f"{{enabled: true, host_memory_GB: {host_gb}}}"
+    )
+    exp = make_experiment(text)
     longest = max(p + o for _, p, o, _ in rows)
     blocks = max(lane_blocks, -(-longest // 16) + 64)
     u = kv_utilisation(exp, blocks)
-    exp = make_experiment(experiment_text(trace), [f"serving.gpu_memory_utilization={u!r}"])
+    exp = make_experiment(text, [f"serving.gpu_memory_utilization={u!r}"])
     checked = _CheckedEviction()
     with patch.object(PrefixTree, "_evict_one", lambda tree: checked(tree)):
         out, lanes = run_capturing_lanes(exp)
