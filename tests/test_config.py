@@ -334,7 +334,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path / "exp.yaml", experiment(horizonn={"requests": 1}))
     message = error_of(path)
     assert message.startswith(f"{path}: horizonn: unknown key (expected one of: name, seed, ")
-    assert message.endswith("output, limits, sweep)") and "base_dir" not in message
+    assert message.endswith("output, limits, faults, sweep)") and "base_dir" not in message
 
 
 def test_unknown_key_beats_the_missing_key_it_explains(tmp_path: Path) -> None:

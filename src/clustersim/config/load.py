@@ -252,4 +252,6 @@ def resolved_config(exp: Experiment) -> dict[str, Any]:
     path in it is absolute; `clustersim_version` and `base_dir` are accepted and replaced).
     """
     data: dict[str, Any] = exp.model_dump(mode="json")
+    if data.get("faults") is None:  # runs without faults keep their resolved file unchanged
+        data.pop("faults", None)
     return {"clustersim_version": __version__, **data}

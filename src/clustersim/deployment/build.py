@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from clustersim.config.schema import Experiment
+from clustersim.faults import FaultSchedule
 from clustersim.model.memory import MemoryPlan, plan_memory, stage_layer_ranges
 from clustersim.moe.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
 from clustersim.topology.graph import Cluster
@@ -34,6 +35,7 @@ class Build:
     stage_layers: tuple[range, ...]  # the same split the memory plan uses
     ep: EPLayout | None = None  # MoE models: EP groups and ranks (moe/ep_layout.py)
     pools: tuple[PoolBuild, ...] | None = None  # disaggregated: (prefill, decode)
+    faults: FaultSchedule | None = None  # the run's faults, targets resolved (faults/)
 
     @property
     def gpus(self) -> int:

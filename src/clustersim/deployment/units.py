@@ -9,7 +9,7 @@ import numpy as np
 import simpy
 
 from clustersim.catalog.engines import serving_engine
-from clustersim.config.schema import Experiment
+from clustersim.config.schema import Experiment, HardwareSpec
 from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
@@ -29,13 +29,16 @@ GpuGrid = tuple[tuple[tuple[str, ...], ...], ...]  # [stage][cp rank] → TP gro
 FinishCallback = Callable[[int, float], None]
 
 
-def stage_costs(exp: Experiment, built: Build) -> list[StageCostModel]:
-    """Analytic cost model of each pipeline stage's TP shard."""
+def stage_costs(
+    exp: Experiment, built: Build, hardware: HardwareSpec | None = None
+) -> list[StageCostModel]:
+    """Analytic cost model of each pipeline stage's TP shard (on `hardware`: a degraded GPU,
+    deployment/degraded.py; None: the experiment's)."""
     layout = exp.layout
     return [
         StageCostModel(
             exp.model,
-            exp.hardware,
+            hardware or exp.hardware,
             exp.precision,
             layout.tp,
             len(layers),

@@ -6,6 +6,7 @@ cluster's graph, and the time-ordered schedule the simulation applies. Pure: no 
 """
 
 from clustersim.faults.events import FaultEvent, FaultKind, FaultTargetError
+from clustersim.faults.from_spec import fault_schedule
 from clustersim.faults.random_failures import ComponentFailures, draw_failures
 from clustersim.faults.schedule import FaultSchedule, ResolvedFault
 from clustersim.faults.targets import resolve_target
@@ -18,5 +19,6 @@ __all__ = [
     "FaultTargetError",
     "ResolvedFault",
     "draw_failures",
+    "fault_schedule",
     "resolve_target",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from clustersim.config.schema import Experiment
+from clustersim.metrics.fault_summary import faults_summary
 from clustersim.metrics.prefix_cache import add_prefix_cache_columns, prefix_cache_summary
 from clustersim.metrics.replicates import replicates_block
 from clustersim.metrics.stability import stability_summary
@@ -43,6 +44,9 @@ def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any
         window["end_s"] if arrivals else None,
         exp.output.time_bin_s,
     )
+    faults = getattr(out, "faults", None)
+    if isinstance(faults, pd.DataFrame):  # a run with a `faults:` block (docs/faults.md)
+        summary["faults"] = faults_summary(out.requests, faults, timeline, exp.slo, warmup_s)
     # one run: the block says so (ci95 null); a replicated run replaces it (cli)
     summary["replicates"] = replicates_block([summary], [exp.seed])
     return summary, timeline

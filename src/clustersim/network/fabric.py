@@ -26,6 +26,7 @@ from clustersim.network.collectives import (
     PhaseDemands,
     phase_demands,
 )
+from clustersim.network.detours import detours
 from clustersim.network.flows import FlowEngine
 from clustersim.network.ledger import LinkLedger
 from clustersim.network.routing import FlowSpec, PairSet, RouteCache, demand_of, link_loads
@@ -175,6 +176,15 @@ class Fabric:
         demand, lat = plan[i]
         ev = self.flows.start(demand, total, lat * count)
         ev.callbacks.append(lambda _ev: self._run_phases(plan, total, count, i + 1, done, t0))
+
+    def set_link_faults(
+        self, factor: dict[int, float], extra_latency_s: dict[int, float], down: frozenset[int]
+    ) -> frozenset[int]:
+        """Degrade links (bandwidth factor, extra latency) and take `down` links out of every
+        route, in flight too (network/detours.py); returns the down links with no detour."""
+        detour, stranded = detours(self.cluster, down)
+        self.flows.set_link_faults(factor, extra_latency_s, detour)
+        return stranded
 
     def link_table(self, until_s: float | None = None) -> pd.DataFrame:
         """The ledger's bytes per link per time bin (LinkLedger.table), transfers still

@@ -21,6 +21,7 @@ import simpy
 
 from clustersim.network.fair_share import max_min_rates
 from clustersim.network.ledger import LinkLedger
+from clustersim.network.link_faults import remap, rerouted
 from clustersim.network.routing import Demand
 
 _TIME_TOL_S = 1e-12  # completions this close to `now` are due now (float rounding of timers)
@@ -84,7 +85,12 @@ class FlowEngine:
     def __init__(self, env: simpy.Environment, bandwidth: list[float], ledger: LinkLedger) -> None:
         self.env = env
         self.ledger = ledger
-        self._bw = bandwidth  # bytes/s per link id
+        self._bw = list(bandwidth)  # bytes/s per link id (degraded by faults)
+        self._nominal = tuple(bandwidth)
+        # faults (set_link_faults): extra latency per link (s) and detours of down links
+        self._extra_latency: dict[int, float] = {}
+        self._detour: dict[int, tuple[int, ...]] = {}
+        self._faulty = False
         self._on_link: list[dict[int, _Entity]] = [{} for _ in bandwidth]  # start order
         self._active: dict[int, _Entity] = {}
         self._heap: list[tuple[float, int, int]] = []  # (finish, entity id, version)
@@ -113,6 +119,9 @@ class FlowEngine:
         other entity on its links, when the caller knows it (the value computed below)."""
         env = self.env
         now = env.now
+        if self._faulty and demands:
+            demands, delay_s = rerouted(demands, delay_s, self._detour, self._extra_latency)
+            solo_rate = None
         tr = _Transfer(env.event(), delay_s, now)
         self.transfers_started += 1
         if not demands:
@@ -252,3 +261,47 @@ class FlowEngine:
         now = self.env.now
         for e in self._active.values():
             self._advance(e, now)
+
+    # ------------------------------------------------------------------ faults
+
+    def set_link_faults(
+        self,
+        factor: dict[int, float],
+        extra_latency_s: dict[int, float],
+        detour: dict[int, tuple[int, ...]],
+    ) -> None:
+        """Links at `factor` × nominal bandwidth, `extra_latency_s` added to transfers that
+        cross them, and down links replaced by their detour links in every demand (entities
+        in flight included); the rates of the entities touched are solved again."""
+        now = self.env.now
+        seeds: list[int] = []
+        for link, nominal in enumerate(self._nominal):
+            bw = nominal * factor.get(link, 1.0)
+            if bw != self._bw[link]:
+                self._bw[link] = bw
+                seeds.append(link)
+        self._extra_latency = dict(extra_latency_s)
+        self._detour = dict(detour)
+        self._faulty = bool(factor or extra_latency_s or detour)
+        for link in detour:
+            for e in list(self._on_link[link].values()):
+                seeds.extend(e.links)
+                self._reroute(e, now)
+                seeds.extend(e.links)
+        if seeds:
+            self._reallocate(seeds)
+            self._arm()
+
+    def _reroute(self, e: _Entity, now: float) -> None:
+        """Move an entity in flight onto its detour: book its progress, swap its links, and
+        leave it rateless until the next reallocation."""
+        self._advance(e, now)
+        for link in e.links:
+            del self._on_link[link][e.id]
+        e.links, e.weights, scale = remap(self._detour, e.links, e.weights)
+        e.remaining *= scale
+        for link in e.links:
+            self._on_link[link][e.id] = e
+        e.rate = 0.0
+        e.version += 1
+        e.finish = math.inf

@@ -94,6 +94,7 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
         *([f"({len(result.rows) - len(shown)} pruned layouts: plan.csv)"] if hidden else []),
         "",
         *comparison(result),
+        *resilience_lines(result),
         "rule-of-thumb reasons:",
         *[f"  - {r}" for r in result.pick.reasons],
     ]
@@ -112,6 +113,27 @@ def format_report(result: PlanResult, paths: dict[str, Path]) -> str:
             lines += ["", *[f"  {x}".rstrip() for x in cfg.script().rstrip("\n").splitlines()[1:]]]
     lines += ["", f"plan directory: {result.plan_dir}"]
     return "\n".join(lines)
+
+
+def resilience_lines(result: PlanResult) -> list[str]:
+    """plan.resilience: n_plus_1 — the resilient pick next to the plain one, and its cost."""
+    res = result.resilience
+    if res is None:
+        return []
+    plain = f"{res.plain.label} ({res.plain.gpus} GPUs)" if res.plain else "none"
+    if res.pick is None:
+        return [
+            f"n+1: no simulated layout meets the SLO with its worst node down "
+            f"(plain pick: {plain})",
+            "",
+        ]
+    cost = res.extra_gpus
+    return [
+        f"n+1: {res.pick.label} ({res.pick.gpus} GPUs) meets the SLO with its worst node "
+        f"down; plain pick {plain}; the guarantee costs "
+        f"{'n/a' if cost is None else f'{cost:+d}'} GPUs",
+        "",
+    ]
 
 
 PRUNE_BOUNDS = {

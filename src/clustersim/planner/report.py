@@ -28,6 +28,7 @@ from clustersim.planner.engines import LaunchConfig, is_dp_attention
 from clustersim.planner.plot import save_pareto
 from clustersim.planner.run import PlanResult
 from clustersim.planner.space import layout_label
+from clustersim.planner.spec import PlanSpec
 from clustersim.results.writer import safe_name, write_json, write_text
 
 PLAN_COLUMNS = (
@@ -192,6 +193,14 @@ def _best_label(result: PlanResult) -> str | None:
     return result.best.label if result.best is not None else None
 
 
+def plan_options_json(spec: PlanSpec) -> dict[str, Any]:
+    """plan.json `options` (without `resilience` when off: such plans keep their hashes)."""
+    options = spec.options.model_dump(mode="json")
+    if options.get("resilience") == "none":
+        options.pop("resilience")
+    return options
+
+
 def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
     spec, stats = result.spec, result.stats
     base = resolved_config(spec.base)
@@ -250,7 +259,7 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "plan": spec.name,
         "file": spec.path,
         "clustersim_version": __version__,
-        "options": spec.options.model_dump(mode="json"),
+        "options": plan_options_json(spec),
         "base": base,
         "workload": {
             "requests_measured": stats.n,
@@ -277,5 +286,6 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "rule_of_thumb": {"layout": result.pick.label, "reasons": list(result.pick.reasons)},
         "best": _best_label(result),
         "comparison": comparison(result),
+        **({"resilience": result.resilience.to_json()} if result.resilience is not None else {}),
         "emitted": [cfg.to_json() for cfg in result.configs],
     }

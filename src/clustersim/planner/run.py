@@ -29,6 +29,7 @@ from clustersim.planner.engines import (
     launch_config,
 )
 from clustersim.planner.rank import Row, best, judge, rank
+from clustersim.planner.resilience import Resilience, check_n_plus_1
 from clustersim.planner.rules import RulePick, rule_of_thumb
 from clustersim.planner.search import (
     ExecutorName,
@@ -60,6 +61,7 @@ class PlanResult:
     best: Row | None
     configs: tuple[LaunchConfig, ...]
     plan_dir: Path
+    resilience: Resilience | None = None  # plan.resilience: n_plus_1 (planner/resilience.py)
 
     def candidate(self, label: str) -> Candidate:
         return next(c for c in self.space.candidates if c.label == label)
@@ -110,6 +112,10 @@ def run_plan(
     rows = _rows(spec, space, results, pruned, pick)
     ranked = rank(rows)
     top = best(ranked)
+    resilience = None
+    if opts.resilience == "n_plus_1":
+        resilience, ranked = check_n_plus_1(spec, ranked, space.candidates, top, executor, quiet)
+        top = resilience.pick
     labels = _emit_order(spec, ranked, top, emit_labels)
     all_estimates = {**estimates, **dis.pool_estimates}
     configs = tuple(
@@ -123,7 +129,8 @@ def run_plan(
         for engine in opts.engines
     )
     return PlanResult(
-        spec, stats, space, estimates, pick, tuple(pruned), tuple(ranked), top, configs, plan_dir
+        spec, stats, space, estimates, pick, tuple(pruned), tuple(ranked), top, configs, plan_dir,
+        resilience,
     )
 
 
@@ -209,7 +216,8 @@ def _simulate(
         for c in order
     ]
     gpus = {c.label: c.gpus for c in order}
-    fewest = opts.search == "fewest_gpus"
+    # n_plus_1: a layout with more GPUs than the plain best may be the resilient pick
+    fewest = opts.search == "fewest_gpus" and opts.resilience == "none"
     met: list[int] = []  # GPU counts of layouts that met the SLO so far
 
     def on_result(job: SimJob, res: SimResult) -> None:

@@ -112,6 +112,9 @@ class PlanOptions(Strict):
     # of each bounded p99 is within ± this share of its mean (docs/planner.md §4); None: N only
     ci_rel_target: Annotated[float, Field(gt=0.0)] | None = None
     max_replicates: PosInt = 10
+    # n_plus_1: the pick must also meet the SLO with its worst single node down, simulated
+    # (planner/resilience.py); every GPU count is then simulated (no fewest_gpus cut-off)
+    resilience: Literal["none", "n_plus_1"] = "none"
 
     @field_validator("engines")
     @classmethod
@@ -240,7 +243,10 @@ def _set_in(data: dict[Any, Any], path: Sequence[str | int], value: Any, key: st
 
 def plan_dir_identity(spec: PlanSpec) -> dict[str, Any]:
     """What the plan directory's hash is taken over: the base experiment and the options."""
-    return {
-        "base": spec.base.model_dump(mode="json"),
-        "plan": spec.options.model_dump(mode="json"),
-    }
+    plan = spec.options.model_dump(mode="json")
+    if plan.get("resilience") == "none":  # plans without it keep their directory hash
+        plan.pop("resilience")
+    base = spec.base.model_dump(mode="json")
+    if base.get("faults") is None:
+        base.pop("faults", None)
+    return {"base": base, "plan": plan}

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clustersim.metrics.fault_summary import fault_windows
 from clustersim.metrics.timeline import window_slo_summary
 from clustersim.results import plots
+from clustersim.results.fault_sections import faults_html
 from clustersim.results.html_page import config_yaml, esc, fmt, img_html, page, table_html
 from clustersim.results.plots import Series
 from clustersim.results.run_files import (
@@ -78,10 +80,11 @@ def draw_run_plots(run: RunFiles) -> dict[str, bytes]:
     """Draw and save the run's plots; {file name: PNG bytes} of those drawn."""
     worst = window_slo_summary(run.timeline)["worst_window_start_s"]
     series = [Series(run.name, run.requests, run.timeline)]
+    faults = fault_windows(run.faults) if run.faults is not None else []
     figures = {
-        "latency_timeline.png": plots.plot_latency_timeline(series, run.bounds, worst),
+        "latency_timeline.png": plots.plot_latency_timeline(series, run.bounds, worst, faults),
         "latency_cdf.png": plots.plot_latency_cdf(series, run.bounds),
-        "queue_kv.png": plots.plot_queue_kv(run.timeline, run.warmup_s),
+        "queue_kv.png": plots.plot_queue_kv(run.timeline, run.warmup_s, faults),
     }
     if len(run.links) > 0:
         figures["link_heatmap.png"] = plots.plot_link_heatmap(run.links, run.bin_s)
@@ -108,6 +111,7 @@ def run_report_html(run: RunFiles, images: Mapping[str, bytes]) -> str:
         *window_html(run.summary),
         *stability_html(run.summary),
         *replicates_html(run.summary),
+        *faults_html(run),
         "<h2>Worst windows</h2>",
         f"<p>Windows of {esc(fmt(run.bin_s))} s, by the requests that arrived in them, "
         "lowest SLO attainment first (burn rate = missing fraction / 1 %).</p>",

@@ -39,6 +39,7 @@ class RunFiles:
     experts: pd.DataFrame | None
     timeline: pd.DataFrame
     bin_s: float  # window / link-bin width (s), output.time_bin_s
+    faults: pd.DataFrame | None = None  # faults.parquet (runs with a `faults:` block)
 
     @property
     def name(self) -> str:
@@ -125,7 +126,10 @@ def load_run(run_dir: Path, writing: bool = False) -> RunFiles:
             timeline = build_timeline(requests, iterations, links, bin_s, files.slo, files.warmup_s)
         except (KeyError, ValueError) as err:
             raise ReportError(f"{run_dir}: cannot compute the timeline: {err}") from err
-    return RunFiles(run_dir, config, summary, requests, iterations, links, experts, timeline, bin_s)
+    faults = _read_parquet(run_dir / "faults.parquet", required=False)
+    return RunFiles(
+        run_dir, config, summary, requests, iterations, links, experts, timeline, bin_s, faults
+    )
 
 
 # --------------------------------------------------------------------------- a sweep

@@ -217,6 +217,9 @@ def write_run(
     eplb = getattr(out, "eplb", None)  # MoE runs with experts.eplb: one row per rebalance
     if isinstance(eplb, pd.DataFrame):
         write_parquet(run_dir / "eplb.parquet", eplb)
+    faults = getattr(out, "faults", None)  # runs with `faults:`: one row per fault
+    if isinstance(faults, pd.DataFrame):
+        write_parquet(run_dir / "faults.parquet", faults)
     if timeline is not None:
         write_parquet(run_dir / "timeline.parquet", timeline)
     write_json(run_dir / "summary.json", summary)

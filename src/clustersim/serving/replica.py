@@ -21,7 +21,7 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 
@@ -68,14 +68,16 @@ class Lane:
 
 
 class _InFlight:
-    """A batch travelling through the pipeline, with the event its lane waits on."""
+    """A batch travelling through the pipeline, with the event its lane waits on; `epoch`:
+    the replica's epoch when it started (a stopped replica's batches are dropped)."""
 
-    __slots__ = ("batch", "done", "lane")
+    __slots__ = ("batch", "done", "epoch", "lane")
 
-    def __init__(self, batch: Batch, lane: Lane, done: simpy.Event) -> None:
+    def __init__(self, batch: Batch, lane: Lane, done: simpy.Event, epoch: int) -> None:
         self.batch = batch
         self.lane = lane
         self.done = done
+        self.epoch = epoch
 
 
 class _Stage:
@@ -121,6 +123,12 @@ class Replica:
             )
             for i in range(self.pp)
         ]
+        # faults (sim/replica_health.py): `stop` bumps the epoch, so steps in flight when
+        # the replica's GPUs failed are dropped, and gives each lane a fresh scheduler
+        self.epoch = 0
+        self._fresh_scheduler = lambda: Scheduler(
+            serving, KVPool(kv_blocks_per_lane), state, on_finish, speculative
+        )
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
         if self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
@@ -155,6 +163,16 @@ class Replica:
         if lane.idle:
             lane.idle = False
             lane.wake.succeed()
+
+    def stop(self) -> list[int]:
+        """The replica's GPUs failed: drop every step in flight and every lane's state; the
+        requests it held (ids, in lane order) are returned for retry or failure."""
+        self.epoch += 1
+        held: list[int] = []
+        for lane in self.lanes:
+            held += scheduler_requests(lane.scheduler)
+            lane.scheduler = self._fresh_scheduler()
+        return held
 
     @property
     def kv_used_blocks(self) -> int:
@@ -201,17 +219,19 @@ class Replica:
 
     def _single_stage_lane(self, lane: Lane) -> Process:
         env = self.env
-        sched = lane.scheduler
-        cost = self.costs[0]
         group = self.groups[0]
-        kv = sched.kv
         record = self.recorder.on_iteration
         replica = self.index
         while True:
             batch = yield from self._await_batch(lane)
+            sched, epoch = lane.scheduler, self.epoch
+            kv = sched.kv
             start = env.now
-            compute, comm = yield from self._execute(cost, group, batch)
+            # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
+            compute, comm = yield from self._execute(self.costs[0], group, batch)
             end = env.now
+            if self.epoch != epoch:  # the replica stopped during the step: its work is lost
+                continue
             record(
                 (
                     replica,
@@ -238,14 +258,15 @@ class Replica:
 
     def _pipelined_lane(self, lane: Lane) -> Process:
         env = self.env
-        sched = lane.scheduler
         first = self.stages[0]
         while True:
             batch = yield from self._await_batch(lane)
+            sched, epoch = lane.scheduler, self.epoch
             done = env.event()
-            self._enqueue(first, _InFlight(batch, lane, done))
+            self._enqueue(first, _InFlight(batch, lane, done, epoch))
             yield done
-            sched.complete(batch, env.now)
+            if self.epoch == epoch:
+                sched.complete(batch, env.now)
 
     def _enqueue(self, stage: _Stage, item: _InFlight) -> None:
         stage.queue.append(item)
@@ -256,7 +277,6 @@ class Replica:
     def _stage(self, stage: _Stage) -> Process:
         env = self.env
         s = stage.index
-        cost = self.costs[s]
         group = self.groups[s]
         last = s == self.pp - 1
         record = self.recorder.on_iteration
@@ -268,10 +288,16 @@ class Replica:
                 continue
             item = stage.queue.popleft()
             batch = item.batch
+            if item.epoch != self.epoch:  # queued before the replica stopped: dropped
+                item.done.succeed()
+                continue
             start = env.now
             bubble = max(0.0, start - stage.busy_until) if stage.busy_until > 0 else 0.0
-            compute, comm = yield from self._execute(cost, group, batch)
+            compute, comm = yield from self._execute(self.costs[s], group, batch)
             end = env.now
+            if item.epoch != self.epoch:
+                item.done.succeed()
+                continue
             stage.busy_until = end
             kv = item.lane.scheduler.kv
             record(

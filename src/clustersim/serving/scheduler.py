@@ -211,3 +211,10 @@ class Scheduler:
             self.prefix.release(rid)  # a kept request unpins when its KV is sent
         self.state.finish_s[rid] = now
         self.on_finish(rid, now)
+
+
+def scheduler_requests(sched: Scheduler) -> list[int]:
+    """Request ids a lane holds (waiting, prefilling, decoding, KV arrived), in that order;
+    KV reserved for requests still in transit (disaggregation) is not counted."""
+    p = sched.prefills
+    return [*p.waiting, *p.prefilling, *sched.decodes.members, *sched.arrived]

@@ -35,6 +35,8 @@ from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
+from clustersim.sim.fault_build import with_faults
+from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
@@ -56,6 +58,7 @@ class RunOutput:
     phases: StateTimeline | None = None  # MMPP state timeline of the arrivals, else None
     eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
     pools: tuple[PoolInfo, ...] | None = None  # disaggregated: (prefill, decode) pool facts
+    faults: pd.DataFrame | None = None  # with `faults:`: one row per fault (faults.parquet)
     prefix_cache: pd.DataFrame | None = None  # prefix caching: one row per lane's cache
 
 
@@ -65,8 +68,8 @@ def build(exp: Experiment) -> Build:
     With `disaggregation`, both pools are built (disagg/pools.py) and `layout` is not used."""
     check_request_count(exp)
     if exp.disaggregation is not None:
-        return build_pools(exp)
-    return build_layout(exp, build_cluster(exp.topology, exp.hardware))
+        return with_faults(exp, build_pools(exp))
+    return with_faults(exp, build_layout(exp, build_cluster(exp.topology, exp.hardware)))
 
 
 MAX_EXPECTED_REQUESTS = 50_000_000  # beyond this a run would not fit this machine's memory
@@ -159,6 +162,20 @@ class _Simulation:
             self.router: Router = pool_router(
                 exp.serving, self.replicas, self.prefix, stream, streams.get("router")
             )
+        self.faults: FaultRuntime | None = None
+        if built.faults is not None and self.disagg is None:
+            self.faults = fault_runtime(
+                exp,
+                built,
+                self.env,
+                self.replicas,
+                self.router,
+                self.outstanding,
+                self.recorder,
+                self.state,
+                self.fabric,
+                self._end_one,
+            )
         self.next_closed = 0  # next request index for closed-loop issue
         self.closed_until = exp.horizon.duration_s if stream.concurrency else None
 
@@ -172,6 +189,8 @@ class _Simulation:
     def _on_finish(self, rid: int, now: float) -> None:
         r = self.recorder.replica[rid]
         self.outstanding[r] -= 1
+        if self.faults is not None:
+            self.faults.health.on_finish(rid)
         self._request_done(rid, now)
 
     def _request_done(self, rid: int, now: float) -> None:
@@ -196,10 +215,18 @@ class _Simulation:
         if self.router.uses_kv:  # only least_kv reads the KV fractions: O(replicas) a request
             for r, rep in enumerate(self.replicas):
                 self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
-        if self.router.uses_prefix:
-            r = self.router.choose_request(rid, self.outstanding, self.kv_fraction)
-        else:
-            r = self.router.choose(self.outstanding, self.kv_fraction)
+        faults = self.faults
+        if faults is None:
+            if self.router.uses_prefix:
+                r = self.router.choose_request(rid, self.outstanding, self.kv_fraction)
+            else:
+                r = self.router.choose(self.outstanding, self.kv_fraction)
+        else:  # the router avoids replicas known to be down
+            r = faults.health.choose(self.kv_fraction)
+            if r < 0:
+                rec.on_arrival(rid, now, 0)
+                faults.health.hold(rid)
+                return True
         rec.on_arrival(rid, now, r)
         replica = self.replicas[r]
         max_queue = self.exp.serving.max_queue
@@ -209,6 +236,8 @@ class _Simulation:
             rec.on_drop(rid)
             self._end_one()
             return False
+        if faults is not None and faults.health.absorbs(r, rid):
+            return True
         self.outstanding[r] += 1
         replica.submit(rid)
         return True
@@ -258,6 +287,8 @@ class _Simulation:
                 start.callbacks.append(lambda _ev: self._issue_closed(self.env.now))
         else:
             env.process(self.open_loop_arrivals())
+        if self.faults is not None:
+            env.process(self.faults.injector.process())
         if progress is not None:
             horizon = horizon_estimate_s(self.exp) or 60.0
             env.process(self.progress_ticks(progress, max(horizon / 200.0, 1e-3)))
@@ -323,6 +354,9 @@ def run_experiment(
             st.preemptions[:n],
             rec.dropped[:n],
         )
+        if sim.faults is not None:  # retry counts and failed status (docs/faults.md)
+            requests["retries"] = sim.faults.health.retries[:n]
+            requests["failed"] = sim.faults.health.failed[:n]
         moe = sim.moe
         iterations = rec.iterations_frame()
         experts = moe.experts_frame() if moe is not None else None
@@ -348,6 +382,7 @@ def run_experiment(
         phases=stream.phases,
         eplb=eplb,
         pools=pools,
+        faults=sim.faults.injector.table() if sim.faults is not None else None,
         prefix_cache=prefix_table,
     )
 

@@ -31,6 +31,12 @@ from clustersim.config.schema.experiment import (
     OutputSpec,
     SLOSpec,
 )
+from clustersim.config.schema.faults import (
+    FaultEventSpec,
+    FaultsSpec,
+    RandomFailureSpec,
+    ReloadSpec,
+)
 from clustersim.config.schema.hardware import HardwareSpec
 from clustersim.config.schema.model import ModelSpec
 from clustersim.config.schema.serving import (
@@ -83,6 +89,8 @@ __all__ = [
     "EngineName",
     "Experiment",
     "ExpertsSpec",
+    "FaultEventSpec",
+    "FaultsSpec",
     "FixedLength",
     "Fraction",
     "GammaArrival",
@@ -107,6 +115,8 @@ __all__ = [
     "PosInt",
     "Precision",
     "PrefixCachingSpec",
+    "RandomFailureSpec",
+    "ReloadSpec",
     "RouterName",
     "RouterOptions",
     "RoutingSpec",

@@ -15,6 +15,7 @@ from clustersim.config.schema.base import (
     Strict,
     keyed_error,
 )
+from clustersim.config.schema.faults import FaultsSpec
 from clustersim.config.schema.hardware import HardwareSpec
 from clustersim.config.schema.model import ModelSpec
 from clustersim.config.schema.serving import (
@@ -84,6 +85,7 @@ class Experiment(Strict):
     slo: SLOSpec = SLOSpec()
     output: OutputSpec = OutputSpec()
     limits: LimitsSpec = LimitsSpec()
+    faults: FaultsSpec | None = None  # degraded / failed hardware (docs/faults.md)
     base_dir: str = "."  # directory relative paths in the experiment resolve against
 
     @model_validator(mode="after")

@@ -81,6 +81,24 @@ def shade_bursts(ax: Axes, timeline: pd.DataFrame) -> bool:
     return True
 
 
+FAULT_COLOR = "tab:purple"
+
+
+def shade_faults(ax: Axes, windows: Sequence[tuple[float, float]], end_s: float) -> bool:
+    """Hatched purple bands over fault windows [start, end) (an open end runs to end_s)."""
+    for start, end in windows:
+        ax.axvspan(
+            start,
+            min(end, end_s),
+            color=FAULT_COLOR,
+            alpha=0.12,
+            hatch="//",
+            linewidth=0,
+            zorder=0,
+        )
+    return bool(windows)
+
+
 def shade_warmup(ax: Axes, warmup_s: float) -> None:
     """Grey band over the warm-up [0, warmup_s) excluded from statistics."""
     if warmup_s > 0:

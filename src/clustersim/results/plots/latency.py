@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__in
 from clustersim.results.plots.axes import (
     BURST_RGB,
     F64,
+    FAULT_COLOR,
     RATE_COLOR,
     bin_width,
     centres,
@@ -26,6 +27,7 @@ from clustersim.results.plots.axes import (
     rate_axis,
     run_colors,
     shade_bursts,
+    shade_faults,
     shade_warmup,
 )
 from clustersim.results.plots.canvas import BOUND_STYLE, Bounds, Series, new_figure
@@ -77,7 +79,10 @@ def plot_latency_cdf(runs: Sequence[Series], bounds: Bounds) -> Figure:
 
 
 def plot_latency_timeline(
-    runs: Sequence[Series], bounds: Bounds, worst_window_s: float | None = None
+    runs: Sequence[Series],
+    bounds: Bounds,
+    worst_window_s: float | None = None,
+    fault_windows: Sequence[tuple[float, float]] = (),
 ) -> Figure:
     """p99 TTFT / TPOT per arrival window against the arrival rate, and the SLO burn.
 
@@ -97,6 +102,7 @@ def plot_latency_timeline(
     for ax in axes:
         shade_warmup(ax, bounds.warmup_s)
         bursts = shade_bursts(ax, first)
+        faulty = shade_faults(ax, fault_windows, float(centres(first)[-1]) if len(first) else 0.0)
         if worst_window_s is not None and single:
             ax.axvspan(
                 worst_window_s,
@@ -150,6 +156,11 @@ def plot_latency_timeline(
 
             handles.append(Patch(color=(*BURST_RGB, 0.3)))
             labels.append("MMPP burst")
+        if faulty:
+            from matplotlib.patches import Patch
+
+            handles.append(Patch(color=FAULT_COLOR, alpha=0.3, hatch="//"))
+            labels.append("fault window")
         legend_above(ax, handles, labels)
     ax = axes[2]
     for run, color in timelines:

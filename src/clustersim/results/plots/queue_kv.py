@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,11 +11,21 @@ import pandas as pd
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.figure import Figure
 
-from clustersim.results.plots.axes import centres, legend_above, shade_bursts, shade_warmup
+from clustersim.results.plots.axes import (
+    centres,
+    legend_above,
+    shade_bursts,
+    shade_faults,
+    shade_warmup,
+)
 from clustersim.results.plots.canvas import new_figure
 
 
-def plot_queue_kv(timeline: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
+def plot_queue_kv(
+    timeline: pd.DataFrame,
+    warmup_s: float = 0.0,
+    fault_windows: Sequence[tuple[float, float]] = (),
+) -> Figure:
     """Queue length and batch size (top), KV-cache usage (bottom), over time."""
     fig = new_figure("queue_kv")
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -22,6 +33,7 @@ def plot_queue_kv(timeline: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
     for ax in (top, bottom):
         shade_warmup(ax, warmup_s)
         shade_bursts(ax, timeline)
+        shade_faults(ax, fault_windows, float(x[-1]) if len(x) else 0.0)
         ax.grid(alpha=0.3)
     top.step(
         x,

@@ -1,0 +1,57 @@
+"""Build-time side of faults: the schedule resolved against the cluster, and what layouts
+the fault model covers (checked before any simulation, so `validate` reports it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from clustersim.config.schema import Experiment
+from clustersim.deployment.build import Build, BuildError
+from clustersim.faults import FaultTargetError, fault_schedule
+from clustersim.network.detours import detours
+from clustersim.sim.streams import Streams
+
+GPU_KINDS = ("gpu_slowdown", "gpu_down", "node_down")
+
+
+def with_faults(exp: Experiment, built: Build) -> Build:
+    """`built` with the experiment's fault schedule (the run's `faults` stream draws the
+    random failures); BuildError naming the key of a bad target or an unsupported case."""
+    spec = exp.faults
+    if spec is None:
+        return built
+    if built.pools is not None:
+        raise BuildError("faults: faults with disaggregated pools are not simulated yet")
+    layout = exp.layout
+    try:
+        schedule = fault_schedule(
+            spec, built.cluster, exp.horizon.duration_s, Streams(exp.seed).get("faults")
+        )
+    except FaultTargetError as err:
+        raise BuildError(str(err)) from err
+    except ValueError as err:
+        raise BuildError(str(err)) from err
+    gpu_faults = [f for f in schedule.faults if f.event.kind in GPU_KINDS]
+    if gpu_faults and (layout.cp > 1 or layout.dp_attention):
+        what = "cp > 1" if layout.cp > 1 else "dp_attention"
+        raise BuildError(
+            f"{gpu_faults[0].event.key}.kind: {gpu_faults[0].event.kind} with layout {what} "
+            f"is not simulated (link faults are)"
+        )
+    for f in schedule.faults:
+        if f.event.kind == "link_down":
+            _, stranded = detours(built.cluster, f.target.links)
+            switch = [i for i in stranded if not _node_local(built, i)]
+            if switch:
+                name = built.cluster.links[switch[0]].name
+                raise BuildError(
+                    f"{f.event.key}.target: link {name} has no alternative path and joins "
+                    f"switches: every node behind it would be cut off (not simulated)"
+                )
+    return dataclasses.replace(built, faults=schedule)
+
+
+def _node_local(built: Build, link: int) -> bool:
+    lk = built.cluster.links[link]
+    kinds = [built.cluster.graph.nodes[v].get("kind") for v in (lk.src, lk.dst)]
+    return "gpu" in kinds or any(v.startswith("n") and "." in v for v in (lk.src, lk.dst))

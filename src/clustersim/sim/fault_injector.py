@@ -1,0 +1,113 @@
+"""The fault injector: a simpy process applying the run's fault schedule at its change points.
+
+At each change point (faults/schedule.py) it sets, from the faults active then:
+- each replica stage's cost model: the stage runs at the pace of its slowest GPU
+  (deployment/degraded.py); read per engine step, so a step in flight keeps its price;
+- the fabric's link bandwidths, extra latencies and detours around down links
+  (network/fabric.py `set_link_faults`; rates of flows in flight are solved again);
+- which replicas are lost (a GPU failed, or is cut off by a down link with no detour) or
+  repaired (sim/replica_health.py).
+It also keeps, per fault, the replicas it took down, for faults.parquet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from clustersim.deployment.degraded import DegradedCosts, group_pace
+from clustersim.faults import FaultSchedule
+from clustersim.network.detours import stranded_gpus
+from clustersim.network.fabric import Fabric
+from clustersim.serving.replica import Process, Replica, StageCost
+from clustersim.sim.replica_health import ReplicaHealth, cut_leap
+
+
+class FaultInjector:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        schedule: FaultSchedule,
+        replicas: Sequence[Replica],
+        degraded: DegradedCosts,
+        fabric: Fabric,
+        health: ReplicaHealth,
+    ) -> None:
+        self.env = env
+        self.schedule = schedule
+        self.replicas = replicas
+        self.degraded = degraded
+        self.fabric = fabric
+        self.health = health
+        self.nominal: list[tuple[StageCost, ...]] = [tuple(rep.costs) for rep in replicas]
+        self.replica_gpus = [
+            frozenset(g for group in rep.groups for g in group) for rep in replicas
+        ]
+        k = len(schedule)
+        health.retried_by = np.zeros(k, dtype=np.int64)
+        health.failed_by = np.zeros(k, dtype=np.int64)
+        self.affected: list[set[int]] = [set() for _ in range(k)]
+        self._index = {id(f): i for i, f in enumerate(schedule.faults)}
+
+    def process(self) -> Process:
+        for t in self.schedule.change_points():
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            self.apply(self.env.now)
+        self.health.schedule_ended()
+
+    def apply(self, t: float) -> None:
+        """Set every effect to the faults active at time t."""
+        sched = self.schedule
+        compute, hbm = sched.gpu_factors(t)
+        for r, rep in enumerate(self.replicas):
+            costs = tuple(
+                self.degraded.stage_cost(nominal, s, *group_pace(group, compute, hbm))
+                for s, (nominal, group) in enumerate(zip(self.nominal[r], rep.groups, strict=True))
+            )
+            if costs != rep.costs:
+                rep.costs = costs
+                cut_leap(rep, t)
+        factor, latency, down = sched.link_state(t)
+        stranded = self.fabric.set_link_faults(factor, latency, down)
+        cut = stranded_gpus(self.fabric.cluster, stranded)
+        lost = sched.down_gpus(t) | cut
+        active = sched.active(t)
+        for r, gpus in enumerate(self.replica_gpus):
+            for f in active:
+                touches = gpus.intersection(f.target.gpus) or (
+                    f.event.kind == "link_down" and gpus & cut
+                )
+                if touches:
+                    self.affected[self._index[id(f)]].add(r)
+            if gpus & lost:
+                cause = next(
+                    (
+                        self._index[id(f)]
+                        for f in active
+                        if f.event.stops_gpus and gpus.intersection(f.target.gpus)
+                    ),
+                    next((self._index[id(f)] for f in active if f.event.kind == "link_down"), -1),
+                )
+                self.health.lose(r, cause)
+            else:
+                self.health.repair(r)
+
+    def table(self) -> pd.DataFrame:
+        """faults.parquet: one row per fault (start, end, kind, target, source, effect)."""
+        faults = self.schedule.faults
+        return pd.DataFrame(
+            {
+                "start_s": [f.event.start_s for f in faults],
+                "end_s": [f.event.end_s for f in faults],
+                "kind": [f.event.kind for f in faults],
+                "target": [f.event.target for f in faults],
+                "source": [f.event.source for f in faults],
+                "replicas_affected": [",".join(str(r) for r in sorted(a)) for a in self.affected],
+                "requests_retried": self.health.retried_by.copy(),
+                "requests_failed": self.health.failed_by.copy(),
+            }
+        )
