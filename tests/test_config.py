@@ -363,7 +363,7 @@ def test_unknown_key_beats_the_missing_key_it_explains(tmp_path: Path) -> None:
         (
             {"serving": {"router": "fastest"}},
             "serving.router: expected one of: round_robin, random, least_outstanding, "
-            "least_kv, power_of_two (got 'fastest')",
+            "least_kv, power_of_two, cache_aware, session_affinity, kv_aware (got 'fastest')",
         ),
         (
             {"workload": {**WORKLOAD, "arrival": {"process": "poisson", "rate_rps": -1}}},
@@ -372,12 +372,12 @@ def test_unknown_key_beats_the_missing_key_it_explains(tmp_path: Path) -> None:
         (
             {"workload": {**WORKLOAD, "arrival": {"process": "mmp"}}},
             "workload.arrival.process: expected one of: poisson, gamma, mmpp, burst, closed, "
-            "trace (got 'mmp')",
+            "trace, sessions (got 'mmp')",
         ),
         (
             {"workload": {**WORKLOAD, "arrival": {"rate_rps": 3}}},
             "workload.arrival.process: missing required key (expected one of: poisson, gamma, "
-            "mmpp, burst, closed, trace)",
+            "mmpp, burst, closed, trace, sessions)",
         ),
         (
             {"hardware": {**HARDWARE, "peak_tflops": {"fp9": 3}}},

@@ -27,7 +27,11 @@ PLAN_FILES = ("plan.json", "plan.csv", "rejected.csv")
 
 # simulated seconds per run (None: the experiment's own horizon); the MoE sweep is the
 # expensive one, long_context_cp already stops after 4 requests
-HORIZON_S: dict[str, float | None] = {"ep_imbalance": 1.0, "long_context_cp": None}
+HORIZON_S: dict[str, float | None] = {
+    "ep_imbalance": 1.0,
+    "long_context_cp": None,
+    "prefix_cache_routing": 120.0,  # long enough for the routers to differ
+}
 DEFAULT_HORIZON_S = 2.0
 
 

@@ -29,13 +29,13 @@ import pandas as pd
 import simpy
 
 from clustersim.deployment.build import PoolBuild
+from clustersim.deployment.prefix_caches import pool_prefix_caching, pool_router
 from clustersim.deployment.units import Unit, make_units, unit_shards
 from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
 from clustersim.metrics.recorder import Recorder
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.router import make_router
 from clustersim.serving.scheduler import Scheduler
 from clustersim.workload.requests import RequestStream
 
@@ -136,8 +136,14 @@ class DisaggRuntime:
         for m in self.prefill:
             for sched in m.schedulers:
                 sched.admission.keep_kv_after_finish = True
-        self.p_router = make_router(pf.exp.serving.router, len(p_units), rng("router.prefill"))
-        self.d_router = make_router(dc.exp.serving.router, len(d_units), rng("router.decode"))
+        # prefix caching lives in the prefill pool (the decode pool receives whole prompts' KV)
+        self.prefix = pool_prefix_caching(
+            pf.exp.serving, pf.built, p_units, stream, self.prefill_state
+        )
+        self.p_router = pool_router(
+            pf.exp.serving, p_units, self.prefix, stream, rng("router.prefill")
+        )
+        self.d_router = pool_router(dc.exp.serving, d_units, None, stream, rng("router.decode"))
         self.p_outstanding = [0] * len(p_units)
         self.d_outstanding = [0] * len(d_units)
         self.p_kv = [0.0] * len(p_units)
@@ -164,8 +170,8 @@ class DisaggRuntime:
         if self.d_router.uses_kv:
             for i, m in enumerate(self.decode):
                 self.d_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
-        p = self.p_router.choose(self.p_outstanding, self.p_kv)
-        d = self.d_router.choose(self.d_outstanding, self.d_kv)
+        p = self.p_router.choose_request(rid, self.p_outstanding, self.p_kv)
+        d = self.d_router.choose_request(rid, self.d_outstanding, self.d_kv)
         self.recorder.on_arrival(rid, now, self.prefill[p].gid)
         self.prefill_of[rid], self.decode_of[rid] = p, d
         st = self.decode_state

@@ -9,6 +9,7 @@ import pandas as pd
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.fault_summary import faults_summary
+from clustersim.metrics.prefix_cache import add_prefix_cache_columns, prefix_cache_summary
 from clustersim.metrics.replicates import replicates_block
 from clustersim.metrics.stability import stability_summary
 from clustersim.metrics.summary import RunTables, summarize
@@ -31,6 +32,10 @@ def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any
     summary = summarize(
         out, exp.slo, warmup_s, window_slo_summary(timeline), exp.horizon.duration_s
     )
+    lanes = getattr(out, "prefix_cache", None)  # prefix caching only: additive keys
+    if lanes is not None:
+        add_prefix_cache_columns(timeline, out.requests, exp.output.time_bin_s)
+        summary["prefix_cache"] = prefix_cache_summary(out.requests, lanes)
     window = summary["window"]
     arrivals = window["basis"] == BASIS_ARRIVALS  # a burst's makespan has no steady state
     summary["stability"] = stability_summary(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from clustersim.config.schema import ServingSpec
 from clustersim.serving.kv_cache import KVPool, blocks_for
+from clustersim.serving.prefix_cache import PrefixCache
+from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
 
 # Admission leaves this share of a lane's blocks free for running sequences to grow into
@@ -28,7 +30,7 @@ class KVAdmission:
     def __init__(self, serving: ServingSpec, kv: KVPool, state: RequestState) -> None:
         self.block_size = serving.block_size
         self.reserve_full = serving.kv_admission == "reserve_full"
-        self.kv = kv
+        self.kv: KVPool | PrefixCache = kv  # a PrefixCache with prefix caching
         self.state = state
         self.watermark_blocks = int(ADMISSION_WATERMARK * kv.capacity)
         # speculative decoding: KV slots written beyond a request's tokens by its last step
@@ -37,6 +39,7 @@ class KVAdmission:
         # disaggregation (prefill side): keep a finished request's blocks until release_kept
         self.keep_kv_after_finish = False
         self.kept: dict[int, int] = {}  # rid → blocks still held
+        self.prefix: LanePrefix | None = None  # prefix caching (serving/prefix_lane.py)
 
     def fits_ever(self, rid: int) -> bool:
         """Whether the request's full context can ever be held by this lane's KV pool."""
@@ -56,6 +59,8 @@ class KVAdmission:
         blocks its `written` KV tokens occupy (incremental)."""
         if self.reserve_full:
             return self.reservation(rid)
+        if self.prefix is not None:  # its shared prefix stays with the cache
+            return self.prefix.private_blocks(rid, written)
         return blocks_for(written, self.block_size)
 
     def reserve_prefilled(self, rid: int) -> bool:
@@ -84,3 +89,5 @@ class KVAdmission:
     def release_kept(self, rid: int) -> None:
         """Give back the blocks of a finished request kept for its KV transfer."""
         self.kv.release(self.kept.pop(rid))
+        if self.prefix is not None:
+            self.prefix.release(rid)

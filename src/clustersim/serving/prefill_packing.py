@@ -14,6 +14,7 @@ from collections import deque
 from clustersim.serving.admission import KVAdmission
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import blocks_for
+from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
 
 
@@ -31,6 +32,7 @@ class PrefillQueue:
         self.max_seqs = max_seqs
         self.waiting: deque[int] = deque()
         self.prefilling: list[int] = []  # admission order
+        self.prefix: LanePrefix | None = None  # prefix caching: admit only the uncached suffix
 
     def pack(self, batch: Batch, now: float, budget: int, decoding: int) -> None:
         """Add prefill chunks to `batch` within `budget` tokens, allocating their KV blocks;
@@ -64,6 +66,10 @@ class PrefillQueue:
                 continue
             reserve = adm.watermark_blocks if (decoding or self.prefilling) else 0
             spare = kv.free - reserve  # blocks this admission may take
+            if self.prefix is not None:
+                match = self.prefix.probe(rid)
+                spare -= match.cost_blocks  # cached blocks it pins leave the free count
+                remaining -= match.blocks * self.prefix.bt  # prefill computes the suffix
             if adm.keep_kv_after_finish:
                 # A prefill-only lane keeps each prompt's KV until it is sent, so a prompt is
                 # admitted only when all of it fits beside what unfinished prefills still need
@@ -79,6 +85,8 @@ class PrefillQueue:
                 chunk = remaining if blocks_for(remaining, bs) <= spare else 0
             if chunk <= 0:
                 break
+            if self.prefix is not None:
+                st.computed[rid] = self.prefix.acquire(rid)  # prefill resumes after the prefix
             self._admit(batch, rid, chunk, now)
             budget -= chunk
             seqs += 1

@@ -215,6 +215,9 @@ class Replica(LaneLeaps):
         while True:
             batch = lane.scheduler.next_batch(self.env.now)
             if batch is not None:
+                prefix = lane.scheduler.prefix
+                if prefix is not None and prefix.reload_s > 0:  # host-tier KV copied back
+                    yield self.env.timeout(prefix.take_reload_s())
                 return batch
             lane.idle = True
             lane.wake = self.env.event()

@@ -36,6 +36,7 @@ class Router(ABC):
     __slots__ = ("num_replicas",)
     name: str = ""
     uses_kv: bool = False  # True: choose() reads kv_fraction, which the caller must refresh
+    uses_prefix: bool = False  # True: call choose_request (serving/prefix_routers.py)
 
     def __init__(self, num_replicas: int) -> None:
         if num_replicas < 1:
@@ -45,6 +46,12 @@ class Router(ABC):
     @abstractmethod
     def choose(self, outstanding: Sequence[int], kv_fraction: Sequence[float]) -> int:
         """Replica index for the next request, given per-replica load (not modified)."""
+
+    def choose_request(
+        self, rid: int, outstanding: Sequence[int], kv_fraction: Sequence[float]
+    ) -> int:
+        """Replica index for request `rid` (routers that read the request override this)."""
+        return self.choose(outstanding, kv_fraction)
 
 
 class RoundRobinRouter(Router):

@@ -29,6 +29,8 @@ from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.preemption import preempt_latest
 from clustersim.serving.prefill_packing import PrefillQueue
+from clustersim.serving.prefix_cache import PrefixCache
+from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.speculative_decode import SpeculativeDecodeSet, SpeculativeDecoding
 
@@ -55,7 +57,7 @@ class Scheduler:
         # without chunked prefill: whole prompts join the running decodes (TensorRT-LLM
         # in-flight batching), or run in prefill-only steps (SGLang, vLLM V0)
         self.mixed_whole_prompts = serving_engine(serving).mixed_prefill
-        self.kv = kv
+        self.kv: KVPool | PrefixCache = kv  # a PrefixCache with prefix caching
         self.state = state
         self.on_finish = on_finish
         self.admission = KVAdmission(serving, kv, state)
@@ -72,6 +74,14 @@ class Scheduler:
         # called before any change from outside the lane: cuts a decode leap in progress
         # (serving/decode_leap.py) so that the change lands at the right step boundary
         self.interrupt: Callable[[], None] = no_leap
+        self.prefix: LanePrefix | None = None  # prefix caching: use_prefix_cache
+
+    def use_prefix_cache(self, prefix: LanePrefix) -> None:
+        """Serve from a prefix cache: its PrefixCache becomes the lane's KV pool (before any
+        request arrives; serving/prefix_lane.py)."""
+        self.prefix = prefix
+        self.kv = self.admission.kv = self.prefills.kv = prefix.cache
+        self.admission.prefix = self.prefills.prefix = prefix
 
     # ------------------------------------------------------------------ queries
 
@@ -99,6 +109,8 @@ class Scheduler:
     def add(self, rid: int) -> None:
         self.interrupt()
         self.prefills.waiting.append(rid)
+        if self.prefix is not None:
+            self.prefix.queued_tokens += self.state.effective_prompt[rid]
 
     def reserve_prefilled(self, rid: int) -> bool:
         """Disaggregated decode: take the blocks a request prefilled elsewhere needs on arrival
@@ -191,6 +203,8 @@ class Scheduler:
 
     def _end_prefill(self, rid: int, now: float) -> None:
         st = self.state
+        if self.prefix is not None:
+            self.prefix.publish(rid)
         st.generated[rid] += 1
         if st.first_token_s[rid] != st.first_token_s[rid]:  # NaN: the first token
             st.first_token_s[rid] = now
@@ -201,9 +215,11 @@ class Scheduler:
             self.decodes.enter(rid)
 
     def _preempt_latest(self) -> bool:
-        return preempt_latest(self.prefills, self.decodes, self.kv, self.state)
+        return preempt_latest(self.prefills, self.decodes, self.kv, self.state, self.prefix)
 
     def _finish(self, rid: int, now: float) -> None:
+        if self.prefix is not None and rid not in self.admission.kept:
+            self.prefix.release(rid)  # a kept request unpins when its KV is sent
         self.state.finish_s[rid] = now
         self.on_finish(rid, now)
 

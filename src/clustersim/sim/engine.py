@@ -10,12 +10,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import simpy
 
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError, build_layout
+from clustersim.deployment.prefix_caches import (
+    PoolPrefix,
+    pool_prefix_caching,
+    pool_router,
+    prefix_cache_table,
+)
 from clustersim.deployment.units import Unit, make_units
 from clustersim.disagg.pools import PoolInfo, build_pools, pool_infos
 from clustersim.disagg.runtime import DisaggRuntime
@@ -26,14 +33,16 @@ from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.router import LeastOutstandingRouter, make_router
+from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime
+from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
-from clustersim.workload.requests import RequestStream, generate_requests
+from clustersim.workload.requests import RequestStream
+from clustersim.workload.session_requests import workload_requests
 
 ProgressCallback = Callable[[float], None]
 
@@ -51,6 +60,7 @@ class RunOutput:
     eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
     pools: tuple[PoolInfo, ...] | None = None  # disaggregated: (prefill, decode) pool facts
     faults: pd.DataFrame | None = None  # with `faults:`: one row per fault (faults.parquet)
+    prefix_cache: pd.DataFrame | None = None  # prefix caching: one row per lane's cache
 
 
 def build(exp: Experiment) -> Build:
@@ -61,37 +71,6 @@ def build(exp: Experiment) -> Build:
     if exp.disaggregation is not None:
         return with_faults(exp, build_pools(exp))
     return with_faults(exp, build_layout(exp, build_cluster(exp.topology, exp.hardware)))
-
-
-MAX_EXPECTED_REQUESTS = 50_000_000  # beyond this a run would not fit this machine's memory
-
-
-def expected_requests(exp: Experiment) -> float | None:
-    """Requests an open-loop duration horizon will generate on average (None: bounded
-    otherwise — a request count, a trace, or a closed loop with its own cap)."""
-    duration = exp.horizon.duration_s
-    arrival = exp.workload.arrival
-    if duration is None:
-        return None
-    rate = getattr(arrival, "rate_rps", None)
-    if rate is None and arrival.process == "mmpp":
-        rate = max(getattr(arrival, "rates_rps", [0.0]))  # an upper bound on the mean
-    return None if rate is None else float(rate) * duration
-
-
-def check_request_count(exp: Experiment) -> None:
-    """Refuse workloads too large to simulate (e.g. a mistyped rate), with the numbers."""
-    n = expected_requests(exp)
-    if n is not None and n > MAX_EXPECTED_REQUESTS:
-        raise BuildError(
-            f"workload.arrival rate × horizon.duration_s = {n:.3g} requests expected; "
-            f"at most {MAX_EXPECTED_REQUESTS:,} can be simulated (lower the rate or the duration)"
-        )
-
-
-def horizon_estimate_s(exp: Experiment) -> float | None:
-    """Simulated seconds the arrivals span, when known up front (for progress bars)."""
-    return exp.horizon.duration_s
 
 
 class _Simulation:
@@ -122,6 +101,7 @@ class _Simulation:
         self.replicas: Sequence[Unit] = ()
         self.disagg: DisaggRuntime | None = None
         self._lo_router: LeastOutstandingRouter | None = None
+        self.prefix: PoolPrefix | None = None  # prefix caching: its record and caches
         if built.pools is not None:  # prefill / decode pools: disagg/runtime.py routes requests
             self.disagg = DisaggRuntime(
                 built.pools,
@@ -136,7 +116,6 @@ class _Simulation:
             layout = exp.layout
             # only the replicas' TP all-reduces use the fabric: decode leaps may price them
             self.fabric.only_tp_allreduces = built.ep is None and layout.pp == 1 and layout.cp == 1
-            self.router = make_router(exp.serving.router, layout.dp, streams.get("router"))
             self.outstanding = [0] * layout.dp
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context
@@ -151,6 +130,10 @@ class _Simulation:
                 streams.get("experts"),
                 stream.phases,
                 streams.get(SPECULATIVE_STREAM) if exp.serving.speculative else None,
+            )
+            self.prefix = pool_prefix_caching(exp.serving, built, self.replicas, stream, self.state)
+            self.router: Router = pool_router(
+                exp.serving, self.replicas, self.prefix, stream, streams.get("router")
             )
         self.faults: FaultRuntime | None = None
         if built.faults is not None and self.disagg is None:
@@ -219,7 +202,10 @@ class _Simulation:
                 self.kv_fraction[r] = rep.kv_used_blocks / rep.kv_capacity_blocks
         faults = self.faults
         if faults is None:
-            r = self.router.choose(self.outstanding, self.kv_fraction)
+            if self.router.uses_prefix:
+                r = self.router.choose_request(rid, self.outstanding, self.kv_fraction)
+            else:
+                r = self.router.choose(self.outstanding, self.kv_fraction)
         else:  # the router avoids replicas known to be down
             r = faults.health.choose(self.kv_fraction)
             if r < 0:
@@ -299,7 +285,7 @@ class _Simulation:
 def experiment_requests(exp: Experiment) -> RequestStream:
     """The experiment's requests, drawn from its named random streams as every run does."""
     streams = Streams(exp.seed)
-    return generate_requests(
+    return workload_requests(
         exp.workload, exp.horizon, streams.get("arrivals"), streams.get("lengths"), exp.base_dir
     )
 
@@ -321,6 +307,7 @@ def run_experiment(
     end_s = float(sim.env.now)
     links = sim.fabric.link_table(end_s)
     disagg = sim.disagg
+    prefix_table: pd.DataFrame | None = None
     if disagg is not None:
         cols = disagg.request_columns(n)
         requests = requests_frame(
@@ -360,6 +347,11 @@ def run_experiment(
         experts = moe.experts_frame() if moe is not None else None
         eplb = moe.eplb_frame() if moe is not None else None
         steps, pools = rec.steps, None
+    prefix = sim.disagg.prefix if sim.disagg is not None else sim.prefix
+    if prefix is not None:  # prefix caching: cached tokens per request, counters per lane
+        cached = np.maximum(np.asarray(prefix.record.cached_tokens[:n]), 0)
+        requests["cached_tokens"] = cached.astype(np.int64)
+        prefix_table = prefix_cache_table(prefix.lanes)
     return RunOutput(
         requests=requests,
         iterations=iterations,
@@ -376,6 +368,7 @@ def run_experiment(
         eplb=eplb,
         pools=pools,
         faults=sim.faults.injector.table() if sim.faults is not None else None,
+        prefix_cache=prefix_table,
     )
 
 

@@ -3,9 +3,9 @@ routing and EPLB, and prefill / decode disaggregation pools."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from clustersim.config.schema.base import (
     DType,
@@ -15,6 +15,7 @@ from clustersim.config.schema.base import (
     PosFloat,
     PosInt,
     Strict,
+    keyed_error,
     omit_when,
 )
 from clustersim.config.schema.speculative import SpeculativeSpec
@@ -43,7 +44,42 @@ class Precision(Strict):
     combine: DType = "bf16"
 
 
-RouterName = Literal["round_robin", "random", "least_outstanding", "least_kv", "power_of_two"]
+RouterName = Literal[
+    "round_robin",
+    "random",
+    "least_outstanding",
+    "least_kv",
+    "power_of_two",
+    "cache_aware",
+    "session_affinity",
+    "kv_aware",
+]
+
+
+class RouterOptions(Strict):
+    """Knobs of the prefix-aware routers (docs/prefix_caching.md), named as the engines do.
+
+    cache_aware (SGLang router): the load is imbalanced when max − min outstanding >
+    balance_abs_threshold and max > balance_rel_threshold · min (then the least loaded wins);
+    otherwise the longest prefix match wins if it covers more than cache_threshold of the
+    request, else the replica with the smallest cache. kv_aware (Dynamo KV router): cost =
+    overlap_score_weight · prefill blocks still to compute + active KV blocks, lowest wins."""
+
+    cache_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    balance_abs_threshold: NonNegInt = 32
+    balance_rel_threshold: PosFloat = 1.0001
+    overlap_score_weight: NonNegFloat = 1.0
+
+
+class PrefixCachingSpec(Strict):
+    """Prefix caching (docs/prefix_caching.md): a radix/LRU cache of full prompt blocks inside
+    each lane's paged KV pool; prefill computes only the uncached suffix. Optional host tier:
+    evicted blocks move to `host_memory_GB` of host memory per GPU (1e9 bytes) and are copied
+    back at `host_bandwidth_GBps` (per GPU, PCIe) before the prefill that reuses them."""
+
+    enabled: bool = True
+    host_memory_GB: NonNegFloat = 0.0
+    host_bandwidth_GBps: PosFloat = 50.0
 
 
 EngineName = Literal["vllm", "sglang", "trtllm"]
@@ -94,10 +130,38 @@ class ServingSpec(Strict):
     kv_admission: Literal["incremental", "reserve_full"] = "incremental"
     # speculative decoding / MTP (config/schema/speculative.py); None: one token per step
     speculative: SpeculativeSpec | None = None
+    # prefix-aware routers' knobs (None: their defaults) and prefix caching (None: off)
+    router_options: RouterOptions | None = None
+    prefix_caching: PrefixCachingSpec | None = None
+
+    @property
+    def prefix_caching_on(self) -> bool:
+        return self.prefix_caching is not None and self.prefix_caching.enabled
+
+    @model_validator(mode="after")
+    def _check_prefix_caching(self) -> ServingSpec:
+        if self.router in ("cache_aware", "kv_aware") and not self.prefix_caching_on:
+            raise keyed_error(
+                "router",
+                f"router {self.router} routes by the replicas' prefix caches: set "
+                f"serving.prefix_caching: {{enabled: true}}",
+            )
+        if self.prefix_caching_on and self.kv_admission == "reserve_full":
+            raise keyed_error(
+                "prefix_caching",
+                "prefix caching needs kv_admission: incremental (reserve_full reserves whole "
+                "prompts, which a shared cached prefix would count twice)",
+            )
+        if self.prefix_caching_on and self.speculative is not None:
+            raise keyed_error(
+                "prefix_caching",
+                "prefix caching together with speculative decoding is not simulated yet",
+            )
+        return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_when(handler(self), speculative=None)
+        return omit_when(handler(self), speculative=None, router_options=None, prefix_caching=None)
 
 
 class RoutingSpec(Strict):
@@ -144,10 +208,12 @@ class PoolServing(Strict):
     kv_cache_free_memory_fraction: Fraction | None = None
     kv_admission: Literal["incremental", "reserve_full"] | None = None
     speculative: SpeculativeSpec | None = None
+    router_options: RouterOptions | None = None
+    prefix_caching: PrefixCachingSpec | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_when(handler(self), speculative=None)
+        return omit_when(handler(self), speculative=None, router_options=None, prefix_caching=None)
 
 
 class PoolSpec(Strict):

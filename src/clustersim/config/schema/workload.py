@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from clustersim.config.schema.base import NonNegFloat, PosFloat, PosInt, Strict, keyed_error
+from clustersim.config.schema.base import (
+    NonNegFloat,
+    PosFloat,
+    PosInt,
+    Strict,
+    keyed_error,
+    omit_when,
+)
+from clustersim.config.schema.sessions import SessionsArrival, SessionsSpec
 
 
 class PoissonArrival(Strict):
@@ -48,7 +56,13 @@ class TraceArrival(Strict):
 
 
 ArrivalSpec = Annotated[
-    PoissonArrival | GammaArrival | MMPPArrival | BurstArrival | ClosedArrival | TraceArrival,
+    PoissonArrival
+    | GammaArrival
+    | MMPPArrival
+    | BurstArrival
+    | ClosedArrival
+    | TraceArrival
+    | SessionsArrival,
     Field(discriminator="process"),
 ]
 
@@ -107,7 +121,7 @@ LengthSpec = Annotated[
 
 class TraceSpec(Strict):
     path: str  # resolved relative to the workload file (or experiment, if inline)
-    format: Literal["azure"] = "azure"
+    format: Literal["azure", "mooncake"] = "azure"  # mooncake: JSON lines with hash_ids
     time_scale: PosFloat = 1.0  # multiply inter-arrival gaps: 0.5 = twice the rate
     use_lengths: bool = True  # take prompt/output lengths from the trace
 
@@ -118,11 +132,22 @@ class WorkloadSpec(Strict):
     prompt_tokens: LengthSpec | None = None
     output_tokens: LengthSpec | None = None
     trace: TraceSpec | None = None
+    sessions: SessionsSpec | None = None  # with arrival process `sessions`
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), sessions=None)
 
     @model_validator(mode="after")
     def _check_sources(self) -> WorkloadSpec:
         if self.arrival.process == "trace" and self.trace is None:
             raise ValueError("arrival process 'trace' needs a trace: block")
+        if (self.arrival.process == "sessions") != (self.sessions is not None):
+            raise keyed_error(
+                "sessions", "arrival process 'sessions' and a sessions: block go together"
+            )
+        if self.sessions is not None:
+            return self  # sessions draw their own lengths
         lengths_from_trace = self.trace is not None and self.trace.use_lengths
         if not lengths_from_trace and (self.prompt_tokens is None or self.output_tokens is None):
             raise ValueError("prompt_tokens and output_tokens are required without a trace")
