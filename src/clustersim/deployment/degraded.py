@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from clustersim.config.schema import Experiment, HardwareSpec
 from clustersim.deployment.build import Build
 from clustersim.deployment.units import stage_costs
-from clustersim.model.stage_cost import StageCostModel
-from clustersim.serving.replica import StageCost
+from clustersim.model.stage_cost import StageCost, StageCostModel
 
 
 def degraded_hardware(hw: HardwareSpec, compute_factor: float, hbm_factor: float) -> HardwareSpec:

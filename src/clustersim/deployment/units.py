@@ -14,12 +14,12 @@ from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
 from clustersim.model.speculative_cost import speculative_stage_costs
-from clustersim.model.stage_cost import StageCostModel
+from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.moe.ep_group import DPRank
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
-from clustersim.serving.replica import Replica, StageCost
+from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.workload.arrivals import StateTimeline

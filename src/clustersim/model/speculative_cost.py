@@ -24,7 +24,6 @@ Pure arithmetic on StageCostModel; no simpy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import (
@@ -35,26 +34,7 @@ from clustersim.config.schema import (
     SpeculativeSpec,
 )
 from clustersim.model.attention_cost import decode_terms
-from clustersim.model.stage_cost import StageCostModel
-
-
-class TargetCost(Protocol):
-    """The stage cost a verify step wraps (StageCostModel or a sampled-routing stage)."""
-
-    allreduces_per_step: int
-
-    def compute_s(
-        self,
-        prefill_tokens: int,
-        prefill_attn_pairs: float,
-        decode_tokens: int,
-        decode_ctx_tokens: int,
-        prefill_seqs: int = 1,
-    ) -> float: ...
-
-    def allreduce_bytes(self, tokens: int) -> float: ...
-
-    def handoff_bytes(self, tokens: int) -> float: ...
+from clustersim.model.stage_cost import StageCost, StageCostModel
 
 
 def drafter_layers(model: ModelSpec, method: str) -> range:
@@ -153,7 +133,7 @@ class SpeculativeStageCost:
 
     def __init__(
         self,
-        target: TargetCost,
+        target: StageCost,
         analytic: StageCostModel,
         attention: VerifyAttention,
         drafter: StageCostModel | None,
@@ -215,7 +195,7 @@ class SpeculativeStageCost:
 
 def speculative_stage_costs(
     exp: Experiment,
-    targets: Sequence[TargetCost],
+    targets: Sequence[StageCost],
     analytic: Sequence[StageCostModel],
 ) -> list[SpeculativeStageCost]:
     """Each pipeline stage's verify-step cost; the drafter runs on the last stage."""

@@ -28,7 +28,7 @@ a call is a short loop over the stage's GEMM kernels, no allocation.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from clustersim.catalog.engines import DEFAULT_ENGINE, EngineProfile, get_engine
 from clustersim.config.schema import HardwareSpec, ModelSpec, Precision
@@ -46,6 +46,26 @@ from clustersim.model.moe_cost import MoECoefficients, UniformRouting, moe_coeff
 from clustersim.model.params import HIGH_PRECISION_BYTES, residual_bytes
 
 LOGITS_BYTES = 4.0  # fp32 logits written by the LM head
+
+
+class StageCost(Protocol):
+    """What a replica asks of one stage's cost model (StageCostModel, a sampled-routing MoE
+    stage, a speculative verify step, a degraded stage): seconds and bytes of one step."""
+
+    allreduces_per_step: int
+
+    def compute_s(
+        self,
+        prefill_tokens: int,
+        prefill_attn_pairs: float,
+        decode_tokens: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int = 1,
+    ) -> float: ...
+
+    def allreduce_bytes(self, tokens: int) -> float: ...
+
+    def handoff_bytes(self, tokens: int) -> float: ...
 
 
 class StageEnds(NamedTuple):

@@ -26,10 +26,11 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
+from clustersim.model.stage_cost import StageCost
 from clustersim.network.fabric import Fabric
 from clustersim.network.routing import FlowSpec
 from clustersim.serving.batch import Batch
-from clustersim.serving.replica import Replica, StageCost
+from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
 
 Group = tuple[str, ...]

@@ -18,29 +18,13 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
+from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
-
-
-class StageCost(Protocol):
-    allreduces_per_step: int
-
-    def compute_s(
-        self,
-        prefill_tokens: int,
-        prefill_attn_pairs: float,
-        decode_tokens: int,
-        decode_ctx_tokens: int,
-        prefill_seqs: int = 1,
-    ) -> float: ...
-
-    def allreduce_bytes(self, tokens: int) -> float: ...
-
-    def handoff_bytes(self, tokens: int) -> float: ...
 
 
 class FabricLike(Protocol):

@@ -20,9 +20,10 @@ import simpy
 
 from clustersim.deployment.degraded import DegradedCosts, group_pace
 from clustersim.faults import FaultSchedule
+from clustersim.model.stage_cost import StageCost
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
-from clustersim.serving.replica import Process, Replica, StageCost
+from clustersim.serving.replica import Process, Replica
 from clustersim.sim.replica_health import ReplicaHealth, cut_leap
 
 
