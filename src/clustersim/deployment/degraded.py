@@ -46,7 +46,8 @@ class DegradedCosts:
         self, nominal: StageCost, stage: int, compute_factor: float, hbm_factor: float
     ) -> StageCost:
         """`nominal` (the stage's cost at full speed) priced on the degraded GPU. A sampled
-        MoE stage keeps its expert pricing and gets a degraded dense part."""
+        MoE stage gets a degraded dense part; its expert GEMMs are paced per EP rank
+        (sim/fault_injector.py `pace_ranks`)."""
         if compute_factor == 1.0 and hbm_factor == 1.0:
             return nominal
         key = (compute_factor, hbm_factor)

@@ -3,6 +3,8 @@
 At each change point (faults/schedule.py) it sets, from the faults active then:
 - each replica stage's cost model: the stage runs at the pace of its slowest GPU
   (deployment/degraded.py); read per engine step, so a step in flight keeps its price;
+- each sampled MoE stage's EP ranks: a rank's expert GEMMs run at its own GPUs' pace, and
+  EPLB (if on) sees the slow rank (moe/moe_group.py `set_rank_speed`);
 - the fabric's link bandwidths, extra latencies and detours around down links
   (network/fabric.py `set_link_faults`; rates of flows in flight are solved again);
 - which replicas are lost (a GPU failed, or is cut off by a down link with no detour) or
@@ -12,7 +14,7 @@ It also keeps, per fault, the replicas it took down, for faults.parquet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ import simpy
 from clustersim.deployment.degraded import DegradedCosts, group_pace
 from clustersim.faults import FaultSchedule
 from clustersim.model.stage_cost import StageCost
+from clustersim.moe.moe_group import SampledStageCost
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
@@ -72,6 +75,8 @@ class FaultInjector:
             if costs != rep.costs:
                 rep.costs = costs
                 cut_leap(rep, t)
+            for nominal in self.nominal[r]:
+                pace_ranks(nominal, compute, hbm)
         factor, latency, down = sched.link_state(t)
         stranded = self.fabric.set_link_faults(factor, latency, down)
         cut = stranded_gpus(self.fabric.cluster, stranded)
@@ -112,3 +117,15 @@ class FaultInjector:
                 "requests_failed": self.health.failed_by.copy(),
             }
         )
+
+
+def pace_ranks(cost: StageCost, compute: Mapping[str, float], hbm: Mapping[str, float]) -> None:
+    """A sampled MoE stage's expert GEMMs: each EP rank at the pace of its own GPUs (the
+    dense part, priced by the stage's cost model, runs at the whole group's pace)."""
+    if not isinstance(cost, SampledStageCost):
+        return
+    paces = [group_pace(rank, compute, hbm) for rank in cost.group.ranks]
+    cost.group.set_rank_speed(
+        np.array([c for c, _ in paces], dtype=np.float64),
+        np.array([h for _, h in paces], dtype=np.float64),
+    )
