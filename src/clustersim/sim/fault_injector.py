@@ -22,6 +22,7 @@ import simpy
 
 from clustersim.deployment.degraded import DegradedCosts, group_pace
 from clustersim.faults import FaultSchedule
+from clustersim.model.speculative_cost import SpeculativeStageCost
 from clustersim.model.stage_cost import StageCost
 from clustersim.moe.moe_group import SampledStageCost
 from clustersim.network.detours import stranded_gpus
@@ -122,6 +123,8 @@ class FaultInjector:
 def pace_ranks(cost: StageCost, compute: Mapping[str, float], hbm: Mapping[str, float]) -> None:
     """A sampled MoE stage's expert GEMMs: each EP rank at the pace of its own GPUs (the
     dense part, priced by the stage's cost model, runs at the whole group's pace)."""
+    if isinstance(cost, SpeculativeStageCost):  # the verify step's target holds the experts
+        cost = cost.target
     if not isinstance(cost, SampledStageCost):
         return
     paces = [group_pace(rank, compute, hbm) for rank in cost.group.ranks]
