@@ -10,7 +10,7 @@ from clustersim.deployment.degraded import DegradedCosts, degraded_hardware
 from clustersim.deployment.units import stage_costs
 from clustersim.metrics.recorder import EMITTED_COLUMN
 from clustersim.model.speculative_cost import SpeculativeStageCost, speculative_stage_costs
-from clustersim.sim.engine import build, run_experiment
+from clustersim.sim.engine import BuildError, build, run_experiment
 from conftest import MakeExperiment
 
 SPECULATIVE = """\
@@ -65,3 +65,49 @@ def test_degraded_verify_step_is_priced_on_the_slow_gpu(make_experiment: MakeExp
     step = (0, 0.0, 32 * 4, 32 * 600, 1)
     assert slowed.compute_s(*step) == pytest.approx(expected.compute_s(*step), rel=1e-12)
     assert slowed.compute_s(*step) > 1.3 * nominal.compute_s(*step)
+
+
+# ---------------------------------------------------------------------- DP-attention + EP
+
+DP_ATTENTION = """\
+name: dpa_faults
+seed: 11
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 8, ep: 8, dp_attention: true}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+serving: {max_num_seqs: 64, max_num_batched_tokens: 1024, router: least_outstanding}
+workload:
+  arrival: {process: poisson, rate_rps: 100}
+  prompt_tokens: {dist: fixed, value: 128}
+  output_tokens: {dist: fixed, value: 64}
+horizon: {duration_s: 3}
+"""
+
+
+def test_dp_attention_group_stops_when_one_gpu_is_lost(make_experiment: MakeExperiment) -> None:
+    """One GPU of the lock-step EP group fails: every DP rank stops (no step runs until the
+    group is repaired and has reloaded), their requests are retried, each finishes once."""
+    faults = """faults:
+  detect_s: 0.1
+  reload: {bandwidth_GBps: 100}
+  events: [{kind: gpu_down, target: n0.g3, at_s: 1.0, duration_s: 0.5}]
+"""
+    out = run_experiment(make_experiment(DP_ATTENTION + faults))
+    req = out.requests
+    assert np.isfinite(req["finish_s"]).all() and not req["failed"].any()
+    assert req["retries"].sum() > 0
+    assert out.faults is not None and out.faults["replicas_affected"].iloc[0] == "0,1,2,3,4,5,6,7"
+    it = out.iterations
+    reload_s = build(make_experiment(DP_ATTENTION + faults)).memory.weights_per_gpu_bytes / 100e9
+    during = it[(it["end_s"] > 1.0) & (it["start_s"] < 1.5 + reload_s)]
+    assert during.empty  # a step in flight at the failure is dropped, none starts before reload
+    assert (it["start_s"] > 1.5 + reload_s).any()
+
+
+def test_dp_attention_slow_gpu_is_a_clean_build_error(make_experiment: MakeExperiment) -> None:
+    faults = """faults:
+  events: [{kind: gpu_slowdown, target: n0.g3, compute_factor: 0.5}]
+"""
+    with pytest.raises(BuildError, match=r"^faults\.events\.0\.kind: gpu_slowdown .*dp_attention"):
+        build(make_experiment(DP_ATTENTION + faults))

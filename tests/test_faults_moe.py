@@ -70,8 +70,9 @@ def test_speed_weighted_placement_moves_load_off_the_slow_rank() -> None:
     # cannot hold less than its 9 coldest copies' load)
     assert imbalance(per_rank, SLOW) < 0.65 * imbalance(rank_loads(loads, blind), SLOW)
     # all-equal speeds: the uniform policy, and the speed imbalance is the plain one
-    assert np.array_equal(greedy_placement(loads, RANKS, SLOTS, np.ones(RANKS)).logical,
-                          blind.logical)
+    assert np.array_equal(
+        greedy_placement(loads, RANKS, SLOTS, np.ones(RANKS)).logical, blind.logical
+    )
     assert imbalance(rank_loads(loads, blind), np.ones(RANKS)) == pytest.approx(
         imbalance(rank_loads(loads, blind)), rel=1e-12
     )

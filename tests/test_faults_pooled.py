@@ -86,7 +86,9 @@ def test_pooled_faults_by_hand() -> None:
     assert pooled["baseline_ttft_p99_s"] == pytest.approx(0.1)
     assert pooled["recovery_threshold_ttft_p99_s"] is None
     assert [(e["target"], e["replicate"]) for e in pooled["recovery"]] == [
-        ("n0.g0", 0), ("n0.g1", 1), ("n0.g2", 1)
+        ("n0.g0", 0),
+        ("n0.g1", 1),
+        ("n0.g2", 1),
     ]
     intervals = fault_intervals([a, b], mean_ci95)
     assert intervals["requests_retried"]["mean"] == 2.0

@@ -38,7 +38,10 @@ INTERVAL_KEYS = (
     "retries",
     "requests_failed",
 )
-SIDES = (("slo_attainment_inside", "requests_inside"), ("slo_attainment_outside", "requests_outside"))
+SIDES = (
+    ("slo_attainment_inside", "requests_inside"),
+    ("slo_attainment_outside", "requests_outside"),
+)
 
 Interval = Callable[[Sequence[float | None]], dict[str, Any]]
 
@@ -59,12 +62,10 @@ def pooled_faults(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         total = pooled[count]
         pooled[share] = meeting / total if total else None
     for key in MEAN_KEYS:
-        values = [b.get(key) for b in blocks if b.get(key) is not None]
+        values = [float(v) for v in (b.get(key) for b in blocks) if v is not None]
         pooled[key] = float(np.mean(values)) if values else None
     pooled["recovery"] = [
-        {**entry, "replicate": k}
-        for k, b in enumerate(blocks)
-        for entry in b.get("recovery") or []
+        {**entry, "replicate": k} for k, b in enumerate(blocks) for entry in b.get("recovery") or []
     ]
     return pooled
 

@@ -32,11 +32,16 @@ def with_faults(exp: Experiment, built: Build) -> Build:
     except ValueError as err:
         raise BuildError(str(err)) from err
     gpu_faults = [f for f in schedule.faults if f.event.kind in GPU_KINDS]
+    # DP-attention: a lost GPU stops the whole lock-step EP group (moe/ep_group.py); a slow
+    # one would need the lock-step step re-priced per rank, which is not modelled
+    if layout.dp_attention:
+        gpu_faults = [f for f in gpu_faults if f.event.kind == "gpu_slowdown"]
     if gpu_faults and (layout.cp > 1 or layout.dp_attention):
         what = "cp > 1" if layout.cp > 1 else "dp_attention"
         raise BuildError(
             f"{gpu_faults[0].event.key}.kind: {gpu_faults[0].event.kind} with layout {what} "
-            f"is not simulated (link faults are)"
+            f"is not simulated (link faults are"
+            f"{', and gpu_down / node_down' if layout.dp_attention else ''})"
         )
     for f in schedule.faults:
         if f.event.kind == "link_down":

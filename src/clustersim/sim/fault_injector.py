@@ -28,7 +28,7 @@ from clustersim.moe.moe_group import SampledStageCost
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
-from clustersim.sim.replica_health import ReplicaHealth, cut_leap
+from clustersim.sim.replica_health import FaultUnit, ReplicaHealth, cut_leap
 
 
 class FaultInjector:
@@ -36,7 +36,7 @@ class FaultInjector:
         self,
         env: simpy.Environment,
         schedule: FaultSchedule,
-        replicas: Sequence[Replica],
+        replicas: Sequence[FaultUnit],
         degraded: DegradedCosts,
         fabric: Fabric,
         health: ReplicaHealth,
@@ -47,7 +47,9 @@ class FaultInjector:
         self.degraded = degraded
         self.fabric = fabric
         self.health = health
-        self.nominal: list[tuple[StageCost, ...]] = [tuple(rep.costs) for rep in replicas]
+        # units whose stages a slow GPU re-prices (DP-attention ranks are not: fault_build.py)
+        self.paced = [(r, rep) for r, rep in enumerate(replicas) if isinstance(rep, Replica)]
+        self.nominal = {r: tuple(rep.costs) for r, rep in self.paced}
         self.replica_gpus = [
             frozenset(g for group in rep.groups for g in group) for rep in replicas
         ]
@@ -68,7 +70,7 @@ class FaultInjector:
         """Set every effect to the faults active at time t."""
         sched = self.schedule
         compute, hbm = sched.gpu_factors(t)
-        for r, rep in enumerate(self.replicas):
+        for r, rep in self.paced:
             costs = tuple(
                 self.degraded.stage_cost(nominal, s, *group_pace(group, compute, hbm))
                 for s, (nominal, group) in enumerate(zip(self.nominal[r], rep.groups, strict=True))

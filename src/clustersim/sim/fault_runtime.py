@@ -12,6 +12,7 @@ from clustersim.deployment.build import Build, BuildError
 from clustersim.deployment.degraded import DegradedCosts
 from clustersim.deployment.units import Unit
 from clustersim.metrics.recorder import Recorder
+from clustersim.moe.ep_group import DPRank
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
 from clustersim.serving.replica import Replica
@@ -39,10 +40,15 @@ def fault_runtime(
     fabric: Fabric,
     end_one: Callable[[], None],
 ) -> FaultRuntime:
-    """Health and injector over the run's replicas (plain or MoE replicas: fault_build.py
-    refuses the other unit kinds for GPU faults; link faults need no replica hooks)."""
+    """Health and injector over the run's replicas (plain or MoE replicas, DP ranks of a
+    DP-attention group: fault_build.py refuses the other unit kinds for GPU faults; link
+    faults need no replica hooks)."""
     assert exp.faults is not None and built.faults is not None
-    replicas = [u for u in units if isinstance(u, Replica) and not isinstance(u, CPReplica)]
+    replicas: list[Replica | DPRank] = [
+        u
+        for u in units
+        if (isinstance(u, Replica) and not isinstance(u, CPReplica)) or isinstance(u, DPRank)
+    ]
     if len(replicas) != len(units):
         if any(
             f.event.kind != "link_degrade" and f.event.kind != "link_down"
