@@ -9,10 +9,10 @@ Pooled block (the keys of a single run's, metrics/fault_summary.py):
 - `baseline_ttft_p99_s`, `recovery_threshold_ttft_p99_s`: the mean over replicates;
 - `recovery`: every replicate's entries in replicate order, each with its `replicate` index
   (random failures differ between replicates, so events are not matched across them).
-Intervals (`replicates.faults`): {mean, ci95} over replicates of the two attainments and the
-four request counts; when every replicate has the same events (scheduled faults only),
-`recover_s` per event as a list in event order (an unrecovered replicate is left out of
-its event's interval, and counted in `unrecovered`).
+Intervals (`replicates.faults`, N >= 2 replicates only): {mean, ci95} over replicates of the
+two attainments and the retried / failed counts; when every replicate has the same events
+(scheduled faults only), `recover_s` per event as a list in event order (an unrecovered
+replicate is left out of its event's interval, and counted in `unrecovered`).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def replicates_block(summaries: Sequence[Mapping[str, Any]], seeds: Sequence[int
         stats = mean_ci95([lookup(s, (group, key)) for s in summaries])
         block.setdefault(group, {})[key] = stats
     faults = fault_blocks(summaries)
-    if faults is not None:
+    if faults is not None and len(summaries) > 1:  # a single run: its own `faults` block
         block["faults"] = fault_intervals(faults, mean_ci95)
     return block
 
