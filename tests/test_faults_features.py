@@ -111,3 +111,54 @@ def test_dp_attention_slow_gpu_is_a_clean_build_error(make_experiment: MakeExper
 """
     with pytest.raises(BuildError, match=r"^faults\.events\.0\.kind: gpu_slowdown .*dp_attention"):
         build(make_experiment(DP_ATTENTION + faults))
+
+
+# ---------------------------------------------------------------------- disaggregated pools
+
+TWO_POOLS = """\
+name: pool_faults
+seed: 5
+model: llama-3.1-8b
+topology: h100x16_ib
+disaggregation:
+  prefill: {layout: {tp: 8}}
+  decode: {layout: {tp: 8}}
+workload:
+  arrival: {process: closed, concurrency: 1}
+  prompt_tokens: {dist: fixed, value: 6000}
+  output_tokens: {dist: fixed, value: 16}
+horizon: {requests: 3}
+"""
+
+
+def test_pools_take_link_faults_on_the_kv_transfer(make_experiment: MakeExperiment) -> None:
+    """Prefill on n0, decode on n1: the KV crosses leaf0. Every link of leaf0 at 25 %: the
+    transfer takes ~4× as long (path latency aside); a NIC uplink down with a detour: the KV
+    goes round it and nothing stalls. Pools get a faults block, with no retries."""
+    base = run_experiment(make_experiment(TWO_POOLS)).requests["kv_transfer_s"]
+    slow_faults = (
+        "faults:\n  events: [{kind: link_degrade, target: leaf0, bandwidth_factor: 0.25}]\n"
+    )
+    slow = run_experiment(make_experiment(TWO_POOLS + slow_faults))
+    assert slow.faults is not None and slow.requests["retries"].sum() == 0
+    ratio = (slow.requests["kv_transfer_s"] / base).to_numpy()
+    assert ((ratio > 3.5) & (ratio < 4.01)).all()
+    down = "faults:\n  events: [{kind: link_down, target: n0.nic0->leaf0}]\n"
+    out = run_experiment(make_experiment(TWO_POOLS + down))
+    assert np.isfinite(out.requests["finish_s"]).all()
+    assert out.links.groupby("link")["bytes"].sum().get("n0.nic0->leaf0", 0.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("event", "match"),
+    [
+        ("{kind: gpu_down, target: n1.g0}", r"^faults\.events\.0\.kind: gpu_down with disagg"),
+        ("{kind: gpu_slowdown, target: n0.g0, compute_factor: 0.5}", r"gpu_slowdown with disagg"),
+        ("{kind: link_down, target: n0.g0}", r"^faults\.events\.0\.target: .*cuts"),
+    ],
+)
+def test_pools_refuse_faults_that_stop_or_slow_a_gpu(
+    make_experiment: MakeExperiment, event: str, match: str
+) -> None:
+    with pytest.raises(BuildError, match=match):
+        build(make_experiment(TWO_POOLS + f"faults:\n  events: [{event}]\n"))

@@ -11,6 +11,7 @@ from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError
 from clustersim.deployment.degraded import DegradedCosts
 from clustersim.deployment.units import Unit
+from clustersim.disagg.runtime import DisaggRuntime
 from clustersim.metrics.recorder import Recorder
 from clustersim.moe.ep_group import DPRank
 from clustersim.network.fabric import Fabric
@@ -71,3 +72,31 @@ def fault_runtime(
     )
     injector = FaultInjector(env, built.faults, replicas, DegradedCosts(exp, built), fabric, health)
     return FaultRuntime(health, injector)
+
+
+def pool_link_faults(
+    exp: Experiment,
+    built: Build,
+    env: simpy.Environment,
+    disagg: DisaggRuntime,
+    fabric: Fabric,
+) -> FaultRuntime:
+    """Link faults under disaggregated pools (fault_build.py refuses the rest): the injector
+    sets the fabric's link state; no pool instance stops, so health has no units to watch and
+    its retry / failure counts stay zero. Decode leaps of the pools' replicas are forbidden:
+    a leap prices its steps' all-reduces ahead, before a link changes."""
+    for member in (*disagg.prefill, *disagg.decode):
+        if isinstance(member.unit, Replica):
+            member.unit.forbid_leaps()
+    return fault_runtime(
+        exp,
+        built,
+        env,
+        [],
+        disagg.p_router,
+        [],
+        disagg.recorder,
+        disagg.decode_state,
+        fabric,
+        lambda: None,
+    )
