@@ -89,14 +89,21 @@ def test_errors_name_the_key(tmp_path: Path, spec: str, key: str, words: str) ->
     assert words in message
 
 
-def test_refused_with_dp_attention(tmp_path: Path) -> None:
-    message = error(
+def test_accepted_with_dp_attention(tmp_path: Path) -> None:
+    exp = load(
         tmp_path,
         "{method: mtp, num_tokens: 1, acceptance: 0.9}",
         model="deepseek-v3",
         layout="{tp: 1, dp: 8, ep: 8, dp_attention: true}",
     )
-    assert message.startswith("layout.dp_attention:") and "speculative" in message
+    assert exp.layout.dp_attention and exp.serving.speculative.method == "mtp"
+
+
+def test_refused_with_context_parallelism(tmp_path: Path) -> None:
+    message = error(
+        tmp_path, "{method: eagle, num_tokens: 1, acceptance: 0.9}", layout="{tp: 1, cp: 2}"
+    )
+    assert message.startswith("layout.cp:") and "speculative" in message
 
 
 def test_resolved_config_reloads_and_is_unchanged_without_it(tmp_path: Path) -> None:

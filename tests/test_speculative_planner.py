@@ -128,16 +128,33 @@ def test_without_speculative_no_flags(tmp_path: Path) -> None:
         assert "speculative" not in cfg.script()
 
 
-def test_dp_attention_layouts_are_not_simulated_with_it(tmp_path: Path) -> None:
+def test_dp_attention_layouts_are_candidates_with_engine_flags(tmp_path: Path) -> None:
+    cand = one(
+        tmp_path, "deepseek-v3", "h800x32_ib", "{tp: 1, dp: 32, ep: 32, dp_attention: true}", MTP
+    )
+    sglang = command(launch_config("sglang", cand.exp, cand.memory, cand.label, "auto", None))
+    assert "--enable-dp-attention" in sglang
+    assert flag(sglang, "--speculative-algorithm") == "EAGLE"
+    assert flag(sglang, "--speculative-num-draft-tokens") == "3"
+    vllm = command(launch_config("vllm", cand.exp, cand.memory, cand.label, "auto", None))
+    assert json.loads(flag(vllm, "--speculative-config"))["method"] == "deepseek_mtp"
+    trt = launch_config("trtllm", cand.exp, cand.memory, cand.label, "auto", None)
+    cfg = yaml.safe_load(trt.files[flag(command(trt), "--extra_llm_api_options")])
+    assert cfg["enable_attention_dp"] is True
+    assert cfg["speculative_config"]["decoding_type"] == "MTP"
+
+
+def test_cp_layouts_are_not_simulated_with_it(tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
-    layout = "{tp: 1, dp: 8, ep: 8, dp_attention: true}"
     path.write_text(
-        PLAN.format(model="deepseek-v3", topology="h800x32_ib", layout=layout, spec=MTP)
+        PLAN.format(
+            model="llama-3.1-8b", topology="dgx_h100_x1", layout="{tp: 1, cp: 2}", spec=EAGLE
+        )
     )
     found = enumerate_space(load_plan(path), 128.0)
     assert not found.candidates
     (rejected,) = found.rejected
-    assert rejected.stage == "not simulated yet" and "DP attention" in rejected.reason
+    assert rejected.stage == "not simulated yet" and "context parallelism" in rejected.reason
 
 
 def test_analytic_estimate_counts_tokens_per_verify_step(tmp_path: Path) -> None:

@@ -202,11 +202,10 @@ def model_rule(layout: Layout, model: ModelSpec) -> str:
 
 def speculative_rule(layout: Layout, base: Experiment, role: str | None) -> str:
     """Why speculative decoding cannot be simulated on this layout ('' when it can): the
-    schema refuses it with DP attention, CP and disaggregated pools (config/schema)."""
+    schema refuses it with CP and disaggregated pools (config/schema)."""
     if base.serving.speculative is None:
         return ""
     for used, what in (
-        (layout.dp_attention, "DP attention"),
         (layout.cp > 1, "context parallelism"),
         (role is not None, "a disaggregated pool"),
     ):

@@ -130,7 +130,6 @@ class Experiment(Strict):
         unsupported = (
             ("disaggregation", self.disaggregation is not None, "disaggregated pools"),
             ("layout.cp", self.layout.cp > 1, "context parallelism"),
-            ("layout.dp_attention", self.layout.dp_attention, "DP attention"),
         )
         for key, used, what in unsupported:
             if used:
