@@ -96,9 +96,11 @@ def test_mtp_flags_of_each_engine(tmp_path: Path) -> None:
         ),
         (
             EAGLE,
-            {"method": "eagle", "num_speculative_tokens": 3},
-            "EAGLE",
-            {"decoding_type": "Eagle", "max_draft_len": 3},
+            {"method": "eagle3", "model": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
+             "num_speculative_tokens": 3},
+            "EAGLE3",
+            {"decoding_type": "Eagle", "max_draft_len": 3,
+             "speculative_model_dir": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B"},
         ),
     ],
 )  # fmt: skip

@@ -13,10 +13,11 @@ query tokens (serving/speculative_decode.py): `decode_tokens` = n·(k + 1) and
   drafter   last stage only: k sequential draft passes, one query token per sequence each,
             the first also over the step's prefill tokens (the drafter sees every prompt):
             mtp — one decoder layer of the target's shape (its last, an MoE layer for
-            DeepSeek-V3) + the shared LM head; eagle — one layer of the target's shape (its
-            first) + the shared LM head; draft_model — the whole catalog model with its own
-            embedding and head. GPU time only, on the stage's TP group (its all-reduces are
-            not put on the fabric).
+            DeepSeek-V3) + the shared LM head; eagle — the head's layer(s) of the target's
+            shape (its first) + the target's LM head, or an EAGLE-3 head's own LM head over
+            its draft vocabulary (catalog/eagle_heads.py); draft_model — the whole catalog
+            model with its own embedding and head. GPU time only, on the stage's TP group
+            (its all-reduces are not put on the fabric).
 
 DP attention (moe/ep_group.py): `LockstepVerify` prices the same step for the lock-step group
 of DP ranks — each rank's dense part with the verify attention above, and the drafter's k
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from clustersim.catalog.eagle_heads import eagle_head
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import (
     Experiment,
@@ -42,10 +44,22 @@ from clustersim.model.attention_cost import decode_terms
 from clustersim.model.stage_cost import StageCost, StageCostModel
 
 
-def drafter_layers(model: ModelSpec, method: str) -> range:
-    """The target layer whose shape an mtp / eagle drafter layer has: mtp the last layer
-    (DeepSeek-V3's MTP module is a full MoE block), eagle the first."""
-    return range(model.num_layers - 1, model.num_layers) if method == "mtp" else range(0, 1)
+def drafter_layers(model: ModelSpec, method: str, head_layers: int = 1) -> range:
+    """The target layers whose shape an mtp / eagle drafter has: mtp the last layer
+    (DeepSeek-V3's MTP module is a full MoE block), eagle the first `head_layers`."""
+    return range(model.num_layers - 1, model.num_layers) if method == "mtp" else range(head_layers)
+
+
+def drafter_shape(model: ModelSpec, spec: SpeculativeSpec) -> tuple[ModelSpec, range]:
+    """The model whose layers an mtp / eagle draft pass runs, and which of its layers: an
+    EAGLE-3 head (catalog/eagle_heads.py) runs its own LM head over its draft vocabulary."""
+    if spec.method != "eagle":
+        return model, drafter_layers(model, spec.method)
+    head = eagle_head(model, spec.draft_model)
+    shape = model
+    if head.draft_vocab is not None:
+        shape = model.model_copy(update={"vocab_size": head.draft_vocab})
+    return shape, drafter_layers(model, "eagle", head.num_layers)
 
 
 def draft_model_of(spec: SpeculativeSpec) -> ModelSpec:
@@ -73,9 +87,9 @@ def drafter_cost_model(
         return StageCostModel(
             draft, hw, precision, tp, draft.num_layers, True, True, cuda_graphs=cuda_graphs
         )
-    layers = drafter_layers(model, spec.method)
+    shape, layers = drafter_shape(model, spec)
     return StageCostModel(
-        model,
+        shape,
         hw,
         precision,
         tp,
