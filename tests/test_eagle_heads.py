@@ -24,7 +24,7 @@ def test_every_head_targets_a_builtin_model_by_name_and_hf_id() -> None:
 def test_a_model_without_a_head_needs_a_checkpoint() -> None:
     mixtral = get_model("mixtral-8x7b")
     assert eagle_head_for(mixtral) is None
-    with pytest.raises(ValueError, match="serving.speculative.draft_model"):
+    with pytest.raises(ValueError, match=r"serving\.speculative\.draft_model"):
         eagle_head(mixtral, None)
     user = eagle_head(mixtral, "/heads/mixtral-eagle")
     assert user.hf_id == "/heads/mixtral-eagle" and not user.eagle3 and user.draft_vocab is None

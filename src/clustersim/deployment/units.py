@@ -35,6 +35,7 @@ def stage_costs(
     """Analytic cost model of each pipeline stage's TP shard (on `hardware`: a degraded GPU,
     deployment/degraded.py; None: the experiment's)."""
     layout = exp.layout
+    spec = exp.serving.speculative
     return [
         StageCostModel(
             exp.model,
@@ -49,6 +50,7 @@ def stage_costs(
             first_layer=layers.start,
             engine=serving_engine(exp.serving),
             cuda_graphs=exp.serving.cuda_graphs,
+            queries_per_seq=1 if spec is None else spec.num_tokens + 1,
         )
         for s, layers in enumerate(built.stage_layers)
     ]

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clustersim.catalog.eagle_heads import eagle_head
+from clustersim.catalog.engines import EngineProfile, serving_engine
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import (
     Experiment,
@@ -79,13 +80,22 @@ def drafter_cost_model(
     ep: int = 1,
     moe_tp: int | None = None,
     cuda_graphs: bool = True,
+    engine: EngineProfile | None = None,
 ) -> StageCostModel:
-    """A cost model of one draft pass on one GPU of the last stage's TP group (its host
-    time is not used: `gpu_s`)."""
+    """A cost model of one draft pass on one GPU of the last stage's TP group, run by
+    `engine` (None: the default; its host time is not used: `gpu_s`)."""
     if spec.method == "draft_model":
         draft = draft_model_of(spec)
         return StageCostModel(
-            draft, hw, precision, tp, draft.num_layers, True, True, cuda_graphs=cuda_graphs
+            draft,
+            hw,
+            precision,
+            tp,
+            draft.num_layers,
+            True,
+            True,
+            engine=engine,
+            cuda_graphs=cuda_graphs,
         )
     shape, layers = drafter_shape(model, spec)
     return StageCostModel(
@@ -99,6 +109,7 @@ def drafter_cost_model(
         ep=ep,
         moe_tp=moe_tp,
         first_layer=layers.start,
+        engine=engine,
         cuda_graphs=cuda_graphs,
     )
 
@@ -232,6 +243,7 @@ def speculative_stage_costs(
         ep=lay.ep,
         moe_tp=lay.moe_tp,
         cuda_graphs=exp.serving.cuda_graphs,
+        engine=serving_engine(exp.serving),
     )
     last = len(targets) - 1
     return [
@@ -310,5 +322,6 @@ def lockstep_verify(exp: Experiment) -> LockstepVerify:
         ep=lay.ep,
         moe_tp=lay.moe_tp,
         cuda_graphs=exp.serving.cuda_graphs,
+        engine=serving_engine(exp.serving),
     )
     return LockstepVerify(attention, drafter, lay.dp)
