@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from clustersim.config.load import load_experiment
+from clustersim.config.schema import Layout
 from clustersim.planner.analytic import estimate, workload_stats
 from clustersim.planner.engines import LaunchConfig, launch_config
-from clustersim.planner.space import Candidate, enumerate_space
+from clustersim.planner.space import Candidate, enumerate_space, speculative_rule
 from clustersim.planner.spec import load_plan
 from clustersim.serving.speculative import mean_tokens_closed_form
 from clustersim.sim.engine import build
@@ -176,3 +177,13 @@ def test_analytic_estimate_counts_tokens_per_verify_step(tmp_path: Path) -> None
     # lower than a plain step / E[tokens]
     m = mean_tokens_closed_form(0.7, 3)
     assert without.loaded_tpot_s / m < with_spec.loaded_tpot_s < without.loaded_tpot_s
+
+
+def test_pools_are_candidates_unless_they_use_cp(tmp_path: Path) -> None:
+    text = PLAN.format(model="llama-3.1-8b", topology="dgx_h100_x1", layout="{tp: 1}", spec=EAGLE)
+    path = tmp_path / "exp.yaml"
+    path.write_text(text.replace("plan: {candidates: {layouts: [{tp: 1}]}}", ""))
+    base = load_experiment(path)
+    assert speculative_rule(Layout(tp=2), base, "decode") == ""
+    reason = speculative_rule(Layout(tp=1, cp=2), base, "prefill")
+    assert "context parallelism" in reason and "(the prefill pool)" in reason
