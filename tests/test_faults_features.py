@@ -85,24 +85,32 @@ horizon: {duration_s: 3}
 """
 
 
-def test_dp_attention_group_stops_when_one_gpu_is_lost(make_experiment: MakeExperiment) -> None:
+@pytest.mark.parametrize("spec", [None, DRAFT.replace("num_tokens: 3", "num_tokens: 2")])
+def test_dp_attention_group_stops_when_one_gpu_is_lost(
+    make_experiment: MakeExperiment, spec: str | None
+) -> None:
     """One GPU of the lock-step EP group fails: every DP rank stops (no step runs until the
-    group is repaired and has reloaded), their requests are retried, each finishes once."""
+    group is repaired and has reloaded), their requests are retried, each finishes once —
+    with and without speculative decoding (a fresh rank keeps verifying)."""
     faults = """faults:
   detect_s: 0.1
   reload: {bandwidth_GBps: 100}
   events: [{kind: gpu_down, target: n0.g3, at_s: 1.0, duration_s: 0.5}]
 """
-    out = run_experiment(make_experiment(DP_ATTENTION + faults))
+    text = DP_ATTENTION
+    if spec is not None:
+        text = text.replace("least_outstanding}", f"least_outstanding, speculative: {spec}}}")
+    out = run_experiment(make_experiment(text + faults))
     req = out.requests
     assert np.isfinite(req["finish_s"]).all() and not req["failed"].any()
     assert req["retries"].sum() > 0
     assert out.faults is not None and out.faults["replicas_affected"].iloc[0] == "0,1,2,3,4,5,6,7"
     it = out.iterations
-    reload_s = build(make_experiment(DP_ATTENTION + faults)).memory.weights_per_gpu_bytes / 100e9
+    reload_s = build(make_experiment(text + faults)).memory.weights_per_gpu_bytes / 100e9
     during = it[(it["end_s"] > 1.0) & (it["start_s"] < 1.5 + reload_s)]
     assert during.empty  # a step in flight at the failure is dropped, none starts before reload
     assert (it["start_s"] > 1.5 + reload_s).any()
+    assert (EMITTED_COLUMN in it.columns) == (spec is not None)
 
 
 def test_dp_attention_slow_gpu_is_a_clean_build_error(make_experiment: MakeExperiment) -> None:
