@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clustersim.model.moe_cost import MoECoefficients, MoELayerCost
 from clustersim.moe.eplb import (
@@ -147,3 +149,44 @@ def test_eplb_moves_expert_load_off_a_slow_ep_rank(make_experiment: MakeExperime
     assert slow_on[0] < 0.9 * slow_off[0]
     share = slow_on[1:]
     assert share[1] < 0.8 * min(share[r] for r in (0, 2, 3))
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["gpu_slowdown", "gpu_down"]),
+        st.integers(0, 7),
+        st.floats(0.0, 3.0),
+        st.one_of(st.none(), st.floats(0.2, 2.0)),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events=EVENTS)
+def test_conservation_with_slow_and_lost_ep_ranks(
+    make_experiment: MakeExperiment, events: list[tuple[str, int, float, float | None]]
+) -> None:
+    """Random slowdowns and losses of EP ranks under rebalancing EPLB: every request finishes
+    once or fails (ReplicaHealth raises on a second finish), rebalances keep their contract."""
+    lines = []
+    for kind, g, at, duration in events:
+        factor = ", compute_factor: 0.4, hbm_factor: 0.6" if kind == "gpu_slowdown" else ""
+        dur = "" if duration is None else f", duration_s: {duration:.3f}"
+        lines.append(f"    - {{kind: {kind}, target: n0.g{g}, at_s: {at:.3f}{dur}{factor}}}\n")
+    faults = "faults:\n  detect_s: 0.1\n  reload: {bandwidth_GBps: 200}\n  events:\n" + "".join(
+        lines
+    )
+    out = run_experiment(make_experiment(SLOW_EP_RANK + faults, ["horizon.duration_s=3"]))
+    req = out.requests
+    done = np.isfinite(req["finish_s"].to_numpy(dtype=float))
+    failed = req["failed"].to_numpy(dtype=bool)
+    dropped = req["dropped"].to_numpy(dtype=bool)
+    assert not (done & failed).any() and int(done.sum() + failed.sum() + dropped.sum()) == len(req)
+    if failed.any():  # only when some replica never comes back
+        assert any(kind == "gpu_down" and duration is None for kind, _, _, duration in events)
+    assert out.eplb is not None
+    assert (out.eplb["imbalance_after"] <= out.eplb["imbalance_before"] + 1e-12).all()
