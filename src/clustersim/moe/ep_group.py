@@ -19,6 +19,8 @@ One simpy process runs the whole group. A step:
    which hold `A2A_NORMAL_SMS` of the GPU's SMs while they run: their compute runs on the
    rest (÷ (1 − SMs / sm_count)). Decode-only steps use the low-latency kernels, which occupy
    no SMs (DeepEP's hook-based receive).
+   Each rank's dense part is priced on its own GPUs: a slowed GPU re-prices its rank's
+   (`set_rank_costs`, docs/faults.md) and the step waits for the slowest rank.
    Host time (the engine profile's) is the busiest rank's: added, or hidden behind the GPU
    step with an overlap scheduler (StageCostModel.with_host).
 5. every rank's batch completes at the same instant; one iterations row per DP rank.
@@ -121,6 +123,8 @@ class EPGroup:
         self.rank_gpus = tuple(tuple(g) for g in rank_gpus)
         self.tp = len(self.rank_gpus[0])
         self.cost = cost
+        # each DP rank's dense part (a slowed GPU re-prices its rank's: set_rank_costs)
+        self.rank_costs = [cost] * len(self.rank_gpus)
         self.moe = moe
         self.a2a = a2a
         self.fabric = fabric
@@ -137,7 +141,7 @@ class EPGroup:
         self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
         self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
-        self._idle_s = cost.dense_part_s(0, 0.0, 0, 0)
+        self._idle_s = [cost.dense_part_s(0, 0.0, 0, 0)] * len(self.rank_gpus)
         self._copies_version = -1  # MoEGroup.version the cached token copies belong to
         self._copies: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
         self._expected: F64 = np.zeros(0)
@@ -150,6 +154,12 @@ class EPGroup:
         if self._idle:
             self._idle = False
             self._wake.succeed()
+
+    def set_rank_costs(self, costs: Sequence[StageCostModel]) -> None:
+        """Each DP rank's dense-part cost from the next step on (a step in flight keeps its
+        price); the group's step waits for the slowest rank's dense part."""
+        self.rank_costs = list(costs)
+        self._idle_s = [c.dense_part_s(0, 0.0, 0, 0) for c in costs]
 
     def stop_rank(self, d: int) -> list[int]:
         """Drop DP rank d's state and the group's step in flight; the requests it held."""
@@ -168,10 +178,10 @@ class EPGroup:
             return b.decode_ctx_tokens
         return self.verify.verify_ctx(b.decode_tokens, b.decode_ctx_tokens)
 
-    def _dense_s(self, b: Batch | None) -> float:
+    def _dense_s(self, d: int, b: Batch | None) -> float:
         if b is None:
-            return self._idle_s
-        return self.cost.dense_part_s(
+            return self._idle_s[d]
+        return self.rank_costs[d].dense_part_s(
             b.prefill_tokens,
             b.prefill_attn_pairs,
             b.decode_tokens,
@@ -179,11 +189,11 @@ class EPGroup:
             len(b.prefill),
         )
 
-    def _dense_two_microbatches_s(self, b: Batch | None) -> float:
-        """Dense seconds of a batch run as two micro-batches (each reads the weights)."""
+    def _dense_two_microbatches_s(self, rank: int, b: Batch | None) -> float:
+        """Dense seconds of a rank's batch run as two micro-batches (each reads the weights)."""
         if b is None:
-            return 2.0 * self._idle_s
-        c = self.cost
+            return 2.0 * self._idle_s[rank]
+        c = self.rank_costs[rank]
         p, d = b.prefill_tokens, b.decode_tokens
         pairs, ctx, seqs = b.prefill_attn_pairs, self._decode_ctx(b), len(b.prefill)
         first = c.dense_part_s(
@@ -289,12 +299,13 @@ class EPGroup:
         seqs = max(b.num_seqs if b is not None else 0 for b in batches)
         draft_s, draft_share = draft_step(self.verify, batches, total, self.a2a.moe_layers)
         if not self.tbo:
-            gpu = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total) + draft_s
+            dense = max(self._dense_s(d, b) for d, b in enumerate(batches))
+            gpu = dense + moe.moe_s(loads, total) + draft_s
             compute = self.cost.with_host(gpu, seqs)
             yield env.timeout(compute)
             yield from self._exchange(dispatch, combine, 1)
         else:
-            dense = max(self._dense_two_microbatches_s(b) for b in batches)
+            dense = max(self._dense_two_microbatches_s(d, b) for d, b in enumerate(batches))
             gpu = dense + 2.0 * moe.moe_s(loads * 0.5, total / 2.0)
             if any(b is not None and b.prefill_tokens > 0 for b in batches):
                 gpu /= self.tbo_compute_share  # normal all-to-all kernels hold SMs
