@@ -79,6 +79,7 @@ def test_slow_rank_is_the_bottleneck_of_a_compute_bound_step(
     group, degraded = ep_group(make_experiment, DP_ATTENTION)
     batch = prefill(8192)
     nominal = [group._dense_s(d, batch) for d in range(8)]
+    two_mb = group._dense_two_microbatches_s(3, batch)  # two-batch overlap's dense part
     pairs = np.full((32, 8), 8 * 8192.0 * 2 / 8)  # 32 MoE layers, top-2 over 8 ranks
     moe_nominal = group.moe.cost.step_s(pairs, 8 * 8192)
     pace_dp_ranks(group, group.cost, degraded, {"n0.g3": f}, {"n0.g3": f})
@@ -89,6 +90,7 @@ def test_slow_rank_is_the_bottleneck_of_a_compute_bound_step(
     assert slowed[3] == on_slow_gpu.dense_part_s(8192, batch.prefill_attn_pairs, 0, 0, 1)
     assert [slowed[d] for d in range(8) if d != 3] == [nominal[d] for d in range(8) if d != 3]
     assert max(slowed) == slowed[3]
+    assert group._dense_two_microbatches_s(3, batch) == pytest.approx(two_mb / f, rel=0.01)
     assert group.moe.cost.step_s(pairs, 8 * 8192) == pytest.approx(moe_nominal / f, rel=0.01)
     pace_dp_ranks(group, group.cost, degraded, {}, {})  # the fault ends: full speed again
     assert [group._dense_s(d, batch) for d in range(8)] == nominal
