@@ -128,3 +128,35 @@ horizon: {duration_s: 300}
             answer_blocks += min(held, (p - 1) // bt) - prev_p // bt
         last[s] = (int(p), int(o), float(fin))
     assert checked > 20 and answer_blocks > checked  # answers gave > 1 block a turn
+
+
+# --------------------------------------------------------------------------- reserve_full
+
+
+def test_reserve_full_reserves_beside_the_shared_prefix_once(
+    tmp_path: Path, make_experiment: MakeExperiment
+) -> None:
+    """kv_admission: reserve_full with prefix caching (TensorRT-LLM GUARANTEED_NO_EVICT with
+    KV reuse). A first request caches an 8-block prompt; then two requests reusing it run at
+    once: each reserves only its suffix + output, the 8 shared blocks are counted once, so
+    the lane's KV use peaks at 8 · 32 + 2 × (reservation − 8 · 32) pool blocks."""
+    tail, out_tokens = 100, 64
+    prompt = 8 * BT + tail
+    rows = [(0.0, prompt, 4, [*range(8), 900])]
+    rows += [(30.0, prompt, out_tokens, [*range(8), 901 + j]) for j in range(2)]
+    trace = write_trace(tmp_path / "shared.jsonl", rows)
+    text = experiment_text(trace).replace("dp: 2", "dp: 1")
+    exp = make_experiment(text, ["serving.kv_admission=reserve_full"])
+    out, lanes = run_capturing_lanes(exp)
+    req = out.requests.sort_values("arrival_s")
+    assert req["cached_tokens"].tolist() == [0, 8 * BT, 8 * BT]
+    assert (req["preemptions"] == 0).all()
+    assert int(out.iterations["prefill_tokens"].sum()) == prompt + 2 * tail
+    block = exp.serving.block_size
+    shared = 8 * BT // block
+    reservation = -(-(prompt + out_tokens) // block)
+    later = out.iterations[out.iterations["start_s"] >= 30.0]
+    assert int(later["kv_used_blocks"].max()) == shared + 2 * (reservation - shared)
+    cache = lanes[0][0].cache
+    cache.check()
+    assert cache.used == 0 and cache.cached_prefix_blocks == 8

@@ -171,6 +171,7 @@ class _CheckedEviction:
     rows=shared_prefix_traces(),
     lane_blocks=st.integers(400, 1200),
     host_gb=st.sampled_from([0.0, 1.0]),
+    admission=st.sampled_from(["incremental", "reserve_full"]),
 )
 def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     tmp_path: Path,
@@ -179,11 +180,13 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     rows: list[tuple[float, int, int, list[int]]],
     lane_blocks: int,
     host_gb: float,
+    admission: str,
 ) -> None:
-    """Small KV pools (preemption and eviction happen): recorded KV use ≤ capacity at every
-    step, eviction takes only unpinned leaves, every request finishes, the tree's invariants
-    hold after every answer is published, and at the end the caches hold no private block
-    and no pin (nothing counted twice, nothing leaked)."""
+    """Small KV pools (preemption and eviction happen), either KV admission: recorded KV use
+    ≤ capacity at every step, eviction takes only unpinned leaves, every request finishes
+    (reserve_full: none preempted), the tree's invariants hold after every answer is
+    published, and at the end the caches hold no private block and no pin (nothing counted
+    twice, nothing leaked)."""
     trace = write_trace(tmp_path / "t.jsonl", rows)
     text = experiment_text(trace).replace(
         "{enabled: true}", f"{{enabled: true, host_memory_GB: {host_gb}}}"
@@ -192,7 +195,8 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     longest = max(p + o for _, p, o, _ in rows)
     blocks = max(lane_blocks, -(-longest // 16) + 64)
     u = kv_utilisation(exp, blocks)
-    exp = make_experiment(text, [f"serving.gpu_memory_utilization={u!r}"])
+    overrides = [f"serving.gpu_memory_utilization={u!r}", f"serving.kv_admission={admission}"]
+    exp = make_experiment(text, overrides)
     checked = _CheckedEviction()
     publish_answer = LanePrefix.publish_answer
 
@@ -210,6 +214,8 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     it = out.iterations
     assert (it["kv_used_blocks"] <= it["kv_capacity_blocks"]).all()
     assert out.requests["finish_s"].notna().all()
+    if admission == "reserve_full":  # GUARANTEED_NO_EVICT: reservations, never preempted
+        assert (out.requests["preemptions"] == 0).all()
     cached = out.requests["cached_tokens"].to_numpy()
     assert (cached % BT == 0).all() and (cached < out.requests["prompt_tokens"]).all()
     for unit in lanes:
