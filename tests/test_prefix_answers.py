@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 
 from clustersim.config.schema import Experiment
+from clustersim.serving import prefix_lane_choice
 from clustersim.sim.engine import experiment_requests, run_experiment
 from clustersim.workload.prefix_blocks import PrefixBlocks, successor_answers
-from test_prefix_caching import BT, experiment_text, run_capturing_lanes, write_trace
+from test_prefix_caching import (
+    BT,
+    _conversations,
+    experiment_text,
+    run_capturing_lanes,
+    write_trace,
+)
 
 MakeExperiment = Callable[..., Experiment]
 
@@ -160,3 +168,30 @@ def test_reserve_full_reserves_beside_the_shared_prefix_once(
     cache = lanes[0][0].cache
     cache.check()
     assert cache.used == 0 and cache.cached_prefix_blocks == 8
+
+
+# --------------------------------------------------------------------------- PP lanes
+
+
+def test_pipeline_lanes_follow_the_prefix(tmp_path: Path, make_experiment: MakeExperiment) -> None:
+    """A PP = 2 replica has two lanes, each with its own cache: a conversation's later turns
+    go to the lane holding its earlier ones (serving/prefix_lane_choice.py), so they reuse
+    more than under the least-loaded lane choice, which alternates them."""
+    # turns overlap (long answers, arrivals 0.1 s apart), so both lanes stay busy
+    rows = [(t, p, 300, ids) for t, p, _, ids in _conversations(5, 6, 0.1)]
+    trace = write_trace(tmp_path / "conv.jsonl", rows)
+    text = experiment_text(trace).replace("{tp: 1, dp: 2}", "{tp: 1, pp: 2, dp: 1}")
+    out, lanes = run_capturing_lanes(make_experiment(text))
+    with patch.object(prefix_lane_choice, "prefix_lane", _least_outstanding_lane):
+        blind = run_experiment(make_experiment(text))
+    hit = out.requests["cached_tokens"].sum() / out.requests["prompt_tokens"].sum()
+    hit_blind = blind.requests["cached_tokens"].sum() / blind.requests["prompt_tokens"].sum()
+    assert hit > hit_blind + 0.1
+    assert len(lanes[0]) == 2 and all(lane.cache.stats.lookups > 0 for lane in lanes[0])
+    for lane in lanes[0]:
+        lane.cache.check()
+        assert lane.cache.used == 0
+
+
+def _least_outstanding_lane(rid: int, lanes: object, outstanding: list[int]) -> int:
+    return outstanding.index(min(outstanding))
