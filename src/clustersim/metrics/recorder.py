@@ -34,11 +34,7 @@ EMITTED_COLUMN = "emitted_tokens"
 
 IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, float, float, int, int]
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
-    "start_s",
-    "end_s",
-    "compute_s",
-    "comm_s",
-    "bubble_s",
+    "start_s", "end_s", "compute_s", "comm_s", "bubble_s"
 }
 
 
@@ -87,12 +83,8 @@ class Recorder:
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(
-            (
-                table[:, col("lane")],
-                table[:, col("stage")],
-                table[:, col("replica")],
-                table[:, col("start_s")],
-            )
+            (table[:, col("lane")], table[:, col("stage")], table[:, col("replica")],
+             table[:, col("start_s")])
         )
         columns = {
             name: (

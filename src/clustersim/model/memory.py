@@ -237,14 +237,7 @@ def plan_memory(
     for s, layers in enumerate(ranges):
         first, last = s == 0, s == pp - 1
         w = stage_weight_bytes(
-            model,
-            precision,
-            layers,
-            tp,
-            first,
-            last,
-            layout.ep,
-            layout.moe_tp,
+            model, precision, layers, tp, first, last, layout.ep, layout.moe_tp,
             redundant_experts,
         )
         a = stage_activation_bytes(
