@@ -127,6 +127,9 @@ def test_dp_attention_slow_gpu_with_speculative_decoding_is_a_clean_build_error(
         BuildError, match=r"^faults\.events\.0\.kind: gpu_slowdown .*dp_attention and serving"
     ):
         build(make_experiment(text + faults))
+    implicit = text.replace(", dp_attention: true", "")  # ep = tp × dp: the same layout mode
+    with pytest.raises(BuildError, match=r"gpu_slowdown with layout dp_attention and serving"):
+        build(make_experiment(implicit + faults))
     build(make_experiment(DP_ATTENTION + faults))  # without speculative decoding it builds
 
 
