@@ -78,22 +78,22 @@ def test_slow_rank_is_the_bottleneck_of_a_compute_bound_step(
     is rank 3's. Its experts (EP rank 3) run at f too: with equal loads the MoE time is 1/f."""
     group, degraded = ep_group(make_experiment, DP_ATTENTION)
     batch = prefill(8192)
-    nominal = [group._dense_s(d, batch) for d in range(8)]
-    two_mb = group._dense_two_microbatches_s(3, batch)  # two-batch overlap's dense part
+    nominal = [group.dense.rank_s(d, batch) for d in range(8)]
+    two_mb = group.dense.two_microbatches_s(3, batch)  # two-batch overlap's dense part
     pairs = np.full((32, 8), 8 * 8192.0 * 2 / 8)  # 32 MoE layers, top-2 over 8 ranks
     moe_nominal = group.moe.cost.step_s(pairs, 8 * 8192)
     pace_dp_ranks(group, group.cost, degraded, {"n0.g3": f}, {"n0.g3": f})
-    slowed = [group._dense_s(d, batch) for d in range(8)]
+    slowed = [group.dense.rank_s(d, batch) for d in range(8)]
     assert slowed[3] == pytest.approx(nominal[3] / f, rel=0.01)
     exp = degraded.exp
     on_slow_gpu = stage_costs(exp, degraded.built, degraded_hardware(exp.hardware, f, f))[0]
     assert slowed[3] == on_slow_gpu.dense_part_s(8192, batch.prefill_attn_pairs, 0, 0, 1)
     assert [slowed[d] for d in range(8) if d != 3] == [nominal[d] for d in range(8) if d != 3]
     assert max(slowed) == slowed[3]
-    assert group._dense_two_microbatches_s(3, batch) == pytest.approx(two_mb / f, rel=0.01)
+    assert group.dense.two_microbatches_s(3, batch) == pytest.approx(two_mb / f, rel=0.01)
     assert group.moe.cost.step_s(pairs, 8 * 8192) == pytest.approx(moe_nominal / f, rel=0.01)
     pace_dp_ranks(group, group.cost, degraded, {}, {})  # the fault ends: full speed again
-    assert [group._dense_s(d, batch) for d in range(8)] == nominal
+    assert [group.dense.rank_s(d, batch) for d in range(8)] == nominal
     assert group.moe.cost.step_s(pairs, 8 * 8192) == moe_nominal
 
 
@@ -104,11 +104,11 @@ def test_hbm_slowdown_slows_a_memory_bound_decode_step(make_experiment: MakeExpe
     group, degraded = ep_group(make_experiment, DP_ATTENTION)
     b = Batch()
     b.decode_tokens, b.decode_ctx_tokens, b.num_seqs = 8, 8 * 512, 8
-    base = group._dense_s(5, b)
+    base = group.dense.rank_s(5, b)
     pace_dp_ranks(group, group.cost, degraded, {}, {"n0.g5": 0.5})
-    assert 1.3 * base < group._dense_s(5, b) <= 2 * base
+    assert 1.3 * base < group.dense.rank_s(5, b) <= 2 * base
     pace_dp_ranks(group, group.cost, degraded, {"n0.g5": 0.5}, {})
-    assert group._dense_s(5, b) < 1.1 * base
+    assert group.dense.rank_s(5, b) < 1.1 * base
 
 
 WINDOW = """faults:

@@ -20,7 +20,7 @@ One simpy process runs the whole group. A step:
    rest (÷ (1 − SMs / sm_count)). Decode-only steps use the low-latency kernels, which occupy
    no SMs (DeepEP's hook-based receive).
    Each rank's dense part is priced on its own GPUs: a slowed GPU re-prices its rank's
-   (`set_rank_costs`, docs/faults.md) and the step waits for the slowest rank.
+   (moe/rank_dense.py, docs/faults.md) and the step waits for the slowest rank.
    Host time (the engine profile's) is the busiest rank's: added, or hidden behind the GPU
    step with an overlap scheduler (StageCostModel.with_host).
 5. every rank's batch completes at the same instant; one iterations row per DP rank.
@@ -47,6 +47,7 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.speculative_cost import LockstepVerify, RankStep
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.moe_group import MoEGroup
+from clustersim.moe.rank_dense import RankDense
 from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
 from clustersim.network.fabric import Fabric
 from clustersim.network.routing import PairSet
@@ -123,8 +124,6 @@ class EPGroup:
         self.rank_gpus = tuple(tuple(g) for g in rank_gpus)
         self.tp = len(self.rank_gpus[0])
         self.cost = cost
-        # each DP rank's dense part (a slowed GPU re-prices its rank's: set_rank_costs)
-        self.rank_costs = [cost] * len(self.rank_gpus)
         self.moe = moe
         self.a2a = a2a
         self.fabric = fabric
@@ -141,7 +140,8 @@ class EPGroup:
         self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
         self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
-        self._idle_s = [cost.dense_part_s(0, 0.0, 0, 0)] * len(self.rank_gpus)
+        # each DP rank's dense part (a slowed GPU re-prices its rank's: docs/faults.md)
+        self.dense = RankDense(cost, len(self.rank_gpus), self._decode_ctx)
         self._copies_version = -1  # MoEGroup.version the cached token copies belong to
         self._copies: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
         self._expected: F64 = np.zeros(0)
@@ -154,12 +154,6 @@ class EPGroup:
         if self._idle:
             self._idle = False
             self._wake.succeed()
-
-    def set_rank_costs(self, costs: Sequence[StageCostModel]) -> None:
-        """Each DP rank's dense-part cost from the next step on (a step in flight keeps its
-        price); the group's step waits for the slowest rank's dense part."""
-        self.rank_costs = list(costs)
-        self._idle_s = [c.dense_part_s(0, 0.0, 0, 0) for c in costs]
 
     def stop_rank(self, d: int) -> list[int]:
         """Drop DP rank d's state and the group's step in flight; the requests it held."""
@@ -177,30 +171,6 @@ class EPGroup:
         if self.verify is None:
             return b.decode_ctx_tokens
         return self.verify.verify_ctx(b.decode_tokens, b.decode_ctx_tokens)
-
-    def _dense_s(self, d: int, b: Batch | None) -> float:
-        if b is None:
-            return self._idle_s[d]
-        return self.rank_costs[d].dense_part_s(
-            b.prefill_tokens,
-            b.prefill_attn_pairs,
-            b.decode_tokens,
-            self._decode_ctx(b),
-            len(b.prefill),
-        )
-
-    def _dense_two_microbatches_s(self, rank: int, b: Batch | None) -> float:
-        """Dense seconds of a rank's batch run as two micro-batches (each reads the weights)."""
-        if b is None:
-            return 2.0 * self._idle_s[rank]
-        c = self.rank_costs[rank]
-        p, d = b.prefill_tokens, b.decode_tokens
-        pairs, ctx, seqs = b.prefill_attn_pairs, self._decode_ctx(b), len(b.prefill)
-        first = c.dense_part_s(
-            (p + 1) // 2, pairs / 2.0, (d + 1) // 2, (ctx + 1) // 2, max(1, (seqs + 1) // 2)
-        )
-        second = c.dense_part_s(p // 2, pairs / 2.0, d // 2, ctx // 2, max(1, seqs // 2))
-        return first + second
 
     def _flows(
         self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
@@ -299,13 +269,12 @@ class EPGroup:
         seqs = max(b.num_seqs if b is not None else 0 for b in batches)
         draft_s, draft_share = draft_step(self.verify, batches, total, self.a2a.moe_layers)
         if not self.tbo:
-            dense = max(self._dense_s(d, b) for d, b in enumerate(batches))
-            gpu = dense + moe.moe_s(loads, total) + draft_s
+            gpu = self.dense.step_s(batches) + moe.moe_s(loads, total) + draft_s
             compute = self.cost.with_host(gpu, seqs)
             yield env.timeout(compute)
             yield from self._exchange(dispatch, combine, 1)
         else:
-            dense = max(self._dense_two_microbatches_s(d, b) for d, b in enumerate(batches))
+            dense = self.dense.two_microbatches_step_s(batches)
             gpu = dense + 2.0 * moe.moe_s(loads * 0.5, total / 2.0)
             if any(b is not None and b.prefill_tokens > 0 for b in batches):
                 gpu /= self.tbo_compute_share  # normal all-to-all kernels hold SMs

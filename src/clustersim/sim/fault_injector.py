@@ -6,7 +6,7 @@ At each change point (faults/schedule.py) it sets, from the faults active then:
 - each sampled MoE stage's EP ranks: a rank's expert GEMMs run at its own GPUs' pace, and
   EPLB (if on) sees the slow rank (moe/moe_group.py `set_rank_speed`);
 - each DP-attention EP group's ranks: a DP rank's dense part runs at the pace of its own TP
-  group (moe/ep_group.py `set_rank_costs`) and its EP ranks' experts as above, so the
+  group (moe/rank_dense.py) and its EP ranks' experts as above, so the
   lock-step step waits for the slowest rank;
 - the fabric's link bandwidths, extra latencies and detours around down links
   (network/fabric.py `set_link_faults`; rates of flows in flight are solved again);
@@ -157,7 +157,7 @@ def pace_dp_ranks(
 ) -> None:
     """A DP-attention group: each DP rank's dense part (`dense` at full speed) priced at its
     own TP group's pace, each EP rank's experts at its GPU's; the lock-step step is the max."""
-    group.set_rank_costs(
+    group.dense.set_costs(
         [degraded.dense_cost(dense, 0, *group_pace(gpus, compute, hbm)) for gpus in group.rank_gpus]
     )
     pace_experts(group.moe, compute, hbm)
