@@ -7,7 +7,6 @@ verifies as the acceptance theory says, and publishes answer blocks of accepted 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from unittest.mock import patch
 
 import numpy as np
@@ -20,7 +19,7 @@ from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.speculative import AcceptanceProfile
 from clustersim.sim.engine import RunOutput, run_experiment
 from conftest import MakeExperiment, write_yaml
-
+from test_prefix_caching import run_capturing_lanes
 
 K, RATE = 3, 0.8  # draft tokens per step, acceptance rate of each
 
@@ -132,3 +131,72 @@ def test_answer_blocks_hold_accepted_kv_only(
         lane.cache.stats.inserted_blocks for lane in {id(c[0]): c[0] for c in calls}.values()
     )
     assert answered > 0
+
+
+DEEPSEEK_MTP_DP_ATTENTION = """
+name: prefix_mtp_dp_attention
+seed: 5
+model: deepseek-v3
+hardware: h200
+topology:
+  name: h200x8
+  nodes: 1
+  gpus_per_node: 8
+  gpu: h200
+  nvlink: {domain: node, bandwidth_GBps: 450, latency_us: 2.0}
+  pcie: {bandwidth_GBps: 64, latency_us: 1.0}
+layout: {tp: 1, dp: 8, ep: 8, dp_attention: true}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+serving:
+  engine: sglang
+  router: cache_aware
+  prefix_caching: {enabled: true}
+  speculative: {method: mtp, num_tokens: 3, acceptance: [0.87, 0.75, 0.65]}
+workload:
+  arrival: {process: sessions}
+  sessions:
+    session_rate_rps: 2
+    system_prompts: {count: 4, tokens: {median: 2048, sigma: 0.3}, skew: 1.0}
+    classes: [chat]
+horizon: {duration_s: 30}
+"""
+
+DISAGGREGATED = (
+    SESSIONS
+    + """
+disaggregation:
+  prefill: {layout: {tp: 1, dp: 2}}
+  decode: {layout: {tp: 1, dp: 2}}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "rates"),
+    [(DEEPSEEK_MTP_DP_ATTENTION, (0.87, 0.75, 0.65)), (DISAGGREGATED, (RATE,) * K)],
+    ids=["deepseek_mtp_dp_attention", "disaggregated_eagle"],
+)
+def test_dp_attention_and_disaggregated_pools(
+    make_experiment: MakeExperiment, text: str, rates: tuple[float, ...]
+) -> None:
+    """DeepSeek-V3 with MTP on DP-attention 8 × EP8 (a cache per DP rank) and disaggregated
+    pools (a cache per prefill replica, verify steps in the decode pool): every request
+    finishes, tokens are conserved, the caches are hit, verify steps follow the theory, and
+    every cache ends with no private block and no pin."""
+    out, lanes = run_capturing_lanes(make_experiment(text))
+    req, it = out.requests, out.iterations
+    assert req["finish_s"].notna().all() and len(req) > 30
+    assert int(it[EMITTED_COLUMN].sum()) + len(req) == int(req["output_tokens"].sum())
+    assert req["cached_tokens"].sum() > 0.3 * req["prompt_tokens"].sum()
+    k = len(rates)
+    profile = AcceptanceProfile(np.asarray(rates))
+    steps = int((it["decode_tokens"] // (k + 1)).sum())
+    measured = int(it[EMITTED_COLUMN].sum()) / steps
+    stderr = math.sqrt(profile.variance_tokens() / steps)
+    capped = k * len(req) / steps
+    theory = profile.mean_tokens_per_step
+    assert theory - 4 * stderr - capped < measured < theory + 4 * stderr
+    for unit in lanes:
+        for lane in unit:
+            lane.cache.check()
+            assert lane.cache.used == 0 and not lane.shared
