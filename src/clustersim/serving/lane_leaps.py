@@ -18,6 +18,7 @@ from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
+from clustersim.serving.pipeline_leap import PipelineLeap
 from clustersim.serving.scheduler import Scheduler, no_leap
 
 Process = Generator[simpy.Event, Any, None]
@@ -32,6 +33,7 @@ class LaneLeaps:
     costs: tuple[Any, ...]
     groups: tuple[tuple[str, ...], ...]
     lanes: list[Any]  # serving/replica.py Lane: .scheduler
+    _trips: PipelineLeap | None = None  # PP > 1: batches' trips in closed form
 
     def _init_leaps(
         self, eligible: bool, fabric: object, serving: ServingSpec, kv_blocks: int
@@ -61,11 +63,14 @@ class LaneLeaps:
             self._leap.cut(self.env.now)
         if reprice and self._pricing is not None:
             self._pricing.forget()
+        if reprice and self._trips is not None:
+            self._trips.forget()
 
     def forbid_leaps(self) -> None:
         """Step every step (a run with faults: its replicas stop and slow down mid-run)."""
         self.interrupt()
         self._pricing = None
+        self._trips = None
         self._leap_scheduler.interrupt = no_leap
 
     def _leap_kv_used(self) -> int | None:

@@ -22,6 +22,7 @@ from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
+from clustersim.serving.pipeline_leap import pipeline_leap
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
@@ -126,6 +127,11 @@ class Replica(LaneLeaps):
                 tuple(zip(self.groups[s], self.groups[s + 1], strict=False))
                 for s in range(self.pp - 1)
             ]
+            self._in_pipeline = 0  # batches the stage processes hold (stepped)
+            self._trips = pipeline_leap(  # serving/pipeline_leap.py
+                env, fabric, self.groups, self.costs, self._handoff_pairs, serving,
+                kv_blocks_per_lane, recorder, index,
+            )  # fmt: skip
             for lane in self.lanes:
                 env.process(self._pipelined_lane(lane))
             for stage in self.stages:
@@ -257,11 +263,28 @@ class Replica(LaneLeaps):
         while True:
             batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
+            if (trip := self._trip(lane, batch)) is not None:
+                yield from trip  # the batch's whole trip as one event
+                sched.complete(batch, env.now)
+                continue
             done = env.event()
+            self._in_pipeline += 1
             self._enqueue(first, _InFlight(batch, lane, done, epoch))
             yield done
+            self._in_pipeline -= 1
             if self.epoch == epoch:
                 sched.complete(batch, env.now)
+
+    def _trip(self, lane: Lane, batch: Batch) -> Process | None:
+        """The batch's trip in closed form (serving/pipeline_leap.py), or None: step it."""
+        trips = self._trips
+        if trips is None:
+            return None
+        if not trips.on:
+            if self._in_pipeline or not trips.usable(self.env.now):
+                return None
+            trips.switch_on([stage.busy_until for stage in self.stages])
+        return trips.trip(lane.index, lane.scheduler, batch)
 
     def _enqueue(self, stage: _Stage, item: _InFlight) -> None:
         stage.queue.append(item)

@@ -1,0 +1,254 @@
+"""The pipeline leap: a PP replica's batch crosses its p stages as one event.
+
+A pipelined replica (serving/replica.py) steps each batch through its stages as processes:
+per stage a compute timeout, the TP all-reduces on the fabric, a hand-off to the next stage
+on the fabric, a wake-up there — about eight simpy events and two fabric entities a stage
+step. When the replica's all-reduce and hand-off links are its own (no other unit, and no
+other of its channels — a stage's all-reduces, a stage's hand-off — claims them: a
+co-located dense run, `Fabric.only_tp_allreduces`) every transfer runs alone at its solo
+rate, so a stage step's times follow in closed form (network/private_allreduce.py,
+network/private_handoff.py), and the stages are a flow shop: batches enter stage 0 in the
+order their lanes form them and keep that order at every stage (FIFO queues, and a
+hand-off's move is shorter than any step, so a later batch never overtakes), so stage s
+starts batch k at max(its arrival from stage s − 1, the end of stage s's previous batch).
+
+Hence when a lane forms a batch, its whole trip is known: `PipelineLeap.trip` computes every
+stage's start, compute, all-reduce and hand-off with the simpy clock's own additions, the
+lane waits on one timer landing exactly on the last stage's end (`exact_delay`), then the
+rows of the p stage steps are written and their link bytes booked — the rows and bytes
+stepping writes (the iteration table is sorted at the end; per link cell the bookings come
+in the same order: a channel's transfers in batch order) — and the lane completes the batch
+as stepping does. Nothing from outside can change a trip: an arrival only queues a request
+for the lane's next batch, and the lane's blocks change only when it forms or completes a
+batch (faults and prefix caching step every step: `LaneLeaps.forbid_leaps`).
+
+A replica switches to trips for good at a batch formation that finds its pipeline empty
+once the fabric has settled (PrivateAllReduce.settled): from then on no stepped transfer of
+its own is in flight, and leaving its entities out of the fluid engine changes no other
+entity's completion time. The one conceivable difference from stepping is the all-reduce
+leap's: two units' transfers ending within the fluid engine's completion tolerance (1e-12 s)
+complete together when stepped. `CLUSTERSIM_DECODE_LEAP=0` steps every stage step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import simpy
+
+from clustersim.config.schema import ServingSpec
+from clustersim.metrics.recorder import Recorder
+from clustersim.model.stage_cost import StageCost, StageCostModel
+from clustersim.network.fabric import Fabric
+from clustersim.network.private_allreduce import Phase, PrivateAllReduce
+from clustersim.network.private_handoff import PrivateHandoff
+from clustersim.serving.batch import Batch
+from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
+from clustersim.serving.scheduler import Scheduler
+
+Process = Generator[simpy.Event, Any, None]
+Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
+
+_OWNERS = itertools.count(1)  # link claims of trips' channels (PP1 groups claim as id(replica))
+
+
+def exact_delay(now: float, at_s: float) -> float:
+    """A delay d ≥ 0 with now + d == at_s in floats (simpy schedules a timeout at now + d)."""
+    d = at_s - now
+    while now + d < at_s:
+        d = math.nextafter(d, math.inf)
+    while d > 0.0 and now + d > at_s:
+        d = math.nextafter(d, -math.inf)
+    if now + d != at_s:
+        raise RuntimeError(f"no delay lands on {at_s!r} from {now!r}")
+    return d
+
+
+def shortest_step_s(cost: StageCostModel) -> float:
+    """A lower bound on any step of `cost`'s stage (seconds): one token, decode or prefill,
+    eager or graph (compute_s does not decrease as a batch grows within a mode)."""
+    graph_max = cost._graph_max_batch
+    return min(
+        cost.compute_s(0, 0.0, 1, 0, 0),
+        cost.compute_s(1, 0.0, 0, 0, 1),
+        cost.compute_s(0, 0.0, graph_max + 1, 0, 0),
+        cost.compute_s(graph_max + 1, 0.0, 0, 0, 1),
+    )
+
+
+class PipelineLeap:
+    """Trips of one pipelined replica's batches through its stages (see module docstring)."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        fabric: Fabric,
+        groups: tuple[tuple[str, ...], ...],
+        costs: tuple[StageCostModel, ...],
+        handoff_pairs: Sequence[tuple[tuple[str, str], ...]],
+        serving: ServingSpec,
+        kv_blocks: int,
+        recorder: Recorder,
+        replica: int,
+    ) -> None:
+        self.env = env
+        self.fabric = fabric
+        self.costs = costs
+        self.recorder = recorder
+        self.replica = replica
+        self.tp = len(groups[0])
+        self.on = False  # switched to trips (for good)
+        max_tokens = max_step_tokens(serving, kv_blocks)
+        self.allreduces = [
+            PrivateAllReduce(
+                fabric,
+                group,
+                next(_OWNERS),
+                cost.allreduce_bytes(max_tokens),
+                cost.allreduces_per_step,
+            )
+            if self.tp > 1
+            else None
+            for group, cost in zip(groups, costs, strict=True)
+        ]
+        self.handoffs = [PrivateHandoff(fabric, pairs, next(_OWNERS)) for pairs in handoff_pairs]
+        self._ordered = True  # every hand-off's move is shorter than half its stage's step
+        for s, h in enumerate(self.handoffs):
+            if h.links is None:
+                self._ordered = False
+                continue
+            longest = h.move_s(costs[s].handoff_bytes(max_tokens) / self.tp)
+            fabric.settle_s = max(fabric.settle_s, longest)
+            self._ordered &= 2.0 * longest <= shortest_step_s(costs[s])
+        self._private: bool | None = None
+        self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
+        self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
+        self._phases: list[dict[int, list[Phase] | None]] = [{} for _ in groups]
+
+    def usable(self, now: float) -> bool:
+        """Whether trips may start now (their transfers alone, the fabric settled)."""
+        if self._private is None:
+            self._private = self._ordered and all(h.private() for h in self.handoffs)
+            self._private &= all(ar is None or ar.private() for ar in self.allreduces)
+        return self._private and now >= 2.0 * self.fabric.settle_s
+
+    def switch_on(self, busy_until: list[float]) -> None:
+        """Take over from the stepped stages (pipeline empty), whose last ends these are."""
+        self.on = True
+        self.free_s = list(busy_until)
+
+    def forget(self) -> None:
+        """Drop cached all-reduce phases (link rates changed)."""
+        for cache in self._phases:
+            cache.clear()
+
+    def _allreduce(self, s: int, tokens: int) -> list[Phase] | None:
+        cache = self._phases[s]
+        if tokens not in cache:
+            ar, cost = self.allreduces[s], self.costs[s]
+            cache[tokens] = None
+            if ar is not None:
+                cache[tokens] = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
+        return cache[tokens]
+
+    def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
+        """Run `batch` (lane `lane`'s, just formed) through every stage: one timer, then its
+        rows and link bytes; the caller completes the batch."""
+        env = self.env
+        rows: list[tuple[Any, ...]] = []
+        bookings: list[Booking] = []
+        arrival = env.now
+        last = len(self.costs) - 1
+        tokens = batch.tokens
+        for s, cost in enumerate(self.costs):
+            free = self.free_s[s]
+            start = arrival if arrival > free else free
+            bubble = max(0.0, start - free) if free > 0 else 0.0
+            compute = cost.compute_s(
+                batch.prefill_tokens,
+                batch.prefill_attn_pairs,
+                batch.decode_tokens,
+                batch.decode_ctx_tokens,
+                len(batch.prefill),
+            )
+            t1 = start + compute
+            end = t1
+            for ph in self._allreduce(s, tokens) or ():
+                if ph.links is not None:
+                    t0, end = end, end + ph.move_s
+                    bookings.append((ph.links, ph.weights, t0, end, ph.size))
+                if ph.delay_s > 0:
+                    end = end + ph.delay_s
+            self.free_s[s] = end
+            rows.append((s, start, end, compute, end - t1 if self.tp > 1 else 0.0, bubble))
+            if s < last:
+                arrival = self._hand_off(s, cost, tokens, end, bookings)
+        yield env.timeout(exact_delay(env.now, self.free_s[last]))
+        self._write(lane, sched, batch, rows, bookings)
+
+    def _hand_off(
+        self, s: int, cost: StageCost, tokens: int, end: float, bookings: list[Booking]
+    ) -> float:
+        """When the batch leaving stage s at `end` is queued at stage s + 1."""
+        nbytes = float(cost.handoff_bytes(tokens) / self.tp)
+        if nbytes <= 0:
+            return end
+        h = self.handoffs[s]
+        if end < self._handoff_done[s]:
+            raise RuntimeError("closed-form PP hand-offs overlapped on their links")
+        finish = end + h.move_s(nbytes)
+        self._handoff_done[s] = finish
+        assert h.links is not None
+        bookings.append((h.links, h.weights, end, finish, nbytes))
+        return finish + h.latency_s if h.latency_s > 0 else finish
+
+    def _write(
+        self,
+        lane: int,
+        sched: Scheduler,
+        batch: Batch,
+        rows: list[tuple[Any, ...]],
+        bookings: list[Booking],
+    ) -> None:
+        """The rows the stages write and the bytes the fabric books, as stepping does."""
+        self.fabric.ledger.record_many(bookings)
+        kv = sched.kv
+        record, replica = self.recorder.on_iteration, self.replica
+        pre, dec, seqs, tokens = (
+            batch.prefill_tokens,
+            batch.decode_tokens,
+            batch.num_seqs,
+            batch.tokens,
+        )
+        used, cap = kv.used, kv.capacity
+        for s, start, end, compute, comm, bubble in rows:
+            record(
+                (replica, s, lane, start, end, pre, dec, seqs, tokens, compute, comm, bubble,
+                 used, cap)
+            )  # fmt: skip
+
+
+def pipeline_leap(
+    env: simpy.Environment,
+    fabric: object,
+    groups: tuple[tuple[str, ...], ...],
+    costs: tuple[StageCost, ...],
+    handoff_pairs: Sequence[tuple[tuple[str, str], ...]],
+    serving: ServingSpec,
+    kv_blocks: int,
+    recorder: Recorder,
+    replica: int,
+) -> PipelineLeap | None:
+    """The pipeline leap of a plain pipelined replica (roofline costs, the shared fabric),
+    or None: step every stage step."""
+    if not leaping_enabled() or not isinstance(fabric, Fabric):
+        return None
+    models = tuple(c for c in costs if isinstance(c, StageCostModel))
+    if len(models) != len(costs):
+        return None
+    return PipelineLeap(
+        env, fabric, groups, models, handoff_pairs, serving, kv_blocks, recorder, replica
+    )
