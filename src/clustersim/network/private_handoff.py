@@ -6,41 +6,59 @@ of the TP ranks' flows, or one p2p flow at TP1) followed by the route's latency.
 other unit and no other channel of its own replica claims its links (`claim_links`), and
 consecutive hand-offs of the stage never overlap (the caller checks that a step outlasts the
 longest move), the entity always runs alone at its solo rate: it ends `nbytes / rate` after
-it starts, the latency later the batch is at the next stage. `move_s` is that quotient, as
-the fluid engine computes it (FlowEngine.start_many's solo branch).
+it starts, the latency later the batch is at the next stage. `of(nbytes)` is that entity, its
+demand and move computed as `transfer_same` and the fluid engine compute them (the solo
+branch of FlowEngine.start_many).
 """
 
 from __future__ import annotations
 
+from operator import truediv
+from typing import NamedTuple
+
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import claim_links
+from clustersim.network.routing import demand_of
+
+
+class Transfer(NamedTuple):
+    """One hand-off's entity: `size` bytes on its weight-1 link, moved in `move_s` alone."""
+
+    links: tuple[int, ...]
+    weights: tuple[float, ...]
+    size: float
+    move_s: float
+
+
 
 
 class PrivateHandoff:
     """The closed form of `Fabric.transfer_same(pairs, nbytes)` for one pair tuple, or
-    `links` None when it has none (several flows share a link: not a solo-rate entity)."""
+    `links` None when it moves nothing (a GPU to itself)."""
 
     def __init__(self, fabric: Fabric, pairs: tuple[tuple[str, str], ...], owner: int) -> None:
         self.fabric = fabric
         self.owner = owner
         self.links: tuple[int, ...] | None = None
-        self.weights: tuple[float, ...] = ()
-        self.rate = 0.0  # bytes/s of the entity alone on its links
         self.latency_s = 0.0  # added after the move (no timeout when 0)
+        # link → flows of the hand-off on it, in first-use order (RouteCache.same)
+        self._uses: tuple[tuple[int, int], ...] = ()
+        self._one: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # p2p (TP1)
+        self._by_bytes: dict[float, Transfer] = {}
         if len(pairs) == 1:  # Fabric.transfer's one-flow path
             src, dst = pairs[0]
             if src == dst:
                 return
             links, weights, _unit = fabric.routes.pair(src, dst)
+            self._one = (links, weights)
             latency = fabric.cluster.path_latency_s(src, dst)
         else:
-            uses, latency, ones, _solo = fabric.routes.same(pairs)
-            if not uses or ones is None:
+            uses, latency, _ones, _solo = fabric.routes.same(pairs)
+            if not uses:
                 return
-            links, weights = ones
-        bw = fabric.flows._bw
-        self.links, self.weights = links, weights
-        self.rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
+            self._uses = uses
+            links = tuple(link for link, _c in uses)
+        self.links = links
         self.latency_s = latency + 0.0  # the caller's extra latency is 0.0
         claim_links(fabric, links, owner)
 
@@ -52,6 +70,29 @@ class PrivateHandoff:
         claims = self.fabric.link_owner
         return all(claims[link] == self.owner for link in links)
 
-    def move_s(self, nbytes: float) -> float:
-        """Seconds the entity moves `nbytes` (> 0) alone on its links."""
-        return float(nbytes) / self.rate
+    def of(self, nbytes: float) -> Transfer:
+        """The entity moving `nbytes` (> 0) a rank, alone on its links (cached)."""
+        t = self._by_bytes.get(nbytes)
+        if t is None:
+            t = self._by_bytes[nbytes] = self._transfer(float(nbytes))
+        return t
+
+    def _transfer(self, nbytes: float) -> Transfer:
+        """Fabric.transfer_same's demand for `nbytes`, and its solo move (FlowEngine)."""
+        if self._one is not None:
+            links, weights = self._one
+            size = 1.0 * nbytes
+        else:
+            loads: dict[int, float] = {}
+            for link, c in self._uses:  # repeated addition, as transfer_same sums the flows
+                x = nbytes
+                for _ in range(c - 1):
+                    x += nbytes
+                loads[link] = x
+            demand = demand_of(loads)
+            assert demand is not None
+            links, weights, top = demand
+            size = top * 1.0
+        bw = self.fabric.flows._bw
+        rate = min(map(truediv, map(bw.__getitem__, links), weights))
+        return Transfer(links, weights, size, size / rate)

@@ -115,14 +115,16 @@ class PipelineLeap:
             for group, cost in zip(groups, costs, strict=True)
         ]
         self.handoffs = [PrivateHandoff(fabric, pairs, next(_OWNERS)) for pairs in handoff_pairs]
-        self._ordered = True  # every hand-off's move is shorter than half its stage's step
+        # every hand-off's move is shorter than any step of its stage, with room for the
+        # clock's rounding: a stage's next hand-off starts after its previous one ended
+        self._ordered = True
         for s, h in enumerate(self.handoffs):
             if h.links is None:
                 self._ordered = False
                 continue
-            longest = h.move_s(costs[s].handoff_bytes(max_tokens) / self.tp)
+            longest = h.of(costs[s].handoff_bytes(max_tokens) / self.tp).move_s
             fabric.settle_s = max(fabric.settle_s, longest)
-            self._ordered &= 2.0 * longest <= shortest_step_s(costs[s])
+            self._ordered &= longest <= shortest_step_s(costs[s]) * (1.0 - 1e-6)
         self._private: bool | None = None
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
@@ -197,12 +199,12 @@ class PipelineLeap:
         if nbytes <= 0:
             return end
         h = self.handoffs[s]
-        if end < self._handoff_done[s]:
+        if end <= self._handoff_done[s]:
             raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-        finish = end + h.move_s(nbytes)
+        move = h.of(nbytes)
+        finish = end + move.move_s
         self._handoff_done[s] = finish
-        assert h.links is not None
-        bookings.append((h.links, h.weights, end, finish, nbytes))
+        bookings.append((move.links, move.weights, end, finish, move.size))
         return finish + h.latency_s if h.latency_s > 0 else finish
 
     def _write(
