@@ -67,6 +67,15 @@ class PrivateAllReduce:
                     rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
                     fabric.settle_s = max(fabric.settle_s, unit * max_bytes * count / rate)
 
+    def shapes(self) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
+        """(links, weights) of every phase of every algorithm the group may run."""
+        return [
+            (demand[0], demand[1])
+            for plan in self._plans.values()
+            for demand, _lat in plan
+            if demand is not None
+        ]
+
     def settled(self, now: float) -> bool:
         """Whether every entity in flight ends by twice its start: an entity's completion
         time then does not depend on when the fluid engine's timer for it was armed (Sterbenz),

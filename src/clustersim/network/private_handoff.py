@@ -19,10 +19,12 @@ from typing import NamedTuple
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import claim_links
 from clustersim.network.routing import demand_of
+from clustersim.network.twin_links import booked_links, twin_classes
 
 
 class Transfer(NamedTuple):
-    """One hand-off's entity: `size` bytes on its weight-1 link, moved in `move_s` alone."""
+    """One hand-off's entity: `size` bytes on its weight-1 link, moved in `move_s` alone;
+    `links`, `weights`: those it books (its twin links as one, once `book_twins` ran)."""
 
     links: tuple[int, ...]
     weights: tuple[float, ...]
@@ -45,6 +47,7 @@ class PrivateHandoff:
         self._uses: tuple[tuple[int, int], ...] = ()
         self._one: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # p2p (TP1)
         self._by_bytes: dict[float, Transfer] = {}
+        self._twins: dict[int, tuple[int, ...]] = {}  # links booked as one (twin_links.py)
         if len(pairs) == 1:  # Fabric.transfer's one-flow path
             src, dst = pairs[0]
             if src == dst:
@@ -69,6 +72,18 @@ class PrivateHandoff:
             return False
         claims = self.fabric.link_owner
         return all(claims[link] == self.owner for link in links)
+
+    def book_twins(self) -> None:
+        """Book its twin links as one from now on (network/twin_links.py); call only while
+        `private()`, so that no other transfer loads them."""
+        if self._one is not None:
+            shapes = [self._one]
+        else:  # links carrying as many flows are weighed alike for any size
+            links = tuple(link for link, _c in self._uses)
+            shapes = [(links, tuple(float(c) for _link, c in self._uses))]
+        self._twins = twin_classes(shapes)
+        self.fabric.book_twins(self._twins)
+        self._by_bytes.clear()
 
     def of(self, nbytes: float) -> Transfer:
         """The entity moving `nbytes` (> 0) a rank, alone on its links (cached)."""
@@ -95,4 +110,6 @@ class PrivateHandoff:
             size = top * 1.0
         bw = self.fabric.flows._bw
         rate = min(map(truediv, map(bw.__getitem__, links), weights))
+        if self._twins:
+            links, weights = booked_links(links, weights, self._twins)
         return Transfer(links, weights, size, size / rate)

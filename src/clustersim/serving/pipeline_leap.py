@@ -45,6 +45,7 @@ from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.network.private_handoff import PrivateHandoff
+from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
 from clustersim.serving.scheduler import Scheduler
@@ -129,6 +130,7 @@ class PipelineLeap:
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
         self._phases: list[dict[int, list[Phase] | None]] = [{} for _ in groups]
+        self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
 
     def usable(self, now: float) -> bool:
         """Whether trips may start now (their transfers alone, the fabric settled)."""
@@ -138,9 +140,16 @@ class PipelineLeap:
         return self._private and now >= 2.0 * self.fabric.settle_s
 
     def switch_on(self, busy_until: list[float]) -> None:
-        """Take over from the stepped stages (pipeline empty), whose last ends these are."""
+        """Take over from the stepped stages (pipeline empty), whose last ends these are;
+        from now on every channel books its twin links as one (network/twin_links.py)."""
         self.on = True
         self.free_s = list(busy_until)
+        for h in self.handoffs:
+            h.book_twins()
+        for s, ar in enumerate(self.allreduces):
+            if ar is not None:
+                self._twins[s] = twin_classes(ar.shapes())
+                self.fabric.book_twins(self._twins[s])
 
     def forget(self) -> None:
         """Drop cached all-reduce phases (link rates changed)."""
@@ -153,8 +162,16 @@ class PipelineLeap:
             ar, cost = self.allreduces[s], self.costs[s]
             cache[tokens] = None
             if ar is not None:
-                cache[tokens] = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
+                phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
+                cache[tokens] = None if phases is None else [self._booked(s, p) for p in phases]
         return cache[tokens]
+
+    def _booked(self, s: int, phase: Phase) -> Phase:
+        """`phase` booking only the representatives of stage s's twin links."""
+        if phase.links is None or not self._twins[s]:
+            return phase
+        links, weights = booked_links(phase.links, phase.weights, self._twins[s])
+        return phase._replace(links=links, weights=weights)
 
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
         """Run `batch` (lane `lane`'s, just formed) through every stage: one timer, then its
