@@ -35,16 +35,17 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
+from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
-from clustersim.network.private_handoff import PrivateHandoff
+from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
@@ -78,6 +79,13 @@ def shortest_step_s(cost: StageCostModel) -> float:
         cost.compute_s(0, 0.0, graph_max + 1, 0, 0),
         cost.compute_s(graph_max + 1, 0.0, 0, 0, 1),
     )
+
+
+class StagePrice(NamedTuple):
+    """What a stage step of some token count moves: its all-reduce phases, its hand-off."""
+
+    phases: tuple[Phase, ...]
+    hand_off: Transfer | None
 
 
 class PipelineLeap:
@@ -129,7 +137,8 @@ class PipelineLeap:
         self._private: bool | None = None
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
-        self._phases: list[dict[int, list[Phase] | None]] = [{} for _ in groups]
+        self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
+        self._decode_steps: dict[tuple[int, int], DecodeStepCost] = {}  # by (stage, n)
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
 
     def usable(self, now: float) -> bool:
@@ -152,19 +161,27 @@ class PipelineLeap:
                 self.fabric.book_twins(self._twins[s])
 
     def forget(self) -> None:
-        """Drop cached all-reduce phases (link rates changed)."""
-        for cache in self._phases:
-            cache.clear()
+        """Drop cached prices (step times or link rates changed)."""
+        self._prices.clear()
+        self._decode_steps.clear()
 
-    def _allreduce(self, s: int, tokens: int) -> list[Phase] | None:
-        cache = self._phases[s]
-        if tokens not in cache:
-            ar, cost = self.allreduces[s], self.costs[s]
-            cache[tokens] = None
-            if ar is not None:
-                phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
-                cache[tokens] = None if phases is None else [self._booked(s, p) for p in phases]
-        return cache[tokens]
+    def _price(self, tokens: int) -> list[StagePrice]:
+        """Each stage's all-reduce phases and hand-off for a step of `tokens` tokens."""
+        prices = self._prices.get(tokens)
+        if prices is None:
+            prices = self._prices[tokens] = [
+                StagePrice(self._allreduce(s, tokens), self._hand_off(s, tokens))
+                for s in range(len(self.costs))
+            ]
+        return prices
+
+    def _allreduce(self, s: int, tokens: int) -> tuple[Phase, ...]:
+        """Stage s's all-reduce phases (booking its twin links as one), () at TP1."""
+        ar, cost = self.allreduces[s], self.costs[s]
+        if ar is None:
+            return ()
+        phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step) or []
+        return tuple(self._booked(s, ph) for ph in phases)
 
     def _booked(self, s: int, phase: Phase) -> Phase:
         """`phase` booking only the representatives of stage s's twin links."""
@@ -173,63 +190,73 @@ class PipelineLeap:
         links, weights = booked_links(phase.links, phase.weights, self._twins[s])
         return phase._replace(links=links, weights=weights)
 
+    def _hand_off(self, s: int, tokens: int) -> Transfer | None:
+        """The hand-off from stage s (None: the last stage, or no bytes to move)."""
+        if s == len(self.costs) - 1:
+            return None
+        nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
+        return self.handoffs[s].of(nbytes) if nbytes > 0 else None
+
+    def _decode_step(self, s: int, n: int) -> DecodeStepCost:
+        key = (s, n)
+        step = self._decode_steps.get(key)
+        if step is None:
+            step = self._decode_steps[key] = DecodeStepCost(self.costs[s], n)
+        return step
+
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
         """Run `batch` (lane `lane`'s, just formed) through every stage: one timer, then its
         rows and link bytes; the caller completes the batch."""
         env = self.env
-        rows: list[tuple[Any, ...]] = []
+        steps: list[tuple[float, float, float, float, float]] = []
         bookings: list[Booking] = []
         arrival = env.now
-        last = len(self.costs) - 1
-        tokens = batch.tokens
-        for s, cost in enumerate(self.costs):
-            free = self.free_s[s]
+        free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
+        comm = self.tp > 1
+        decode = not batch.prefill
+        n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+        for s, (phases, hand_off) in enumerate(self._price(batch.tokens)):
+            free = free_s[s]
             start = arrival if arrival > free else free
             bubble = max(0.0, start - free) if free > 0 else 0.0
-            compute = cost.compute_s(
-                batch.prefill_tokens,
-                batch.prefill_attn_pairs,
-                batch.decode_tokens,
-                batch.decode_ctx_tokens,
-                len(batch.prefill),
-            )
+            if decode:  # model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit
+                compute = self._decode_step(s, n).step_s(ctx)
+            else:
+                compute = self.costs[s].compute_s(
+                    batch.prefill_tokens,
+                    batch.prefill_attn_pairs,
+                    n,
+                    ctx,
+                    len(batch.prefill),
+                )
             t1 = start + compute
             end = t1
-            for ph in self._allreduce(s, tokens) or ():
+            for ph in phases:
                 if ph.links is not None:
                     t0, end = end, end + ph.move_s
                     bookings.append((ph.links, ph.weights, t0, end, ph.size))
                 if ph.delay_s > 0:
                     end = end + ph.delay_s
-            self.free_s[s] = end
-            rows.append((s, start, end, compute, end - t1 if self.tp > 1 else 0.0, bubble))
-            if s < last:
-                arrival = self._hand_off(s, cost, tokens, end, bookings)
-        yield env.timeout(exact_delay(env.now, self.free_s[last]))
-        self._write(lane, sched, batch, rows, bookings)
-
-    def _hand_off(
-        self, s: int, cost: StageCost, tokens: int, end: float, bookings: list[Booking]
-    ) -> float:
-        """When the batch leaving stage s at `end` is queued at stage s + 1."""
-        nbytes = float(cost.handoff_bytes(tokens) / self.tp)
-        if nbytes <= 0:
-            return end
-        h = self.handoffs[s]
-        if end <= self._handoff_done[s]:
-            raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-        move = h.of(nbytes)
-        finish = end + move.move_s
-        self._handoff_done[s] = finish
-        bookings.append((move.links, move.weights, end, finish, move.size))
-        return finish + h.latency_s if h.latency_s > 0 else finish
+            free_s[s] = end
+            steps.append((start, end, compute, end - t1 if comm else 0.0, bubble))
+            if hand_off is None:
+                arrival = end
+                continue
+            if end <= done_s[s]:
+                raise RuntimeError("closed-form PP hand-offs overlapped on their links")
+            finish = done_s[s] = end + hand_off.move_s
+            bookings.append((hand_off.links, hand_off.weights, end, finish, hand_off.size))
+            latency = handoffs[s].latency_s
+            arrival = finish + latency if latency > 0 else finish
+        yield env.timeout(exact_delay(env.now, free_s[-1]))
+        self._write(lane, sched, batch, steps, bookings)
 
     def _write(
         self,
         lane: int,
         sched: Scheduler,
         batch: Batch,
-        rows: list[tuple[Any, ...]],
+        steps: list[tuple[float, float, float, float, float]],
         bookings: list[Booking],
     ) -> None:
         """The rows the stages write and the bytes the fabric books, as stepping does."""
@@ -243,7 +270,7 @@ class PipelineLeap:
             batch.tokens,
         )
         used, cap = kv.used, kv.capacity
-        for s, start, end, compute, comm, bubble in rows:
+        for s, (start, end, compute, comm, bubble) in enumerate(steps):
             record(
                 (replica, s, lane, start, end, pre, dec, seqs, tokens, compute, comm, bubble,
                  used, cap)
