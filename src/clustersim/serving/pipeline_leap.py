@@ -14,7 +14,7 @@ starts batch k at max(its arrival from stage s − 1, the end of stage s's previ
 
 Hence when a lane forms a batch, its whole trip is known: `PipelineLeap.trip` computes every
 stage's start, compute, all-reduce and hand-off with the simpy clock's own additions, the
-lane waits on one timer landing exactly on the last stage's end (`exact_delay`), then the
+lane waits on one timer landing exactly on the last stage's end (`wait_until`), then the
 rows of the p stage steps are written and their link bytes booked — the rows and bytes
 stepping writes (the iteration table is sorted at the end; per link cell the bookings come
 in the same order: a channel's transfers in batch order) — and the lane completes the batch
@@ -33,7 +33,6 @@ complete together when stepped. `CLUSTERSIM_DECODE_LEAP=0` steps every stage ste
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Generator, Sequence
 from typing import Any, NamedTuple
 
@@ -57,16 +56,17 @@ Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
 _OWNERS = itertools.count(1)  # link claims of trips' channels (PP1 groups claim as id(replica))
 
 
-def exact_delay(now: float, at_s: float) -> float:
-    """A delay d ≥ 0 with now + d == at_s in floats (simpy schedules a timeout at now + d)."""
-    d = at_s - now
-    while now + d < at_s:
-        d = math.nextafter(d, math.inf)
-    while d > 0.0 and now + d > at_s:
-        d = math.nextafter(d, -math.inf)
-    if now + d != at_s:
-        raise RuntimeError(f"no delay lands on {at_s!r} from {now!r}")
-    return d
+def wait_until(env: simpy.Environment, at_s: float) -> Process:
+    """Wait until the clock reads exactly `at_s` (≥ now). simpy lands a timeout at
+    now + delay: with now ≥ at_s / 2 the delay at_s − now is exact (Sterbenz) and so is the
+    landing; earlier in the run one intermediate timeout first brings now past at_s / 2."""
+    now = env.now
+    if now + (at_s - now) != at_s:
+        yield env.timeout((at_s - now) * 0.75)
+        now = env.now
+        if now + (at_s - now) != at_s:
+            raise RuntimeError(f"no delay lands on {at_s!r} from {now!r}")
+    yield env.timeout(at_s - now)
 
 
 def shortest_step_s(cost: StageCostModel) -> float:
@@ -248,7 +248,7 @@ class PipelineLeap:
             bookings.append((hand_off.links, hand_off.weights, end, finish, hand_off.size))
             latency = handoffs[s].latency_s
             arrival = finish + latency if latency > 0 else finish
-        yield env.timeout(exact_delay(env.now, free_s[-1]))
+        yield from wait_until(env, free_s[-1])
         self._write(lane, sched, batch, steps, bookings)
 
     def _write(
