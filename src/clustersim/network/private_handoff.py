@@ -32,8 +32,6 @@ class Transfer(NamedTuple):
     move_s: float
 
 
-
-
 class PrivateHandoff:
     """The closed form of `Fabric.transfer_same(pairs, nbytes)` for one pair tuple, or
     `links` None when it moves nothing (a GPU to itself)."""

@@ -14,7 +14,7 @@ starts batch k at max(its arrival from stage s − 1, the end of stage s's previ
 
 Hence when a lane forms a batch, its whole trip is known: `PipelineLeap.trip` computes every
 stage's start, compute, all-reduce and hand-off with the simpy clock's own additions, the
-lane waits on one timer landing exactly on the last stage's end (`wait_until`), then the
+lane waits on one alarm landing exactly on the last stage's end (serving/pipeline_trip.py), then the
 rows of the p stage steps are written and their link bytes booked — the rows and bytes
 stepping writes (the iteration table is sorted at the end; per link cell the bookings come
 in the same order: a channel's transfers in batch order) — and the lane completes the batch
@@ -42,31 +42,20 @@ from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
+from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
+from clustersim.serving.pipeline_trip import Alarm, Trip
 from clustersim.serving.scheduler import Scheduler
 
 Process = Generator[simpy.Event, Any, None]
-Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
+MAX_TIE_ROUNDS = 16  # computing the trips in flight again settles in one or two rounds
 
 _OWNERS = itertools.count(1)  # link claims of trips' channels (PP1 groups claim as id(replica))
-
-
-def wait_until(env: simpy.Environment, at_s: float) -> Process:
-    """Wait until the clock reads exactly `at_s` (≥ now). simpy lands a timeout at
-    now + delay: with now ≥ at_s / 2 the delay at_s − now is exact (Sterbenz) and so is the
-    landing; earlier in the run one intermediate timeout first brings now past at_s / 2."""
-    now = env.now
-    if now + (at_s - now) != at_s:
-        yield env.timeout((at_s - now) * 0.75)
-        now = env.now
-        if now + (at_s - now) != at_s:
-            raise RuntimeError(f"no delay lands on {at_s!r} from {now!r}")
-    yield env.timeout(at_s - now)
 
 
 def shortest_step_s(cost: StageCostModel) -> float:
@@ -140,6 +129,9 @@ class PipelineLeap:
         self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
         self._decode_steps: dict[tuple[int, int], DecodeStepCost] = {}  # by (stage, n)
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
+        self._flying: list[Trip] = []  # trips in flight, in the order they started
+        self._seq = 0  # trips started
+        self._ties = Completions()  # their transfers' completions (completion_ties.py)
 
     def usable(self, now: float) -> bool:
         """Whether trips may start now (their transfers alone, the fabric settled)."""
@@ -205,16 +197,59 @@ class PipelineLeap:
         return step
 
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
-        """Run `batch` (lane `lane`'s, just formed) through every stage: one timer, then its
+        """Run `batch` (lane `lane`'s, just formed) through every stage: one alarm, then its
         rows and link bytes; the caller completes the batch."""
-        env = self.env
-        steps: list[tuple[float, float, float, float, float]] = []
-        bookings: list[Booking] = []
-        arrival = env.now
+        self._seq += 1
+        trip = Trip(self._seq, lane, sched, batch, list(self.free_s), list(self._handoff_done))
+        trip.formed = self.env.now
+        flying = self._flying
+        flying.append(trip)
+        if self._compute(trip):
+            self._settle_ties()
+        alarm = trip.alarm = Alarm(self.env)
+        alarm.arm(trip.end_s)
+        yield alarm.event
+        flying.remove(trip)  # the oldest: trips end in the order they started
+        self._ties.prune(flying[0].free0[0] if flying else self.env.now)
+        self._write(trip)
+
+    def _settle_ties(self) -> None:
+        """Compute the trips in flight again, in order, until their transfers' completions
+        agree with each other (network/completion_ties.py); move the alarms that changed."""
+        flying = self._flying
+        for _ in range(MAX_TIE_ROUNDS):
+            self.free_s, self._handoff_done = list(flying[0].free0), list(flying[0].done0)
+            changed = False
+            for trip in flying:
+                before = trip.completions
+                trip.free0, trip.done0 = list(self.free_s), list(self._handoff_done)
+                self._ties.drop(trip.seq)
+                self._compute(trip)
+                changed |= trip.completions != before
+            if not changed:
+                break
+        else:
+            raise RuntimeError("closed-form PP transfers: completion ties did not settle")
+        for trip in flying:
+            if trip.alarm is not None and trip.alarm.at != trip.end_s:
+                trip.alarm.arm(trip.end_s)
+
+    def _compute(self, trip: Trip) -> bool:
+        """The trip's stage steps from the stages' state now (which it advances); True when
+        one of its transfers would complete one of another trip's earlier (a tie)."""
+        steps, bookings, completions = trip.steps, trip.bookings, trip.completions
+        steps.clear()
+        bookings.clear()
+        trip.completions = completions = []
+        ties, seq = self._ties, trip.seq
+        complete, conflicts, add = ties.complete, ties.conflicts, ties.add
+        tie = False
+        batch = trip.batch
         free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
         comm = self.tp > 1
         decode = not batch.prefill
         n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+        arrival = trip.formed
         for s, (phases, hand_off) in enumerate(self._price(batch.tokens)):
             free = free_s[s]
             start = arrival if arrival > free else free
@@ -233,8 +268,13 @@ class PipelineLeap:
             end = t1
             for ph in phases:
                 if ph.links is not None:
-                    t0, end = end, end + ph.move_s
-                    bookings.append((ph.links, ph.weights, t0, end, ph.size))
+                    finish = end + ph.move_s
+                    done = complete(end, finish)
+                    tie |= done == finish and conflicts(end, finish)
+                    add(end, finish, done, seq)
+                    completions.append(done)
+                    bookings.append((ph.links, ph.weights, end, done, ph.size))
+                    end = done
                 if ph.delay_s > 0:
                     end = end + ph.delay_s
             free_s[s] = end
@@ -244,25 +284,21 @@ class PipelineLeap:
                 continue
             if end <= done_s[s]:
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            finish = done_s[s] = end + hand_off.move_s
-            bookings.append((hand_off.links, hand_off.weights, end, finish, hand_off.size))
+            finish = end + hand_off.move_s
+            done = done_s[s] = complete(end, finish)
+            tie |= done == finish and conflicts(end, finish)
+            add(end, finish, done, seq)
+            completions.append(done)
+            bookings.append((hand_off.links, hand_off.weights, end, done, hand_off.size))
             latency = handoffs[s].latency_s
-            arrival = finish + latency if latency > 0 else finish
-        yield from wait_until(env, free_s[-1])
-        self._write(lane, sched, batch, steps, bookings)
+            arrival = done + latency if latency > 0 else done
+        return tie
 
-    def _write(
-        self,
-        lane: int,
-        sched: Scheduler,
-        batch: Batch,
-        steps: list[tuple[float, float, float, float, float]],
-        bookings: list[Booking],
-    ) -> None:
+    def _write(self, trip: Trip) -> None:
         """The rows the stages write and the bytes the fabric books, as stepping does."""
-        self.fabric.ledger.record_many(bookings)
-        kv = sched.kv
-        record, replica = self.recorder.on_iteration, self.replica
+        self.fabric.ledger.record_many(trip.bookings)
+        batch, kv = trip.batch, trip.sched.kv
+        record, replica, lane = self.recorder.on_iteration, self.replica, trip.lane
         pre, dec, seqs, tokens = (
             batch.prefill_tokens,
             batch.decode_tokens,
@@ -270,7 +306,7 @@ class PipelineLeap:
             batch.tokens,
         )
         used, cap = kv.used, kv.capacity
-        for s, (start, end, compute, comm, bubble) in enumerate(steps):
+        for s, (start, end, compute, comm, bubble) in enumerate(trip.steps):
             record(
                 (replica, s, lane, start, end, pre, dec, seqs, tokens, compute, comm, bubble,
                  used, cap)

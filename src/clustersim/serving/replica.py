@@ -22,7 +22,6 @@ from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
-from clustersim.serving.pipeline_leap import pipeline_leap
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
@@ -127,11 +126,7 @@ class Replica(LaneLeaps):
                 tuple(zip(self.groups[s], self.groups[s + 1], strict=False))
                 for s in range(self.pp - 1)
             ]
-            self._in_pipeline = 0  # batches the stage processes hold (stepped)
-            self._trips = pipeline_leap(  # serving/pipeline_leap.py
-                env, fabric, self.groups, self.costs, self._handoff_pairs, serving,
-                kv_blocks_per_lane, recorder, index,
-            )  # fmt: skip
+            self._init_trips(fabric, self._handoff_pairs, serving, kv_blocks_per_lane)
             for lane in self.lanes:
                 env.process(self._pipelined_lane(lane))
             for stage in self.stages:
@@ -166,12 +161,6 @@ class Replica(LaneLeaps):
             held += scheduler_requests(lane.scheduler)
             lane.scheduler = self._fresh_scheduler()
         return held
-
-    @property
-    def kv_used_blocks(self) -> int:
-        if (leaping := self._leap_kv_used()) is not None:
-            return leaping
-        return sum(lane.scheduler.kv.used for lane in self.lanes)
 
     # ------------------------------------------------------------------ one step
 
@@ -268,23 +257,10 @@ class Replica(LaneLeaps):
                 sched.complete(batch, env.now)
                 continue
             done = env.event()
-            self._in_pipeline += 1
             self._enqueue(first, _InFlight(batch, lane, done, epoch))
             yield done
-            self._in_pipeline -= 1
             if self.epoch == epoch:
                 sched.complete(batch, env.now)
-
-    def _trip(self, lane: Lane, batch: Batch) -> Process | None:
-        """The batch's trip in closed form (serving/pipeline_leap.py), or None: step it."""
-        trips = self._trips
-        if trips is None:
-            return None
-        if not trips.on:
-            if self._in_pipeline or not trips.usable(self.env.now):
-                return None
-            trips.switch_on([stage.busy_until for stage in self.stages])
-        return trips.trip(lane.index, lane.scheduler, batch)
 
     def _enqueue(self, stage: _Stage, item: _InFlight) -> None:
         stage.queue.append(item)
