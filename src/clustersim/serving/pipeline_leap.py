@@ -241,8 +241,7 @@ class PipelineLeap:
         steps.clear()
         bookings.clear()
         trip.completions = completions = []
-        ties, seq = self._ties, trip.seq
-        complete, conflicts, add = ties.complete, ties.conflicts, ties.add
+        complete, seq = self._ties.complete, trip.seq
         tie = False
         batch = trip.batch
         free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
@@ -268,10 +267,8 @@ class PipelineLeap:
             end = t1
             for ph in phases:
                 if ph.links is not None:
-                    finish = end + ph.move_s
-                    done = complete(end, finish)
-                    tie |= done == finish and conflicts(end, finish)
-                    add(end, finish, done, seq)
+                    done, tied = complete(end, end + ph.move_s, seq)
+                    tie |= tied
                     completions.append(done)
                     bookings.append((ph.links, ph.weights, end, done, ph.size))
                     end = done
@@ -284,10 +281,9 @@ class PipelineLeap:
                 continue
             if end <= done_s[s]:
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            finish = end + hand_off.move_s
-            done = done_s[s] = complete(end, finish)
-            tie |= done == finish and conflicts(end, finish)
-            add(end, finish, done, seq)
+            done, tied = complete(end, end + hand_off.move_s, seq)
+            done_s[s] = done
+            tie |= tied
             completions.append(done)
             bookings.append((hand_off.links, hand_off.weights, end, done, hand_off.size))
             latency = handoffs[s].latency_s
