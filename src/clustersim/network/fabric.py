@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,8 @@ class Fabric:
         self.settle_s = 0.0
         # twin links booked only as their representative (network/twin_links.py)
         self._twins: dict[int, tuple[int, ...]] = {}
+        # bookings held back by closed-form transfers, written before the ledger is read
+        self._before_read: list[Callable[[], None]] = []
 
     def plans_of(self, group: tuple[str, ...]) -> tuple[dict[str, PhaseDemands], IdleModel]:
         """The all-reduce algorithms' phases over `group` and their idle model (cached)."""
@@ -204,7 +206,13 @@ class Fabric:
         key); the ledger gets the others' cells copied from it when read."""
         self._twins.update(twins)
 
+    def before_read(self, flush: Callable[[], None]) -> None:
+        """Call `flush` before the ledger is read (it books what a caller held back)."""
+        self._before_read.append(flush)
+
     def _copy_twins(self) -> None:
+        for flush in self._before_read:
+            flush()
         for src, dst in self._twins.items():
             self.ledger.copy_cells(src, dst)
 

@@ -33,7 +33,7 @@ complete together when stepped. `CLUSTERSIM_DECODE_LEAP=0` steps every stage ste
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, NamedTuple
 
 import simpy
@@ -49,10 +49,11 @@ from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
-from clustersim.serving.pipeline_trip import Alarm, Trip
+from clustersim.serving.pipeline_trip import Alarm, Booking, Trip
 from clustersim.serving.scheduler import Scheduler
 
 Process = Generator[simpy.Event, Any, None]
+HELD_BOOKINGS = 4096  # transfers booked in the ledger at once
 MAX_TIE_ROUNDS = 16  # computing the trips in flight again settles in one or two rounds
 
 _OWNERS = itertools.count(1)  # link claims of trips' channels (PP1 groups claim as id(replica))
@@ -127,11 +128,13 @@ class PipelineLeap:
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
         self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
-        self._decode_steps: dict[tuple[int, int], DecodeStepCost] = {}  # by (stage, n)
+        self._decode_steps: dict[int, list[Callable[[int], float]]] = {}  # by decode n
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
         self._ties = Completions()  # their transfers' completions (completion_ties.py)
+        self._held: list[Booking] = []  # transfers of ended trips, not yet in the ledger
+        fabric.before_read(self._book)
 
     def usable(self, now: float) -> bool:
         """Whether trips may start now (their transfers alone, the fabric settled)."""
@@ -189,12 +192,13 @@ class PipelineLeap:
         nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
         return self.handoffs[s].of(nbytes) if nbytes > 0 else None
 
-    def _decode_step(self, s: int, n: int) -> DecodeStepCost:
-        key = (s, n)
-        step = self._decode_steps.get(key)
-        if step is None:
-            step = self._decode_steps[key] = DecodeStepCost(self.costs[s], n)
-        return step
+    def _decode_steps_of(self, n: int) -> list[Callable[[int], float]]:
+        """Each stage's `step_s(ctx)` for a pure-decode batch of n (model/decode_run.py:
+        compute_s(0, 0.0, n, ctx, 0), bit for bit)."""
+        steps = self._decode_steps.get(n)
+        if steps is None:
+            steps = self._decode_steps[n] = [DecodeStepCost(c, n).step_s for c in self.costs]
+        return steps
 
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
         """Run `batch` (lane `lane`'s, just formed) through every stage: one alarm, then its
@@ -246,15 +250,15 @@ class PipelineLeap:
         batch = trip.batch
         free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
         comm = self.tp > 1
-        decode = not batch.prefill
         n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+        decode = None if batch.prefill else self._decode_steps_of(n)
         arrival = trip.formed
         for s, (phases, hand_off) in enumerate(self._price(batch.tokens)):
             free = free_s[s]
             start = arrival if arrival > free else free
             bubble = max(0.0, start - free) if free > 0 else 0.0
-            if decode:  # model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit
-                compute = self._decode_step(s, n).step_s(ctx)
+            if decode is not None:
+                compute = decode[s](ctx)
             else:
                 compute = self.costs[s].compute_s(
                     batch.prefill_tokens,
@@ -290,9 +294,18 @@ class PipelineLeap:
             arrival = done + latency if latency > 0 else done
         return tie
 
+    def _book(self) -> None:
+        """Book the held transfers in the ledger, in the order they were held (per link
+        cell, the order stepping books them: each channel's transfers in batch order)."""
+        self.fabric.ledger.record_many(self._held)
+        self._held.clear()
+
     def _write(self, trip: Trip) -> None:
         """The rows the stages write and the bytes the fabric books, as stepping does."""
-        self.fabric.ledger.record_many(trip.bookings)
+        held = self._held
+        held += trip.bookings
+        if len(held) >= HELD_BOOKINGS:
+            self._book()
         batch, kv = trip.batch, trip.sched.kv
         record, replica, lane = self.recorder.on_iteration, self.replica, trip.lane
         pre, dec, seqs, tokens = (
