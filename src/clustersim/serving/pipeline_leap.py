@@ -145,9 +145,16 @@ class PipelineLeap:
 
     def switch_on(self, busy_until: list[float]) -> None:
         """Take over from the stepped stages (pipeline empty), whose last ends these are;
-        from now on every channel books its twin links as one (network/twin_links.py)."""
+        from now on the channels' links are leased for good (FlowEngine.start_many raises
+        if any other transfer starts there) and each channel books its twin links as one
+        (network/twin_links.py)."""
         self.on = True
         self.free_s = list(busy_until)
+        leased = self.fabric.flows.leased  # a transfer starting on them now raises
+        for h in self.handoffs:
+            leased.update(h.links or ())
+        for ar in self.allreduces:
+            leased.update(ar.links if ar is not None else ())
         for h in self.handoffs:
             h.book_twins()
         for s, ar in enumerate(self.allreduces):
