@@ -6,6 +6,7 @@ cost model's, bit for bit."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network import completion_ties, twin_links
 from clustersim.network.ledger import LinkLedger
 from clustersim.serving import decode_leap, lane_leaps, pipeline_leap
 from clustersim.topology.graph import build_cluster
@@ -314,3 +316,26 @@ def test_ledger_record_many_equals_record_one_by_one() -> None:
         one.record(*e)
     many.record_many(entries)
     assert one.table().equals(many.table())
+
+
+def test_twin_links_are_the_links_every_shape_weighs_alike() -> None:
+    shapes = [((1, 2, 3, 4), (1.0, 1.0, 0.5, 1.0)), ((2, 4, 5), (1.0, 1.0, 1.0))]
+    assert twin_links.twin_classes(shapes) == {2: (4,)}  # 1 and 3 differ, 5 is alone
+    assert twin_links.booked_links((1, 2, 3, 4), (1.0, 1.0, 0.5, 1.0), {2: (4,)}) == (
+        (1, 2, 3),
+        (1.0, 1.0, 0.5),
+    )
+
+
+def test_completion_ties_follow_the_fluid_engine_tolerance() -> None:
+    """A transfer finishing within 1e-12 s after a firing completes at it; one that would
+    take an earlier-held transfer's completion is reported as a tie."""
+    ties = completion_ties.Completions()
+    assert ties.complete(0.4, 0.5, owner=1) == (0.5, False)
+    later = math.nextafter(0.5, 1.0)
+    assert ties.complete(0.45, later, owner=2) == (0.5, False)  # merged into the firing
+    assert ties.complete(0.45, 0.5 + 1e-9, owner=3) == (0.5 + 1e-9, False)  # too far
+    assert ties.complete(0.51, 0.5 + 1e-9 + 1e-13, owner=4)[0] == 0.5 + 1e-9 + 1e-13
+    early = math.nextafter(0.7, 0.0)
+    assert ties.complete(0.6, 0.7, owner=5) == (0.7, False)
+    assert ties.complete(0.65, early, owner=6) == (early, True)  # would take owner 5's
