@@ -52,7 +52,7 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 Exchange = tuple[PairSet, npt.NDArray[np.float64]]  # routed pairs, bytes per pair
@@ -81,6 +81,16 @@ class DPRank:
     @property
     def kv_used_blocks(self) -> int:
         return self.scheduler.kv.used
+
+    @property
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        """The GPUs whose failure stops this rank: every GPU of its EP group (lock-step)."""
+        return self.group.rank_gpus
+
+    def stop(self) -> list[int]:
+        """The EP group lost a GPU (docs/faults.md): this rank's state is dropped with the
+        group's step in flight; the requests it held are returned for retry or failure."""
+        return self.group.stop_rank(self.index)
 
 
 class EPGroup:
@@ -120,12 +130,11 @@ class EPGroup:
         self.combine_bytes = combine_bytes_per_pair
         decoding = speculative[0] if speculative is not None else None
         self.verify: LockstepVerify | None = speculative[1] if speculative is not None else None
-        self.ranks = [
-            DPRank(
-                self, d, Scheduler(serving, KVPool(kv_blocks_per_rank), state, on_finish, decoding)
-            )
-            for d in range(len(self.rank_gpus))
-        ]
+        self._fresh_scheduler = lambda: Scheduler(
+            serving, KVPool(kv_blocks_per_rank), state, on_finish, decoding
+        )
+        self.ranks = [DPRank(self, d, self._fresh_scheduler()) for d in range(len(self.rank_gpus))]
+        self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
         self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
         self._idle_s = cost.dense_part_s(0, 0.0, 0, 0)
@@ -141,6 +150,14 @@ class EPGroup:
         if self._idle:
             self._idle = False
             self._wake.succeed()
+
+    def stop_rank(self, d: int) -> list[int]:
+        """Drop DP rank d's state and the group's step in flight; the requests it held."""
+        self.epoch += 1
+        rank = self.ranks[d]
+        held = scheduler_requests(rank.scheduler)
+        rank.scheduler = self._fresh_scheduler()
+        return held
 
     # ------------------------------------------------------------------ pricing
 
@@ -266,6 +283,7 @@ class EPGroup:
         env = self.env
         moe = self.moe
         start = env.now
+        epoch = self.epoch
         loads = moe.route(start, total)
         dispatch, combine = self._flows(batches, tokens, loads)
         seqs = max(b.num_seqs if b is not None else 0 for b in batches)
@@ -290,6 +308,8 @@ class EPGroup:
             yield from self._draft_exchange(dispatch, combine, draft_share)
         if self.tp > 1:
             yield self._allreduces(batches)
+        if self.epoch != epoch:  # the group stopped mid-step: its results never land
+            return
         end = env.now
         comm_s = end - start - compute if end - start > compute else 0.0
         record = self.recorder.on_iteration

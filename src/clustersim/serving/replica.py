@@ -22,6 +22,7 @@ from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
+from clustersim.serving.prefix_lane_choice import lane_for
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
@@ -138,7 +139,7 @@ class Replica(LaneLeaps):
         return self.lanes[0].scheduler.fits_ever(rid)
 
     def submit(self, rid: int) -> None:
-        lane = min(self.lanes, key=lambda ln: ln.scheduler.outstanding)
+        lane = self.lanes[lane_for(rid, [ln.scheduler for ln in self.lanes])]
         lane.scheduler.add(rid)
         if lane.idle:
             lane.idle = False

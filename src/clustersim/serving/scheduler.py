@@ -197,6 +197,8 @@ class Scheduler:
     def _finish_decoders(self, d: int, now: float) -> None:
         st = self.state
         for rid, written in self.decodes.finished(d):
+            if self.prefix is not None:  # its answer's full blocks stay cached
+                self.prefix.publish_answer(rid, written)
             self.kv.release(self.admission.held_blocks(rid, written))
             st.generated[rid] = st.output[rid]
             self._finish(rid, now)
