@@ -198,7 +198,7 @@ class Scheduler:
         st = self.state
         for rid, written in self.decodes.finished(d):
             if self.prefix is not None:  # its answer's full blocks stay cached
-                self.prefix.publish_answer(rid, written)
+                self.prefix.publish_answer(rid, self.prefix.accepted_kv_tokens(rid))
             self.kv.release(self.admission.held_blocks(rid, written))
             st.generated[rid] = st.output[rid]
             self._finish(rid, now)
