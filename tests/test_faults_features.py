@@ -10,7 +10,7 @@ from clustersim.deployment.degraded import DegradedCosts, degraded_hardware
 from clustersim.deployment.units import stage_costs
 from clustersim.metrics.recorder import EMITTED_COLUMN
 from clustersim.model.speculative_cost import SpeculativeStageCost, speculative_stage_costs
-from clustersim.sim.engine import BuildError, build, run_experiment
+from clustersim.sim.engine import BuildError, RunOutput, build, run_experiment
 from conftest import MakeExperiment
 
 SPECULATIVE = """\
@@ -169,15 +169,39 @@ def test_pools_take_link_faults_on_the_kv_transfer(make_experiment: MakeExperime
     assert out.links.groupby("link")["bytes"].sum().get("n0.nic0->leaf0", 0.0) == 0.0
 
 
+def test_a_slow_gpu_slows_its_pool_unit_only(make_experiment: MakeExperiment) -> None:
+    """n0.g0 (prefill pool, TP8 on n0) at 0.5× compute: the 6,000-token prefill steps'
+    compute time grows (mostly FLOP-bound GEMMs: 2×; memory-bound kernels and floors keep
+    their time), their all-reduces do not; the decode pool's steps (n1) keep their price and
+    the KV transfer is not slowed. faults.parquet names the prefill unit (global id 0)."""
+    base = run_experiment(make_experiment(TWO_POOLS))
+    slow_faults = "faults:\n  events: [{kind: gpu_slowdown, target: n0.g0, compute_factor: 0.5}]\n"
+    slow = run_experiment(make_experiment(TWO_POOLS + slow_faults))
+    assert slow.faults is not None and slow.requests["retries"].sum() == 0
+    assert slow.faults["replicas_affected"].tolist() == ["0"]
+
+    def steps(out: RunOutput, pool: str, column: str) -> np.ndarray:
+        it = out.iterations[out.iterations["pool"] == pool]
+        return (it["end_s"] - it["start_s"] if column == "step" else it[column]).to_numpy()
+
+    ratio = steps(slow, "prefill", "compute_s") / steps(base, "prefill", "compute_s")
+    assert ((ratio > 1.5) & (ratio <= 2.0 + 1e-9)).all()
+    for pool, column in (("prefill", "comm_s"), ("decode", "step")):
+        np.testing.assert_allclose(steps(slow, pool, column), steps(base, pool, column))
+    np.testing.assert_allclose(
+        slow.requests["kv_transfer_s"], base.requests["kv_transfer_s"], rtol=1e-9
+    )
+
+
 @pytest.mark.parametrize(
     ("event", "match"),
     [
         ("{kind: gpu_down, target: n1.g0}", r"^faults\.events\.0\.kind: gpu_down with disagg"),
-        ("{kind: gpu_slowdown, target: n0.g0, compute_factor: 0.5}", r"gpu_slowdown with disagg"),
+        ("{kind: node_down, target: n0}", r"^faults\.events\.0\.kind: node_down with disagg"),
         ("{kind: link_down, target: n0.g0}", r"^faults\.events\.0\.target: .*cuts"),
     ],
 )
-def test_pools_refuse_faults_that_stop_or_slow_a_gpu(
+def test_pools_refuse_faults_that_stop_a_gpu(
     make_experiment: MakeExperiment, event: str, match: str
 ) -> None:
     with pytest.raises(BuildError, match=match):

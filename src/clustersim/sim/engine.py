@@ -36,7 +36,7 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.fault_build import with_faults
-from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_link_faults
+from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
@@ -137,8 +137,8 @@ class _Simulation:
                 exp.serving, self.replicas, self.prefix, stream, streams.get("router")
             )
         self.faults: FaultRuntime | None = None
-        if built.faults is not None and self.disagg is not None:  # link faults only
-            self.faults = pool_link_faults(exp, built, self.env, self.disagg, self.fabric)
+        if built.faults is not None and self.disagg is not None:  # no pool unit stops
+            self.faults = pool_faults(exp, built, self.env, self.disagg, self.fabric)
         elif built.faults is not None:
             self.faults = fault_runtime(
                 exp,

@@ -21,7 +21,6 @@ def with_faults(exp: Experiment, built: Build) -> Build:
     spec = exp.faults
     if spec is None:
         return built
-    layout = exp.layout
     try:
         schedule = fault_schedule(
             spec, built.cluster, exp.horizon.duration_s, Streams(exp.seed).get("faults")
@@ -33,7 +32,26 @@ def with_faults(exp: Experiment, built: Build) -> Build:
     gpu_faults = [f for f in schedule.faults if f.event.kind in GPU_KINDS]
     if built.pools is not None:
         _check_pools(built, schedule.faults)
-    if layout.cp > 1 and gpu_faults:
+        for pool in built.pools:
+            _check_gpu_faults(pool.exp, pool.built, gpu_faults)
+    else:
+        _check_gpu_faults(exp, built, gpu_faults)
+    for f in schedule.faults:
+        if f.event.kind == "link_down":
+            _, stranded = detours(built.cluster, f.target.links)
+            switch = [i for i in stranded if not _node_local(built, i)]
+            if switch:
+                name = built.cluster.links[switch[0]].name
+                raise BuildError(
+                    f"{f.event.key}.target: link {name} has no alternative path and joins "
+                    f"switches: every node behind it would be cut off (not simulated)"
+                )
+    return dataclasses.replace(built, faults=schedule)
+
+
+def _check_gpu_faults(exp: Experiment, built: Build, gpu_faults: Sequence[ResolvedFault]) -> None:
+    """The layouts GPU faults are not simulated with (one pool's, or the experiment's)."""
+    if exp.layout.cp > 1 and gpu_faults:
         raise BuildError(
             f"{gpu_faults[0].event.key}.kind: {gpu_faults[0].event.kind} with layout cp > 1 "
             f"is not simulated (link faults are)"
@@ -48,27 +66,16 @@ def with_faults(exp: Experiment, built: Build) -> Build:
             f"{slow[0].event.key}.kind: gpu_slowdown with layout dp_attention and "
             f"serving.speculative is not simulated (gpu_down / node_down and link faults are)"
         )
-    for f in schedule.faults:
-        if f.event.kind == "link_down":
-            _, stranded = detours(built.cluster, f.target.links)
-            switch = [i for i in stranded if not _node_local(built, i)]
-            if switch:
-                name = built.cluster.links[switch[0]].name
-                raise BuildError(
-                    f"{f.event.key}.target: link {name} has no alternative path and joins "
-                    f"switches: every node behind it would be cut off (not simulated)"
-                )
-    return dataclasses.replace(built, faults=schedule)
 
 
 def _check_pools(built: Build, faults: Sequence[ResolvedFault]) -> None:
-    """Disaggregated pools take link faults that stop no GPU (docs/faults.md §2 says why
-    a lost or slow pool instance is not simulated)."""
+    """Disaggregated pools take GPU slowdowns and link faults that stop no GPU (docs/faults.md
+    §2 says why a lost pool instance is not simulated)."""
     for f in faults:
-        if f.event.kind in GPU_KINDS:
+        if f.event.stops_gpus:
             raise BuildError(
                 f"{f.event.key}.kind: {f.event.kind} with disaggregated pools is not simulated "
-                f"(link_degrade, and link_down with a detour, are)"
+                f"(gpu_slowdown, link_degrade, and link_down with a detour, are)"
             )
         if f.event.kind == "link_down" and detours(built.cluster, f.target.links)[1]:
             raise BuildError(

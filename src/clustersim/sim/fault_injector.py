@@ -41,10 +41,12 @@ class FaultInjector:
         env: simpy.Environment,
         schedule: FaultSchedule,
         replicas: Sequence[FaultUnit],
-        degraded: DegradedCosts,
+        degraded: Sequence[DegradedCosts],
         fabric: Fabric,
         health: ReplicaHealth,
     ) -> None:
+        """`degraded[r]`: the cost models of replica r's experiment on a degraded GPU (the
+        pools of a disaggregated run each have their own)."""
         self.env = env
         self.schedule = schedule
         self.replicas = replicas
@@ -54,8 +56,12 @@ class FaultInjector:
         # units whose stages a slow GPU re-prices, and DP-attention groups whose ranks it does
         self.paced = [(r, rep) for r, rep in enumerate(replicas) if isinstance(rep, Replica)]
         self.nominal = {r: tuple(rep.costs) for r, rep in self.paced}
-        groups = {id(u.group): u.group for u in replicas if isinstance(u, DPRank)}
-        self.ep_groups = [(g, g.cost) for g in groups.values()]
+        groups = {
+            id(u.group): (u.group, degraded[r])
+            for r, u in enumerate(replicas)
+            if isinstance(u, DPRank)
+        }
+        self.ep_groups = [(g, g.cost, costs) for g, costs in groups.values()]
         self.replica_gpus = [
             frozenset(g for group in rep.groups for g in group) for rep in replicas
         ]
@@ -78,7 +84,7 @@ class FaultInjector:
         compute, hbm = sched.gpu_factors(t)
         for r, rep in self.paced:
             costs = tuple(
-                self.degraded.stage_cost(nominal, s, *group_pace(group, compute, hbm))
+                self.degraded[r].stage_cost(nominal, s, *group_pace(group, compute, hbm))
                 for s, (nominal, group) in enumerate(zip(self.nominal[r], rep.groups, strict=True))
             )
             if costs != rep.costs:
@@ -86,8 +92,8 @@ class FaultInjector:
                 cut_leap(rep, t)
             for nominal in self.nominal[r]:
                 pace_ranks(nominal, compute, hbm)
-        for group, dense in self.ep_groups:
-            pace_dp_ranks(group, dense, self.degraded, compute, hbm)
+        for group, dense, degraded in self.ep_groups:
+            pace_dp_ranks(group, dense, degraded, compute, hbm)
         factor, latency, down = sched.link_state(t)
         stranded = self.fabric.set_link_faults(factor, latency, down)
         cut = stranded_gpus(self.fabric.cluster, stranded)

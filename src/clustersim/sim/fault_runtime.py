@@ -40,10 +40,12 @@ def fault_runtime(
     state: RequestState,
     fabric: Fabric,
     end_one: Callable[[], None],
+    degraded: Sequence[DegradedCosts] | None = None,
 ) -> FaultRuntime:
     """Health and injector over the run's replicas (plain or MoE replicas, DP ranks of a
     DP-attention group: fault_build.py refuses the other unit kinds for GPU faults; link
-    faults need no replica hooks)."""
+    faults need no replica hooks). `degraded[r]`: unit r's costs on a degraded GPU (default:
+    the experiment's, for every unit)."""
     assert exp.faults is not None and built.faults is not None
     replicas: list[Replica | DPRank] = [
         u
@@ -70,33 +72,41 @@ def fault_runtime(
         end_one,
         units=len(units),
     )
-    injector = FaultInjector(env, built.faults, replicas, DegradedCosts(exp, built), fabric, health)
+    if degraded is None:
+        degraded = [DegradedCosts(exp, built)] * len(replicas)
+    injector = FaultInjector(env, built.faults, replicas, degraded, fabric, health)
     return FaultRuntime(health, injector)
 
 
-def pool_link_faults(
+def pool_faults(
     exp: Experiment,
     built: Build,
     env: simpy.Environment,
     disagg: DisaggRuntime,
     fabric: Fabric,
 ) -> FaultRuntime:
-    """Link faults under disaggregated pools (fault_build.py refuses the rest): the injector
-    sets the fabric's link state; no pool instance stops, so health has no units to watch and
-    its retry / failure counts stay zero. Decode leaps of the pools' replicas are forbidden:
-    a leap prices its steps' all-reduces ahead, before a link changes."""
-    for member in (*disagg.prefill, *disagg.decode):
+    """Faults under disaggregated pools: link faults and GPU slowdowns (fault_build.py
+    refuses the rest). The injector sets the fabric's link state and re-prices each pool
+    unit's stages on its pool's degraded GPU; no pool instance stops, so health routes
+    nothing and its retry / failure counts stay zero. Decode leaps of the pools' replicas are
+    forbidden: a leap prices its steps (and their all-reduces) ahead, before a fault changes."""
+    members = (*disagg.prefill, *disagg.decode)  # global replica ids: prefill first
+    for member in members:
         if isinstance(member.unit, Replica):
             member.unit.forbid_leaps()
+    pf, dc = disagg.pools
+    costs = {pf.name: DegradedCosts(pf.exp, pf.built), dc.name: DegradedCosts(dc.exp, dc.built)}
+    degraded = [costs[pf.name]] * len(disagg.prefill) + [costs[dc.name]] * len(disagg.decode)
     return fault_runtime(
         exp,
         built,
         env,
-        [],
+        [m.unit for m in members],
         disagg.p_router,
         [],
         disagg.recorder,
         disagg.decode_state,
         fabric,
         lambda: None,
+        degraded,
     )
