@@ -15,6 +15,10 @@ one with a one-token output, and its own Recorder for iterations):
    contending with all other traffic; `kv_transfer_s` = that transfer's duration;
 5. on arrival the decode unit emits the first token (TTFT includes the transfer) and the
    request resumes in decode with P tokens of KV (`Scheduler.add_prefilled`).
+
+With GPU faults a `UnitGuard` (sim/pool_health.py) routes around lost units and undoes a lost
+unit's work at each stage; `stage[rid]` says where a request is, and `attempt[rid]` (bumped
+when its work is lost) makes a KV transfer of a superseded attempt land as a no-op.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,6 +37,7 @@ from clustersim.deployment.prefix_caches import pool_prefix_caching, pool_router
 from clustersim.deployment.units import Unit, make_units, unit_shards
 from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
 from clustersim.metrics.recorder import EMITTED_COLUMN, Recorder
+from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
@@ -55,22 +60,53 @@ class RequestColumns(NamedTuple):
     kv_transfer_bytes: list[float]
 
 
+# where a request is in its disaggregated life (DisaggRuntime.stage)
+WAITING, PREFILL, TRANSFER, DECODE, DONE = range(5)
+
+
+class UnitGuard(Protocol):
+    """Lost pool units: routing around them, and the work they held (sim/pool_health.py)."""
+
+    def route(self, rid: int) -> tuple[int, int]:
+        """(prefill unit, decode unit) avoiding units known to be out; −1: none is up."""
+        ...
+
+    def hold(self, rid: int) -> None: ...
+
+    def absorbs_at_decode(self, rid: int) -> bool:
+        """True when the request's decode unit is lost, not yet detected: it waits there."""
+        ...
+
+    def submit_prefill(self, rid: int) -> None: ...
+
+    def orphaned(self, rid: int) -> bool:
+        """True when the request's decode unit was lost during its prefill (then recovered)."""
+        ...
+
+    def on_finish(self, rid: int) -> None: ...
+
+
 class _Member:
     """One router unit of a pool as the disaggregation runtime drives it."""
 
-    __slots__ = ("gid", "schedulers", "unit", "wake")
+    __slots__ = ("gid", "unit", "wake")
 
     def __init__(self, unit: Unit, gid: int) -> None:
         self.unit = unit
         self.gid = gid  # global replica id
         self.wake: Callable[[int], None]
         if isinstance(unit, Replica):
-            self.schedulers: list[Scheduler] = [lane.scheduler for lane in unit.lanes]
             self.wake = unit.wake_lane
         else:
-            self.schedulers = [unit.scheduler]
             group = unit.group
             self.wake = lambda _lane: group.wake()
+
+    @property
+    def schedulers(self) -> list[Scheduler]:
+        """The lanes' schedulers now (a stopped unit's lanes get fresh ones)."""
+        if isinstance(self.unit, Replica):
+            return [lane.scheduler for lane in self.unit.lanes]
+        return [self.unit.scheduler]
 
     def reserve(self, rid: int) -> int:
         """Reserve decode blocks in the least loaded lane that has them: its index, or −1."""
@@ -156,6 +192,9 @@ class DisaggRuntime:
         self.decode_of = [-1] * n
         self.decode_lane = [-1] * n
         self.transfer_start = [math.nan] * n
+        self.stage = [WAITING] * n
+        self.attempt = [0] * n
+        self.guard: UnitGuard | None = None  # with GPU faults (sim/pool_health.py)
         self.kv_transfer_s = [math.nan] * n
         self.kv_transfer_bytes = [math.nan] * n
         self._coefs: dict[tuple[int, int], list[FlowCoef]] = {}
@@ -173,8 +212,15 @@ class DisaggRuntime:
         if self.d_router.uses_kv:
             for i, m in enumerate(self.decode):
                 self.d_kv[i] = m.unit.kv_used_blocks / m.unit.kv_capacity_blocks
-        p = self.p_router.choose_request(rid, self.p_outstanding, self.p_kv)
-        d = self.d_router.choose_request(rid, self.d_outstanding, self.d_kv)
+        if self.guard is None:
+            p = self.p_router.choose_request(rid, self.p_outstanding, self.p_kv)
+            d = self.d_router.choose_request(rid, self.d_outstanding, self.d_kv)
+        else:
+            p, d = self.guard.route(rid)
+            if p < 0 or d < 0:  # every unit of a pool is out: it waits for one to come back
+                self.recorder.on_arrival(rid, now, 0)
+                self.guard.hold(rid)
+                return True
         self.recorder.on_arrival(rid, now, self.prefill[p].gid)
         self.prefill_of[rid], self.decode_of[rid] = p, d
         st = self.decode_state
@@ -186,11 +232,19 @@ class DisaggRuntime:
         if too_long or p_full or d_full or not fits:
             self.recorder.on_drop(rid)
             return False
+        self.enter(rid, p, d)
+        return True
+
+    def enter(self, rid: int, p: int, d: int) -> None:
+        """The request joins prefill unit p and decode unit d (admitted, or re-routed)."""
+        self.prefill_of[rid], self.decode_of[rid] = p, d
+        self.stage[rid] = WAITING
         self.p_outstanding[p] += 1
         self.d_outstanding[d] += 1
+        if self.guard is not None and self.guard.absorbs_at_decode(rid):
+            return
         if self.pending[d] or not self._reserve(rid, d):
             self.pending[d].append(rid)  # FIFO: a later request never overtakes
-        return True
 
     def _reserve(self, rid: int, d: int) -> bool:
         """Reserve the request's decode blocks; on success it joins its prefill unit."""
@@ -198,7 +252,11 @@ class DisaggRuntime:
         if lane < 0:
             return False
         self.decode_lane[rid] = lane
-        self.prefill[self.prefill_of[rid]].unit.submit(rid)
+        self.stage[rid] = PREFILL
+        if self.guard is not None:
+            self.guard.submit_prefill(rid)
+        else:
+            self.prefill[self.prefill_of[rid]].unit.submit(rid)
         return True
 
     def _drain(self, d: int) -> None:
@@ -211,6 +269,9 @@ class DisaggRuntime:
     def _prefill_done(self, rid: int, now: float) -> None:
         p, d = self.prefill_of[rid], self.decode_of[rid]
         self.p_outstanding[p] -= 1
+        if self.guard is not None and self.guard.orphaned(rid):
+            return
+        self.stage[rid] = TRANSFER
         coefs = self._coefs.get((p, d))
         if coefs is None:
             pf, dc = self.pools
@@ -224,10 +285,14 @@ class DisaggRuntime:
         self.kv_transfer_bytes[rid] = sum(f[2] for f in flows)
         self.transfer_start[rid] = now
         event = self.fabric.transfer(flows)
-        event.callbacks.append(lambda _ev: self._landed(rid))
+        attempt = self.attempt[rid]
+        event.callbacks.append(lambda _ev: self._landed(rid, attempt))
 
-    def _landed(self, rid: int) -> None:
+    def _landed(self, rid: int, attempt: int) -> None:
+        if attempt != self.attempt[rid]:  # its prefill or decode unit was lost meanwhile
+            return
         now = self.env.now
+        self.stage[rid] = DECODE
         self.kv_transfer_s[rid] = now - self.transfer_start[rid]
         self.prefill[self.prefill_of[rid]].release_kept(rid)
         member = self.decode[self.decode_of[rid]]
@@ -238,6 +303,9 @@ class DisaggRuntime:
     def _decode_done(self, rid: int, now: float) -> None:
         d = self.decode_of[rid]
         self.d_outstanding[d] -= 1
+        self.stage[rid] = DONE
+        if self.guard is not None:
+            self.guard.on_finish(rid)
         self._drain(d)
         self.on_done(rid, now)
 
@@ -277,34 +345,16 @@ class DisaggRuntime:
         df = df.sort_values(["start_s", "replica", "stage", "lane"], kind="stable")
         return df.reset_index(drop=True)
 
-    def _moe_tables(self, attr: str) -> pd.DataFrame | None:
-        frames = []
-        offset = 0
-        for pool, moe in zip(self.pools, (self.p_moe, self.d_moe), strict=True):
-            if moe is None:
-                continue
-            frame: pd.DataFrame | None = getattr(moe, attr)()
-            if frame is not None:
-                frame = frame.copy()
-                if "group" in frame.columns:
-                    frame["group"] = frame["group"] + offset
-                frame["pool"] = pool.name
-                frames.append(frame)
-            offset += len(moe.groups)
-        if not frames:
-            return None
-        return pd.concat(frames, ignore_index=True)
-
     def experts_frame(self) -> pd.DataFrame | None:
         """experts.parquet of both pools: EP group ids offset so they stay distinct, `pool`."""
-        df = self._moe_tables("experts_frame")
+        df = _moe_tables(self.pools, (self.p_moe, self.d_moe), "experts_frame")
         if df is None:
             return None
         df = df.sort_values(["bin_start_s", "group", "rank", "expert"], kind="stable")
         return df.reset_index(drop=True)
 
     def eplb_frame(self) -> pd.DataFrame | None:
-        df = self._moe_tables("eplb_frame")
+        df = _moe_tables(self.pools, (self.p_moe, self.d_moe), "eplb_frame")
         if df is None:
             return None
         return df.sort_values(["time_s", "group"], kind="stable").reset_index(drop=True)
@@ -312,3 +362,25 @@ class DisaggRuntime:
 
 def _at_limit(max_queue: int | None, outstanding: int) -> bool:
     return max_queue is not None and outstanding >= max_queue
+
+
+def _moe_tables(
+    pools: tuple[PoolBuild, ...], moes: tuple[MoERuntime | None, ...], attr: str
+) -> pd.DataFrame | None:
+    """One MoE table of both pools: EP group ids offset so they stay distinct, `pool`."""
+    frames = []
+    offset = 0
+    for pool, moe in zip(pools, moes, strict=True):
+        if moe is None:
+            continue
+        frame: pd.DataFrame | None = getattr(moe, attr)()
+        if frame is not None:
+            frame = frame.copy()
+            if "group" in frame.columns:
+                frame["group"] = frame["group"] + offset
+            frame["pool"] = pool.name
+            frames.append(frame)
+        offset += len(moe.groups)
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True)

@@ -93,15 +93,18 @@ class KVAdmission:
         """Take the blocks a request prefilled elsewhere needs on arrival (its prompt's KV;
         with reserve_full its prompt + output), keeping the admission watermark; False
         (nothing taken) when they are not free."""
-        if self.reserve_full:
-            need = self.reservation(rid)
-        else:
-            need = blocks_for(self.state.effective_prompt[rid], self.block_size)
+        need = self.prefilled_blocks(rid)
         reserve = self.watermark_blocks if self.kv.used else 0
         if need > self.kv.free - reserve:
             return False
         self.kv.allocate(need)
         return True
+
+    def prefilled_blocks(self, rid: int) -> int:
+        """Blocks `reserve_prefilled` takes for the request."""
+        if self.reserve_full:
+            return self.reservation(rid)
+        return blocks_for(self.state.effective_prompt[rid], self.block_size)
 
     def finish_prefill(self, rid: int) -> None:
         """A request finished in prefill: release its blocks, or keep them for its KV

@@ -121,6 +121,13 @@ class Scheduler:
         self.incoming += 1
         return True
 
+    def cancel_prefilled(self, rid: int) -> None:
+        """Disaggregated decode: give back a reservation whose KV will never arrive (its
+        prefill unit was lost, sim/pool_health.py)."""
+        self.interrupt()
+        self.incoming -= 1
+        self.kv.release(self.admission.prefilled_blocks(rid))
+
     def add_prefilled(self, rid: int, now: float) -> None:
         """Disaggregated decode: the request's prompt KV (reserved by reserve_prefilled) has
         arrived and its first token was produced by the prefill pool; it emits that token now

@@ -138,7 +138,7 @@ class _Simulation:
             )
         self.faults: FaultRuntime | None = None
         if built.faults is not None and self.disagg is not None:  # no pool unit stops
-            self.faults = pool_faults(exp, built, self.env, self.disagg, self.fabric)
+            self.faults = pool_faults(exp, built, self.env, self.disagg, self.fabric, self._end_one)
         elif built.faults is not None:
             self.faults = fault_runtime(
                 exp,

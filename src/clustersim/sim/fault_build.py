@@ -69,13 +69,14 @@ def _check_gpu_faults(exp: Experiment, built: Build, gpu_faults: Sequence[Resolv
 
 
 def _check_pools(built: Build, faults: Sequence[ResolvedFault]) -> None:
-    """Disaggregated pools take GPU slowdowns and link faults that stop no GPU (docs/faults.md
-    §2 says why a lost pool instance is not simulated)."""
+    """Disaggregated pools take GPU faults and link faults that cut no GPU off (a lost DP
+    rank of a DP-attention pool is not simulated)."""
     for f in faults:
-        if f.event.stops_gpus:
+        dp_attention = [p for p in built.pools or () if p.built.ep and p.built.ep.dp_attention]
+        if f.event.stops_gpus and dp_attention:
             raise BuildError(
-                f"{f.event.key}.kind: {f.event.kind} with disaggregated pools is not simulated "
-                f"(gpu_slowdown, link_degrade, and link_down with a detour, are)"
+                f"{f.event.key}.kind: {f.event.kind} with a DP-attention pool "
+                f"({dp_attention[0].name}) is not simulated (gpu_slowdown and link faults are)"
             )
         if f.event.kind == "link_down" and detours(built.cluster, f.target.links)[1]:
             raise BuildError(

@@ -20,6 +20,7 @@ from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import Router
 from clustersim.sim.fault_injector import FaultInjector
+from clustersim.sim.pool_health import PoolHealth
 from clustersim.sim.replica_health import ReplicaHealth
 
 
@@ -84,12 +85,13 @@ def pool_faults(
     env: simpy.Environment,
     disagg: DisaggRuntime,
     fabric: Fabric,
+    end_one: Callable[[], None],
 ) -> FaultRuntime:
-    """Faults under disaggregated pools: link faults and GPU slowdowns (fault_build.py
-    refuses the rest). The injector sets the fabric's link state and re-prices each pool
-    unit's stages on its pool's degraded GPU; no pool instance stops, so health routes
-    nothing and its retry / failure counts stay zero. Decode leaps of the pools' replicas are
+    """Faults under disaggregated pools: the injector sets the fabric's link state and
+    re-prices each pool unit's stages on its pool's degraded GPU; lost units and their
+    requests are PoolHealth's (sim/pool_health.py). Decode leaps of the pools' replicas are
     forbidden: a leap prices its steps (and their all-reduces) ahead, before a fault changes."""
+    assert exp.faults is not None and built.faults is not None
     members = (*disagg.prefill, *disagg.decode)  # global replica ids: prefill first
     for member in members:
         if isinstance(member.unit, Replica):
@@ -97,16 +99,11 @@ def pool_faults(
     pf, dc = disagg.pools
     costs = {pf.name: DegradedCosts(pf.exp, pf.built), dc.name: DegradedCosts(dc.exp, dc.built)}
     degraded = [costs[pf.name]] * len(disagg.prefill) + [costs[dc.name]] * len(disagg.decode)
-    return fault_runtime(
-        exp,
-        built,
-        env,
-        [m.unit for m in members],
-        disagg.p_router,
-        [],
-        disagg.recorder,
-        disagg.decode_state,
-        fabric,
-        lambda: None,
-        degraded,
-    )
+    health = PoolHealth(env, exp.faults, disagg, fabric, end_one)
+    units: list[Replica | DPRank] = [
+        m.unit for m in members if isinstance(m.unit, Replica | DPRank)
+    ]
+    if len(units) != len(members):
+        raise BuildError("faults: GPU faults need plain (or MoE) replicas as pool units")
+    injector = FaultInjector(env, built.faults, units, degraded, fabric, health)
+    return FaultRuntime(health, injector)
