@@ -247,6 +247,7 @@ class PoolHealth(ReplicaHealth):
             self._resubmit(rid)
             return
         reset_for_retry(g.decode_state, rid)
+        g.stage[rid] = WAITING  # bound to no unit until placed (a later loss skips it)
         self._place(rid)
 
     def _place(self, rid: int) -> None:
