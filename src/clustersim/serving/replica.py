@@ -148,7 +148,8 @@ class Replica(LaneLeaps):
         return self.lanes[0].scheduler.fits_ever(rid)
 
     def submit(self, rid: int) -> None:
-        lane = min(self.lanes, key=lambda ln: ln.scheduler.outstanding)
+        lanes = self.lanes
+        lane = lanes[0] if len(lanes) == 1 else min(lanes, key=lambda ln: ln.scheduler.outstanding)
         lane.scheduler.add(rid)
         if lane.idle:
             lane.idle = False
