@@ -203,9 +203,12 @@ class Scheduler:
         decodes.fill(batch)
 
     def _finish_decoders(self, d: int, now: float) -> None:
-        st = self.state
+        st, kv, admission = self.state, self.kv, self.admission
+        plain = not admission.reserve_full and admission.prefix is None
+        bs = admission.block_size
         for rid, written in self.decodes.finished(d):
-            self.kv.release(self.admission.held_blocks(rid, written))
+            # held_blocks: a plain lane gives back the blocks its written KV occupies
+            kv.release(-(-written // bs) if plain else admission.held_blocks(rid, written))
             st.generated[rid] = st.output[rid]
             self._finish(rid, now)
 

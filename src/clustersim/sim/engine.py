@@ -260,9 +260,11 @@ class _Simulation:
         env = self.env
         arrivals = (self.stream.arrival_s + self.frontend_s).tolist()  # at the engine
         for rid, t in enumerate(arrivals):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            self._admit(rid, env.now)
+            now = env.now
+            if t > now:
+                yield env.timeout(t - now)
+                now = env.now
+            self._admit(rid, now)
 
     def progress_ticks(self, callback: ProgressCallback, every_s: float) -> Process:
         while True:
