@@ -22,6 +22,7 @@ from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
+from clustersim.serving.leap_backoff import TP1_WORTH_STEPS, LeapBackoff
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
@@ -51,6 +52,13 @@ def _compute_s(cost: StageCost, batch: Batch) -> float:
         batch.decode_ctx_tokens,
         len(batch.prefill),
     )
+
+
+def _sleep(lane: Lane, env: simpy.Environment) -> Generator[simpy.Event, Any, None]:
+    """The lane has nothing to run: it waits until `submit` (or `wake_lane`) wakes it."""
+    lane.idle = True
+    lane.wake = env.event()
+    yield lane.wake
 
 
 class Lane:
@@ -209,9 +217,7 @@ class Replica(LaneLeaps):
                 if prefix is not None and prefix.reload_s > 0:  # host-tier KV copied back
                     yield self.env.timeout(prefix.take_reload_s())
                 return batch
-            lane.idle = True
-            lane.wake = self.env.event()
-            yield lane.wake
+            yield from _sleep(lane, self.env)
 
     # ------------------------------------------------------------------ PP = 1
 
@@ -221,15 +227,14 @@ class Replica(LaneLeaps):
         record = self.recorder.on_iteration
         replica = self.index
         compute_only = self.tp == 1 and type(self)._execute is Replica._execute
+        backoff = LeapBackoff(TP1_WORTH_STEPS if self.tp == 1 else 0)  # when to try leaps
         while True:
             sched = lane.scheduler
             # _await_batch's first try, inline (no generator a step)
             batch = sched.next_batch(env.now) if sched.prefix is None else None
             if batch is None:
                 if sched.prefix is None:  # nothing to run: sleep until `submit`
-                    lane.idle = True
-                    lane.wake = env.event()
-                    yield lane.wake
+                    yield from _sleep(lane, env)
                 batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
             kv = sched.kv
@@ -237,9 +242,11 @@ class Replica(LaneLeaps):
             if (
                 self._pricing is not None
                 and not batch.prefill
+                and backoff.try_now()
                 and (leap := self._leap_from(sched, batch, start)) is not None
             ):
                 yield from leap
+                backoff.ran(self._leap_done)
                 continue
             # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
             if compute_only:  # _execute of a TP1 stage, inline
