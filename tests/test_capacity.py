@@ -131,10 +131,15 @@ def test_probes_fanned_out_give_the_same_table(tmp_path: Path) -> None:
 def test_capacity_per_sweep_point(tmp_path: Path) -> None:
     # two replicas (round robin) sustain about twice one replica's rate
     path = tmp_path / "md1.yaml"
-    short = MD1.replace("duration_s: 60", "duration_s: 20").replace(
-        "layout: {tp: 1}", "layout: {tp: 1}\nserving: {max_num_seqs: 1, router: round_robin, "
-        "engine_overrides: {frontend_ms: 0}}"
-    ).replace("serving: {max_num_seqs: 1, engine_overrides: {frontend_ms: 0}}\n", "")
+    short = (
+        MD1.replace("duration_s: 60", "duration_s: 20")
+        .replace(
+            "layout: {tp: 1}",
+            "layout: {tp: 1}\nserving: {max_num_seqs: 1, router: round_robin, "
+            "engine_overrides: {frontend_ms: 0}}",
+        )
+        .replace("serving: {max_num_seqs: 1, engine_overrides: {frontend_ms: 0}}\n", "")
+    )
     path.write_text(short + "slo: {queue_mean_s: 0.007}\nsweep:\n  layout.dp: [1, 2]\n")
     out = tmp_path / "out"
     assert cli.main(["capacity", str(path), "--out", str(out), "--quiet", "--replicates", "2"]) == 0

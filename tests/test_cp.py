@@ -153,9 +153,7 @@ def test_cp_with_pp_or_moe_is_rejected(make_experiment: MakeExperiment) -> None:
         build(make_experiment(moe))
 
 
-def test_cp_layout_too_big_is_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cp_layout_too_big_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(LONG.replace("{tp: 8, cp: 2}", "{tp: 8, cp: 4}"))
     assert cli.main(["validate", str(path)]) == 2

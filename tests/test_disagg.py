@@ -72,8 +72,13 @@ def test_pool_serving_has_every_serving_key() -> None:
 
 
 def test_pool_serving_overrides_only_what_it_sets(make_experiment: MakeExperiment) -> None:
-    built = build(make_experiment(SMALL.replace("name: disagg_small", "name: x\nserving: "
-                                                "{max_num_seqs: 32, block_size: 32}")))
+    built = build(
+        make_experiment(
+            SMALL.replace(
+                "name: disagg_small", "name: x\nserving: {max_num_seqs: 32, block_size: 32}"
+            )
+        )
+    )
     assert built.pools is not None
     prefill, decode = built.pools
     assert prefill.exp.serving.max_num_seqs == 32 and decode.exp.serving.max_num_seqs == 64
@@ -81,8 +86,10 @@ def test_pool_serving_overrides_only_what_it_sets(make_experiment: MakeExperimen
 
 
 def test_sweep_over_deployment_with_null(tmp_path: Path) -> None:
-    text = SMALL + "layout: {tp: 1, dp: 8}\nsweep:\n  disaggregation: [null, " + (
-        "{prefill: {layout: {tp: 1, dp: 4}}, decode: {layout: {tp: 1, dp: 4}}}]\n"
+    text = (
+        SMALL
+        + "layout: {tp: 1, dp: 8}\nsweep:\n  disaggregation: [null, "
+        + ("{prefill: {layout: {tp: 1, dp: 4}}, decode: {layout: {tp: 1, dp: 4}}}]\n")
     )
     path = tmp_path / "s.yaml"
     path.write_text(text)
@@ -373,8 +380,12 @@ def test_cp_prefill_pool_sends_kv_from_every_cp_rank(make_experiment: MakeExperi
     prefill, decode = built.pools
     rp, dp = prefill.built.placement.replicas[0], decode.built.placement.replicas[0]
     coefs = kv_flow_coefficients(
-        exp.model, exp.precision, prefill.built.stage_layers, rp.cp_groups,
-        decode.built.stage_layers, dp.cp_groups,
+        exp.model,
+        exp.precision,
+        prefill.built.stage_layers,
+        rp.cp_groups,
+        decode.built.stage_layers,
+        dp.cp_groups,
     )
     assert {s for s, _, _ in coefs} == set(rp.gpus) and len(rp.gpus) == 4
     per_token = kv_bytes_per_token(exp.model, exp.precision)

@@ -81,8 +81,9 @@ def test_uniform_and_skew_zero_never_change() -> None:
 @pytest.mark.parametrize("tokens", [1, 7, 100, 2048, 8192])
 def test_routed_pairs_are_conserved_per_layer(tokens: int) -> None:
     """Σ over ranks = tokens × top_k in every layer, in both the exact and Gaussian regimes."""
-    q = rank_probabilities(traffic(1.2).pair_share, linear_placement(LAYERS, EXPERTS, RANKS,
-                                                                     EXPERTS))
+    q = rank_probabilities(
+        traffic(1.2).pair_share, linear_placement(LAYERS, EXPERTS, RANKS, EXPERTS)
+    )
     loads = sample_rank_loads(np.random.default_rng(1), tokens * TOP_K, q)
     assert loads.shape == (LAYERS, RANKS)
     assert (loads >= 0).all()

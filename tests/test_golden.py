@@ -29,6 +29,5 @@ def test_golden_hashes(name: str, tmp_path: Path) -> None:
         return
     expected = json.loads(HASHES.read_text())[name]
     assert got == expected, (
-        f"{name}: result files changed; if intended, regenerate with "
-        "`python -m tests.golden.cases`"
+        f"{name}: result files changed; if intended, regenerate with `python -m tests.golden.cases`"
     )

@@ -138,8 +138,10 @@ def throughput(gpu: str, tmp: str) -> float:
     return float(req["output_tokens"].sum() / (req["finish_s"].max() - req["arrival_s"].min()))
 
 
-@pytest.mark.parametrize(("a", "b"), [("b200", "h100-sxm"), ("h200", "h100-sxm"),
-                                      ("gb200", "b200"), ("h100-sxm", "a100-80gb")])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("b200", "h100-sxm"), ("h200", "h100-sxm"), ("gb200", "b200"), ("h100-sxm", "a100-80gb")],
+)
 def test_simulated_throughput_ratio_within_spec(
     a: str, b: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

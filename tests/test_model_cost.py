@@ -287,9 +287,7 @@ def test_ideal_hardware_meets_the_bound() -> None:
     )
     m = get_model("llama-3.1-70b")
     no_launch = replace(GPU_ONLY, eager_launch_us=0.0)
-    c = StageCostModel(
-        m, ideal, FP8, 2, 80, True, True, matmul_half_tokens=0.0, engine=no_launch
-    )
+    c = StageCostModel(m, ideal, FP8, 2, 80, True, True, matmul_half_tokens=0.0, engine=no_launch)
     for tokens in (1, 16, 256, 4096, 16384):
         pairs = causal_pairs(tokens, 0)
         got = c.compute_s(tokens, pairs, 0, 0)

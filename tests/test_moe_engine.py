@@ -98,15 +98,27 @@ def test_memory_splits_experts_over_ep_and_counts_redundant_slots() -> None:
         ("{tp: 8, ep: 3}", "", r"layout\.ep = 3 must be 1, tp = 8 .* tp × dp = 8×1 = 8"),
         ("{tp: 4, dp: 2, ep: 2}", "", r"layout\.ep = 2 must be 1, tp = 4 .* 4×2 = 8"),
         ("{tp: 8, ep: 2, moe_tp: 2}", "", r"moe_tp × ep = 2 × 2 = 4 must equal tp = 8"),
-        ("{tp: 4, dp: 2, ep: 4, dp_attention: true}", "",
-         r"dp_attention needs ep = tp × dp = 4×2 = 8 .*, got ep = 4"),
-        ("{tp: 1, dp: 8, ep: 8}", "experts: {eplb: {redundant_experts: 4}}",
-         r"8 \+ 4 = 12 is not divisible by ep = 8"),
-        ("{tp: 8, ep: 1}", "experts: {eplb: {redundant_experts: 8}}",
-         r"experts\.eplb .* needs ep > 1"),
+        (
+            "{tp: 4, dp: 2, ep: 4, dp_attention: true}",
+            "",
+            r"dp_attention needs ep = tp × dp = 4×2 = 8 .*, got ep = 4",
+        ),
+        (
+            "{tp: 1, dp: 8, ep: 8}",
+            "experts: {eplb: {redundant_experts: 4}}",
+            r"8 \+ 4 = 12 is not divisible by ep = 8",
+        ),
+        (
+            "{tp: 8, ep: 1}",
+            "experts: {eplb: {redundant_experts: 8}}",
+            r"experts\.eplb .* needs ep > 1",
+        ),
         ("{tp: 1, dp: 4, pp: 2, ep: 4}", "", r"layout\.pp = 2 with DP-attention"),
-        ("{tp: 8, ep: 8}", "experts: {routing: {distribution: trace}}",
-         r"needs experts\.routing\.path"),
+        (
+            "{tp: 8, ep: 8}",
+            "experts: {routing: {distribution: trace}}",
+            r"needs experts\.routing\.path",
+        ),
     ],
 )
 def test_invalid_ep_layouts_fail_with_the_numbers(
@@ -153,8 +165,9 @@ def test_ep_groups_and_ranks(make_experiment: MakeExperiment) -> None:
     dpa = build(make_experiment(MIXTRAL_DPA)).ep
     assert dpa is not None and dpa.mode == "dp_attention" and len(dpa.groups) == 1
     assert [r[0] for r in dpa.groups[0].ranks] == [f"n0.g{i}" for i in range(8)]
-    text = MIXTRAL_DPA.replace("{tp: 1, dp: 8, ep: 8, dp_attention: true}",
-                               "{tp: 4, dp: 2, ep: 2, moe_tp: 2}")
+    text = MIXTRAL_DPA.replace(
+        "{tp: 1, dp: 8, ep: 8, dp_attention: true}", "{tp: 4, dp: 2, ep: 2, moe_tp: 2}"
+    )
     trt = build(make_experiment(text)).ep
     assert trt is not None and trt.mode == "tp" and len(trt.groups) == 2
     # TensorRT-LLM: moe_ep_rank = tp_rank mod ep → rank 0 = TP ranks 0 and 2
@@ -205,8 +218,12 @@ def test_all_to_all_bytes_per_link_match_the_formula() -> None:
     # into n0.g1 from n0.g0, n1.g0, n1.g1
     assert got["leaf0->n0.nic1"] == pytest.approx((0.4 + 0.2 + 0.1) * 200 * per_pair * net)
     # the event took the busiest link's bytes / bandwidth + 3 layers × (path + overhead)
-    busiest = max(b / link.bandwidth_Bps for link in fabric.cluster.links
-                  for name, b in got.items() if name == link.name)
+    busiest = max(
+        b / link.bandwidth_Bps
+        for link in fabric.cluster.links
+        for name, b in got.items()
+        if name == link.name
+    )
     assert env.now == pytest.approx(busiest + 3 * plan.layer_latency_s())
 
 
@@ -272,9 +289,12 @@ def test_moe_run_outputs_experts_and_eplb_tables(make_experiment: MakeExperiment
 def test_same_seed_gives_identical_experts_parquet(
     make_experiment: MakeExperiment, tmp_path: Path
 ) -> None:
-    ov = ["experts.routing.skew=1.2", "experts.routing.drift_interval_s=0.3",
-          "experts.eplb={redundant_experts: 8, rebalance_interval_s: 0.4}",
-          "horizon.duration_s=1"]
+    ov = [
+        "experts.routing.skew=1.2",
+        "experts.routing.drift_interval_s=0.3",
+        "experts.eplb={redundant_experts: 8, rebalance_interval_s: 0.4}",
+        "horizon.duration_s=1",
+    ]
     files = []
     for run in ("a", "b"):
         out = run_experiment(make_experiment(MIXTRAL_DPA, ov))
@@ -289,15 +309,17 @@ def test_same_seed_gives_identical_experts_parquet(
 
 
 def test_ep_inside_tp_groups_and_dense_models(make_experiment: MakeExperiment) -> None:
-    text = MIXTRAL_DPA.replace("{tp: 1, dp: 8, ep: 8, dp_attention: true}",
-                               "{tp: 4, dp: 2, ep: 4}").replace("duration_s: 2", "duration_s: 1")
+    text = MIXTRAL_DPA.replace(
+        "{tp: 1, dp: 8, ep: 8, dp_attention: true}", "{tp: 4, dp: 2, ep: 4}"
+    ).replace("duration_s: 2", "duration_s: 1")
     out = run_experiment(make_experiment(text))
     assert out.experts is not None
     assert set(out.experts["group"]) == {0, 1} and set(out.experts["rank"]) == set(range(4))
-    dense = MIXTRAL_DPA.replace("mixtral-8x7b", "llama-3.1-8b").replace(
-        "{tp: 1, dp: 8, ep: 8, dp_attention: true}", "{tp: 1, dp: 2}"
-    ).replace("experts:\n  routing: {distribution: zipf, skew: 0.0}\n", "").replace(
-        "duration_s: 2", "duration_s: 0.5"
+    dense = (
+        MIXTRAL_DPA.replace("mixtral-8x7b", "llama-3.1-8b")
+        .replace("{tp: 1, dp: 8, ep: 8, dp_attention: true}", "{tp: 1, dp: 2}")
+        .replace("experts:\n  routing: {distribution: zipf, skew: 0.0}\n", "")
+        .replace("duration_s: 2", "duration_s: 0.5")
     )
     dense_out = run_experiment(make_experiment(dense))
     assert dense_out.experts is None and dense_out.eplb is None

@@ -55,7 +55,10 @@ def test_pairset_sparse_loads_equal_the_dense_product() -> None:
     from clustersim.config.schema import NetworkSpec, NVLinkSpec, TopologySpec
 
     topo = TopologySpec(
-        name="t", nodes=4, gpus_per_node=8, gpu="h100-sxm",
+        name="t",
+        nodes=4,
+        gpus_per_node=8,
+        gpu="h100-sxm",
         nvlink=NVLinkSpec(domain="node", bandwidth_GBps=450, latency_us=2.0),
         network=NetworkSpec(),
     )
@@ -120,11 +123,20 @@ def test_iterations_frame_matches_a_pandas_stable_sort() -> None:
     rows = []
     for _ in range(n):  # many ties in start_s, replica, stage and lane
         row = (
-            int(rng.integers(0, 4)), int(rng.integers(0, 3)), int(rng.integers(0, 2)),
-            float(rng.integers(0, 50)) / 8, float(rng.random()), int(rng.integers(0, 99)),
-            int(rng.integers(0, 99)), int(rng.integers(0, 9)), int(rng.integers(0, 99)),
-            float(rng.random()), float(rng.random()), float(rng.random()),
-            int(rng.integers(0, 999)), 1000,
+            int(rng.integers(0, 4)),
+            int(rng.integers(0, 3)),
+            int(rng.integers(0, 2)),
+            float(rng.integers(0, 50)) / 8,
+            float(rng.random()),
+            int(rng.integers(0, 99)),
+            int(rng.integers(0, 99)),
+            int(rng.integers(0, 9)),
+            int(rng.integers(0, 99)),
+            float(rng.random()),
+            float(rng.random()),
+            float(rng.random()),
+            int(rng.integers(0, 999)),
+            1000,
         )
         rows.append(row)
         rec.on_iteration(row)

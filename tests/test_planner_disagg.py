@@ -50,8 +50,15 @@ plan: {{workers: 2, {plan}}}
 
 def spec_of(tmp_path: Path, plan: str, **kw: object) -> PlanSpec:
     fields: dict[str, object] = {
-        "name": "t", "model": "llama-3.1-8b", "rate": 8, "prompt": "fixed, value: 2048",
-        "output": 32, "duration": 4, "ttft": 1.0, "tpot": 0.05, "plan": plan,
+        "name": "t",
+        "model": "llama-3.1-8b",
+        "rate": 8,
+        "prompt": "fixed, value: 2048",
+        "output": 32,
+        "duration": 4,
+        "ttft": 1.0,
+        "tpot": 0.05,
+        "plan": plan,
     }
     fields.update(kw)
     path = tmp_path / f"{fields['name']}.yaml"
@@ -159,8 +166,9 @@ def test_rule_adds_cp_only_for_long_prompts(tmp_path: Path) -> None:
     s_space = enumerate_space(short, s_stats.p99_prompt)
     assert all(c.layout.cp == 1 for c in s_space.candidates)
     s_est = {c.label: estimate(c.exp, c.built, s_stats) for c in s_space.candidates}
-    assert not any("CP" in r for r in rule_of_thumb(short, s_space.candidates, s_est,
-                                                     s_stats).reasons)
+    assert not any(
+        "CP" in r for r in rule_of_thumb(short, s_space.candidates, s_est, s_stats).reasons
+    )
 
 
 def pick_for(spec: PlanSpec) -> tuple[str | None, tuple[str, ...]]:
@@ -246,8 +254,14 @@ def test_disaggregated_configs_use_verified_flags(tmp_path: Path) -> None:
     assert [c[:3] for c in sg] == [["python", "-m", "sglang.launch_server"]] * 2 + [
         ["python", "-m", "sglang_router.launch_router"]
     ]
-    names = ("--disaggregation-mode", "--disaggregation-transfer-backend", "--port",
-             "--base-gpu-id", "--tp-size", "--dp-size")
+    names = (
+        "--disaggregation-mode",
+        "--disaggregation-transfer-backend",
+        "--port",
+        "--base-gpu-id",
+        "--tp-size",
+        "--dp-size",
+    )
     pf, dc = flags(sg[0], *names), flags(sg[1], *names)
     assert (pf.disaggregation_mode, dc.disaggregation_mode) == ("prefill", "decode")
     assert pf.disaggregation_transfer_backend == dc.disaggregation_transfer_backend == "nixl"
@@ -276,7 +290,8 @@ def test_disaggregated_configs_use_verified_flags(tmp_path: Path) -> None:
     assert gen["cache_transceiver_config"]["backend"] == "NIXL"
     assert ctx["disable_overlap_scheduler"] is True and "disable_overlap_scheduler" not in gen
     assert [flags(c, "--extra_llm_api_options").extra_llm_api_options for c in cmds[:2]] == [
-        "prefill.trtllm.yaml", "decode.trtllm.yaml",
+        "prefill.trtllm.yaml",
+        "decode.trtllm.yaml",
     ]
 
 
@@ -324,7 +339,11 @@ def test_tiny_disaggregated_plan_end_to_end(
         tmp_path,
         "max_gpus: 3, disaggregation: only, search: exhaustive, "
         "pool_serving: {prefill: {max_num_batched_tokens: 8192}}, emit: all, engines: [sglang]",
-        rate=4, duration=3, ttft=2.0, tpot=0.05, name="tiny",
+        rate=4,
+        duration=3,
+        ttft=2.0,
+        tpot=0.05,
+        name="tiny",
     )
     out = tmp_path / "results"
     rc = main(["plan", str(tmp_path / "tiny.yaml"), "--out", str(out), "--quiet"])
@@ -350,24 +369,34 @@ def test_tiny_disaggregated_plan_end_to_end(
         est = by_label[r["layout"]]["estimate"]
         assert r["tpot_p99_s"] >= est["tpot_lb_s"] and r["ttft_p99_s"] >= est["ttft_p99_lb_s"]
         summary = by_label[r["layout"]]["summary"]
-        assert summary["pools"]["prefill"]["gpus"] + summary["pools"]["decode"]["gpus"] == (
-            r["gpus"]
+        assert (
+            summary["pools"]["prefill"]["gpus"] + summary["pools"]["decode"]["gpus"] == (r["gpus"])
         )
     # every simulated layout's SGLang launch script: two servers and the PD router
     for label in labels:
-        script = (plan_dir / "launch" / label.replace("[", "_").replace("]", "_")
-                  / "sglang.sh").read_text()
+        script = (
+            plan_dir / "launch" / label.replace("[", "_").replace("]", "_") / "sglang.sh"
+        ).read_text()
         assert script.count("--disaggregation-mode") == 2 and "--pd-disaggregation" in script
 
 
 def test_also_mode_keeps_colocated_and_ranks_together(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, "max_gpus: 2, disaggregation: also, search: exhaustive",
-                   rate=4, duration=3, ttft=2.0, name="both")
+    spec = spec_of(
+        tmp_path,
+        "max_gpus: 2, disaggregation: also, search: exhaustive",
+        rate=4,
+        duration=3,
+        ttft=2.0,
+        name="both",
+    )
     result = run_plan(spec, tmp_path / "out", "local", quiet=True)
     kinds = {r.label: r.pools is not None for r in result.rows}
     assert kinds == {
-        "tp1-pp1-dp1": False, "tp1-pp1-dp2": False, "tp1-pp2-dp1": False,
-        "tp2-pp1-dp1": False, "P[tp1-pp1-dp1]+D[tp1-pp1-dp1]": True,
+        "tp1-pp1-dp1": False,
+        "tp1-pp1-dp2": False,
+        "tp1-pp2-dp1": False,
+        "tp2-pp1-dp1": False,
+        "P[tp1-pp1-dp1]+D[tp1-pp1-dp1]": True,
     }
     assert result.best is not None and result.best.gpus == 1  # 4 req/s: one GPU suffices
 
@@ -375,8 +404,16 @@ def test_also_mode_keeps_colocated_and_ranks_together(tmp_path: Path) -> None:
 def test_cp_bounds_hold_in_simulation(tmp_path: Path) -> None:
     plan = "candidates: {layouts: [{tp: 2}, {tp: 2, cp: 2}]}, search: exhaustive, prune: false"
     # 3 req/s of 110k-token prompts for 4 s: 18 measured requests queue on one replica
-    spec = spec_of(tmp_path, plan, prompt="fixed, value: 110000", rate=3, duration=4,
-                   ttft=60.0, tpot=1.0, name="cpsim")
+    spec = spec_of(
+        tmp_path,
+        plan,
+        prompt="fixed, value: 110000",
+        rate=3,
+        duration=4,
+        ttft=60.0,
+        tpot=1.0,
+        name="cpsim",
+    )
     result = run_plan(spec, tmp_path / "out", "local", quiet=True)
     rows = {r.label: r for r in result.rows}
     assert set(rows) == {"tp2-pp1-dp1", "tp2-pp1-dp1-cp2"}

@@ -72,9 +72,10 @@ def test_cli_plan_writes_the_plan_directory(
     assert "trtllm-serve meta-llama/Llama-3.1-8B" in trtllm and "NOT EXPRESSIBLE" not in trtllm
     assert "--extra_llm_api_options tp1-pp1-dp3.trtllm.yaml" in trtllm
     assert "run dp = 3 copies of this command" in trtllm
-    assert yaml.safe_load((launch / "tp1-pp1-dp3.trtllm.yaml").read_text())[
-        "tensor_parallel_size"
-    ] == 1
+    assert (
+        yaml.safe_load((launch / "tp1-pp1-dp3.trtllm.yaml").read_text())["tensor_parallel_size"]
+        == 1
+    )
     data = json.loads((plan_dir / "plan.json").read_text())
     assert data["best"] == "tp1-pp1-dp3"
     assert data["rule_of_thumb"]["layout"] == "tp4-pp1-dp1" and data["rule_of_thumb"]["reasons"]
@@ -90,9 +91,7 @@ def test_cli_plan_writes_the_plan_directory(
 def no_wall(summary: object) -> dict[str, object]:
     """A summary without sim.wall_s (the only timing-dependent number)."""
     assert isinstance(summary, dict)
-    return {k: v for k, v in summary.items() if k != "sim"} | {
-        "events": summary["sim"]["events"]
-    }
+    return {k: v for k, v in summary.items() if k != "sim"} | {"events": summary["sim"]["events"]}
 
 
 def test_pruning_never_removes_the_simulated_best(tmp_path: Path) -> None:
@@ -170,10 +169,19 @@ def test_bad_inputs_exit_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "bad.yaml: layout: the planner chooses" in err
     # nothing fits: a 70B model on one GPU
-    rc = main([
-        "plan", str(small_plan(tmp_path)), "--quiet", "--out", str(tmp_path / "r"),
-        "--set", "model=llama-3.1-70b", "--set", "plan.max_gpus=1",
-    ])
+    rc = main(
+        [
+            "plan",
+            str(small_plan(tmp_path)),
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "model=llama-3.1-70b",
+            "--set",
+            "plan.max_gpus=1",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0
     assert "no layout of 1..1 GPUs can run" in err and "GiB" in err

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from clustersim.planner.report import format_report, write_plan
-from clustersim.planner.resilience import with_node_down, worst_node
+from clustersim.planner.resilience import node_classes, with_node_down
 from clustersim.planner.run import run_plan
 from clustersim.planner.spec import load_plan
 
@@ -47,22 +47,31 @@ def test_n_plus_1_picks_a_layout_that_survives_its_worst_node(tmp_path: Path) ->
     # TP4 × DP2 packs both replicas on node 0; the first to survive a node is TP4 × DP3
     assert res.pick.gpus == 12 and res.extra_gpus == 8
     assert res.checks[res.plain.label].meets is False
-    assert res.checks[res.pick.label].node == "n0"
+    # TP4 × DP3: n0 holds two replicas, n1 one — two classes, both simulated; n0 is worst
+    pick = res.checks[res.pick.label]
+    assert pick.node == "n0" and [d.node for d in pick.simulated] == ["n0", "n1"]
+    assert all(d.meets for d in pick.simulated)
     paths = write_plan(result)
     data = json.loads(paths["plan.json"].read_text())
     assert data["resilience"]["pick_gpus"] == 12 and data["resilience"]["extra_gpus"] == 8
     assert data["best"] == res.pick.label
+    checked = {c["layout"]: c for c in data["resilience"]["checks"]}
+    assert [d["node"] for d in checked[res.pick.label]["nodes_simulated"]] == ["n0", "n1"]
     text = format_report(result, paths)
     assert f"n+1: {res.pick.label} (12 GPUs) meets the SLO" in text and "+8 GPUs" in text
 
 
-def test_worst_node_and_node_down_experiment(tmp_path: Path) -> None:
+def test_node_classes_and_node_down_experiment(tmp_path: Path) -> None:
+    """Nodes holding the same positions of the layout form one class (one simulation)."""
     spec = load_plan(plan(tmp_path, ""))
     from clustersim.planner.space import enumerate_space
 
     space = enumerate_space(spec, 512.0)
-    cand = next(c for c in space.candidates if c.layout.dp == 3)
-    assert worst_node(cand) == "n0"
+    by_dp = {c.layout.dp: c for c in space.candidates}
+    assert node_classes(by_dp[3]) == {"n0": ("n0",), "n1": ("n1",)}  # two replicas vs one
+    assert node_classes(by_dp[4]) == {"n0": ("n0", "n1")}  # two whole replicas on each
+    assert node_classes(by_dp[1]) == {"n0": ("n0",)}  # n1 unused: not simulated
+    cand = by_dp[3]
     exp = with_node_down(cand.exp, "n0")
     assert exp.faults is not None and exp.faults.events[0].target == "n0"
     assert cand.exp.faults is None

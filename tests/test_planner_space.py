@@ -195,7 +195,9 @@ def test_bad_plan_files_name_file_and_key(tmp_path: Path, extra: str, key: str, 
 
 def test_plan_needs_an_slo_bound(tmp_path: Path) -> None:
     path = tmp_path / "noslo.yaml"
-    path.write_text(WORKLOAD.replace("slo: {ttft_p99_s: 1.0, tpot_p99_s: 0.05}", "")
-                    + "model: llama-3.1-8b\ntopology: dgx_h100_x1\n")
+    path.write_text(
+        WORKLOAD.replace("slo: {ttft_p99_s: 1.0, tpot_p99_s: 0.05}", "")
+        + "model: llama-3.1-8b\ntopology: dgx_h100_x1\n"
+    )
     with pytest.raises(ConfigError, match="needs an SLO bound"):
         load_plan(path)

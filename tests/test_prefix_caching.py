@@ -118,21 +118,32 @@ def test_without_prefix_caching_nothing_is_cached_and_columns_absent(
 @st.composite
 def shared_prefix_traces(draw: st.DrawFn) -> list[tuple[float, int, int, list[int]]]:
     """Requests drawn from a few conversation trees: a root chosen among 3, then a path of
-    block ids below it that often repeats an earlier one (reuse) and sometimes branches."""
-    rows = []
+    block ids below it that often repeats an earlier one (reuse) and sometimes branches; or
+    the next turn of an earlier request (its prompt + answer + new tokens), so that answers
+    that complete blocks are published for it (workload/prefix_blocks.successor_answers)."""
+    rows: list[tuple[float, int, int, list[int]]] = []
     paths: list[list[int]] = []
     t = 0.0
     for j in range(draw(st.integers(10, 40))):
-        if paths and draw(st.booleans()):
-            base = paths[draw(st.integers(0, len(paths) - 1))]
-            keep = draw(st.integers(0, len(base)))
-            ids = base[:keep] + [10_000 * (j + 1) + k for k in range(draw(st.integers(0, 6)))]
+        kind = draw(st.sampled_from(["branch", "root", "next"])) if paths else "root"
+        fresh = 10_000 * (j + 1)
+        if kind == "next":
+            prev = draw(st.integers(0, len(rows) - 1))
+            _, p, o, _ = rows[prev]
+            base = paths[prev]
+            prompt = p + o + draw(st.integers(1, BT - 1))
+            prompt += prompt % BT == 0
+            ids = base + [fresh + k for k in range(prompt // BT - len(base))]
         else:
-            root = draw(st.integers(0, 2))
-            ids = [root] + [10_000 * (j + 1) + k for k in range(draw(st.integers(0, 6)))]
-        full = len(ids)
-        prompt = full * BT + draw(st.integers(1, BT - 1))
-        rows.append((t, prompt, draw(st.integers(1, 300)), [*ids, 99_999_999 - j]))
+            if kind == "branch":
+                base = paths[draw(st.integers(0, len(paths) - 1))]
+                ids = base[: draw(st.integers(0, len(base)))]
+            else:
+                ids = [draw(st.integers(0, 2))]
+            ids = ids + [fresh + k for k in range(draw(st.integers(0, 6)))]
+            prompt = len(ids) * BT + draw(st.integers(1, BT - 1))
+        output = draw(st.integers(1, 300) | st.integers(BT, 3 * BT))
+        rows.append((t, prompt, output, [*ids, 99_999_999 - j]))
         paths.append(ids)
         t += draw(st.floats(0.0, 0.3))
     return rows
@@ -160,6 +171,7 @@ class _CheckedEviction:
     rows=shared_prefix_traces(),
     lane_blocks=st.integers(400, 1200),
     host_gb=st.sampled_from([0.0, 1.0]),
+    admission=st.sampled_from(["incremental", "reserve_full"]),
 )
 def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     tmp_path: Path,
@@ -168,10 +180,13 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     rows: list[tuple[float, int, int, list[int]]],
     lane_blocks: int,
     host_gb: float,
+    admission: str,
 ) -> None:
-    """Small KV pools (preemption and eviction happen): recorded KV use ≤ capacity at every
-    step, eviction takes only unpinned leaves, every request finishes, and at the end the
-    caches hold no private block and no pin (nothing counted twice, nothing leaked)."""
+    """Small KV pools (preemption and eviction happen), either KV admission: recorded KV use
+    ≤ capacity at every step, eviction takes only unpinned leaves, every request finishes
+    (reserve_full: none preempted), the tree's invariants hold after every answer is
+    published, and at the end the caches hold no private block and no pin (nothing counted
+    twice, nothing leaked)."""
     trace = write_trace(tmp_path / "t.jsonl", rows)
     text = experiment_text(trace).replace(
         "{enabled: true}", f"{{enabled: true, host_memory_GB: {host_gb}}}"
@@ -180,13 +195,27 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     longest = max(p + o for _, p, o, _ in rows)
     blocks = max(lane_blocks, -(-longest // 16) + 64)
     u = kv_utilisation(exp, blocks)
-    exp = make_experiment(text, [f"serving.gpu_memory_utilization={u!r}"])
+    overrides = [f"serving.gpu_memory_utilization={u!r}", f"serving.kv_admission={admission}"]
+    exp = make_experiment(text, overrides)
     checked = _CheckedEviction()
-    with patch.object(PrefixTree, "_evict_one", lambda tree: checked(tree)):
+    publish_answer = LanePrefix.publish_answer
+
+    def publish_checked(lane: LanePrefix, rid: int, written: int) -> None:
+        """Publish a finished request's answer blocks, then check every invariant."""
+        publish_answer(lane, rid, written)
+        lane.cache.check()
+        assert lane.private_blocks(rid, written) >= 0
+
+    with (
+        patch.object(PrefixTree, "_evict_one", lambda tree: checked(tree)),
+        patch.object(LanePrefix, "publish_answer", publish_checked),
+    ):
         out, lanes = run_capturing_lanes(exp)
     it = out.iterations
     assert (it["kv_used_blocks"] <= it["kv_capacity_blocks"]).all()
     assert out.requests["finish_s"].notna().all()
+    if admission == "reserve_full":  # GUARANTEED_NO_EVICT: reservations, never preempted
+        assert (out.requests["preemptions"] == 0).all()
     cached = out.requests["cached_tokens"].to_numpy()
     assert (cached % BT == 0).all() and (cached < out.requests["prompt_tokens"]).all()
     for unit in lanes:

@@ -108,9 +108,7 @@ def test_max_num_seqs_caps_the_running_set() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    reqs=st.lists(
-        st.tuples(st.integers(1, 300), st.integers(1, 60)), min_size=1, max_size=25
-    ),
+    reqs=st.lists(st.tuples(st.integers(1, 300), st.integers(1, 60)), min_size=1, max_size=25),
     block_size=st.sampled_from([1, 4, 16]),
     spare_blocks=st.integers(0, 60),
     budget=st.integers(32, 600),
@@ -199,9 +197,7 @@ def test_reserve_full_never_preempts_and_frees_everything() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    reqs=st.lists(
-        st.tuples(st.integers(1, 300), st.integers(1, 60)), min_size=1, max_size=25
-    ),
+    reqs=st.lists(st.tuples(st.integers(1, 300), st.integers(1, 60)), min_size=1, max_size=25),
     block_size=st.sampled_from([1, 4, 16, 64]),
     spare_blocks=st.integers(0, 60),
     budget=st.integers(32, 600),

@@ -72,6 +72,28 @@ def test_each_turn_extends_the_previous_prompt_and_answer() -> None:
                 assert rs.prefix.row(prev)[-1] not in set(rs.prefix.row(nxt).tolist())
 
 
+def test_answer_ids_are_the_next_turns_ids_of_those_blocks() -> None:
+    """A turn of P prompt and O answer tokens holds P + O − 1 tokens of KV when it finishes;
+    its answer ids name full blocks ⌊P/bt⌋ … ⌊(P+O−1)/bt⌋ − 1, exactly as its next turn does."""
+    rs = generate_sessions(SMALL, np.random.default_rng(2), sessions=200)
+    assert rs.prefix is not None and rs.prefix.answer is not None
+    bt = SMALL.block_tokens
+    answer = rs.prefix.answer
+    checked = 0
+    for rows in _by_session(rs).values():
+        for prev, nxt in itertools.pairwise(rows):
+            p, o = int(rs.prompt_tokens[prev]), int(rs.output_tokens[prev])
+            expected = rs.prefix.row(nxt)[p // bt : (p + o - 1) // bt]
+            assert np.array_equal(answer.row(prev), expected)
+            checked += len(expected)
+    assert checked > 100
+    counts = (rs.prompt_tokens + rs.output_tokens - 1) // bt - rs.prompt_tokens // bt
+    assert np.array_equal(answer.counts, counts)  # last turns too: ids of their own
+    named = set(rs.prefix.ids.tolist())  # a session's last answer is nobody's prompt
+    last_answers = [h for rows in _by_session(rs).values() for h in answer.row(rows[-1])]
+    assert last_answers and not named.intersection(last_answers)
+
+
 def test_equal_ids_exactly_when_prefixes_are_equal() -> None:
     """Rebuild every block's token content (system prompt j's tokens up to its length, then
     the session's own tokens, append-only) and its whole prefix: two blocks get equal ids
@@ -96,16 +118,29 @@ def test_equal_ids_exactly_when_prefixes_are_equal() -> None:
         sys_len = int(turns.system_prompt_tokens[j])
         sess, prompt = int(turns.session[r]), int(turns.prompt[r])
         chain: object = None
-        for i, h in enumerate(prefix.row(r).tolist()):
-            start, end = i * bt, min((i + 1) * bt, prompt)
+        full_chain: object = None  # the chain of the prompt's full blocks
+        answer = prefix.answer.row(r).tolist() if prefix.answer is not None else []
+        blocks = prefix.row(r).tolist()
+        full = prompt // bt
+        # prompt blocks, then the answer's full blocks (prompt + answer is append-only too)
+        kv = prompt + int(turns.output[r]) - 1  # tokens of KV when the turn finishes
+        steps = [(i, h, prompt) for i, h in enumerate(blocks)]
+        steps += [(i, h, kv) for i, h in enumerate(answer, start=full)]
+        for i, h, last in steps:
+            if i == full:
+                chain = full_chain
+            start, end = i * bt, min((i + 1) * bt, last)
             sys_part = (j, start, min(end, sys_len)) if start < sys_len else None
             own_part = (sess, max(start, sys_len), end) if end > sys_len else None
             chain = (chain, sys_part, own_part)
+            if i < full:
+                full_chain = chain
             if own_part is None:
                 system_only.add(h)
             assert key_of_id.setdefault(h, chain) == chain
             assert id_of_key.setdefault(chain, h) == h
     assert 0 < len(system_only) < len(key_of_id)  # both kinds of block occur
+    assert prefix.answer is not None and prefix.answer.counts.sum() > 0
 
 
 def test_system_prompt_popularity_is_zipf() -> None:

@@ -78,7 +78,11 @@ DRAFT2 = "method: draft_model, num_tokens: 2, acceptance: 0.5"
         ("{method: medusa, num_tokens: 2, acceptance: 0.5}", "method", ""),
         ("{" + EAGLE2 + ", k: 3}", "k", "unknown key"),
         ("{" + DRAFT2 + "}", "draft_model", "needs"),
-        ("{" + EAGLE2 + ", draft_model: llama-3.1-8b}", "draft_model", "only for"),
+        (
+            "{method: mtp, num_tokens: 1, acceptance: 0.9, draft_model: x}",
+            "draft_model",
+            "only for",
+        ),
         ("{" + DRAFT2 + ", draft_model: nope}", "draft_model", "unknown draft model 'nope'"),
         ("{method: mtp, num_tokens: 1, acceptance: 0.9}", "method", "num_nextn_predict_layers: 0"),
     ],
@@ -89,14 +93,21 @@ def test_errors_name_the_key(tmp_path: Path, spec: str, key: str, words: str) ->
     assert words in message
 
 
-def test_refused_with_dp_attention(tmp_path: Path) -> None:
-    message = error(
+def test_accepted_with_dp_attention(tmp_path: Path) -> None:
+    exp = load(
         tmp_path,
         "{method: mtp, num_tokens: 1, acceptance: 0.9}",
         model="deepseek-v3",
         layout="{tp: 1, dp: 8, ep: 8, dp_attention: true}",
     )
-    assert message.startswith("layout.dp_attention:") and "speculative" in message
+    assert exp.layout.dp_attention and exp.serving.speculative.method == "mtp"
+
+
+def test_refused_with_context_parallelism(tmp_path: Path) -> None:
+    message = error(
+        tmp_path, "{method: eagle, num_tokens: 1, acceptance: 0.9}", layout="{tp: 1, cp: 2}"
+    )
+    assert message.startswith("layout.cp:") and "speculative" in message
 
 
 def test_resolved_config_reloads_and_is_unchanged_without_it(tmp_path: Path) -> None:
@@ -134,3 +145,15 @@ def test_hf_config_reads_mtp_layers(tmp_path: Path) -> None:
     del cfg["num_nextn_predict_layers"]
     path.write_text(json.dumps(cfg))
     assert load_hf_config(path).num_nextn_predict_layers == 0
+
+
+def test_eagle_needs_a_published_head_or_a_checkpoint(tmp_path: Path) -> None:
+    spec = "{method: eagle, num_tokens: 2, acceptance: 0.8}"
+    message = error(tmp_path, spec, model="mixtral-8x7b", layout="{tp: 2}")
+    assert message.startswith("serving.speculative.draft_model:"), message
+    assert "no published EAGLE head for model mixtral-8x7b" in message
+    given = "{method: eagle, num_tokens: 2, acceptance: 0.8, draft_model: /heads/mixtral}"
+    exp = load(tmp_path, given, model="mixtral-8x7b", layout="{tp: 2}")
+    assert exp.serving.speculative.draft_model == "/heads/mixtral"
+    # a catalog model with a published head needs nothing more
+    assert load(tmp_path, spec).serving.speculative.draft_model is None

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from clustersim.config.load import load_experiment
+from clustersim.config.schema import Layout
 from clustersim.planner.analytic import estimate, workload_stats
 from clustersim.planner.engines import LaunchConfig, launch_config
-from clustersim.planner.space import Candidate, enumerate_space
+from clustersim.planner.space import Candidate, enumerate_space, speculative_rule
 from clustersim.planner.spec import load_plan
 from clustersim.serving.speculative import mean_tokens_closed_form
 from clustersim.sim.engine import build
@@ -96,9 +97,11 @@ def test_mtp_flags_of_each_engine(tmp_path: Path) -> None:
         ),
         (
             EAGLE,
-            {"method": "eagle", "num_speculative_tokens": 3},
-            "EAGLE",
-            {"decoding_type": "Eagle", "max_draft_len": 3},
+            {"method": "eagle3", "model": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
+             "num_speculative_tokens": 3},
+            "EAGLE3",
+            {"decoding_type": "Eagle", "max_draft_len": 3,
+             "speculative_model_dir": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B"},
         ),
     ],
 )  # fmt: skip
@@ -128,16 +131,33 @@ def test_without_speculative_no_flags(tmp_path: Path) -> None:
         assert "speculative" not in cfg.script()
 
 
-def test_dp_attention_layouts_are_not_simulated_with_it(tmp_path: Path) -> None:
+def test_dp_attention_layouts_are_candidates_with_engine_flags(tmp_path: Path) -> None:
+    cand = one(
+        tmp_path, "deepseek-v3", "h800x32_ib", "{tp: 1, dp: 32, ep: 32, dp_attention: true}", MTP
+    )
+    sglang = command(launch_config("sglang", cand.exp, cand.memory, cand.label, "auto", None))
+    assert "--enable-dp-attention" in sglang
+    assert flag(sglang, "--speculative-algorithm") == "EAGLE"
+    assert flag(sglang, "--speculative-num-draft-tokens") == "3"
+    vllm = command(launch_config("vllm", cand.exp, cand.memory, cand.label, "auto", None))
+    assert json.loads(flag(vllm, "--speculative-config"))["method"] == "deepseek_mtp"
+    trt = launch_config("trtllm", cand.exp, cand.memory, cand.label, "auto", None)
+    cfg = yaml.safe_load(trt.files[flag(command(trt), "--extra_llm_api_options")])
+    assert cfg["enable_attention_dp"] is True
+    assert cfg["speculative_config"]["decoding_type"] == "MTP"
+
+
+def test_cp_layouts_are_not_simulated_with_it(tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
-    layout = "{tp: 1, dp: 8, ep: 8, dp_attention: true}"
     path.write_text(
-        PLAN.format(model="deepseek-v3", topology="h800x32_ib", layout=layout, spec=MTP)
+        PLAN.format(
+            model="llama-3.1-8b", topology="dgx_h100_x1", layout="{tp: 1, cp: 2}", spec=EAGLE
+        )
     )
     found = enumerate_space(load_plan(path), 128.0)
     assert not found.candidates
     (rejected,) = found.rejected
-    assert rejected.stage == "not simulated yet" and "DP attention" in rejected.reason
+    assert rejected.stage == "not simulated yet" and "context parallelism" in rejected.reason
 
 
 def test_analytic_estimate_counts_tokens_per_verify_step(tmp_path: Path) -> None:
@@ -157,3 +177,13 @@ def test_analytic_estimate_counts_tokens_per_verify_step(tmp_path: Path) -> None
     # lower than a plain step / E[tokens]
     m = mean_tokens_closed_form(0.7, 3)
     assert without.loaded_tpot_s / m < with_spec.loaded_tpot_s < without.loaded_tpot_s
+
+
+def test_pools_are_candidates_unless_they_use_cp(tmp_path: Path) -> None:
+    text = PLAN.format(model="llama-3.1-8b", topology="dgx_h100_x1", layout="{tp: 1}", spec=EAGLE)
+    path = tmp_path / "exp.yaml"
+    path.write_text(text.replace("plan: {candidates: {layouts: [{tp: 1}]}}", ""))
+    base = load_experiment(path)
+    assert speculative_rule(Layout(tp=2), base, "decode") == ""
+    reason = speculative_rule(Layout(tp=1, cp=2), base, "prefill")
+    assert "context parallelism" in reason and "(the prefill pool)" in reason

@@ -65,6 +65,10 @@ class EngineProfile:
     custom_allreduce: bool  # one-shot / two-shot kernels inside one NVLink domain
     oneshot_max_bytes: int  # one-shot below this message size (bytes)
     twoshot_max_bytes: int  # two-shot below this (bytes); NCCL above
+    # speculative decoding: graph_max_batch counts sequences of k + 1 verify tokens each
+    # (SGLang's cuda_graph_runner: num_tokens_per_bs = speculative_num_draft_tokens), not
+    # tokens (vLLM's capture sizes)
+    graph_batch_in_sequences: bool = False
 
 
 # vLLM V1 (0.10-0.11): Python scheduler in the engine core process, detokenisation in the
@@ -100,7 +104,14 @@ ENGINES: dict[str, EngineProfile] = {
         # SGLang (0.4-0.5): the same kernels through FlashInfer and vLLM's custom all-reduce;
         # the overlap scheduler is on by default (host work of the next batch runs while the
         # GPU executes this one); CUDA graphs up to cuda_graph_max_bs (160 by default).
-        replace(_VLLM, name="sglang", version="0.5", graph_max_batch=160, host_overlap=True),
+        replace(
+            _VLLM,
+            name="sglang",
+            version="0.5",
+            graph_max_batch=160,
+            host_overlap=True,
+            graph_batch_in_sequences=True,
+        ),
         # TensorRT-LLM (C++ executor + TensorRT engine, as in the v0.14-v0.17 measurements of
         # docs/calibration.md): rope and KV append fused into the attention plugin, the
         # residual add + RMSNorm (+ fp8 quantisation) fused; C++ runtime launches cheaply;
@@ -118,7 +129,7 @@ ENGINES: dict[str, EngineProfile] = {
             host_step_us=300.0,
             host_seq_us=1.0,
             stream_step_us=4000.0,
-            stream_seq_us=25.0,
+            stream_seq_us=15.0,
             host_overlap=False,
             frontend_ms=8.0,
             mixed_prefill=True,

@@ -50,7 +50,7 @@ from clustersim.config.overrides import (
     max_sweep_points,
     split_overrides,
 )
-from clustersim.config.references import check_draft_model, materialize
+from clustersim.config.references import check_draft_model, check_eagle_head, materialize
 from clustersim.config.schema import Experiment, TraceSpec, WorkloadSpec
 from clustersim.config.sections import SECTIONS, Context, locate, raise_at
 from clustersim.config.sweep import (
@@ -180,8 +180,10 @@ def _resolve(raw: Mapping[str, Any], overrides: Sequence[Override], ctx: Context
     data = {**tree, **specs, "base_dir": str(ctx.exp_dir)}
     exp: Experiment = _validate(Experiment, data, (), ctx, _top_keys())
     speculative = exp.serving.speculative
-    if speculative is not None and speculative.draft_model is not None:
-        check_draft_model(speculative.draft_model, ctx)
+    if speculative is not None and speculative.method == "draft_model":
+        check_draft_model(speculative.draft_model or "", ctx)
+    if speculative is not None and speculative.method == "eagle":
+        check_eagle_head(exp.model, speculative.draft_model, ctx)
     _check_limits(exp, ctx)
     return _fix_experiment_paths(exp, ctx)
 

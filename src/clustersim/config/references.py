@@ -93,6 +93,17 @@ def check_draft_model(name: str, ctx: Context) -> None:
         raise raise_at(where, ctx, _unknown_builtin("model", "draft model", name, module))
 
 
+def check_eagle_head(model: ModelSpec, checkpoint: str | None, ctx: Context) -> None:
+    """Method eagle needs a head: `serving.speculative.draft_model` (a checkpoint) or the
+    catalog's published head for the model (catalog/eagle_heads.py)."""
+    if checkpoint is not None:
+        return
+    module = _import_catalog("clustersim.catalog.eagle_heads")
+    if module is not None and module.eagle_head_for(model) is None:
+        where: KeyPath = ("serving", "speculative", "draft_model")
+        raise raise_at(where, ctx, module.missing_head_message(model))
+
+
 @dataclass(frozen=True)
 class _Loaded:
     mapping: dict[Any, Any]

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from clustersim.config.schema import Experiment, HardwareSpec
 from clustersim.deployment.build import Build
 from clustersim.deployment.units import stage_costs
+from clustersim.model.speculative_cost import SpeculativeStageCost, speculative_stage_costs
 from clustersim.model.stage_cost import StageCost, StageCostModel
 
 
@@ -41,22 +42,34 @@ class DegradedCosts:
         self.exp = exp
         self.built = built
         self._cache: dict[tuple[float, float], list[StageCostModel]] = {}
+        self._speculative: dict[tuple[float, float], list[SpeculativeStageCost]] = {}
 
     def stage_cost(
         self, nominal: StageCost, stage: int, compute_factor: float, hbm_factor: float
     ) -> StageCost:
         """`nominal` (the stage's cost at full speed) priced on the degraded GPU. A sampled
-        MoE stage keeps its expert pricing and gets a degraded dense part."""
+        MoE stage gets a degraded dense part; its expert GEMMs are paced per EP rank
+        (sim/fault_injector.py `pace_ranks`). A speculative verify step gets its target, verify
+        attention and drafter priced on the degraded GPU."""
         if compute_factor == 1.0 and hbm_factor == 1.0:
             return nominal
         key = (compute_factor, hbm_factor)
+        hw = degraded_hardware(self.exp.hardware, compute_factor, hbm_factor)
         costs = self._cache.get(key)
         if costs is None:
-            hw = degraded_hardware(self.exp.hardware, compute_factor, hbm_factor)
             costs = stage_costs(self.exp, self.built, hw)
             self._cache[key] = costs
         if isinstance(nominal, StageCostModel):
             return costs[stage]
+        if isinstance(nominal, SpeculativeStageCost):
+            target = self.stage_cost(nominal.target, stage, compute_factor, hbm_factor)
+            verify = self._speculative.get(key)
+            if verify is None:
+                slow_exp = self.exp.model_copy(update={"hardware": hw})
+                verify = speculative_stage_costs(slow_exp, costs, costs)
+                self._speculative[key] = verify
+            template = verify[stage]
+            return SpeculativeStageCost(target, costs[stage], template.attention, template.drafter)
         slowed = copy.copy(nominal)
         slowed.base = costs[stage]  # type: ignore[attr-defined]  # SampledStageCost
         return slowed

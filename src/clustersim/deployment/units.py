@@ -13,7 +13,7 @@ from clustersim.config.schema import Experiment, HardwareSpec
 from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
-from clustersim.model.speculative_cost import speculative_stage_costs
+from clustersim.model.speculative_cost import lockstep_verify, speculative_stage_costs
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.moe.ep_group import DPRank
 from clustersim.moe.moe_runtime import MoERuntime
@@ -35,6 +35,7 @@ def stage_costs(
     """Analytic cost model of each pipeline stage's TP shard (on `hardware`: a degraded GPU,
     deployment/degraded.py; None: the experiment's)."""
     layout = exp.layout
+    spec = exp.serving.speculative
     return [
         StageCostModel(
             exp.model,
@@ -49,6 +50,7 @@ def stage_costs(
             first_layer=layers.start,
             engine=serving_engine(exp.serving),
             cuda_graphs=exp.serving.cuda_graphs,
+            queries_per_seq=1 if spec is None else spec.num_tokens + 1,
         )
         for s, layers in enumerate(built.stage_layers)
     ]
@@ -67,14 +69,18 @@ def make_units(
     speculative_rng: np.random.Generator | None = None,
 ) -> tuple[list[Unit], MoERuntime | None]:
     """The router's units of one layout (replicas, or DP-attention ranks) and its MoE side.
-    `speculative_rng`: the "speculative" stream, used when serving.speculative is set (plain
-    replicas only: the schema refuses it with CP and DP attention)."""
+    `speculative_rng`: the "speculative" stream, used when serving.speculative is set
+    (replicas and DP-attention ranks: the schema refuses it with CP)."""
     layout = exp.layout
     costs = stage_costs(exp, built)
     blocks_per_lane = built.memory.kv_blocks_per_replica // layout.pp
     moe: MoERuntime | None = None
     if built.ep is not None:
         moe = MoERuntime(exp, built.ep, built.cluster, env, fabric, experts_rng, phases)
+    spec = exp.serving.speculative
+    decoding = None
+    if spec is not None and speculative_rng is not None:
+        decoding = SpeculativeDecoding.from_spec(spec, speculative_rng)
     units: list[Unit]
     if moe is not None and moe.dp_attention:
         ranks = moe.dp_group(
@@ -84,6 +90,7 @@ def make_units(
             state,
             recorder,
             on_finish,
+            None if decoding is None else (decoding, lockstep_verify(exp)),
         )
         units = list(ranks)
     elif layout.cp > 1:  # dense, pp = 1 (check_cp)
@@ -104,10 +111,6 @@ def make_units(
             for r, rp in enumerate(built.placement.replicas)
         ]
     else:
-        spec = exp.serving.speculative
-        decoding = None
-        if spec is not None and speculative_rng is not None:
-            decoding = SpeculativeDecoding.from_spec(spec, speculative_rng)
         units = []
         for r, rp in enumerate(built.placement.replicas):
             targets: Sequence[StageCost] = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clustersim.config.schema import Experiment, PoolSpec
+from clustersim.config.schema import Experiment, PoolServing, PoolSpec
 from clustersim.deployment.build import Build, BuildError, PoolBuild, build_layout
 from clustersim.topology.graph import build_cluster
 
@@ -31,7 +31,12 @@ class PoolInfo:
 
 def pool_experiment(exp: Experiment, pool: PoolSpec) -> Experiment:
     """`exp` as one pool sees it: its layout, the serving keys it overrides, its experts."""
-    serving = exp.serving.model_copy(update=pool.serving.model_dump(exclude_none=True))
+    overrides = {
+        name: value
+        for name in PoolServing.model_fields
+        if (value := getattr(pool.serving, name)) is not None
+    }  # values as validated (a nested spec stays a model, not model_dump's dict)
+    serving = exp.serving.model_copy(update=overrides)
     experts = pool.experts if pool.experts is not None else exp.experts
     return exp.model_copy(
         update={

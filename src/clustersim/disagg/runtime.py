@@ -32,11 +32,12 @@ from clustersim.deployment.build import PoolBuild
 from clustersim.deployment.prefix_caches import pool_prefix_caching, pool_router
 from clustersim.deployment.units import Unit, make_units, unit_shards
 from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
-from clustersim.metrics.recorder import Recorder
+from clustersim.metrics.recorder import EMITTED_COLUMN, Recorder
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.workload.requests import RequestStream
 
 RngSource = Callable[[str], np.random.Generator]  # named random stream (sim/streams.py)
@@ -119,6 +120,7 @@ class DisaggRuntime:
             self._prefill_done,
             rng("experts.prefill"),
             stream.phases,
+            rng(SPECULATIVE_STREAM) if pf.exp.serving.speculative else None,
         )
         d_units, self.d_moe = make_units(
             dc.exp,
@@ -130,6 +132,7 @@ class DisaggRuntime:
             self._decode_done,
             rng("experts.decode"),
             stream.phases,
+            rng(SPECULATIVE_STREAM) if dc.exp.serving.speculative else None,
         )
         self.prefill = [_Member(u, pf.replica_offset + i) for i, u in enumerate(p_units)]
         self.decode = [_Member(u, dc.replica_offset + i) for i, u in enumerate(d_units)]
@@ -269,6 +272,8 @@ class DisaggRuntime:
             frame["pool"] = pool.name
             frames.append(frame)
         df = pd.concat(frames, ignore_index=True)
+        if EMITTED_COLUMN in df:  # speculation in one pool only: the other's steps verify none
+            df[EMITTED_COLUMN] = df[EMITTED_COLUMN].fillna(0).astype(np.int64)
         df = df.sort_values(["start_s", "replica", "stage", "lane"], kind="stable")
         return df.reset_index(drop=True)
 

@@ -14,6 +14,8 @@
   replicates are independent, identically distributed runs, so this treats each replicate's
   figure (a p99, a goodput) as one observation; it needs no assumption about the correlation of
   requests inside a run. A single run has no interval: `ci95` is null.
+- Faults (runs with a `faults:` block): `faults` pooled and `replicates.faults` intervals as
+  metrics/fault_replicates.py describes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from clustersim.config.schema import SLOSpec
+from clustersim.metrics.fault_replicates import fault_blocks, fault_intervals, pooled_faults
 from clustersim.metrics.summary import (
     STAT_KEYS,
     completed_mask,
@@ -115,6 +118,9 @@ def replicates_block(summaries: Sequence[Mapping[str, Any]], seeds: Sequence[int
     for group, key in REPLICATE_KEYS:
         stats = mean_ci95([lookup(s, (group, key)) for s in summaries])
         block.setdefault(group, {})[key] = stats
+    faults = fault_blocks(summaries)
+    if faults is not None and len(summaries) > 1:  # a single run: its own `faults` block
+        block["faults"] = fault_intervals(faults, mean_ci95)
     return block
 
 
@@ -206,6 +212,9 @@ def pooled_summary(samples: Sequence[ReplicateSample]) -> dict[str, Any]:
     links = [s.get("links") or {} for s in sums if (s.get("links") or {}).get("max_utilisation")]
     if links:
         pooled["links"] = dict(max(links, key=lambda link: link["max_utilisation"]))
+    faults = fault_blocks(sums)
+    if faults is not None:
+        pooled["faults"] = pooled_faults(faults)
     # simulation effort: the replicates' total (events, wall-clock and simulated seconds)
     pooled["sim"] = {
         "events": int(sum(lookup(s, ("sim", "events")) or 0 for s in sums)),

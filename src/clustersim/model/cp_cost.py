@@ -66,14 +66,12 @@ class CPStageCost:
         self.num_layers = base.num_layers
         self.allreduces_per_step = base.allreduces_per_step
         # bytes per token per layer on one TP rank
-        self.kv_bytes_per_token_layer = kv_elements_per_token_per_layer(
-            model, base.tp
-        ) * DTYPE_BYTES[precision.kv_cache]
+        self.kv_bytes_per_token_layer = (
+            kv_elements_per_token_per_layer(model, base.tp) * DTYPE_BYTES[precision.kv_cache]
+        )
         heads = model.num_attention_heads / base.tp
         v_dim = model.v_head_dim if model.uses_mla else model.head_dim
-        self.partial_bytes_per_token_layer = heads * (
-            v_dim * residual_bytes(precision) + LSE_BYTES
-        )
+        self.partial_bytes_per_token_layer = heads * (v_dim * residual_bytes(precision) + LSE_BYTES)
         self.ring_layer_steps = self.num_layers * (cp - 1)  # ring hops per step, each layer
 
     def shard_tokens(self, tokens: int) -> int:

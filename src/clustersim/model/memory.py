@@ -34,7 +34,7 @@ from clustersim.model.params import (
     param_counts,
     residual_bytes,
 )
-from clustersim.model.speculative_cost import draft_model_of, drafter_layers
+from clustersim.model.speculative_cost import draft_model_of, drafter_shape
 
 GIB = float(2**30)
 LOGITS_BYTES = 4.0  # fp32 logits
@@ -205,10 +205,12 @@ def drafter_memory(
         layers = range(draft.num_layers)
         weights = stage_weight_bytes(draft, precision, layers, tp, True, True)
         return weights, kv_elements_per_token_per_layer(draft, tp) * kv_b * draft.num_layers
-    layers = drafter_layers(model, spec.method)
+    shape, layers = drafter_shape(model, spec)
     weights = stage_weight_bytes(
         model, precision, layers, tp, False, False, layout.ep, layout.moe_tp
     )
+    if shape.vocab_size != model.vocab_size:  # an EAGLE-3 head's own LM head (16-bit)
+        weights += shape.vocab_size * model.hidden_size * HIGH_PRECISION_BYTES / tp
     return weights, kv_elements_per_token_per_layer(model, tp) * kv_b * len(layers)
 
 
@@ -237,7 +239,14 @@ def plan_memory(
     for s, layers in enumerate(ranges):
         first, last = s == 0, s == pp - 1
         w = stage_weight_bytes(
-            model, precision, layers, tp, first, last, layout.ep, layout.moe_tp,
+            model,
+            precision,
+            layers,
+            tp,
+            first,
+            last,
+            layout.ep,
+            layout.moe_tp,
             redundant_experts,
         )
         a = stage_activation_bytes(

@@ -141,9 +141,13 @@ class MoELayerCost:
 
     `coeffs`: one GPU's per-layer coefficients (StageCostModel.moe, which already accounts for
     the dtype and the moe_tp split); `slots_per_rank`: physical experts each EP rank holds.
+
+    Rank speeds (a slow GPU, docs/faults.md): `set_rank_speed` gives each EP rank a compute and
+    an HBM factor in (0, 1]; a rank's FLOP term is then divided by its compute factor and its
+    memory term by its HBM factor (the kernel floors do not change).
     """
 
-    __slots__ = ("_a", "_f", "_floor", "_half", "_w", "slots_per_rank")
+    __slots__ = ("_a", "_compute", "_f", "_floor", "_half", "_hbm", "_w", "slots_per_rank")
 
     def __init__(self, coeffs: MoECoefficients, slots_per_rank: int) -> None:
         if slots_per_rank < 1:
@@ -154,6 +158,33 @@ class MoELayerCost:
         self._a = coeffs.act_s_per_pair
         self._floor = coeffs.floor_s
         self.slots_per_rank = slots_per_rank
+        self._compute: F64 | None = None  # per-rank speed factors; None: all at full speed
+        self._hbm: F64 | None = None
+
+    @property
+    def slowed(self) -> bool:
+        return self._compute is not None
+
+    def set_rank_speed(self, compute: F64, hbm: F64) -> None:
+        """Per-rank (compute, HBM) speed factors, (ranks,) each; all ones: full speed."""
+        if bool((compute == 1.0).all() and (hbm == 1.0).all()):
+            self._compute = self._hbm = None
+        else:
+            self._compute, self._hbm = compute.astype(np.float64), hbm.astype(np.float64)
+
+    def _terms(self, pairs: F64, tokens: float) -> tuple[F64, F64]:
+        """(FLOP seconds, memory seconds) per (layer, rank) at full speed."""
+        touched = self.touched(pairs, tokens)
+        return (pairs + self._half * touched) * self._f, touched * self._w + pairs * self._a
+
+    def rank_seconds(self, pairs: F64, tokens: float) -> tuple[F64, F64]:
+        """(full-speed, actual) expert-GEMM seconds of each rank, Σ over layers, (ranks,)."""
+        comp, mem = self._terms(pairs, tokens)
+        nominal = np.maximum(comp, mem).sum(axis=0)
+        if self._compute is None or self._hbm is None:
+            return nominal, nominal
+        actual = np.maximum(comp / self._compute, mem / self._hbm).sum(axis=0)
+        return nominal, actual
 
     def touched(self, pairs: F64, tokens: float) -> F64:
         """Expected distinct slots hit per (layer, rank): n · (1 − (1 − pairs/(T·n))^T)."""
@@ -167,9 +198,9 @@ class MoELayerCost:
 
     def layer_s(self, pairs: F64, tokens: float) -> F64:
         """Seconds of each MoE layer: max over ranks of the rank's GEMM time (shape: layers)."""
-        touched = self.touched(pairs, tokens)
-        comp = (pairs + self._half * touched) * self._f
-        mem = touched * self._w + pairs * self._a
+        comp, mem = self._terms(pairs, tokens)
+        if self._compute is not None and self._hbm is not None:
+            comp, mem = comp / self._compute, mem / self._hbm
         out: F64 = np.maximum(np.maximum(comp, mem).max(axis=1), self._floor)
         return out
 

@@ -13,10 +13,16 @@ query tokens (serving/speculative_decode.py): `decode_tokens` = n·(k + 1) and
   drafter   last stage only: k sequential draft passes, one query token per sequence each,
             the first also over the step's prefill tokens (the drafter sees every prompt):
             mtp — one decoder layer of the target's shape (its last, an MoE layer for
-            DeepSeek-V3) + the shared LM head; eagle — one layer of the target's shape (its
-            first) + the shared LM head; draft_model — the whole catalog model with its own
-            embedding and head. GPU time only, on the stage's TP group (its all-reduces are
-            not put on the fabric).
+            DeepSeek-V3) + the shared LM head; eagle — the head's layer(s) of the target's
+            shape (its first) + the target's LM head, or an EAGLE-3 head's own LM head over
+            its draft vocabulary (catalog/eagle_heads.py); draft_model — the whole catalog
+            model with its own embedding and head. GPU time only, on the stage's TP group
+            (its all-reduces are not put on the fabric).
+
+DP attention (moe/ep_group.py): `LockstepVerify` prices the same step for the lock-step group
+of DP ranks — each rank's dense part with the verify attention above, and the drafter's k
+passes per rank (the slowest rank sets each pass) with the drafter's MoE layer over the whole
+group's draft tokens, routed uniformly over the EP ranks.
 
 Pure arithmetic on StageCostModel; no simpy.
 """
@@ -25,6 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from clustersim.catalog.eagle_heads import eagle_head
+from clustersim.catalog.engines import EngineProfile, serving_engine
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import (
     Experiment,
@@ -37,10 +45,22 @@ from clustersim.model.attention_cost import decode_terms
 from clustersim.model.stage_cost import StageCost, StageCostModel
 
 
-def drafter_layers(model: ModelSpec, method: str) -> range:
-    """The target layer whose shape an mtp / eagle drafter layer has: mtp the last layer
-    (DeepSeek-V3's MTP module is a full MoE block), eagle the first."""
-    return range(model.num_layers - 1, model.num_layers) if method == "mtp" else range(0, 1)
+def drafter_layers(model: ModelSpec, method: str, head_layers: int = 1) -> range:
+    """The target layers whose shape an mtp / eagle drafter has: mtp the last layer
+    (DeepSeek-V3's MTP module is a full MoE block), eagle the first `head_layers`."""
+    return range(model.num_layers - 1, model.num_layers) if method == "mtp" else range(head_layers)
+
+
+def drafter_shape(model: ModelSpec, spec: SpeculativeSpec) -> tuple[ModelSpec, range]:
+    """The model whose layers an mtp / eagle draft pass runs, and which of its layers: an
+    EAGLE-3 head (catalog/eagle_heads.py) runs its own LM head over its draft vocabulary."""
+    if spec.method != "eagle":
+        return model, drafter_layers(model, spec.method)
+    head = eagle_head(model, spec.draft_model)
+    shape = model
+    if head.draft_vocab is not None:
+        shape = model.model_copy(update={"vocab_size": head.draft_vocab})
+    return shape, drafter_layers(model, "eagle", head.num_layers)
 
 
 def draft_model_of(spec: SpeculativeSpec) -> ModelSpec:
@@ -60,17 +80,26 @@ def drafter_cost_model(
     ep: int = 1,
     moe_tp: int | None = None,
     cuda_graphs: bool = True,
+    engine: EngineProfile | None = None,
 ) -> StageCostModel:
-    """A cost model of one draft pass on one GPU of the last stage's TP group (its host
-    time is not used: `gpu_s`)."""
+    """A cost model of one draft pass on one GPU of the last stage's TP group, run by
+    `engine` (None: the default; its host time is not used: `gpu_s`)."""
     if spec.method == "draft_model":
         draft = draft_model_of(spec)
         return StageCostModel(
-            draft, hw, precision, tp, draft.num_layers, True, True, cuda_graphs=cuda_graphs
+            draft,
+            hw,
+            precision,
+            tp,
+            draft.num_layers,
+            True,
+            True,
+            engine=engine,
+            cuda_graphs=cuda_graphs,
         )
-    layers = drafter_layers(model, spec.method)
+    shape, layers = drafter_shape(model, spec)
     return StageCostModel(
-        model,
+        shape,
         hw,
         precision,
         tp,
@@ -80,6 +109,7 @@ def drafter_cost_model(
         ep=ep,
         moe_tp=moe_tp,
         first_layer=layers.start,
+        engine=engine,
         cuda_graphs=cuda_graphs,
     )
 
@@ -213,9 +243,85 @@ def speculative_stage_costs(
         ep=lay.ep,
         moe_tp=lay.moe_tp,
         cuda_graphs=exp.serving.cuda_graphs,
+        engine=serving_engine(exp.serving),
     )
     last = len(targets) - 1
     return [
         SpeculativeStageCost(t, a, attention, drafter if s == last else None)
         for s, (t, a) in enumerate(zip(targets, analytic, strict=True))
     ]
+
+
+RankStep = tuple[int, float, int, int, int]
+"""One DP rank's share of a step: (prefill tokens, prefill (query, key) pairs, decoding
+sequences, Σ context of their first query tokens, prefill chunks)."""
+
+
+class LockstepVerify:
+    """Speculative decoding in the lock-step DP-attention group (moe/ep_group.py): every DP
+    rank verifies k + 1 query tokens per decoding sequence and runs the drafter on its own
+    sequences; the routed experts of both see the whole group's tokens."""
+
+    def __init__(self, attention: VerifyAttention, drafter: StageCostModel, dp: int) -> None:
+        self.k = attention.k
+        self.attention = attention
+        self.drafter = drafter  # one draft pass on one GPU of a DP rank's TP group
+        self.dp = dp
+
+    def verify_ctx(self, decode_tokens: int, decode_ctx_tokens: int) -> int:
+        """The decode_ctx_tokens a rank's dense part is priced with (VerifyAttention)."""
+        seqs = decode_tokens // (self.k + 1)
+        return self.attention.context_tokens(seqs, decode_ctx_tokens) if seqs else 0
+
+    def draft_rows(self, ranks: Sequence[RankStep]) -> int:
+        """Draft tokens of one step over the group, Σ over the k passes: the first pass runs
+        each rank's prefill tokens and decoding sequences, the others one row per sequence."""
+        first = sum(pf + seqs for pf, _, seqs, _, _ in ranks)
+        later = sum(seqs + (pseqs if pf else 0) for pf, _, seqs, _, pseqs in ranks)
+        return first + (self.k - 1) * later
+
+    def drafter_s(self, ranks: Sequence[RankStep]) -> float:
+        """GPU seconds of the k draft passes: per pass, the slowest rank's dense part plus
+        the MoE layers over the group's rows of that pass (uniform routing)."""
+        d = self.drafter
+        busy = [r for r in ranks if r[0] or r[2]]
+        if not busy:
+            return 0.0
+        first = max(d.dense_part_s(pf, pairs, seqs, ctx, ps) for pf, pairs, seqs, ctx, ps in busy)
+        s = first + self._moe_s(sum(pf + seqs for pf, _, seqs, _, _ in busy))
+        rows = [seqs + (ps if pf else 0) for pf, _, seqs, _, ps in busy]
+        for i in range(1, self.k):
+            dense = max(
+                d.dense_part_s(0, 0.0, n, ctx + n * i)
+                for n, (_, _, _, ctx, _) in zip(rows, busy, strict=True)
+            )
+            s += dense + self._moe_s(sum(rows))
+        return s
+
+    def _moe_s(self, group_rows: int) -> float:
+        """The drafter's MoE layers over `group_rows` tokens of the whole DP group."""
+        d = self.drafter
+        if not d.num_moe_layers or group_rows <= 0:
+            return 0.0
+        return d.num_moe_layers * d.moe_layer_s(*d.uniform_moe_load(group_rows / self.dp))
+
+
+def lockstep_verify(exp: Experiment) -> LockstepVerify:
+    """The DP-attention group's verify pricing (a DP rank is one TP group, pp = 1)."""
+    spec = exp.serving.speculative
+    if spec is None:
+        raise ValueError("lockstep_verify needs serving.speculative")
+    lay = exp.layout
+    attention = VerifyAttention(exp.model, exp.hardware, exp.precision, lay.tp, spec.num_tokens)
+    drafter = drafter_cost_model(
+        exp.model,
+        exp.hardware,
+        exp.precision,
+        lay.tp,
+        spec,
+        ep=lay.ep,
+        moe_tp=lay.moe_tp,
+        cuda_graphs=exp.serving.cuda_graphs,
+        engine=serving_engine(exp.serving),
+    )
+    return LockstepVerify(attention, drafter, lay.dp)

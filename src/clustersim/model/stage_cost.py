@@ -84,7 +84,8 @@ class StageCostModel:
     none of the leading dense layers); matmul_half_tokens: M_half of the efficiency curve
     (None: the hardware profile's `matmul_half_tokens`); engine: the serving engine's kernel
     counts and host costs (None: the default engine, catalog/engines.py); cuda_graphs: whether
-    decode steps up to the engine's graph batch replay a CUDA graph.
+    decode steps up to the engine's graph batch replay a CUDA graph; queries_per_seq: k + 1
+    with speculative decoding (verify graphs: EngineProfile.graph_batch_in_sequences).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class StageCostModel:
         matmul_half_tokens: float | None = None,
         engine: EngineProfile | None = None,
         cuda_graphs: bool = True,
+        queries_per_seq: int = 1,
     ) -> None:
         start = stage_start(model, tp, num_layers, first_stage, first_layer)
         if matmul_half_tokens is None:
@@ -132,7 +134,8 @@ class StageCostModel:
         per_layer = (self.linear.elementwise_kernels, eng.attention_kernels)
         self._graph = step_floors(graph_s, base_s, step_kernels, per_layer, num_layers)
         self._eager = step_floors(eager_s, base_s, step_kernels, per_layer, num_layers)
-        self._graph_max_batch = eng.graph_max_batch if cuda_graphs else -1
+        per_seq = queries_per_seq if eng.graph_batch_in_sequences else 1  # tokens a seq
+        self._graph_max_batch = eng.graph_max_batch * per_seq if cuda_graphs else -1
         # routed experts (uniform routing here; sampled per-rank loads price them elsewhere,
         # from numpy with graph floors: moe_cost.py)
         self._n_moe = float(self.num_moe_layers)

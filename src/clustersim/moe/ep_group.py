@@ -22,6 +22,14 @@ One simpy process runs the whole group. A step:
    Host time (the engine profile's) is the busiest rank's: added, or hidden behind the GPU
    step with an overlap scheduler (StageCostModel.with_host).
 5. every rank's batch completes at the same instant; one iterations row per DP rank.
+
+Speculative decoding (`verify`, model/speculative_cost.py LockstepVerify): every rank's
+scheduler verifies k + 1 query tokens per decoding sequence, so the routed experts and the
+dispatch / combine see (k + 1)× the decode tokens and each rank's dense part prices its
+attention as a verify kernel. After the target's step the drafter's k passes run on every
+rank (GPU time after the target's, two-batch overlap or not), and their MoE layers' dispatch
+and combine follow as one more exchange: the target's flows scaled by the drafter's routed
+rows over the target's (the same per-token pattern), with one layer latency per pass.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
+from clustersim.model.speculative_cost import LockstepVerify, RankStep
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.moe_group import MoEGroup
 from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
@@ -43,7 +52,8 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.replica import Process
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.scheduler import Scheduler, scheduler_requests
+from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 Exchange = tuple[PairSet, npt.NDArray[np.float64]]  # routed pairs, bytes per pair
 
@@ -72,6 +82,16 @@ class DPRank:
     def kv_used_blocks(self) -> int:
         return self.scheduler.kv.used
 
+    @property
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        """The GPUs whose failure stops this rank: every GPU of its EP group (lock-step)."""
+        return self.group.rank_gpus
+
+    def stop(self) -> list[int]:
+        """The EP group lost a GPU (docs/faults.md): this rank's state is dropped with the
+        group's step in flight; the requests it held are returned for retry or failure."""
+        return self.group.stop_rank(self.index)
+
 
 class EPGroup:
     """D DP ranks (TP groups `rank_gpus[d]`) sharing one EP group of all their GPUs."""
@@ -93,6 +113,7 @@ class EPGroup:
         combine_bytes_per_pair: float,
         two_batch_overlap: bool = False,
         sm_count: int = 132,
+        speculative: tuple[SpeculativeDecoding, LockstepVerify] | None = None,
     ) -> None:
         self.env = env
         # share of the SMs left to compute while DeepEP's normal kernels run (two-batch overlap)
@@ -107,10 +128,13 @@ class EPGroup:
         self.tbo = two_batch_overlap
         self.dispatch_bytes = dispatch_bytes_per_pair
         self.combine_bytes = combine_bytes_per_pair
-        self.ranks = [
-            DPRank(self, d, Scheduler(serving, KVPool(kv_blocks_per_rank), state, on_finish))
-            for d in range(len(self.rank_gpus))
-        ]
+        decoding = speculative[0] if speculative is not None else None
+        self.verify: LockstepVerify | None = speculative[1] if speculative is not None else None
+        self._fresh_scheduler = lambda: Scheduler(
+            serving, KVPool(kv_blocks_per_rank), state, on_finish, decoding
+        )
+        self.ranks = [DPRank(self, d, self._fresh_scheduler()) for d in range(len(self.rank_gpus))]
+        self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
         self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
         self._idle_s = cost.dense_part_s(0, 0.0, 0, 0)
@@ -127,7 +151,22 @@ class EPGroup:
             self._idle = False
             self._wake.succeed()
 
+    def stop_rank(self, d: int) -> list[int]:
+        """Drop DP rank d's state and the group's step in flight; the requests it held."""
+        self.epoch += 1
+        rank = self.ranks[d]
+        held = scheduler_requests(rank.scheduler)
+        rank.scheduler = self._fresh_scheduler()
+        return held
+
     # ------------------------------------------------------------------ pricing
+
+    def _decode_ctx(self, b: Batch) -> int:
+        """The decode context a rank's dense part is priced with (a verify step's attention
+        with speculative decoding: LockstepVerify.verify_ctx)."""
+        if self.verify is None:
+            return b.decode_ctx_tokens
+        return self.verify.verify_ctx(b.decode_tokens, b.decode_ctx_tokens)
 
     def _dense_s(self, b: Batch | None) -> float:
         if b is None:
@@ -136,7 +175,7 @@ class EPGroup:
             b.prefill_tokens,
             b.prefill_attn_pairs,
             b.decode_tokens,
-            b.decode_ctx_tokens,
+            self._decode_ctx(b),
             len(b.prefill),
         )
 
@@ -146,7 +185,7 @@ class EPGroup:
             return 2.0 * self._idle_s
         c = self.cost
         p, d = b.prefill_tokens, b.decode_tokens
-        pairs, ctx, seqs = b.prefill_attn_pairs, b.decode_ctx_tokens, len(b.prefill)
+        pairs, ctx, seqs = b.prefill_attn_pairs, self._decode_ctx(b), len(b.prefill)
         first = c.dense_part_s(
             (p + 1) // 2, pairs / 2.0, (d + 1) // 2, (ctx + 1) // 2, max(1, (seqs + 1) // 2)
         )
@@ -191,6 +230,16 @@ class EPGroup:
         yield self.fabric.transfer_pairs(*dispatch, lat)
         yield self.fabric.transfer_pairs(*combine, lat)
 
+    def _draft_exchange(self, dispatch: Exchange, combine: Exchange, share: float) -> Process:
+        """The drafter's MoE dispatch and combine: the step's flows × `share` (its routed rows
+        over the target's), one layer latency per draft MoE layer crossed."""
+        assert self.verify is not None
+        a2a = self.a2a
+        layers = self.verify.k * self.verify.drafter.num_moe_layers
+        lat = max(layers * a2a.layer_latency_s() - a2a.path_latency_s, 0.0)
+        yield self.fabric.transfer_pairs(dispatch[0], dispatch[1] * share, lat)
+        yield self.fabric.transfer_pairs(combine[0], combine[1] * share, lat)
+
     def _allreduces(self, batches: Sequence[Batch | None]) -> simpy.Event:
         cost = self.cost
         events = [
@@ -234,11 +283,13 @@ class EPGroup:
         env = self.env
         moe = self.moe
         start = env.now
+        epoch = self.epoch
         loads = moe.route(start, total)
         dispatch, combine = self._flows(batches, tokens, loads)
         seqs = max(b.num_seqs if b is not None else 0 for b in batches)
+        draft_s, draft_share = draft_step(self.verify, batches, total, self.a2a.moe_layers)
         if not self.tbo:
-            gpu = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total)
+            gpu = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total) + draft_s
             compute = self.cost.with_host(gpu, seqs)
             yield env.timeout(compute)
             yield from self._exchange(dispatch, combine, 1)
@@ -250,8 +301,15 @@ class EPGroup:
             compute = self.cost.with_host(gpu, seqs)
             comm = env.process(self._exchange(dispatch, combine, 2))
             yield env.all_of([env.timeout(compute), comm])
+            if draft_s:  # the drafter runs after the target's micro-batches
+                yield env.timeout(draft_s)
+                compute += draft_s
+        if draft_share:
+            yield from self._draft_exchange(dispatch, combine, draft_share)
         if self.tp > 1:
             yield self._allreduces(batches)
+        if self.epoch != epoch:  # the group stopped mid-step: its results never land
+            return
         end = env.now
         comm_s = end - start - compute if end - start > compute else 0.0
         record = self.recorder.on_iteration
@@ -277,7 +335,35 @@ class EPGroup:
                     kv.capacity,
                 )
             record(row)
+            if self.verify is not None:
+                self.recorder.on_emitted(max(b.emitted_tokens, 0) if b is not None else 0)
         self.steps += 1
         for r, b in zip(self.ranks, batches, strict=True):
             if b is not None:
                 r.scheduler.complete(b, end)
+
+
+def draft_step(
+    verify: LockstepVerify | None, batches: Sequence[Batch | None], total: int, moe_layers: int
+) -> tuple[float, float]:
+    """(GPU seconds of the drafter's k passes over every rank, the drafter's routed rows over
+    the target's: its dispatch / combine as a share of the step's); (0, 0) without it."""
+    if verify is None:
+        return 0.0, 0.0
+    q = verify.k + 1
+    ranks: list[RankStep] = [
+        (
+            b.prefill_tokens,
+            b.prefill_attn_pairs,
+            b.decode_tokens // q,
+            b.decode_ctx_tokens,
+            len(b.prefill),
+        )
+        for b in batches
+        if b is not None
+    ]
+    draft_layers = verify.drafter.num_moe_layers
+    share = 0.0
+    if draft_layers and total and moe_layers:
+        share = verify.draft_rows(ranks) * draft_layers / (total * moe_layers)
+    return verify.drafter_s(ranks), share

@@ -19,6 +19,13 @@ re-implemented from its description):
 
 `rebalance` keeps the current placement when the new one is not better on the loads it was
 fitted to, so a rebalance never increases max/mean on those loads.
+
+Rank speeds (a slow EP rank, docs/faults.md): given each rank's speed s_r (1 = nominal; 0.5 =
+its expert GEMMs take twice as long), a rank's time is load_r / s_r. The packing then sends
+each item, heaviest first, to the bin with room where (load_b + w) / s_b is least (LPT for
+machines of different speeds), the bin numbering is kept within ranks of equal speed, and
+imbalance is Σ_layers max_r(load_r / s_r) / Σ_layers (Σ_r load_r / Σ_r s_r) — 1.0 when every
+rank finishes together. Without speeds (None) every function is the uniform policy above.
 """
 
 from __future__ import annotations
@@ -97,9 +104,11 @@ def linear_placement(layers: int, num_experts: int, ranks: int, slots: int) -> E
 # ------------------------------------------------------------------ building blocks
 
 
-def balanced_packing(weights: F64, bins: int) -> I64:
+def balanced_packing(weights: F64, bins: int, speed: F64 | None = None) -> I64:
     """Bin of each item, (rows, items): items / bins items per bin; per row, items go heaviest
-    first to the least-loaded bin that still has room (ties: lowest bin, then item order)."""
+    first to the least-loaded bin that still has room (ties: lowest bin, then item order).
+    With `speed` ((bins,) or (rows, bins)), to the bin with room whose time
+    (load + item) / speed would be least."""
     rows, items = weights.shape
     if bins < 1 or items % bins != 0:
         raise ValueError(f"{items} items cannot be packed evenly into {bins} bins")
@@ -111,7 +120,11 @@ def balanced_packing(weights: F64, bins: int) -> I64:
     r = np.arange(rows)
     for i in range(items):
         item = order[:, i]
-        b = np.argmin(np.where(count < cap, load, np.inf), axis=1)
+        if speed is None:
+            b = np.argmin(np.where(count < cap, load, np.inf), axis=1)
+        else:
+            after = (load + weights[r, item][:, None]) / speed
+            b = np.argmin(np.where(count < cap, after, np.inf), axis=1)
         out[r, item] = b
         load[r, b] += weights[r, item]
         count[r, b] += 1
@@ -142,32 +155,44 @@ def _expand(loads: F64, counts: I64) -> tuple[I64, F64]:
     return logical, per_replica
 
 
-def _pack_rows(logical: I64, weights: F64, bins: int) -> I64:
+def _pack_rows(logical: I64, weights: F64, bins: int, speed: F64 | None = None) -> I64:
     """Reorder each row's physical experts so bin b's come in positions [b·n/bins, ...)."""
-    where = balanced_packing(weights, bins)
+    where = balanced_packing(weights, bins, speed)
     order = np.argsort(where, axis=1, kind="stable")
     out: I64 = np.take_along_axis(logical, order, axis=1)
     return out
 
 
+def _uneven(speed: F64 | None) -> F64 | None:
+    """`speed` if its ranks differ in speed, else None (equal speeds: the uniform policy)."""
+    if speed is None or bool((speed == speed.flat[0]).all()):
+        return None
+    return speed
+
+
 # ------------------------------------------------------------------ policies
 
 
-def greedy_placement(loads: F64, ranks: int, slots: int) -> ExpertPlacement:
-    """DeepSeek's global policy: replicate hot experts, pack replicas onto ranks."""
+def greedy_placement(
+    loads: F64, ranks: int, slots: int, speed: F64 | None = None
+) -> ExpertPlacement:
+    """DeepSeek's global policy: replicate hot experts, pack replicas onto ranks (weighted by
+    rank `speed`, (ranks,), when given)."""
     e = loads.shape[1]
     counts = replicate(loads, slots)
     logical, per_replica = _expand(loads, counts)
-    return ExpertPlacement(_pack_rows(logical, per_replica, ranks), ranks, e)
+    return ExpertPlacement(_pack_rows(logical, per_replica, ranks, _uneven(speed)), ranks, e)
 
 
 def hierarchical_placement(
-    loads: F64, ranks: int, slots: int, nodes: int, groups: int
+    loads: F64, ranks: int, slots: int, nodes: int, groups: int, speed: F64 | None = None
 ) -> ExpertPlacement:
     """DeepSeek's hierarchical policy (module docstring); needs nodes | groups, groups | E,
     nodes | slots and nodes | ranks — otherwise falls back to greedy_placement. Ranks are
-    node-major: rank r is on node r // (ranks / nodes)."""
+    node-major: rank r is on node r // (ranks / nodes). With rank `speed`, groups are packed
+    onto nodes by node speed (Σ of its ranks') and experts onto a node's ranks by rank speed."""
     layers, e = loads.shape
+    speed = _uneven(speed)
     ok = (
         nodes >= 1
         and groups % nodes == 0
@@ -177,10 +202,11 @@ def hierarchical_placement(
         and (slots // nodes) % (ranks // nodes) == 0
     )
     if not ok or nodes == 1:
-        return greedy_placement(loads, ranks, slots)
+        return greedy_placement(loads, ranks, slots, speed)
     gsize, per_node_groups = e // groups, groups // nodes
     group_loads = loads.reshape(layers, groups, gsize).sum(axis=2)
-    group_node = balanced_packing(group_loads, nodes)  # (layers, groups)
+    node_speed = None if speed is None else speed.reshape(nodes, -1).sum(axis=1)
+    group_node = balanced_packing(group_loads, nodes, node_speed)  # (layers, groups)
     group_order = np.argsort(group_node, axis=1, kind="stable")  # node-major group list
     experts = (group_order[:, :, None] * gsize + np.arange(gsize)[None, None, :]).reshape(
         layers * nodes, per_node_groups * gsize
@@ -188,7 +214,9 @@ def hierarchical_placement(
     node_loads = np.take_along_axis(np.repeat(loads, nodes, axis=0), experts, axis=1)
     counts = replicate(node_loads, slots // nodes)
     local, per_replica = _expand(node_loads, counts)
-    local = _pack_rows(local, per_replica, ranks // nodes)
+    # row l · nodes + n packs onto node n's ranks
+    local_speed = None if speed is None else np.tile(speed.reshape(nodes, -1), (layers, 1))
+    local = _pack_rows(local, per_replica, ranks // nodes, local_speed)
     logical = np.take_along_axis(experts, local, axis=1).reshape(layers, slots)
     return ExpertPlacement(logical, ranks, e)
 
@@ -200,8 +228,15 @@ def rank_loads(loads: F64, placement: ExpertPlacement) -> F64:
     return out
 
 
-def imbalance(per_rank: F64) -> float:
-    """Σ_layers max-rank load / Σ_layers mean-rank load (1.0 = balanced; 1.0 if no load)."""
+def imbalance(per_rank: F64, speed: F64 | None = None) -> float:
+    """Σ_layers max-rank load / Σ_layers mean-rank load (1.0 = balanced; 1.0 if no load).
+    With rank `speed`: Σ_layers max-rank time / Σ_layers the time were every rank to finish
+    together (module docstring)."""
+    if speed is not None:
+        ideal = float(per_rank.sum()) / float(speed.sum())
+        if not ideal > 0:
+            return 1.0
+        return float((per_rank / speed).max(axis=1).sum()) / ideal
     mean = float(per_rank.mean(axis=1).sum())
     if not mean > 0:
         return 1.0
@@ -235,14 +270,19 @@ def moved_experts(old: ExpertPlacement, new: ExpertPlacement, rank_node: I64) ->
 
 
 def align_ranks(
-    old: ExpertPlacement, new: ExpertPlacement, rank_node: I64, within_node: bool
+    old: ExpertPlacement,
+    new: ExpertPlacement,
+    rank_node: I64,
+    within_node: bool,
+    speed: F64 | None = None,
 ) -> ExpertPlacement:
     """`new` with its ranks renumbered, per layer, to keep experts where `old` has them.
 
     The policies' rank (bin) numbering is arbitrary — any permutation of ranks (within a node
     for the hierarchical policy) balances the same — so each new bin is given the old rank
     sharing most experts with it (greedy on the overlap, largest first), which cuts the weight
-    copies a rebalance moves (vLLM's EPLB avoids such copies likewise).
+    copies a rebalance moves (vLLM's EPLB avoids such copies likewise). With rank `speed`, a
+    bin goes only to a rank of its own speed (it was packed for that speed).
     """
     ranks, e = new.ranks, new.num_experts
     s_new, s_old = new.slots_per_rank, old.slots_per_rank
@@ -250,6 +290,8 @@ def align_ranks(
     out = new.logical.copy()
     node = np.asarray(rank_node)
     allowed = node[:, None] == node[None, :] if within_node else np.ones((ranks, ranks), bool)
+    if speed is not None:
+        allowed = allowed & (speed[:, None] == speed[None, :])
     for layer in range(new.layers):
         new_cnt = np.zeros((ranks, e), dtype=np.int64)
         old_cnt = np.zeros((ranks, e), dtype=np.int64)
@@ -297,29 +339,31 @@ def rebalance(
     algorithm: str,
     rank_node: I64,
     groups: int | None = None,
+    speed: F64 | None = None,
 ) -> Rebalance:
     """Fit a new placement to `loads` with `algorithm` ('greedy' | 'hierarchical'); keep the
     current one unless the new one lowers max/mean on `loads` (so it never increases it).
 
     rank_node: node of each rank (node-major, equal ranks per node for the hierarchical
-    policy); groups: expert groups for the hierarchical policy (None: one per node).
+    policy); groups: expert groups for the hierarchical policy (None: one per node);
+    speed: each rank's speed (None: all equal), for a speed-weighted placement and imbalance.
     """
     ranks, slots = current.ranks, current.slots
     nodes = len(np.unique(rank_node))
     if algorithm == "hierarchical":
         node_major = bool((np.diff(rank_node) >= 0).all())
         new = (
-            hierarchical_placement(loads, ranks, slots, nodes, groups or nodes)
+            hierarchical_placement(loads, ranks, slots, nodes, groups or nodes, speed)
             if node_major
-            else greedy_placement(loads, ranks, slots)
+            else greedy_placement(loads, ranks, slots, speed)
         )
     elif algorithm == "greedy":
-        new = greedy_placement(loads, ranks, slots)
+        new = greedy_placement(loads, ranks, slots, speed)
     else:
         raise ValueError(f"unknown EPLB algorithm {algorithm!r}")
-    new = align_ranks(current, new, rank_node, within_node=algorithm == "hierarchical")
-    before = imbalance(rank_loads(loads, current))
-    after = imbalance(rank_loads(loads, new))
+    new = align_ranks(current, new, rank_node, algorithm == "hierarchical", speed)
+    before = imbalance(rank_loads(loads, current), speed)
+    after = imbalance(rank_loads(loads, new), speed)
     if not after < before * (1.0 - MIN_IMPROVEMENT):
         return Rebalance(current, before, before, np.zeros((ranks, ranks), dtype=np.int64))
     return Rebalance(new, before, after, moved_experts(current, new, rank_node))

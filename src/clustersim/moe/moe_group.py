@@ -50,6 +50,11 @@ class MoEGroup:
     traffic's layers) this group runs; ranks: the GPUs of each EP rank (one GPU each, or the
     moe_tp GPUs sharing its experts); rank_node: node of each rank; placement: the initial
     placement; expert_bytes: one expert's weights on one GPU for one layer (bytes).
+
+    A slow rank (docs/faults.md): `set_rank_speed` slows its expert GEMMs; from then on each
+    step books every rank's expert seconds at full speed and as run, and a rebalance weighs
+    each rank by the speed it showed over the window (full-speed / actual seconds) — what a
+    balancer that sees per-rank step times would measure.
     """
 
     def __init__(
@@ -95,6 +100,9 @@ class MoEGroup:
         interval = eplb.rebalance_interval_s if eplb is not None else 0.0
         self._interval = interval
         self._next_rebalance = interval if interval > 0 else math.inf
+        self._timed = False  # per-rank expert seconds are being booked for the window
+        self._nominal_s: F64 = np.zeros(len(ranks))  # Σ full-speed expert seconds per rank
+        self._actual_s: F64 = np.zeros(len(ranks))  # Σ expert seconds as run per rank
         self._refresh(0.0)
 
     # ------------------------------------------------------------------ routing
@@ -143,7 +151,35 @@ class MoEGroup:
 
     def moe_s(self, loads: F64, tokens: float) -> float:
         """Routed-expert seconds of a step: Σ_layers max_ranks (model/moe_cost.py)."""
+        if self._timed:
+            nominal, actual = self.cost.rank_seconds(loads, tokens)
+            self._nominal_s += nominal
+            self._actual_s += actual
         return self.cost.step_s(loads, tokens)
+
+    # ------------------------------------------------------------------ slow ranks
+
+    def set_rank_speed(self, compute: F64, hbm: F64) -> None:
+        """Each rank's (compute, HBM) speed factor, (ranks,) each, from now on."""
+        self.cost.set_rank_speed(compute, hbm)
+        self._timed = self._timed or self.cost.slowed
+
+    def observed_speed(self) -> F64 | None:
+        """Each rank's speed over the window booked so far (None: every rank at full speed)."""
+        if not self._timed:
+            return None
+        speed = np.divide(
+            self._nominal_s,
+            self._actual_s,
+            out=np.ones_like(self._nominal_s),
+            where=self._actual_s > 0,
+        )
+        return None if bool((speed == 1.0).all()) else speed
+
+    def _restart_timing(self) -> None:
+        self._nominal_s = np.zeros_like(self._nominal_s)
+        self._actual_s = np.zeros_like(self._actual_s)
+        self._timed = self.cost.slowed
 
     # ------------------------------------------------------------------ EPLB
 
@@ -162,13 +198,20 @@ class MoEGroup:
         self._flush_window()
         loads = self._window
         self._window = np.zeros_like(loads)
+        speed = self.observed_speed()
+        self._restart_timing()
         if not loads.sum() > 0:
             before = imbalance(rank_loads(self._share_used, self.placement))
             event = RebalanceEvent(now, self.index, before, before, 0, 0.0)
             self.events.append(event)
             return event
         plan = rebalance(
-            loads, self.placement, self.eplb.algorithm, self.rank_node, self.eplb.expert_groups
+            loads,
+            self.placement,
+            self.eplb.algorithm,
+            self.rank_node,
+            self.eplb.expert_groups,
+            speed,
         )
         flows: list[FlowSpec] = []
         moved = int(plan.moves.sum())

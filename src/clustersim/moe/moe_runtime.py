@@ -19,6 +19,7 @@ from clustersim.model.moe_cost import (
     dispatch_bytes_per_pair,
     expert_weight_bytes,
 )
+from clustersim.model.speculative_cost import LockstepVerify
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.ep_group import DPRank, EPGroup
 from clustersim.moe.ep_layout import EPGroupSpec, EPLayout
@@ -33,6 +34,7 @@ from clustersim.moe.moe_group import MoEGroup, SampledStageCost
 from clustersim.network.all_to_all import AllToAllPlan
 from clustersim.network.fabric import Fabric
 from clustersim.serving.request_state import RequestState
+from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.topology.graph import Cluster
 from clustersim.workload.arrivals import StateTimeline
 
@@ -158,8 +160,10 @@ class MoERuntime:
         state: RequestState,
         recorder: Recorder,
         on_finish: Callable[[int, float], None],
+        speculative: tuple[SpeculativeDecoding, LockstepVerify] | None = None,
     ) -> list[DPRank]:
-        """The lock-step DP-attention group; returns its DP ranks (the router's replicas)."""
+        """The lock-step DP-attention group; returns its DP ranks (the router's replicas).
+        `speculative`: the run's speculative decoding and the group's verify pricing."""
         exp = self.exp
         spec = self.layout.groups[0]
         layers = range(exp.model.num_moe_layers)
@@ -181,6 +185,7 @@ class MoERuntime:
             combine_bytes_per_pair(exp.model, exp.precision),
             self.layout.experts.two_batch_overlap,
             exp.hardware.sm_count,
+            speculative,
         )
         self.ep_group = ep_group
         return ep_group.ranks

@@ -161,10 +161,13 @@ class _Analyser:
         spec = exp.serving.speculative
         self.verify = speculative_stage_costs(exp, self.costs, self.costs) if spec else None
         self.queries = spec.num_tokens + 1 if spec else 1
+        decodes = spec is not None and role != "prefill"  # a prefill pool only drafts
         self.tokens_per_step = (
-            AcceptanceProfile(np.asarray(spec.rates)).mean_tokens_per_step if spec else 1.0
+            AcceptanceProfile(np.asarray(spec.rates)).mean_tokens_per_step
+            if spec is not None and decodes
+            else 1.0
         )
-        self.lookahead = spec.num_tokens if spec else 0
+        self.lookahead = spec.num_tokens if spec is not None and decodes else 0
 
     def comm_s(self, stage: int, tokens: int) -> float:
         """Idle-fabric TP all-reduces of one step of a dense stage (0 for MoE: left out)."""

@@ -202,17 +202,11 @@ def model_rule(layout: Layout, model: ModelSpec) -> str:
 
 def speculative_rule(layout: Layout, base: Experiment, role: str | None) -> str:
     """Why speculative decoding cannot be simulated on this layout ('' when it can): the
-    schema refuses it with DP attention, CP and disaggregated pools (config/schema)."""
-    if base.serving.speculative is None:
+    schema refuses it with CP (config/schema); `role`: the pool it is checked as, if any."""
+    if base.serving.speculative is None or layout.cp == 1:
         return ""
-    for used, what in (
-        (layout.dp_attention, "DP attention"),
-        (layout.cp > 1, "context parallelism"),
-        (role is not None, "a disaggregated pool"),
-    ):
-        if used:
-            return f"serving.speculative is not simulated with {what} yet"
-    return ""
+    where = "" if role is None else f" (the {role} pool)"
+    return f"serving.speculative is not simulated with context parallelism yet{where}"
 
 
 def topology_rule(placement: Placement, cluster: Cluster, allow_across: bool) -> str:

@@ -5,7 +5,11 @@ leaves ADMISSION_WATERMARK of the lane's blocks free for running sequences to gr
 With `serving.kv_admission: reserve_full` (TensorRT-LLM's GUARANTEED_NO_EVICT capacity
 policy) a request is admitted only when blocks for its whole prompt + output are free; they
 are reserved at admission and released when it finishes, so nothing is allocated while it
-runs and nothing is ever preempted.
+runs and nothing is ever preempted. With prefix caching too (TensorRT-LLM's
+GUARANTEED_NO_EVICT with KV-cache reuse) a request pins its cached prefix and reserves only
+the rest: its reservation less the prefix's blocks, so a shared cached block is counted once
+(by the cache) however many requests use it; the blocks it publishes later move from its
+reservation to the cache.
 
 A prefill lane of a disaggregated run (`keep_kv_after_finish`) keeps a finished request's
 blocks until its KV has been sent (`release_kept`).
@@ -56,12 +60,34 @@ class KVAdmission:
 
     def held_blocks(self, rid: int, written: int) -> int:
         """Blocks a finishing request gives back: its reservation (reserve_full) or the
-        blocks its `written` KV tokens occupy (incremental)."""
+        blocks its `written` KV tokens occupy (incremental); with prefix caching, less the
+        blocks of its shared prefix (they stay with the cache)."""
         if self.reserve_full:
-            return self.reservation(rid)
+            shared = 0 if self.prefix is None else self.prefix.shared.get(rid, 0)
+            return self.reservation(rid) - shared
         if self.prefix is not None:  # its shared prefix stays with the cache
             return self.prefix.private_blocks(rid, written)
         return blocks_for(written, self.block_size)
+
+    def reservation_fits(self, rid: int) -> int | None:
+        """reserve_full: the prompt tokens the request's cached prefix covers when pinning
+        that prefix and reserving the rest fit the free blocks now; None when they do not."""
+        need, reused = self.reservation(rid), 0
+        if self.prefix is not None:
+            m = self.prefix.probe(rid)
+            need += m.cost_blocks - m.blocks * self.prefix.node_blocks
+            reused = m.blocks * self.prefix.bt
+        return reused if need <= self.kv.free else None
+
+    def reserve(self, rid: int) -> int:
+        """reserve_full (after `reservation_fits`): pin the cached prefix and reserve the
+        rest of the request's blocks; returns the prompt tokens prefill skips."""
+        if self.prefix is None:
+            self.kv.allocate(self.reservation(rid))
+            return 0
+        cached = self.prefix.acquire(rid)
+        self.kv.allocate(self.reservation(rid) - self.prefix.shared[rid])
+        return cached
 
     def reserve_prefilled(self, rid: int) -> bool:
         """Take the blocks a request prefilled elsewhere needs on arrival (its prompt's KV;

@@ -53,13 +53,16 @@ class PrefillQueue:
             rid = self.waiting[0]
             remaining = st.effective_prompt[rid]
             if adm.reserve_full:
-                need = adm.reservation(rid)
-                if need > kv.free:
+                reused = adm.reservation_fits(rid)
+                if reused is None:
                     break  # FCFS: the head waits for a finishing request's blocks
+                remaining -= reused  # prefix caching: prefill computes the suffix
                 chunk = min(remaining, budget) if self.chunked else remaining
                 if not self.chunked and remaining > budget and batch.prefill:
                     break
-                kv.allocate(need)
+                cached = adm.reserve(rid)
+                if self.prefix is not None:
+                    st.computed[rid] = cached  # prefill resumes after the prefix
                 self._admit(batch, rid, chunk, now)
                 budget -= chunk
                 seqs += 1

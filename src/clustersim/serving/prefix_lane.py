@@ -10,7 +10,8 @@ blocks, and every token a request writes after it lands in private blocks.
 
 Per request (invariant while it runs in the lane):
     shared[r]  pool blocks of the prefix it pins (reused at admission, then its own full
-               prompt blocks once published at the end of prefill);
+               prompt blocks once published at the end of prefill, then the full blocks its
+               answer completed once published at its finish);
     private    blocks_for(written, block_size) − shared[r], counted in the cache's `used`.
 """
 
@@ -25,22 +26,32 @@ from clustersim.workload.prefix_blocks import PrefixBlocks
 class PrefixRecord:
     """Per-request prefix-cache facts shared by every lane of a run (request id → value)."""
 
-    __slots__ = ("cached_tokens", "ids", "offsets")
+    __slots__ = ("answer_ids", "answer_offsets", "cached_tokens", "ids", "offsets")
 
     def __init__(self, prefix: PrefixBlocks | None, n: int) -> None:
         # prompt tokens prefill skipped at the request's first admission (-1: never admitted)
         self.cached_tokens = [-1] * n
-        if prefix is None:  # a workload without ids: nothing is ever shared
-            self.ids: list[int] = []
-            self.offsets = [0] * (n + 1)
-        else:
+        self.ids: list[int] = []
+        self.offsets = [0] * (n + 1)
+        self.answer_ids: list[int] = []  # ids of the full blocks answers complete
+        self.answer_offsets = [0] * (n + 1)
+        if prefix is not None:  # a workload without ids: nothing is ever shared
             self.ids = prefix.ids.tolist()
             self.offsets = prefix.offsets.tolist()
+            if prefix.answer is not None:
+                self.answer_ids = prefix.answer.ids.tolist()
+                self.answer_offsets = prefix.answer.offsets.tolist()
 
     def prompt_ids(self, rid: int, blocks: int) -> list[int]:
         """The request's first `blocks` prefix-block ids (fewer if it has fewer)."""
         start = self.offsets[rid]
         return self.ids[start : min(start + blocks, self.offsets[rid + 1])]
+
+    def answer_block_ids(self, rid: int, blocks: int) -> list[int]:
+        """Ids of the first `blocks` full blocks the request's answer completes (fewer if the
+        workload names fewer)."""
+        start = self.answer_offsets[rid]
+        return self.answer_ids[start : min(start + blocks, self.answer_offsets[rid + 1])]
 
 
 class LanePrefix:
@@ -108,6 +119,20 @@ class LanePrefix:
         ids = self.record.prompt_ids(rid, self.st.prompt[rid] // self.bt)
         if len(ids) > self.cache.pinned_blocks(rid):
             self.shared[rid] += self.cache.insert(rid, ids)
+
+    def publish_answer(self, rid: int, written: int) -> None:
+        """The request finished decoding with `written` KV tokens: the full blocks its answer
+        completed join the cache under the ids its next turn carries (as vLLM's automatic
+        prefix caching and SGLang's RadixAttention keep a finished request's KV). Only after
+        the whole prompt chain was published (a row with fewer ids than full blocks leaves
+        a gap no answer can extend); the caller releases the rest and unpins as usual."""
+        full_prompt = self.st.prompt[rid] // self.bt
+        if self.cache.pinned_blocks(rid) != full_prompt:
+            return
+        ids = self.record.answer_block_ids(rid, written // self.bt - full_prompt)
+        if ids:
+            chain = self.record.prompt_ids(rid, full_prompt) + ids
+            self.shared[rid] += self.cache.insert(rid, chain)
 
     def private_blocks(self, rid: int, written: int) -> int:
         """Pool blocks the request holds outside its shared prefix with `written` KV tokens."""

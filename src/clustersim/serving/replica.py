@@ -23,6 +23,7 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
 from clustersim.serving.leap_backoff import TP1_WORTH_STEPS, LeapBackoff
+from clustersim.serving.prefix_lane_choice import lane_for
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
@@ -157,7 +158,7 @@ class Replica(LaneLeaps):
 
     def submit(self, rid: int) -> None:
         lanes = self.lanes
-        lane = lanes[0] if len(lanes) == 1 else min(lanes, key=lambda ln: ln.scheduler.outstanding)
+        lane = lanes[0] if len(lanes) == 1 else lanes[lane_for(rid, [ln.scheduler for ln in lanes])]
         lane.scheduler.add(rid)
         if lane.idle:
             lane.idle = False

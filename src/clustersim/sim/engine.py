@@ -36,7 +36,7 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.fault_build import with_faults
-from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime
+from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_link_faults
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
@@ -140,7 +140,9 @@ class _Simulation:
                 exp.serving, self.replicas, self.prefix, stream, streams.get("router")
             )
         self.faults: FaultRuntime | None = None
-        if built.faults is not None and self.disagg is None:
+        if built.faults is not None and self.disagg is not None:  # link faults only
+            self.faults = pool_link_faults(exp, built, self.env, self.disagg, self.fabric)
+        elif built.faults is not None:
             self.faults = fault_runtime(
                 exp,
                 built,
@@ -350,14 +352,14 @@ def run_experiment(
             st.preemptions[:n],
             rec.dropped[:n],
         )
-        if sim.faults is not None:  # retry counts and failed status (docs/faults.md)
-            requests["retries"] = sim.faults.health.retries[:n]
-            requests["failed"] = sim.faults.health.failed[:n]
         moe = sim.moe
         iterations = rec.iterations_frame()
         experts = moe.experts_frame() if moe is not None else None
         eplb = moe.eplb_frame() if moe is not None else None
         steps, pools = rec.steps, None
+    if sim.faults is not None:  # retry counts and failed status (docs/faults.md)
+        requests["retries"] = sim.faults.health.retries[:n]
+        requests["failed"] = sim.faults.health.failed[:n]
     prefix = sim.disagg.prefix if sim.disagg is not None else sim.prefix
     if prefix is not None:  # prefix caching: cached tokens per request, counters per lane
         cached = np.maximum(np.asarray(prefix.record.cached_tokens[:n]), 0)

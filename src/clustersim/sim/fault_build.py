@@ -4,10 +4,11 @@ the fault model covers (checked before any simulation, so `validate` reports it)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError
-from clustersim.faults import FaultTargetError, fault_schedule
+from clustersim.faults import FaultTargetError, ResolvedFault, fault_schedule
 from clustersim.network.detours import detours
 from clustersim.sim.streams import Streams
 
@@ -20,8 +21,6 @@ def with_faults(exp: Experiment, built: Build) -> Build:
     spec = exp.faults
     if spec is None:
         return built
-    if built.pools is not None:
-        raise BuildError("faults: faults with disaggregated pools are not simulated yet")
     layout = exp.layout
     try:
         schedule = fault_schedule(
@@ -32,11 +31,18 @@ def with_faults(exp: Experiment, built: Build) -> Build:
     except ValueError as err:
         raise BuildError(str(err)) from err
     gpu_faults = [f for f in schedule.faults if f.event.kind in GPU_KINDS]
+    if built.pools is not None:
+        _check_pools(built, schedule.faults)
+    # DP-attention: a lost GPU stops the whole lock-step EP group (moe/ep_group.py); a slow
+    # one would need the lock-step step re-priced per rank, which is not modelled
+    if layout.dp_attention:
+        gpu_faults = [f for f in gpu_faults if f.event.kind == "gpu_slowdown"]
     if gpu_faults and (layout.cp > 1 or layout.dp_attention):
         what = "cp > 1" if layout.cp > 1 else "dp_attention"
         raise BuildError(
             f"{gpu_faults[0].event.key}.kind: {gpu_faults[0].event.kind} with layout {what} "
-            f"is not simulated (link faults are)"
+            f"is not simulated (link faults are"
+            f"{', and gpu_down / node_down' if layout.dp_attention else ''})"
         )
     for f in schedule.faults:
         if f.event.kind == "link_down":
@@ -49,6 +55,23 @@ def with_faults(exp: Experiment, built: Build) -> Build:
                     f"switches: every node behind it would be cut off (not simulated)"
                 )
     return dataclasses.replace(built, faults=schedule)
+
+
+def _check_pools(built: Build, faults: Sequence[ResolvedFault]) -> None:
+    """Disaggregated pools take link faults that stop no GPU (docs/faults.md §2 says why
+    a lost or slow pool instance is not simulated)."""
+    for f in faults:
+        if f.event.kind in GPU_KINDS:
+            raise BuildError(
+                f"{f.event.key}.kind: {f.event.kind} with disaggregated pools is not simulated "
+                f"(link_degrade, and link_down with a detour, are)"
+            )
+        if f.event.kind == "link_down" and detours(built.cluster, f.target.links)[1]:
+            raise BuildError(
+                f"{f.event.key}.target: link_down of {f.event.target} cuts GPUs off (no "
+                f"detour); with disaggregated pools only link faults that stop no GPU are "
+                f"simulated"
+            )
 
 
 def _node_local(built: Build, link: int) -> bool:

@@ -3,6 +3,8 @@
 At each change point (faults/schedule.py) it sets, from the faults active then:
 - each replica stage's cost model: the stage runs at the pace of its slowest GPU
   (deployment/degraded.py); read per engine step, so a step in flight keeps its price;
+- each sampled MoE stage's EP ranks: a rank's expert GEMMs run at its own GPUs' pace, and
+  EPLB (if on) sees the slow rank (moe/moe_group.py `set_rank_speed`);
 - the fabric's link bandwidths, extra latencies and detours around down links
   (network/fabric.py `set_link_faults`; rates of flows in flight are solved again);
 - which replicas are lost (a GPU failed, or is cut off by a down link with no detour) or
@@ -12,7 +14,7 @@ It also keeps, per fault, the replicas it took down, for faults.parquet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +22,13 @@ import simpy
 
 from clustersim.deployment.degraded import DegradedCosts, group_pace
 from clustersim.faults import FaultSchedule
+from clustersim.model.speculative_cost import SpeculativeStageCost
 from clustersim.model.stage_cost import StageCost
+from clustersim.moe.moe_group import SampledStageCost
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
-from clustersim.sim.replica_health import ReplicaHealth, cut_leap
+from clustersim.sim.replica_health import FaultUnit, ReplicaHealth, cut_leap
 
 
 class FaultInjector:
@@ -32,7 +36,7 @@ class FaultInjector:
         self,
         env: simpy.Environment,
         schedule: FaultSchedule,
-        replicas: Sequence[Replica],
+        replicas: Sequence[FaultUnit],
         degraded: DegradedCosts,
         fabric: Fabric,
         health: ReplicaHealth,
@@ -43,7 +47,9 @@ class FaultInjector:
         self.degraded = degraded
         self.fabric = fabric
         self.health = health
-        self.nominal: list[tuple[StageCost, ...]] = [tuple(rep.costs) for rep in replicas]
+        # units whose stages a slow GPU re-prices (DP-attention ranks are not: fault_build.py)
+        self.paced = [(r, rep) for r, rep in enumerate(replicas) if isinstance(rep, Replica)]
+        self.nominal = {r: tuple(rep.costs) for r, rep in self.paced}
         self.replica_gpus = [
             frozenset(g for group in rep.groups for g in group) for rep in replicas
         ]
@@ -64,7 +70,7 @@ class FaultInjector:
         """Set every effect to the faults active at time t."""
         sched = self.schedule
         compute, hbm = sched.gpu_factors(t)
-        for r, rep in enumerate(self.replicas):
+        for r, rep in self.paced:
             costs = tuple(
                 self.degraded.stage_cost(nominal, s, *group_pace(group, compute, hbm))
                 for s, (nominal, group) in enumerate(zip(self.nominal[r], rep.groups, strict=True))
@@ -72,6 +78,8 @@ class FaultInjector:
             if costs != rep.costs:
                 rep.costs = costs
                 cut_leap(rep, t)
+            for nominal in self.nominal[r]:
+                pace_ranks(nominal, compute, hbm)
         factor, latency, down = sched.link_state(t)
         stranded = self.fabric.set_link_faults(factor, latency, down)
         cut = stranded_gpus(self.fabric.cluster, stranded)
@@ -112,3 +120,17 @@ class FaultInjector:
                 "requests_failed": self.health.failed_by.copy(),
             }
         )
+
+
+def pace_ranks(cost: StageCost, compute: Mapping[str, float], hbm: Mapping[str, float]) -> None:
+    """A sampled MoE stage's expert GEMMs: each EP rank at the pace of its own GPUs (the
+    dense part, priced by the stage's cost model, runs at the whole group's pace)."""
+    if isinstance(cost, SpeculativeStageCost):  # the verify step's target holds the experts
+        cost = cost.target
+    if not isinstance(cost, SampledStageCost):
+        return
+    paces = [group_pace(rank, compute, hbm) for rank in cost.group.ranks]
+    cost.group.set_rank_speed(
+        np.array([c for c, _ in paces], dtype=np.float64),
+        np.array([h for _, h in paces], dtype=np.float64),
+    )

@@ -11,7 +11,9 @@ from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError
 from clustersim.deployment.degraded import DegradedCosts
 from clustersim.deployment.units import Unit
+from clustersim.disagg.runtime import DisaggRuntime
 from clustersim.metrics.recorder import Recorder
+from clustersim.moe.ep_group import DPRank
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
 from clustersim.serving.replica import Replica
@@ -39,10 +41,15 @@ def fault_runtime(
     fabric: Fabric,
     end_one: Callable[[], None],
 ) -> FaultRuntime:
-    """Health and injector over the run's replicas (plain or MoE replicas: fault_build.py
-    refuses the other unit kinds for GPU faults; link faults need no replica hooks)."""
+    """Health and injector over the run's replicas (plain or MoE replicas, DP ranks of a
+    DP-attention group: fault_build.py refuses the other unit kinds for GPU faults; link
+    faults need no replica hooks)."""
     assert exp.faults is not None and built.faults is not None
-    replicas = [u for u in units if isinstance(u, Replica) and not isinstance(u, CPReplica)]
+    replicas: list[Replica | DPRank] = [
+        u
+        for u in units
+        if (isinstance(u, Replica) and not isinstance(u, CPReplica)) or isinstance(u, DPRank)
+    ]
     if len(replicas) != len(units):
         if any(
             f.event.kind != "link_degrade" and f.event.kind != "link_down"
@@ -65,3 +72,31 @@ def fault_runtime(
     )
     injector = FaultInjector(env, built.faults, replicas, DegradedCosts(exp, built), fabric, health)
     return FaultRuntime(health, injector)
+
+
+def pool_link_faults(
+    exp: Experiment,
+    built: Build,
+    env: simpy.Environment,
+    disagg: DisaggRuntime,
+    fabric: Fabric,
+) -> FaultRuntime:
+    """Link faults under disaggregated pools (fault_build.py refuses the rest): the injector
+    sets the fabric's link state; no pool instance stops, so health has no units to watch and
+    its retry / failure counts stay zero. Decode leaps of the pools' replicas are forbidden:
+    a leap prices its steps' all-reduces ahead, before a link changes."""
+    for member in (*disagg.prefill, *disagg.decode):
+        if isinstance(member.unit, Replica):
+            member.unit.forbid_leaps()
+    return fault_runtime(
+        exp,
+        built,
+        env,
+        [],
+        disagg.p_router,
+        [],
+        disagg.recorder,
+        disagg.decode_state,
+        fabric,
+        lambda: None,
+    )

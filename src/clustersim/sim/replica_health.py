@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from math import nan
+from typing import Protocol
 
 import numpy as np
 import simpy
@@ -21,11 +22,29 @@ import simpy
 from clustersim.config.schema import FaultsSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.network.fabric import Fabric
-from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import Router
 
 BUSY = 1 << 40  # outstanding count shown to the router for a replica it must avoid
+
+
+class FaultUnit(Protocol):
+    """A router unit faults can stop: a Replica, or a DP rank of a DP-attention EP group."""
+
+    @property
+    def kv_capacity_blocks(self) -> int: ...
+
+    @property
+    def kv_used_blocks(self) -> int: ...
+
+    @property
+    def groups(self) -> Sequence[Sequence[str]]:
+        """GPU groups whose failure stops the unit."""
+        ...
+
+    def stop(self) -> list[int]: ...
+
+    def submit(self, rid: int) -> None: ...
 
 
 def reset_for_retry(state: RequestState, rid: int) -> None:
@@ -39,7 +58,7 @@ def reset_for_retry(state: RequestState, rid: int) -> None:
     state.finish_s[rid] = nan
 
 
-def cut_leap(replica: Replica, now: float) -> None:
+def cut_leap(replica: object, now: float) -> None:
     """Cut a decode leap in flight at its next step boundary (serving/replica.py: a replica
     may commit to many decode steps at once; `Replica.interrupt(now)` ends that commitment),
     so steps after a fault change point are priced — or dropped — with the new state.
@@ -56,7 +75,7 @@ class ReplicaHealth:
         self,
         env: simpy.Environment,
         spec: FaultsSpec,
-        replicas: Sequence[Replica],
+        replicas: Sequence[FaultUnit],
         router: Router,
         outstanding: list[int],
         recorder: Recorder,

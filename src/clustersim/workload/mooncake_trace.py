@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clustersim.workload.prefix_blocks import PrefixBlocks
+from clustersim.workload.prefix_blocks import PrefixBlocks, successor_answers
 from clustersim.workload.trace_table import (
     F64,
     I64,
@@ -165,6 +165,7 @@ def _read_mooncake_cached(path_str: str, mtime_ns: int, size: int) -> Trace:
     arrays = (seconds, np.maximum(prompt, 1), np.maximum(output, 1))
     for a in arrays:
         a.flags.writeable = False  # shared through the cache: callers must copy to modify
+    prefix = prefix.with_answers(successor_answers(prefix, arrays[1], arrays[2]))
     return Trace(str(path), *arrays, prefix=prefix)
 
 
@@ -172,7 +173,8 @@ def read_mooncake_trace(path: str | Path) -> Trace:
     """Read a Mooncake FAST'25 JSON-lines trace (format in the module docstring).
 
     Returns seconds from the first row, prompt and output tokens (clipped to >= 1) and the
-    rows' prefix-block ids (`Trace.prefix`, 512-token blocks). Raises FileNotFoundError if the
+    rows' prefix-block ids (`Trace.prefix`, 512-token blocks; their answer blocks' ids read
+    off each request's next turn, prefix_blocks.successor_answers). Raises FileNotFoundError if the
     file is absent and TraceError naming the file, row (line number) and key when a row is
     malformed.
     """

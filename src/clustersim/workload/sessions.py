@@ -23,6 +23,12 @@ disjoint integer ranges rather than by hashing (vectorised, collision-free):
 * any other full block i of session s (its tokens never change across turns, the context is
   append-only, and its prefix is the session's): ``session_base[s] + i``;
 * a request's partial last block: an id of its own (``partial_base + request``).
+
+Answer blocks (`PrefixBlocks.answer`): a turn of P prompt and O answer tokens finishes holding
+the KV of P + O − 1 tokens; the full blocks among them past its prompt's, i = ⌊P / bt⌋ …
+⌊(P + O − 1) / bt⌋ − 1, lie wholly before the next turn's new user tokens, so they get the
+next turn's ids ``session_base[s] + i`` (the session's id range covers every turn's prompt +
+answer).
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ class _Turns:
     prompt: I64
     output: I64
     system_prompt: I64  # the session's system prompt index
-    session_blocks: I64  # int64[sessions], full blocks of each session's longest context
+    session_blocks: I64  # int64[sessions], full blocks of each session's longest prompt + answer
     system_prompt_tokens: I64  # int64[pool], length of each system prompt (tokens)
 
     def select(self, rows: npt.NDArray[np.bool_] | I64) -> _Turns:
@@ -207,7 +213,7 @@ def _draw_turns(work: SessionWorkload, starts: F64, rng: np.random.Generator) ->
 
     keep = prompt + output <= work.max_context_tokens  # monotone within a session
     longest = np.zeros(n, dtype=np.int64)
-    np.maximum.at(longest, session[keep], prompt[keep])
+    np.maximum.at(longest, session[keep], prompt[keep] + output[keep] - 1)
     return _Turns(
         session[keep],
         arrival[keep],
@@ -238,7 +244,18 @@ def _prefix_ids(work: SessionWorkload, t: _Turns) -> PrefixBlocks:
         sys_base[t.system_prompt[req]] + i,
         np.where(end <= t.prompt[req], session_base[t.session[req]] + i, partial_base + req),
     )
-    return PrefixBlocks(ids, offsets, bt)
+    return PrefixBlocks(ids, offsets, bt, _answer_ids(t, bt, session_base))
+
+
+def _answer_ids(t: _Turns, bt: int, session_base: I64) -> PrefixBlocks:
+    """Ids of the full blocks each turn's answer completes (module docstring), vectorised."""
+    first = t.prompt // bt
+    counts = np.maximum((t.prompt + t.output - 1) // bt - first, 0)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    req = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    i = first[req] + np.arange(offsets[-1], dtype=np.int64) - offsets[req]
+    return PrefixBlocks(session_base[t.session[req]] + i, offsets, bt)
 
 
 def generate_sessions(

@@ -25,6 +25,7 @@ from clustersim.config.schema.serving import (
     Precision,
     ServingSpec,
 )
+from clustersim.config.schema.speculative import SpeculativeSpec
 from clustersim.config.schema.topology import TopologySpec
 from clustersim.config.schema.workload import WorkloadSpec
 
@@ -117,23 +118,40 @@ class Experiment(Strict):
         return data
 
     def _check_speculative(self) -> None:
-        """serving.speculative against the model and the deployment it runs on."""
-        spec = self.serving.speculative
-        if spec is None:
-            return
-        if spec.method == "mtp" and self.model.num_nextn_predict_layers < 1:
-            raise keyed_error(
-                "serving.speculative.method",
-                f"mtp needs a model with MTP layers (model {self.model.name} has "
-                "num_nextn_predict_layers: 0); use eagle or draft_model",
-            )
-        unsupported = (
-            ("disaggregation", self.disaggregation is not None, "disaggregated pools"),
-            ("layout.cp", self.layout.cp > 1, "context parallelism"),
-            ("layout.dp_attention", self.layout.dp_attention, "DP attention"),
-        )
-        for key, used, what in unsupported:
-            if used:
+        """serving.speculative (and each disaggregated pool's) against the model and the
+        layout it runs on, each error at the key to change."""
+        for spec_key, spec, layout_key, layout in self._speculative_uses():
+            if spec.method == "mtp" and self.model.num_nextn_predict_layers < 1:
                 raise keyed_error(
-                    key, f"serving.speculative is not simulated with {what} yet (remove one)"
+                    f"{spec_key}.method",
+                    f"mtp needs a model with MTP layers (model {self.model.name} has "
+                    "num_nextn_predict_layers: 0); use eagle or draft_model",
                 )
+            if layout.cp > 1:
+                raise keyed_error(
+                    f"{layout_key}.cp",
+                    "serving.speculative is not simulated with context parallelism yet "
+                    "(remove one)",
+                )
+
+    def _speculative_uses(self) -> list[tuple[str, SpeculativeSpec, str, Layout]]:
+        """(key of the speculative spec, spec, key of the layout, layout) of each deployment
+        that runs speculative decoding: the experiment, or each disaggregated pool (its own
+        `serving.speculative`, else the experiment's)."""
+        pools = self.disaggregation
+        if pools is None:
+            spec = self.serving.speculative
+            return [] if spec is None else [("serving.speculative", spec, "layout", self.layout)]
+        uses = []
+        for role, pool in (("prefill", pools.prefill), ("decode", pools.decode)):
+            own = pool.serving.speculative
+            spec = own if own is not None else self.serving.speculative
+            if spec is None:
+                continue
+            spec_key = (
+                f"disaggregation.{role}.serving.speculative"
+                if own is not None
+                else "serving.speculative"
+            )
+            uses.append((spec_key, spec, f"disaggregation.{role}.layout", pool.layout))
+        return uses

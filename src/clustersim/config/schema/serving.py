@@ -146,12 +146,6 @@ class ServingSpec(Strict):
                 f"router {self.router} routes by the replicas' prefix caches: set "
                 f"serving.prefix_caching: {{enabled: true}}",
             )
-        if self.prefix_caching_on and self.kv_admission == "reserve_full":
-            raise keyed_error(
-                "prefix_caching",
-                "prefix caching needs kv_admission: incremental (reserve_full reserves whole "
-                "prompts, which a shared cached prefix would count twice)",
-            )
         if self.prefix_caching_on and self.speculative is not None:
             raise keyed_error(
                 "prefix_caching",

@@ -3,8 +3,9 @@
 A decode step verifies k = `num_tokens` draft tokens per sequence with the target model;
 draft token i is accepted with conditional probability p_i (given drafts 1 … i − 1 were),
 listed in `acceptance`, or one rate for every position. The drafter is the model's own MTP
-layers (`mtp`, DeepSeek-V3), an EAGLE head (`eagle`), or a separate small model
-(`draft_model`, named from the built-in catalog).
+layers (`mtp`, DeepSeek-V3), an EAGLE head (`eagle`: the catalog's published head for the
+model, catalog/eagle_heads.py, or the checkpoint named in `draft_model`), or a separate small
+model (`draft_model`, named from the built-in catalog).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ class SpeculativeSpec(Strict):
     num_tokens: PosInt = Field(le=MAX_DRAFT_TOKENS)  # k, draft tokens verified per step
     # one rate a (every position), or [p_1 … p_k]: P(draft i accepted | drafts < i were)
     acceptance: AcceptanceRate | list[AcceptanceRate]
-    draft_model: str | None = None  # a built-in model name; method draft_model only
+    # method draft_model: a built-in model's name (required); method eagle: the EAGLE head's
+    # checkpoint (HF id or path; optional where catalog/eagle_heads.py lists one)
+    draft_model: str | None = None
 
     @model_validator(mode="after")
     def _check_profile(self) -> SpeculativeSpec:
@@ -41,9 +44,11 @@ class SpeculativeSpec(Strict):
                 raise keyed_error(key, f"expected a probability in (0, 1] (got {p})")
         if self.method == "draft_model" and self.draft_model is None:
             raise keyed_error("draft_model", "method draft_model needs a draft_model name")
-        if self.method != "draft_model" and self.draft_model is not None:
+        if self.method == "mtp" and self.draft_model is not None:
             raise keyed_error(
-                "draft_model", f"only for method draft_model (method is {self.method})"
+                "draft_model",
+                "only for methods draft_model and eagle (mtp drafts with the model's own "
+                "MTP layers)",
             )
         return self
 

@@ -1,10 +1,12 @@
 """`serving.speculative` as each engine's launch options (docs/speculative.md).
 
 - vLLM: --speculative-config JSON (vllm.config.SpeculativeConfig): `method` deepseek_mtp
-  (the model's own MTP layers), eagle (an EAGLE head, `model` its checkpoint) or draft_model
+  (the model's own MTP layers), eagle / eagle3 (an EAGLE / EAGLE-3 head, `model` its
+  checkpoint: catalog/eagle_heads.py or serving.speculative.draft_model) or draft_model
   (`model` the draft checkpoint), `num_speculative_tokens` k.
 - SGLang: --speculative-algorithm EAGLE (also how SGLang runs DeepSeek's MTP module, which it
-  loads from the target checkpoint or a NextN export) or STANDALONE (a separate draft
+  loads from the target checkpoint or a NextN export), EAGLE3 (an EAGLE-3 head) or
+  STANDALONE (a separate draft
   model), chain drafting as simulated: --speculative-num-steps k, --speculative-eagle-topk 1,
   --speculative-num-draft-tokens k + 1; --speculative-draft-model-path for EAGLE heads and
   draft models.
@@ -20,18 +22,29 @@ from __future__ import annotations
 
 import json
 
+from clustersim.catalog.eagle_heads import eagle_head
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import Experiment, SpeculativeSpec
 
-EAGLE_HEAD = "<EAGLE head checkpoint for {model}>"  # no catalog of EAGLE heads: fill it in
 
-
-def _draft_path(spec: SpeculativeSpec, target: str) -> str:
-    """The drafter checkpoint an engine loads for eagle / draft_model."""
+def _draft_path(exp: Experiment) -> str:
+    """The drafter checkpoint an engine loads for eagle (the head, catalog/eagle_heads.py) or
+    draft_model (the catalog model's HF id)."""
+    spec = exp.serving.speculative
+    assert spec is not None
     if spec.method == "draft_model" and spec.draft_model is not None:
         draft = get_model(spec.draft_model)
         return draft.hf_id or draft.name
-    return EAGLE_HEAD.format(model=target)
+    return eagle_head(exp.model, spec.draft_model).hf_id
+
+
+def _eagle3(exp: Experiment) -> bool:
+    spec = exp.serving.speculative
+    return (
+        spec is not None
+        and spec.method == "eagle"
+        and eagle_head(exp.model, spec.draft_model).eagle3
+    )
 
 
 def acceptance_note(spec: SpeculativeSpec) -> str:
@@ -43,10 +56,18 @@ def acceptance_note(spec: SpeculativeSpec) -> str:
     )
 
 
-def _eagle_note(spec: SpeculativeSpec, target: str) -> list[str]:
-    if spec.method != "eagle":
+def _eagle_note(exp: Experiment) -> list[str]:
+    spec = exp.serving.speculative
+    if spec is None or spec.method != "eagle":
         return []
-    return [f"replace {EAGLE_HEAD.format(model=target)} with an EAGLE head trained for {target}"]
+    head = eagle_head(exp.model, spec.draft_model)
+    target = exp.model.hf_id or exp.model.name
+    if head.trained_for == target:
+        return []
+    return [
+        f"EAGLE head {head.hf_id} was trained for {head.trained_for}, served here with "
+        f"{target} (same architecture): measure its acceptance before trusting the TPOT"
+    ]
 
 
 def vllm_speculative(exp: Experiment) -> tuple[list[str], list[str]]:
@@ -54,15 +75,14 @@ def vllm_speculative(exp: Experiment) -> tuple[list[str], list[str]]:
     spec = exp.serving.speculative
     if spec is None:
         return [], []
-    target = exp.model.hf_id or exp.model.name
     cfg: dict[str, object] = {}
     if spec.method == "mtp":
         cfg["method"] = "deepseek_mtp"
     else:
-        cfg["method"] = spec.method
-        cfg["model"] = _draft_path(spec, target)
+        cfg["method"] = "eagle3" if _eagle3(exp) else spec.method
+        cfg["model"] = _draft_path(exp)
     cfg["num_speculative_tokens"] = spec.num_tokens
-    notes = [acceptance_note(spec), *_eagle_note(spec, target)]
+    notes = [acceptance_note(spec), *_eagle_note(exp)]
     if exp.layout.pp > 1:
         notes.append("vLLM documents speculative decoding as not compatible with PP > 1")
     return ["--speculative-config", json.dumps(cfg)], notes
@@ -73,15 +93,14 @@ def sglang_speculative(exp: Experiment) -> tuple[list[str], list[str]]:
     spec = exp.serving.speculative
     if spec is None:
         return [], []
-    target = exp.model.hf_id or exp.model.name
     k = spec.num_tokens
     algorithm = "STANDALONE" if spec.method == "draft_model" else "EAGLE"
-    argv = ["--speculative-algorithm", algorithm]
+    argv = ["--speculative-algorithm", "EAGLE3" if _eagle3(exp) else algorithm]
     if spec.method != "mtp":
-        argv += ["--speculative-draft-model-path", _draft_path(spec, target)]
+        argv += ["--speculative-draft-model-path", _draft_path(exp)]
     argv += ["--speculative-num-steps", str(k), "--speculative-eagle-topk", "1"]
     argv += ["--speculative-num-draft-tokens", str(k + 1)]
-    return argv, [acceptance_note(spec), *_eagle_note(spec, target)]
+    return argv, [acceptance_note(spec), *_eagle_note(exp)]
 
 
 def trtllm_speculative(exp: Experiment) -> tuple[dict[str, object] | None, list[str]]:
@@ -89,7 +108,6 @@ def trtllm_speculative(exp: Experiment) -> tuple[dict[str, object] | None, list[
     spec = exp.serving.speculative
     if spec is None:
         return None, []
-    target = exp.model.hf_id or exp.model.name
     if spec.method == "mtp":
         cfg: dict[str, object] = {
             "decoding_type": "MTP",
@@ -100,6 +118,6 @@ def trtllm_speculative(exp: Experiment) -> tuple[dict[str, object] | None, list[
         cfg = {
             "decoding_type": kind,
             "max_draft_len": spec.num_tokens,
-            "speculative_model_dir": _draft_path(spec, target),
+            "speculative_model_dir": _draft_path(exp),
         }
-    return cfg, [acceptance_note(spec), *_eagle_note(spec, target)]
+    return cfg, [acceptance_note(spec), *_eagle_note(exp)]
