@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from clustersim.catalog.engines import get_engine
 from clustersim.config.load import load_experiment
 from clustersim.sim.engine import run_experiment
 
@@ -75,32 +76,202 @@ NIM = (
     "NVIDIA NIM for LLMs benchmarking page (NIM 1.8.0, TensorRT-LLM backend): Llama-3.3-70B "
     "FP8, 2×H100 TP2, concurrency 1, 500-token prompts"
 )
+# Tim Wang, "LLM Inference Engines Performance Comparison: vLLM vs sglang"
+# (tim-wang-tecg-blog.pages.dev/llm/llm-benchmark-en): Llama-3.1-8B-Instruct BF16 on one H100
+# 80GB, `evalscope perf --parallel 5 --number 5 --dataset longalpaca --min-tokens 2000
+# --max-tokens 2000 --min-prompt-length 5000 --max-prompt-length 10000` (streamed through the
+# OpenAI API). The prompt bounds count characters (evalscope's longalpaca plugin filters on
+# len(prompt)): 5,000-10,000 characters of English, about 1,150-2,300 Llama-3 tokens; the rows
+# run the midpoint, 1,700. TPOT = (mean latency - mean TTFT) / 1,999 (every request emits 2,000).
+EVALSCOPE = (
+    "Tim Wang, 'LLM Inference Engines Performance Comparison: vLLM vs sglang' "
+    "(tim-wang-tecg-blog.pages.dev/llm/llm-benchmark-en): evalscope perf, 5 parallel "
+    "requests, longalpaca prompts of 5,000-10,000 characters, 2,000 output tokens"
+)
 CASES: tuple[Batch1Case, ...] = (
     # 18.6–18.9 ms per output token, TTFT 47.8 ms; Llama-3.3-70B has Llama-3.1-70B's shapes
-    Batch1Case("nim-llama70b-h100-tp2", "llama-3.1-70b", "h100-sxm", 2, "fp8", "trtllm", 1, 500,
-               500, 18.75, "=", NIM, streaming=True, published_ttft_ms=47.8),
+    Batch1Case(
+        "nim-llama70b-h100-tp2",
+        "llama-3.1-70b",
+        "h100-sxm",
+        2,
+        "fp8",
+        "trtllm",
+        1,
+        500,
+        500,
+        18.75,
+        "=",
+        NIM,
+        streaming=True,
+        published_ttft_ms=47.8,
+    ),
     # 268 tok/s/user with Medusa, "over 1.5x" the baseline: baseline ≤ 178.7 tok/s ≥ 5.6 ms
-    Batch1Case("llama70b-h200-tp8", "llama-3.1-70b", "h200", 8, "fp8", "trtllm", 1, 1024, 512,
-               1000 / (268 / 1.5), ">=", MEDUSA),
+    Batch1Case(
+        "llama70b-h200-tp8",
+        "llama-3.1-70b",
+        "h200",
+        8,
+        "fp8",
+        "trtllm",
+        1,
+        1024,
+        512,
+        1000 / (268 / 1.5),
+        ">=",
+        MEDUSA,
+    ),
     # 108 tok/s/user with Medusa, 1.9x the baseline: 56.8 tok/s = 17.6 ms
-    Batch1Case("llama405b-h200-tp8", "llama-3.1-405b", "h200", 8, "fp8", "trtllm", 1, 1024, 512,
-               1000 / (108 / 1.9), "=", MEDUSA),
-    Batch1Case("llama70b-h100-tp8", "llama-3.1-70b", "h100-sxm", 8, "fp8", "trtllm", 1, 1024,
-               512, None, "", "prediction (issue 9 acceptance: ≥ 5 ms)"),
-    Batch1Case("llama8b-h100-tp1", "llama-3.1-8b", "h100-sxm", 1, "bf16", "vllm", 1, 1024, 512,
-               None, "", "prediction"),
-    Batch1Case("llama8b-h100-tp8", "llama-3.1-8b", "h100-sxm", 8, "fp8", "trtllm", 1, 1024, 512,
-               None, "", "prediction"),
-    Batch1Case("mixtral-h100-tp2", "mixtral-8x7b", "h100-sxm", 2, "fp8", "trtllm", 1, 1024, 512,
-               None, "", "prediction"),
+    Batch1Case(
+        "llama405b-h200-tp8",
+        "llama-3.1-405b",
+        "h200",
+        8,
+        "fp8",
+        "trtllm",
+        1,
+        1024,
+        512,
+        1000 / (108 / 1.9),
+        "=",
+        MEDUSA,
+    ),
+    Batch1Case(
+        "llama70b-h100-tp8",
+        "llama-3.1-70b",
+        "h100-sxm",
+        8,
+        "fp8",
+        "trtllm",
+        1,
+        1024,
+        512,
+        None,
+        "",
+        "prediction (issue 9 acceptance: ≥ 5 ms)",
+    ),
+    Batch1Case(
+        "llama8b-h100-tp1",
+        "llama-3.1-8b",
+        "h100-sxm",
+        1,
+        "bf16",
+        "vllm",
+        1,
+        1024,
+        512,
+        None,
+        "",
+        "prediction",
+    ),
+    Batch1Case(
+        "llama8b-h100-tp8",
+        "llama-3.1-8b",
+        "h100-sxm",
+        8,
+        "fp8",
+        "trtllm",
+        1,
+        1024,
+        512,
+        None,
+        "",
+        "prediction",
+    ),
+    Batch1Case(
+        "mixtral-h100-tp2",
+        "mixtral-8x7b",
+        "h100-sxm",
+        2,
+        "fp8",
+        "trtllm",
+        1,
+        1024,
+        512,
+        None,
+        "",
+        "prediction",
+    ),
     # 30 / 206 / 761 output tok/s at batch 1 / 8 / 32, 128 in / 256 out
-    Batch1Case("deepseek-v3-h200-tp8-b1", "deepseek-v3", "h200", 8, "fp8", "sglang", 1, 128, 256,
-               1000 / 30, "=", SGLANG_2643),
-    Batch1Case("deepseek-v3-h200-tp8-b8", "deepseek-v3", "h200", 8, "fp8", "sglang", 8, 128, 256,
-               1000 * 8 / 206, "=", SGLANG_2643),
-    Batch1Case("deepseek-v3-h200-tp8-b32", "deepseek-v3", "h200", 8, "fp8", "sglang", 32, 128,
-               256, 1000 * 32 / 761, "=", SGLANG_2643),
+    Batch1Case(
+        "deepseek-v3-h200-tp8-b1",
+        "deepseek-v3",
+        "h200",
+        8,
+        "fp8",
+        "sglang",
+        1,
+        128,
+        256,
+        1000 / 30,
+        "=",
+        SGLANG_2643,
+    ),
+    Batch1Case(
+        "deepseek-v3-h200-tp8-b8",
+        "deepseek-v3",
+        "h200",
+        8,
+        "fp8",
+        "sglang",
+        8,
+        128,
+        256,
+        1000 * 8 / 206,
+        "=",
+        SGLANG_2643,
+    ),
+    Batch1Case(
+        "deepseek-v3-h200-tp8-b32",
+        "deepseek-v3",
+        "h200",
+        8,
+        "fp8",
+        "sglang",
+        32,
+        128,
+        256,
+        1000 * 32 / 761,
+        "=",
+        SGLANG_2643,
+    ),
+    # vLLM V1 (v0.9.0): mean latency 15.75 s, mean TTFT 0.276 s at 5 parallel requests
+    Batch1Case(
+        "evalscope-llama8b-h100-vllm-c5",
+        "llama-3.1-8b",
+        "h100-sxm",
+        1,
+        "bf16",
+        "vllm",
+        5,
+        1700,
+        2000,
+        1000 * (15.75 - 0.276) / 1999,
+        "=",
+        f"{EVALSCOPE}; vLLM V1 v0.9.0",
+        streaming=True,
+        published_ttft_ms=276.0,
+    ),
+    # SGLang v0.4.9: mean latency 15.00 s, mean TTFT 0.136 s at 5 parallel requests
+    Batch1Case(
+        "evalscope-llama8b-h100-sglang-c5",
+        "llama-3.1-8b",
+        "h100-sxm",
+        1,
+        "bf16",
+        "sglang",
+        5,
+        1700,
+        2000,
+        1000 * (15.00 - 0.136) / 1999,
+        "=",
+        f"{EVALSCOPE}; SGLang v0.4.9",
+        streaming=True,
+        published_ttft_ms=136.0,
+    ),
 )
+# rows that check the vLLM / SGLang host terms (docs/calibration.md §7, "Host terms")
+HOST_CASES = ("evalscope-llama8b-h100-vllm-c5", "evalscope-llama8b-h100-sglang-c5")
 
 
 @dataclass(frozen=True)
@@ -117,18 +288,27 @@ class Batch1Result:
         return 100.0 * (self.tpot_ms / c.published_ms - 1.0)
 
 
-def run_batch1_case(case: Batch1Case) -> Batch1Result:
+def run_batch1_case(case: Batch1Case, extra: Sequence[str] = ()) -> Batch1Result:
+    """`case` simulated, with `extra` KEY=VALUE overrides."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{case.name}.yaml"
         path.write_text(
             TEMPLATE.format(
-                name=case.name, model=case.model, gpu=case.gpu, topology=case.topology,
-                tp=case.tp, dtype=case.dtype, engine=case.engine, concurrency=case.concurrency,
-                isl=case.isl, osl=case.osl, requests=4 * case.concurrency,
+                name=case.name,
+                model=case.model,
+                gpu=case.gpu,
+                topology=case.topology,
+                tp=case.tp,
+                dtype=case.dtype,
+                engine=case.engine,
+                concurrency=case.concurrency,
+                isl=case.isl,
+                osl=case.osl,
+                requests=4 * case.concurrency,
                 streaming=str(case.streaming).lower(),
             )
         )
-        req = run_experiment(load_experiment(path)).requests
+        req = run_experiment(load_experiment(path, list(extra))).requests
     return Batch1Result(case, 1e3 * float(req["tpot_s"].mean()), 1e3 * float(req["ttft_s"].mean()))
 
 
@@ -157,6 +337,53 @@ def render_batch1(results: Sequence[Batch1Result]) -> str:
             f"| {f'{c.published_ttft_ms:.1f}' if c.published_ttft_ms else '—'} / "
             f"{r.ttft_ms:.1f} ms "
             f"| {c.source} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+NO_HOST = ("serving.engine_overrides={host_step_us: 0, host_seq_us: 0}",)
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """A HOST_CASES row simulated with its engine's host terms and with them set to zero."""
+
+    result: Batch1Result  # with the profile's host terms
+    without_host_ms: float  # TPOT with host_step_us = host_seq_us = 0
+
+    @property
+    def implied_host_ms(self) -> float:
+        """Host time per step the published TPOT leaves beside the simulated GPU step, ms."""
+        published = self.result.case.published_ms
+        assert published is not None
+        return published - self.without_host_ms
+
+    @property
+    def profile_host_ms(self) -> float:
+        """The profile's host time per step at the row's batch, ms."""
+        engine = get_engine(self.result.case.engine)
+        return 1e-3 * (engine.host_step_us + self.result.case.concurrency * engine.host_seq_us)
+
+
+def run_host_check(case: Batch1Case) -> HostCheck:
+    return HostCheck(run_batch1_case(case), run_batch1_case(case, NO_HOST).tpot_ms)
+
+
+def render_host_checks(checks: Sequence[HostCheck]) -> str:
+    lines = [
+        "| case | engine | streams | published ms/token | predicted | error "
+        "| predicted without host time | host time the published figure leaves "
+        "| profile's host time per step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for h in checks:
+        c, r = h.result.case, h.result
+        overlap = get_engine(c.engine).host_overlap
+        profile = f"{h.profile_host_ms:.2f} ms" + (", hidden (overlap)" if overlap else "")
+        lines.append(
+            f"| {c.name} | {c.engine} | {c.concurrency} | {c.published_ms:.2f} "
+            f"| {r.tpot_ms:.2f} | {r.error_pct:+.1f} % | {h.without_host_ms:.2f} "
+            f"| {h.implied_host_ms:+.2f} ms | {profile} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -200,8 +427,16 @@ PERF_OVERVIEW_Q3 = (
 )
 MOE_CASES: tuple[tuple[str, str, int, int, int, int, float, str], ...] = (
     ("deepseek-r1-h200-dpa-ep8", "deepseek-v3", 1024, 2048, 1024, 128, 8 * 1436.16, R1_BLOG),
-    ("qwen3-235b-h200-dpa-ep8", "qwen3-235b-a22b", 1000, 1000, 4096, 512, 23789.0,
-     PERF_OVERVIEW_Q3),
+    (
+        "qwen3-235b-h200-dpa-ep8",
+        "qwen3-235b-a22b",
+        1000,
+        1000,
+        4096,
+        512,
+        23789.0,
+        PERF_OVERVIEW_Q3,
+    ),
 )
 
 
@@ -210,9 +445,11 @@ def run_moe_case(case: tuple[str, str, int, int, int, int, float, str]) -> tuple
     name, model, isl, osl, requests, seqs, _, _ = case
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.yaml"
-        path.write_text(MOE_TEMPLATE.format(
-            name=name, model=model, isl=isl, osl=osl, requests=requests, seqs=seqs
-        ))
+        path.write_text(
+            MOE_TEMPLATE.format(
+                name=name, model=model, isl=isl, osl=osl, requests=requests, seqs=seqs
+            )
+        )
         req = run_experiment(load_experiment(path)).requests
     makespan = float(req["finish_s"].max() - req["arrival_s"].min())
     return float(req["output_tokens"].sum()) / makespan, 1e3 * float(req["tpot_s"].mean())
@@ -234,9 +471,17 @@ def render_moe(results: Sequence[tuple[float, float]]) -> str:
 
 
 def render_all(jobs: int) -> str:
-    """The batch-1 table and the MoE DP-attention + EP table (docs/calibration.md §7)."""
+    """The batch-1 table, the MoE DP-attention + EP table and the host-term check
+    (docs/calibration.md §7)."""
     moe = [run_moe_case(c) for c in MOE_CASES]
-    return render_batch1(run_batch1_cases(jobs)) + "\n" + render_moe(moe)
+    host = [run_host_check(c) for c in CASES if c.name in HOST_CASES]
+    return (
+        render_batch1(run_batch1_cases(jobs))
+        + "\n"
+        + render_moe(moe)
+        + "\n"
+        + render_host_checks(host)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,3 +99,39 @@ def test_one_case_end_to_end() -> None:
     result = cal.run_case(case)
     assert result.peak_running <= result.kv_capacity_requests  # GUARANTEED_NO_EVICT
     assert abs(result.error_pct) < 25.0
+
+
+def _load_batch1() -> ModuleType:
+    path = REPO / "benchmarks/calibrate_batch1.py"
+    spec = importlib.util.spec_from_file_location("calibrate_batch1", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["calibrate_batch1"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_host_term_rows_are_cases_with_published_figures() -> None:
+    b1 = _load_batch1()
+    by_name = {c.name: c for c in b1.CASES}
+    assert {by_name[n].engine for n in b1.HOST_CASES} == {"vllm", "sglang"}
+    for name in b1.HOST_CASES:
+        case = by_name[name]
+        assert case.published_ms is not None and case.bound == "="
+        assert f"| {name} |" in cal.DOC.read_text()
+
+
+@pytest.mark.parametrize(
+    "name", ["evalscope-llama8b-h100-vllm-c5", "evalscope-llama8b-h100-sglang-c5"]
+)
+def test_host_term_row_end_to_end(name: str) -> None:
+    """Each vLLM / SGLang row lands within 15 % of its published TPOT, and the host terms are
+    what separates the run from its GPU-only twin (vLLM adds them, SGLang hides them)."""
+    b1 = _load_batch1()
+    check = b1.run_host_check(next(c for c in b1.CASES if c.name == name))
+    assert abs(check.result.error_pct) < 15.0
+    gap_ms = check.result.tpot_ms - check.without_host_ms
+    if b1.get_engine(check.result.case.engine).host_overlap:
+        assert gap_ms == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert gap_ms == pytest.approx(check.profile_host_ms, rel=0.05)

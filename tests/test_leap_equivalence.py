@@ -6,7 +6,9 @@ cost model's, bit for bit."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,13 +21,17 @@ from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network import completion_ties, twin_links
 from clustersim.network.ledger import LinkLedger
-from clustersim.serving import decode_leap, lane_leaps
+from clustersim.serving import decode_leap, lane_leaps, pipeline_leap
 from clustersim.topology.graph import build_cluster
 
 # dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
-# reserve_full (TensorRT-LLM), TP2 × PP2 and MoE (step), disaggregated pools (leaps cut by
-# KV arrivals and reservations), TP2 and TP8 (leaps with closed-form all-reduces)
+# reserve_full (TensorRT-LLM), TP2 × PP2 on one node (links shared by its stages: steps) and
+# MoE (step), disaggregated pools (leaps cut by KV arrivals and reservations), TP2 and TP8
+# (leaps with closed-form all-reduces); pipeline leaps (serving/pipeline_leap.py): TP1 × PP4,
+# TP1 × PP2 with preemption + least_kv, TP8 × PP2 on two nodes, TP8 × PP8 on eight nodes
+# (hand-offs crossing the fat tree's spine, several flows on a link)
 CASES = {
     "dense": """\
 name: dense
@@ -129,6 +135,57 @@ workload:
   output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
 horizon: {duration_s: 6}
 """,
+    "pp4": """\
+name: pp4
+seed: 10
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 1, pp: 4, dp: 2}
+workload:
+  arrival: {process: poisson, rate_rps: 30}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 64, sigma: 0.7, max: 512}
+horizon: {duration_s: 3}
+""",
+    "pp2_preempt": """\
+name: pp2_preempt
+seed: 11
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 1, pp: 2, dp: 4}
+serving: {gpu_memory_utilization: 0.13, router: least_kv}
+workload:
+  arrival: {process: poisson, rate_rps: 40}
+  prompt_tokens: {dist: lognormal, median: 1024, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 256, sigma: 0.7, max: 1024}
+horizon: {duration_s: 2}
+""",
+    "tp8_pp2_two_nodes": """\
+name: tp8_pp2_two_nodes
+seed: 12
+model: llama-3.1-70b
+topology: h100x16_ib
+layout: {tp: 8, pp: 2, dp: 1}
+workload:
+  arrival: {process: poisson, rate_rps: 3}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 64, sigma: 0.7, max: 512}
+horizon: {duration_s: 6}
+""",
+    "tp8_pp8_spine": """\
+name: tp8_pp8_spine
+seed: 13
+model: llama-3.1-70b
+topology: {name: t, nodes: 8, gpus_per_node: 8, gpu: h100-sxm,
+  nvlink: {domain: node, bandwidth_GBps: 450, latency_us: 2.0},
+  network: {kind: infiniband, nics_per_node: 8, bandwidth_GBps: 50}}
+layout: {tp: 8, pp: 8}
+workload:
+  arrival: {process: poisson, rate_rps: 10}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 64, sigma: 0.7, max: 512}
+horizon: {duration_s: 2}
+""",
 }
 
 
@@ -191,6 +248,26 @@ def test_leaps_happen_and_outside_events_cut_them(
     assert 0 < counts["cuts"] < counts["leaps"]
 
 
+def test_pipeline_leaps_happen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipelined cases above cross their stages in closed form (not vacuous), with
+    preemptions in one, hand-off coflows sharing spine links in another; one node's TP2 ×
+    PP2 shares links between its stages and steps."""
+    trips: dict[str, int] = {}
+    trip = pipeline_leap.PipelineLeap.trip
+
+    def counting_trip(self: pipeline_leap.PipelineLeap, *args: Any) -> Any:
+        trips[name] = trips.get(name, 0) + 1
+        return trip(self, *args)
+
+    monkeypatch.setattr(pipeline_leap.PipelineLeap, "trip", counting_trip)
+    for name in ("pp4", "pp2_preempt", "tp8_pp2_two_nodes", "tp8_pp8_spine", "tp2_pp2"):
+        (tmp_path / name).mkdir()
+        _run(tmp_path / name, name, True, monkeypatch)
+    assert min(trips.get(n, 0) for n in ("pp4", "pp2_preempt", "tp8_pp8_spine")) > 500
+    assert trips["tp8_pp2_two_nodes"] > 100
+    assert "tp2_pp2" not in trips
+
+
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 @pytest.mark.parametrize(
     ("model", "tp", "first", "last"),
@@ -239,3 +316,26 @@ def test_ledger_record_many_equals_record_one_by_one() -> None:
         one.record(*e)
     many.record_many(entries)
     assert one.table().equals(many.table())
+
+
+def test_twin_links_are_the_links_every_shape_weighs_alike() -> None:
+    shapes = [((1, 2, 3, 4), (1.0, 1.0, 0.5, 1.0)), ((2, 4, 5), (1.0, 1.0, 1.0))]
+    assert twin_links.twin_classes(shapes) == {2: (4,)}  # 1 and 3 differ, 5 is alone
+    assert twin_links.booked_links((1, 2, 3, 4), (1.0, 1.0, 0.5, 1.0), {2: (4,)}) == (
+        (1, 2, 3),
+        (1.0, 1.0, 0.5),
+    )
+
+
+def test_completion_ties_follow_the_fluid_engine_tolerance() -> None:
+    """A transfer finishing within 1e-12 s after a firing completes at it; one that would
+    take an earlier-held transfer's completion is reported as a tie."""
+    ties = completion_ties.Completions()
+    assert ties.complete(0.4, 0.5, owner=1) == (0.5, False)
+    later = math.nextafter(0.5, 1.0)
+    assert ties.complete(0.45, later, owner=2) == (0.5, False)  # merged into the firing
+    assert ties.complete(0.45, 0.5 + 1e-9, owner=3) == (0.5 + 1e-9, False)  # too far
+    assert ties.complete(0.51, 0.5 + 1e-9 + 1e-13, owner=4)[0] == 0.5 + 1e-9 + 1e-13
+    early = math.nextafter(0.7, 0.0)
+    assert ties.complete(0.6, 0.7, owner=5) == (0.7, False)
+    assert ties.complete(0.65, early, owner=6) == (early, True)  # would take owner 5's

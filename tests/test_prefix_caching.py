@@ -115,6 +115,10 @@ def test_without_prefix_caching_nothing_is_cached_and_columns_absent(
 # --------------------------------------------------------------------------- properties
 
 
+# an EAGLE head drafting 3 tokens a step (the property test runs with and without it)
+SPECULATIVE = "  speculative: {method: eagle, num_tokens: 3, acceptance: 0.7}"
+
+
 @st.composite
 def shared_prefix_traces(draw: st.DrawFn) -> list[tuple[float, int, int, list[int]]]:
     """Requests drawn from a few conversation trees: a root chosen among 3, then a path of
@@ -172,6 +176,7 @@ class _CheckedEviction:
     lane_blocks=st.integers(400, 1200),
     host_gb=st.sampled_from([0.0, 1.0]),
     admission=st.sampled_from(["incremental", "reserve_full"]),
+    speculative=st.sampled_from(["", SPECULATIVE]),
 )
 def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     tmp_path: Path,
@@ -181,18 +186,20 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
     lane_blocks: int,
     host_gb: float,
     admission: str,
+    speculative: str,
 ) -> None:
-    """Small KV pools (preemption and eviction happen), either KV admission: recorded KV use
+    """Small KV pools (preemption and eviction happen), either KV admission, with or without
+    speculative decoding (k + 1 KV slots a step, rejected ones overwritten): recorded KV use
     ≤ capacity at every step, eviction takes only unpinned leaves, every request finishes
     (reserve_full: none preempted), the tree's invariants hold after every answer is
     published, and at the end the caches hold no private block and no pin (nothing counted
     twice, nothing leaked)."""
     trace = write_trace(tmp_path / "t.jsonl", rows)
-    text = experiment_text(trace).replace(
+    text = experiment_text(trace, extra=speculative).replace(
         "{enabled: true}", f"{{enabled: true, host_memory_GB: {host_gb}}}"
     )
     exp = make_experiment(text)
-    longest = max(p + o for _, p, o, _ in rows)
+    longest = max(p + o for _, p, o, _ in rows) + 4  # + the speculative lookahead
     blocks = max(lane_blocks, -(-longest // 16) + 64)
     u = kv_utilisation(exp, blocks)
     overrides = [f"serving.gpu_memory_utilization={u!r}", f"serving.kv_admission={admission}"]
@@ -205,6 +212,8 @@ def test_cache_never_double_counts_and_never_evicts_pinned_blocks(
         publish_answer(lane, rid, written)
         lane.cache.check()
         assert lane.private_blocks(rid, written) >= 0
+        state = lane.st  # answers publish accepted KV only: prompt + output − 1 tokens
+        assert written == state.prompt[rid] + state.output[rid] - 1
 
     with (
         patch.object(PrefixTree, "_evict_one", lambda tree: checked(tree)),

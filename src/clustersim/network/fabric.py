@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,10 @@ class Fabric:
         # no claimed group's all-reduce entity moves for longer than this (s): from twice
         # it on, every entity ends by twice its start, which keeps closed forms exact
         self.settle_s = 0.0
+        # twin links booked only as their representative (network/twin_links.py)
+        self._twins: dict[int, tuple[int, ...]] = {}
+        # bookings held back by closed-form transfers, written before the ledger is read
+        self._before_read: list[Callable[[], None]] = []
 
     def plans_of(self, group: tuple[str, ...]) -> tuple[dict[str, PhaseDemands], IdleModel]:
         """The all-reduce algorithms' phases over `group` and their idle model (cached)."""
@@ -197,13 +201,30 @@ class Fabric:
         self.flows.set_link_faults(factor, extra_latency_s, detour)
         return stranded
 
+    def book_twins(self, twins: dict[int, tuple[int, ...]]) -> None:
+        """From now on the links of each class are booked only as their representative (the
+        key); the ledger gets the others' cells copied from it when read."""
+        self._twins.update(twins)
+
+    def before_read(self, flush: Callable[[], None]) -> None:
+        """Call `flush` before the ledger is read (it books what a caller held back)."""
+        self._before_read.append(flush)
+
+    def _copy_twins(self) -> None:
+        for flush in self._before_read:
+            flush()
+        for src, dst in self._twins.items():
+            self.ledger.copy_cells(src, dst)
+
     def link_table(self, until_s: float | None = None) -> pd.DataFrame:
         """The ledger's bytes per link per time bin (LinkLedger.table), transfers still
         running counted up to now."""
         self.flows.flush()
+        self._copy_twins()
         return self.ledger.table(until_s)
 
     def link_totals(self) -> pd.DataFrame:
         """Bytes per link since the start (LinkLedger.totals), running transfers up to now."""
         self.flows.flush()
+        self._copy_twins()
         return self.ledger.totals()

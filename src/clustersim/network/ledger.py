@@ -131,6 +131,14 @@ class LinkLedger:
                 cells = ledger[link]
                 cells[b0] = cells.get(b0, 0.0) + moved * w
 
+    def copy_cells(self, src: int, dst: tuple[int, ...]) -> None:
+        """Give each link of `dst` the bytes per bin of link `src` (twin links, booked only
+        as `src`: network/twin_links.py)."""
+        self._settle()
+        cells = self._cells[src]
+        for link in dst:
+            self._cells[link] = dict(cells)
+
     def table(self, until_s: float | None = None) -> pd.DataFrame:
         """Bytes per link per time bin: columns link, kind, bin_start_s, bytes, utilisation.
 

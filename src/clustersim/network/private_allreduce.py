@@ -12,12 +12,20 @@ them raises (FlowEngine.start_many), so a future traffic source cannot silently 
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import Any, NamedTuple
 
 import simpy
 
 from clustersim.network.fabric import Fabric
+
+
+def claim_links(fabric: Fabric, links: Iterable[int], owner: int) -> None:
+    """Mark `links` as used by `owner` (build time, before the run): a link two owners
+    claim is marked −1 (shared), and no owner prices its transfers there in closed form."""
+    claims = fabric.link_owner
+    for link in links:
+        claims[link] = owner if claims.get(link, owner) == owner else -1
 
 
 class Phase(NamedTuple):
@@ -49,9 +57,7 @@ class PrivateAllReduce:
             if demand is not None
             for link in demand[0]
         )
-        claims = fabric.link_owner
-        for link in self.links:  # build time: every group claims its links before the run
-            claims[link] = owner if claims.get(link, owner) == owner else -1
+        claim_links(fabric, self.links, owner)  # build time: every group claims its links
         self._private: bool | None = None
         bw = fabric.flows._bw
         for plan in self._plans.values():  # move time is linear in the message's bytes
@@ -60,6 +66,15 @@ class PrivateAllReduce:
                     links, weights, unit = demand
                     rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
                     fabric.settle_s = max(fabric.settle_s, unit * max_bytes * count / rate)
+
+    def shapes(self) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
+        """(links, weights) of every phase of every algorithm the group may run."""
+        return [
+            (demand[0], demand[1])
+            for plan in self._plans.values()
+            for demand, _lat in plan
+            if demand is not None
+        ]
 
     def settled(self, now: float) -> bool:
         """Whether every entity in flight ends by twice its start: an entity's completion

@@ -18,6 +18,7 @@ from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
+from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
 from clustersim.serving.scheduler import Scheduler, no_leap
 
 Process = Generator[simpy.Event, Any, None]
@@ -31,7 +32,9 @@ class LaneLeaps:
     recorder: Recorder
     costs: tuple[Any, ...]
     groups: tuple[tuple[str, ...], ...]
-    lanes: list[Any]  # serving/replica.py Lane: .scheduler
+    lanes: list[Any]  # serving/replica.py Lane: .scheduler, .idle, .index
+    stages: list[Any]  # PP > 1: serving/replica.py _Stage: .busy_until
+    _trips: PipelineLeap | None = None  # PP > 1: batches' trips in closed form
 
     def _init_leaps(
         self, eligible: bool, fabric: object, serving: ServingSpec, kv_blocks: int
@@ -53,6 +56,39 @@ class LaneLeaps:
             self._pricing = LeapPricing.build(cost, tp_fabric, group, id(self), serving, kv_blocks)
             scheduler.interrupt = self.interrupt
 
+    def _init_trips(
+        self,
+        fabric: object,
+        handoff_pairs: list[tuple[tuple[str, str], ...]],
+        serving: ServingSpec,
+        kv_blocks: int,
+    ) -> None:
+        """PP > 1: the pipeline leap's trips (serving/pipeline_leap.py), if it may run."""
+        self._trips = pipeline_leap(
+            self.env, fabric, self.groups, self.costs, handoff_pairs, serving, kv_blocks,
+            self.recorder, self.index,
+        )  # fmt: skip
+
+    def _trip(self, lane: Any, batch: Batch) -> Process | None:
+        """A PP batch's trip in closed form, or None: step it through the stages. Trips
+        start when the pipeline is empty (every other lane idle) and stay on."""
+        trips = self._trips
+        if trips is None:
+            return None
+        if not trips.on:
+            if not all(other.idle for other in self.lanes if other is not lane):
+                return None
+            if not trips.usable(self.env.now):
+                return None
+            trips.switch_on([stage.busy_until for stage in self.stages])
+        return trips.trip(lane.index, lane.scheduler, batch)
+
+    @property
+    def kv_used_blocks(self) -> int:
+        if (leaping := self._leap_kv_used()) is not None:
+            return leaping
+        return sum(lane.scheduler.kv.used for lane in self.lanes)
+
     def interrupt(self, now: float | None = None, reprice: bool = False) -> None:
         """Cut a decode leap in progress at the step running now (`now`, if given, is the
         current time): call before changing the replica from outside its lane (its
@@ -62,11 +98,14 @@ class LaneLeaps:
             self._leap.cut(self.env.now)
         if reprice and self._pricing is not None:
             self._pricing.forget()
+        if reprice and self._trips is not None:
+            self._trips.forget()
 
     def forbid_leaps(self) -> None:
         """Step every step (a run with faults: its replicas stop and slow down mid-run)."""
         self.interrupt()
         self._pricing = None
+        self._trips = None
         self._leap_scheduler.interrupt = no_leap
 
     def _leap_kv_used(self) -> int | None:

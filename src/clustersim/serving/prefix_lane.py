@@ -120,6 +120,16 @@ class LanePrefix:
         if len(ids) > self.cache.pinned_blocks(rid):
             self.shared[rid] += self.cache.insert(rid, ids)
 
+    def accepted_kv_tokens(self, rid: int) -> int:
+        """KV tokens of accepted context a request finishing decode holds: its effective
+        prompt + the tokens it emitted in decode (output − generated before decode), i.e.
+        every emitted token's KV but the last one's. Call before `generated` is set to the
+        output. Without speculative decoding this is the KV it wrote; with it, the slots of
+        the last step's rejected drafts (written, never accepted) are excluded, so no block
+        holding rejected KV is published."""
+        st = self.st
+        return st.effective_prompt[rid] + st.output[rid] - st.generated[rid]
+
     def publish_answer(self, rid: int, written: int) -> None:
         """The request finished decoding with `written` KV tokens: the full blocks its answer
         completed join the cache under the ids its next turn carries (as vLLM's automatic

@@ -146,6 +146,7 @@ class Replica(LaneLeaps):
                 tuple(zip(self.groups[s], self.groups[s + 1], strict=False))
                 for s in range(self.pp - 1)
             ]
+            self._init_trips(fabric, self._handoff_pairs, serving, kv_blocks_per_lane)
             for lane in self.lanes:
                 env.process(self._pipelined_lane(lane))
             for stage in self.stages:
@@ -181,12 +182,6 @@ class Replica(LaneLeaps):
             held += scheduler_requests(lane.scheduler)
             lane.scheduler = self._fresh_scheduler()
         return held
-
-    @property
-    def kv_used_blocks(self) -> int:
-        if (leaping := self._leap_kv_used()) is not None:
-            return leaping
-        return sum(lane.scheduler.kv.used for lane in self.lanes)
 
     # ------------------------------------------------------------------ one step
 
@@ -275,6 +270,10 @@ class Replica(LaneLeaps):
         while True:
             batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
+            if (trip := self._trip(lane, batch)) is not None:
+                yield from trip  # the batch's whole trip as one event
+                sched.complete(batch, env.now)
+                continue
             done = env.event()
             self._enqueue(first, _InFlight(batch, lane, done, epoch))
             yield done

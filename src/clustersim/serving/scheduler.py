@@ -208,7 +208,7 @@ class Scheduler:
         bs = admission.block_size
         for rid, written in self.decodes.finished(d):
             if self.prefix is not None:  # its answer's full blocks stay cached
-                self.prefix.publish_answer(rid, written)
+                self.prefix.publish_answer(rid, self.prefix.accepted_kv_tokens(rid))
             # held_blocks: a plain lane gives back the blocks its written KV occupies
             kv.release(-(-written // bs) if plain else admission.held_blocks(rid, written))
             st.generated[rid] = st.output[rid]

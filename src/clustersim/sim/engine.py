@@ -118,8 +118,9 @@ class _Simulation:
             )
         else:
             layout = exp.layout
-            # only the replicas' TP all-reduces use the fabric: decode leaps may price them
-            self.fabric.only_tp_allreduces = built.ep is None and layout.pp == 1 and layout.cp == 1
+            # only the replicas' TP all-reduces and PP hand-offs use the fabric: leaps may
+            # price them (serving/decode_leap.py, serving/pipeline_leap.py)
+            self.fabric.only_tp_allreduces = built.ep is None and layout.cp == 1
             self.outstanding = [0] * layout.dp
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context

@@ -146,11 +146,6 @@ class ServingSpec(Strict):
                 f"router {self.router} routes by the replicas' prefix caches: set "
                 f"serving.prefix_caching: {{enabled: true}}",
             )
-        if self.prefix_caching_on and self.speculative is not None:
-            raise keyed_error(
-                "prefix_caching",
-                "prefix caching together with speculative decoding is not simulated yet",
-            )
         return self
 
     @model_serializer(mode="wrap")

@@ -1,0 +1,352 @@
+"""The pipeline leap: a PP replica's batch crosses its p stages as one event.
+
+A pipelined replica (serving/replica.py) steps each batch through its stages as processes:
+per stage a compute timeout, the TP all-reduces on the fabric, a hand-off to the next stage
+on the fabric, a wake-up there — about eight simpy events and two fabric entities a stage
+step. When the replica's all-reduce and hand-off links are its own (no other unit, and no
+other of its channels — a stage's all-reduces, a stage's hand-off — claims them: a
+co-located dense run, `Fabric.only_tp_allreduces`) every transfer runs alone at its solo
+rate, so a stage step's times follow in closed form (network/private_allreduce.py,
+network/private_handoff.py), and the stages are a flow shop: batches enter stage 0 in the
+order their lanes form them and keep that order at every stage (FIFO queues, and a
+hand-off's move is shorter than any step, so a later batch never overtakes), so stage s
+starts batch k at max(its arrival from stage s − 1, the end of stage s's previous batch).
+
+Hence when a lane forms a batch, its whole trip is known: `PipelineLeap.trip` computes every
+stage's start, compute, all-reduce and hand-off with the simpy clock's own additions, the
+lane waits on one alarm landing exactly on the last stage's end (serving/pipeline_trip.py), then the
+rows of the p stage steps are written and their link bytes booked — the rows and bytes
+stepping writes (the iteration table is sorted at the end; per link cell the bookings come
+in the same order: a channel's transfers in batch order) — and the lane completes the batch
+as stepping does. Nothing from outside can change a trip: an arrival only queues a request
+for the lane's next batch, and the lane's blocks change only when it forms or completes a
+batch (faults and prefix caching step every step: `LaneLeaps.forbid_leaps`).
+
+A replica switches to trips for good at a batch formation that finds its pipeline empty
+once the fabric has settled (PrivateAllReduce.settled): from then on no stepped transfer of
+its own is in flight, and leaving its entities out of the fluid engine changes no other
+entity's completion time. The one conceivable difference from stepping is the all-reduce
+leap's: two units' transfers ending within the fluid engine's completion tolerance (1e-12 s)
+complete together when stepped. `CLUSTERSIM_DECODE_LEAP=0` steps every stage step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, NamedTuple
+
+import simpy
+
+from clustersim.config.schema import ServingSpec
+from clustersim.metrics.recorder import Recorder
+from clustersim.model.decode_run import DecodeStepCost
+from clustersim.model.stage_cost import StageCost, StageCostModel
+from clustersim.network.completion_ties import Completions
+from clustersim.network.fabric import Fabric
+from clustersim.network.private_allreduce import Phase, PrivateAllReduce
+from clustersim.network.private_handoff import PrivateHandoff, Transfer
+from clustersim.network.twin_links import booked_links, twin_classes
+from clustersim.serving.batch import Batch
+from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
+from clustersim.serving.pipeline_trip import Alarm, Booking, Trip
+from clustersim.serving.scheduler import Scheduler
+
+Process = Generator[simpy.Event, Any, None]
+HELD_BOOKINGS = 4096  # transfers booked in the ledger at once
+MAX_TIE_ROUNDS = 16  # computing the trips in flight again settles in one or two rounds
+
+_OWNERS = itertools.count(1)  # link claims of trips' channels (PP1 groups claim as id(replica))
+
+
+def shortest_step_s(cost: StageCostModel) -> float:
+    """A lower bound on any step of `cost`'s stage (seconds): one token, decode or prefill,
+    eager or graph (compute_s does not decrease as a batch grows within a mode)."""
+    graph_max = cost._graph_max_batch
+    return min(
+        cost.compute_s(0, 0.0, 1, 0, 0),
+        cost.compute_s(1, 0.0, 0, 0, 1),
+        cost.compute_s(0, 0.0, graph_max + 1, 0, 0),
+        cost.compute_s(graph_max + 1, 0.0, 0, 0, 1),
+    )
+
+
+class StagePrice(NamedTuple):
+    """What a stage step of some token count moves: its all-reduce phases, its hand-off."""
+
+    phases: tuple[Phase, ...]
+    hand_off: Transfer | None
+
+
+class PipelineLeap:
+    """Trips of one pipelined replica's batches through its stages (see module docstring)."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        fabric: Fabric,
+        groups: tuple[tuple[str, ...], ...],
+        costs: tuple[StageCostModel, ...],
+        handoff_pairs: Sequence[tuple[tuple[str, str], ...]],
+        serving: ServingSpec,
+        kv_blocks: int,
+        recorder: Recorder,
+        replica: int,
+    ) -> None:
+        self.env = env
+        self.fabric = fabric
+        self.costs = costs
+        self.recorder = recorder
+        self.replica = replica
+        self.tp = len(groups[0])
+        self.on = False  # switched to trips (for good)
+        max_tokens = max_step_tokens(serving, kv_blocks)
+        self.allreduces = [
+            PrivateAllReduce(
+                fabric,
+                group,
+                next(_OWNERS),
+                cost.allreduce_bytes(max_tokens),
+                cost.allreduces_per_step,
+            )
+            if self.tp > 1
+            else None
+            for group, cost in zip(groups, costs, strict=True)
+        ]
+        self.handoffs = [PrivateHandoff(fabric, pairs, next(_OWNERS)) for pairs in handoff_pairs]
+        # every hand-off's move is shorter than any step of its stage, with room for the
+        # clock's rounding: a stage's next hand-off starts after its previous one ended
+        self._ordered = True
+        for s, h in enumerate(self.handoffs):
+            if h.links is None:
+                self._ordered = False
+                continue
+            longest = h.of(costs[s].handoff_bytes(max_tokens) / self.tp).move_s
+            fabric.settle_s = max(fabric.settle_s, longest)
+            self._ordered &= longest <= shortest_step_s(costs[s]) * (1.0 - 1e-6)
+        self._private: bool | None = None
+        self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
+        self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
+        self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
+        self._decode_steps: dict[int, list[Callable[[int], float]]] = {}  # by decode n
+        self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
+        self._flying: list[Trip] = []  # trips in flight, in the order they started
+        self._seq = 0  # trips started
+        self._ties = Completions()  # their transfers' completions (completion_ties.py)
+        self._held: list[Booking] = []  # transfers of ended trips, not yet in the ledger
+        fabric.before_read(self._book)
+
+    def usable(self, now: float) -> bool:
+        """Whether trips may start now (their transfers alone, the fabric settled)."""
+        if self._private is None:
+            self._private = self._ordered and all(h.private() for h in self.handoffs)
+            self._private &= all(ar is None or ar.private() for ar in self.allreduces)
+        return self._private and now >= 2.0 * self.fabric.settle_s
+
+    def switch_on(self, busy_until: list[float]) -> None:
+        """Take over from the stepped stages (pipeline empty), whose last ends these are;
+        from now on the channels' links are leased for good (FlowEngine.start_many raises
+        if any other transfer starts there) and each channel books its twin links as one
+        (network/twin_links.py)."""
+        self.on = True
+        self.free_s = list(busy_until)
+        leased = self.fabric.flows.leased  # a transfer starting on them now raises
+        for h in self.handoffs:
+            leased.update(h.links or ())
+        for ar in self.allreduces:
+            leased.update(ar.links if ar is not None else ())
+        for h in self.handoffs:
+            h.book_twins()
+        for s, ar in enumerate(self.allreduces):
+            if ar is not None:
+                self._twins[s] = twin_classes(ar.shapes())
+                self.fabric.book_twins(self._twins[s])
+
+    def forget(self) -> None:
+        """Drop cached prices (step times or link rates changed)."""
+        self._prices.clear()
+        self._decode_steps.clear()
+
+    def _price(self, tokens: int) -> list[StagePrice]:
+        """Each stage's all-reduce phases and hand-off for a step of `tokens` tokens."""
+        prices = self._prices.get(tokens)
+        if prices is None:
+            prices = self._prices[tokens] = [
+                StagePrice(self._allreduce(s, tokens), self._hand_off(s, tokens))
+                for s in range(len(self.costs))
+            ]
+        return prices
+
+    def _allreduce(self, s: int, tokens: int) -> tuple[Phase, ...]:
+        """Stage s's all-reduce phases (booking its twin links as one), () at TP1."""
+        ar, cost = self.allreduces[s], self.costs[s]
+        if ar is None:
+            return ()
+        phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step) or []
+        return tuple(self._booked(s, ph) for ph in phases)
+
+    def _booked(self, s: int, phase: Phase) -> Phase:
+        """`phase` booking only the representatives of stage s's twin links."""
+        if phase.links is None or not self._twins[s]:
+            return phase
+        links, weights = booked_links(phase.links, phase.weights, self._twins[s])
+        return phase._replace(links=links, weights=weights)
+
+    def _hand_off(self, s: int, tokens: int) -> Transfer | None:
+        """The hand-off from stage s (None: the last stage, or no bytes to move)."""
+        if s == len(self.costs) - 1:
+            return None
+        nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
+        return self.handoffs[s].of(nbytes) if nbytes > 0 else None
+
+    def _decode_steps_of(self, n: int) -> list[Callable[[int], float]]:
+        """Each stage's `step_s(ctx)` for a pure-decode batch of n (model/decode_run.py:
+        compute_s(0, 0.0, n, ctx, 0), bit for bit)."""
+        steps = self._decode_steps.get(n)
+        if steps is None:
+            steps = self._decode_steps[n] = [DecodeStepCost(c, n).step_s for c in self.costs]
+        return steps
+
+    def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
+        """Run `batch` (lane `lane`'s, just formed) through every stage: one alarm, then its
+        rows and link bytes; the caller completes the batch."""
+        self._seq += 1
+        trip = Trip(self._seq, lane, sched, batch, list(self.free_s), list(self._handoff_done))
+        trip.formed = self.env.now
+        flying = self._flying
+        flying.append(trip)
+        if self._compute(trip):
+            self._settle_ties()
+        alarm = trip.alarm = Alarm(self.env)
+        alarm.arm(trip.end_s)
+        yield alarm.event
+        flying.remove(trip)  # the oldest: trips end in the order they started
+        self._ties.prune(flying[0].free0[0] if flying else self.env.now)
+        self._write(trip)
+
+    def _settle_ties(self) -> None:
+        """Compute the trips in flight again, in order, until their transfers' completions
+        agree with each other (network/completion_ties.py); move the alarms that changed."""
+        flying = self._flying
+        for _ in range(MAX_TIE_ROUNDS):
+            self.free_s, self._handoff_done = list(flying[0].free0), list(flying[0].done0)
+            changed = False
+            for trip in flying:
+                before = trip.completions
+                trip.free0, trip.done0 = list(self.free_s), list(self._handoff_done)
+                self._ties.drop(trip.seq)
+                self._compute(trip)
+                changed |= trip.completions != before
+            if not changed:
+                break
+        else:
+            raise RuntimeError("closed-form PP transfers: completion ties did not settle")
+        for trip in flying:
+            if trip.alarm is not None and trip.alarm.at != trip.end_s:
+                trip.alarm.arm(trip.end_s)
+
+    def _compute(self, trip: Trip) -> bool:
+        """The trip's stage steps from the stages' state now (which it advances); True when
+        one of its transfers would complete one of another trip's earlier (a tie)."""
+        steps, bookings, completions = trip.steps, trip.bookings, trip.completions
+        steps.clear()
+        bookings.clear()
+        trip.completions = completions = []
+        complete, seq = self._ties.complete, trip.seq
+        tie = False
+        batch = trip.batch
+        free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
+        comm = self.tp > 1
+        n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+        decode = None if batch.prefill else self._decode_steps_of(n)
+        arrival = trip.formed
+        for s, (phases, hand_off) in enumerate(self._price(batch.tokens)):
+            free = free_s[s]
+            start = arrival if arrival > free else free
+            bubble = max(0.0, start - free) if free > 0 else 0.0
+            if decode is not None:
+                compute = decode[s](ctx)
+            else:
+                compute = self.costs[s].compute_s(
+                    batch.prefill_tokens,
+                    batch.prefill_attn_pairs,
+                    n,
+                    ctx,
+                    len(batch.prefill),
+                )
+            t1 = start + compute
+            end = t1
+            for ph in phases:
+                if ph.links is not None:
+                    done, tied = complete(end, end + ph.move_s, seq)
+                    tie |= tied
+                    completions.append(done)
+                    bookings.append((ph.links, ph.weights, end, done, ph.size))
+                    end = done
+                if ph.delay_s > 0:
+                    end = end + ph.delay_s
+            free_s[s] = end
+            steps.append((start, end, compute, end - t1 if comm else 0.0, bubble))
+            if hand_off is None:
+                arrival = end
+                continue
+            if end <= done_s[s]:
+                raise RuntimeError("closed-form PP hand-offs overlapped on their links")
+            done, tied = complete(end, end + hand_off.move_s, seq)
+            done_s[s] = done
+            tie |= tied
+            completions.append(done)
+            bookings.append((hand_off.links, hand_off.weights, end, done, hand_off.size))
+            latency = handoffs[s].latency_s
+            arrival = done + latency if latency > 0 else done
+        return tie
+
+    def _book(self) -> None:
+        """Book the held transfers in the ledger, in the order they were held (per link
+        cell, the order stepping books them: each channel's transfers in batch order)."""
+        self.fabric.ledger.record_many(self._held)
+        self._held.clear()
+
+    def _write(self, trip: Trip) -> None:
+        """The rows the stages write and the bytes the fabric books, as stepping does."""
+        held = self._held
+        held += trip.bookings
+        if len(held) >= HELD_BOOKINGS:
+            self._book()
+        batch, kv = trip.batch, trip.sched.kv
+        record, replica, lane = self.recorder.on_iteration, self.replica, trip.lane
+        pre, dec, seqs, tokens = (
+            batch.prefill_tokens,
+            batch.decode_tokens,
+            batch.num_seqs,
+            batch.tokens,
+        )
+        used, cap = kv.used, kv.capacity
+        for s, (start, end, compute, comm, bubble) in enumerate(trip.steps):
+            record(
+                (replica, s, lane, start, end, pre, dec, seqs, tokens, compute, comm, bubble,
+                 used, cap)
+            )  # fmt: skip
+
+
+def pipeline_leap(
+    env: simpy.Environment,
+    fabric: object,
+    groups: tuple[tuple[str, ...], ...],
+    costs: tuple[StageCost, ...],
+    handoff_pairs: Sequence[tuple[tuple[str, str], ...]],
+    serving: ServingSpec,
+    kv_blocks: int,
+    recorder: Recorder,
+    replica: int,
+) -> PipelineLeap | None:
+    """The pipeline leap of a plain pipelined replica (roofline costs, the shared fabric),
+    or None: step every stage step."""
+    if not leaping_enabled() or not isinstance(fabric, Fabric):
+        return None
+    models = tuple(c for c in costs if isinstance(c, StageCostModel))
+    if len(models) != len(costs):
+        return None
+    return PipelineLeap(
+        env, fabric, groups, models, handoff_pairs, serving, kv_blocks, recorder, replica
+    )

@@ -1,0 +1,89 @@
+"""One batch's trip through a pipelined replica's stages, computed in closed form
+(serving/pipeline_leap.py), and the re-armable alarm its lane waits on."""
+
+from __future__ import annotations
+
+import simpy
+
+from clustersim.serving.batch import Batch
+from clustersim.serving.scheduler import Scheduler
+
+Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
+StageStep = tuple[float, float, float, float, float]  # start, end, compute, comm, bubble
+
+
+class Trip:
+    """A batch's stage steps and transfers; `free0` / `done0`: the stages' last ends and the
+    hand-offs' last moves before it (to compute it again), `completions`: its transfers'."""
+
+    __slots__ = (
+        "alarm",
+        "batch",
+        "bookings",
+        "completions",
+        "done0",
+        "formed",
+        "free0",
+        "lane",
+        "sched",
+        "seq",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        lane: int,
+        sched: Scheduler,
+        batch: Batch,
+        free0: list[float],
+        done0: list[float],
+    ) -> None:
+        self.seq = seq
+        self.lane = lane
+        self.sched = sched
+        self.batch = batch
+        self.free0 = free0
+        self.done0 = done0
+        self.steps: list[StageStep] = []
+        self.bookings: list[Booking] = []
+        self.completions: list[float] = []
+        self.alarm: Alarm | None = None
+        self.formed = 0.0  # when its lane formed it (it reaches stage 0 then)
+
+    @property
+    def end_s(self) -> float:
+        return self.steps[-1][1]
+
+
+class Alarm:
+    """An event fired when the clock reads exactly `at` (re-armable: `arm` again moves it).
+
+    simpy lands a timeout at now + delay: with now ≥ at / 2 the delay at − now is exact
+    (Sterbenz) and so is the landing; earlier in the run one intermediate timeout first
+    brings now past at / 2."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.event = env.event()
+        self.at = -1.0
+        self._gen = 0
+
+    def arm(self, at: float) -> None:
+        self._gen += 1
+        self.at = at
+        self._hop(at, self._gen)
+
+    def _hop(self, at: float, gen: int) -> None:
+        if gen != self._gen:
+            return  # re-armed since
+        env = self.env
+        now = env.now
+        if now + (at - now) == at:
+            env.timeout(at - now).callbacks.append(lambda _ev: self._ring(gen))
+        else:
+            env.timeout((at - now) * 0.75).callbacks.append(lambda _ev: self._hop(at, gen))
+
+    def _ring(self, gen: int) -> None:
+        if gen == self._gen and not self.event.triggered:
+            self.event.succeed()
