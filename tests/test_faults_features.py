@@ -113,12 +113,24 @@ def test_dp_attention_group_stops_when_one_gpu_is_lost(
     assert (EMITTED_COLUMN in it.columns) == (spec is not None)
 
 
-def test_dp_attention_slow_gpu_is_a_clean_build_error(make_experiment: MakeExperiment) -> None:
+def test_dp_attention_slow_gpu_with_speculative_decoding_is_a_clean_build_error(
+    make_experiment: MakeExperiment,
+) -> None:
+    """The drafter's passes are priced once for the lock-step group: a slow rank's drafter
+    is not modelled, so that combination is refused by key."""
     faults = """faults:
   events: [{kind: gpu_slowdown, target: n0.g3, compute_factor: 0.5}]
 """
-    with pytest.raises(BuildError, match=r"^faults\.events\.0\.kind: gpu_slowdown .*dp_attention"):
-        build(make_experiment(DP_ATTENTION + faults))
+    spec = DRAFT.replace("num_tokens: 3", "num_tokens: 2")
+    text = DP_ATTENTION.replace("least_outstanding}", f"least_outstanding, speculative: {spec}}}")
+    with pytest.raises(
+        BuildError, match=r"^faults\.events\.0\.kind: gpu_slowdown .*dp_attention and serving"
+    ):
+        build(make_experiment(text + faults))
+    implicit = text.replace(", dp_attention: true", "")  # ep = tp × dp: the same layout mode
+    with pytest.raises(BuildError, match=r"gpu_slowdown with layout dp_attention and serving"):
+        build(make_experiment(implicit + faults))
+    build(make_experiment(DP_ATTENTION + faults))  # without speculative decoding it builds
 
 
 # ---------------------------------------------------------------------- disaggregated pools

@@ -44,6 +44,24 @@ class DegradedCosts:
         self._cache: dict[tuple[float, float], list[StageCostModel]] = {}
         self._speculative: dict[tuple[float, float], list[SpeculativeStageCost]] = {}
 
+    def dense_cost(
+        self, nominal: StageCostModel, stage: int, compute_factor: float, hbm_factor: float
+    ) -> StageCostModel:
+        """Stage `stage`'s analytic cost model on the degraded GPU (`nominal` at full speed):
+        compute terms × 1/compute_factor, memory terms × 1/hbm_factor, floors unchanged."""
+        if compute_factor == 1.0 and hbm_factor == 1.0:
+            return nominal
+        return self._costs(compute_factor, hbm_factor)[stage]
+
+    def _costs(self, compute_factor: float, hbm_factor: float) -> list[StageCostModel]:
+        key = (compute_factor, hbm_factor)
+        costs = self._cache.get(key)
+        if costs is None:
+            hw = degraded_hardware(self.exp.hardware, compute_factor, hbm_factor)
+            costs = stage_costs(self.exp, self.built, hw)
+            self._cache[key] = costs
+        return costs
+
     def stage_cost(
         self, nominal: StageCost, stage: int, compute_factor: float, hbm_factor: float
     ) -> StageCost:
@@ -55,10 +73,7 @@ class DegradedCosts:
             return nominal
         key = (compute_factor, hbm_factor)
         hw = degraded_hardware(self.exp.hardware, compute_factor, hbm_factor)
-        costs = self._cache.get(key)
-        if costs is None:
-            costs = stage_costs(self.exp, self.built, hw)
-            self._cache[key] = costs
+        costs = self._costs(compute_factor, hbm_factor)
         if isinstance(nominal, StageCostModel):
             return costs[stage]
         if isinstance(nominal, SpeculativeStageCost):

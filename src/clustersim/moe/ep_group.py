@@ -19,6 +19,8 @@ One simpy process runs the whole group. A step:
    which hold `A2A_NORMAL_SMS` of the GPU's SMs while they run: their compute runs on the
    rest (÷ (1 − SMs / sm_count)). Decode-only steps use the low-latency kernels, which occupy
    no SMs (DeepEP's hook-based receive).
+   Each rank's dense part is priced on its own GPUs: a slowed GPU re-prices its rank's
+   (moe/rank_dense.py, docs/faults.md) and the step waits for the slowest rank.
    Host time (the engine profile's) is the busiest rank's: added, or hidden behind the GPU
    step with an overlap scheduler (StageCostModel.with_host).
 5. every rank's batch completes at the same instant; one iterations row per DP rank.
@@ -45,6 +47,7 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.speculative_cost import LockstepVerify, RankStep
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.moe_group import MoEGroup
+from clustersim.moe.rank_dense import RankDense
 from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
 from clustersim.network.fabric import Fabric
 from clustersim.network.routing import PairSet
@@ -137,7 +140,8 @@ class EPGroup:
         self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
         self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
-        self._idle_s = cost.dense_part_s(0, 0.0, 0, 0)
+        # each DP rank's dense part (a slowed GPU re-prices its rank's: docs/faults.md)
+        self.dense = RankDense(cost, len(self.rank_gpus), self._decode_ctx)
         self._copies_version = -1  # MoEGroup.version the cached token copies belong to
         self._copies: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
         self._expected: F64 = np.zeros(0)
@@ -167,30 +171,6 @@ class EPGroup:
         if self.verify is None:
             return b.decode_ctx_tokens
         return self.verify.verify_ctx(b.decode_tokens, b.decode_ctx_tokens)
-
-    def _dense_s(self, b: Batch | None) -> float:
-        if b is None:
-            return self._idle_s
-        return self.cost.dense_part_s(
-            b.prefill_tokens,
-            b.prefill_attn_pairs,
-            b.decode_tokens,
-            self._decode_ctx(b),
-            len(b.prefill),
-        )
-
-    def _dense_two_microbatches_s(self, b: Batch | None) -> float:
-        """Dense seconds of a batch run as two micro-batches (each reads the weights)."""
-        if b is None:
-            return 2.0 * self._idle_s
-        c = self.cost
-        p, d = b.prefill_tokens, b.decode_tokens
-        pairs, ctx, seqs = b.prefill_attn_pairs, self._decode_ctx(b), len(b.prefill)
-        first = c.dense_part_s(
-            (p + 1) // 2, pairs / 2.0, (d + 1) // 2, (ctx + 1) // 2, max(1, (seqs + 1) // 2)
-        )
-        second = c.dense_part_s(p // 2, pairs / 2.0, d // 2, ctx // 2, max(1, seqs // 2))
-        return first + second
 
     def _flows(
         self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
@@ -289,12 +269,12 @@ class EPGroup:
         seqs = max(b.num_seqs if b is not None else 0 for b in batches)
         draft_s, draft_share = draft_step(self.verify, batches, total, self.a2a.moe_layers)
         if not self.tbo:
-            gpu = max(self._dense_s(b) for b in batches) + moe.moe_s(loads, total) + draft_s
+            gpu = self.dense.step_s(batches) + moe.moe_s(loads, total) + draft_s
             compute = self.cost.with_host(gpu, seqs)
             yield env.timeout(compute)
             yield from self._exchange(dispatch, combine, 1)
         else:
-            dense = max(self._dense_two_microbatches_s(b) for b in batches)
+            dense = self.dense.two_microbatches_step_s(batches)
             gpu = dense + 2.0 * moe.moe_s(loads * 0.5, total / 2.0)
             if any(b is not None and b.prefill_tokens > 0 for b in batches):
                 gpu /= self.tbo_compute_share  # normal all-to-all kernels hold SMs

@@ -33,16 +33,20 @@ def with_faults(exp: Experiment, built: Build) -> Build:
     gpu_faults = [f for f in schedule.faults if f.event.kind in GPU_KINDS]
     if built.pools is not None:
         _check_pools(built, schedule.faults)
-    # DP-attention: a lost GPU stops the whole lock-step EP group (moe/ep_group.py); a slow
-    # one would need the lock-step step re-priced per rank, which is not modelled
-    if layout.dp_attention:
-        gpu_faults = [f for f in gpu_faults if f.event.kind == "gpu_slowdown"]
-    if gpu_faults and (layout.cp > 1 or layout.dp_attention):
-        what = "cp > 1" if layout.cp > 1 else "dp_attention"
+    if layout.cp > 1 and gpu_faults:
         raise BuildError(
-            f"{gpu_faults[0].event.key}.kind: {gpu_faults[0].event.kind} with layout {what} "
-            f"is not simulated (link faults are"
-            f"{', and gpu_down / node_down' if layout.dp_attention else ''})"
+            f"{gpu_faults[0].event.key}.kind: {gpu_faults[0].event.kind} with layout cp > 1 "
+            f"is not simulated (link faults are)"
+        )
+    # DP-attention: a lost GPU stops the whole lock-step EP group, a slow one slows its DP
+    # rank's dense part and its experts (moe/ep_group.py); the speculative drafter's passes
+    # are priced once for the group, so a slow rank's drafter is not
+    slow = [f for f in gpu_faults if f.event.kind == "gpu_slowdown"]
+    dp_attention = built.ep is not None and built.ep.dp_attention
+    if dp_attention and slow and exp.serving.speculative is not None:
+        raise BuildError(
+            f"{slow[0].event.key}.kind: gpu_slowdown with layout dp_attention and "
+            f"serving.speculative is not simulated (gpu_down / node_down and link faults are)"
         )
     for f in schedule.faults:
         if f.event.kind == "link_down":

@@ -5,6 +5,9 @@ At each change point (faults/schedule.py) it sets, from the faults active then:
   (deployment/degraded.py); read per engine step, so a step in flight keeps its price;
 - each sampled MoE stage's EP ranks: a rank's expert GEMMs run at its own GPUs' pace, and
   EPLB (if on) sees the slow rank (moe/moe_group.py `set_rank_speed`);
+- each DP-attention EP group's ranks: a DP rank's dense part runs at the pace of its own TP
+  group (moe/rank_dense.py) and its EP ranks' experts as above, so the
+  lock-step step waits for the slowest rank;
 - the fabric's link bandwidths, extra latencies and detours around down links
   (network/fabric.py `set_link_faults`; rates of flows in flight are solved again);
 - which replicas are lost (a GPU failed, or is cut off by a down link with no detour) or
@@ -23,8 +26,9 @@ import simpy
 from clustersim.deployment.degraded import DegradedCosts, group_pace
 from clustersim.faults import FaultSchedule
 from clustersim.model.speculative_cost import SpeculativeStageCost
-from clustersim.model.stage_cost import StageCost
-from clustersim.moe.moe_group import SampledStageCost
+from clustersim.model.stage_cost import StageCost, StageCostModel
+from clustersim.moe.ep_group import DPRank, EPGroup
+from clustersim.moe.moe_group import MoEGroup, SampledStageCost
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
@@ -47,9 +51,11 @@ class FaultInjector:
         self.degraded = degraded
         self.fabric = fabric
         self.health = health
-        # units whose stages a slow GPU re-prices (DP-attention ranks are not: fault_build.py)
+        # units whose stages a slow GPU re-prices, and DP-attention groups whose ranks it does
         self.paced = [(r, rep) for r, rep in enumerate(replicas) if isinstance(rep, Replica)]
         self.nominal = {r: tuple(rep.costs) for r, rep in self.paced}
+        groups = {id(u.group): u.group for u in replicas if isinstance(u, DPRank)}
+        self.ep_groups = [(g, g.cost) for g in groups.values()]
         self.replica_gpus = [
             frozenset(g for group in rep.groups for g in group) for rep in replicas
         ]
@@ -80,6 +86,8 @@ class FaultInjector:
                 cut_leap(rep, t)
             for nominal in self.nominal[r]:
                 pace_ranks(nominal, compute, hbm)
+        for group, dense in self.ep_groups:
+            pace_dp_ranks(group, dense, self.degraded, compute, hbm)
         factor, latency, down = sched.link_state(t)
         stranded = self.fabric.set_link_faults(factor, latency, down)
         cut = stranded_gpus(self.fabric.cluster, stranded)
@@ -127,10 +135,29 @@ def pace_ranks(cost: StageCost, compute: Mapping[str, float], hbm: Mapping[str, 
     dense part, priced by the stage's cost model, runs at the whole group's pace)."""
     if isinstance(cost, SpeculativeStageCost):  # the verify step's target holds the experts
         cost = cost.target
-    if not isinstance(cost, SampledStageCost):
-        return
-    paces = [group_pace(rank, compute, hbm) for rank in cost.group.ranks]
-    cost.group.set_rank_speed(
+    if isinstance(cost, SampledStageCost):
+        pace_experts(cost.group, compute, hbm)
+
+
+def pace_experts(group: MoEGroup, compute: Mapping[str, float], hbm: Mapping[str, float]) -> None:
+    """Each EP rank's expert GEMMs at the pace of its own GPUs (EPLB sees the slow rank)."""
+    paces = [group_pace(rank, compute, hbm) for rank in group.ranks]
+    group.set_rank_speed(
         np.array([c for c, _ in paces], dtype=np.float64),
         np.array([h for _, h in paces], dtype=np.float64),
     )
+
+
+def pace_dp_ranks(
+    group: EPGroup,
+    dense: StageCostModel,
+    degraded: DegradedCosts,
+    compute: Mapping[str, float],
+    hbm: Mapping[str, float],
+) -> None:
+    """A DP-attention group: each DP rank's dense part (`dense` at full speed) priced at its
+    own TP group's pace, each EP rank's experts at its GPU's; the lock-step step is the max."""
+    group.dense.set_costs(
+        [degraded.dense_cost(dense, 0, *group_pace(gpus, compute, hbm)) for gpus in group.rank_gpus]
+    )
+    pace_experts(group.moe, compute, hbm)
