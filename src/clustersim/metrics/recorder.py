@@ -38,7 +38,11 @@ IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, flo
 # float conversion), in a third of its time
 _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
-    "start_s", "end_s", "compute_s", "comm_s", "bubble_s"
+    "start_s",
+    "end_s",
+    "compute_s",
+    "comm_s",
+    "bubble_s",
 }
 
 
@@ -87,8 +91,12 @@ class Recorder:
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(
-            (table[:, col("lane")], table[:, col("stage")], table[:, col("replica")],
-             table[:, col("start_s")])
+            (
+                table[:, col("lane")],
+                table[:, col("stage")],
+                table[:, col("replica")],
+                table[:, col("start_s")],
+            )
         )
         columns = {
             name: (
