@@ -113,13 +113,18 @@ def main() -> int:
     if args.case:
         print(json.dumps(run_case(args.case)))
         return 0
-    print("| case | requests | replicas | rate (req/s) | wall s | sim req / wall s "
-          "| engine steps | simulated s | peak RSS MiB |")
+    print(
+        "| case | requests | replicas | rate (req/s) | wall s | sim req / wall s "
+        "| engine steps | simulated s | peak RSS MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for case in sorted(CASES):
         proc = subprocess.run(
             [sys.executable, __file__, "--case", case],
-            capture_output=True, text=True, check=True, env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ.copy(),
         )
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(

@@ -89,7 +89,9 @@ def h800_cluster(nodes: int, gpus_per_node: int = 8) -> Cluster:
         gpu="h800",
         nvlink=NVLinkSpec(bandwidth_GBps=200.0, latency_us=2.0) if gpus_per_node > 1 else None,
         network=NetworkSpec(
-            nics_per_node=gpus_per_node, bandwidth_GBps=50.0, latency_us=5.0,
+            nics_per_node=gpus_per_node,
+            bandwidth_GBps=50.0,
+            latency_us=5.0,
             nodes_per_leaf=min(nodes, 32),
         ),
         pcie=PCIeSpec(bandwidth_GBps=64.0, latency_us=1.0),
@@ -171,9 +173,7 @@ def normal_traffic(
             logical += rank_count * token_bytes  # what each rank receives, own tokens too
     plan = AllToAllPlan(cluster, gpus, moe_layers=1)
     inv = plan.inverse_efficiency()  # the simulator's per-pair 1/η
-    out = [
-        (gpus[s], gpus[d], count * token_bytes * inv[s, d]) for (s, d), count in flows.items()
-    ]
+    out = [(gpus[s], gpus[d], count * token_bytes * inv[s, d]) for (s, d), count in flows.items()]
     return NormalTraffic(out, float(logical.mean()), rank_hits, node_hits)
 
 
@@ -227,13 +227,26 @@ def ll_rows(
             counts[i] = np.bincount(topk.ravel(), minlength=ep)
         inv = 1.0 / A2A_NETWORK_EFFICIENCY
         lat = overhead_s
-        disp = [(gpus[i], gpus[j], counts[i, j] * LL_FP8_MSG * inv)
-                for i in range(ep) for j in range(ep) if i != j]
+        disp = [
+            (gpus[i], gpus[j], counts[i, j] * LL_FP8_MSG * inv)
+            for i in range(ep)
+            for j in range(ep)
+            if i != j
+        ]
         t_d = run_coflow(cluster, disp, lat)
         t_c = run_coflow(cluster, reverse(disp, BF16_TOKEN / LL_FP8_MSG), lat)
         sim = sim_ll_on_h800(ep)
-        rows.append((ep, pub_d, t_d * 1e6, pub_c, t_c * 1e6,
-                     LL_TOKENS * TOP_K * LL_FP8_MSG / t_d / 1e9, sim))
+        rows.append(
+            (
+                ep,
+                pub_d,
+                t_d * 1e6,
+                pub_c,
+                t_c * 1e6,
+                LL_TOKENS * TOP_K * LL_FP8_MSG / t_d / 1e9,
+                sim,
+            )
+        )
     return rows
 
 
@@ -257,25 +270,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     t0 = time.perf_counter()
     print("### Normal kernels (4096 tokens/rank, FP8 dispatch / BF16 combine)\n")
-    print("| EP | link | dispatch published | dispatch fabric | err | combine published | "
-          "combine fabric | err | dispatch time | step model (expected hits) |")
+    print(
+        "| EP | link | dispatch published | dispatch fabric | err | combine published | "
+        "combine fabric | err | dispatch time | step model (expected hits) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for ep, pd_, bd, pc, bc, td, sim_bw, link in normal_rows():
-        print(f"| {ep} | {link} | {pd_:.0f} GB/s | {bd:.0f} GB/s | {err(bd, pd_)} | "
-              f"{pc:.0f} GB/s | {bc:.0f} GB/s | {err(bc, pc)} | {td:.0f} µs | "
-              f"{sim_bw:.0f} GB/s ({err(sim_bw, pd_)}) |")
+        print(
+            f"| {ep} | {link} | {pd_:.0f} GB/s | {bd:.0f} GB/s | {err(bd, pd_)} | "
+            f"{pc:.0f} GB/s | {bc:.0f} GB/s | {err(bc, pc)} | {td:.0f} µs | "
+            f"{sim_bw:.0f} GB/s ({err(sim_bw, pd_)}) |"
+        )
     print("\n### Low-latency kernels (128 tokens/rank, pure RDMA)\n")
-    print("| EP | dispatch published | dispatch fabric | err | combine published | "
-          "combine fabric | err | dispatch GB/s | step model, 8-GPU nodes |")
+    print(
+        "| EP | dispatch published | dispatch fabric | err | combine published | "
+        "combine fabric | err | dispatch GB/s | step model, 8-GPU nodes |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for ep, pd_, td, pc, tc, bw, sim in ll_rows():
         sim_txt = f"{sim:.0f} µs ({err(sim, pd_)})"
-        print(f"| {ep} | {pd_:.0f} µs | {td:.0f} µs | {err(td, pd_)} | {pc:.0f} µs | "
-              f"{tc:.0f} µs | {err(tc, pc)} | {bw:.0f} | {sim_txt} |")
+        print(
+            f"| {ep} | {pd_:.0f} µs | {td:.0f} µs | {err(td, pd_)} | {pc:.0f} µs | "
+            f"{tc:.0f} µs | {err(tc, pc)} | {bw:.0f} | {sim_txt} |"
+        )
     bare = ll_rows(overhead_s=0.0)
     gaps = [pub - t for _, pd_, td, pc, tc, _, _ in bare for pub, t in ((pd_, td), (pc, tc))]
-    print(f"\nLeast-squares kernel overhead (additive, 12 low-latency figures): "
-          f"{np.mean(gaps):.1f} µs; A2A_KERNEL_OVERHEAD_S = {A2A_KERNEL_OVERHEAD_S * 1e6:.0f} µs")
+    print(
+        f"\nLeast-squares kernel overhead (additive, 12 low-latency figures): "
+        f"{np.mean(gaps):.1f} µs; A2A_KERNEL_OVERHEAD_S = {A2A_KERNEL_OVERHEAD_S * 1e6:.0f} µs"
+    )
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     return 0
 

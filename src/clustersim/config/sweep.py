@@ -244,8 +244,8 @@ def apply_inside(
         (key, path[len(parse_key_path(key)) :], value)
         for path, value in sets
         for key in keys
-        if len(path) > len(parse_key_path(key)) and path[: len(parse_key_path(key))]
-        == parse_key_path(key)
+        if len(path) > len(parse_key_path(key))
+        and path[: len(parse_key_path(key))] == parse_key_path(key)
     ]
     if not inside:
         return list(points)

@@ -87,9 +87,7 @@ def pools_summary(
             f"{prefix}_tokens_per_s": per_s,
             f"{prefix}_tokens_per_s_per_node": _per(per_s, pool.nodes),
             f"{prefix}_tokens_per_s_per_gpu": _per(per_s, pool.gpus),
-            "utilisation": busy_share(
-                iterations, pool.name, pool.replicas * pool.stages, t0, t1
-            ),
+            "utilisation": busy_share(iterations, pool.name, pool.replicas * pool.stages, t0, t1),
         }
     return out
 

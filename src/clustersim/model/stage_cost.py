@@ -23,12 +23,13 @@ model/attention_cost.py; routed experts: model/moe_cost.py. Efficiencies ≤ 1 k
 above the ideal roofline at peak.
 
 `compute_s` is on the simulator's hot path: all coefficients are precomputed in __init__ and
-a call is a short loop over the stage's GEMM kernels, no allocation.
+the terms that depend only on the batch shape (GEMMs, LM head, host) are kept per
+(prefill tokens, decode tokens, prefill chunks), so a call adds the attention terms to them.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from clustersim.catalog.engines import DEFAULT_ENGINE, EngineProfile, get_engine
 from clustersim.config.schema import HardwareSpec, ModelSpec, Precision
@@ -37,15 +38,19 @@ from clustersim.model.kernels import (
     LinearCost,
     kernel_floors_s,
     linear_cost,
-    peak_flops,
     step_floors,
     step_seqs,
-    wider,
 )
 from clustersim.model.moe_cost import MoECoefficients, UniformRouting, moe_coefficients
-from clustersim.model.params import HIGH_PRECISION_BYTES, residual_bytes
-
-LOGITS_BYTES = 4.0  # fp32 logits written by the LM head
+from clustersim.model.params import residual_bytes
+from clustersim.model.stage_parts import (
+    MAX_STEP_PARTS,
+    StepPart,
+    host_cost,
+    stage_ends,
+    stage_start,
+    step_part,
+)
 
 
 class StageCost(Protocol):
@@ -66,67 +71,6 @@ class StageCost(Protocol):
     def allreduce_bytes(self, tokens: int) -> float: ...
 
     def handoff_bytes(self, tokens: int) -> float: ...
-
-
-class StageEnds(NamedTuple):
-    """The embedding gather (first stage) and LM head (last stage) of a stage, seconds."""
-
-    embed_s: float  # per token (0 unless the first stage)
-    lm_head: bool  # the last stage: it computes logits
-    lm_flop_s: float  # per LM-head row at matmul_efficiency
-    lm_weight_s: float  # streaming the LM-head weights once
-    lm_act_s: float  # per LM-head row of activations + logits
-
-
-def stage_ends(
-    model: ModelSpec, hw: HardwareSpec, precision: Precision, tp: int, first: bool, last: bool
-) -> StageEnds:
-    """Embedding gather and LM head with 16-bit weights (the sampling kernels: step floors)."""
-    h, v, rb = model.hidden_size, model.vocab_size, residual_bytes(precision)
-    bw = hw.hbm_bandwidth_GBps * 1e9 * hw.hbm_efficiency
-    lm_dtype = wider("bf16", precision.activations)
-    rate = peak_flops(hw, lm_dtype) * hw.matmul_efficiency
-    lm_params = v * h / tp
-    return StageEnds(
-        embed_s=h * (HIGH_PRECISION_BYTES + rb) / bw if first else 0.0,
-        lm_head=last,
-        lm_flop_s=2.0 * lm_params / rate,
-        lm_weight_s=lm_params * HIGH_PRECISION_BYTES / bw,
-        lm_act_s=(h * rb + v / tp * LOGITS_BYTES) / bw,
-    )
-
-
-class HostCost(NamedTuple):
-    """Engine host time per step (scheduler, sampling, and where the engine loop streams
-    responses, detokenise + send), charged on the first stage, seconds."""
-
-    step_s: float
-    seq_s: float  # per sequence in the step
-    overlap: bool  # host work overlaps the GPU's (the step takes the longer of the two)
-
-
-def host_cost(engine: EngineProfile, first_stage: bool) -> HostCost:
-    on = 1e-6 if first_stage else 0.0
-    return HostCost(
-        (engine.host_step_us + engine.stream_step_us) * on,
-        (engine.host_seq_us + engine.stream_seq_us) * on,
-        engine.host_overlap,
-    )
-
-
-def stage_start(
-    model: ModelSpec, tp: int, num_layers: int, first_stage: bool, first_layer: int | None
-) -> int:
-    """The stage's first layer (None: 0 on the first stage, else after the leading dense
-    layers); ValueError for a stage that is not inside the model."""
-    start = (
-        first_layer if first_layer is not None else (0 if first_stage else model.first_dense_layers)
-    )
-    if tp < 1 or num_layers < 1 or start < 0 or start + num_layers > model.num_layers:
-        raise ValueError(
-            f"bad stage: tp={tp}, layers {start}..{start + num_layers - 1} of {model.num_layers}"
-        )
-    return start
 
 
 class StageCostModel:
@@ -206,6 +150,11 @@ class StageCostModel:
             (2 + eng.moe_kernels) * graph_s,
         )
         self.experts_per_rank = self.routing.experts_per_rank
+        # compute_s: context-free parts by (prefill tokens, decode tokens, prefill chunks)
+        self._parts: dict[tuple[int, int, int], StepPart] = {}
+        self._decode_s_per_token = self.attention.decode_s_per_token
+        self._prefill_s_per_pair = self.attention.prefill_s_per_pair
+        self._host_overlap = self.host.overlap
 
     # ------------------------------------------------------------------ hot path
 
@@ -223,14 +172,42 @@ class StageCostModel:
         offset c: L·c + L(L+1)/2); decode_ctx_tokens: Σ context lengths of decode sequences;
         prefill_seqs: prefill chunks in the step (LM-head rows = decode_tokens + prefill_seqs).
         """
-        gpu = self.dense_part_s(
-            prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
-        )
+        key = (prefill_tokens, decode_tokens, prefill_seqs)
+        part = self._parts.get(key)
+        if part is None:
+            if prefill_tokens + decode_tokens <= 0:  # an empty step: the overhead only
+                return self.with_host(self._graph.overhead_s, step_seqs(0, 0, prefill_seqs))
+            part = self._step_part(*key)
+            if len(self._parts) < MAX_STEP_PARTS:
+                self._parts[key] = part
+        # dense_part_s's additions in its order, the context-free terms precomputed
+        s, attn_floor, decode_seqs_s, embed_s, lm_s, moe_s, host_s = part
+        if decode_tokens:
+            attn = decode_ctx_tokens * self._decode_s_per_token + decode_seqs_s
+            s += attn if attn > attn_floor else attn_floor
+        if prefill_tokens:
+            attn = prefill_attn_pairs * self._prefill_s_per_pair
+            s += attn if attn > attn_floor else attn_floor
+        s += embed_s
+        if lm_s is not None:
+            s += lm_s
+        if moe_s is not None:
+            s += moe_s
+        if self._host_overlap:
+            return s if s > host_s else host_s
+        return s + host_s
+
+    def _step_part(self, prefill_tokens: int, decode_tokens: int, prefill_seqs: int) -> StepPart:
+        """compute_s's context-free terms for a batch shape (t = prefill + decode > 0)."""
+        graph = prefill_tokens == 0 and decode_tokens <= self._graph_max_batch
         t = prefill_tokens + decode_tokens
-        if self._n_moe and t > 0:
-            gpu += self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
+        moe_s = self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t)) if self._n_moe else None
         seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-        return self.with_host(gpu, seqs)
+        floors = self._graph if graph else self._eager
+        shape = (t, decode_tokens, seqs)
+        return step_part(
+            self.linear, self.attention, self.ends, self.host, floors, self._m_half, shape, moe_s
+        )
 
     def with_host(self, gpu_s: float, num_seqs: int) -> float:
         """A step's seconds given its GPU seconds: + host time, or max with it when the engine
@@ -330,51 +307,57 @@ class StageCostModel:
     # ------------------------------------------------------------------ inspection
 
     def breakdown(
-        self,
-        prefill_tokens: int,
-        prefill_attn_pairs: float,
-        decode_tokens: int,
-        decode_ctx_tokens: int,
-        prefill_seqs: int = 1,
+        self, pt: int, pairs: float, dt: int, ctx: int, prefill_seqs: int = 1
     ) -> dict[str, float]:
-        """Seconds per operator group (same model as compute_s; not for the hot path).
+        """Seconds per operator group of a step (`stage_breakdown`; not for the hot path)."""
+        return stage_breakdown(self, pt, pairs, dt, ctx, prefill_seqs)
 
-        Groups: linear (GEMMs, each at least a kernel floor, + elementwise kernels),
-        attn_prefill, attn_decode, moe, embed, lm_head, overhead, host (the part of the host
-        time not hidden behind the GPU), total (= compute_s)."""
-        t = prefill_tokens + decode_tokens
-        out = dict.fromkeys(
-            ("linear", "attn_prefill", "attn_decode", "moe", "embed", "lm_head", "overhead"), 0.0
-        )
-        floor, out["overhead"], elt_floor, attn_floor = (
-            self._graph if self.uses_graph(prefill_tokens, decode_tokens) else self._eager
-        )
-        lin, att, ends = self.linear, self.attention, self.ends
-        if t > 0:
-            rows = t + self._m_half
-            out["linear"] = sum(
-                g.layers * max(rows * g.flop_s, g.weight_s + t * g.act_s, floor) for g in lin.gemms
-            ) + max(t * lin.elementwise_s, elt_floor)
-            if decode_tokens:
-                out["attn_decode"] = max(
-                    decode_ctx_tokens * att.decode_s_per_token
-                    + decode_tokens * att.decode_s_per_seq,
-                    attn_floor,
-                )
-            if prefill_tokens:
-                out["attn_prefill"] = max(prefill_attn_pairs * att.prefill_s_per_pair, attn_floor)
-            out["embed"] = t * ends.embed_s
-            if ends.lm_head:
-                lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-                out["lm_head"] = max(
-                    (lm_rows + self._m_half) * ends.lm_flop_s,
-                    ends.lm_weight_s + lm_rows * ends.lm_act_s,
-                    floor,
-                )
-            if self._n_moe:
-                out["moe"] = self._n_moe * self.moe_layer_s(*self.uniform_moe_load(t))
-        gpu = sum(out.values())
-        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-        out["host"] = self.with_host(gpu, seqs) - gpu
-        out["total"] = gpu + out["host"]
-        return out
+
+def stage_breakdown(
+    cost: StageCostModel,
+    prefill_tokens: int,
+    prefill_attn_pairs: float,
+    decode_tokens: int,
+    decode_ctx_tokens: int,
+    prefill_seqs: int = 1,
+) -> dict[str, float]:
+    """Seconds per operator group of a step on `cost`'s stage (same model as compute_s).
+
+    Groups: linear (GEMMs, each at least a kernel floor, + elementwise kernels),
+    attn_prefill, attn_decode, moe, embed, lm_head, overhead, host (the part of the host
+    time not hidden behind the GPU), total (= compute_s)."""
+    t = prefill_tokens + decode_tokens
+    out = dict.fromkeys(
+        ("linear", "attn_prefill", "attn_decode", "moe", "embed", "lm_head", "overhead"), 0.0
+    )
+    floor, out["overhead"], elt_floor, attn_floor = (
+        cost._graph if cost.uses_graph(prefill_tokens, decode_tokens) else cost._eager
+    )
+    lin, att, ends = cost.linear, cost.attention, cost.ends
+    if t > 0:
+        rows = t + cost._m_half
+        out["linear"] = sum(
+            g.layers * max(rows * g.flop_s, g.weight_s + t * g.act_s, floor) for g in lin.gemms
+        ) + max(t * lin.elementwise_s, elt_floor)
+        if decode_tokens:
+            out["attn_decode"] = max(
+                decode_ctx_tokens * att.decode_s_per_token + decode_tokens * att.decode_s_per_seq,
+                attn_floor,
+            )
+        if prefill_tokens:
+            out["attn_prefill"] = max(prefill_attn_pairs * att.prefill_s_per_pair, attn_floor)
+        out["embed"] = t * ends.embed_s
+        if ends.lm_head:
+            lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
+            out["lm_head"] = max(
+                (lm_rows + cost._m_half) * ends.lm_flop_s,
+                ends.lm_weight_s + lm_rows * ends.lm_act_s,
+                floor,
+            )
+        if cost._n_moe:
+            out["moe"] = cost._n_moe * cost.moe_layer_s(*cost.uniform_moe_load(t))
+    gpu = sum(out.values())
+    seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
+    out["host"] = cost.with_host(gpu, seqs) - gpu
+    out["total"] = gpu + out["host"]
+    return out

@@ -115,33 +115,21 @@ class LinkLedger:
         self,
         entries: list[tuple[tuple[int, ...], tuple[float, ...], float, float, float]],
     ) -> None:
-        """`record(*e)` for each entry in order, the same floats: entries inside one bin
-        are summed per link in a running value (the additions `record` makes, in its order)
-        and written back when the bin changes."""
-        self._settle()
+        """`record(*e)` for each entry in order, the same floats: an entry inside one bin
+        adds to its links' cells directly (the additions `record` makes, in its order)."""
+        self._settle()  # nothing stays in the wide accumulator: entries add to the cells
         bin_s = self.bin_s
         ledger = self._cells
-        current = -1  # the bin of the running values
-        running: dict[int, float] = {}  # link → its cell in `current`
         for links, weights, t0, t1, moved in entries:
-            b0 = int(t0 / bin_s)
             if moved <= 0.0:
                 continue
-            if b0 != current or (int(t1 / bin_s) > b0 and t1 > t0):
-                for link, v in running.items():
-                    ledger[link][current] = v
-                running.clear()
-                current = b0
-                if int(t1 / bin_s) > b0 and t1 > t0:  # spans bins: the general case
-                    self.record(links, weights, t0, t1, moved)
-                    current = -1
-                    continue
+            b0 = int(t0 / bin_s)
+            if int(t1 / bin_s) > b0 and t1 > t0:  # spans bins: the general case
+                self.record(links, weights, t0, t1, moved)
+                continue
             for link, w in zip(links, weights, strict=True):
-                seen = running.get(link)
-                v = ledger[link].get(b0, 0.0) if seen is None else seen
-                running[link] = v + moved * w
-        for link, v in running.items():
-            ledger[link][current] = v
+                cells = ledger[link]
+                cells[b0] = cells.get(b0, 0.0) + moved * w
 
     def copy_cells(self, src: int, dst: tuple[int, ...]) -> None:
         """Give each link of `dst` the bytes per bin of link `src` (twin links, booked only

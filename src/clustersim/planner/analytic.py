@@ -306,9 +306,7 @@ class _Analyser:
         return tpot
 
 
-def estimate(
-    exp: Experiment, built: Build, stats: WorkloadStats, role: Role = None
-) -> Estimate:
+def estimate(exp: Experiment, built: Build, stats: WorkloadStats, role: Role = None) -> Estimate:
     """The analytic numbers of `exp`'s layout on `built` for the request stream `stats`
     (of one disaggregated pool when `role` is set: module docstring)."""
     if role == "prefill":  # every request leaves the prefill pool after one token

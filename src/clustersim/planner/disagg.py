@@ -248,7 +248,10 @@ def enumerate_disaggregated(
 
 
 def disagg_experiment(
-    base: Experiment, prefill: Candidate, decode: Candidate, serving: Sequence[PoolServing],
+    base: Experiment,
+    prefill: Candidate,
+    decode: Candidate,
+    serving: Sequence[PoolServing],
     label: str,
 ) -> Experiment:
     """The base experiment with a `disaggregation:` block of the two pool candidates."""

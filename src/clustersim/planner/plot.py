@@ -73,8 +73,14 @@ def _panel(
             ax.annotate(label, (lat, good), fontsize=7, xytext=(3, 3), textcoords="offset points")
     line = sorted((lat, good) for label, lat, good in points if label in front)
     if line:
-        ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", lw=1.2,
-                label="Pareto front", zorder=2)
+        ax.plot(
+            [p[0] for p in line],
+            [p[1] for p in line],
+            color="tab:red",
+            lw=1.2,
+            label="Pareto front",
+            zorder=2,
+        )
         ax.legend(loc="best", fontsize=8)
     lats = [p[1] for p in points]
     if lats and max(lats) / min(lats) > LOG_SPAN:

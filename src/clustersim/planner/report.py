@@ -64,8 +64,18 @@ PLAN_COLUMNS = (
     "notes",
 )
 REJECTED_COLUMNS = (
-    "layout", "tp", "pp", "dp", "ep", "cp", "moe_tp", "dp_attention", "prefill_pool",
-    "decode_pool", "stage", "reason",
+    "layout",
+    "tp",
+    "pp",
+    "dp",
+    "ep",
+    "cp",
+    "moe_tp",
+    "dp_attention",
+    "prefill_pool",
+    "decode_pool",
+    "stage",
+    "reason",
 )
 LAUNCH_DIR = "launch"
 
@@ -164,8 +174,12 @@ def write_plan(result: PlanResult) -> dict[str, Path]:
 def rejected_rows(result: PlanResult) -> list[dict[str, Any]]:
     moe = result.spec.base.model.is_moe
     return [
-        {"layout": r.label, **layout_fields(r.layout, r.pools, moe), "stage": r.stage,
-         "reason": r.reason}
+        {
+            "layout": r.label,
+            **layout_fields(r.layout, r.pools, moe),
+            "stage": r.stage,
+            "reason": r.reason,
+        }
         for r in result.space.rejected
     ]
 
@@ -281,8 +295,9 @@ def plan_json(result: PlanResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "candidates": candidates,
         "disaggregation": result.space.disaggregation,
         "rejected": rejected_rows(result),
-        "pruned": [{"layout": p.label, "bound": p.bound, "reason": p.reason}
-                   for p in result.pruned],
+        "pruned": [
+            {"layout": p.label, "bound": p.bound, "reason": p.reason} for p in result.pruned
+        ],
         "rule_of_thumb": {"layout": result.pick.label, "reasons": list(result.pick.reasons)},
         "best": _best_label(result),
         "comparison": comparison(result),

@@ -118,9 +118,8 @@ class _Rules:
             gain = 1.0 - new / cur if cur > 0 else 0.0
             too_slow = bound is not None and cur > bound
             if gain >= DIMINISHING_RETURNS or (too_slow and new < cur):
-                why = "still above the TPOT bound" if gain < DIMINISHING_RETURNS else (
-                    f"≥ {DIMINISHING_RETURNS:.0%}"
-                )
+                slow = gain < DIMINISHING_RETURNS
+                why = "still above the TPOT bound" if slow else f"≥ {DIMINISHING_RETURNS:.0%}"
                 self.reasons.append(
                     f"TP {tp} → {nxt}: batch-1 decode step {_ms(cur)} → {_ms(new)} "
                     f"(−{gain:.0%}, {why})"
@@ -251,8 +250,8 @@ class _Rules:
 
         ranked = sorted(options, key=lambda c: (c.gpus, c.label))
         fit = [c for c in ranked if enough(c)]
-        chosen = fit[0] if fit else max(ranked, key=lambda c: (self.est[c.label].capacity_rps,
-                                                               -c.gpus))
+        by_capacity = max(ranked, key=lambda c: (self.est[c.label].capacity_rps, -c.gpus))
+        chosen = fit[0] if fit else by_capacity
         est = self.est[chosen.label]
         which = "pools with the pick's TP" if matching else "any pools (none use the pick's TP)"
         size = (

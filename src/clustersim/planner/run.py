@@ -99,8 +99,9 @@ def run_plan(
     pruned: list[Pruned] = []
     to_run: list[Candidate] = []
     for cand in space.candidates:
-        why = prune_reason(estimates[cand.label], spec.base.slo, stats.offered_rps,
-                           opts.estimate_margin)
+        why = prune_reason(
+            estimates[cand.label], spec.base.slo, stats.offered_rps, opts.estimate_margin
+        )
         if opts.prune and why is not None and cand.label != pick.label:
             pruned.append(Pruned(cand.label, why.bound, why.reason))
         else:
@@ -129,7 +130,16 @@ def run_plan(
         for engine in opts.engines
     )
     return PlanResult(
-        spec, stats, space, estimates, pick, tuple(pruned), tuple(ranked), top, configs, plan_dir,
+        spec,
+        stats,
+        space,
+        estimates,
+        pick,
+        tuple(pruned),
+        tuple(ranked),
+        top,
+        configs,
+        plan_dir,
         resilience,
     )
 
@@ -230,7 +240,12 @@ def _simulate(
     # each job runs and pools its replicates (growing them to opts.ci_rel_target when set)
     replicated = spec.base.replicates > 1 or opts.ci_rel_target is not None
     by_index = run_jobs(
-        jobs, executor, opts.workers or default_workers(), quiet, on_result, beyond_best,
+        jobs,
+        executor,
+        opts.workers or default_workers(),
+        quiet,
+        on_result,
+        beyond_best,
         work=simulate_job_pooled if replicated else None,
     )
     best_gpus = min(met) if met else None
@@ -271,19 +286,47 @@ def _rows(
         if res.label == pick.label:
             notes.insert(0, "rule-of-thumb pick")
         if res.summary is None:
-            rows.append(Row(cand.label, cand.layout, cand.gpus, "failed", None,
-                            (*notes, res.error or "failed"), pools=cand.pool_layouts))
+            rows.append(
+                Row(
+                    cand.label,
+                    cand.layout,
+                    cand.gpus,
+                    "failed",
+                    None,
+                    (*notes, res.error or "failed"),
+                    pools=cand.pool_layouts,
+                )
+            )
             continue
         meets, misses, worst = judge(res.summary, spec.base.slo)
         rows.append(
-            Row(cand.label, cand.layout, cand.gpus, "simulated", res.summary, tuple(notes),
-                meets, misses, worst, pools=cand.pool_layouts,
-                slo_class=slo_class(res.summary, spec.base.slo))
+            Row(
+                cand.label,
+                cand.layout,
+                cand.gpus,
+                "simulated",
+                res.summary,
+                tuple(notes),
+                meets,
+                misses,
+                worst,
+                pools=cand.pool_layouts,
+                slo_class=slo_class(res.summary, spec.base.slo),
+            )
         )
     for p in pruned:
         cand = by_label[p.label]
-        rows.append(Row(cand.label, cand.layout, cand.gpus, "pruned", None,
-                        (f"pruned: {p.reason}",), pools=cand.pool_layouts))
+        rows.append(
+            Row(
+                cand.label,
+                cand.layout,
+                cand.gpus,
+                "pruned",
+                None,
+                (f"pruned: {p.reason}",),
+                pools=cand.pool_layouts,
+            )
+        )
     return rows
 
 

@@ -190,8 +190,7 @@ def model_rule(layout: Layout, model: ModelSpec) -> str:
         return f"tp = {tp} does not divide num_attention_heads = {heads} ({model.name})"
     if kv % tp != 0 and tp % kv != 0:
         return (
-            f"tp = {tp} neither divides num_kv_heads = {kv} nor is a multiple of it "
-            f"({model.name})"
+            f"tp = {tp} neither divides num_kv_heads = {kv} nor is a multiple of it ({model.name})"
         )
     if layout.pp > model.num_layers:
         return f"pp = {layout.pp} exceeds num_layers = {model.num_layers} ({model.name})"

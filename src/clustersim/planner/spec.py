@@ -180,8 +180,7 @@ def load_plan(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Pl
         raise ConfigError(
             spec.source("plan.max_gpus"),
             "plan.max_gpus",
-            f"expected at most the topology's {base.topology.num_gpus} GPUs "
-            f"({base.topology.name})",
+            f"expected at most the topology's {base.topology.num_gpus} GPUs ({base.topology.name})",
             str(max_gpus),
         )
     return spec

@@ -77,6 +77,12 @@ class DecodeSet:
         """KV blocks the request holds: its effective prompt + the tokens it emitted."""
         return blocks_for(self.state.effective_prompt[rid] + self.emitted(rid), self.block_size)
 
+    def finishes_by(self, d: int) -> bool:
+        """Whether a request's last decode step may be at most `d` (`finished(d)` may yield;
+        a stale entry of a preempted request also answers True)."""
+        heap = self.finish_heap
+        return bool(heap) and heap[0][0] <= d
+
     def finished(self, d: int) -> Iterator[tuple[int, int]]:
         """Requests whose last decode step is at most `d`, each taken out of the set before
         it is yielded with the KV tokens it wrote: (rid, written)."""

@@ -43,6 +43,7 @@ class LaneLeaps:
         also need the roofline cost model and, with TP > 1, the shared-link fabric."""
         cost, group, scheduler = self.costs[0], self.groups[0], self.lanes[0].scheduler
         self._leap: DecodeLeap | None = None
+        self._leap_done: DecodeLeap | None = None  # the last leap that ended (its steps, cut)
         self._pricing: LeapPricing | None = None
         self._leap_scheduler = scheduler
         tp_fabric = fabric if len(group) > 1 and isinstance(fabric, Fabric) else None
@@ -132,5 +133,6 @@ class LaneLeaps:
         self._leap = leap
         yield leap.timer(self.env)
         self._leap = None
+        self._leap_done = leap
         leap.complete(self.env.now, self.recorder, self.index)
         pricing.ran(leap)

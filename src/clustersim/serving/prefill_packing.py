@@ -97,13 +97,15 @@ class PrefillQueue:
     def advance(self, batch: Batch) -> list[int]:
         """Book `batch`'s computed chunks; the requests whose prefill is now complete (taken
         out of the running prefills), in the batch's order."""
-        st = self.state
+        computed, prompt = self.state.computed, self.state.effective_prompt
         done = []
         for rid, chunk in batch.prefill:
-            st.computed[rid] += chunk
-            if st.computed[rid] == st.effective_prompt[rid]:
+            c = computed[rid] = computed[rid] + chunk
+            if c == prompt[rid]:
                 done.append(rid)
-        if done:
+        if len(done) == 1:
+            self.prefilling.remove(done[0])  # (ids are unique: the same list as filtering)
+        elif done:
             finished_prefill = set(done)
             self.prefilling = [r for r in self.prefilling if r not in finished_prefill]
         return done
@@ -145,11 +147,10 @@ class PrefillQueue:
         return max(chunk, 0)
 
     def _add_chunk(self, batch: Batch, rid: int, chunk: int) -> None:
-        st = self.state
-        c = st.computed[rid]
-        bs = self.block_size
+        c = self.state.computed[rid]
         if not self.admission.reserve_full:
-            self.kv.allocate(blocks_for(c + chunk, bs) - blocks_for(c, bs))
+            bs = self.block_size  # blocks_for inline: -(-tokens // bs)
+            self.kv.allocate(-(-(c + chunk) // bs) + (-c // bs))
         batch.prefill.append((rid, chunk))
         batch.prefill_tokens += chunk
         batch.prefill_attn_pairs += chunk * c + chunk * (chunk + 1) / 2

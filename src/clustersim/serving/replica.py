@@ -22,6 +22,7 @@ from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
+from clustersim.serving.leap_backoff import TP1_WORTH_STEPS, LeapBackoff
 from clustersim.serving.prefix_lane_choice import lane_for
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
@@ -41,6 +42,24 @@ class FabricLike(Protocol):
 
 
 Process = Generator[simpy.Event, Any, None]
+
+
+def _compute_s(cost: StageCost, batch: Batch) -> float:
+    """Seconds of `batch`'s compute on a stage."""
+    return cost.compute_s(
+        batch.prefill_tokens,
+        batch.prefill_attn_pairs,
+        batch.decode_tokens,
+        batch.decode_ctx_tokens,
+        len(batch.prefill),
+    )
+
+
+def _sleep(lane: Lane, env: simpy.Environment) -> Generator[simpy.Event, Any, None]:
+    """The lane has nothing to run: it waits until `submit` (or `wake_lane`) wakes it."""
+    lane.idle = True
+    lane.wake = env.event()
+    yield lane.wake
 
 
 class Lane:
@@ -139,7 +158,8 @@ class Replica(LaneLeaps):
         return self.lanes[0].scheduler.fits_ever(rid)
 
     def submit(self, rid: int) -> None:
-        lane = self.lanes[lane_for(rid, [ln.scheduler for ln in self.lanes])]
+        lanes = self.lanes
+        lane = lanes[0] if len(lanes) == 1 else lanes[lane_for(rid, [ln.scheduler for ln in lanes])]
         lane.scheduler.add(rid)
         if lane.idle:
             lane.idle = False
@@ -171,13 +191,7 @@ class Replica(LaneLeaps):
         """Run one step on a stage's TP group: compute, then its all-reduces on the fabric.
 
         Returns (compute seconds, communication seconds)."""
-        compute = cost.compute_s(
-            batch.prefill_tokens,
-            batch.prefill_attn_pairs,
-            batch.decode_tokens,
-            batch.decode_ctx_tokens,
-            len(batch.prefill),
-        )
+        compute = _compute_s(cost, batch)
         yield self.env.timeout(compute)
         if self.tp == 1:
             return compute, 0.0
@@ -199,9 +213,7 @@ class Replica(LaneLeaps):
                 if prefix is not None and prefix.reload_s > 0:  # host-tier KV copied back
                     yield self.env.timeout(prefix.take_reload_s())
                 return batch
-            lane.idle = True
-            lane.wake = self.env.event()
-            yield lane.wake
+            yield from _sleep(lane, self.env)
 
     # ------------------------------------------------------------------ PP = 1
 
@@ -210,37 +222,42 @@ class Replica(LaneLeaps):
         group = self.groups[0]
         record = self.recorder.on_iteration
         replica = self.index
+        compute_only = self.tp == 1 and type(self)._execute is Replica._execute
+        backoff = LeapBackoff(TP1_WORTH_STEPS if self.tp == 1 else 0)  # when to try leaps
         while True:
-            batch = yield from self._await_batch(lane)
+            sched = lane.scheduler
+            # _await_batch's first try, inline (no generator a step)
+            batch = sched.next_batch(env.now) if sched.prefix is None else None
+            if batch is None:
+                if sched.prefix is None:  # nothing to run: sleep until `submit`
+                    yield from _sleep(lane, env)
+                batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
             kv = sched.kv
             start = env.now
-            if (leap := self._leap_from(sched, batch, start)) is not None:
+            if (
+                self._pricing is not None
+                and not batch.prefill
+                and backoff.try_now()
+                and (leap := self._leap_from(sched, batch, start)) is not None
+            ):
                 yield from leap
+                backoff.ran(self._leap_done)
                 continue
             # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
-            compute, comm = yield from self._execute(self.costs[0], group, batch)
+            if compute_only:  # _execute of a TP1 stage, inline
+                compute, comm = _compute_s(self.costs[0], batch), 0.0
+                yield env.timeout(compute)
+            else:
+                compute, comm = yield from self._execute(self.costs[0], group, batch)
             end = env.now
             if self.epoch != epoch:  # the replica stopped during the step: its work is lost
                 continue
+            pt, dt = batch.prefill_tokens, batch.decode_tokens
             record(
-                (
-                    replica,
-                    0,
-                    0,
-                    start,
-                    end,
-                    batch.prefill_tokens,
-                    batch.decode_tokens,
-                    batch.num_seqs,
-                    batch.tokens,
-                    compute,
-                    comm,
-                    0.0,
-                    kv.used,
-                    kv.capacity,
-                )
-            )
+                (replica, 0, 0, start, end, pt, dt, batch.num_seqs, pt + dt, compute, comm, 0.0,
+                 kv.used, kv.capacity)
+            )  # fmt: skip
             if self.speculative:
                 self.recorder.on_emitted(max(batch.emitted_tokens, 0))
             sched.complete(batch, end)

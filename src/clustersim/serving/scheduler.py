@@ -163,7 +163,8 @@ class Scheduler:
             batch = Batch()
             if self.chunked or self.mixed_whole_prompts:
                 self._schedule_decode(batch)
-                prefills.pack(batch, now, self.max_tokens - batch.decode_tokens, len(decodes))
+                if prefills.waiting or prefills.prefilling:  # (pack adds nothing otherwise)
+                    prefills.pack(batch, now, self.max_tokens - batch.decode_tokens, len(decodes))
             else:
                 # Without chunked prefill, whole prompts run in prefill-only steps (vLLM V0).
                 prefills.pack(batch, now, self.max_tokens, len(decodes))
@@ -178,9 +179,13 @@ class Scheduler:
 
     def complete(self, batch: Batch, now: float) -> None:
         """Apply a finished step: emit tokens, finish requests, move prefills to decode."""
-        if batch.decode_step >= 0:
-            self._finish_decoders(batch.decode_step, now)
-            self.decodes.d = batch.decode_step + 1
+        d = batch.decode_step
+        if d >= 0:
+            decodes = self.decodes
+            # (a speculative step's emissions are random: it always applies them)
+            if not isinstance(decodes, DecodeSet) or decodes.finishes_by(d):
+                self._finish_decoders(d, now)
+            decodes.d = d + 1
         if batch.prefill:
             for rid in self.prefills.advance(batch):
                 self._end_prefill(rid, now)
@@ -193,20 +198,26 @@ class Scheduler:
             return
         if not self.admission.reserve_full:  # reserve_full: blocks reserved at admission
             kv = self.kv
-            while decodes.new_blocks() > kv.free:
+            need = decodes.new_blocks()
+            while need > kv.free:
                 if not self._preempt_latest():
                     break
+                need = decodes.new_blocks()
             if not decodes.members:
                 return
-            kv.allocate(decodes.new_blocks())
+            if need:  # (allocating 0 blocks changes nothing)
+                kv.allocate(need)
         decodes.fill(batch)
 
     def _finish_decoders(self, d: int, now: float) -> None:
-        st = self.state
+        st, kv, admission = self.state, self.kv, self.admission
+        plain = not admission.reserve_full and admission.prefix is None
+        bs = admission.block_size
         for rid, written in self.decodes.finished(d):
             if self.prefix is not None:  # its answer's full blocks stay cached
                 self.prefix.publish_answer(rid, self.prefix.accepted_kv_tokens(rid))
-            self.kv.release(self.admission.held_blocks(rid, written))
+            # held_blocks: a plain lane gives back the blocks its written KV occupies
+            kv.release(-(-written // bs) if plain else admission.held_blocks(rid, written))
             st.generated[rid] = st.output[rid]
             self._finish(rid, now)
 

@@ -97,9 +97,7 @@ class Placement:
         raise AssertionError("unreachable: every stage GPU is in an EP group")
 
 
-def check_layout(
-    layout: Layout, cluster: Cluster, model: ModelSpec, excluded: int = 0
-) -> None:
+def check_layout(layout: Layout, cluster: Cluster, model: ModelSpec, excluded: int = 0) -> None:
     """Raise PlacementError for a layout the cluster or the model cannot take.
 
     `excluded`: GPUs of the cluster already taken (by another pool of a disaggregated run)."""

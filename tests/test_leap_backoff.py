@@ -1,0 +1,47 @@
+"""LeapBackoff: a lane steps a doubling number of batches after short leaps, and tries
+again at once after a leap that was worth it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from clustersim.serving.leap_backoff import MAX_PAUSE, LeapBackoff
+
+
+def leap(steps: int) -> Any:
+    return SimpleNamespace(last=steps - 1)
+
+
+def tries(backoff: LeapBackoff, batches: int) -> list[bool]:
+    return [backoff.try_now() for _ in range(batches)]
+
+
+def test_short_leaps_pause_longer_and_longer() -> None:
+    b = LeapBackoff(worth_steps=3)
+    assert tries(b, 3) == [True] * 3
+    b.ran(leap(2))
+    assert tries(b, 2) == [False, True]  # one batch stepped
+    b.ran(leap(2))
+    assert tries(b, 4) == [False, False, False, True]
+    for _ in range(10):
+        b.ran(leap(1))
+    assert b.pause == MAX_PAUSE
+    assert tries(b, MAX_PAUSE + 1) == [False] * MAX_PAUSE + [True]
+
+
+def test_a_worthwhile_leap_resets_the_pause() -> None:
+    b = LeapBackoff(worth_steps=3)
+    b.ran(leap(2))
+    b.ran(leap(2))
+    assert b.pause == 3 and tries(b, 4) == [False, False, False, True]
+    b.ran(leap(3))  # long enough
+    assert b.pause == 0 and tries(b, 1) == [True]
+    b.ran(None)  # (no leap recorded)
+    assert tries(b, 1) == [True]
+
+
+def test_no_backoff_when_every_leap_is_worth_it() -> None:
+    b = LeapBackoff(worth_steps=0)  # TP > 1
+    b.ran(leap(2))
+    assert tries(b, 5) == [True] * 5
