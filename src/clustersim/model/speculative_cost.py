@@ -223,15 +223,9 @@ class SpeculativeStageCost:
         return self.target.handoff_bytes(tokens)
 
 
-def speculative_stage_costs(
-    exp: Experiment,
-    targets: Sequence[StageCost],
-    analytic: Sequence[StageCostModel],
-) -> list[SpeculativeStageCost]:
-    """Each pipeline stage's verify-step cost; the drafter runs on the last stage."""
-    spec = exp.serving.speculative
-    if spec is None:
-        raise ValueError("speculative_stage_costs needs serving.speculative")
+def _verify_parts(exp: Experiment, spec: SpeculativeSpec) -> tuple[VerifyAttention, StageCostModel]:
+    """The verify step's attention over k + 1 queries and the drafter's cost model, for the
+    experiment's layout."""
     lay = exp.layout
     attention = VerifyAttention(exp.model, exp.hardware, exp.precision, lay.tp, spec.num_tokens)
     drafter = drafter_cost_model(
@@ -245,6 +239,19 @@ def speculative_stage_costs(
         cuda_graphs=exp.serving.cuda_graphs,
         engine=serving_engine(exp.serving),
     )
+    return attention, drafter
+
+
+def speculative_stage_costs(
+    exp: Experiment,
+    targets: Sequence[StageCost],
+    analytic: Sequence[StageCostModel],
+) -> list[SpeculativeStageCost]:
+    """Each pipeline stage's verify-step cost; the drafter runs on the last stage."""
+    spec = exp.serving.speculative
+    if spec is None:
+        raise ValueError("speculative_stage_costs needs serving.speculative")
+    attention, drafter = _verify_parts(exp, spec)
     last = len(targets) - 1
     return [
         SpeculativeStageCost(t, a, attention, drafter if s == last else None)
@@ -311,17 +318,5 @@ def lockstep_verify(exp: Experiment) -> LockstepVerify:
     spec = exp.serving.speculative
     if spec is None:
         raise ValueError("lockstep_verify needs serving.speculative")
-    lay = exp.layout
-    attention = VerifyAttention(exp.model, exp.hardware, exp.precision, lay.tp, spec.num_tokens)
-    drafter = drafter_cost_model(
-        exp.model,
-        exp.hardware,
-        exp.precision,
-        lay.tp,
-        spec,
-        ep=lay.ep,
-        moe_tp=lay.moe_tp,
-        cuda_graphs=exp.serving.cuda_graphs,
-        engine=serving_engine(exp.serving),
-    )
-    return LockstepVerify(attention, drafter, lay.dp)
+    attention, drafter = _verify_parts(exp, spec)
+    return LockstepVerify(attention, drafter, exp.layout.dp)
