@@ -44,12 +44,13 @@ from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
+from clustersim.network.ledger_runs import record_in_runs
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
-from clustersim.serving.pipeline_trip import Alarm, Booking, Trip
+from clustersim.serving.pipeline_trip import ROW, Alarm, Booking, Trip
 from clustersim.serving.scheduler import Scheduler
 
 Process = Generator[simpy.Event, Any, None]
@@ -72,10 +73,12 @@ def shortest_step_s(cost: StageCostModel) -> float:
 
 
 class StagePrice(NamedTuple):
-    """What a stage step of some token count moves: its all-reduce phases, its hand-off."""
+    """What a stage step of some token count moves: its all-reduce phases, its hand-off,
+    the hand-off's latency after its move (seconds)."""
 
     phases: tuple[Phase, ...]
     hand_off: Transfer | None
+    latency_s: float
 
 
 class PipelineLeap:
@@ -172,7 +175,11 @@ class PipelineLeap:
         prices = self._prices.get(tokens)
         if prices is None:
             prices = self._prices[tokens] = [
-                StagePrice(self._allreduce(s, tokens), self._hand_off(s, tokens))
+                StagePrice(
+                    self._allreduce(s, tokens),
+                    self._hand_off(s, tokens),
+                    self.handoffs[s].latency_s if s < len(self.handoffs) else 0.0,
+                )
                 for s in range(len(self.costs))
             ]
         return prices
@@ -246,21 +253,24 @@ class PipelineLeap:
                 trip.alarm.arm(trip.end_s)
 
     def _compute(self, trip: Trip) -> bool:
-        """The trip's stage steps from the stages' state now (which it advances); True when
-        one of its transfers would complete one of another trip's earlier (a tie)."""
-        steps, bookings, completions = trip.steps, trip.bookings, trip.completions
-        steps.clear()
+        """The trip's stage steps from the stages' state now (which it advances), as its
+        rows (kv columns 0 until `_write`); True when one of its transfers would complete
+        one of another trip's earlier (a tie)."""
+        rows, bookings = trip.rows, trip.bookings
+        rows.clear()
         bookings.clear()
         trip.completions = completions = []
         complete, seq = self._ties.complete, trip.seq
         tie = False
         batch = trip.batch
-        free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
+        free_s, done_s = self.free_s, self._handoff_done
         comm = self.tp > 1
-        n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+        replica, lane = self.replica, trip.lane
+        pre, n, ctx = batch.prefill_tokens, batch.decode_tokens, batch.decode_ctx_tokens
+        seqs, tokens = batch.num_seqs, batch.tokens
         decode = None if batch.prefill else self._decode_steps_of(n)
         arrival = trip.formed
-        for s, (phases, hand_off) in enumerate(self._price(batch.tokens)):
+        for s, (phases, hand_off, latency) in enumerate(self._price(tokens)):
             free = free_s[s]
             start = arrival if arrival > free else free
             bubble = max(0.0, start - free) if free > 0 else 0.0
@@ -268,43 +278,40 @@ class PipelineLeap:
                 compute = decode[s](ctx)
             else:
                 compute = self.costs[s].compute_s(
-                    batch.prefill_tokens,
-                    batch.prefill_attn_pairs,
-                    n,
-                    ctx,
-                    len(batch.prefill),
+                    pre, batch.prefill_attn_pairs, n, ctx, len(batch.prefill)
                 )
             t1 = start + compute
             end = t1
-            for ph in phases:
-                if ph.links is not None:
-                    done, tied = complete(end, end + ph.move_s, seq)
+            for links, weights, size, move_s, delay_s in phases:
+                if links is not None:
+                    done, tied = complete(end, end + move_s, seq)
                     tie |= tied
                     completions.append(done)
-                    bookings.append((ph.links, ph.weights, end, done, ph.size))
+                    bookings.append((links, weights, end, done, size))
                     end = done
-                if ph.delay_s > 0:
-                    end = end + ph.delay_s
+                if delay_s > 0:
+                    end = end + delay_s
             free_s[s] = end
-            steps.append((start, end, compute, end - t1 if comm else 0.0, bubble))
+            rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute,
+                     end - t1 if comm else 0.0, bubble, 0, 0)  # fmt: skip
             if hand_off is None:
                 arrival = end
                 continue
             if end <= done_s[s]:
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            done, tied = complete(end, end + hand_off.move_s, seq)
+            links, weights, size, move_s = hand_off
+            done, tied = complete(end, end + move_s, seq)
             done_s[s] = done
             tie |= tied
             completions.append(done)
-            bookings.append((hand_off.links, hand_off.weights, end, done, hand_off.size))
-            latency = handoffs[s].latency_s
+            bookings.append((links, weights, end, done, size))
             arrival = done + latency if latency > 0 else done
         return tie
 
     def _book(self) -> None:
         """Book the held transfers in the ledger, in the order they were held (per link
         cell, the order stepping books them: each channel's transfers in batch order)."""
-        self.fabric.ledger.record_many(self._held)
+        record_in_runs(self.fabric.ledger, self._held)
         self._held.clear()
 
     def _write(self, trip: Trip) -> None:
@@ -313,20 +320,10 @@ class PipelineLeap:
         held += trip.bookings
         if len(held) >= HELD_BOOKINGS:
             self._book()
-        batch, kv = trip.batch, trip.sched.kv
-        record, replica, lane = self.recorder.on_iteration, self.replica, trip.lane
-        pre, dec, seqs, tokens = (
-            batch.prefill_tokens,
-            batch.decode_tokens,
-            batch.num_seqs,
-            batch.tokens,
-        )
-        used, cap = kv.used, kv.capacity
-        for s, (start, end, compute, comm, bubble) in enumerate(trip.steps):
-            record(
-                (replica, s, lane, start, end, pre, dec, seqs, tokens, compute, comm, bubble,
-                 used, cap)
-            )  # fmt: skip
+        kv, rows, p = trip.sched.kv, trip.rows, len(self.costs)
+        rows[12::ROW] = (kv.used,) * p  # the lane's blocks, unchanged since it formed the batch
+        rows[13::ROW] = (kv.capacity,) * p
+        self.recorder.on_iterations(rows, p)
 
 
 def pipeline_leap(

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import simpy
 
+from clustersim.metrics.recorder import ITERATION_COLUMNS
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
 Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
-StageStep = tuple[float, float, float, float, float]  # start, end, compute, comm, bubble
+ROW = len(ITERATION_COLUMNS)  # values of an iteration row
 
 
 class Trip:
-    """A batch's stage steps and transfers; `free0` / `done0`: the stages' last ends and the
-    hand-offs' last moves before it (to compute it again), `completions`: its transfers'."""
+    """A batch's stage steps (as iteration rows) and transfers; `free0` / `done0`: the
+    stages' last ends and the hand-offs' last moves before it (to compute it again),
+    `completions`: its transfers'."""
 
     __slots__ = (
         "alarm",
@@ -25,9 +27,9 @@ class Trip:
         "formed",
         "free0",
         "lane",
+        "rows",
         "sched",
         "seq",
-        "steps",
     )
 
     def __init__(
@@ -45,7 +47,7 @@ class Trip:
         self.batch = batch
         self.free0 = free0
         self.done0 = done0
-        self.steps: list[StageStep] = []
+        self.rows: list[float] = []  # its stage steps' iteration rows, one after another
         self.bookings: list[Booking] = []
         self.completions: list[float] = []
         self.alarm: Alarm | None = None
@@ -53,7 +55,7 @@ class Trip:
 
     @property
     def end_s(self) -> float:
-        return self.steps[-1][1]
+        return self.rows[-ROW + 4]  # the last stage's end_s
 
 
 class Alarm:
