@@ -8,9 +8,10 @@ earliest *firing* T (the finish of an entity not completed earlier) with s ≤ T
 f ≤ due(T); an entity completed at its own finish is itself a firing.
 
 `Completions` holds one replica's closed-form entities as (finish, start, completion, owner)
-sorted by finish. `complete` holds a new one and gives its completion against the firings
-held, and whether, a firing itself, it would complete an entity held earlier than that one
-records (its owner must then be computed again: PipelineLeap does so until nothing changes).
+sorted by finish. `completion` holds a new one and gives its completion against the firings
+held; when, a firing itself, it would complete an entity held earlier than that one records,
+it sets `tied` (that entity's owner must then be computed again: PipelineLeap does so until
+nothing changes, and clears `tied`). `complete` gives both at once.
 """
 
 from __future__ import annotations
@@ -37,11 +38,19 @@ class Completions:
         # (finish, start, completion, owner), sorted; `_finish`: their finishes (bisected)
         self._entries: list[tuple[float, float, float, int]] = []
         self._finish: list[float] = []
+        self.tied = False  # set by `complete` (a tie to compute again), cleared by the caller
 
     def complete(self, start: float, finish: float, owner: int) -> tuple[float, bool]:
+        """`completion`, and whether this entity is a tie (leaves `tied` as it was)."""
+        before, self.tied = self.tied, False
+        done = self.completion(start, finish, owner)
+        tie, self.tied = self.tied, before or self.tied
+        return done, tie
+
+    def completion(self, start: float, finish: float, owner: int) -> float:
         """Hold a new entity started at `start`, finishing alone at `finish`: when it
-        completes, and whether, completing at its finish, it is a firing that completes
-        an entity held earlier than that one records (a tie to compute again)."""
+        completes; sets `tied` when, completing at its finish, it is a firing that
+        completes an entity held earlier than that one records."""
         finishes = self._finish
         if finish < _EXACT_TOL_BELOW_S:  # due_s(finish), inline
             last = finish + _TIME_TOL_S
@@ -52,7 +61,7 @@ class Completions:
         if i == len(finishes) or finishes[i] > last:  # no entity near it: the usual case
             finishes.insert(i, finish)
             self._entries.insert(i, (finish, start, finish, owner))
-            return finish, False
+            return finish
         entries = self._entries
         k = i
         n = len(entries)
@@ -71,9 +80,9 @@ class Completions:
             i += 1
         finishes.insert(k, finish)
         entries.insert(k, (finish, start, done, owner))
-        if done != finish:
-            tie = False  # not a firing
-        return done, tie
+        if tie and done == finish:  # a firing
+            self.tied = True
+        return done
 
     def drop(self, owner: int) -> None:
         """Forget the entities of `owner` (it is computed again)."""

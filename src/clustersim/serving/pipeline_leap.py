@@ -131,7 +131,8 @@ class PipelineLeap:
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
         self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
-        self._decode_steps: dict[int, list[Callable[[int], float]]] = {}  # by decode n
+        # by decode n: the distinct stages' step_s, each stage's among them
+        self._decode_steps: dict[int, tuple[list[Callable[[int], float]], list[int]]] = {}
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
@@ -206,12 +207,23 @@ class PipelineLeap:
         nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
         return self.handoffs[s].of(nbytes) if nbytes > 0 else None
 
-    def _decode_steps_of(self, n: int) -> list[Callable[[int], float]]:
-        """Each stage's `step_s(ctx)` for a pure-decode batch of n (model/decode_run.py:
-        compute_s(0, 0.0, n, ctx, 0), bit for bit)."""
+    def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], list[int]]:
+        """The distinct `step_s(ctx)` of the stages for a pure-decode batch of n
+        (model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit), and each
+        stage's index among them (stages alike — the middle ones — share one)."""
         steps = self._decode_steps.get(n)
         if steps is None:
-            steps = self._decode_steps[n] = [DecodeStepCost(c, n).step_s for c in self.costs]
+            distinct: dict[tuple[object, ...], int] = {}
+            funcs: list[Callable[[int], float]] = []
+            index: list[int] = []
+            for c in self.costs:
+                step = DecodeStepCost(c, n)
+                terms = tuple(getattr(step, name) for name in DecodeStepCost.__slots__)
+                if terms not in distinct:
+                    distinct[terms] = len(funcs)
+                    funcs.append(step.step_s)
+                index.append(distinct[terms])
+            steps = self._decode_steps[n] = (funcs, index)
         return steps
 
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
@@ -239,11 +251,11 @@ class PipelineLeap:
             self.free_s, self._handoff_done = list(flying[0].free0), list(flying[0].done0)
             changed = False
             for trip in flying:
-                before = trip.completions
+                before = [b[3] for b in trip.bookings]  # its transfers' completions
                 trip.free0, trip.done0 = list(self.free_s), list(self._handoff_done)
                 self._ties.drop(trip.seq)
                 self._compute(trip)
-                changed |= trip.completions != before
+                changed |= [b[3] for b in trip.bookings] != before
             if not changed:
                 break
         else:
@@ -259,34 +271,37 @@ class PipelineLeap:
         rows, bookings = trip.rows, trip.bookings
         rows.clear()
         bookings.clear()
-        trip.completions = completions = []
-        complete, seq = self._ties.complete, trip.seq
-        tie = False
+        ties = self._ties
+        complete, seq = ties.completion, trip.seq
         batch = trip.batch
         free_s, done_s = self.free_s, self._handoff_done
         comm = self.tp > 1
         replica, lane = self.replica, trip.lane
         pre, n, ctx = batch.prefill_tokens, batch.decode_tokens, batch.decode_ctx_tokens
         seqs, tokens = batch.num_seqs, batch.tokens
-        decode = None if batch.prefill else self._decode_steps_of(n)
+        if batch.prefill:
+            computes = [
+                c.compute_s(pre, batch.prefill_attn_pairs, n, ctx, len(batch.prefill))
+                for c in self.costs
+            ]
+        else:
+            funcs, index = self._decode_steps_of(n)
+            distinct = [f(ctx) for f in funcs]
+            computes = [distinct[i] for i in index]
         arrival = trip.formed
         for s, (phases, hand_off, latency) in enumerate(self._price(tokens)):
             free = free_s[s]
-            start = arrival if arrival > free else free
-            bubble = max(0.0, start - free) if free > 0 else 0.0
-            if decode is not None:
-                compute = decode[s](ctx)
+            if arrival > free:
+                start = arrival
+                bubble = arrival - free if free > 0 else 0.0  # max(0, start - free), > 0
             else:
-                compute = self.costs[s].compute_s(
-                    pre, batch.prefill_attn_pairs, n, ctx, len(batch.prefill)
-                )
+                start, bubble = free, 0.0
+            compute = computes[s]
             t1 = start + compute
             end = t1
             for links, weights, size, move_s, delay_s in phases:
                 if links is not None:
-                    done, tied = complete(end, end + move_s, seq)
-                    tie |= tied
-                    completions.append(done)
+                    done = complete(end, end + move_s, seq)
                     bookings.append((links, weights, end, done, size))
                     end = done
                 if delay_s > 0:
@@ -300,12 +315,10 @@ class PipelineLeap:
             if end <= done_s[s]:
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
             links, weights, size, move_s = hand_off
-            done, tied = complete(end, end + move_s, seq)
-            done_s[s] = done
-            tie |= tied
-            completions.append(done)
+            done = done_s[s] = complete(end, end + move_s, seq)
             bookings.append((links, weights, end, done, size))
             arrival = done + latency if latency > 0 else done
+        tie, ties.tied = ties.tied, False
         return tie
 
     def _book(self) -> None:

@@ -15,14 +15,12 @@ ROW = len(ITERATION_COLUMNS)  # values of an iteration row
 
 class Trip:
     """A batch's stage steps (as iteration rows) and transfers; `free0` / `done0`: the
-    stages' last ends and the hand-offs' last moves before it (to compute it again),
-    `completions`: its transfers'."""
+    stages' last ends and the hand-offs' last moves before it (to compute it again)."""
 
     __slots__ = (
         "alarm",
         "batch",
         "bookings",
-        "completions",
         "done0",
         "formed",
         "free0",
@@ -49,7 +47,6 @@ class Trip:
         self.done0 = done0
         self.rows: list[float] = []  # its stage steps' iteration rows, one after another
         self.bookings: list[Booking] = []
-        self.completions: list[float] = []
         self.alarm: Alarm | None = None
         self.formed = 0.0  # when its lane formed it (it reaches stage 0 then)
 
