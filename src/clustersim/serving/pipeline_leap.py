@@ -44,7 +44,6 @@ from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
-from clustersim.network.ledger_runs import record_in_runs
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
@@ -324,7 +323,7 @@ class PipelineLeap:
     def _book(self) -> None:
         """Book the held transfers in the ledger, in the order they were held (per link
         cell, the order stepping books them: each channel's transfers in batch order)."""
-        record_in_runs(self.fabric.ledger, self._held)
+        self.fabric.ledger.record_many(self._held)
         self._held.clear()
 
     def _write(self, trip: Trip) -> None:
