@@ -71,6 +71,26 @@ def shortest_step_s(cost: StageCostModel) -> float:
     )
 
 
+def alike_decode_steps(
+    costs: Sequence[StageCostModel], n: int
+) -> tuple[list[Callable[[int], float]], list[int]]:
+    """The distinct `step_s(ctx)` of the stages for a pure-decode batch of n
+    (model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit), and each stage's
+    index among them: stages whose step terms are equal (the middle stages of a pipeline)
+    share one, so a trip computes their step time once."""
+    distinct: dict[tuple[object, ...], int] = {}
+    funcs: list[Callable[[int], float]] = []
+    index: list[int] = []
+    for cost in costs:
+        step = DecodeStepCost(cost, n)
+        terms = tuple(getattr(step, name) for name in DecodeStepCost.__slots__)
+        if terms not in distinct:
+            distinct[terms] = len(funcs)
+            funcs.append(step.step_s)
+        index.append(distinct[terms])
+    return funcs, index
+
+
 class StagePrice(NamedTuple):
     """What a stage step of some token count moves: its all-reduce phases, its hand-off,
     the hand-off's latency after its move (seconds)."""
@@ -207,22 +227,10 @@ class PipelineLeap:
         return self.handoffs[s].of(nbytes) if nbytes > 0 else None
 
     def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], list[int]]:
-        """The distinct `step_s(ctx)` of the stages for a pure-decode batch of n
-        (model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit), and each
-        stage's index among them (stages alike — the middle ones — share one)."""
+        """`alike_decode_steps` of the stages for a pure-decode batch of n (cached)."""
         steps = self._decode_steps.get(n)
         if steps is None:
-            distinct: dict[tuple[object, ...], int] = {}
-            funcs: list[Callable[[int], float]] = []
-            index: list[int] = []
-            for c in self.costs:
-                step = DecodeStepCost(c, n)
-                terms = tuple(getattr(step, name) for name in DecodeStepCost.__slots__)
-                if terms not in distinct:
-                    distinct[terms] = len(funcs)
-                    funcs.append(step.step_s)
-                index.append(distinct[terms])
-            steps = self._decode_steps[n] = (funcs, index)
+            steps = self._decode_steps[n] = alike_decode_steps(self.costs, n)
         return steps
 
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:

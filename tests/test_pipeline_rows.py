@@ -1,0 +1,79 @@
+"""The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
+rows packed a trip at once, completion ties flagged instead of returned, alike stages
+sharing one decode step time. (Whole runs: tests/test_leap_equivalence.py's PP cases.)"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from clustersim.catalog.hardware import get_hardware
+from clustersim.catalog.models import get_model
+from clustersim.config.schema import Precision
+from clustersim.metrics.recorder import Recorder
+from clustersim.model.decode_run import DecodeStepCost
+from clustersim.model.stage_cost import StageCostModel
+from clustersim.network.completion_ties import Completions
+from clustersim.serving.pipeline_leap import alike_decode_steps
+
+ROWS = [
+    (0, 0, 0, 0.0, 0.012, 512, 0, 1, 512, 0.012, 0.0, 0.0, 32, 50_000),
+    (7, 3, 1, 1e-300, 1.5e300, 2**53 + 1, -1, 2**63, 3, float("inf"), -0.0, 5e-324, 0, 1),
+    (2, 1, 0, 0.1, 0.30000000000000004, True, False, 9, 9, 0.1, 1 / 3, 2 / 3, 2**40, 2**62),
+]  # fmt: skip
+
+
+def test_rows_at_once_are_the_bytes_of_rows_one_by_one() -> None:
+    one, bulk = Recorder(1), Recorder(1)
+    for row in ROWS:
+        one.on_iteration(row)  # type: ignore[arg-type]
+    bulk.on_iterations([x for row in ROWS for x in row], len(ROWS))
+    bulk.on_iterations(list(ROWS[0]), 1)
+    one.on_iteration(ROWS[0])  # type: ignore[arg-type]
+    assert bulk.iterations.tobytes() == one.iterations.tobytes()
+    assert bulk.steps == one.steps == len(ROWS) + 1
+    quiet = Recorder(1, record_iterations=False)
+    quiet.on_iterations(list(ROWS[0]), 1)
+    assert quiet.steps == 1 and len(quiet.iterations) == 0
+
+
+def test_completion_flags_the_ties_complete_returns() -> None:
+    """Random near-tied transfers (finishes an ulp to 1e-11 s apart): `completion` + `tied`
+    give what `complete` gives, entity by entity, and `complete` leaves `tied` alone."""
+    rng = np.random.default_rng(3)
+    flagged, returned = Completions(), Completions()
+    ties = 0
+    for owner in range(3000):
+        base = 0.5 + (owner // 6) * 1e-3
+        finish = base + float(rng.choice([0.0, 1e-13, 5e-13, 1e-11])) * float(rng.integers(-2, 3))
+        if rng.random() < 0.3:
+            finish = math.nextafter(finish, 1.0 if rng.random() < 0.5 else 0.0)
+        start = finish - float(rng.uniform(1e-4, 2e-3))
+        done = flagged.completion(start, finish, owner)
+        tie, flagged.tied = flagged.tied, False
+        returned.tied = True  # must survive `complete`
+        assert returned.complete(start, finish, owner) == (done, tie)
+        assert returned.tied
+        ties += tie
+        if owner % 50 == 49:
+            flagged.prune(base - 1e-3)
+            returned.prune(base - 1e-3)
+    assert ties > 0  # not vacuous
+
+
+def test_alike_stages_share_a_decode_step_bit_for_bit() -> None:
+    """llama-3.1-70b in eight stages: the first (embedding) and last (LM head) stage have
+    their own step, the six middle ones share one; every stage's time is its own cost's."""
+    spec = get_model("llama-3.1-70b")
+    costs = [
+        StageCostModel(spec, get_hardware("h100-sxm"), Precision(), 8, 10, s == 0, s == 7)
+        for s in range(8)
+    ]
+    for n in (1, 13, 256):
+        funcs, index = alike_decode_steps(costs, n)
+        assert len(funcs) == 3 and index == [0, 1, 1, 1, 1, 1, 1, 2]
+        for ctx in (n, 5000 * n, 123_457):
+            for cost, i in zip(costs, index, strict=True):
+                assert funcs[i](ctx) == DecodeStepCost(cost, n).step_s(ctx)
+                assert funcs[i](ctx) == cost.compute_s(0, 0.0, n, ctx, 0)
