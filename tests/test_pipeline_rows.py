@@ -1,6 +1,7 @@
 """The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
-rows packed a trip at once, completion ties flagged instead of returned, alike stages
-sharing one decode step time. (Whole runs: tests/test_leap_equivalence.py's PP cases.)"""
+rows packed a trip at once, transfers booked in bulk, completion ties flagged instead of
+returned, alike stages sharing one decode step time. (Whole runs: the PP cases of
+tests/test_leap_equivalence.py.)"""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import numpy as np
 
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
+from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.completion_ties import Completions
+from clustersim.network.held_transfers import HeldTransfers, Shape
+from clustersim.network.ledger import LinkLedger
 from clustersim.serving.pipeline_leap import alike_decode_steps
+from clustersim.topology.graph import build_cluster
 
 ROWS = [
     (0, 0, 0, 0.0, 0.012, 512, 0, 1, 512, 0.012, 0.0, 0.0, 32, 50_000),
@@ -77,3 +82,41 @@ def test_alike_stages_share_a_decode_step_bit_for_bit() -> None:
             for cost, i in zip(costs, index, strict=True):
                 assert funcs[i](ctx) == DecodeStepCost(cost, n).step_s(ctx)
                 assert funcs[i](ctx) == cost.compute_s(0, 0.0, n, ctx, 0)
+
+
+def test_held_transfers_book_what_record_many_books() -> None:
+    """Trips of random shapes (one link, several with a link twice, a wide coflow, nothing
+    moved), transfers inside a bin and spanning bins, booked in bulk several times and
+    after `record` calls: every cell holds record_many's floats."""
+    cluster = build_cluster(get_topology("h100x16_ib"), get_hardware("h100-sxm"))
+    rng = np.random.default_rng(5)
+    n_links = len(cluster.links)
+    assert n_links >= 70
+    shapes: list[Shape] = [((3,), (1.0,), 1e6), ((4, 5, 4), (1.0, 0.5, 0.25), 3e5)]
+    shapes.append((tuple(range(70)), tuple(rng.random(70).tolist()), 7e4))
+    shapes.append(((6,), (1.0,), 0.0))
+    shapes += [
+        (tuple(rng.choice(n_links, 2, replace=False).tolist()), (1.0, 0.3), 2e5) for _ in range(4)
+    ]
+    bulk, many = LinkLedger(cluster, 0.05), LinkLedger(cluster, 0.05)
+    held = HeldTransfers(bulk)
+    t = 0.0
+    for trip in range(1500):
+        kinds = rng.choice(len(shapes), size=int(rng.integers(1, 6))).tolist()
+        times: list[float] = []
+        for k in kinds:
+            t0 = t + float(rng.exponential(0.002))
+            t1 = t0 + float(rng.exponential(0.003))
+            times += (t0, t1)
+            links, weights, size = shapes[k]
+            many.record_many([(links, weights, t0, t1, size)])
+            t = t0
+        held.hold(held.shape_ids([shapes[k] for k in kinds]), times)
+        if trip % 400 == 399:
+            held.book()
+            for ledger in (bulk, many):  # a stepped transfer between bulk bookings
+                ledger.record((3, 7), (1.0, 0.5), t, t + 0.01, 5e5)
+    held.book()
+    held.book()  # nothing held: books nothing
+    assert held.count == 0
+    assert bulk.table().equals(many.table())

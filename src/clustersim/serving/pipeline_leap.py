@@ -44,12 +44,13 @@ from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
+from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
-from clustersim.serving.pipeline_trip import ROW, Alarm, Booking, Trip
+from clustersim.serving.pipeline_trip import ROW, Alarm, Trip
 from clustersim.serving.scheduler import Scheduler
 
 Process = Generator[simpy.Event, Any, None]
@@ -156,8 +157,9 @@ class PipelineLeap:
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
         self._ties = Completions()  # their transfers' completions (completion_ties.py)
-        self._held: list[Booking] = []  # transfers of ended trips, not yet in the ledger
-        fabric.before_read(self._book)
+        self._held = HeldTransfers(fabric.ledger)  # ended trips' transfers, not yet booked
+        self._shape_ids: dict[int, tuple[int, ...]] = {}  # a trip's transfers', by tokens
+        fabric.before_read(self._held.book)
 
     def usable(self, now: float) -> bool:
         """Whether trips may start now (their transfers alone, the fabric settled)."""
@@ -189,6 +191,7 @@ class PipelineLeap:
         """Drop cached prices (step times or link rates changed)."""
         self._prices.clear()
         self._decode_steps.clear()
+        self._shape_ids.clear()
 
     def _price(self, tokens: int) -> list[StagePrice]:
         """Each stage's all-reduce phases and hand-off for a step of `tokens` tokens."""
@@ -226,6 +229,18 @@ class PipelineLeap:
         nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
         return self.handoffs[s].of(nbytes) if nbytes > 0 else None
 
+    def _shapes_of(self, tokens: int) -> tuple[int, ...]:
+        """The ids of a trip's transfers' shapes, in the order it computes them."""
+        ids = self._shape_ids.get(tokens)
+        if ids is None:
+            shapes: list[Shape] = []
+            for phases, hand_off, _latency in self._price(tokens):
+                shapes += [(p.links, p.weights, p.size) for p in phases if p.links is not None]
+                if hand_off is not None:
+                    shapes.append((hand_off.links, hand_off.weights, hand_off.size))
+            ids = self._shape_ids[tokens] = self._held.shape_ids(shapes)
+        return ids
+
     def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], list[int]]:
         """`alike_decode_steps` of the stages for a pure-decode batch of n (cached)."""
         steps = self._decode_steps.get(n)
@@ -258,11 +273,11 @@ class PipelineLeap:
             self.free_s, self._handoff_done = list(flying[0].free0), list(flying[0].done0)
             changed = False
             for trip in flying:
-                before = [b[3] for b in trip.bookings]  # its transfers' completions
+                before = trip.times[1::2]  # its transfers' completions
                 trip.free0, trip.done0 = list(self.free_s), list(self._handoff_done)
                 self._ties.drop(trip.seq)
                 self._compute(trip)
-                changed |= [b[3] for b in trip.bookings] != before
+                changed |= trip.times[1::2] != before
             if not changed:
                 break
         else:
@@ -275,9 +290,9 @@ class PipelineLeap:
         """The trip's stage steps from the stages' state now (which it advances), as its
         rows (kv columns 0 until `_write`); True when one of its transfers would complete
         one of another trip's earlier (a tie)."""
-        rows, bookings = trip.rows, trip.bookings
+        rows, times = trip.rows, trip.times
         rows.clear()
-        bookings.clear()
+        times.clear()
         ties = self._ties
         complete, seq = ties.completion, trip.seq
         batch = trip.batch
@@ -306,10 +321,10 @@ class PipelineLeap:
             compute = computes[s]
             t1 = start + compute
             end = t1
-            for links, weights, size, move_s, delay_s in phases:
+            for links, _weights, _size, move_s, delay_s in phases:
                 if links is not None:
                     done = complete(end, end + move_s, seq)
-                    bookings.append((links, weights, end, done, size))
+                    times += (end, done)
                     end = done
                 if delay_s > 0:
                     end = end + delay_s
@@ -321,25 +336,18 @@ class PipelineLeap:
                 continue
             if end <= done_s[s]:
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            links, weights, size, move_s = hand_off
-            done = done_s[s] = complete(end, end + move_s, seq)
-            bookings.append((links, weights, end, done, size))
+            done = done_s[s] = complete(end, end + hand_off.move_s, seq)
+            times += (end, done)
             arrival = done + latency if latency > 0 else done
         tie, ties.tied = ties.tied, False
         return tie
 
-    def _book(self) -> None:
-        """Book the held transfers in the ledger, in the order they were held (per link
-        cell, the order stepping books them: each channel's transfers in batch order)."""
-        self.fabric.ledger.record_many(self._held)
-        self._held.clear()
-
     def _write(self, trip: Trip) -> None:
         """The rows the stages write and the bytes the fabric books, as stepping does."""
-        held = self._held
-        held += trip.bookings
-        if len(held) >= HELD_BOOKINGS:
-            self._book()
+        held = self._held  # booked in the order held (per link cell, the order stepping
+        held.hold(self._shapes_of(trip.batch.tokens), trip.times)  # books: batch order)
+        if held.count >= HELD_BOOKINGS:
+            held.book()
         kv, rows, p = trip.sched.kv, trip.rows, len(self.costs)
         rows[12::ROW] = (kv.used,) * p  # the lane's blocks, unchanged since it formed the batch
         rows[13::ROW] = (kv.capacity,) * p

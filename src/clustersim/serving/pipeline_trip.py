@@ -9,7 +9,6 @@ from clustersim.metrics.recorder import ITERATION_COLUMNS
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
-Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
 ROW = len(ITERATION_COLUMNS)  # values of an iteration row
 
 
@@ -20,7 +19,6 @@ class Trip:
     __slots__ = (
         "alarm",
         "batch",
-        "bookings",
         "done0",
         "formed",
         "free0",
@@ -28,6 +26,7 @@ class Trip:
         "rows",
         "sched",
         "seq",
+        "times",
     )
 
     def __init__(
@@ -46,7 +45,7 @@ class Trip:
         self.free0 = free0
         self.done0 = done0
         self.rows: list[float] = []  # its stage steps' iteration rows, one after another
-        self.bookings: list[Booking] = []
+        self.times: list[float] = []  # its transfers' (start, end), one after another
         self.alarm: Alarm | None = None
         self.formed = 0.0  # when its lane formed it (it reaches stage 0 then)
 
