@@ -1,13 +1,14 @@
 """The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
 rows packed a trip at once, transfers booked in bulk, completion ties flagged instead of
-returned, alike stages sharing one decode step time. (Whole runs: the PP cases of
-tests/test_leap_equivalence.py.)"""
+returned, alike stages sharing one decode step time; a trip's alarm lands exactly, moved or
+not. (Whole runs: the PP cases of tests/test_leap_equivalence.py.)"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import simpy
 
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
@@ -20,6 +21,7 @@ from clustersim.network.completion_ties import Completions
 from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.ledger import LinkLedger
 from clustersim.serving.pipeline_leap import alike_decode_steps
+from clustersim.serving.pipeline_trip import Alarm
 from clustersim.topology.graph import build_cluster
 
 ROWS = [
@@ -120,3 +122,43 @@ def test_held_transfers_book_what_record_many_books() -> None:
     held.book()  # nothing held: books nothing
     assert held.count == 0
     assert bulk.table().equals(many.table())
+
+
+def test_alarm_wakes_its_waiter_exactly_at_its_last_time() -> None:
+    """Alarms set from a clock far below their time (simpy's now + (at − now) misses at:
+    an intermediate hop) and close to it (the timeout itself), moved earlier, later and
+    twice: each waiter wakes once, with the clock reading exactly the alarm's last time."""
+    env = simpy.Environment()
+    woke: dict[str, list[float]] = {}
+    alarms: dict[str, Alarm] = {}
+    far_set, far_at = 0.4182316567018517, 1.6133804742970745
+    assert far_set + (far_at - far_set) != far_at  # the hop is needed
+
+    def waiter(name: str, set_at: float, at: float) -> simpy.events.ProcessGenerator:
+        yield env.timeout(set_at)
+        alarms[name] = Alarm(env, at)
+        yield alarms[name].event
+        woke.setdefault(name, []).append(env.now)
+
+    def mover() -> simpy.events.ProcessGenerator:
+        yield env.timeout(0.95)
+        alarms["near_earlier"].arm(math.nextafter(1.0 + 1e-9, 0.0))
+        alarms["near_later"].arm(1.3 + 1e-12)
+        alarms["far_twice"].arm(1.7)
+        yield env.timeout(0.2)
+        alarms["far_twice"].arm(math.nextafter(1.6, 2.0))
+
+    env.process(waiter("near", 0.6, 1.0 + 1e-9))
+    env.process(waiter("near_earlier", 0.7, 1.1))
+    env.process(waiter("near_later", 0.8, 1.2))
+    env.process(waiter("far", far_set, far_at))
+    env.process(waiter("far_twice", far_set, far_at + 0.5))
+    env.process(mover())
+    env.run()
+    assert woke == {
+        "near": [1.0 + 1e-9],
+        "near_earlier": [math.nextafter(1.0 + 1e-9, 0.0)],
+        "near_later": [1.3 + 1e-12],
+        "far": [far_at],
+        "far_twice": [math.nextafter(1.6, 2.0)],
+    }

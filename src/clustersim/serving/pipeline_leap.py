@@ -258,8 +258,7 @@ class PipelineLeap:
         flying.append(trip)
         if self._compute(trip):
             self._settle_ties()
-        alarm = trip.alarm = Alarm(self.env)
-        alarm.arm(trip.end_s)
+        alarm = trip.alarm = Alarm(self.env, trip.end_s)
         yield alarm.event
         flying.remove(trip)  # the oldest: trips end in the order they started
         self._ties.prune(flying[0].free0[0] if flying else self.env.now)

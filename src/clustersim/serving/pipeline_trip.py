@@ -55,21 +55,30 @@ class Trip:
 
 
 class Alarm:
-    """An event fired when the clock reads exactly `at` (re-armable: `arm` again moves it).
+    """An event fired when the clock reads exactly `at`; `arm` moves it.
 
     simpy lands a timeout at now + delay: with now ≥ at / 2 the delay at − now is exact
-    (Sterbenz) and so is the landing; earlier in the run one intermediate timeout first
-    brings now past at / 2."""
+    (Sterbenz) and so is the landing, and the alarm's event is that timeout itself; earlier in
+    the run one intermediate timeout first brings now past at / 2. Moving an alarm hands its
+    waiters (the event's callbacks) to a fresh event, fired at the new `at`."""
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, env: simpy.Environment, at: float) -> None:
         self.env = env
-        self.event = env.event()
-        self.at = -1.0
+        self.at = at
         self._gen = 0
+        now = env.now
+        if now + (at - now) == at:
+            self.event: simpy.Event = env.timeout(at - now)
+        else:
+            self.event = env.event()
+            self._hop(at, 0)
 
     def arm(self, at: float) -> None:
+        """Fire at `at` instead (the old event, if it still fires, wakes no one)."""
         self._gen += 1
         self.at = at
+        old, self.event = self.event, self.env.event()
+        self.event.callbacks, old.callbacks = old.callbacks, []
         self._hop(at, self._gen)
 
     def _hop(self, at: float, gen: int) -> None:
