@@ -4,8 +4,9 @@ paths (Replica._single_stage_lane, _Simulation._admit) writes the same result fi
 for byte (summary.json without its wall time). The cases reach every fallback: preemption
 (chunked and whole prompts), prefill-only steps (SGLang without chunked prefill), whole
 prompts beside decodes (TensorRT-LLM), reserve_full, closed loop, drops (too long, queue
-full), every router, faults (fresh schedulers, slowed stages) and disaggregated pools (KV
-kept after a prefill, KV arriving at decode lanes)."""
+full), every router (least_outstanding's tracked heap from 64 replicas), faults (fresh
+schedulers, slowed stages) and disaggregated pools (KV kept after a prefill, KV arriving
+at decode lanes)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,21 @@ CASES = {
         "duration_s: 1.5}, {kind: gpu_slowdown, target: n0.g1, at_s: 1, compute_factor: 0.5}]\n",
         dp=3,
     ),
+    "tracked64": """\
+name: tracked64
+seed: 12
+model: llama-3.1-8b
+topology: {name: t, nodes: 8, gpus_per_node: 8, gpu: h100-sxm,
+  nvlink: {domain: node, bandwidth_GBps: 450, latency_us: 2.0},
+  network: {kind: infiniband, nics_per_node: 8, bandwidth_GBps: 50}}
+layout: {tp: 1, dp: 64}
+serving: {router: least_outstanding, max_queue: 3}
+workload:
+  arrival: {process: poisson, rate_rps: 400}
+  prompt_tokens: {dist: lognormal, median: 768, sigma: 0.6, max: 4096}
+  output_tokens: {dist: lognormal, median: 64, sigma: 0.7, max: 512}
+horizon: {requests: 1500}
+""",
     "disagg": """\
 name: disagg
 seed: 8
