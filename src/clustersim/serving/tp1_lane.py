@@ -6,9 +6,10 @@ complete → finishes_by / _finish_decoders / advance / _end_prefill): about twe
 step. At high load (the issue 15 floor: a batch changes every 1.4 steps, so decode leaps
 cover little) those calls are most of a step's Python. This loop does the same work inline
 for a *plain* lane — one TP1 stage whose step is its compute alone, no prefix caching, no
-speculative decoding, incremental KV admission, no KV kept after a finish — and reads the
-scheduler's objects afresh after every yield (an arrival, a fault or a leap's cut may change
-them while a step runs).
+speculative decoding, incremental KV admission, no KV kept after a finish. It keeps in
+locals what a scheduler never rebinds (its pool, decode set, queues, per-request lists and
+limits) and reads their counts afresh after every yield (an arrival, a fault or a leap's cut
+may change them while a step runs); a scheduler replaced by a fault is bound anew.
 
 Inline, with the scheduler's arithmetic in the scheduler's order:
 - batch formation when no disaggregated KV arrived, the decode step's new blocks are free
@@ -16,8 +17,12 @@ Inline, with the scheduler's arithmetic in the scheduler's order:
   the decodes as TensorRT-LLM does); the decode step first, then running chunked prefills,
   then waiting requests FCFS within the token budget, max_num_seqs and the free blocks less
   the admission watermark;
+- the step's row (Recorder.on_iteration's bytes, appended with `pack_row`);
 - the step's completion: the finish walk over the decode set's heap, prefill progress and
-  prefills becoming decodes or finishing.
+  prefills becoming decodes or finishing (DecodeSet.enter / leave).
+A decode-only batch may start a decode leap as in the general loop, except when a request
+finishes in it (the leap would hold that one step), and after short leaps the lane steps up
+to TP1_MAX_PAUSE batches.
 Anything else (a preemption, a step with nothing to run, prefill-only engines, KV that
 arrived) forms its batch with `Scheduler.next_batch`, and a scheduler that is not plain
 (a fault's fresh one, say) hands the lane to the general loop. The outputs are the same
@@ -115,7 +120,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     env = replica.env
     timeout = env.timeout
     recorder = replica.recorder
-    rows = recorder.iterations if recorder.record_iterations else None
+    record_rows = recorder.record_iterations
     index = replica.index
     backoff = LeapBackoff(TP1_WORTH_STEPS, TP1_MAX_PAUSE)
     heappop, heappush = heapq.heappop, heapq.heappush
@@ -254,8 +259,8 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
         if replica.epoch != epoch:  # the replica stopped during the step: its work is lost
             continue
         recorder.steps += 1  # Recorder.on_iteration, inline
-        if rows is not None:
-            rows.frombytes(
+        if record_rows:
+            recorder.iterations.frombytes(
                 pack_row(
                     index,
                     0,
