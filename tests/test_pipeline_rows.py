@@ -69,6 +69,44 @@ def test_completion_flags_the_ties_complete_returns() -> None:
     assert ties > 0  # not vacuous
 
 
+def test_hold_clear_holds_what_completion_holds_or_nothing() -> None:
+    """Random trips of ascending transfers, some an ulp to 1e-11 s from one held or from
+    each other: `hold_clear` either holds each at its finish, as `completion` one by one
+    does (and flags no tie), or holds nothing (the trip then goes one by one)."""
+    rng = np.random.default_rng(5)
+    bulk, one = Completions(), Completions()
+    outcomes = {True: 0, False: 0}
+    ties = 0
+    jitter = [0.0, 1e-13, -1e-13, 1e-12, -2e-12, 1e-11]
+    for owner in range(1500):
+        grid = np.sort(rng.choice(np.arange(owner, owner + 60), int(rng.integers(1, 6)), False))
+        times: list[float] = []
+        for m in grid:  # finishes on a grid shared by the trips near in `owner`
+            finish = 0.5 + int(m) * 1e-5 + float(rng.choice(jitter)) * float(rng.random() < 0.2)
+            if rng.random() < 0.1:
+                finish = math.nextafter(finish, 1.0)
+            if times and rng.random() < 0.05:  # near the trip's previous one
+                finish = times[-1] + 1e-12
+            t = finish
+            times += (finish - float(rng.uniform(1e-6, 5e-6)), finish)
+        clear = bulk.hold_clear(times, owner)
+        outcomes[clear] += 1
+        done = [one.completion(times[j], times[j + 1], owner) for j in range(0, len(times), 2)]
+        if clear:
+            assert done == times[1::2] and not one.tied
+        else:
+            assert bulk._entries == [e for e in one._entries if e[3] != owner]
+            for j in range(0, len(times), 2):
+                bulk.completion(times[j], times[j + 1], owner)
+        assert bulk._entries == one._entries and bulk.tied == one.tied
+        ties += one.tied
+        bulk.tied = one.tied = False
+        if owner % 40 == 39:
+            bulk.prune(t - 1e-3)
+            one.prune(t - 1e-3)
+    assert min(outcomes.values()) > 100 and ties > 0  # both ways taken, ties among them
+
+
 def test_alike_stages_share_a_decode_step_bit_for_bit() -> None:
     """llama-3.1-70b in eight stages: the first (embedding) and last (LM head) stage have
     their own step, the six middle ones share one; every stage's time is its own cost's."""

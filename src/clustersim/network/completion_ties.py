@@ -84,6 +84,36 @@ class Completions:
             self.tied = True
         return done
 
+    def hold_clear(self, times: list[float], owner: int) -> bool:
+        """Hold an owner's entities, `times` = (start, finish, …) in order, each completing
+        at its finish — when none lies near another or near one held (then `completion`
+        would give each its finish and hold it just so); else hold nothing and give False.
+        "Near" is taken wider than `completion`'s window: 3 W below a finish to 2 W above
+        it, W = the tolerance at the latest finish (it does not decrease with t)."""
+        finishes = self._finish
+        latest = times[-1] if times else 0.0
+        wide = 2.0 * max(_TIME_TOL_S, 16 * math.ulp(latest))  # 2 W, seconds
+        below = 1.5 * wide  # 3 W
+        n = len(finishes)
+        at: list[int] = []  # each finish's place among those held
+        prev = -math.inf
+        for j in range(1, len(times), 2):
+            f = times[j]
+            lo = f - below
+            if prev >= lo:  # out of order, or near the one before
+                return False
+            i = bisect_left(finishes, lo)
+            if i < n and finishes[i] <= f + wide:
+                return False
+            at.append(i)
+            prev = f
+        entries = self._entries
+        for j, i in enumerate(at):  # the finishes ascend: earlier ones sit before i
+            start, f = times[2 * j], times[2 * j + 1]
+            finishes.insert(i + j, f)
+            entries.insert(i + j, (f, start, f, owner))
+        return True
+
     def drop(self, owner: int) -> None:
         """Forget the entities of `owner` (it is computed again)."""
         self._entries = [e for e in self._entries if e[3] != owner]

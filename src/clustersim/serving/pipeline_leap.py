@@ -52,6 +52,7 @@ from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
 from clustersim.serving.pipeline_trip import ROW, Alarm, Trip
 from clustersim.serving.scheduler import Scheduler
+from clustersim.serving.trip_stages import stage_steps
 
 Process = Generator[simpy.Event, Any, None]
 HELD_BOOKINGS = 4096  # transfers booked in the ledger at once
@@ -286,58 +287,36 @@ class PipelineLeap:
                 trip.alarm.arm(trip.end_s)
 
     def _compute(self, trip: Trip) -> bool:
-        """The trip's stage steps from the stages' state now (which it advances), as its
-        rows (kv columns 0 until `_write`); True when one of its transfers would complete
-        one of another trip's earlier (a tie)."""
+        """The trip's stage steps from the stages' state now (which it advances; `trip.free0`
+        and `done0` hold it as it was), as its rows (kv columns 0 until `_write`); True when
+        one of its transfers would complete one of another trip's earlier (a tie). Each
+        transfer is first taken to complete at its finish, which holds unless one lies near
+        another (`Completions.hold_clear`); else the trip is computed again, transfer by
+        transfer (`Completions.completion`)."""
         rows, times = trip.rows, trip.times
         rows.clear()
         times.clear()
-        ties = self._ties
-        complete, seq = ties.completion, trip.seq
         batch = trip.batch
-        free_s, done_s = self.free_s, self._handoff_done
-        comm = self.tp > 1
-        replica, lane = self.replica, trip.lane
-        pre, n, ctx = batch.prefill_tokens, batch.decode_tokens, batch.decode_ctx_tokens
-        seqs, tokens = batch.num_seqs, batch.tokens
         if batch.prefill:
-            computes = [
-                c.compute_s(pre, batch.prefill_attn_pairs, n, ctx, len(batch.prefill))
-                for c in self.costs
-            ]
+            pre, ctx = batch.prefill_tokens, batch.decode_ctx_tokens
+            n, attn, seqs = batch.decode_tokens, batch.prefill_attn_pairs, len(batch.prefill)
+            computes = [c.compute_s(pre, attn, n, ctx, seqs) for c in self.costs]
         else:
-            funcs, index = self._decode_steps_of(n)
-            distinct = [f(ctx) for f in funcs]
+            funcs, index = self._decode_steps_of(batch.decode_tokens)
+            distinct = [f(batch.decode_ctx_tokens) for f in funcs]
             computes = [distinct[i] for i in index]
-        arrival = trip.formed
-        for s, (phases, hand_off, latency) in enumerate(self._price(tokens)):
-            free = free_s[s]
-            if arrival > free:
-                start = arrival
-                bubble = arrival - free if free > 0 else 0.0  # max(0, start - free), > 0
-            else:
-                start, bubble = free, 0.0
-            compute = computes[s]
-            t1 = start + compute
-            end = t1
-            for links, _weights, _size, move_s, delay_s in phases:
-                if links is not None:
-                    done = complete(end, end + move_s, seq)
-                    times += (end, done)
-                    end = done
-                if delay_s > 0:
-                    end = end + delay_s
-            free_s[s] = end
-            rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute,
-                     end - t1 if comm else 0.0, bubble, 0, 0)  # fmt: skip
-            if hand_off is None:
-                arrival = end
-                continue
-            if end <= done_s[s]:
-                raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            done = done_s[s] = complete(end, end + hand_off.move_s, seq)
-            times += (end, done)
-            arrival = done + latency if latency > 0 else done
+        prices = self._price(batch.tokens)
+        free_s, done_s = self.free_s, self._handoff_done
+        head, ties, seq = (self.replica, trip.lane, self.tp > 1), self._ties, trip.seq
+        stage_steps(prices, computes, free_s, done_s, trip.formed, batch, head, rows, times,
+                    None, seq)  # fmt: skip
+        if ties.hold_clear(times, seq):
+            return False
+        rows.clear()
+        times.clear()
+        free_s[:], done_s[:] = trip.free0, trip.done0  # the stages' state before it
+        stage_steps(prices, computes, free_s, done_s, trip.formed, batch, head, rows, times,
+                    ties.completion, seq)  # fmt: skip
         tie, ties.tied = ties.tied, False
         return tie
 
