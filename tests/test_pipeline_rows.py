@@ -5,6 +5,7 @@ not. (Whole runs: the PP cases of tests/test_leap_equivalence.py.)"""
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from clustersim.config.schema import Precision
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
-from clustersim.network.completion_ties import Completions
+from clustersim.network.completion_ties import Completions, due_s
 from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.ledger import LinkLedger
 from clustersim.serving.pipeline_leap import alike_decode_steps
@@ -69,41 +70,92 @@ def test_completion_flags_the_ties_complete_returns() -> None:
     assert ties > 0  # not vacuous
 
 
+class ListedCompletions:
+    """`Completions` as first built: every entity a (finish, start, completion, owner)
+    tuple in one sorted list, scanned near a new finish (the reference)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, float, float, int]] = []
+        self.tied = False
+
+    def completion(self, start: float, finish: float, owner: int) -> float:
+        last = due_s(finish)
+        reach = finish - 2.0 * (last - finish)
+        i = bisect.bisect_left([e[0] for e in self.entries], reach)
+        k, done, tie = i, finish, False
+        for t, s, c, _owner in self.entries[i:]:
+            if t > last:
+                break
+            if t < finish:
+                k += 1
+                if done == finish and c == t and t >= start and finish <= due_s(t):
+                    done = t
+            elif t > finish and s <= finish < c:
+                tie = True
+        self.entries.insert(k, (finish, start, done, owner))
+        self.tied |= tie and done == finish
+        return done
+
+    def drop(self, owner: int) -> None:
+        self.entries = [e for e in self.entries if e[3] != owner]
+
+    def prune(self, before_s: float) -> None:
+        self.entries = [e for e in self.entries if e[0] >= before_s]
+
+
+def _trip_times(rng: np.random.Generator, owner: int) -> list[float]:
+    """(start, finish, …) ascending, on a grid shared by the trips near in `owner`, some an
+    ulp to 1e-11 s off it or from the one before."""
+    jitter = [0.0, 1e-13, -1e-13, 1e-12, -2e-12, 1e-11]
+    grid = np.sort(rng.choice(np.arange(owner, owner + 60), int(rng.integers(1, 6)), False))
+    times: list[float] = []
+    for m in grid:
+        finish = 0.5 + int(m) * 1e-5 + float(rng.choice(jitter)) * float(rng.random() < 0.2)
+        if rng.random() < 0.1:
+            finish = math.nextafter(finish, 1.0)
+        if times and rng.random() < 0.05:
+            finish = times[-1] + 1e-12
+        times += (finish - float(rng.uniform(1e-6, 5e-6)), finish)
+    return times
+
+
 def test_hold_clear_holds_what_completion_holds_or_nothing() -> None:
-    """Random trips of ascending transfers, some an ulp to 1e-11 s from one held or from
-    each other: `hold_clear` either holds each at its finish, as `completion` one by one
-    does (and flags no tie), or holds nothing (the trip then goes one by one)."""
+    """Random near-tied trips: `hold_clear` either holds each transfer at its finish, as
+    `completion` one by one does (flagging no tie), or holds nothing (the trip then goes
+    one by one); `completion`, `drop` and `prune` keep what the listed reference keeps."""
     rng = np.random.default_rng(5)
-    bulk, one = Completions(), Completions()
+    bulk, one, ref = Completions(), Completions(), ListedCompletions()
     outcomes = {True: 0, False: 0}
     ties = 0
-    jitter = [0.0, 1e-13, -1e-13, 1e-12, -2e-12, 1e-11]
-    for owner in range(1500):
-        grid = np.sort(rng.choice(np.arange(owner, owner + 60), int(rng.integers(1, 6)), False))
-        times: list[float] = []
-        for m in grid:  # finishes on a grid shared by the trips near in `owner`
-            finish = 0.5 + int(m) * 1e-5 + float(rng.choice(jitter)) * float(rng.random() < 0.2)
-            if rng.random() < 0.1:
-                finish = math.nextafter(finish, 1.0)
-            if times and rng.random() < 0.05:  # near the trip's previous one
-                finish = times[-1] + 1e-12
-            t = finish
-            times += (finish - float(rng.uniform(1e-6, 5e-6)), finish)
+
+    def hold(times: list[float], owner: int) -> None:
         clear = bulk.hold_clear(times, owner)
         outcomes[clear] += 1
         done = [one.completion(times[j], times[j + 1], owner) for j in range(0, len(times), 2)]
+        assert done == [
+            ref.completion(times[j], times[j + 1], owner) for j in range(0, len(times), 2)
+        ]
         if clear:
             assert done == times[1::2] and not one.tied
         else:
-            assert bulk._entries == [e for e in one._entries if e[3] != owner]
+            assert bulk.held() == [e for e in one.held() if e[3] != owner]
             for j in range(0, len(times), 2):
                 bulk.completion(times[j], times[j + 1], owner)
-        assert bulk._entries == one._entries and bulk.tied == one.tied
+        assert bulk.held() == one.held() == sorted(ref.entries)
+        assert bulk.tied == one.tied == ref.tied
+
+    for owner in range(1500):
+        times = _trip_times(rng, owner)
+        hold(times, owner)
+        if owner % 7 == 3:  # computed again
+            for c in (bulk, one, ref):
+                c.drop(owner)
+            hold(times, owner)
         ties += one.tied
-        bulk.tied = one.tied = False
+        bulk.tied = one.tied = ref.tied = False
         if owner % 40 == 39:
-            bulk.prune(t - 1e-3)
-            one.prune(t - 1e-3)
+            for c in (bulk, one, ref):
+                c.prune(times[-1] - 1e-3)
     assert min(outcomes.values()) > 100 and ties > 0  # both ways taken, ties among them
 
 

@@ -7,20 +7,26 @@ another order, an ulp apart. So an entity started at s with finish f completes a
 earliest *firing* T (the finish of an entity not completed earlier) with s ≤ T and
 f ≤ due(T); an entity completed at its own finish is itself a firing.
 
-`Completions` holds one replica's closed-form entities as (finish, start, completion, owner)
-sorted by finish. `completion` holds a new one and gives its completion against the firings
-held; when, a firing itself, it would complete an entity held earlier than that one records,
-it sets `tied` (that entity's owner must then be computed again: PipelineLeap does so until
-nothing changes, and clears `tied`). `complete` gives both at once.
+`Completions` holds one replica's closed-form entities: their finishes sorted (bisected), and
+each entity by its owner: a trip held at once as its (start, finish) list, one held by
+`completion` as (finish, start, completion, owner). `completion` holds a new one and gives its
+completion against the firings held; when, a firing itself, it would complete an entity
+held earlier than that one records, it sets `tied` (that entity's owner must then be
+computed again: PipelineLeap does so until nothing changes, and clears `tied`). `complete`
+gives both at once. `hold_clear` holds a trip's entities at once when none lies near another
+(a trip's usual case): one sorted merge, not two inserts and a tuple an entity; the entities
+themselves are looked up only near a new one (rare).
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
 
 from clustersim.network.flows import _TIME_TOL_S
 
+Entry = tuple[float, float, float, int]  # finish, start, completion (seconds), owner
 _EXACT_TOL_BELOW_S = 256.0  # below it 16 ulp(t) < 1e-12: the tolerance is 1e-12 itself
 
 
@@ -35,10 +41,23 @@ class Completions:
     """Closed-form entities of one replica (see module docstring)."""
 
     def __init__(self) -> None:
-        # (finish, start, completion, owner), sorted; `_finish`: their finishes (bisected)
-        self._entries: list[tuple[float, float, float, int]] = []
-        self._finish: list[float] = []
+        self._finish: list[float] = []  # every entity's finish, sorted (bisected)
+        self._trips: dict[int, list[float]] = {}  # by owner: (start, finish, …)
+        self._order: deque[tuple[float, int]] = deque()  # (last finish, owner), as held
+        self._one: list[Entry] = []  # entities held by `completion`
         self.tied = False  # set by `complete` (a tie to compute again), cleared by the caller
+
+    def held(self) -> list[Entry]:
+        """(finish, start, completion, owner) of every entity held, by finish."""
+        at = set(self._finish)
+        return sorted(e for e in self._entries() if e[0] in at)
+
+    def _entries(self) -> list[Entry]:
+        """Every entity, pruned or not (a pruned one's finish is not in `_finish`)."""
+        entries = list(self._one)
+        for owner, times in self._trips.items():
+            entries += [(f, times[j - 1], f, owner) for j, f in enumerate(times) if j % 2]
+        return entries
 
     def complete(self, start: float, finish: float, owner: int) -> tuple[float, bool]:
         """`completion`, and whether this entity is a tie (leaves `tied` as it was)."""
@@ -60,26 +79,19 @@ class Completions:
         i = bisect_left(finishes, reach)
         if i == len(finishes) or finishes[i] > last:  # no entity near it: the usual case
             finishes.insert(i, finish)
-            self._entries.insert(i, (finish, start, finish, owner))
+            self._one.append((finish, start, finish, owner))
             return finish
-        entries = self._entries
-        k = i
-        n = len(entries)
+        near = set(finishes[i : bisect_right(finishes, last)])  # held, none pruned
         done = finish
         tie = False
-        while i < n:
-            t, s, c, _owner = entries[i]
-            if t > last:
-                break
+        for t, s, c, _owner in sorted(e for e in self._entries() if e[0] in near):
             if t < finish:
-                k = i + 1
                 if done == finish and c == t and t >= start and finish <= due_s(t):
                     done = t  # the earliest firing that takes it
             elif t > finish and s <= finish < c:
                 tie = True
-            i += 1
-        finishes.insert(k, finish)
-        entries.insert(k, (finish, start, done, owner))
+        insort(finishes, finish)
+        self._one.append((finish, start, done, owner))
         if tie and done == finish:  # a firing
             self.tied = True
         return done
@@ -91,38 +103,47 @@ class Completions:
         "Near" is taken wider than `completion`'s window: 3 W below a finish to 2 W above
         it, W = the tolerance at the latest finish (it does not decrease with t)."""
         finishes = self._finish
-        latest = times[-1] if times else 0.0
-        wide = 2.0 * max(_TIME_TOL_S, 16 * math.ulp(latest))  # 2 W, seconds
+        ends = times[1::2]
+        if not ends:
+            return True
+        wide = 2.0 * max(_TIME_TOL_S, 16 * math.ulp(ends[-1]))  # 2 W, seconds
         below = 1.5 * wide  # 3 W
         n = len(finishes)
-        at: list[int] = []  # each finish's place among those held
         prev = -math.inf
-        for j in range(1, len(times), 2):
-            f = times[j]
+        for f in ends:
             lo = f - below
             if prev >= lo:  # out of order, or near the one before
                 return False
             i = bisect_left(finishes, lo)
             if i < n and finishes[i] <= f + wide:
                 return False
-            at.append(i)
             prev = f
-        entries = self._entries
-        for j, i in enumerate(at):  # the finishes ascend: earlier ones sit before i
-            start, f = times[2 * j], times[2 * j + 1]
-            finishes.insert(i + j, f)
-            entries.insert(i + j, (f, start, f, owner))
+        finishes += ends
+        finishes.sort()  # a merge of two ascending runs
+        self._trips[owner] = list(times)
+        self._order.append((ends[-1], owner))
         return True
 
     def drop(self, owner: int) -> None:
         """Forget the entities of `owner` (it is computed again)."""
-        self._entries = [e for e in self._entries if e[3] != owner]
-        self._finish = [e[0] for e in self._entries]
+        kept = [e for e in self.held() if e[3] != owner]
+        self._trips.pop(owner, None)
+        self._one = [e for e in self._one if e[3] != owner]
+        self._finish = [e[0] for e in kept]
 
     def prune(self, before_s: float) -> None:
         """Forget entities finishing before `before_s`: no entity starting after it can
         complete at their finishes."""
-        k = bisect_left(self._finish, before_s)
-        if k:
-            del self._entries[:k]
-            del self._finish[:k]
+        finishes = self._finish
+        k = bisect_left(finishes, before_s)
+        if not k:
+            return
+        del finishes[:k]
+        order, trips = self._order, self._trips
+        while order and order[0][0] < before_s:  # a trip's last finish is its latest
+            owner = order.popleft()[1]
+            times = trips.get(owner)
+            if times is not None and times[-1] < before_s:  # not held again since
+                del trips[owner]
+        if self._one:
+            self._one = [e for e in self._one if e[0] >= before_s]
