@@ -9,9 +9,12 @@ from __future__ import annotations
 import struct
 from array import array
 from math import nan
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ITERATION_COLUMNS = (
     "replica",
@@ -87,6 +90,8 @@ class Recorder:
 
         One stable lexsort and one gather per column: the buffer and the frame's columns are
         the only copies alive at once (not the buffer, an unsorted frame and a sorted one)."""
+        import pandas as pd
+
         width = len(ITERATION_COLUMNS)
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
@@ -134,6 +139,8 @@ def requests_frame(
     Disaggregated runs (disagg/runtime.py) give the decode replica and the KV transfer's seconds
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
     """
+    import pandas as pd
+
     arrival = np.asarray(arrival_s, dtype=np.float64)
     first = np.asarray(first_token_s, dtype=np.float64)
     finish = np.asarray(finish_s, dtype=np.float64)

@@ -13,11 +13,14 @@ Python float operations), so the bytes are identical.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from clustersim.topology.graph import Cluster
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WIDE_LINKS = 64  # records on at least this many links take the numpy path
 
@@ -145,6 +148,8 @@ class LinkLedger:
         Only (link, bin) cells that carried bytes, ordered by link id then bin; bins starting
         at or after `until_s` are dropped. utilisation = bytes / (bandwidth × bin_s).
         """
+        import pandas as pd
+
         self._settle()
         limit = math.inf if until_s is None else until_s
         ids: list[int] = []
@@ -174,6 +179,8 @@ class LinkLedger:
 
     def totals(self) -> pd.DataFrame:
         """Bytes per link since the start: columns link, kind, bandwidth_Bps, bytes."""
+        import pandas as pd
+
         self._settle()
         rows = [
             (link.name, link.kind, link.bandwidth_Bps, math.fsum(cells.values()))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from clustersim.catalog.engines import serving_engine
@@ -43,6 +43,9 @@ from clustersim.topology.graph import build_cluster
 from clustersim.workload.arrivals import StateTimeline
 from clustersim.workload.requests import RequestStream
 from clustersim.workload.session_requests import workload_requests
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ProgressCallback = Callable[[float], None]
 
