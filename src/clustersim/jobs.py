@@ -5,22 +5,21 @@
 ProcessPoolExecutor, fork start, `workers` at a time) or as Ray tasks (`--executor ray`:
 `ray.init(address="auto")` when RAY_ADDRESS is set, else a local instance started and stopped
 here). Results come back in completion order behind a tqdm bar and are returned in job order,
-so the outcome does not depend on the executor or the timing.
+so the outcome does not depend on the executor or the timing. The process pool and tqdm are
+imported when jobs run: the argument parser imports this module for the executor names.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tqdm import tqdm
-
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from clustersim.config.schema import Experiment
 
 ExecutorName = Literal["local", "ray"]
@@ -76,6 +75,8 @@ def run_jobs(
     `skip(job)` may drop it (it then has no result); `on_result` sees each result as it comes.
     A tqdm bar on stderr counts finished and skipped jobs unless `quiet`. `work` runs one job
     in a worker (a module-level function, so a process pool can pickle it)."""
+    from tqdm import tqdm
+
     results: dict[int, SimResult] = {}
     if not jobs:
         return results
@@ -117,6 +118,9 @@ def _local_results(
 ) -> Iterator[tuple[int, SimResult]]:
     """Process pool (fork: workers inherit the loaded package; `python -m clustersim` has no
     __main__ guard that spawn's re-import would need)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     n = min(workers, len(jobs))
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     ctx = multiprocessing.get_context(method)

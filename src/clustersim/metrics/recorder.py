@@ -115,7 +115,7 @@ class Recorder:
             # speculative decoding only: every row has its step's emitted tokens
             columns[EMITTED_COLUMN] = np.frombuffer(self.emitted, dtype=np.int64)[order]
             self.emitted = array("q")
-        return pd.DataFrame(columns)
+        return pd.DataFrame(columns, copy=False)  # the gathered columns, not a consolidated copy
 
 
 def requests_frame(
@@ -138,39 +138,44 @@ def requests_frame(
     one-token outputs; queue = first scheduled − arrival. Dropped requests keep NaN times.
     Disaggregated runs (disagg/runtime.py) give the decode replica and the KV transfer's seconds
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
+    Every column is a new array of its own (np.array copies even an array given), so the
+    frame takes them as they are (copy=False: no consolidated copy).
     """
     import pandas as pd
 
-    arrival = np.asarray(arrival_s, dtype=np.float64)
-    first = np.asarray(first_token_s, dtype=np.float64)
-    finish = np.asarray(finish_s, dtype=np.float64)
-    scheduled = np.asarray(first_scheduled_s, dtype=np.float64)
-    out = np.asarray(output_tokens, dtype=np.int64)
+    arrival = np.array(arrival_s, dtype=np.float64)
+    first = np.array(first_token_s, dtype=np.float64)
+    finish = np.array(finish_s, dtype=np.float64)
+    scheduled = np.array(first_scheduled_s, dtype=np.float64)
+    out = np.array(output_tokens, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (finish - first) / (out - 1), np.nan)
     n = len(arrival)
-    nan = np.full(n, np.nan)
     return pd.DataFrame(
         {
             "id": np.arange(len(arrival), dtype=np.int64),
             "arrival_s": arrival,
             "first_token_s": first,
             "finish_s": finish,
-            "prompt_tokens": np.asarray(prompt_tokens, dtype=np.int64),
+            "prompt_tokens": np.array(prompt_tokens, dtype=np.int64),
             "output_tokens": out,
-            "replica": np.asarray(replica, dtype=np.int64),
+            "replica": np.array(replica, dtype=np.int64),
             "ttft_s": first - arrival,
             "tpot_s": tpot,
             "e2e_s": finish - arrival,
             "queue_s": scheduled - arrival,
-            "preemptions": np.asarray(preemptions, dtype=np.int64),
-            "dropped": np.asarray(dropped, dtype=bool),
-            "decode_replica": np.asarray(
+            "preemptions": np.array(preemptions, dtype=np.int64),
+            "dropped": np.array(dropped, dtype=bool),
+            "decode_replica": np.array(
                 replica if decode_replica is None else decode_replica, dtype=np.int64
             ),
-            "kv_transfer_s": nan if kv_transfer_s is None else np.asarray(kv_transfer_s, float),
-            "kv_transfer_bytes": (
-                nan if kv_transfer_bytes is None else np.asarray(kv_transfer_bytes, float)
-            ),
-        }
+            "kv_transfer_s": _floats(kv_transfer_s, n),
+            "kv_transfer_bytes": _floats(kv_transfer_bytes, n),
+        },
+        copy=False,
     )
+
+
+def _floats(values: list[float] | None, n: int) -> np.ndarray:
+    """`values` as a new float64 array, or n NaNs when there are none."""
+    return np.full(n, np.nan) if values is None else np.array(values, dtype=np.float64)

@@ -156,8 +156,16 @@ def write_text(path: Path, text: str) -> None:
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     """Atomically write a DataFrame as parquet, without index or pandas metadata."""
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    table = arrow_table(df)
     atomic_write(path, lambda f: pq.write_table(table, f, compression="snappy"))
+
+
+def arrow_table(df: pd.DataFrame) -> pa.Table:
+    """The frame's columns as an arrow table, each converted as `pa.Table.from_pandas` converts
+    it (NaN → null), with no index and no schema metadata: the same table, without
+    from_pandas's pass over the frame's blocks and its pandas metadata."""
+    arrays = [pa.array(column, from_pandas=True) for _, column in df.items()]
+    return pa.Table.from_arrays(arrays, names=[str(name) for name in df.columns])
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
