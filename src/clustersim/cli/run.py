@@ -6,9 +6,7 @@ import argparse
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from clustersim.cli.errors import EXIT_OK, BadInput, check_out_dir
 from clustersim.cli.points import Point, blame, load_points
@@ -23,6 +21,9 @@ from clustersim.metrics.summary import RunTables
 from clustersim.results.replicates import replicate_dir
 from clustersim.runner import replicate_experiment, simulate_into
 from clustersim.sim.engine import build, horizon_estimate_s, run_experiment
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def cmd_run(args: argparse.Namespace) -> int:
