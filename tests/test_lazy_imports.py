@@ -2,7 +2,9 @@
 
 Each case runs the command line in a fresh interpreter and lists the heavy packages it loaded:
 `--help` and `validate` need none of pandas, pyarrow, networkx, matplotlib or the planner's
-search; `run` without faults builds no networkx graph and loads no planner or plots.
+search (faults included: their targets are looked up without the networkx graph; an
+experiment reading a trace file loads pandas to read it); `run` without faults builds no
+networkx graph and loads no planner or plots.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def test_help_loads_no_heavy_module() -> None:
     assert loaded_after(["--help"]) == []
 
 
-@pytest.mark.parametrize("experiment", ["dense_tp_vs_pp.yaml", "disagg_deepseek.yaml"])
+@pytest.mark.parametrize(
+    "experiment",
+    ["dense_tp_vs_pp.yaml", "disagg_deepseek.yaml", "node_failure.yaml", "link_degradation.yaml"],
+)
 def test_validate_loads_no_heavy_module(experiment: str) -> None:
     assert loaded_after(["validate", str(ROOT / "experiments" / experiment)]) == []
 

@@ -15,7 +15,7 @@ Routing is static and built by construction (never by searching the graph), so i
 deterministic: NVLink inside a domain; otherwise GPU → host PCIe switch → (same node: GPU)
 → NIC (rail) → leaf → [spine chosen by the source rail] → leaf → NIC → PCIe switch → GPU.
 The networkx graph (`Cluster.graph`) is therefore built only when something searches it
-(fault targets, detours around down links): a run without faults never imports networkx.
+(detours around down links); fault targets are looked up in `vertices` and the link table.
 """
 
 from __future__ import annotations
@@ -126,9 +126,23 @@ class Cluster:
         d = self._domain.get(gpu)
         return self._node[gpu] if d is None else d
 
+    # ------------------------------------------------------------------ vertices
+    def kind_of(self, vertex: str) -> str | None:
+        """The vertex's kind (gpu, nvswitch, pcie_switch, nic, leaf, spine); None if there is
+        no such vertex."""
+        attrs = self.vertices.get(vertex)
+        return None if attrs is None else str(attrs["kind"])
+
+    def vertex_links(self, vertex: str) -> tuple[int, ...]:
+        """Ids of the links into and out of the vertex, ascending."""
+        return tuple(lk.id for lk in self.links if vertex in (lk.src, lk.dst))
+
     # ------------------------------------------------------------------ routes
     def link_id(self, src: str, dst: str) -> int:
         return self._edge[(src, dst)]
+
+    def has_link(self, src: str, dst: str) -> bool:
+        return (src, dst) in self._edge
 
     def path(self, src_gpu: str, dst_gpu: str) -> tuple[int, ...]:
         """Link ids from src to dst (empty for src == dst). Cached; KeyError for unknown GPUs."""
