@@ -1,8 +1,7 @@
 """Build → check → run → collect one experiment.
 
 The run ends when every generated request has finished or been dropped: open-loop arrivals
-are finite (the horizon bounds them), so the system always drains.
-"""
+are finite (the horizon bounds them), so the system always drains."""
 
 from __future__ import annotations
 
