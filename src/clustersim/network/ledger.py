@@ -21,6 +21,8 @@ from clustersim.topology.graph import Cluster
 
 WIDE_LINKS = 64  # records on at least this many links take the numpy path
 
+Entity = tuple[tuple[int, ...], tuple[float, ...], float]  # links, weight of each, bytes
+
 
 class _Wide:
     """Cells of one bin held densely while wide coflows add to them (see module docstring)."""
@@ -130,6 +132,37 @@ class LinkLedger:
             for link, w in zip(links, weights, strict=True):
                 cells = ledger[link]
                 cells[b0] = cells.get(b0, 0.0) + moved * w
+
+    def record_cycle(self, entities: list[Entity], times: list[float]) -> None:
+        """`record(*entities[k % m], times[2k], times[2k + 1])` for k = 0, 1, … in order
+        (m = len(entities); `times` ascending), the same floats. When every entity falls in
+        one bin and m = 1 (a decode leap's all-reduces), each link's cell is summed in a
+        local: the same additions of the same `moved × weight`, in the same order."""
+        count = len(times) // 2
+        if not count:
+            return
+        bin_s = self.bin_s
+        b = int(times[0] / bin_s)
+        if len(entities) > 1 or int(times[-1] / bin_s) != b:
+            m = len(entities)
+            entries = []
+            for k in range(count):
+                links, weights, moved = entities[k % m]
+                entries.append((links, weights, times[2 * k], times[2 * k + 1], moved))
+            self.record_many(entries)
+            return
+        ((links, weights, moved),) = entities
+        if moved <= 0.0:
+            return
+        self._settle()
+        ledger = self._cells
+        for link, w in zip(links, weights, strict=True):
+            x = moved * w
+            cells = ledger[link]
+            total = cells.get(b, 0.0)
+            for _ in range(count):
+                total += x
+            cells[b] = total
 
     def copy_cells(self, src: int, dst: tuple[int, ...]) -> None:
         """Give each link of `dst` the bytes per bin of link `src` (twin links, booked only

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import simpy
 
 from clustersim.network.fabric import Fabric
+from clustersim.network.ledger import Entity, LinkLedger
+from clustersim.network.twin_links import booked_links, twin_classes
 
 
 def claim_links(fabric: Fabric, links: Iterable[int], owner: int) -> None:
@@ -59,6 +61,7 @@ class PrivateAllReduce:
         )
         claim_links(fabric, self.links, owner)  # build time: every group claims its links
         self._private: bool | None = None
+        self._twins: dict[int, tuple[int, ...]] = {}  # links booked as one (twin_links.py)
         bw = fabric.flows._bw
         for plan in self._plans.values():  # move time is linear in the message's bytes
             for demand, _lat in plan:
@@ -92,6 +95,14 @@ class PrivateAllReduce:
             )
         return self._private
 
+    def book_twins(self) -> None:
+        """Book its twin links as one from now on (network/twin_links.py): phases computed
+        after this carry the booked links only. Call only while `private()`, so that no
+        other transfer loads them."""
+        if not self._twins:
+            self._twins = twin_classes(self.shapes())
+            self.fabric.book_twins(self._twins)
+
     def phases(self, nbytes: float, count: int) -> list[Phase] | None:
         """The phases `Fabric.allreduce(group, nbytes, count)` runs; None if it runs none."""
         if not self._plans or nbytes <= 0 or count <= 0:
@@ -108,6 +119,8 @@ class PrivateAllReduce:
             links, weights, unit = demand
             size = unit * total
             rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
+            if self._twins:
+                links, weights = booked_links(links, weights, self._twins)
             out.append(Phase(links, weights, size, size / rate, delay))
         return out
 
@@ -131,13 +144,40 @@ class PrivateAllReduce:
         else:
             leased.difference_update(self.links)
 
-    def book(self, phases: list[Phase], times: list[float]) -> None:
+    def book(self, entities: list[Entity], times: list[float]) -> None:
         """Book the entities of consecutive all-reduces in the link ledger, in completion
-        order: `times` holds each entity's start and finish, all-reduce after all-reduce."""
-        moving = [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
-        m = len(moving)
-        entries = []
-        for j in range(0, len(times), 2):
-            links, weights, size = moving[(j // 2) % m]
-            entries.append((links, weights, times[j], times[j + 1], size))
-        self.fabric.ledger.record_many(entries)
+        order: `entities` are one all-reduce's (`moving`), `times` hold each entity's start
+        and finish, all-reduce after all-reduce."""
+        self.fabric.ledger.record_cycle(entities, times)
+
+
+def moving(phases: list[Phase]) -> list[Entity]:
+    """The entities of an all-reduce's phases (links, weights, bytes), in order."""
+    return [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
+
+
+def closed_step_end(
+    ledger: LinkLedger, start: float, compute_s: float, phases: list[Phase]
+) -> float | None:
+    """The end of a step that computes for `compute_s` from `start`, then runs `phases`
+    (`PrivateAllReduce.run`'s clock: the same additions), its entities booked now; None
+    when one timer from `start` could not land on it exactly (end > 2·start: Sterbenz),
+    nothing booked then."""
+    end = start + compute_s
+    for ph in phases:
+        if ph.links is not None:
+            end = end + ph.move_s
+        if ph.delay_s > 0:
+            end = end + ph.delay_s
+    if not end <= 2.0 * start:
+        return None
+    t = start + compute_s
+    record = ledger.record
+    for ph in phases:
+        if ph.links is not None:
+            t0 = t
+            t = t + ph.move_s
+            record(ph.links, ph.weights, t0, t, ph.size)
+        if ph.delay_s > 0:
+            t = t + ph.delay_s
+    return end

@@ -50,7 +50,13 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
-from clustersim.network.private_allreduce import Phase, PrivateAllReduce
+from clustersim.network.ledger import Entity
+from clustersim.network.private_allreduce import (
+    Phase,
+    PrivateAllReduce,
+    closed_step_end,
+    moving,
+)
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.scheduler import Scheduler
@@ -65,6 +71,7 @@ class LeapPrice(NamedTuple):
     step: DecodeStepCost
     allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
     phases: list[Phase]  # of each step's all-reduces, after its compute
+    moving: list[Entity]  # the entities of `phases`, booked in the ledger each step
 
 
 class LeapPricing:
@@ -76,6 +83,7 @@ class LeapPricing:
         self._by_n: dict[int, LeapPrice] = {}
         self._steps: dict[int, list[Phase] | None] = {}  # a step's tokens → its all-reduce
         self.horizon = MAX_LEAP_STEPS  # steps the next leap plans at most (adaptive)
+        self._ready = allreduce is None  # `usable` from now on (it stays so once it is)
 
     def ran(self, leap: DecodeLeap) -> None:
         """Adapt the horizon to how the finished leap went (cut or not)."""
@@ -104,9 +112,17 @@ class LeapPricing:
 
     def usable(self, now: float) -> bool:
         """Whether a leap may start now: TP1, or TP all-reduces alone on their links once
-        the fabric has settled (PrivateAllReduce.settled)."""
+        the fabric has settled (PrivateAllReduce.settled; `now` only grows, so it stays
+        usable). From then on the group books its twin links as one (twin_links.py)."""
+        if self._ready:
+            return True
         ar = self.allreduce
-        return ar is None or (ar.private() and ar.settled(now))
+        if ar is None or not (ar.private() and ar.settled(now)):
+            return False
+        ar.book_twins()
+        self.forget()
+        self._ready = True
+        return True
 
     def forget(self) -> None:
         """Drop the cached prices (step times or link rates changed)."""
@@ -123,6 +139,18 @@ class LeapPricing:
             return None
         phases = self.step_allreduce(tokens)
         return None if phases is None else ar.run(env, phases)
+
+    def closed_step(self, start: float, compute_s: float, tokens: int) -> float | None:
+        """The end of a stepped step of `tokens` tokens computing for `compute_s` from
+        `start`, its all-reduces in closed form and booked (private_allreduce.py:
+        closed_step_end); None: `closed_allreduce` after the compute, or the fabric."""
+        ar = self.allreduce
+        if ar is None or not self.usable(start):
+            return None
+        phases = self.step_allreduce(tokens)
+        if phases is None:
+            return None
+        return closed_step_end(ar.fabric.ledger, start, compute_s, phases)
 
     def step_allreduce(self, tokens: int) -> list[Phase] | None:
         """The phases of the all-reduces of a step of `tokens` tokens (None: none)."""
@@ -141,7 +169,8 @@ class LeapPricing:
             phases: list[Phase] = []
             if ar is not None:
                 phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
-            price = self._by_n[n] = LeapPrice(DecodeStepCost(cost, n), ar, phases)
+            step = DecodeStepCost(cost, n)
+            price = self._by_n[n] = LeapPrice(step, ar, phases, moving(phases))
         return price
 
 
@@ -181,6 +210,7 @@ class DecodeLeap:
         "entity_times",
         "kv_used",
         "last",
+        "moving",
         "n",
         "phases",
         "scheduler",
@@ -188,12 +218,13 @@ class DecodeLeap:
         "wake",
     )
 
-    def __init__(self, scheduler: Scheduler, batch: Batch, phases: list[Phase]) -> None:
+    def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice) -> None:
         self.scheduler = scheduler
         self.n = batch.decode_tokens
         self.d0 = batch.decode_step
-        self.phases = phases  # all-reduce phases after each step's compute (TP > 1)
-        self.allreduce: PrivateAllReduce | None = None
+        self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
+        self.moving = price.moving  # their entities, booked each step
+        self.allreduce = price.allreduce
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.compute_s: list[float] = []
@@ -262,8 +293,8 @@ class DecodeLeap:
             self._settle()
         if self.allreduce is not None:
             self.allreduce.lease(False)
-            entities = sum(ph.links is not None for ph in self.phases) * (self.last + 1)
-            self.allreduce.book(self.phases, self.entity_times[: 2 * entities])
+            entities = len(self.moving) * (self.last + 1)
+            self.allreduce.book(self.moving, self.entity_times[: 2 * entities])
         self._record(recorder, replica)
         batch = Batch()
         batch.decode_tokens = batch.num_seqs = self.n
@@ -327,8 +358,7 @@ def plan_leap(
         return None
     price = price_of.of(batch.decode_tokens)
     phases = price.phases
-    leap = DecodeLeap(sched, batch, phases)
-    leap.allreduce = price.allreduce
+    leap = DecodeLeap(sched, batch, price)
     kv = sched.kv
     grows = not sched.admission.reserve_full
     free, used, grown = kv.free, kv.used, 0

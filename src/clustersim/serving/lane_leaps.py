@@ -1,8 +1,9 @@
 """Decode leaps of a one-stage replica (serving/decode_leap.py), as a base class of Replica:
 the leap in flight, the pricing of its steps, the outside cut, and the closed-form all-reduce
 of its stepped steps (network/private_allreduce.py). Replica calls `_init_leaps` when built,
-`_leap_from` after forming a batch, `_closed_allreduce` after a step's compute and
-`_leap_kv_used` when asked for its blocks; faults call `interrupt` / `forbid_leaps`.
+`_leap_from` after forming a batch, `_closed_step` before a step's compute (the whole step
+as one timer) or else `_closed_allreduce` after it, and `_leap_kv_used` when asked for its
+blocks; faults call `interrupt` / `forbid_leaps`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,12 @@ class LaneLeaps:
         if leap is not None and not leap.allocated:
             return leap.kv_used_at(self.env.now)
         return None
+
+    def _closed_step(self, start: float, compute_s: float, tokens: int) -> float | None:
+        """The end of a stepped step whose all-reduces run in closed form, booked (one
+        timer for the whole step), or None: `_closed_allreduce` or the fabric."""
+        pricing = self._pricing
+        return None if pricing is None else pricing.closed_step(start, compute_s, tokens)
 
     def _closed_allreduce(self, tokens: int) -> Process | None:
         """A stepped step's all-reduces in closed form, when its TP group may (else None)."""

@@ -191,11 +191,16 @@ class Replica(LaneLeaps):
         """Run one step on a stage's TP group: compute, then its all-reduces on the fabric.
 
         Returns (compute seconds, communication seconds)."""
+        env = self.env
         compute = _compute_s(cost, batch)
-        yield self.env.timeout(compute)
+        if self.tp > 1 and (end := self._closed_step(env.now, compute, batch.tokens)) is not None:
+            start = env.now
+            yield env.timeout(end - start)  # exact: closed_step_end
+            return compute, end - (start + compute)  # all-reduces alone on their links
+        yield env.timeout(compute)
         if self.tp == 1:
             return compute, 0.0
-        t = self.env.now
+        t = env.now
         if (closed := self._closed_allreduce(batch.tokens)) is not None:
             yield from closed  # all-reduces alone on their links: network/private_allreduce.py
             return compute, self.env.now - t
