@@ -136,14 +136,14 @@ class LinkLedger:
     def record_cycle(self, entities: list[Entity], times: list[float]) -> None:
         """`record(*entities[k % m], times[2k], times[2k + 1])` for k = 0, 1, … in order
         (m = len(entities); `times` ascending), the same floats. When every entity falls in
-        one bin and m = 1 (a decode leap's all-reduces), each link's cell is summed in a
-        local: the same additions of the same `moved × weight`, in the same order."""
+        one bin (a decode leap's all-reduces, mostly) each link's cell is summed in a local:
+        the same additions of the same `moved × weight`, in the same order."""
         count = len(times) // 2
         if not count:
             return
         bin_s = self.bin_s
         b = int(times[0] / bin_s)
-        if len(entities) > 1 or int(times[-1] / bin_s) != b:
+        if int(times[-1] / bin_s) != b:
             m = len(entities)
             entries = []
             for k in range(count):
@@ -151,17 +151,24 @@ class LinkLedger:
                 entries.append((links, weights, times[2 * k], times[2 * k + 1], moved))
             self.record_many(entries)
             return
-        ((links, weights, moved),) = entities
-        if moved <= 0.0:
-            return
         self._settle()
         ledger = self._cells
-        for link, w in zip(links, weights, strict=True):
-            x = moved * w
+        cycle: dict[int, list[float]] = {}  # link → its additions in one cycle, in order
+        for links, weights, moved in entities:
+            if moved > 0.0:
+                for link, w in zip(links, weights, strict=True):
+                    cycle.setdefault(link, []).append(moved * w)
+        for link, adds in cycle.items():
             cells = ledger[link]
             total = cells.get(b, 0.0)
-            for _ in range(count):
-                total += x
+            if len(adds) == 1:
+                x = adds[0]
+                for _ in range(count):
+                    total += x
+            else:
+                for _ in range(count):
+                    for x in adds:
+                        total += x
             cells[b] = total
 
     def copy_cells(self, src: int, dst: tuple[int, ...]) -> None:

@@ -156,6 +156,18 @@ def moving(phases: list[Phase]) -> list[Entity]:
     return [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
 
 
+def clock_adds(phases: list[Phase]) -> tuple[float, ...]:
+    """The seconds the clock adds after a step's compute for its all-reduce, in order: each
+    phase's move (when it has an entity), then its latency (when > 0)."""
+    adds: list[float] = []
+    for ph in phases:
+        if ph.links is not None:
+            adds.append(ph.move_s)
+        if ph.delay_s > 0:
+            adds.append(ph.delay_s)
+    return tuple(adds)
+
+
 def closed_step_end(
     ledger: LinkLedger, start: float, compute_s: float, phases: list[Phase]
 ) -> float | None:

@@ -54,6 +54,7 @@ from clustersim.network.ledger import Entity
 from clustersim.network.private_allreduce import (
     Phase,
     PrivateAllReduce,
+    clock_adds,
     closed_step_end,
     moving,
 )
@@ -72,6 +73,7 @@ class LeapPrice(NamedTuple):
     allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
     phases: list[Phase]  # of each step's all-reduces, after its compute
     moving: list[Entity]  # the entities of `phases`, booked in the ledger each step
+    adds: tuple[float, ...]  # seconds the clock adds after a step's compute, in order
 
 
 class LeapPricing:
@@ -170,7 +172,8 @@ class LeapPricing:
             if ar is not None:
                 phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
             step = DecodeStepCost(cost, n)
-            price = self._by_n[n] = LeapPrice(step, ar, phases, moving(phases))
+            price = LeapPrice(step, ar, phases, moving(phases), clock_adds(phases))
+            self._by_n[n] = price
         return price
 
 
@@ -196,41 +199,43 @@ def leaping_enabled() -> bool:
 class DecodeLeap:
     """A committed run of pure-decode steps of one lane (see module docstring).
 
-    Step i (0 ≤ i ≤ last) is the lane's decode step d0 + i, from starts[i] to ends[i];
-    step 0's batch was formed (and its blocks allocated) by the scheduler as usual."""
+    Step i (0 ≤ i ≤ last) is the lane's decode step d0 + i, from ends[i − 1] (`start` for
+    step 0) to ends[i]: `compute_s[i]` of compute, then the all-reduce phases' moves and
+    latencies (`adds`); step 0's batch was formed (and its blocks allocated) by the scheduler
+    as usual. Planning keeps only what an outside cut needs (ends, blocks in use): the rows'
+    communication times and the entities' times are added again, the same floats, for the
+    steps that ran."""
 
     __slots__ = (
+        "adds",
         "allocated",
         "allreduce",
-        "comm_s",
         "compute_s",
         "cut_short",
         "d0",
         "ends",
-        "entity_times",
         "kv_used",
         "last",
         "moving",
         "n",
         "phases",
         "scheduler",
-        "starts",
+        "start",
         "wake",
     )
 
-    def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice) -> None:
+    def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice, start: float) -> None:
         self.scheduler = scheduler
         self.n = batch.decode_tokens
         self.d0 = batch.decode_step
         self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
         self.moving = price.moving  # their entities, booked each step
         self.allreduce = price.allreduce
-        self.starts: list[float] = []
+        self.adds = price.adds  # seconds added after each step's compute, in order
+        self.start = start
         self.ends: list[float] = []
         self.compute_s: list[float] = []
-        self.comm_s: list[float] = []
         self.kv_used: list[int] = []  # blocks in use during step i (its allocation included)
-        self.entity_times: list[float] = []  # per step, per entity phase: start, finish
         self.last = -1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.cut_short = False  # whether an outside event cut it before its planned end
@@ -293,13 +298,29 @@ class DecodeLeap:
             self._settle()
         if self.allreduce is not None:
             self.allreduce.lease(False)
-            entities = len(self.moving) * (self.last + 1)
-            self.allreduce.book(self.moving, self.entity_times[: 2 * entities])
+            self.allreduce.book(self.moving, self._entity_times())
         self._record(recorder, replica)
         batch = Batch()
         batch.decode_tokens = batch.num_seqs = self.n
         batch.decode_step = self.d0 + self.last
         self.scheduler.complete(batch, now)
+
+    def _entity_times(self) -> list[float]:
+        """Start and finish of each all-reduce entity of steps 0..last, in order: the
+        additions planning made (compute, then each phase's move and latency)."""
+        times: list[float] = []
+        t, ends, phases = self.start, self.ends, self.phases
+        for i, c in enumerate(self.compute_s[: self.last + 1]):
+            end = t + c
+            for ph in phases:
+                if ph.links is not None:
+                    times.append(end)
+                    end = end + ph.move_s
+                    times.append(end)
+                if ph.delay_s > 0:
+                    end = end + ph.delay_s
+            t = ends[i]
+        return times
 
     def _record(self, recorder: Recorder, replica: int) -> None:
         """Write rows for steps 0..last, the rows a stepping lane (PP = 1) writes. The last
@@ -308,21 +329,20 @@ class DecodeLeap:
         kv = self.scheduler.kv
         n, cap, last = self.n, kv.capacity, self.last
         record = recorder.on_iteration
-        starts, ends, compute, comm, used = (
-            self.starts,
-            self.ends,
-            self.compute_s,
-            self.comm_s,
-            self.kv_used,
-        )
+        ends, compute, used = self.ends, self.compute_s, self.kv_used
+        comm = bool(self.phases)  # communication after compute: end − (start + compute)
+        t = self.start
         for i in range(last):
+            c, end = compute[i], ends[i]
             record(
-                (replica, 0, 0, starts[i], ends[i], 0, n, n, n, compute[i], comm[i], 0.0,
+                (replica, 0, 0, t, end, 0, n, n, n, c, end - (t + c) if comm else 0.0, 0.0,
                  used[i], cap)
             )  # fmt: skip
+            t = end
+        c, end = compute[last], ends[last]
         record(
-            (replica, 0, 0, starts[last], ends[last], 0, n, n, n, compute[last], comm[last],
-             0.0, kv.used, cap)
+            (replica, 0, 0, t, end, 0, n, n, n, c, end - (t + c) if comm else 0.0, 0.0,
+             kv.used, cap)
         )  # fmt: skip
 
 
@@ -357,23 +377,15 @@ def plan_leap(
     if k < MIN_LEAP_STEPS:
         return None
     price = price_of.of(batch.decode_tokens)
-    phases = price.phases
-    leap = DecodeLeap(sched, batch, price)
+    leap = DecodeLeap(sched, batch, price, now)
     kv = sched.kv
     grows = not sched.admission.reserve_full
     free, used, grown = kv.free, kv.used, 0
     residue, bs = decodes.residue, decodes.block_size
     n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
     limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
-    starts, ends, compute_s, comm_s, kv_used = (
-        leap.starts,
-        leap.ends,
-        leap.compute_s,
-        leap.comm_s,
-        leap.kv_used,
-    )
-    entity_times = leap.entity_times
-    step_s = price.step.step_s
+    ends, compute_s, kv_used = leap.ends, leap.compute_s, leap.kv_used
+    step_s, adds = price.step.step_s, price.adds
     t = now
     for i in range(k):
         if i and grows:
@@ -382,21 +394,13 @@ def plan_leap(
                 break  # this step would preempt
             grown += g
         c = step_s(ctx)
-        t1 = t + c
-        end = t1
-        for ph in phases:
-            if ph.links is not None:
-                entity_times.append(end)
-                end = end + ph.move_s
-                entity_times.append(end)
-            if ph.delay_s > 0:
-                end = end + ph.delay_s
+        end = t + c
+        for x in adds:  # the clock's additions: each phase's move, then its latency
+            end = end + x
         if end > limit:
             break
-        starts.append(t)
         ends.append(end)
         compute_s.append(c)
-        comm_s.append(end - t1 if phases else 0.0)
         kv_used.append(used + grown)
         t = end
         ctx += n
