@@ -22,6 +22,18 @@ from clustersim.topology.graph import Cluster
 WIDE_LINKS = 64  # records on at least this many links take the numpy path
 
 Entity = tuple[tuple[int, ...], tuple[float, ...], float]  # links, weight of each, bytes
+Cycle = list[tuple[int, tuple[float, ...]]]  # link → its additions (bytes) from some entities
+
+
+def cycle_of(entities: list[Entity]) -> Cycle:
+    """What `record` adds to each link's cell for `entities` in order, each inside one bin:
+    moved × weight for each of its links (none when it moves nothing)."""
+    adds: dict[int, list[float]] = {}
+    for links, weights, moved in entities:
+        if moved > 0.0:
+            for link, w in zip(links, weights, strict=True):
+                adds.setdefault(link, []).append(moved * w)
+    return [(link, tuple(xs)) for link, xs in adds.items()]
 
 
 class _Wide:
@@ -133,32 +145,13 @@ class LinkLedger:
                 cells = ledger[link]
                 cells[b0] = cells.get(b0, 0.0) + moved * w
 
-    def record_cycle(self, entities: list[Entity], times: list[float]) -> None:
-        """`record(*entities[k % m], times[2k], times[2k + 1])` for k = 0, 1, … in order
-        (m = len(entities); `times` ascending), the same floats. When every entity falls in
-        one bin (a decode leap's all-reduces, mostly) each link's cell is summed in a local:
-        the same additions of the same `moved × weight`, in the same order."""
-        count = len(times) // 2
-        if not count:
-            return
-        bin_s = self.bin_s
-        b = int(times[0] / bin_s)
-        if int(times[-1] / bin_s) != b:
-            m = len(entities)
-            entries = []
-            for k in range(count):
-                links, weights, moved = entities[k % m]
-                entries.append((links, weights, times[2 * k], times[2 * k + 1], moved))
-            self.record_many(entries)
-            return
-        self._settle()
+    def add_cycles(self, cycle: Cycle, b: int, count: int) -> None:
+        """`count` times in a row, add each link's additions of `cycle` to its cell of bin
+        `b`: what `record` adds for `count` repetitions of the entities `cycle` was made of,
+        each inside bin b (the same floats, in the same order)."""
+        self._settle()  # nothing stays in the wide accumulator: the cells are added to
         ledger = self._cells
-        cycle: dict[int, list[float]] = {}  # link → its additions in one cycle, in order
-        for links, weights, moved in entities:
-            if moved > 0.0:
-                for link, w in zip(links, weights, strict=True):
-                    cycle.setdefault(link, []).append(moved * w)
-        for link, adds in cycle.items():
+        for link, adds in cycle:
             cells = ledger[link]
             total = cells.get(b, 0.0)
             if len(adds) == 1:

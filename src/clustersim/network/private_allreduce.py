@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import simpy
 
 from clustersim.network.fabric import Fabric
-from clustersim.network.ledger import Entity, LinkLedger
+from clustersim.network.ledger import Cycle, Entity, LinkLedger
 from clustersim.network.twin_links import booked_links, twin_classes
 
 
@@ -144,11 +144,57 @@ class PrivateAllReduce:
         else:
             leased.difference_update(self.links)
 
-    def book(self, entities: list[Entity], times: list[float]) -> None:
-        """Book the entities of consecutive all-reduces in the link ledger, in completion
-        order: `entities` are one all-reduce's (`moving`), `times` hold each entity's start
-        and finish, all-reduce after all-reduce."""
-        self.fabric.ledger.record_cycle(entities, times)
+    def book_steps(
+        self,
+        start: float,
+        ends: list[float],
+        compute_s: list[float],
+        phases: list[Phase],
+        cycle: Cycle,
+    ) -> None:
+        """Book the all-reduces of consecutive steps in the link ledger, in completion order:
+        step i runs from ends[i − 1] (`start` for step 0) to ends[i], its all-reduce's
+        `phases` after compute_s[i]. A run of steps inside one time bin adds `cycle` (the
+        ledger's `cycle_of` the phases' entities) repeated; a step across a bin boundary
+        books its entities one by one at the times the clock gave them (the same additions)."""
+        steps = len(ends)
+        ledger = self.fabric.ledger
+        bin_s = ledger.bin_s
+        run_bin, run = int(start / bin_s), 0  # steps in bin run_bin not yet booked
+        if int(ends[steps - 1] / bin_s) == run_bin:
+            ledger.add_cycles(cycle, run_bin, steps)
+            return
+        t = start
+        for i in range(steps):
+            end = ends[i]
+            b = int(end / bin_s)
+            if int(t / bin_s) == b:  # the whole step is in bin b
+                if b != run_bin:
+                    if run:
+                        ledger.add_cycles(cycle, run_bin, run)
+                    run_bin, run = b, 0
+                run += 1
+            else:
+                if run:
+                    ledger.add_cycles(cycle, run_bin, run)
+                run_bin, run = b, 0
+                book_entities(ledger, t + compute_s[i], phases)
+            t = end
+        if run:
+            ledger.add_cycles(cycle, run_bin, run)
+
+
+def book_entities(ledger: LinkLedger, t: float, phases: list[Phase]) -> float:
+    """Book an all-reduce's entities starting at `t` (`PrivateAllReduce.run`'s clock: each
+    phase's move, its booking, its latency); returns its end."""
+    for ph in phases:
+        if ph.links is not None:
+            t0 = t
+            t = t + ph.move_s
+            ledger.record(ph.links, ph.weights, t0, t, ph.size)
+        if ph.delay_s > 0:
+            t = t + ph.delay_s
+    return t
 
 
 def moving(phases: list[Phase]) -> list[Entity]:
@@ -183,13 +229,5 @@ def closed_step_end(
             end = end + ph.delay_s
     if not end <= 2.0 * start:
         return None
-    t = start + compute_s
-    record = ledger.record
-    for ph in phases:
-        if ph.links is not None:
-            t0 = t
-            t = t + ph.move_s
-            record(ph.links, ph.weights, t0, t, ph.size)
-        if ph.delay_s > 0:
-            t = t + ph.delay_s
+    book_entities(ledger, start + compute_s, phases)
     return end

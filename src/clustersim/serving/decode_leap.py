@@ -50,7 +50,7 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
-from clustersim.network.ledger import Entity
+from clustersim.network.ledger import Cycle, cycle_of
 from clustersim.network.private_allreduce import (
     Phase,
     PrivateAllReduce,
@@ -72,7 +72,7 @@ class LeapPrice(NamedTuple):
     step: DecodeStepCost
     allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
     phases: list[Phase]  # of each step's all-reduces, after its compute
-    moving: list[Entity]  # the entities of `phases`, booked in the ledger each step
+    cycle: Cycle  # what `phases` add to the link ledger inside one time bin (ledger.py)
     adds: tuple[float, ...]  # seconds the clock adds after a step's compute, in order
 
 
@@ -172,7 +172,7 @@ class LeapPricing:
             if ar is not None:
                 phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
             step = DecodeStepCost(cost, n)
-            price = LeapPrice(step, ar, phases, moving(phases), clock_adds(phases))
+            price = LeapPrice(step, ar, phases, cycle_of(moving(phases)), clock_adds(phases))
             self._by_n[n] = price
         return price
 
@@ -212,11 +212,11 @@ class DecodeLeap:
         "allreduce",
         "compute_s",
         "cut_short",
+        "cycle",
         "d0",
         "ends",
         "kv_used",
         "last",
-        "moving",
         "n",
         "phases",
         "scheduler",
@@ -229,7 +229,7 @@ class DecodeLeap:
         self.n = batch.decode_tokens
         self.d0 = batch.decode_step
         self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
-        self.moving = price.moving  # their entities, booked each step
+        self.cycle = price.cycle  # what they add to the link ledger inside one bin
         self.allreduce = price.allreduce
         self.adds = price.adds  # seconds added after each step's compute, in order
         self.start = start
@@ -298,29 +298,15 @@ class DecodeLeap:
             self._settle()
         if self.allreduce is not None:
             self.allreduce.lease(False)
-            self.allreduce.book(self.moving, self._entity_times())
+            last = self.last
+            self.allreduce.book_steps(
+                self.start, self.ends[: last + 1], self.compute_s, self.phases, self.cycle
+            )
         self._record(recorder, replica)
         batch = Batch()
         batch.decode_tokens = batch.num_seqs = self.n
         batch.decode_step = self.d0 + self.last
         self.scheduler.complete(batch, now)
-
-    def _entity_times(self) -> list[float]:
-        """Start and finish of each all-reduce entity of steps 0..last, in order: the
-        additions planning made (compute, then each phase's move and latency)."""
-        times: list[float] = []
-        t, ends, phases = self.start, self.ends, self.phases
-        for i, c in enumerate(self.compute_s[: self.last + 1]):
-            end = t + c
-            for ph in phases:
-                if ph.links is not None:
-                    times.append(end)
-                    end = end + ph.move_s
-                    times.append(end)
-                if ph.delay_s > 0:
-                    end = end + ph.delay_s
-            t = ends[i]
-        return times
 
     def _record(self, recorder: Recorder, replica: int) -> None:
         """Write rows for steps 0..last, the rows a stepping lane (PP = 1) writes. The last
