@@ -13,6 +13,8 @@ from math import nan
 import numpy as np
 import pandas as pd
 
+from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
+
 ITERATION_COLUMNS = (
     "replica",
     "stage",
@@ -62,6 +64,7 @@ class Recorder:
         # Rows flattened into one float64 buffer: 112 bytes a step, not ~600 for tuples.
         self.iterations = array("d")
         self.steps = 0
+        self.decode_runs = DecodeRuns()  # leaped steps' rows, built with the table
         # speculative decoding: tokens emitted by each recorded row's step (one per row)
         self.emitted = array("q")
 
@@ -77,6 +80,12 @@ class Recorder:
         if self.record_iterations:
             self.iterations.frombytes(_pack_row(*row))
 
+    def on_decode_run(self, run: DecodeRun) -> None:
+        """A run of leaped decode steps (serving/decode_leap.py; metrics/decode_runs.py)."""
+        self.steps += run[5]
+        if self.record_iterations:
+            self.decode_runs.runs.append(run)
+
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""
         if self.record_iterations:
@@ -88,6 +97,8 @@ class Recorder:
         One stable lexsort and one gather per column: the buffer and the frame's columns are
         the only copies alive at once (not the buffer, an unsorted frame and a sorted one)."""
         width = len(ITERATION_COLUMNS)
+        if self.decode_runs.runs:
+            self.iterations.frombytes(self.decode_runs.take_rows().tobytes())
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(

@@ -309,26 +309,14 @@ class DecodeLeap:
         self.scheduler.complete(batch, now)
 
     def _record(self, recorder: Recorder, replica: int) -> None:
-        """Write rows for steps 0..last, the rows a stepping lane (PP = 1) writes. The last
-        row shows the blocks in use now: a change from outside during that step (which cut
-        the leap) shows in it, as in the row stepping writes at the step's end."""
+        """Hand the recorder steps 0..last as the rows a stepping lane (PP = 1) writes
+        (metrics/decode_runs.py). The last row shows the blocks in use now: a change from
+        outside during that step (which cut the leap) shows in it, as in the row stepping
+        writes at the step's end."""
         kv = self.scheduler.kv
-        n, cap, last = self.n, kv.capacity, self.last
-        record = recorder.on_iteration
-        ends, compute, used = self.ends, self.compute_s, self.kv_used
-        comm = bool(self.phases)  # communication after compute: end − (start + compute)
-        t = self.start
-        for i in range(last):
-            c, end = compute[i], ends[i]
-            record(
-                (replica, 0, 0, t, end, 0, n, n, n, c, end - (t + c) if comm else 0.0, 0.0,
-                 used[i], cap)
-            )  # fmt: skip
-            t = end
-        c, end = compute[last], ends[last]
-        record(
-            (replica, 0, 0, t, end, 0, n, n, n, c, end - (t + c) if comm else 0.0, 0.0,
-             kv.used, cap)
+        recorder.on_decode_run(
+            (replica, self.n, self.start, self.ends, self.compute_s, self.last + 1,
+             bool(self.phases), self.kv_used, kv.used, kv.capacity)
         )  # fmt: skip
 
 

@@ -191,16 +191,14 @@ class Replica(LaneLeaps):
         """Run one step on a stage's TP group: compute, then its all-reduces on the fabric.
 
         Returns (compute seconds, communication seconds)."""
-        env = self.env
-        compute = _compute_s(cost, batch)
-        if self.tp > 1 and (end := self._closed_step(env.now, compute, batch.tokens)) is not None:
-            start = env.now
-            yield env.timeout(end - start)  # exact: closed_step_end
-            return compute, end - (start + compute)  # all-reduces alone on their links
-        yield env.timeout(compute)
+        start, compute = self.env.now, _compute_s(cost, batch)
+        if self.tp > 1 and (end := self._closed_step(start, compute, batch.tokens)) is not None:
+            yield self.env.timeout(end - start)  # all-reduces alone on their links: one timer
+            return compute, end - (start + compute)  # lands on `end` exactly (closed_step_end)
+        yield self.env.timeout(compute)
         if self.tp == 1:
             return compute, 0.0
-        t = env.now
+        t = self.env.now
         if (closed := self._closed_allreduce(batch.tokens)) is not None:
             yield from closed  # all-reduces alone on their links: network/private_allreduce.py
             return compute, self.env.now - t
