@@ -212,22 +212,3 @@ def clock_adds(phases: list[Phase]) -> tuple[float, ...]:
         if ph.delay_s > 0:
             adds.append(ph.delay_s)
     return tuple(adds)
-
-
-def closed_step_end(
-    ledger: LinkLedger, start: float, compute_s: float, phases: list[Phase]
-) -> float | None:
-    """The end of a step that computes for `compute_s` from `start`, then runs `phases`
-    (`PrivateAllReduce.run`'s clock: the same additions), its entities booked now; None
-    when one timer from `start` could not land on it exactly (end > 2·start: Sterbenz),
-    nothing booked then."""
-    end = start + compute_s
-    for ph in phases:
-        if ph.links is not None:
-            end = end + ph.move_s
-        if ph.delay_s > 0:
-            end = end + ph.delay_s
-    if not end <= 2.0 * start:
-        return None
-    book_entities(ledger, start + compute_s, phases)
-    return end

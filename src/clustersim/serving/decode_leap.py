@@ -40,155 +40,15 @@ from __future__ import annotations
 import heapq
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Generator
-from typing import Any, NamedTuple
 
 import simpy
 
-from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.decode_run import DecodeStepCost
-from clustersim.model.stage_cost import StageCostModel
-from clustersim.network.fabric import Fabric
-from clustersim.network.ledger import Cycle, cycle_of
-from clustersim.network.private_allreduce import (
-    Phase,
-    PrivateAllReduce,
-    clock_adds,
-    closed_step_end,
-    moving,
-)
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_set import DecodeSet
+from clustersim.serving.leap_pricing import MIN_LEAP_STEPS, LeapPrice, LeapPricing
+from clustersim.serving.leap_pricing import max_step_tokens as max_step_tokens  # re-export
 from clustersim.serving.scheduler import Scheduler
-
-MIN_LEAP_STEPS = 2  # a single step is stepped
-MAX_LEAP_STEPS = 64  # planned at once at most
-
-
-class LeapPrice(NamedTuple):
-    """What a leap's steps cost for one decode batch size."""
-
-    step: DecodeStepCost
-    allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
-    phases: list[Phase]  # of each step's all-reduces, after its compute
-    cycle: Cycle  # what `phases` add to the link ledger inside one time bin (ledger.py)
-    adds: tuple[float, ...]  # seconds the clock adds after a step's compute, in order
-
-
-class LeapPricing:
-    """Step costs of one lane's stage by decode batch size (cached: batches recur)."""
-
-    def __init__(self, cost: StageCostModel, allreduce: PrivateAllReduce | None) -> None:
-        self.cost = cost
-        self.allreduce = allreduce
-        self._by_n: dict[int, LeapPrice] = {}
-        self._steps: dict[int, list[Phase] | None] = {}  # a step's tokens → its all-reduce
-        self.horizon = MAX_LEAP_STEPS  # steps the next leap plans at most (adaptive)
-        self._ready = allreduce is None  # `usable` from now on (it stays so once it is)
-
-    def ran(self, leap: DecodeLeap) -> None:
-        """Adapt the horizon to how the finished leap went (cut or not)."""
-        if leap.cut_short:
-            self.horizon = max(MIN_LEAP_STEPS, self.horizon // 2)
-        else:
-            self.horizon = min(MAX_LEAP_STEPS, self.horizon * 2)
-
-    @classmethod
-    def build(
-        cls,
-        cost: StageCostModel,
-        fabric: Fabric | None,
-        group: tuple[str, ...],
-        owner: int,
-        serving: ServingSpec,
-        kv_blocks: int,
-    ) -> LeapPricing:
-        """The pricing of a one-stage lane on `group`; `fabric`: where its TP all-reduces
-        run (None: TP1, no all-reduce); `owner`: a unique id of the lane's replica."""
-        allreduce = None
-        if fabric is not None:
-            max_bytes = cost.allreduce_bytes(max_step_tokens(serving, kv_blocks))
-            allreduce = PrivateAllReduce(fabric, group, owner, max_bytes, cost.allreduces_per_step)
-        return cls(cost, allreduce)
-
-    def usable(self, now: float) -> bool:
-        """Whether a leap may start now: TP1, or TP all-reduces alone on their links once
-        the fabric has settled (PrivateAllReduce.settled; `now` only grows, so it stays
-        usable). From then on the group books its twin links as one (twin_links.py)."""
-        if self._ready:
-            return True
-        ar = self.allreduce
-        if ar is None or not (ar.private() and ar.settled(now)):
-            return False
-        ar.book_twins()
-        self.forget()
-        self._ready = True
-        return True
-
-    def forget(self) -> None:
-        """Drop the cached prices (step times or link rates changed)."""
-        self._by_n.clear()
-        self._steps.clear()
-
-    def closed_allreduce(
-        self, env: simpy.Environment, tokens: int
-    ) -> Generator[simpy.Event, Any, None] | None:
-        """A step's all-reduces in closed form (PrivateAllReduce.run) when its group's are
-        alone on their links and the fabric has settled; None: run them on the fabric."""
-        ar = self.allreduce
-        if ar is None or not self.usable(env.now):
-            return None
-        phases = self.step_allreduce(tokens)
-        return None if phases is None else ar.run(env, phases)
-
-    def closed_step(self, start: float, compute_s: float, tokens: int) -> float | None:
-        """The end of a stepped step of `tokens` tokens computing for `compute_s` from
-        `start`, its all-reduces in closed form and booked (private_allreduce.py:
-        closed_step_end); None: `closed_allreduce` after the compute, or the fabric."""
-        ar = self.allreduce
-        if ar is None or not self.usable(start):
-            return None
-        phases = self.step_allreduce(tokens)
-        if phases is None:
-            return None
-        return closed_step_end(ar.fabric.ledger, start, compute_s, phases)
-
-    def step_allreduce(self, tokens: int) -> list[Phase] | None:
-        """The phases of the all-reduces of a step of `tokens` tokens (None: none)."""
-        if tokens not in self._steps:
-            cost, ar = self.cost, self.allreduce
-            phases = None
-            if ar is not None:
-                phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
-            self._steps[tokens] = phases
-        return self._steps[tokens]
-
-    def of(self, n: int) -> LeapPrice:
-        price = self._by_n.get(n)
-        if price is None:
-            cost, ar = self.cost, self.allreduce
-            phases: list[Phase] = []
-            if ar is not None:
-                phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
-            step = DecodeStepCost(cost, n)
-            price = LeapPrice(step, ar, phases, cycle_of(moving(phases)), clock_adds(phases))
-            self._by_n[n] = price
-        return price
-
-
-def max_step_tokens(serving: ServingSpec, kv_blocks: int) -> int:
-    """Most tokens one step of a lane can run. Chunked prefill: the token budget, or every
-    running sequence decoding when there are more of them. Otherwise a whole prompt may
-    exceed the budget, beside the decodes; every token of a step holds KV, so the lane's KV
-    pool bounds it, and max_model_len (when set) bounds the prompt."""
-    if serving.chunked_prefill:
-        return max(serving.max_num_batched_tokens, serving.max_num_seqs)
-    bound = kv_blocks * serving.block_size
-    if serving.max_model_len is not None:
-        longest = serving.max_model_len + serving.max_num_seqs
-        bound = min(bound, max(serving.max_num_batched_tokens, longest))
-    return bound
 
 
 def leaping_enabled() -> bool:
@@ -219,9 +79,9 @@ class DecodeLeap:
         "last",
         "n",
         "phases",
+        "process",
         "scheduler",
         "start",
-        "wake",
     )
 
     def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice, start: float) -> None:
@@ -239,7 +99,7 @@ class DecodeLeap:
         self.last = -1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.cut_short = False  # whether an outside event cut it before its planned end
-        self.wake: Callable[[float], None] | None = None  # (re)arms the lane's timer
+        self.process: simpy.Process | None = None  # the lane waiting for the leap's end
 
     @property
     def end_s(self) -> float:
@@ -253,34 +113,17 @@ class DecodeLeap:
         """Blocks the lane holds at `now`, as stepping would show them."""
         return self.kv_used[self.step_at(now)]
 
-    def timer(self, env: simpy.Environment) -> simpy.Event:
-        """The event the lane waits on: it fires at the last step's end, or at the end of
-        the step a `cut` stops the leap at (each cut re-arms it; older timers are no-ops)."""
-        woke = env.event()
-        armed = [0]  # generation of the live timer
-
-        def arm(at_s: float) -> None:
-            armed[0] += 1
-            gen = armed[0]
-            timer = env.timeout(at_s - env.now)  # exact: Sterbenz (module docstring)
-            timer.callbacks.append(lambda _ev: _fire(woke, gen == armed[0]))
-
-        self.wake = arm
-        if self.allreduce is not None:
-            self.allreduce.lease(True)
-        arm(self.end_s)
-        return woke
-
     def cut(self, now: float) -> None:
-        """End the leap after the step running at `now` and settle the scheduler to `now`."""
+        """End the leap after the step running at `now` and settle the scheduler to `now`;
+        a lane waiting for a later end is interrupted (it then waits for this one)."""
         if self.allocated:
             return
         j = self.step_at(now)
         self.cut_short = j < self.last
         self.last = j
         self._settle()
-        if self.wake is not None:
-            self.wake(self.ends[j])
+        if self.cut_short and self.process is not None:
+            self.process.interrupt()  # LaneLeaps._leap_through
 
     def _settle(self) -> None:
         """Allocate the blocks of steps 1..last; the lane is at decode step d0 + last."""
@@ -297,10 +140,8 @@ class DecodeLeap:
         if not self.allocated:
             self._settle()
         if self.allreduce is not None:
-            self.allreduce.lease(False)
-            last = self.last
             self.allreduce.book_steps(
-                self.start, self.ends[: last + 1], self.compute_s, self.phases, self.cycle
+                self.start, self.ends[: self.last + 1], self.compute_s, self.phases, self.cycle
             )
         self._record(recorder, replica)
         batch = Batch()
@@ -318,11 +159,6 @@ class DecodeLeap:
             (replica, self.n, self.start, self.ends, self.compute_s, self.last + 1,
              bool(self.phases), self.kv_used, kv.used, kv.capacity)
         )  # fmt: skip
-
-
-def _fire(event: simpy.Event, live: bool) -> None:
-    if live and not event.triggered:
-        event.succeed()
 
 
 def _drop_stale_finishes(decodes: DecodeSet, sched: Scheduler) -> None:
@@ -358,26 +194,29 @@ def plan_leap(
     residue, bs = decodes.residue, decodes.block_size
     n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
     limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
-    ends, compute_s, kv_used = leap.ends, leap.compute_s, leap.kv_used
-    step_s, adds = price.step.step_s, price.adds
+    ends, kv_used = leap.ends, leap.kv_used
+    leap.compute_s = costs = price.step.run_s(ctx, n, k)  # entries past `last` unused
+    adds = price.adds  # after each compute: each phase's move, then its latency
+    a0, a1 = adds if len(adds) == 2 else (0.0, 0.0)  # one phase: its move and latency
+    two = len(adds) == 2
     t = now
-    for i in range(k):
+    for i, c in enumerate(costs):
         if i and grows:
             g = residue[(d0 + i) % bs]
             if grown + g > free:
                 break  # this step would preempt
             grown += g
-        c = step_s(ctx)
-        end = t + c
-        for x in adds:  # the clock's additions: each phase's move, then its latency
-            end = end + x
+        if two:
+            end = t + c + a0 + a1  # the clock's additions, in its order
+        else:
+            end = t + c
+            for x in adds:
+                end = end + x
         if end > limit:
             break
         ends.append(end)
-        compute_s.append(c)
         kv_used.append(used + grown)
         t = end
-        ctx += n
     if len(ends) < MIN_LEAP_STEPS:
         return None
     leap.last = len(ends) - 1

@@ -18,7 +18,8 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
-from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
+from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
+from clustersim.serving.leap_pricing import LeapPricing
 from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
 from clustersim.serving.scheduler import Scheduler, no_leap
 
@@ -136,10 +137,17 @@ class LaneLeaps:
         return None if leap is None else self._leap_through(leap, pricing)
 
     def _leap_through(self, leap: DecodeLeap, pricing: LeapPricing) -> Process:
-        """Wait for the leap's (possibly cut) end, then write its rows and complete it."""
+        """Wait for the leap's end, then write its rows and complete it. A cut interrupts
+        the wait (DecodeLeap.cut): the lane then waits for the cut step's end. Each timer
+        lands on its end exactly (Sterbenz: serving/decode_leap.py)."""
+        env = self.env
         self._leap = leap
-        yield leap.timer(self.env)
+        leap.process = env.active_process
+        try:
+            yield env.timeout(leap.end_s - env.now)
+        except simpy.Interrupt:
+            yield env.timeout(leap.end_s - env.now)
         self._leap = None
         self._leap_done = leap
-        leap.complete(self.env.now, self.recorder, self.index)
-        pricing.ran(leap)
+        leap.complete(env.now, self.recorder, self.index)
+        pricing.ran(leap.cut_short)

@@ -194,7 +194,7 @@ class Replica(LaneLeaps):
         start, compute = self.env.now, _compute_s(cost, batch)
         if self.tp > 1 and (end := self._closed_step(start, compute, batch.tokens)) is not None:
             yield self.env.timeout(end - start)  # all-reduces alone on their links: one timer
-            return compute, end - (start + compute)  # lands on `end` exactly (closed_step_end)
+            return compute, end - (start + compute)  # lands on `end` exactly (leap_pricing.py)
         yield self.env.timeout(compute)
         if self.tp == 1:
             return compute, 0.0
