@@ -2,11 +2,11 @@
 
 A decode leap (serving/decode_leap.py) runs k steps of one lane (PP = 1) whose rows differ
 only in their times, their compute and their blocks in use. Rather than packing k rows when
-it ends, it hands the recorder its lists (`Recorder.on_decode_run`, no copy), and
-`take_rows` builds every run's rows at once in numpy when the recorder's table is built
-(the rows of a stepped lane are ≈ 1 µs of Python each): the values the stepping lane writes —
-start = the previous step's end, communication = end − (start + compute) with the same
-float64 operations, integers as float64 — in the recorder's column order
+it ends (a row is ≈ 1 µs of Python), it hands the recorder its lists (`Recorder.
+on_decode_run`, no copy), and `take_rows` builds the rows of many runs at once in numpy,
+every HELD_RUNS runs and when the recorder's table is built. They are the values a stepping
+lane writes: start = the previous step's end, communication = end − (start + compute) with
+the same float64 operations, integers as float64, in the recorder's column order
 (metrics/recorder.py: ITERATION_COLUMNS). Rows are sorted by (start, replica, stage, lane)
 afterwards, which no two steps share, so where in the buffer they go does not matter.
 """
@@ -22,6 +22,7 @@ import numpy as np
 # (replica, n, start, ends, compute_s, steps, comm, kv_used, kv_used_last, kv_capacity)
 DecodeRun = tuple[int, int, float, list[float], list[float], int, bool, list[int], int, int]
 WIDTH = 14  # columns of an iteration row
+HELD_RUNS = 4096  # runs held before their rows are built (bounds the lists kept alive)
 
 
 class DecodeRuns:
@@ -32,8 +33,14 @@ class DecodeRuns:
     def __init__(self) -> None:
         self.runs: list[DecodeRun] = []
 
-    def take_rows(self) -> np.ndarray:
-        """Every run's rows, (steps × WIDTH) float64, in run order; forgets the runs."""
+    def add(self, run: DecodeRun) -> bool:
+        """Hold `run`; True when HELD_RUNS are held (time to `take_rows`)."""
+        self.runs.append(run)
+        return len(self.runs) >= HELD_RUNS
+
+    def take_rows(self) -> bytes:
+        """Every held run's rows, native float64s row after row (`Recorder.iterations`'
+        layout), in run order; forgets the runs."""
         runs, self.runs = self.runs, []
         starts: list[float] = []
         ends: list[float] = []
@@ -63,4 +70,4 @@ class DecodeRuns:
         table[:, 10] = np.where(comm, end_col - (start_col + compute_col), 0.0)
         table[:, 12] = np.array(used, dtype=np.float64)
         table[:, 13] = np.repeat(np.array([run[9] for run in runs], dtype=np.float64), counts)
-        return table
+        return table.tobytes()

@@ -83,8 +83,8 @@ class Recorder:
     def on_decode_run(self, run: DecodeRun) -> None:
         """A run of leaped decode steps (serving/decode_leap.py; metrics/decode_runs.py)."""
         self.steps += run[5]
-        if self.record_iterations:
-            self.decode_runs.runs.append(run)
+        if self.record_iterations and self.decode_runs.add(run):
+            self.iterations.frombytes(self.decode_runs.take_rows())
 
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""
@@ -98,7 +98,7 @@ class Recorder:
         the only copies alive at once (not the buffer, an unsorted frame and a sorted one)."""
         width = len(ITERATION_COLUMNS)
         if self.decode_runs.runs:
-            self.iterations.frombytes(self.decode_runs.take_rows().tobytes())
+            self.iterations.frombytes(self.decode_runs.take_rows())
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(
