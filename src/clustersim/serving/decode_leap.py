@@ -79,9 +79,9 @@ class DecodeLeap:
         "last",
         "n",
         "phases",
-        "process",
         "scheduler",
         "start",
+        "timer",
     )
 
     def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice, start: float) -> None:
@@ -99,7 +99,7 @@ class DecodeLeap:
         self.last = -1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.cut_short = False  # whether an outside event cut it before its planned end
-        self.process: simpy.Process | None = None  # the lane waiting for the leap's end
+        self.timer: simpy.Timeout | None = None  # what the lane waits on (`wait`)
 
     @property
     def end_s(self) -> float:
@@ -113,17 +113,26 @@ class DecodeLeap:
         """Blocks the lane holds at `now`, as stepping would show them."""
         return self.kv_used[self.step_at(now)]
 
+    def wait(self, env: simpy.Environment) -> simpy.Timeout:
+        """The timer the lane waits on, at the last step's end (exact: Sterbenz)."""
+        self.timer = env.timeout(self.end_s - env.now)
+        return self.timer
+
     def cut(self, now: float) -> None:
-        """End the leap after the step running at `now` and settle the scheduler to `now`;
-        a lane waiting for a later end is interrupted (it then waits for this one)."""
+        """End the leap after the step running at `now` and settle the scheduler to `now`.
+        The lane, waiting for a later end, then waits for this one: the waiter's callbacks
+        move to a timer at that end (the one `wait` returned fires to no one)."""
         if self.allocated:
             return
         j = self.step_at(now)
         self.cut_short = j < self.last
         self.last = j
         self._settle()
-        if self.cut_short and self.process is not None:
-            self.process.interrupt()  # LaneLeaps._leap_through
+        timer = self.timer
+        if self.cut_short and timer is not None:
+            sooner = timer.env.timeout(self.ends[j] - now)  # exact: Sterbenz
+            sooner.callbacks, timer.callbacks = timer.callbacks, []
+            self.timer = sooner
 
     def _settle(self) -> None:
         """Allocate the blocks of steps 1..last; the lane is at decode step d0 + last."""

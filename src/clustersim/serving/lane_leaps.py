@@ -137,16 +137,11 @@ class LaneLeaps:
         return None if leap is None else self._leap_through(leap, pricing)
 
     def _leap_through(self, leap: DecodeLeap, pricing: LeapPricing) -> Process:
-        """Wait for the leap's end, then write its rows and complete it. A cut interrupts
-        the wait (DecodeLeap.cut): the lane then waits for the cut step's end. Each timer
-        lands on its end exactly (Sterbenz: serving/decode_leap.py)."""
+        """Wait for the leap's (possibly cut: DecodeLeap.cut) end, then write its rows and
+        complete it."""
         env = self.env
         self._leap = leap
-        leap.process = env.active_process
-        try:
-            yield env.timeout(leap.end_s - env.now)
-        except simpy.Interrupt:
-            yield env.timeout(leap.end_s - env.now)
+        yield leap.wait(env)
         self._leap = None
         self._leap_done = leap
         leap.complete(env.now, self.recorder, self.index)
