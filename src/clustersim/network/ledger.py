@@ -22,6 +22,18 @@ from clustersim.topology.graph import Cluster
 WIDE_LINKS = 64  # records on at least this many links take the numpy path
 
 Entity = tuple[tuple[int, ...], tuple[float, ...], float]  # links, weight of each, bytes
+Cycle = list[tuple[int, tuple[float, ...]]]  # link → its additions (bytes) from some entities
+
+
+def cycle_of(entities: list[Entity]) -> Cycle:
+    """What `record` adds to each link's cell for `entities` in order, each inside one bin:
+    moved × weight for each of its links (none when it moves nothing)."""
+    adds: dict[int, list[float]] = {}
+    for links, weights, moved in entities:
+        if moved > 0.0:
+            for link, w in zip(links, weights, strict=True):
+                adds.setdefault(link, []).append(moved * w)
+    return [(link, tuple(xs)) for link, xs in adds.items()]
 
 
 class _Wide:
@@ -133,34 +145,24 @@ class LinkLedger:
                 cells = ledger[link]
                 cells[b0] = cells.get(b0, 0.0) + moved * w
 
-    def record_columns(
-        self,
-        shapes: list[Entity],
-        which: list[int],
-        t0: list[float],
-        t1: list[float],
-        b0: list[int],
-        b1: list[int],
-    ) -> None:
-        """`record(*shapes[which[k]][:2], t0[k], t1[k], shapes[which[k]][2])` for each k
-        in order, given each entity's bins b0[k] = int(t0[k] / bin_s), b1[k] likewise:
-        the same additions; an entity inside one bin adds moved × weight to its links'
-        cells directly."""
+    def add_cycles(self, cycle: Cycle, b: int, count: int) -> None:
+        """`count` times in a row, add each link's additions of `cycle` to its cell of bin
+        `b`: what `record` adds for `count` repetitions of the entities `cycle` was made of,
+        each inside bin b (the same floats, in the same order)."""
         self._settle()  # nothing stays in the wide accumulator: the cells are added to
         ledger = self._cells
-        adds = [
-            [(ledger[link], moved * w) for link, w in zip(links, weights, strict=True)]
-            if moved > 0.0
-            else []
-            for links, weights, moved in shapes
-        ]
-        for k, s0, s1, x0, x1 in zip(which, b0, b1, t0, t1, strict=True):
-            if s1 == s0:
-                for cells, x in adds[k]:
-                    cells[s0] = cells.get(s0, 0.0) + x
+        for link, adds in cycle:
+            cells = ledger[link]
+            total = cells.get(b, 0.0)
+            if len(adds) == 1:
+                x = adds[0]
+                for _ in range(count):
+                    total += x
             else:
-                links, weights, moved = shapes[k]
-                self.record(links, weights, x0, x1, moved)
+                for _ in range(count):
+                    for x in adds:
+                        total += x
+            cells[b] = total
 
     def copy_cells(self, src: int, dst: tuple[int, ...]) -> None:
         """Give each link of `dst` the bytes per bin of link `src` (twin links, booked only

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import simpy
 
-from clustersim.network.allreduce_journal import AllReduceJournal
 from clustersim.network.fabric import Fabric
+from clustersim.network.ledger import Cycle, Entity, LinkLedger
 from clustersim.network.twin_links import booked_links, twin_classes
 
 
@@ -62,7 +62,6 @@ class PrivateAllReduce:
         claim_links(fabric, self.links, owner)  # build time: every group claims its links
         self._private: bool | None = None
         self._twins: dict[int, tuple[int, ...]] = {}  # links booked as one (twin_links.py)
-        self._journal: AllReduceJournal | None = None  # closed forms' bookings held back
         bw = fabric.flows._bw
         for plan in self._plans.values():  # move time is linear in the message's bytes
             for demand, _lat in plan:
@@ -125,22 +124,10 @@ class PrivateAllReduce:
             out.append(Phase(links, weights, size, size / rate, delay))
         return out
 
-    @property
-    def journal(self) -> AllReduceJournal:
-        """Where its closed-form all-reduces are booked (network/allreduce_journal.py),
-        written before the ledger is read."""
-        if self._journal is None:
-            self._journal = AllReduceJournal(self.fabric.ledger)
-            self.fabric.before_read(self._journal.flush)
-        return self._journal
-
     def run(self, env: simpy.Environment, phases: list[Phase]) -> Generator[simpy.Event, Any, None]:
         """One all-reduce stepped in closed form: each phase's move as one timeout (the
         clock lands on the entity's finish, `now + size / rate` as the fluid engine computes
-        it), its ledger booking at that instant (after what the journal holds), then its
-        latency."""
-        if self._journal is not None:
-            self._journal.flush()
+        it), its ledger booking at that instant, then its latency."""
         record = self.fabric.ledger.record
         for ph in phases:
             if ph.links is not None:
@@ -156,6 +143,63 @@ class PrivateAllReduce:
             leased.update(self.links)
         else:
             leased.difference_update(self.links)
+
+    def book_steps(
+        self,
+        start: float,
+        ends: list[float],
+        compute_s: list[float],
+        phases: list[Phase],
+        cycle: Cycle,
+    ) -> None:
+        """Book the all-reduces of consecutive steps in the link ledger, in completion order:
+        step i runs from ends[i − 1] (`start` for step 0) to ends[i], its all-reduce's
+        `phases` after compute_s[i]. A run of steps inside one time bin adds `cycle` (the
+        ledger's `cycle_of` the phases' entities) repeated; a step across a bin boundary
+        books its entities one by one at the times the clock gave them (the same additions)."""
+        steps = len(ends)
+        ledger = self.fabric.ledger
+        bin_s = ledger.bin_s
+        run_bin, run = int(start / bin_s), 0  # steps in bin run_bin not yet booked
+        if int(ends[steps - 1] / bin_s) == run_bin:
+            ledger.add_cycles(cycle, run_bin, steps)
+            return
+        t = start
+        for i in range(steps):
+            end = ends[i]
+            b = int(end / bin_s)
+            if int(t / bin_s) == b:  # the whole step is in bin b
+                if b != run_bin:
+                    if run:
+                        ledger.add_cycles(cycle, run_bin, run)
+                    run_bin, run = b, 0
+                run += 1
+            else:
+                if run:
+                    ledger.add_cycles(cycle, run_bin, run)
+                run_bin, run = b, 0
+                book_entities(ledger, t + compute_s[i], phases)
+            t = end
+        if run:
+            ledger.add_cycles(cycle, run_bin, run)
+
+
+def book_entities(ledger: LinkLedger, t: float, phases: list[Phase]) -> float:
+    """Book an all-reduce's entities starting at `t` (`PrivateAllReduce.run`'s clock: each
+    phase's move, its booking, its latency); returns its end."""
+    for ph in phases:
+        if ph.links is not None:
+            t0 = t
+            t = t + ph.move_s
+            ledger.record(ph.links, ph.weights, t0, t, ph.size)
+        if ph.delay_s > 0:
+            t = t + ph.delay_s
+    return t
+
+
+def moving(phases: list[Phase]) -> list[Entity]:
+    """The entities of an all-reduce's phases (links, weights, bytes), in order."""
+    return [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
 
 
 def clock_adds(phases: list[Phase]) -> tuple[float, ...]:

@@ -72,6 +72,7 @@ class DecodeLeap:
         "allreduce",
         "compute_s",
         "cut_short",
+        "cycle",
         "d0",
         "ends",
         "kv_used",
@@ -88,6 +89,7 @@ class DecodeLeap:
         self.n = batch.decode_tokens
         self.d0 = batch.decode_step
         self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
+        self.cycle = price.cycle  # what they add to the link ledger inside one bin
         self.allreduce = price.allreduce
         self.adds = price.adds  # seconds added after each step's compute, in order
         self.start = start
@@ -147,8 +149,8 @@ class DecodeLeap:
         if not self.allocated:
             self._settle()
         if self.allreduce is not None:
-            self.allreduce.journal.steps(
-                self.start, self.ends, self.compute_s, self.last + 1, self.phases
+            self.allreduce.book_steps(
+                self.start, self.ends[: self.last + 1], self.compute_s, self.phases, self.cycle
             )
         self._record(recorder, replica)
         batch = Batch()

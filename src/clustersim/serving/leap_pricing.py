@@ -21,10 +21,13 @@ from clustersim.config.schema import ServingSpec
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
+from clustersim.network.ledger import Cycle, cycle_of
 from clustersim.network.private_allreduce import (
     Phase,
     PrivateAllReduce,
+    book_entities,
     clock_adds,
+    moving,
 )
 
 MIN_LEAP_STEPS = 2  # a single step is stepped
@@ -37,6 +40,7 @@ class LeapPrice(NamedTuple):
     step: DecodeStepCost
     allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
     phases: list[Phase]  # of each step's all-reduces, after its compute
+    cycle: Cycle  # what `phases` add to the link ledger inside one time bin (ledger.py)
     adds: tuple[float, ...]  # seconds the clock adds after a step's compute, in order
 
 
@@ -130,7 +134,7 @@ class LeapPricing:
             end = end + x
         if not end <= 2.0 * start:
             return None
-        ar.journal.step(start, compute_s, step.phases)
+        book_entities(ar.fabric.ledger, start + compute_s, step.phases)
         return end
 
     def _step_allreduce(self, tokens: int) -> StepAllReduce | None:
@@ -154,7 +158,7 @@ class LeapPricing:
             if ar is not None:
                 phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
             step = DecodeStepCost(cost, n)
-            price = LeapPrice(step, ar, phases, clock_adds(phases))
+            price = LeapPrice(step, ar, phases, cycle_of(moving(phases)), clock_adds(phases))
             self._by_n[n] = price
         return price
 
