@@ -77,7 +77,7 @@ def test_decode_runs_rows_are_the_rows_stepping_writes() -> None:
     rng = np.random.default_rng(2)
     stepped, leaped = Recorder(1), Recorder(1)
     t = 0.5
-    for run in range(5000):  # more than HELD_RUNS: rows built during the run and at the end
+    for run in range(2500):  # more than HELD_RUNS: rows built during the run and at the end
         k = int(rng.integers(1, 12))
         n, cap, comm = int(rng.integers(1, 256)), 9000, run % 3 != 0
         compute = rng.uniform(0.01, 0.08, size=k + 3).tolist()  # planned past the end

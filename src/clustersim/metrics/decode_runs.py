@@ -22,7 +22,7 @@ import numpy as np
 # (replica, n, start, ends, compute_s, steps, comm, kv_used, kv_used_last, kv_capacity)
 DecodeRun = tuple[int, int, float, list[float], list[float], int, bool, list[int], int, int]
 WIDTH = 14  # columns of an iteration row
-HELD_RUNS = 4096  # runs held before their rows are built (bounds the lists kept alive)
+HELD_RUNS = 1024  # runs held before their rows are built (their lists stay in cache)
 
 
 class DecodeRuns:
