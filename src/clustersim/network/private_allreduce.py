@@ -187,11 +187,12 @@ class PrivateAllReduce:
 def book_entities(ledger: LinkLedger, t: float, phases: list[Phase]) -> float:
     """Book an all-reduce's entities starting at `t` (`PrivateAllReduce.run`'s clock: each
     phase's move, its booking, its latency); returns its end."""
+    record = ledger.record_few  # an all-reduce's phases run on a few links
     for ph in phases:
         if ph.links is not None:
             t0 = t
             t = t + ph.move_s
-            ledger.record(ph.links, ph.weights, t0, t, ph.size)
+            record(ph.links, ph.weights, t0, t, ph.size)
         if ph.delay_s > 0:
             t = t + ph.delay_s
     return t
