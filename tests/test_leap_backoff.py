@@ -45,3 +45,11 @@ def test_no_backoff_when_every_leap_is_worth_it() -> None:
     b = LeapBackoff(worth_steps=0)  # TP > 1
     b.ran(leap(2))
     assert tries(b, 5) == [True] * 5
+
+
+def test_a_lane_may_pause_longer() -> None:
+    b = LeapBackoff(worth_steps=3, max_pause=100)
+    for _ in range(10):
+        b.ran(leap(1))
+    assert b.pause == 100  # 1, 3, 7, ..., 511 capped
+    assert tries(b, 101) == [False] * 100 + [True]

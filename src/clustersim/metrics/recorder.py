@@ -39,6 +39,9 @@ IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, flo
 # one row as native float64s, the bytes `array("d").extend(row)` appends (each value through
 # float conversion), in a third of its time
 _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
+# a hot loop may append pack_row(*row) to `Recorder.iterations` itself (and count the row in
+# `steps`): the bytes on_iteration appends, without its call (serving/tp1_lane.py)
+pack_row = _pack_row
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
     "start_s",
     "end_s",

@@ -27,10 +27,11 @@ MAX_PAUSE = 16  # batches stepped at most before the next try
 class LeapBackoff:
     """The lane's leap attempts: `try_now` before planning one, `ran` with what it covered."""
 
-    __slots__ = ("pause", "skip", "worth_steps")
+    __slots__ = ("max_pause", "pause", "skip", "worth_steps")
 
-    def __init__(self, worth_steps: int) -> None:
+    def __init__(self, worth_steps: int, max_pause: int = MAX_PAUSE) -> None:
         self.worth_steps = worth_steps
+        self.max_pause = max_pause
         self.pause = 0  # batches to step after the next short leap
         self.skip = 0  # batches still to step before trying again
 
@@ -45,5 +46,5 @@ class LeapBackoff:
         if leap is None or leap.last + 1 >= self.worth_steps:
             self.pause = 0
         else:
-            self.pause = min(MAX_PAUSE, 2 * self.pause + 1)
+            self.pause = min(self.max_pause, 2 * self.pause + 1)
             self.skip = self.pause

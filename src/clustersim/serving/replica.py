@@ -27,6 +27,7 @@ from clustersim.serving.prefix_lane_choice import lane_for
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
 from clustersim.serving.speculative_decode import SpeculativeDecoding
+from clustersim.serving.tp1_lane import tp1_lane, tp1_lane_enabled
 
 
 class FabricLike(Protocol):
@@ -137,7 +138,9 @@ class Replica(LaneLeaps):
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
         one_lane = self.pp == 1 and speculative is None and type(self)._execute is Replica._execute
         self._init_leaps(one_lane, fabric, serving, kv_blocks_per_lane)  # serving/lane_leaps.py
-        if self.pp == 1:
+        if self.pp == 1 and one_lane and self.tp == 1 and tp1_lane_enabled():
+            env.process(tp1_lane(self, self.lanes[0]))  # its hot path: serving/tp1_lane.py
+        elif self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
         else:
             self.stages = [_Stage(s, env) for s in range(self.pp)]

@@ -112,6 +112,10 @@ class LeastOutstandingRouter(Router):
         self._heap = [(c, r) for r, c in enumerate(outstanding)]
         heapq.heapify(self._heap)
 
+    def scans(self, outstanding: Sequence[int]) -> bool:
+        """Whether `choose(outstanding, …)` scans the list (it is not the tracked one)."""
+        return outstanding is not self._tracked
+
     def decreased(self, replica: int) -> None:
         """The tracked list's count of `replica` went down."""
         tracked = self._tracked

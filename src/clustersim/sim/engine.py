@@ -37,6 +37,7 @@ from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
+from clustersim.sim.plain_arrivals import plain_admit
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
@@ -262,12 +263,13 @@ class _Simulation:
     def open_loop_arrivals(self) -> Process:
         env = self.env
         arrivals = (self.stream.arrival_s + self.frontend_s).tolist()  # at the engine
+        admit = plain_admit(self) or self._admit  # sim/plain_arrivals.py: the common case
         for rid, t in enumerate(arrivals):
             now = env.now
             if t > now:
                 yield env.timeout(t - now)
                 now = env.now
-            self._admit(rid, now)
+            admit(rid, now)
 
     def progress_ticks(self, callback: ProgressCallback, every_s: float) -> Process:
         while True:

@@ -1,0 +1,322 @@
+"""The stepped loop of a plain TP1 single-stage lane, its hot state in locals.
+
+`Replica._single_stage_lane` steps a lane through the scheduler's methods (next_batch →
+_schedule_decode → new_blocks / allocate / fill → pack → _fit_chunk / _add_chunk, then
+complete → finishes_by / _finish_decoders / advance / _end_prefill): about twenty calls a
+step. At high load (the issue 15 floor: a batch changes every 1.4 steps, so decode leaps
+cover little) those calls are most of a step's Python. This loop does the same work inline
+for a *plain* lane — one TP1 stage whose step is its compute alone, no prefix caching, no
+speculative decoding, incremental KV admission, no KV kept after a finish. It keeps in
+locals what a scheduler never rebinds (its pool, decode set, queues, per-request lists and
+limits) and reads their counts afresh after every yield (an arrival, a fault or a leap's cut
+may change them while a step runs); a scheduler replaced by a fault is bound anew.
+
+Inline, with the scheduler's arithmetic in the scheduler's order:
+- batch formation when no disaggregated KV arrived, the decode step's new blocks are free
+  (no preemption) and prefills join the decodes (chunked prefill, or whole prompts beside
+  the decodes as TensorRT-LLM does); the decode step first, then running chunked prefills,
+  then waiting requests FCFS within the token budget, max_num_seqs and the free blocks less
+  the admission watermark;
+- the step's row (Recorder.on_iteration's bytes, appended with `pack_row`);
+- the step's completion: the finish walk over the decode set's heap, prefill progress and
+  prefills becoming decodes or finishing (DecodeSet.enter / leave).
+A decode-only batch may start a decode leap as in the general loop, except when a request
+finishes in it (the leap would hold that one step), and after short leaps the lane steps up
+to TP1_MAX_PAUSE batches.
+Anything else (a preemption, a step with nothing to run, prefill-only engines, KV that
+arrived) forms its batch with `Scheduler.next_batch`, and a scheduler that is not plain
+(a fault's fresh one, say) hands the lane to the general loop. The outputs are the same
+byte for byte (tests/test_tp1_lane.py compares both loops).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Generator, Sequence
+from typing import Any, Protocol
+
+import simpy
+
+from clustersim.metrics.recorder import Recorder, pack_row
+from clustersim.model.stage_cost import StageCost
+from clustersim.serving.batch import Batch
+from clustersim.serving.decode_leap import DecodeLeap, LeapPricing
+from clustersim.serving.decode_set import DecodeSet
+from clustersim.serving.kv_cache import KVCapacityError, KVPool
+from clustersim.serving.leap_backoff import TP1_WORTH_STEPS, LeapBackoff
+from clustersim.serving.scheduler import Scheduler
+
+Process = Generator[simpy.Event, Any, None]
+
+
+class LaneLike(Protocol):
+    """serving/replica.py Lane."""
+
+    scheduler: Scheduler
+    idle: bool
+    wake: simpy.Event
+
+
+class TP1Replica(Protocol):
+    """What the loop reads of its serving/replica.py Replica (and its LaneLeaps)."""
+
+    env: simpy.Environment
+    index: int
+    recorder: Recorder
+    epoch: int
+    _pricing: LeapPricing | None
+    _leap_done: DecodeLeap | None
+
+    @property
+    def costs(self) -> Sequence[StageCost]: ...
+
+    def _leap_from(self, sched: Scheduler, batch: Batch, start: float) -> Process | None: ...
+
+    def _single_stage_lane(self, lane: Any) -> Process: ...
+
+
+# Batches stepped at most after short leaps (LeapBackoff; the general loop: 16). This loop's
+# steps cost less than the general one's, so a short leap costs relatively more: at high load
+# (8 × 8B TP1 at 70 %, leaps cut by an arrival every ≈ 2 steps) pausing up to 256 batches
+# runs 4 % fewer instructions than 16 (as few as never leaping); at light load (2 replicas,
+# 13 %) leaps run long, the pause stays 0 and nothing changes (−0.1 %).
+TP1_MAX_PAUSE = 256
+
+
+def tp1_lane_enabled() -> bool:
+    """`CLUSTERSIM_TP1_LANE=0` in the environment steps every lane the general way (the
+    equivalence tests run both)."""
+    return os.environ.get("CLUSTERSIM_TP1_LANE", "1") != "0"
+
+
+def plain_lane(sched: Scheduler) -> bool:
+    """Whether this loop may step the lane's scheduler (see the module docstring)."""
+    adm = sched.admission
+    return (
+        sched.prefix is None
+        and adm.prefix is None
+        and type(sched.kv) is KVPool
+        and type(sched.decodes) is DecodeSet
+        and not adm.reserve_full
+        and not adm.keep_kv_after_finish
+        and sched.decodes.block_size == adm.block_size
+    )
+
+
+def _decode_batch(n: int, ctx: int, d: int) -> Batch:
+    """The Batch of a decode-only step (a decode leap plans from it)."""
+    batch = Batch()
+    batch.decode_tokens = batch.num_seqs = n
+    batch.decode_ctx_tokens = ctx
+    batch.decode_step = d
+    return batch
+
+
+def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
+    """The lane's process: form a batch, run its compute, record it, complete it; sleep
+    while there is nothing to run. Falls back to `replica._single_stage_lane` for good
+    once the lane's scheduler is not plain."""
+    env = replica.env
+    timeout = env.timeout
+    recorder = replica.recorder
+    record_rows = recorder.record_iterations
+    index = replica.index
+    backoff = LeapBackoff(TP1_WORTH_STEPS, TP1_MAX_PAUSE)
+    heappop, heappush = heapq.heappop, heapq.heappush
+    sched: Scheduler | None = None
+    while True:
+        if lane.scheduler is not sched:  # first step, or a fault's fresh scheduler
+            sched = lane.scheduler
+            pool, decoding = sched.kv, sched.decodes
+            if not (isinstance(pool, KVPool) and isinstance(decoding, DecodeSet)) or not (
+                plain_lane(sched)
+            ):
+                yield from replica._single_stage_lane(lane)
+                return
+            kv: KVPool = pool
+            decodes: DecodeSet = decoding
+            st = sched.state
+            adm = sched.admission
+            prefills = sched.prefills
+            on_finish = sched.on_finish
+            eff, computed, generated, output = (
+                st.effective_prompt,
+                st.computed,
+                st.generated,
+                st.output,
+            )
+            d0s, version, finish_s = st.d0, st.version, st.finish_s
+            first_sched, first_token = st.first_scheduled_s, st.first_token_s
+            residue, members, heap = decodes.residue, decodes.members, decodes.finish_heap
+            waiting = prefills.waiting
+            bs = adm.block_size
+            inline_form = sched.chunked or sched.mixed_whole_prompts
+            chunked, max_tokens, max_seqs = sched.chunked, sched.max_tokens, prefills.max_seqs
+            watermark, capacity = adm.watermark_blocks, kv.capacity
+        now = env.now
+        # ---------------------------------------------------------- batch formation
+        batch: Batch | None = None
+        chunks: list[tuple[int, int]] = []
+        pt = nseqs = 0
+        pairs = 0.0
+        used = kv.used
+        n = len(members)
+        d, ctx = -1, 0
+        general = bool(sched.arrived) or not inline_form
+        if n and not general:
+            d = decodes.d
+            need = residue[d % bs]
+            if need > capacity - used:
+                general = True  # it preempts: Scheduler.next_batch
+            else:
+                used += need
+                ctx = decodes.ctx_offset + n * d
+                nseqs = n
+        prefilling = prefills.prefilling
+        if not general and (waiting or prefilling):  # PrefillQueue.pack, inline
+            budget = max_tokens - n
+            for rid in prefilling:
+                if budget <= 0:
+                    break
+                c = computed[rid]
+                chunk = eff[rid] - c
+                if chunked and chunk > budget:
+                    chunk = budget
+                room = (-(-c // bs) + capacity - used) * bs - c  # held + free blocks
+                if chunk > room:
+                    chunk = room if chunked else 0
+                if chunk > 0:
+                    used += -(-(c + chunk) // bs) + (-c // bs)
+                    chunks.append((rid, chunk))
+                    pt += chunk
+                    pairs += chunk * c + chunk * (chunk + 1) / 2
+                    nseqs += 1
+                    budget -= chunk
+            seqs = n + len(prefilling)
+            while waiting and budget > 0 and seqs < max_seqs:
+                rid = waiting[0]
+                remaining = eff[rid]
+                spare = capacity - used - (watermark if (n or prefilling) else 0)
+                if chunked:
+                    chunk = min(remaining, budget, spare * bs)
+                else:
+                    if remaining > budget and chunks:
+                        break  # a whole prompt fits the step unless it is its only one
+                    chunk = remaining if -(-remaining // bs) <= spare else 0
+                if chunk <= 0:
+                    break
+                waiting.popleft()
+                prefilling.append(rid)
+                if first_sched[rid] != first_sched[rid]:  # NaN: first time
+                    first_sched[rid] = now
+                c = computed[rid]
+                used += -(-(c + chunk) // bs) + (-c // bs)
+                chunks.append((rid, chunk))
+                pt += chunk
+                pairs += chunk * c + chunk * (chunk + 1) / 2
+                nseqs += 1
+                budget -= chunk
+                seqs += 1
+        if general or nseqs == 0:  # (nothing was allocated: the scheduler decides)
+            batch = sched.next_batch(now)
+            if batch is None:  # nothing to run: sleep until `submit` wakes the lane
+                lane.idle = True
+                lane.wake = env.event()
+                yield lane.wake
+                continue
+            chunks, pt, pairs = batch.prefill, batch.prefill_tokens, batch.prefill_attn_pairs
+            n, ctx, d, nseqs = (
+                batch.decode_tokens,
+                batch.decode_ctx_tokens,
+                batch.decode_step,
+                batch.num_seqs,
+            )
+        else:
+            if used > capacity:
+                raise KVCapacityError(f"{used} blocks in use of {capacity}")
+            kv.used = used
+            if used > kv.peak:
+                kv.peak = used
+        epoch = replica.epoch
+        # ---------------------------------------------------------- the step
+        if not chunks and replica._pricing is not None and not (heap and heap[0][0] <= d):
+            # (a request finishing in this step leaves no run of steps to leap over)
+            if backoff.skip:  # LeapBackoff.try_now, inline
+                backoff.skip -= 1
+            else:
+                if batch is None:
+                    batch = _decode_batch(n, ctx, d)
+                leap = replica._leap_from(sched, batch, now)
+                if leap is not None:
+                    yield from leap
+                    backoff.ran(replica._leap_done)
+                    continue
+        # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
+        compute = replica.costs[0].compute_s(pt, pairs, n, ctx, len(chunks))
+        yield timeout(compute)
+        end = env.now
+        if replica.epoch != epoch:  # the replica stopped during the step: its work is lost
+            continue
+        recorder.steps += 1  # Recorder.on_iteration, inline
+        if record_rows:
+            recorder.iterations.frombytes(
+                pack_row(
+                    index,
+                    0,
+                    0,
+                    now,
+                    end,
+                    pt,
+                    n,
+                    nseqs,
+                    pt + n,
+                    compute,
+                    0.0,
+                    0.0,
+                    kv.used,
+                    capacity,
+                )
+            )
+        # ---------------------------------------------------------- Scheduler.complete
+        if d >= 0:
+            if heap and heap[0][0] <= d:  # DecodeSet.finished + _finish_decoders, inline
+                while heap and heap[0][0] <= d:
+                    _, rid, v = heappop(heap)
+                    if v != version[rid]:
+                        continue  # preempted since it was pushed
+                    p, d0 = eff[rid], d0s[rid]
+                    del members[rid]  # DecodeSet.leave
+                    residue[(d0 - p) % bs] -= 1
+                    decodes.ctx_offset -= p + 1 - d0
+                    kv.release(-(-(p + d - d0 + 1) // bs))  # the blocks its KV occupies
+                    generated[rid] = output[rid]
+                    finish_s[rid] = end
+                    on_finish(rid, end)
+            decodes.d = d + 1
+        if chunks:  # PrefillQueue.advance + _end_prefill, inline
+            done = []
+            for rid, chunk in chunks:
+                c = computed[rid] = computed[rid] + chunk
+                if c == eff[rid]:
+                    done.append(rid)
+            if len(done) == 1:
+                prefills.prefilling.remove(done[0])
+            elif done:
+                finished_prefill = set(done)
+                prefills.prefilling = [r for r in prefills.prefilling if r not in finished_prefill]
+            for rid in done:
+                generated[rid] += 1
+                if first_token[rid] != first_token[rid]:  # NaN: the first token
+                    first_token[rid] = end
+                if generated[rid] >= output[rid]:
+                    kv.release(-(-eff[rid] // bs))  # KVAdmission.finish_prefill, plain
+                    finish_s[rid] = end
+                    on_finish(rid, end)
+                else:  # DecodeSet.enter: it decodes from the next decode step on
+                    d0, p = decodes.d, eff[rid]
+                    d0s[rid] = d0
+                    members[rid] = None
+                    residue[(d0 - p) % bs] += 1
+                    decodes.ctx_offset += p + 1 - d0
+                    heappush(heap, (d0 + output[rid] - generated[rid] - 1, rid, version[rid]))
