@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Callable, Sequence
 from math import nan
 
 import numpy as np
@@ -42,6 +43,7 @@ _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
 # a hot loop may append pack_row(*row) to `Recorder.iterations` itself (and count the row in
 # `steps`): the bytes on_iteration appends, without its call (serving/tp1_lane.py)
 pack_row = _pack_row
+_packs_of_rows: dict[int, Callable[..., bytes]] = {}  # rows at once → their packer
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
     "start_s",
     "end_s",
@@ -88,6 +90,18 @@ class Recorder:
         self.steps += run[5]
         if self.record_iterations and self.decode_runs.add(run):
             self.iterations.frombytes(self.decode_runs.take_rows())
+
+    def on_iterations(self, rows: Sequence[float], count: int) -> None:
+        """`count` rows at once, flattened one after another: the bytes `count` calls of
+        `on_iteration` append, in one pack."""
+        self.steps += count
+        if self.record_iterations:
+            pack = _packs_of_rows.get(count)
+            if pack is None:
+                pack = _packs_of_rows[count] = struct.Struct(
+                    f"{count * len(ITERATION_COLUMNS)}d"
+                ).pack
+            self.iterations.frombytes(pack(*rows))
 
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""

@@ -185,6 +185,12 @@ class LinkLedger:
                         total += x
             cells[b] = total
 
+    def cells_of(self, link: int) -> dict[int, float]:
+        """Link `link`'s bytes per bin (settled), for additions in place in the order
+        `record` makes them (network/held_transfers.py)."""
+        self._settle()
+        return self._cells[link]
+
     def copy_cells(self, src: int, dst: tuple[int, ...]) -> None:
         """Give each link of `dst` the bytes per bin of link `src` (twin links, booked only
         as `src`: network/twin_links.py)."""
