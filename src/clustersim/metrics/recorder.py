@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Callable, Sequence
 from math import nan
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+
+from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
 
 ITERATION_COLUMNS = (
     "replica",
@@ -43,6 +46,7 @@ _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
 # a hot loop may append pack_row(*row) to `Recorder.iterations` itself (and count the row in
 # `steps`): the bytes on_iteration appends, without its call (serving/tp1_lane.py)
 pack_row = _pack_row
+_packs_of_rows: dict[int, Callable[..., bytes]] = {}  # rows at once → their packer
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
     "start_s",
     "end_s",
@@ -68,6 +72,7 @@ class Recorder:
         # Rows flattened into one float64 buffer: 112 bytes a step, not ~600 for tuples.
         self.iterations = array("d")
         self.steps = 0
+        self.decode_runs = DecodeRuns()  # leaped steps' rows, built with the table
         # speculative decoding: tokens emitted by each recorded row's step (one per row)
         self.emitted = array("q")
 
@@ -83,6 +88,24 @@ class Recorder:
         if self.record_iterations:
             self.iterations.frombytes(_pack_row(*row))
 
+    def on_decode_run(self, run: DecodeRun) -> None:
+        """A run of leaped decode steps (serving/decode_leap.py; metrics/decode_runs.py)."""
+        self.steps += run[5]
+        if self.record_iterations and self.decode_runs.add(run):
+            self.iterations.frombytes(self.decode_runs.take_rows())
+
+    def on_iterations(self, rows: Sequence[float], count: int) -> None:
+        """`count` rows at once, flattened one after another: the bytes `count` calls of
+        `on_iteration` append, in one pack."""
+        self.steps += count
+        if self.record_iterations:
+            pack = _packs_of_rows.get(count)
+            if pack is None:
+                pack = _packs_of_rows[count] = struct.Struct(
+                    f"{count * len(ITERATION_COLUMNS)}d"
+                ).pack
+            self.iterations.frombytes(pack(*rows))
+
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""
         if self.record_iterations:
@@ -96,6 +119,8 @@ class Recorder:
         import pandas as pd
 
         width = len(ITERATION_COLUMNS)
+        if self.decode_runs.runs:
+            self.iterations.frombytes(self.decode_runs.take_rows())
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(

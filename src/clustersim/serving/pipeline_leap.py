@@ -44,12 +44,13 @@ from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
+from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
-from clustersim.serving.pipeline_trip import Alarm, Booking, Trip
+from clustersim.serving.pipeline_trip import ROW, Alarm, Trip
 from clustersim.serving.scheduler import Scheduler
 
 Process = Generator[simpy.Event, Any, None]
@@ -71,11 +72,33 @@ def shortest_step_s(cost: StageCostModel) -> float:
     )
 
 
+def alike_decode_steps(
+    costs: Sequence[StageCostModel], n: int
+) -> tuple[list[Callable[[int], float]], list[int]]:
+    """The distinct `step_s(ctx)` of the stages for a pure-decode batch of n
+    (model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit), and each stage's
+    index among them: stages whose step terms are equal (the middle stages of a pipeline)
+    share one, so a trip computes their step time once."""
+    distinct: dict[tuple[object, ...], int] = {}
+    funcs: list[Callable[[int], float]] = []
+    index: list[int] = []
+    for cost in costs:
+        step = DecodeStepCost(cost, n)
+        terms = tuple(getattr(step, name) for name in DecodeStepCost.__slots__)
+        if terms not in distinct:
+            distinct[terms] = len(funcs)
+            funcs.append(step.step_s)
+        index.append(distinct[terms])
+    return funcs, index
+
+
 class StagePrice(NamedTuple):
-    """What a stage step of some token count moves: its all-reduce phases, its hand-off."""
+    """What a stage step of some token count moves: its all-reduce phases, its hand-off,
+    the hand-off's latency after its move (seconds)."""
 
     phases: tuple[Phase, ...]
     hand_off: Transfer | None
+    latency_s: float
 
 
 class PipelineLeap:
@@ -128,13 +151,15 @@ class PipelineLeap:
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
         self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
-        self._decode_steps: dict[int, list[Callable[[int], float]]] = {}  # by decode n
+        # by decode n: the distinct stages' step_s, each stage's among them
+        self._decode_steps: dict[int, tuple[list[Callable[[int], float]], list[int]]] = {}
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
         self._ties = Completions()  # their transfers' completions (completion_ties.py)
-        self._held: list[Booking] = []  # transfers of ended trips, not yet in the ledger
-        fabric.before_read(self._book)
+        self._held = HeldTransfers(fabric.ledger)  # ended trips' transfers, not yet booked
+        self._shape_ids: dict[int, tuple[int, ...]] = {}  # a trip's transfers', by tokens
+        fabric.before_read(self._held.book)
 
     def usable(self, now: float) -> bool:
         """Whether trips may start now (their transfers alone, the fabric settled)."""
@@ -166,13 +191,18 @@ class PipelineLeap:
         """Drop cached prices (step times or link rates changed)."""
         self._prices.clear()
         self._decode_steps.clear()
+        self._shape_ids.clear()
 
     def _price(self, tokens: int) -> list[StagePrice]:
         """Each stage's all-reduce phases and hand-off for a step of `tokens` tokens."""
         prices = self._prices.get(tokens)
         if prices is None:
             prices = self._prices[tokens] = [
-                StagePrice(self._allreduce(s, tokens), self._hand_off(s, tokens))
+                StagePrice(
+                    self._allreduce(s, tokens),
+                    self._hand_off(s, tokens),
+                    self.handoffs[s].latency_s if s < len(self.handoffs) else 0.0,
+                )
                 for s in range(len(self.costs))
             ]
         return prices
@@ -199,12 +229,23 @@ class PipelineLeap:
         nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
         return self.handoffs[s].of(nbytes) if nbytes > 0 else None
 
-    def _decode_steps_of(self, n: int) -> list[Callable[[int], float]]:
-        """Each stage's `step_s(ctx)` for a pure-decode batch of n (model/decode_run.py:
-        compute_s(0, 0.0, n, ctx, 0), bit for bit)."""
+    def _shapes_of(self, tokens: int) -> tuple[int, ...]:
+        """The ids of a trip's transfers' shapes, in the order it computes them."""
+        ids = self._shape_ids.get(tokens)
+        if ids is None:
+            shapes: list[Shape] = []
+            for phases, hand_off, _latency in self._price(tokens):
+                shapes += [(p.links, p.weights, p.size) for p in phases if p.links is not None]
+                if hand_off is not None:
+                    shapes.append((hand_off.links, hand_off.weights, hand_off.size))
+            ids = self._shape_ids[tokens] = self._held.shape_ids(shapes)
+        return ids
+
+    def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], list[int]]:
+        """`alike_decode_steps` of the stages for a pure-decode batch of n (cached)."""
         steps = self._decode_steps.get(n)
         if steps is None:
-            steps = self._decode_steps[n] = [DecodeStepCost(c, n).step_s for c in self.costs]
+            steps = self._decode_steps[n] = alike_decode_steps(self.costs, n)
         return steps
 
     def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
@@ -217,8 +258,7 @@ class PipelineLeap:
         flying.append(trip)
         if self._compute(trip):
             self._settle_ties()
-        alarm = trip.alarm = Alarm(self.env)
-        alarm.arm(trip.end_s)
+        alarm = trip.alarm = Alarm(self.env, trip.end_s)
         yield alarm.event
         flying.remove(trip)  # the oldest: trips end in the order they started
         self._ties.prune(flying[0].free0[0] if flying else self.env.now)
@@ -232,11 +272,11 @@ class PipelineLeap:
             self.free_s, self._handoff_done = list(flying[0].free0), list(flying[0].done0)
             changed = False
             for trip in flying:
-                before = trip.completions
+                before = trip.times[1::2]  # its transfers' completions
                 trip.free0, trip.done0 = list(self.free_s), list(self._handoff_done)
                 self._ties.drop(trip.seq)
                 self._compute(trip)
-                changed |= trip.completions != before
+                changed |= trip.times[1::2] != before
             if not changed:
                 break
         else:
@@ -246,87 +286,71 @@ class PipelineLeap:
                 trip.alarm.arm(trip.end_s)
 
     def _compute(self, trip: Trip) -> bool:
-        """The trip's stage steps from the stages' state now (which it advances); True when
-        one of its transfers would complete one of another trip's earlier (a tie)."""
-        steps, bookings, completions = trip.steps, trip.bookings, trip.completions
-        steps.clear()
-        bookings.clear()
-        trip.completions = completions = []
-        complete, seq = self._ties.complete, trip.seq
-        tie = False
+        """The trip's stage steps from the stages' state now (which it advances), as its
+        rows (kv columns 0 until `_write`); True when one of its transfers would complete
+        one of another trip's earlier (a tie)."""
+        rows, times = trip.rows, trip.times
+        rows.clear()
+        times.clear()
+        ties = self._ties
+        complete, seq = ties.completion, trip.seq
         batch = trip.batch
-        free_s, done_s, handoffs = self.free_s, self._handoff_done, self.handoffs
+        free_s, done_s = self.free_s, self._handoff_done
         comm = self.tp > 1
-        n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
-        decode = None if batch.prefill else self._decode_steps_of(n)
+        replica, lane = self.replica, trip.lane
+        pre, n, ctx = batch.prefill_tokens, batch.decode_tokens, batch.decode_ctx_tokens
+        seqs, tokens = batch.num_seqs, batch.tokens
+        if batch.prefill:
+            computes = [
+                c.compute_s(pre, batch.prefill_attn_pairs, n, ctx, len(batch.prefill))
+                for c in self.costs
+            ]
+        else:
+            funcs, index = self._decode_steps_of(n)
+            distinct = [f(ctx) for f in funcs]
+            computes = [distinct[i] for i in index]
         arrival = trip.formed
-        for s, (phases, hand_off) in enumerate(self._price(batch.tokens)):
+        for s, (phases, hand_off, latency) in enumerate(self._price(tokens)):
             free = free_s[s]
-            start = arrival if arrival > free else free
-            bubble = max(0.0, start - free) if free > 0 else 0.0
-            if decode is not None:
-                compute = decode[s](ctx)
+            if arrival > free:
+                start = arrival
+                bubble = arrival - free if free > 0 else 0.0  # max(0, start - free), > 0
             else:
-                compute = self.costs[s].compute_s(
-                    batch.prefill_tokens,
-                    batch.prefill_attn_pairs,
-                    n,
-                    ctx,
-                    len(batch.prefill),
-                )
+                start, bubble = free, 0.0
+            compute = computes[s]
             t1 = start + compute
             end = t1
-            for ph in phases:
-                if ph.links is not None:
-                    done, tied = complete(end, end + ph.move_s, seq)
-                    tie |= tied
-                    completions.append(done)
-                    bookings.append((ph.links, ph.weights, end, done, ph.size))
+            for links, _weights, _size, move_s, delay_s in phases:
+                if links is not None:
+                    done = complete(end, end + move_s, seq)
+                    times += (end, done)
                     end = done
-                if ph.delay_s > 0:
-                    end = end + ph.delay_s
+                if delay_s > 0:
+                    end = end + delay_s
             free_s[s] = end
-            steps.append((start, end, compute, end - t1 if comm else 0.0, bubble))
+            rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute,
+                     end - t1 if comm else 0.0, bubble, 0, 0)  # fmt: skip
             if hand_off is None:
                 arrival = end
                 continue
             if end <= done_s[s]:
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            done, tied = complete(end, end + hand_off.move_s, seq)
-            done_s[s] = done
-            tie |= tied
-            completions.append(done)
-            bookings.append((hand_off.links, hand_off.weights, end, done, hand_off.size))
-            latency = handoffs[s].latency_s
+            done = done_s[s] = complete(end, end + hand_off.move_s, seq)
+            times += (end, done)
             arrival = done + latency if latency > 0 else done
+        tie, ties.tied = ties.tied, False
         return tie
-
-    def _book(self) -> None:
-        """Book the held transfers in the ledger, in the order they were held (per link
-        cell, the order stepping books them: each channel's transfers in batch order)."""
-        self.fabric.ledger.record_many(self._held)
-        self._held.clear()
 
     def _write(self, trip: Trip) -> None:
         """The rows the stages write and the bytes the fabric books, as stepping does."""
-        held = self._held
-        held += trip.bookings
-        if len(held) >= HELD_BOOKINGS:
-            self._book()
-        batch, kv = trip.batch, trip.sched.kv
-        record, replica, lane = self.recorder.on_iteration, self.replica, trip.lane
-        pre, dec, seqs, tokens = (
-            batch.prefill_tokens,
-            batch.decode_tokens,
-            batch.num_seqs,
-            batch.tokens,
-        )
-        used, cap = kv.used, kv.capacity
-        for s, (start, end, compute, comm, bubble) in enumerate(trip.steps):
-            record(
-                (replica, s, lane, start, end, pre, dec, seqs, tokens, compute, comm, bubble,
-                 used, cap)
-            )  # fmt: skip
+        held = self._held  # booked in the order held (per link cell, the order stepping
+        held.hold(self._shapes_of(trip.batch.tokens), trip.times)  # books: batch order)
+        if held.count >= HELD_BOOKINGS:
+            held.book()
+        kv, rows, p = trip.sched.kv, trip.rows, len(self.costs)
+        rows[12::ROW] = (kv.used,) * p  # the lane's blocks, unchanged since it formed the batch
+        rows[13::ROW] = (kv.capacity,) * p
+        self.recorder.on_iterations(rows, p)
 
 
 def pipeline_leap(

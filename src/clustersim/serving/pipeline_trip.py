@@ -5,29 +5,28 @@ from __future__ import annotations
 
 import simpy
 
+from clustersim.metrics.recorder import ITERATION_COLUMNS
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
-Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]
-StageStep = tuple[float, float, float, float, float]  # start, end, compute, comm, bubble
+ROW = len(ITERATION_COLUMNS)  # values of an iteration row
 
 
 class Trip:
-    """A batch's stage steps and transfers; `free0` / `done0`: the stages' last ends and the
-    hand-offs' last moves before it (to compute it again), `completions`: its transfers'."""
+    """A batch's stage steps (as iteration rows) and transfers; `free0` / `done0`: the
+    stages' last ends and the hand-offs' last moves before it (to compute it again)."""
 
     __slots__ = (
         "alarm",
         "batch",
-        "bookings",
-        "completions",
         "done0",
         "formed",
         "free0",
         "lane",
+        "rows",
         "sched",
         "seq",
-        "steps",
+        "times",
     )
 
     def __init__(
@@ -45,33 +44,41 @@ class Trip:
         self.batch = batch
         self.free0 = free0
         self.done0 = done0
-        self.steps: list[StageStep] = []
-        self.bookings: list[Booking] = []
-        self.completions: list[float] = []
+        self.rows: list[float] = []  # its stage steps' iteration rows, one after another
+        self.times: list[float] = []  # its transfers' (start, end), one after another
         self.alarm: Alarm | None = None
         self.formed = 0.0  # when its lane formed it (it reaches stage 0 then)
 
     @property
     def end_s(self) -> float:
-        return self.steps[-1][1]
+        return self.rows[-ROW + 4]  # the last stage's end_s
 
 
 class Alarm:
-    """An event fired when the clock reads exactly `at` (re-armable: `arm` again moves it).
+    """An event fired when the clock reads exactly `at`; `arm` moves it.
 
     simpy lands a timeout at now + delay: with now ≥ at / 2 the delay at − now is exact
-    (Sterbenz) and so is the landing; earlier in the run one intermediate timeout first
-    brings now past at / 2."""
+    (Sterbenz) and so is the landing, and the alarm's event is that timeout itself; earlier in
+    the run one intermediate timeout first brings now past at / 2. Moving an alarm hands its
+    waiters (the event's callbacks) to a fresh event, fired at the new `at`."""
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, env: simpy.Environment, at: float) -> None:
         self.env = env
-        self.event = env.event()
-        self.at = -1.0
+        self.at = at
         self._gen = 0
+        now = env.now
+        if now + (at - now) == at:
+            self.event: simpy.Event = env.timeout(at - now)
+        else:
+            self.event = env.event()
+            self._hop(at, 0)
 
     def arm(self, at: float) -> None:
+        """Fire at `at` instead (the old event, if it still fires, wakes no one)."""
         self._gen += 1
         self.at = at
+        old, self.event = self.event, self.env.event()
+        self.event.callbacks, old.callbacks = old.callbacks, []
         self._hop(at, self._gen)
 
     def _hop(self, at: float, gen: int) -> None:
