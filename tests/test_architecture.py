@@ -46,10 +46,11 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "disagg": _SIM_BASE | {"network", "serving", "moe", "deployment"},
     "sim": _SIM_BASE | _SIMULATION - {"sim"},
     "results": _SIM_BASE,
-    "runner": _BELOW_APPS,
-    "planner": _BELOW_APPS | {"runner"},
-    "capacity": _BELOW_APPS | {"runner", "planner"},
-    "cli": _BELOW_APPS | {"runner", "planner", "capacity"},
+    "jobs": frozenset({ROOT, "config"}),
+    "runner": _BELOW_APPS | {"jobs"},
+    "planner": _BELOW_APPS | {"jobs", "runner"},
+    "capacity": _BELOW_APPS | {"jobs", "runner", "planner"},
+    "cli": _BELOW_APPS | {"jobs", "runner", "planner", "capacity"},
     "__main__": frozenset({"cli"}),
 }
 
@@ -58,7 +59,6 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 TOLERATED = frozenset(
     {
         ("config", "clustersim.workload.traces"),  # a trace file is read (checked) at load
-        ("runner", "clustersim.planner.search"),  # the job executors live in the planner
     }
 )
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from clustersim import cli
-from clustersim.cli import run_results
 from clustersim.cli.signals import Terminated
+from clustersim.results import report as results_report
 
 BASE = """\
 name: tiny
@@ -301,7 +301,7 @@ def test_interrupt_while_plotting_leaves_run_marked_incomplete(
     def interrupted(_run_dir: Path, writing: bool = False) -> None:
         raise Terminated(15)  # what SIGTERM raises
 
-    monkeypatch.setattr(run_results, "render_run", interrupted)
+    monkeypatch.setattr(results_report, "render_run", interrupted)
     exp = tmp_path / "exp.yaml"
     exp.write_text(BASE)
     out = tmp_path / "out"
@@ -309,6 +309,7 @@ def test_interrupt_while_plotting_leaves_run_marked_incomplete(
     assert "interrupted (SIGTERM)" in capsys.readouterr().err
     (run_dir,) = [p.parent for p in out.rglob("summary.json")]
     assert (run_dir / "INCOMPLETE").is_file()
+    monkeypatch.undo()  # report and compare render with the real render_run
     for command in (["report", str(run_dir)], ["compare", str(run_dir), str(run_dir)]):
         assert cli.main(command) == 2
         assert "incomplete run directory" in capsys.readouterr().err

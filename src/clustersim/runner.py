@@ -11,12 +11,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from clustersim.config.load import resolved_config
 from clustersim.config.schema import Experiment
+from clustersim.jobs import ExecutorName, SimJob, SimResult, run_jobs
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.metrics.replicates import (
     ReplicateSample,
@@ -26,9 +25,11 @@ from clustersim.metrics.replicates import (
     replicates_block,
 )
 from clustersim.metrics.stability import pooled_stability
-from clustersim.planner.search import ExecutorName, SimJob, SimResult, run_jobs
 from clustersim.results.writer import write_json, write_run
 from clustersim.sim.engine import Build, BuildError, RunOutput, build, run_experiment
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ProgressCallback = Callable[[float], None]
 # (label) → a context yielding the engine's progress callback (or None: no bar)
@@ -93,7 +94,7 @@ def simulate_pooled(exp: Experiment, progress: ProgressFactory | None = None) ->
 
 
 def simulate_into(job: SimJob) -> SimResult:
-    """Worker of a fanned-out `run` (planner.search.run_jobs): simulate `job.exp` and write its
+    """Worker of a fanned-out `run` (jobs.run_jobs): simulate `job.exp` and write its
     run files into the existing directory `job.run_dir`; the summary comes back."""
     assert job.run_dir is not None
     out = run_experiment(job.exp)

@@ -8,7 +8,7 @@ from typing import Any
 
 from clustersim.capacity.search import Probe
 from clustersim.config.schema import Experiment, SLOSpec
-from clustersim.planner.search import ExecutorName
+from clustersim.jobs import ExecutorName
 from clustersim.runner import ProgressFactory, simulate_pooled, simulate_pooled_jobs
 
 ATTAINMENT_TARGET = 0.99  # per-request bounds are p99 targets

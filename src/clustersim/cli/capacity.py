@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from clustersim.capacity.search import CAPACITY_REPLICATES
 from clustersim.cli.errors import EXIT_OK, BadInput, check_out_dir
 from clustersim.cli.points import Point, blame, load_points
 from clustersim.cli.progress import overall_bar_open
@@ -18,8 +19,6 @@ from clustersim.config.load import resolved_config
 from clustersim.config.schema import Experiment
 from clustersim.results.writer import new_point_dir, new_run_dir, write_sweep_table
 from clustersim.sim.engine import build
-
-CAPACITY_REPLICATES = 3  # default replicates per capacity probe
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:

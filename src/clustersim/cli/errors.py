@@ -10,12 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clustersim.config.errors import ConfigError
-from clustersim.planner.search import PlanError
-from clustersim.results.report import ReportError
-from clustersim.sim.engine import BuildError
-from clustersim.topology.placement import PlacementError
-
 PROG = "clustersim"
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 # file errors that mean the user named a wrong path (others, e.g. a full disk, stay internal)
@@ -27,8 +21,17 @@ class BadInput(Exception):
 
 
 def bad_input_message(err: BaseException) -> str | None:
-    """The one-line message for a bad-input error, or None for an internal error."""
+    """The one-line message for a bad-input error, or None for an internal error.
+
+    The error types are imported here, when an error is being reported: every command imports
+    this module, and most of them never load the planner, the report or the simulator."""
     from clustersim.capacity.probe import CapacityError
+    from clustersim.config.errors import ConfigError
+    from clustersim.jobs import ExecutorError
+    from clustersim.planner.search import PlanError
+    from clustersim.results.report import ReportError
+    from clustersim.sim.engine import BuildError
+    from clustersim.topology.placement import PlacementError
 
     if isinstance(
         err,
@@ -38,6 +41,7 @@ def bad_input_message(err: BaseException) -> str | None:
         | PlacementError
         | ReportError
         | PlanError
+        | ExecutorError
         | CapacityError,
     ):
         return one_line(str(err))

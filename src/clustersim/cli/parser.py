@@ -1,4 +1,8 @@
-"""Argument parsing: the `clustersim` parser, one sub-parser per command (DESIGN.md §2)."""
+"""Argument parsing: the `clustersim` parser, one sub-parser per command (DESIGN.md §2).
+
+Each command's module is imported when that command runs, so `--help` and `validate` load
+neither the simulator's result tables (pandas, pyarrow) nor the planner.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from clustersim import __version__
-from clustersim.cli.capacity import CAPACITY_REPLICATES, cmd_capacity
+from clustersim.capacity.search import CAPACITY_REPLICATES
 from clustersim.cli.errors import EXIT_BAD_INPUT, PROG
-from clustersim.cli.plan import cmd_plan
-from clustersim.cli.report import cmd_compare, cmd_report
-from clustersim.cli.run import cmd_run
-from clustersim.cli.validate import cmd_validate
-from clustersim.planner.search import EXECUTORS, default_workers
+from clustersim.jobs import EXECUTORS, default_workers
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -21,6 +21,42 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from clustersim.cli.run import cmd_run
+
+    return cmd_run(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from clustersim.cli.validate import cmd_validate
+
+    return cmd_validate(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from clustersim.cli.report import cmd_report
+
+    return cmd_report(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from clustersim.cli.report import cmd_compare
+
+    return cmd_compare(args)
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from clustersim.cli.capacity import cmd_capacity
+
+    return cmd_capacity(args)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from clustersim.cli.plan import cmd_plan
+
+    return cmd_plan(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +103,7 @@ def _add_run(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
     run.add_argument(
         "--no-report", action="store_true", help="skip the plots and report.html of each run"
     )
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=_run)
 
 
 def _add_validate(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -75,7 +111,7 @@ def _add_validate(commands: argparse._SubParsersAction[OneLineErrorParser]) -> N
         "validate", help="load + resolve + placement + memory-fit check, no simulation"
     )
     _add_experiment_args(validate)
-    validate.set_defaults(func=cmd_validate)
+    validate.set_defaults(func=_validate)
 
 
 def _add_report(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -83,7 +119,7 @@ def _add_report(commands: argparse._SubParsersAction[OneLineErrorParser]) -> Non
         "report", help="(re)draw plots + report.html of a run (or sweep) directory"
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run or sweep directory")
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=_report)
 
 
 def _add_compare(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -95,7 +131,7 @@ def _add_compare(commands: argparse._SubParsersAction[OneLineErrorParser]) -> No
     compare.add_argument(
         "--out", type=Path, default=None, help="where to create it (default: RUN_A/..)"
     )
-    compare.set_defaults(func=cmd_compare)
+    compare.set_defaults(func=_compare)
 
 
 def _add_capacity(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -125,7 +161,7 @@ def _add_capacity(commands: argparse._SubParsersAction[OneLineErrorParser]) -> N
         help="replicates of a probe in parallel (default 1: one at a time in this process)",
     )
     capacity.add_argument("--quiet", action="store_true", help="no progress bar")
-    capacity.set_defaults(func=cmd_capacity)
+    capacity.set_defaults(func=_capacity)
 
 
 def _add_plan(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -141,7 +177,7 @@ def _add_plan(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
         help="local processes (default) or Ray tasks (RAY_ADDRESS, else a local Ray instance)",
     )
     plan.add_argument("--quiet", action="store_true", help="no progress bar")
-    plan.set_defaults(func=cmd_plan)
+    plan.set_defaults(func=_plan)
 
 
 def _add_experiment_args(sub: argparse.ArgumentParser) -> None:

@@ -6,9 +6,7 @@ import argparse
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from clustersim.cli.errors import EXIT_OK, BadInput, check_out_dir
 from clustersim.cli.points import Point, blame, load_points
@@ -16,13 +14,16 @@ from clustersim.cli.progress import overall_bar, progress_bar
 from clustersim.cli.run_results import RunResults
 from clustersim.config.load import resolved_config
 from clustersim.deployment.build import Build
+from clustersim.jobs import SimJob, run_jobs
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.metrics.replicates import replicate_seeds
 from clustersim.metrics.summary import RunTables
-from clustersim.planner.search import SimJob, run_jobs
 from clustersim.results.replicates import replicate_dir
 from clustersim.runner import replicate_experiment, simulate_into
 from clustersim.sim.engine import build, horizon_estimate_s, run_experiment
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -72,8 +73,8 @@ def run_serial(args: argparse.Namespace, points: Sequence[Point], results: RunRe
 
 
 def run_fanned_out(args: argparse.Namespace, points: Sequence[Point], results: RunResults) -> None:
-    """Every (point, replicate) as one job over local processes or Ray (planner.search
-    run_jobs); workers write the run files, this process pools and reports in point order,
+    """Every (point, replicate) as one job over local processes or Ray (jobs.run_jobs);
+    workers write the run files, this process pools and reports in point order,
     so the files are the same as a serial run's."""
     jobs, plan = fan_out_jobs(points, results)
     done = run_jobs(

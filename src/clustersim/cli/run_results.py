@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from clustersim.cli.points import Point
 from clustersim.cli.progress import progress_bar
@@ -23,7 +21,6 @@ from clustersim.results.replicates import (
     replicate_row,
     write_replicated_run,
 )
-from clustersim.results.report import render_run, render_sweep
 from clustersim.results.writer import (
     mark_complete,
     mark_incomplete,
@@ -35,6 +32,9 @@ from clustersim.results.writer import (
 )
 from clustersim.runner import iter_replicates, pool
 from clustersim.sim.engine import horizon_estimate_s
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RunResults:
@@ -80,6 +80,8 @@ class RunResults:
             self.sweep_rows.append(sweep_row(point.label, point.overrides, run_dir, summary))
             write_sweep_table(self.sweep_dir, self.sweep_rows)  # a stopped sweep keeps it
         if self.report:
+            from clustersim.results.report import render_run  # plots: only when drawn
+
             render_run(run_dir, writing=True)  # plots + report.html, from the files just written
         mark_complete(run_dir)
         self.table.append(summary_row(point.label or point.exp.name, summary, run_dir))
@@ -106,12 +108,16 @@ class RunResults:
     ) -> None:
         """Pool the replicate-<k>/ directories (read back from their files, however they ran)
         into the top level of the point's run directory."""
+        import pandas as pd
+
         exp = point.exp
         seeds = replicate_seeds(exp.seed, exp.replicates)
         samples, requests, timelines, rows = [], [], [], []
         for k, summary in enumerate(summaries):
             rdir = run_dir / REPLICATE_DIR.format(k=k)
             if self.report:
+                from clustersim.results.report import render_run
+
                 render_run(rdir)
             req = pd.read_parquet(rdir / "requests.parquet")
             samples.append(replicate_sample(dict(summary), req, exp.slo, exp.horizon.warmup_s))
@@ -132,6 +138,8 @@ class RunResults:
     def finish(self) -> None:
         """After the last point: the sweep's plots and report.html."""
         if self.report and self.sweep_dir is not None:
+            from clustersim.results.report import render_sweep
+
             render_sweep(self.sweep_dir)
 
     def print_table(self) -> None:

@@ -5,10 +5,9 @@ lane's KV pool (docs/prefix_caching.md)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from clustersim.config.schema import ServingSpec
 from clustersim.deployment.build import Build
@@ -21,6 +20,9 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import Router, make_router
 from clustersim.serving.scheduler import Scheduler
 from clustersim.workload.requests import RequestStream
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_PREFIX_BLOCK_TOKENS = 512  # a workload without prefix-block ids (nothing is shared)
 
@@ -95,6 +97,8 @@ PREFIX_CACHE_COLUMNS = (
 def prefix_cache_table(lanes: Sequence[Sequence[LanePrefix]]) -> pd.DataFrame:
     """One row per lane's cache: its counters (blocks are prefix blocks; tokens of prompts
     admitted, re-admissions after preemption included) and hit rates."""
+    import pandas as pd
+
     rows = []
     for r, unit in enumerate(lanes):
         for i, lane in enumerate(unit):

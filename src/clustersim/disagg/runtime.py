@@ -26,10 +26,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from clustersim.deployment.build import PoolBuild
@@ -44,6 +43,9 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.workload.requests import RequestStream
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RngSource = Callable[[str], np.random.Generator]  # named random stream (sim/streams.py)
 
@@ -333,6 +335,8 @@ class DisaggRuntime:
     def iterations_frame(self) -> pd.DataFrame:
         """Both pools' steps: replica ids global (decode offset by the prefill replicas), a
         `pool` column, ordered as Recorder.iterations_frame orders."""
+        import pandas as pd
+
         frames = []
         for pool, rec in zip(self.pools, self.recorders, strict=True):
             frame = rec.iterations_frame()
@@ -368,6 +372,8 @@ def _moe_tables(
     pools: tuple[PoolBuild, ...], moes: tuple[MoERuntime | None, ...], attr: str
 ) -> pd.DataFrame | None:
     """One MoE table of both pools: EP group ids offset so they stay distinct, `pool`."""
+    import pandas as pd
+
     frames = []
     offset = 0
     for pool, moe in zip(pools, moes, strict=True):

@@ -53,12 +53,12 @@ class ComponentFailures:
 
 
 def component_names(cluster: Cluster, component: Component) -> list[str]:
-    """Instances of a component class, as fault targets, in graph order."""
+    """Instances of a component class, as fault targets, in graph (build) order."""
     if component == "gpu":
         return list(cluster.gpus)
     if component == "node":
         return [f"n{n}" for n in range(cluster.num_nodes)]
-    return [v for v, kind in cluster.graph.nodes(data="kind") if kind == component]
+    return [v for v in cluster.vertices if cluster.kind_of(v) == component]
 
 
 def draw_failures(

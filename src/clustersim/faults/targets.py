@@ -37,7 +37,7 @@ def resolve_target(cluster: Cluster, event: FaultEvent) -> Target:
 
 
 def _gpu(cluster: Cluster, name: str, key: str) -> str:
-    if name not in cluster.graph or cluster.graph.nodes[name].get("kind") != "gpu":
+    if cluster.kind_of(name) != "gpu":
         raise FaultTargetError(
             key,
             f"no GPU {name!r} in topology {cluster.name!r}; expected "
@@ -64,11 +64,8 @@ def _links(cluster: Cluster, name: str, key: str) -> tuple[int, ...]:
     elif "->" in name:
         a, _, b = name.partition("->")
         ids = [i for i in (_edge(cluster, a, b),) if i is not None]
-    elif name in cluster.graph:
-        ids = sorted(
-            {cluster.link_id(a, b) for a, b in cluster.graph.out_edges(name)}
-            | {cluster.link_id(a, b) for a, b in cluster.graph.in_edges(name)}
-        )
+    elif cluster.kind_of(name) is not None:
+        ids = list(cluster.vertex_links(name))
     else:
         ids = []
     if not ids:
@@ -79,4 +76,4 @@ def _links(cluster: Cluster, name: str, key: str) -> tuple[int, ...]:
 
 
 def _edge(cluster: Cluster, a: str, b: str) -> int | None:
-    return cluster.link_id(a, b) if cluster.graph.has_edge(a, b) else None
+    return cluster.link_id(a, b) if cluster.has_link(a, b) else None

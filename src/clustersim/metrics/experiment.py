@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.fault_summary import faults_summary
@@ -16,9 +14,14 @@ from clustersim.metrics.summary import RunTables, summarize
 from clustersim.metrics.timeline import build_timeline, window_slo_summary
 from clustersim.metrics.window import BASIS_ARRIVALS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], pd.DataFrame]:
     """The run's timeline and its summary, measured over [warmup, end of arrivals]."""
+    import pandas as pd
+
     warmup_s = exp.horizon.warmup_s
     timeline = build_timeline(
         out.requests,

@@ -19,13 +19,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.summary import completed_mask, measured_requests, slo_mask
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RECOVERY_TOLERANCE = 1.2  # × baseline p99 TTFT, when no window precedes the first fault
 

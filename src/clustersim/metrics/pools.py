@@ -17,12 +17,14 @@ time the pool's engines were stepping (None without iterations.parquet rows).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from clustersim.metrics.window import Window
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class PoolFacts(Protocol):

@@ -4,12 +4,14 @@ and the per-lane cache counters (RunOutput.prefix_cache). Absent without prefix 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from clustersim.metrics.time_bins import fraction, window_index
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _token_hit_rate(cached: float, prompt: float) -> float | None:

@@ -10,9 +10,14 @@ import struct
 from array import array
 from collections.abc import Callable, Sequence
 from math import nan
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
 
 ITERATION_COLUMNS = (
     "replica",
@@ -67,6 +72,7 @@ class Recorder:
         # Rows flattened into one float64 buffer: 112 bytes a step, not ~600 for tuples.
         self.iterations = array("d")
         self.steps = 0
+        self.decode_runs = DecodeRuns()  # leaped steps' rows, built with the table
         # speculative decoding: tokens emitted by each recorded row's step (one per row)
         self.emitted = array("q")
 
@@ -81,6 +87,12 @@ class Recorder:
         self.steps += 1
         if self.record_iterations:
             self.iterations.frombytes(_pack_row(*row))
+
+    def on_decode_run(self, run: DecodeRun) -> None:
+        """A run of leaped decode steps (serving/decode_leap.py; metrics/decode_runs.py)."""
+        self.steps += run[5]
+        if self.record_iterations and self.decode_runs.add(run):
+            self.iterations.frombytes(self.decode_runs.take_rows())
 
     def on_iterations(self, rows: Sequence[float], count: int) -> None:
         """`count` rows at once, flattened one after another: the bytes `count` calls of
@@ -104,7 +116,11 @@ class Recorder:
 
         One stable lexsort and one gather per column: the buffer and the frame's columns are
         the only copies alive at once (not the buffer, an unsorted frame and a sorted one)."""
+        import pandas as pd
+
         width = len(ITERATION_COLUMNS)
+        if self.decode_runs.runs:
+            self.iterations.frombytes(self.decode_runs.take_rows())
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
         col = ITERATION_COLUMNS.index
         order = np.lexsort(
@@ -127,7 +143,7 @@ class Recorder:
             # speculative decoding only: every row has its step's emitted tokens
             columns[EMITTED_COLUMN] = np.frombuffer(self.emitted, dtype=np.int64)[order]
             self.emitted = array("q")
-        return pd.DataFrame(columns)
+        return pd.DataFrame(columns, copy=False)  # the gathered columns, not a consolidated copy
 
 
 def requests_frame(
@@ -150,37 +166,44 @@ def requests_frame(
     one-token outputs; queue = first scheduled − arrival. Dropped requests keep NaN times.
     Disaggregated runs (disagg/runtime.py) give the decode replica and the KV transfer's seconds
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
+    Every column is a new array of its own (np.array copies even an array given), so the
+    frame takes them as they are (copy=False: no consolidated copy).
     """
-    arrival = np.asarray(arrival_s, dtype=np.float64)
-    first = np.asarray(first_token_s, dtype=np.float64)
-    finish = np.asarray(finish_s, dtype=np.float64)
-    scheduled = np.asarray(first_scheduled_s, dtype=np.float64)
-    out = np.asarray(output_tokens, dtype=np.int64)
+    import pandas as pd
+
+    arrival = np.array(arrival_s, dtype=np.float64)
+    first = np.array(first_token_s, dtype=np.float64)
+    finish = np.array(finish_s, dtype=np.float64)
+    scheduled = np.array(first_scheduled_s, dtype=np.float64)
+    out = np.array(output_tokens, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (finish - first) / (out - 1), np.nan)
     n = len(arrival)
-    nan = np.full(n, np.nan)
     return pd.DataFrame(
         {
             "id": np.arange(len(arrival), dtype=np.int64),
             "arrival_s": arrival,
             "first_token_s": first,
             "finish_s": finish,
-            "prompt_tokens": np.asarray(prompt_tokens, dtype=np.int64),
+            "prompt_tokens": np.array(prompt_tokens, dtype=np.int64),
             "output_tokens": out,
-            "replica": np.asarray(replica, dtype=np.int64),
+            "replica": np.array(replica, dtype=np.int64),
             "ttft_s": first - arrival,
             "tpot_s": tpot,
             "e2e_s": finish - arrival,
             "queue_s": scheduled - arrival,
-            "preemptions": np.asarray(preemptions, dtype=np.int64),
-            "dropped": np.asarray(dropped, dtype=bool),
-            "decode_replica": np.asarray(
+            "preemptions": np.array(preemptions, dtype=np.int64),
+            "dropped": np.array(dropped, dtype=bool),
+            "decode_replica": np.array(
                 replica if decode_replica is None else decode_replica, dtype=np.int64
             ),
-            "kv_transfer_s": nan if kv_transfer_s is None else np.asarray(kv_transfer_s, float),
-            "kv_transfer_bytes": (
-                nan if kv_transfer_bytes is None else np.asarray(kv_transfer_bytes, float)
-            ),
-        }
+            "kv_transfer_s": _floats(kv_transfer_s, n),
+            "kv_transfer_bytes": _floats(kv_transfer_bytes, n),
+        },
+        copy=False,
     )
+
+
+def _floats(values: list[float] | None, n: int) -> np.ndarray:
+    """`values` as a new float64 array, or n NaNs when there are none."""
+    return np.full(n, np.nan) if values is None else np.array(values, dtype=np.float64)

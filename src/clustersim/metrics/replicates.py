@@ -23,10 +23,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.fault_replicates import fault_blocks, fault_intervals, pooled_faults
@@ -37,6 +36,9 @@ from clustersim.metrics.summary import (
     measured_requests,
     slo_mask,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s")
 THROUGHPUT_KEYS = ("input_tokens_per_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu")

@@ -24,12 +24,14 @@ for as long as arrivals continue, and its latency quantiles grow with the horizo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from clustersim.metrics.replicates import t975
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BATCHES = 10  # batch means per series
 MIN_BATCHES = 4  # fewer windows than this: no verdict

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.pools import kv_transfer_summary, pools_summary
@@ -37,6 +36,9 @@ from clustersim.metrics.window import (
     measurement_window,
     tokens_in_window,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STAT_KEYS = ("mean", "p50", "p90", "p99")
 # slo.* keys computed over time windows by clustersim.metrics.timeline.window_slo_summary

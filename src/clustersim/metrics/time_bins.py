@@ -7,12 +7,15 @@ per-window reductions of per-request or per-step values. Pure numpy, no I/O.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from clustersim.workload.arrivals import StateTimeline
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -112,6 +115,8 @@ def burst_intervals(phases: StateTimeline) -> tuple[F64, F64]:
 
 def per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
     """q-th percentile (numpy 'linear') of x per window; NaN where the window has no value."""
+    import pandas as pd
+
     out = np.full(n, np.nan)
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
@@ -123,6 +128,8 @@ def per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
 
 def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
     """mean / max / sum of x per window; NaN where the window has no value."""
+    import pandas as pd
+
     out = np.full(n, np.nan)
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():

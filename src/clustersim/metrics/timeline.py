@@ -27,10 +27,10 @@ fast as the p99 target allows, above 1 the window on its own misses the target.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.summary import completed_mask, dropped_mask, link_summary, slo_mask
@@ -46,6 +46,9 @@ from clustersim.metrics.time_bins import (
     window_index,
 )
 from clustersim.workload.arrivals import StateTimeline
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -101,6 +104,8 @@ def build_timeline(
     Tolerates missing optional inputs: without iteration columns the step columns are NaN,
     without link rows the link columns are NaN (0 in windows of a run that did use links).
     """
+    import pandas as pd
+
     if not bin_s > 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
     n = window_count(run_end_s(requests, iterations, links), bin_s)
@@ -218,6 +223,8 @@ def _link_columns(
     A link's utilisation in a window is the mean over the link bins starting in it (a missing
     bin is 0): Σ utilisation × link_bin_s / bin_s, so windows may be coarser than link bins.
     """
+    import pandas as pd
+
     if links is None or len(links) == 0:
         return {k: np.full(n, np.nan) for k in ("link_max_utilisation", "busiest_link_utilisation")}
     # + 1e-9: a bin start of k·w computed as k·w − ε still lands in window k

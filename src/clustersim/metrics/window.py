@@ -26,9 +26,12 @@ tokens — the trtllm-bench figure, reported for every run as `throughput.harnes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASIS_ARRIVALS = "arrivals"  # [warmup, end of arrivals]
 BASIS_MAKESPAN = "makespan"  # first measured arrival → last measured completion

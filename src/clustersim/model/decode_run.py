@@ -76,3 +76,23 @@ class DecodeStepCost:
         if self._overlap:
             return s if s > host else host
         return s + host
+
+    def run_s(self, ctx_tokens: int, n: int, k: int) -> list[float]:
+        """`step_s` of k consecutive steps of n sequences, the first reading `ctx_tokens`
+        tokens of context (each next one n more): the same operations, in a local loop."""
+        per_token, per_seq, floor = self._per_token, self._per_seq, self._attn_floor
+        before, embed, lm, moe = self._before_attn, self._embed, self._lm, self._moe
+        host, overlap = self._host, self._overlap
+        out: list[float] = []
+        for ctx in range(ctx_tokens, ctx_tokens + n * k, n):
+            attn = ctx * per_token + per_seq
+            s = before + (attn if attn > floor else floor) + embed
+            if lm is not None:
+                s += lm
+            if moe is not None:
+                s += moe
+            if overlap:
+                out.append(s if s > host else host)
+            else:
+                out.append(s + host)
+        return out

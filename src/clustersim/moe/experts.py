@@ -29,13 +29,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import yaml
 
 from clustersim.config.schema import RoutingSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -338,6 +341,8 @@ class ExpertLedger:
 
     def frame(self) -> pd.DataFrame:
         """Rows (bin, rank, expert) with tokens > 0, columns EXPERT_COLUMNS."""
+        import pandas as pd
+
         self.flush()
         parts: list[pd.DataFrame] = []
         e = self.num_experts
@@ -366,6 +371,8 @@ class ExpertLedger:
 
 def empty_experts_frame() -> pd.DataFrame:
     """An experts table with no rows and the right column types."""
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "bin_start_s": np.empty(0),

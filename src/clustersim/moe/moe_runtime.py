@@ -6,9 +6,9 @@ per EP group, the replica stage costs or the lock-step DP-attention group, and t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from clustersim.config.schema import Experiment
@@ -37,6 +37,9 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.topology.graph import Cluster
 from clustersim.workload.arrivals import StateTimeline
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EPLB_COLUMNS = (
     "time_s",
@@ -194,6 +197,8 @@ class MoERuntime:
 
     def experts_frame(self) -> pd.DataFrame:
         """experts.parquet: every group's ledger, ordered by bin, group, rank, expert."""
+        import pandas as pd
+
         frames = [g.ledger.frame() for g in self.groups]
         if not frames:
             return empty_experts_frame()
@@ -203,6 +208,8 @@ class MoERuntime:
 
     def eplb_frame(self) -> pd.DataFrame | None:
         """eplb.parquet rows (one per rebalance), or None when EPLB is off."""
+        import pandas as pd
+
         if self.layout.experts.eplb is None:
             return None
         rows = [

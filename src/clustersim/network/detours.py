@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from itertools import pairwise
 
-import networkx as nx
-
 from clustersim.topology.graph import Cluster
 
 
@@ -22,6 +20,8 @@ def detours(
     """(down link id → detour link ids, down links with no detour)."""
     if not down:
         return {}, frozenset()
+    import networkx as nx
+
     graph = cluster.graph
     gone = {(cluster.links[i].src, cluster.links[i].dst) for i in down}
 

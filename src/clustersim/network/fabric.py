@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from clustersim.network.collectives import (
@@ -31,6 +31,9 @@ from clustersim.network.flows import FlowEngine
 from clustersim.network.ledger import LinkLedger
 from clustersim.network.routing import FlowSpec, PairSet, RouteCache, demand_of, link_loads
 from clustersim.topology.graph import Cluster
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Fabric:

@@ -13,13 +13,30 @@ Python float operations), so the bytes are identical.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from clustersim.topology.graph import Cluster
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 WIDE_LINKS = 64  # records on at least this many links take the numpy path
+
+Entity = tuple[tuple[int, ...], tuple[float, ...], float]  # links, weight of each, bytes
+Cycle = list[tuple[int, tuple[float, ...]]]  # link → its additions (bytes) from some entities
+
+
+def cycle_of(entities: list[Entity]) -> Cycle:
+    """What `record` adds to each link's cell for `entities` in order, each inside one bin:
+    moved × weight for each of its links (none when it moves nothing)."""
+    adds: dict[int, list[float]] = {}
+    for links, weights, moved in entities:
+        if moved > 0.0:
+            for link, w in zip(links, weights, strict=True):
+                adds.setdefault(link, []).append(moved * w)
+    return [(link, tuple(xs)) for link, xs in adds.items()]
 
 
 class _Wide:
@@ -131,6 +148,46 @@ class LinkLedger:
                 cells = ledger[link]
                 cells[b0] = cells.get(b0, 0.0) + moved * w
 
+    def record_few(
+        self,
+        links: tuple[int, ...],
+        weights: tuple[float, ...],
+        t0: float,
+        t1: float,
+        moved: float,
+    ) -> None:
+        """`record`, for an entity on few links (an all-reduce phase): inside one bin (the
+        usual case) its cells are added to here, the same additions with less work a call
+        (on many links `record` adds the same floats in numpy)."""
+        bin_s = self.bin_s
+        b = int(t0 / bin_s)
+        if int(t1 / bin_s) != b or moved <= 0.0 or self._wide.pending:
+            self.record(links, weights, t0, t1, moved)
+            return
+        ledger = self._cells
+        for link, w in zip(links, weights, strict=True):
+            cells = ledger[link]
+            cells[b] = cells.get(b, 0.0) + moved * w
+
+    def add_cycles(self, cycle: Cycle, b: int, count: int) -> None:
+        """`count` times in a row, add each link's additions of `cycle` to its cell of bin
+        `b`: what `record` adds for `count` repetitions of the entities `cycle` was made of,
+        each inside bin b (the same floats, in the same order)."""
+        self._settle()  # nothing stays in the wide accumulator: the cells are added to
+        ledger = self._cells
+        for link, adds in cycle:
+            cells = ledger[link]
+            total = cells.get(b, 0.0)
+            if len(adds) == 1:
+                x = adds[0]
+                for _ in range(count):
+                    total += x
+            else:
+                for _ in range(count):
+                    for x in adds:
+                        total += x
+            cells[b] = total
+
     def cells_of(self, link: int) -> dict[int, float]:
         """Link `link`'s bytes per bin (settled), for additions in place in the order
         `record` makes them (network/held_transfers.py)."""
@@ -151,6 +208,8 @@ class LinkLedger:
         Only (link, bin) cells that carried bytes, ordered by link id then bin; bins starting
         at or after `until_s` are dropped. utilisation = bytes / (bandwidth × bin_s).
         """
+        import pandas as pd
+
         self._settle()
         limit = math.inf if until_s is None else until_s
         ids: list[int] = []
@@ -180,6 +239,8 @@ class LinkLedger:
 
     def totals(self) -> pd.DataFrame:
         """Bytes per link since the start: columns link, kind, bandwidth_Bps, bytes."""
+        import pandas as pd
+
         self._settle()
         rows = [
             (link.name, link.kind, link.bandwidth_Bps, math.fsum(cells.values()))

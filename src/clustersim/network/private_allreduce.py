@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import simpy
 
 from clustersim.network.fabric import Fabric
+from clustersim.network.ledger import Cycle, Entity, LinkLedger
+from clustersim.network.twin_links import booked_links, twin_classes
 
 
 def claim_links(fabric: Fabric, links: Iterable[int], owner: int) -> None:
@@ -59,6 +61,7 @@ class PrivateAllReduce:
         )
         claim_links(fabric, self.links, owner)  # build time: every group claims its links
         self._private: bool | None = None
+        self._twins: dict[int, tuple[int, ...]] = {}  # links booked as one (twin_links.py)
         bw = fabric.flows._bw
         for plan in self._plans.values():  # move time is linear in the message's bytes
             for demand, _lat in plan:
@@ -92,6 +95,14 @@ class PrivateAllReduce:
             )
         return self._private
 
+    def book_twins(self) -> None:
+        """Book its twin links as one from now on (network/twin_links.py): phases computed
+        after this carry the booked links only. Call only while `private()`, so that no
+        other transfer loads them."""
+        if not self._twins:
+            self._twins = twin_classes(self.shapes())
+            self.fabric.book_twins(self._twins)
+
     def phases(self, nbytes: float, count: int) -> list[Phase] | None:
         """The phases `Fabric.allreduce(group, nbytes, count)` runs; None if it runs none."""
         if not self._plans or nbytes <= 0 or count <= 0:
@@ -108,6 +119,8 @@ class PrivateAllReduce:
             links, weights, unit = demand
             size = unit * total
             rate = min(bw[x] / w for x, w in zip(links, weights, strict=True))
+            if self._twins:
+                links, weights = booked_links(links, weights, self._twins)
             out.append(Phase(links, weights, size, size / rate, delay))
         return out
 
@@ -131,13 +144,72 @@ class PrivateAllReduce:
         else:
             leased.difference_update(self.links)
 
-    def book(self, phases: list[Phase], times: list[float]) -> None:
-        """Book the entities of consecutive all-reduces in the link ledger, in completion
-        order: `times` holds each entity's start and finish, all-reduce after all-reduce."""
-        moving = [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
-        m = len(moving)
-        entries = []
-        for j in range(0, len(times), 2):
-            links, weights, size = moving[(j // 2) % m]
-            entries.append((links, weights, times[j], times[j + 1], size))
-        self.fabric.ledger.record_many(entries)
+    def book_steps(
+        self,
+        start: float,
+        ends: list[float],
+        compute_s: list[float],
+        phases: list[Phase],
+        cycle: Cycle,
+    ) -> None:
+        """Book the all-reduces of consecutive steps in the link ledger, in completion order:
+        step i runs from ends[i − 1] (`start` for step 0) to ends[i], its all-reduce's
+        `phases` after compute_s[i]. A run of steps inside one time bin adds `cycle` (the
+        ledger's `cycle_of` the phases' entities) repeated; a step across a bin boundary
+        books its entities one by one at the times the clock gave them (the same additions)."""
+        steps = len(ends)
+        ledger = self.fabric.ledger
+        bin_s = ledger.bin_s
+        run_bin, run = int(start / bin_s), 0  # steps in bin run_bin not yet booked
+        if int(ends[steps - 1] / bin_s) == run_bin:
+            ledger.add_cycles(cycle, run_bin, steps)
+            return
+        t = start
+        for i in range(steps):
+            end = ends[i]
+            b = int(end / bin_s)
+            if int(t / bin_s) == b:  # the whole step is in bin b
+                if b != run_bin:
+                    if run:
+                        ledger.add_cycles(cycle, run_bin, run)
+                    run_bin, run = b, 0
+                run += 1
+            else:
+                if run:
+                    ledger.add_cycles(cycle, run_bin, run)
+                run_bin, run = b, 0
+                book_entities(ledger, t + compute_s[i], phases)
+            t = end
+        if run:
+            ledger.add_cycles(cycle, run_bin, run)
+
+
+def book_entities(ledger: LinkLedger, t: float, phases: list[Phase]) -> float:
+    """Book an all-reduce's entities starting at `t` (`PrivateAllReduce.run`'s clock: each
+    phase's move, its booking, its latency); returns its end."""
+    record = ledger.record_few  # an all-reduce's phases run on a few links
+    for ph in phases:
+        if ph.links is not None:
+            t0 = t
+            t = t + ph.move_s
+            record(ph.links, ph.weights, t0, t, ph.size)
+        if ph.delay_s > 0:
+            t = t + ph.delay_s
+    return t
+
+
+def moving(phases: list[Phase]) -> list[Entity]:
+    """The entities of an all-reduce's phases (links, weights, bytes), in order."""
+    return [(ph.links, ph.weights, ph.size) for ph in phases if ph.links is not None]
+
+
+def clock_adds(phases: list[Phase]) -> tuple[float, ...]:
+    """The seconds the clock adds after a step's compute for its all-reduce, in order: each
+    phase's move (when it has an entity), then its latency (when > 0)."""
+    adds: list[float] = []
+    for ph in phases:
+        if ph.links is not None:
+            adds.append(ph.move_s)
+        if ph.delay_s > 0:
+            adds.append(ph.delay_s)
+    return tuple(adds)

@@ -25,14 +25,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from clustersim.config.schema import Experiment, FaultEventSpec, FaultsSpec
+from clustersim.jobs import ExecutorName, SimJob, SimResult, default_workers, run_jobs
 from clustersim.planner.rank import Row, judge
-from clustersim.planner.search import (
-    ExecutorName,
-    SimJob,
-    SimResult,
-    default_workers,
-    run_jobs,
-)
+from clustersim.planner.search import simulate_job
 from clustersim.planner.space import Candidate
 from clustersim.planner.spec import PlanSpec
 
@@ -166,6 +161,7 @@ def check_n_plus_1(
         executor,
         spec.options.workers or default_workers(),
         quiet,
+        work=simulate_job,
         desc="plan: n+1 check",
         unit="node down",
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clustersim.config.errors import ConfigError
+from clustersim.jobs import ExecutorName, SimJob, SimResult, default_workers, run_jobs
 from clustersim.planner.analytic import (
     Estimate,
     WorkloadStats,
@@ -31,16 +32,7 @@ from clustersim.planner.engines import (
 from clustersim.planner.rank import Row, best, judge, rank
 from clustersim.planner.resilience import Resilience, check_n_plus_1
 from clustersim.planner.rules import RulePick, rule_of_thumb
-from clustersim.planner.search import (
-    ExecutorName,
-    PlanError,
-    Pruned,
-    SimJob,
-    SimResult,
-    default_workers,
-    prune_reason,
-    run_jobs,
-)
+from clustersim.planner.search import PlanError, Pruned, prune_reason, simulate_job
 from clustersim.planner.space import Candidate, Space, enumerate_space, pool_label
 from clustersim.planner.spec import PlanSpec, plan_dir_identity
 from clustersim.results.writer import new_run_dir, safe_name
@@ -246,7 +238,7 @@ def _simulate(
         quiet,
         on_result,
         beyond_best,
-        work=simulate_job_pooled if replicated else None,
+        work=simulate_job_pooled if replicated else simulate_job,
     )
     best_gpus = min(met) if met else None
     results: list[SimResult] = []

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from clustersim.results.writer import SWEEP_COLUMNS, _lookup, write_run, write_sweep_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPLICATE_DIR = "replicate-{k}"
 
@@ -34,6 +35,8 @@ def replicate_dir(run_dir: Path, k: int) -> Path:
 def pooled_requests(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Every replicate's requests table, `replicate` (int64) first; times are each
     replicate's own simulated seconds."""
+    import pandas as pd
+
     parts = []
     for k, frame in enumerate(frames):
         part = frame.copy()
@@ -46,6 +49,8 @@ def pooled_requests(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 def mean_timeline(timelines: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Per window (`bin_start_s`), the mean over replicates of every numeric column (a
     replicate without that window, or a null value, is left out); `measured` as is."""
+    import pandas as pd
+
     frames = [t for t in timelines if t is not None and len(t)]
     if not frames:
         return pd.DataFrame()
@@ -91,6 +96,8 @@ def write_replicated_run(
 ) -> None:
     """The top level of a replicated run (the replicate-<k>/ directories are written first);
     summary.json last."""
+    import pandas as pd
+
     links = pd.DataFrame(
         {
             "link": pd.Series([], dtype="object"),

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from clustersim.metrics.fault_summary import fault_windows
 from clustersim.metrics.timeline import window_slo_summary
@@ -42,6 +41,9 @@ from clustersim.results.run_sections import (
     worst_windows_html,
 )
 from clustersim.results.writer import write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPORT_NAME = "report.html"
 MAX_OVERLAID = 8  # a sweep report overlays the latency of at most this many points

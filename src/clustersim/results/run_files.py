@@ -7,9 +7,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow
 import yaml
 
@@ -17,6 +16,9 @@ from clustersim.config.schema import SLOSpec
 from clustersim.metrics.timeline import build_timeline
 from clustersim.results.plots import Bounds
 from clustersim.results.writer import INCOMPLETE_MARKER, is_incomplete
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # what reading one file of a run or sweep directory can raise
 READ_ERRORS = (OSError, ValueError, pyarrow.ArrowException, yaml.YAMLError)
@@ -61,6 +63,8 @@ class RunFiles:
 
 
 def _read_parquet(path: Path, required: bool) -> pd.DataFrame | None:
+    import pandas as pd
+
     if not path.exists():
         if required:
             raise ReportError(f"{path}: missing (not a complete run directory)")
@@ -106,6 +110,8 @@ def is_sweep_dir(path: Path) -> bool:
 
 def load_run(run_dir: Path, writing: bool = False) -> RunFiles:
     """Read a run directory; the timeline is recomputed when timeline.parquet is absent."""
+    import pandas as pd
+
     run_dir = check_run_dir(run_dir, writing)
     config = _read_mapping(run_dir / "config.resolved.yaml")
     summary = _read_mapping(run_dir / "summary.json")
@@ -144,6 +150,8 @@ def sweep_keys(table: pd.DataFrame) -> list[str]:
 
 
 def load_sweep_table(sweep_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
     sweep_dir = Path(sweep_dir)
     if not is_sweep_dir(sweep_dir):
         raise ReportError(f"{sweep_dir}: not a sweep directory (no sweep.csv)")

@@ -21,14 +21,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from clustersim.metrics.summary import RunTables, json_safe
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 FILE_MODE = 0o644  # permissions of written result files
 HASH_CHARS = 8  # hex characters of the config hash in a run directory name
@@ -156,8 +157,20 @@ def write_text(path: Path, text: str) -> None:
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     """Atomically write a DataFrame as parquet, without index or pandas metadata."""
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    import pyarrow.parquet as pq
+
+    table = arrow_table(df)
     atomic_write(path, lambda f: pq.write_table(table, f, compression="snappy"))
+
+
+def arrow_table(df: pd.DataFrame) -> pa.Table:
+    """The frame's columns as an arrow table, each converted as `pa.Table.from_pandas` converts
+    it (NaN → null), with no index and no schema metadata: the same table, without
+    from_pandas's pass over the frame's blocks and its pandas metadata."""
+    import pyarrow as pa
+
+    arrays = [pa.array(column, from_pandas=True) for _, column in df.items()]
+    return pa.Table.from_arrays(arrays, names=[str(name) for name in df.columns])
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -203,6 +216,8 @@ def write_run(
 
     `timeline`: the per-window table of clustersim.metrics.timeline (timeline.parquet).
     """
+    import pandas as pd
+
     run_dir = Path(run_dir)
     write_text(
         run_dir / "config.resolved.yaml",
@@ -265,6 +280,8 @@ def write_sweep_table(
     sweep_dir: Path, rows: Sequence[Mapping[str, Any]], stem: str = "sweep"
 ) -> None:
     """Atomically (re)write sweep_dir/<stem>.csv and <stem>.parquet, one row per point."""
+    import pandas as pd
+
     df = pd.DataFrame([dict(r) for r in rows])
     for column in df.columns:
         df[column] = _uniform(df[column].tolist())

@@ -40,123 +40,15 @@ from __future__ import annotations
 import heapq
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Generator
-from typing import Any, NamedTuple
 
 import simpy
 
-from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.decode_run import DecodeStepCost
-from clustersim.model.stage_cost import StageCostModel
-from clustersim.network.fabric import Fabric
-from clustersim.network.private_allreduce import Phase, PrivateAllReduce
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_set import DecodeSet
+from clustersim.serving.leap_pricing import MIN_LEAP_STEPS, LeapPrice, LeapPricing
+from clustersim.serving.leap_pricing import max_step_tokens as max_step_tokens  # re-export
 from clustersim.serving.scheduler import Scheduler
-
-MIN_LEAP_STEPS = 2  # a single step is stepped
-MAX_LEAP_STEPS = 64  # planned at once at most
-
-
-class LeapPrice(NamedTuple):
-    """What a leap's steps cost for one decode batch size."""
-
-    step: DecodeStepCost
-    allreduce: PrivateAllReduce | None  # the stage's TP group (TP > 1)
-    phases: list[Phase]  # of each step's all-reduces, after its compute
-
-
-class LeapPricing:
-    """Step costs of one lane's stage by decode batch size (cached: batches recur)."""
-
-    def __init__(self, cost: StageCostModel, allreduce: PrivateAllReduce | None) -> None:
-        self.cost = cost
-        self.allreduce = allreduce
-        self._by_n: dict[int, LeapPrice] = {}
-        self._steps: dict[int, list[Phase] | None] = {}  # a step's tokens → its all-reduce
-        self.horizon = MAX_LEAP_STEPS  # steps the next leap plans at most (adaptive)
-
-    def ran(self, leap: DecodeLeap) -> None:
-        """Adapt the horizon to how the finished leap went (cut or not)."""
-        if leap.cut_short:
-            self.horizon = max(MIN_LEAP_STEPS, self.horizon // 2)
-        else:
-            self.horizon = min(MAX_LEAP_STEPS, self.horizon * 2)
-
-    @classmethod
-    def build(
-        cls,
-        cost: StageCostModel,
-        fabric: Fabric | None,
-        group: tuple[str, ...],
-        owner: int,
-        serving: ServingSpec,
-        kv_blocks: int,
-    ) -> LeapPricing:
-        """The pricing of a one-stage lane on `group`; `fabric`: where its TP all-reduces
-        run (None: TP1, no all-reduce); `owner`: a unique id of the lane's replica."""
-        allreduce = None
-        if fabric is not None:
-            max_bytes = cost.allreduce_bytes(max_step_tokens(serving, kv_blocks))
-            allreduce = PrivateAllReduce(fabric, group, owner, max_bytes, cost.allreduces_per_step)
-        return cls(cost, allreduce)
-
-    def usable(self, now: float) -> bool:
-        """Whether a leap may start now: TP1, or TP all-reduces alone on their links once
-        the fabric has settled (PrivateAllReduce.settled)."""
-        ar = self.allreduce
-        return ar is None or (ar.private() and ar.settled(now))
-
-    def forget(self) -> None:
-        """Drop the cached prices (step times or link rates changed)."""
-        self._by_n.clear()
-        self._steps.clear()
-
-    def closed_allreduce(
-        self, env: simpy.Environment, tokens: int
-    ) -> Generator[simpy.Event, Any, None] | None:
-        """A step's all-reduces in closed form (PrivateAllReduce.run) when its group's are
-        alone on their links and the fabric has settled; None: run them on the fabric."""
-        ar = self.allreduce
-        if ar is None or not self.usable(env.now):
-            return None
-        phases = self.step_allreduce(tokens)
-        return None if phases is None else ar.run(env, phases)
-
-    def step_allreduce(self, tokens: int) -> list[Phase] | None:
-        """The phases of the all-reduces of a step of `tokens` tokens (None: none)."""
-        if tokens not in self._steps:
-            cost, ar = self.cost, self.allreduce
-            phases = None
-            if ar is not None:
-                phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step)
-            self._steps[tokens] = phases
-        return self._steps[tokens]
-
-    def of(self, n: int) -> LeapPrice:
-        price = self._by_n.get(n)
-        if price is None:
-            cost, ar = self.cost, self.allreduce
-            phases: list[Phase] = []
-            if ar is not None:
-                phases = ar.phases(cost.allreduce_bytes(n), cost.allreduces_per_step) or []
-            price = self._by_n[n] = LeapPrice(DecodeStepCost(cost, n), ar, phases)
-        return price
-
-
-def max_step_tokens(serving: ServingSpec, kv_blocks: int) -> int:
-    """Most tokens one step of a lane can run. Chunked prefill: the token budget, or every
-    running sequence decoding when there are more of them. Otherwise a whole prompt may
-    exceed the budget, beside the decodes; every token of a step holds KV, so the lane's KV
-    pool bounds it, and max_model_len (when set) bounds the prompt."""
-    if serving.chunked_prefill:
-        return max(serving.max_num_batched_tokens, serving.max_num_seqs)
-    bound = kv_blocks * serving.block_size
-    if serving.max_model_len is not None:
-        longest = serving.max_model_len + serving.max_num_seqs
-        bound = min(bound, max(serving.max_num_batched_tokens, longest))
-    return bound
 
 
 def leaping_enabled() -> bool:
@@ -167,43 +59,47 @@ def leaping_enabled() -> bool:
 class DecodeLeap:
     """A committed run of pure-decode steps of one lane (see module docstring).
 
-    Step i (0 ≤ i ≤ last) is the lane's decode step d0 + i, from starts[i] to ends[i];
-    step 0's batch was formed (and its blocks allocated) by the scheduler as usual."""
+    Step i (0 ≤ i ≤ last) is the lane's decode step d0 + i, from ends[i − 1] (`start` for
+    step 0) to ends[i]: `compute_s[i]` of compute, then the all-reduce phases' moves and
+    latencies (`adds`); step 0's batch was formed (and its blocks allocated) by the scheduler
+    as usual. Planning keeps only what an outside cut needs (ends, blocks in use): the rows'
+    communication times and the entities' times are added again, the same floats, for the
+    steps that ran."""
 
     __slots__ = (
+        "adds",
         "allocated",
         "allreduce",
-        "comm_s",
         "compute_s",
         "cut_short",
+        "cycle",
         "d0",
         "ends",
-        "entity_times",
         "kv_used",
         "last",
         "n",
         "phases",
         "scheduler",
-        "starts",
-        "wake",
+        "start",
+        "timer",
     )
 
-    def __init__(self, scheduler: Scheduler, batch: Batch, phases: list[Phase]) -> None:
+    def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice, start: float) -> None:
         self.scheduler = scheduler
         self.n = batch.decode_tokens
         self.d0 = batch.decode_step
-        self.phases = phases  # all-reduce phases after each step's compute (TP > 1)
-        self.allreduce: PrivateAllReduce | None = None
-        self.starts: list[float] = []
+        self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
+        self.cycle = price.cycle  # what they add to the link ledger inside one bin
+        self.allreduce = price.allreduce
+        self.adds = price.adds  # seconds added after each step's compute, in order
+        self.start = start
         self.ends: list[float] = []
         self.compute_s: list[float] = []
-        self.comm_s: list[float] = []
         self.kv_used: list[int] = []  # blocks in use during step i (its allocation included)
-        self.entity_times: list[float] = []  # per step, per entity phase: start, finish
         self.last = -1  # the step the leap ends with (lowered by `cut`)
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.cut_short = False  # whether an outside event cut it before its planned end
-        self.wake: Callable[[float], None] | None = None  # (re)arms the lane's timer
+        self.timer: simpy.Timeout | None = None  # what the lane waits on (`wait`)
 
     @property
     def end_s(self) -> float:
@@ -217,34 +113,26 @@ class DecodeLeap:
         """Blocks the lane holds at `now`, as stepping would show them."""
         return self.kv_used[self.step_at(now)]
 
-    def timer(self, env: simpy.Environment) -> simpy.Event:
-        """The event the lane waits on: it fires at the last step's end, or at the end of
-        the step a `cut` stops the leap at (each cut re-arms it; older timers are no-ops)."""
-        woke = env.event()
-        armed = [0]  # generation of the live timer
-
-        def arm(at_s: float) -> None:
-            armed[0] += 1
-            gen = armed[0]
-            timer = env.timeout(at_s - env.now)  # exact: Sterbenz (module docstring)
-            timer.callbacks.append(lambda _ev: _fire(woke, gen == armed[0]))
-
-        self.wake = arm
-        if self.allreduce is not None:
-            self.allreduce.lease(True)
-        arm(self.end_s)
-        return woke
+    def wait(self, env: simpy.Environment) -> simpy.Timeout:
+        """The timer the lane waits on, at the last step's end (exact: Sterbenz)."""
+        self.timer = env.timeout(self.end_s - env.now)
+        return self.timer
 
     def cut(self, now: float) -> None:
-        """End the leap after the step running at `now` and settle the scheduler to `now`."""
+        """End the leap after the step running at `now` and settle the scheduler to `now`.
+        The lane, waiting for a later end, then waits for this one: the waiter's callbacks
+        move to a timer at that end (the one `wait` returned fires to no one)."""
         if self.allocated:
             return
         j = self.step_at(now)
         self.cut_short = j < self.last
         self.last = j
         self._settle()
-        if self.wake is not None:
-            self.wake(self.ends[j])
+        timer = self.timer
+        if self.cut_short and timer is not None:
+            sooner = timer.env.timeout(self.ends[j] - now)  # exact: Sterbenz
+            sooner.callbacks, timer.callbacks = timer.callbacks, []
+            self.timer = sooner
 
     def _settle(self) -> None:
         """Allocate the blocks of steps 1..last; the lane is at decode step d0 + last."""
@@ -261,9 +149,9 @@ class DecodeLeap:
         if not self.allocated:
             self._settle()
         if self.allreduce is not None:
-            self.allreduce.lease(False)
-            entities = sum(ph.links is not None for ph in self.phases) * (self.last + 1)
-            self.allreduce.book(self.phases, self.entity_times[: 2 * entities])
+            self.allreduce.book_steps(
+                self.start, self.ends[: self.last + 1], self.compute_s, self.phases, self.cycle
+            )
         self._record(recorder, replica)
         batch = Batch()
         batch.decode_tokens = batch.num_seqs = self.n
@@ -271,33 +159,15 @@ class DecodeLeap:
         self.scheduler.complete(batch, now)
 
     def _record(self, recorder: Recorder, replica: int) -> None:
-        """Write rows for steps 0..last, the rows a stepping lane (PP = 1) writes. The last
-        row shows the blocks in use now: a change from outside during that step (which cut
-        the leap) shows in it, as in the row stepping writes at the step's end."""
+        """Hand the recorder steps 0..last as the rows a stepping lane (PP = 1) writes
+        (metrics/decode_runs.py). The last row shows the blocks in use now: a change from
+        outside during that step (which cut the leap) shows in it, as in the row stepping
+        writes at the step's end."""
         kv = self.scheduler.kv
-        n, cap, last = self.n, kv.capacity, self.last
-        record = recorder.on_iteration
-        starts, ends, compute, comm, used = (
-            self.starts,
-            self.ends,
-            self.compute_s,
-            self.comm_s,
-            self.kv_used,
-        )
-        for i in range(last):
-            record(
-                (replica, 0, 0, starts[i], ends[i], 0, n, n, n, compute[i], comm[i], 0.0,
-                 used[i], cap)
-            )  # fmt: skip
-        record(
-            (replica, 0, 0, starts[last], ends[last], 0, n, n, n, compute[last], comm[last],
-             0.0, kv.used, cap)
+        recorder.on_decode_run(
+            (replica, self.n, self.start, self.ends, self.compute_s, self.last + 1,
+             bool(self.phases), self.kv_used, kv.used, kv.capacity)
         )  # fmt: skip
-
-
-def _fire(event: simpy.Event, live: bool) -> None:
-    if live and not event.triggered:
-        event.succeed()
 
 
 def _drop_stale_finishes(decodes: DecodeSet, sched: Scheduler) -> None:
@@ -326,50 +196,36 @@ def plan_leap(
     if k < MIN_LEAP_STEPS:
         return None
     price = price_of.of(batch.decode_tokens)
-    phases = price.phases
-    leap = DecodeLeap(sched, batch, phases)
-    leap.allreduce = price.allreduce
+    leap = DecodeLeap(sched, batch, price, now)
     kv = sched.kv
     grows = not sched.admission.reserve_full
     free, used, grown = kv.free, kv.used, 0
     residue, bs = decodes.residue, decodes.block_size
     n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
     limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
-    starts, ends, compute_s, comm_s, kv_used = (
-        leap.starts,
-        leap.ends,
-        leap.compute_s,
-        leap.comm_s,
-        leap.kv_used,
-    )
-    entity_times = leap.entity_times
-    step_s = price.step.step_s
+    ends, kv_used = leap.ends, leap.kv_used
+    leap.compute_s = costs = price.step.run_s(ctx, n, k)  # entries past `last` unused
+    adds = price.adds  # after each compute: each phase's move, then its latency
+    a0, a1 = adds if len(adds) == 2 else (0.0, 0.0)  # one phase: its move and latency
+    two = len(adds) == 2
     t = now
-    for i in range(k):
+    for i, c in enumerate(costs):
         if i and grows:
             g = residue[(d0 + i) % bs]
             if grown + g > free:
                 break  # this step would preempt
             grown += g
-        c = step_s(ctx)
-        t1 = t + c
-        end = t1
-        for ph in phases:
-            if ph.links is not None:
-                entity_times.append(end)
-                end = end + ph.move_s
-                entity_times.append(end)
-            if ph.delay_s > 0:
-                end = end + ph.delay_s
+        if two:
+            end = t + c + a0 + a1  # the clock's additions, in its order
+        else:
+            end = t + c
+            for x in adds:
+                end = end + x
         if end > limit:
             break
-        starts.append(t)
         ends.append(end)
-        compute_s.append(c)
-        comm_s.append(end - t1 if phases else 0.0)
         kv_used.append(used + grown)
         t = end
-        ctx += n
     if len(ends) < MIN_LEAP_STEPS:
         return None
     leap.last = len(ends) - 1

@@ -1,8 +1,9 @@
 """Decode leaps of a one-stage replica (serving/decode_leap.py), as a base class of Replica:
 the leap in flight, the pricing of its steps, the outside cut, and the closed-form all-reduce
 of its stepped steps (network/private_allreduce.py). Replica calls `_init_leaps` when built,
-`_leap_from` after forming a batch, `_closed_allreduce` after a step's compute and
-`_leap_kv_used` when asked for its blocks; faults call `interrupt` / `forbid_leaps`.
+`_leap_from` after forming a batch, `_closed_step` before a step's compute (the whole step
+as one timer) or else `_closed_allreduce` after it, and `_leap_kv_used` when asked for its
+blocks; faults call `interrupt` / `forbid_leaps`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
-from clustersim.serving.decode_leap import DecodeLeap, LeapPricing, leaping_enabled, plan_leap
+from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
+from clustersim.serving.leap_pricing import LeapPricing
 from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
 from clustersim.serving.scheduler import Scheduler, no_leap
 
@@ -115,6 +117,12 @@ class LaneLeaps:
             return leap.kv_used_at(self.env.now)
         return None
 
+    def _closed_step(self, start: float, compute_s: float, tokens: int) -> float | None:
+        """The end of a stepped step whose all-reduces run in closed form, booked (one
+        timer for the whole step), or None: `_closed_allreduce` or the fabric."""
+        pricing = self._pricing
+        return None if pricing is None else pricing.closed_step(start, compute_s, tokens)
+
     def _closed_allreduce(self, tokens: int) -> Process | None:
         """A stepped step's all-reduces in closed form, when its TP group may (else None)."""
         pricing = self._pricing
@@ -129,10 +137,12 @@ class LaneLeaps:
         return None if leap is None else self._leap_through(leap, pricing)
 
     def _leap_through(self, leap: DecodeLeap, pricing: LeapPricing) -> Process:
-        """Wait for the leap's (possibly cut) end, then write its rows and complete it."""
+        """Wait for the leap's (possibly cut: DecodeLeap.cut) end, then write its rows and
+        complete it."""
+        env = self.env
         self._leap = leap
-        yield leap.timer(self.env)
+        yield leap.wait(env)
         self._leap = None
         self._leap_done = leap
-        leap.complete(self.env.now, self.recorder, self.index)
-        pricing.ran(leap)
+        leap.complete(env.now, self.recorder, self.index)
+        pricing.ran(leap.cut_short)

@@ -191,20 +191,21 @@ class Replica(LaneLeaps):
     def _execute(
         self, cost: StageCost, group: tuple[str, ...], batch: Batch
     ) -> Generator[simpy.Event, Any, tuple[float, float]]:
-        """Run one step on a stage's TP group: compute, then its all-reduces on the fabric.
-
-        Returns (compute seconds, communication seconds)."""
-        compute = _compute_s(cost, batch)
+        """Run one step on a stage's TP group: compute, then its all-reduces on the fabric;
+        returns (compute seconds, communication seconds)."""
+        start, compute = self.env.now, _compute_s(cost, batch)
+        if self.tp > 1 and (end := self._closed_step(start, compute, batch.tokens)) is not None:
+            yield self.env.timeout(end - start)  # all-reduces alone on their links: one timer
+            return compute, end - (start + compute)  # lands on `end` exactly (leap_pricing.py)
         yield self.env.timeout(compute)
         if self.tp == 1:
             return compute, 0.0
         t = self.env.now
         if (closed := self._closed_allreduce(batch.tokens)) is not None:
             yield from closed  # all-reduces alone on their links: network/private_allreduce.py
-            return compute, self.env.now - t
-        yield self.fabric.allreduce(
-            group, cost.allreduce_bytes(batch.tokens), cost.allreduces_per_step
-        )
+        else:
+            nbytes = cost.allreduce_bytes(batch.tokens)
+            yield self.fabric.allreduce(group, nbytes, cost.allreduces_per_step)
         return compute, self.env.now - t
 
     def _await_batch(self, lane: Lane) -> Generator[simpy.Event, Any, Batch]:

@@ -1,17 +1,16 @@
 """Build → check → run → collect one experiment.
 
 The run ends when every generated request has finished or been dropped: open-loop arrivals
-are finite (the horizon bounds them), so the system always drains.
-"""
+are finite (the horizon bounds them), so the system always drains."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from clustersim.catalog.engines import serving_engine
@@ -37,6 +36,7 @@ from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
+from clustersim.sim.frozen_heap import frozen_heap
 from clustersim.sim.plain_arrivals import plain_admit
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
@@ -45,10 +45,12 @@ from clustersim.workload.arrivals import StateTimeline
 from clustersim.workload.requests import RequestStream
 from clustersim.workload.session_requests import workload_requests
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 ProgressCallback = Callable[[float], None]
 
-# least_outstanding keeps its heap from this many replicas on; below, its scan (min + index
-# over the list, in C) is cheaper than a heap push at every finish (the same choices)
+# least_outstanding's heap from this many replicas on; below, its C scan is cheaper (same picks)
 TRACKED_ROUTER_REPLICAS = 64
 
 
@@ -276,8 +278,6 @@ class _Simulation:
             yield self.env.timeout(every_s)
             callback(self.env.now)
 
-    # ------------------------------------------------------------------ run
-
     def run(self, progress: ProgressCallback | None) -> None:
         env = self.env
         if self.n == 0:
@@ -317,7 +317,8 @@ def run_experiment(
         built = build(exp)
     stream = experiment_requests(exp)
     sim = _Simulation(exp, built, stream)
-    sim.run(progress)
+    with frozen_heap():  # set-up's objects stay out of the collector's full passes
+        sim.run(progress)
     n = sim.n  # closed-loop runs may issue fewer requests than were generated
     st, rec = sim.state, sim.recorder
     end_s = float(sim.env.now)

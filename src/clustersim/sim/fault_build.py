@@ -88,5 +88,5 @@ def _check_pools(built: Build, faults: Sequence[ResolvedFault]) -> None:
 
 def _node_local(built: Build, link: int) -> bool:
     lk = built.cluster.links[link]
-    kinds = [built.cluster.graph.nodes[v].get("kind") for v in (lk.src, lk.dst)]
+    kinds = [built.cluster.kind_of(v) for v in (lk.src, lk.dst)]
     return "gpu" in kinds or any(v.startswith("n") and "." in v for v in (lk.src, lk.dst))

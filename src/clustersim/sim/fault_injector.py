@@ -18,9 +18,9 @@ It also keeps, per fault, the replicas it took down, for faults.parquet.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from clustersim.deployment.degraded import DegradedCosts, group_pace
@@ -33,6 +33,9 @@ from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
 from clustersim.sim.replica_health import FaultUnit, ReplicaHealth, cut_leap
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class FaultInjector:
@@ -121,6 +124,8 @@ class FaultInjector:
 
     def table(self) -> pd.DataFrame:
         """faults.parquet: one row per fault (start, end, kind, target, source, effect)."""
+        import pandas as pd
+
         faults = self.schedule.faults
         return pd.DataFrame(
             {

@@ -14,15 +14,20 @@ An extra leaf↔spine crossing adds SWITCH_HOP_LATENCY_S per link.
 Routing is static and built by construction (never by searching the graph), so it is
 deterministic: NVLink inside a domain; otherwise GPU → host PCIe switch → (same node: GPU)
 → NIC (rail) → leaf → [spine chosen by the source rail] → leaf → NIC → PCIe switch → GPU.
+The networkx graph (`Cluster.graph`) is therefore built only when something searches it
+(detours around down links); fault targets are looked up in `vertices` and the link table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import networkx as nx
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from clustersim.config.schema import HardwareSpec, TopologySpec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 GBPS = 1e9  # bytes/s per GB/s
 US = 1e-6  # seconds per microsecond
@@ -46,12 +51,12 @@ class Link:
 
 @dataclass
 class Cluster:
-    """The built topology: graph, link table, GPU locality and cached routes."""
+    """The built topology: vertices, link table, GPU locality and cached routes."""
 
     name: str
     spec: TopologySpec
     hw: HardwareSpec
-    graph: nx.DiGraph
+    vertices: dict[str, dict[str, object]]  # name → attributes (`kind`, ...), in build order
     gpus: list[str]  # "n{node}.g{local}", node-major order
     links: list[Link]
     nvlink_domains: list[tuple[str, ...]]  # GPUs per NVLink domain, domain id = index; [] if none
@@ -68,6 +73,27 @@ class Cluster:
     _paths: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict, repr=False)
     _latency: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
     _rdma_paths: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The topology as a networkx graph: the vertices with their attributes, one edge per
+        link (attributes id, kind, bandwidth_Bps, latency_s), both in build order. Built on
+        first use."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for name, attrs in self.vertices.items():
+            graph.add_node(name, **attrs)
+        for link in self.links:
+            graph.add_edge(
+                link.src,
+                link.dst,
+                id=link.id,
+                kind=link.kind,
+                bandwidth_Bps=link.bandwidth_Bps,
+                latency_s=link.latency_s,
+            )
+        return graph
 
     # ------------------------------------------------------------------ locality
     @property
@@ -100,9 +126,23 @@ class Cluster:
         d = self._domain.get(gpu)
         return self._node[gpu] if d is None else d
 
+    # ------------------------------------------------------------------ vertices
+    def kind_of(self, vertex: str) -> str | None:
+        """The vertex's kind (gpu, nvswitch, pcie_switch, nic, leaf, spine); None if there is
+        no such vertex."""
+        attrs = self.vertices.get(vertex)
+        return None if attrs is None else str(attrs["kind"])
+
+    def vertex_links(self, vertex: str) -> tuple[int, ...]:
+        """Ids of the links into and out of the vertex, ascending."""
+        return tuple(lk.id for lk in self.links if vertex in (lk.src, lk.dst))
+
     # ------------------------------------------------------------------ routes
     def link_id(self, src: str, dst: str) -> int:
         return self._edge[(src, dst)]
+
+    def has_link(self, src: str, dst: str) -> bool:
+        return (src, dst) in self._edge
 
     def path(self, src_gpu: str, dst_gpu: str) -> tuple[int, ...]:
         """Link ids from src to dst (empty for src == dst). Cached; KeyError for unknown GPUs."""
@@ -173,12 +213,12 @@ class _Builder:
     """Accumulates vertices and bidirectional links in a deterministic order."""
 
     def __init__(self) -> None:
-        self.graph: nx.DiGraph = nx.DiGraph()
+        self.vertices: dict[str, dict[str, object]] = {}
         self.links: list[Link] = []
         self.edge: dict[tuple[str, str], int] = {}
 
     def vertex(self, name: str, kind: str, **attrs: object) -> None:
-        self.graph.add_node(name, kind=kind, **attrs)
+        self.vertices[name] = {"kind": kind, **attrs}
 
     def cable(self, a: str, b: str, kind: str, bandwidth_Bps: float, latency_s: float) -> None:
         """Two directed links a→b and b→a with the same bandwidth and latency."""
@@ -188,9 +228,6 @@ class _Builder:
             link = Link(len(self.links), f"{s}->{d}", s, d, kind, bandwidth_Bps, latency_s)
             self.links.append(link)
             self.edge[(s, d)] = link.id
-            self.graph.add_edge(
-                s, d, id=link.id, kind=kind, bandwidth_Bps=bandwidth_Bps, latency_s=latency_s
-            )
 
 
 def _nvlink_Bps(spec: TopologySpec, hw: HardwareSpec) -> float:
@@ -259,7 +296,7 @@ def build_cluster(spec: TopologySpec, hw: HardwareSpec) -> Cluster:
         name=spec.name,
         spec=spec,
         hw=hw,
-        graph=b.graph,
+        vertices=b.vertices,
         gpus=gpus,
         links=b.links,
         nvlink_domains=domains,

@@ -18,10 +18,10 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from clustersim.config.schema import TraceSpec
 from clustersim.workload.mooncake_trace import read_mooncake_trace
@@ -33,6 +33,9 @@ from clustersim.workload.trace_table import (
     Trace,
     TraceError,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Trace", "TraceError", "load_trace", "read_azure_trace", "read_trace"]
 
@@ -61,6 +64,8 @@ def _bad_value(
 def _parse_tokens(path: Path, column: str, raw: pd.Series) -> I64:
     """Token counts as int64; TraceError naming file, row and column on anything that is not
     an integer in [0, MAX_TRACE_TOKENS]."""
+    import pandas as pd
+
     if pd.api.types.is_integer_dtype(raw.dtype):
         ints = raw.to_numpy(dtype=np.int64)
         bad = (ints < 0) | (ints > MAX_TRACE_TOKENS)
@@ -83,6 +88,8 @@ def _parse_tokens(path: Path, column: str, raw: pd.Series) -> I64:
 
 def _parse_times_ns(path: Path, raw: pd.Series) -> I64:
     """Timestamps as int64 nanoseconds since the epoch (UTC if zoned), vectorised."""
+    import pandas as pd
+
     try:
         stamps = pd.to_datetime(raw, format=_AZURE_TIME_FORMAT)
     except (ValueError, TypeError):
@@ -119,6 +126,8 @@ def _read_header(path: Path) -> list[str]:
 
 def _read_azure_frame(path: Path) -> pd.DataFrame:
     """The three Azure columns; fast path with explicit dtypes, text fallback for diagnosis."""
+    import pandas as pd
+
     header = _read_header(path)
     missing = [c for c in AZURE_COLUMNS if c not in header]
     if missing:

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.axes import Axes

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.figure import Figure
 
 from clustersim.results.writer import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DPI = 100  # pixels per inch of every saved PNG
 # inches (width, height) of each plot; pixels = inches × DPI

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.figure import Figure
 
 from clustersim.results.plots.axes import F64, no_data
 from clustersim.results.plots.canvas import new_figure
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_RANK_LABELS = 32  # label every heatmap row up to this many EP ranks
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.figure import Figure
@@ -13,11 +12,16 @@ if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__in
 from clustersim.results.plots.axes import no_data
 from clustersim.results.plots.canvas import new_figure
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 TOP_LINKS = 16  # the link heatmap shows at most this many links (the busiest by mean)
 
 
 def link_matrix(links: pd.DataFrame, bin_s: float, top_n: int = TOP_LINKS) -> pd.DataFrame:
     """links × bins utilisation (missing cells 0): the `top_n` busiest by mean, busiest first."""
+    import pandas as pd
+
     idx = np.floor(links["bin_start_s"].to_numpy(dtype=np.float64) / bin_s + 1e-9)
     table = pd.DataFrame(
         {

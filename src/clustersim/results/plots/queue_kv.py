@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.figure import Figure
@@ -19,6 +18,9 @@ from clustersim.results.plots.axes import (
     shade_warmup,
 )
 from clustersim.results.plots.canvas import new_figure
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def plot_queue_kv(

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (see plots/__init__)
     from matplotlib.figure import Figure
 
 from clustersim.config.sweep import value_texts
 from clustersim.results.plots.canvas import BOUND_STYLE, new_figure
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # (sweep table column, axis label) of each headline metric plotted against a swept key
 SWEEP_METRICS: tuple[tuple[str, str], ...] = (
@@ -29,6 +31,8 @@ SWEEP_METRICS: tuple[tuple[str, str], ...] = (
 
 
 def _numeric(values: pd.Series) -> bool:
+    import pandas as pd
+
     return bool(pd.api.types.is_numeric_dtype(values)) and not pd.api.types.is_bool_dtype(values)
 
 
@@ -46,6 +50,8 @@ def _swept_value(cell: Any) -> Any:
 
 def _display_column(column: pd.Series) -> pd.Series:
     """A swept column as the sweep's point labels show it (off / on, v<n>, scalars)."""
+    import pandas as pd
+
     values = [_swept_value(c) for c in column]
     distinct: list[Any] = []
     for v in values:
@@ -61,6 +67,7 @@ def sweep_values(
     """A metric's points and, where the sweep ran replicates, the error bars (2 × n:
     below, above) of its 95 % interval: the replicates' mean `<column>_mean` is plotted then;
     points without an interval (single runs) show the run's value and no bar."""
+    import pandas as pd
 
     def col(name: str) -> npt.NDArray[np.float64]:
         return pd.to_numeric(group[name], errors="coerce").to_numpy(dtype=np.float64)
