@@ -8,6 +8,7 @@ blocks; faults call `interrupt` / `forbid_leaps`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -20,6 +21,7 @@ from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
 from clustersim.serving.leap_pricing import LeapPricing
+from clustersim.serving.next_arrival import NextArrival
 from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
 from clustersim.serving.scheduler import Scheduler, no_leap
 
@@ -37,6 +39,7 @@ class LaneLeaps:
     lanes: list[Any]  # serving/replica.py Lane: .scheduler, .idle, .index
     stages: list[Any]  # PP > 1: serving/replica.py _Stage: .busy_until
     _trips: PipelineLeap | None = None  # PP > 1: batches' trips in closed form
+    next_arrival: NextArrival | None = None  # set when every arrival comes here, announced
 
     def _init_leaps(
         self, eligible: bool, fabric: object, serving: ServingSpec, kv_blocks: int
@@ -133,7 +136,9 @@ class LaneLeaps:
         pricing = self._pricing
         if pricing is None or batch.prefill or not pricing.usable(start):
             return None
-        leap = plan_leap(sched, batch, pricing, start)
+        announced = self.next_arrival
+        until = math.inf if announced is None else announced.at_s
+        leap = plan_leap(sched, batch, pricing, start, until)
         return None if leap is None else self._leap_through(leap, pricing)
 
     def _leap_through(self, leap: DecodeLeap, pricing: LeapPricing) -> Process:
