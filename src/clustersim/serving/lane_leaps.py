@@ -16,7 +16,7 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.stage_cost import StageCostModel
+from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
@@ -33,6 +33,8 @@ class LaneLeaps:
 
     env: simpy.Environment
     index: int
+    tp: int
+    fabric: Any  # serving/replica.py FabricLike: .allreduce(group, bytes, count)
     recorder: Recorder
     costs: tuple[Any, ...]
     groups: tuple[tuple[str, ...], ...]
@@ -125,6 +127,22 @@ class LaneLeaps:
         timer for the whole step), or None: `_closed_allreduce` or the fabric."""
         pricing = self._pricing
         return None if pricing is None else pricing.closed_step(start, compute_s, tokens)
+
+    def _compute_then_allreduce(
+        self, cost: StageCost, group: tuple[str, ...], compute: float, tokens: int
+    ) -> Generator[simpy.Event, Any, tuple[float, float]]:
+        """A stepped step's compute, then (TP > 1) its all-reduces in closed form or on the
+        fabric; returns (compute seconds, communication seconds)."""
+        yield self.env.timeout(compute)
+        if self.tp == 1:
+            return compute, 0.0
+        t = self.env.now
+        if (closed := self._closed_allreduce(tokens)) is not None:
+            yield from closed  # all-reduces alone on their links: network/private_allreduce.py
+        else:
+            nbytes = cost.allreduce_bytes(tokens)
+            yield self.fabric.allreduce(group, nbytes, cost.allreduces_per_step)
+        return compute, self.env.now - t
 
     def _closed_allreduce(self, tokens: int) -> Process | None:
         """A stepped step's all-reduces in closed form, when its TP group may (else None)."""
