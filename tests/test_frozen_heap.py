@@ -28,6 +28,7 @@ def test_unfrozen_after_an_error() -> None:
 
 def test_cycles_made_inside_are_still_collected() -> None:
     with frozen_heap():
+
         class Node:
             partner: object
 

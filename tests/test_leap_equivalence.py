@@ -31,7 +31,8 @@ from clustersim.topology.graph import build_cluster
 # MoE (step), disaggregated pools (leaps cut by KV arrivals and reservations), TP2 and TP8
 # (leaps with closed-form all-reduces); pipeline leaps (serving/pipeline_leap.py): TP1 × PP4,
 # TP1 × PP2 with preemption + least_kv, TP8 × PP2 on two nodes, TP8 × PP8 on eight nodes
-# (hand-offs crossing the fat tree's spine, several flows on a link)
+# (hand-offs crossing the fat tree's spine, several flows on a link); one replica at TP2 and
+# TP1 (leaps planned up to the announced next arrival: serving/next_arrival.py)
 CASES = {
     "dense": """\
 name: dense
@@ -134,6 +135,30 @@ workload:
   prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
   output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
 horizon: {duration_s: 6}
+""",
+    "one_replica_tp2": """\
+name: one_replica_tp2
+seed: 14
+model: llama-2-70b
+topology: dgx_a100_x1
+layout: {tp: 2}
+workload:
+  arrival: {process: poisson, rate_rps: 3}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 2048}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 512}
+horizon: {duration_s: 10}
+""",
+    "one_replica_tp1": """\
+name: one_replica_tp1
+seed: 15
+model: llama-3.1-8b
+topology: dgx_h100_x1
+layout: {tp: 1}
+workload:
+  arrival: {process: gamma, rate_rps: 12, cv: 2.0}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 8}
 """,
     "pp4": """\
 name: pp4
@@ -339,3 +364,33 @@ def test_completion_ties_follow_the_fluid_engine_tolerance() -> None:
     early = math.nextafter(0.7, 0.0)
     assert ties.complete(0.6, 0.7, owner=5) == (0.7, False)
     assert ties.complete(0.65, early, owner=6) == (early, True)  # would take owner 5's
+
+
+def test_one_replica_leaps_end_where_the_next_arrival_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one replica the arrival process announces the next arrival; leaps are planned up
+    to the step running when it lands, so arrivals cut no leap short (the equivalence above
+    shows the files are those of stepping)."""
+    counts = {"leaps": 0, "announced": 0, "cut_short": 0}
+    plan, cut = decode_leap.plan_leap, decode_leap.DecodeLeap.cut
+
+    def counting_plan(*args: Any) -> decode_leap.DecodeLeap | None:
+        leap = plan(*args)
+        if leap is not None:
+            counts["leaps"] += 1
+            counts["announced"] += len(args) > 4 and args[4] < math.inf
+        return leap
+
+    def counting_cut(self: decode_leap.DecodeLeap, now: float) -> None:
+        cut(self, now)
+        counts["cut_short"] += self.cut_short
+
+    monkeypatch.setattr(lane_leaps, "plan_leap", counting_plan)
+    monkeypatch.setattr(decode_leap.DecodeLeap, "cut", counting_cut)
+    for name in ("one_replica_tp2", "one_replica_tp1"):
+        (tmp_path / name).mkdir()
+        _run(tmp_path / name, name, True, monkeypatch)
+    assert counts["leaps"] > 50
+    assert counts["announced"] > 50  # the rest: after the last arrival (nothing announced)
+    assert counts["cut_short"] == 0

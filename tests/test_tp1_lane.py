@@ -5,8 +5,8 @@ for byte (summary.json without its wall time). The cases reach every fallback: p
 (chunked and whole prompts), prefill-only steps (SGLang without chunked prefill), whole
 prompts beside decodes (TensorRT-LLM), reserve_full, closed loop, drops (too long, queue
 full), every router (least_outstanding's tracked heap from 64 replicas), faults (fresh
-schedulers, slowed stages) and disaggregated pools (KV kept after a prefill, KV arriving
-at decode lanes)."""
+schedulers, slowed stages), TP2 (all-reduces after each step's compute) and disaggregated
+pools (KV kept after a prefill, KV arriving at decode lanes)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ LENGTHS = """\
 """
 
 
-def dense(name: str, serving: str, arrival: str, extra: str = "", dp: int = 2) -> str:
+def dense(name: str, serving: str, arrival: str, extra: str = "", dp: int = 2, tp: int = 1) -> str:
     return f"""\
 name: {name}
 seed: 11
 model: llama-3.1-8b
 topology: dgx_h100_x1
-layout: {{tp: 1, dp: {dp}}}
+layout: {{tp: {tp}, dp: {dp}}}
 serving: {serving}
 workload:
   arrival: {arrival}
@@ -71,6 +71,19 @@ CASES = {
         "faults:\n  detect_s: 0.5\n  events: [{kind: gpu_down, target: n0.g0, at_s: 1.5, "
         "duration_s: 1.5}, {kind: gpu_slowdown, target: n0.g1, at_s: 1, compute_factor: 0.5}]\n",
         dp=3,
+    ),
+    # TP > 1: each step's all-reduces (closed form once the fabric settles, one timer)
+    "tp2_chunked": dense(
+        "tp2_chunked", "{gpu_memory_utilization: 0.3, router: least_outstanding}", POISSON, tp=2
+    ),
+    "tp2_faults": dense(
+        "tp2_faults",
+        "{router: least_outstanding}",
+        POISSON,
+        "faults:\n  detect_s: 0.5\n  events: [{kind: gpu_slowdown, target: n0.g1, at_s: 1, "
+        "compute_factor: 0.5}, {kind: gpu_down, target: n0.g4, at_s: 2, duration_s: 1}]\n",
+        dp=4,
+        tp=2,
     ),
     "tracked64": """\
 name: tracked64
@@ -163,7 +176,12 @@ def test_the_fast_paths_run_and_fall_back(tmp_path: Path, monkeypatch: pytest.Mo
         calls["plain_admit"] += admit is not None
         return admit
 
-    for name, plain in (("preempt_chunked", True), ("faults", True), ("disagg", False)):
+    for name, plain in (
+        ("preempt_chunked", True),
+        ("faults", True),
+        ("tp2_chunked", True),
+        ("disagg", False),
+    ):
         calls.update(dict.fromkeys(calls, 0))
         monkeypatch.setattr(scheduler.Scheduler, "next_batch", counting_next_batch)
         monkeypatch.setattr(replica.Replica, "_single_stage_lane", counting_general_lane)

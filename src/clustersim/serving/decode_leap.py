@@ -38,6 +38,7 @@ compares both ways byte for byte).
 from __future__ import annotations
 
 import heapq
+import math
 import os
 from bisect import bisect_left
 
@@ -182,9 +183,12 @@ def plan_leap(
     batch: Batch,
     price_of: LeapPricing,
     now: float,
+    until: float = math.inf,
 ) -> DecodeLeap | None:
     """A leap starting with `batch` (just formed at `now`), or None when fewer than
-    MIN_LEAP_STEPS steps are certain to run unchanged."""
+    MIN_LEAP_STEPS steps are certain to run unchanged. It ends with the step running at
+    `until` (the next arrival, when announced: serving/next_arrival.py), where the arrival
+    cuts it."""
     if batch.prefill or batch.decode_step < 0 or sched.prefills.prefilling or sched.arrived:
         return None
     decodes = sched.decodes
@@ -196,13 +200,17 @@ def plan_leap(
     if k < MIN_LEAP_STEPS:
         return None
     price = price_of.of(batch.decode_tokens)
+    n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
+    limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
+    if until < limit:  # each step lasts ≥ the first's compute: ≤ room / c0 end before it
+        k = min(k, int((until - now) / price.step.step_s(ctx)) + 2)
+        if k < MIN_LEAP_STEPS:
+            return None
     leap = DecodeLeap(sched, batch, price, now)
     kv = sched.kv
     grows = not sched.admission.reserve_full
     free, used, grown = kv.free, kv.used, 0
     residue, bs = decodes.residue, decodes.block_size
-    n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
-    limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
     ends, kv_used = leap.ends, leap.kv_used
     leap.compute_s = costs = price.step.run_s(ctx, n, k)  # entries past `last` unused
     adds = price.adds  # after each compute: each phase's move, then its latency
@@ -225,6 +233,8 @@ def plan_leap(
             break
         ends.append(end)
         kv_used.append(used + grown)
+        if end >= until:
+            break  # the step running when the next arrival lands (it cuts the leap there)
         t = end
     if len(ends) < MIN_LEAP_STEPS:
         return None

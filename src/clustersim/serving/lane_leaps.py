@@ -8,6 +8,7 @@ blocks; faults call `interrupt` / `forbid_leaps`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -15,11 +16,12 @@ import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.stage_cost import StageCostModel
+from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
 from clustersim.serving.leap_pricing import LeapPricing
+from clustersim.serving.next_arrival import NextArrival
 from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
 from clustersim.serving.scheduler import Scheduler, no_leap
 
@@ -31,12 +33,15 @@ class LaneLeaps:
 
     env: simpy.Environment
     index: int
+    tp: int
+    fabric: Any  # serving/replica.py FabricLike: .allreduce(group, bytes, count)
     recorder: Recorder
     costs: tuple[Any, ...]
     groups: tuple[tuple[str, ...], ...]
     lanes: list[Any]  # serving/replica.py Lane: .scheduler, .idle, .index
     stages: list[Any]  # PP > 1: serving/replica.py _Stage: .busy_until
     _trips: PipelineLeap | None = None  # PP > 1: batches' trips in closed form
+    next_arrival: NextArrival | None = None  # set when every arrival comes here, announced
 
     def _init_leaps(
         self, eligible: bool, fabric: object, serving: ServingSpec, kv_blocks: int
@@ -123,6 +128,22 @@ class LaneLeaps:
         pricing = self._pricing
         return None if pricing is None else pricing.closed_step(start, compute_s, tokens)
 
+    def _compute_then_allreduce(
+        self, cost: StageCost, group: tuple[str, ...], compute: float, tokens: int
+    ) -> Generator[simpy.Event, Any, tuple[float, float]]:
+        """A stepped step's compute, then (TP > 1) its all-reduces in closed form or on the
+        fabric; returns (compute seconds, communication seconds)."""
+        yield self.env.timeout(compute)
+        if self.tp == 1:
+            return compute, 0.0
+        t = self.env.now
+        if (closed := self._closed_allreduce(tokens)) is not None:
+            yield from closed  # all-reduces alone on their links: network/private_allreduce.py
+        else:
+            nbytes = cost.allreduce_bytes(tokens)
+            yield self.fabric.allreduce(group, nbytes, cost.allreduces_per_step)
+        return compute, self.env.now - t
+
     def _closed_allreduce(self, tokens: int) -> Process | None:
         """A stepped step's all-reduces in closed form, when its TP group may (else None)."""
         pricing = self._pricing
@@ -133,7 +154,9 @@ class LaneLeaps:
         pricing = self._pricing
         if pricing is None or batch.prefill or not pricing.usable(start):
             return None
-        leap = plan_leap(sched, batch, pricing, start)
+        announced = self.next_arrival
+        until = math.inf if announced is None else announced.at_s
+        leap = plan_leap(sched, batch, pricing, start, until)
         return None if leap is None else self._leap_through(leap, pricing)
 
     def _leap_through(self, leap: DecodeLeap, pricing: LeapPricing) -> Process:

@@ -138,7 +138,7 @@ class Replica(LaneLeaps):
         self.kv_capacity_blocks = kv_blocks_per_lane * self.pp
         one_lane = self.pp == 1 and speculative is None and type(self)._execute is Replica._execute
         self._init_leaps(one_lane, fabric, serving, kv_blocks_per_lane)  # serving/lane_leaps.py
-        if self.pp == 1 and one_lane and self.tp == 1 and tp1_lane_enabled():
+        if one_lane and tp1_lane_enabled():
             env.process(tp1_lane(self, self.lanes[0]))  # its hot path: serving/tp1_lane.py
         elif self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
@@ -197,16 +197,7 @@ class Replica(LaneLeaps):
         if self.tp > 1 and (end := self._closed_step(start, compute, batch.tokens)) is not None:
             yield self.env.timeout(end - start)  # all-reduces alone on their links: one timer
             return compute, end - (start + compute)  # lands on `end` exactly (leap_pricing.py)
-        yield self.env.timeout(compute)
-        if self.tp == 1:
-            return compute, 0.0
-        t = self.env.now
-        if (closed := self._closed_allreduce(batch.tokens)) is not None:
-            yield from closed  # all-reduces alone on their links: network/private_allreduce.py
-        else:
-            nbytes = cost.allreduce_bytes(batch.tokens)
-            yield self.fabric.allreduce(group, nbytes, cost.allreduces_per_step)
-        return compute, self.env.now - t
+        return (yield from self._compute_then_allreduce(cost, group, compute, batch.tokens))
 
     def _await_batch(self, lane: Lane) -> Generator[simpy.Event, Any, Batch]:
         """The lane's next batch; while it has nothing to run it sleeps until `submit`."""

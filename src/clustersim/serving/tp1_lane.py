@@ -1,15 +1,17 @@
-"""The stepped loop of a plain TP1 single-stage lane, its hot state in locals.
+"""The stepped loop of a plain single-stage lane (TP1 first), its hot state in locals.
 
 `Replica._single_stage_lane` steps a lane through the scheduler's methods (next_batch →
 _schedule_decode → new_blocks / allocate / fill → pack → _fit_chunk / _add_chunk, then
 complete → finishes_by / _finish_decoders / advance / _end_prefill): about twenty calls a
 step. At high load (the issue 15 floor: a batch changes every 1.4 steps, so decode leaps
 cover little) those calls are most of a step's Python. This loop does the same work inline
-for a *plain* lane — one TP1 stage whose step is its compute alone, no prefix caching, no
-speculative decoding, incremental KV admission, no KV kept after a finish. It keeps in
-locals what a scheduler never rebinds (its pool, decode set, queues, per-request lists and
-limits) and reads their counts afresh after every yield (an arrival, a fault or a leap's cut
-may change them while a step runs); a scheduler replaced by a fault is bound anew.
+for a *plain* lane — one stage (TP1: its step is its compute; TP > 1: its compute, then its
+all-reduces, one timer when they run in closed form, as `Replica._execute`; the module keeps
+its first case's name), no prefix caching, no speculative decoding, incremental KV
+admission, no KV kept after a finish. It keeps in locals what a scheduler never rebinds (its
+pool, decode set, queues, per-request lists and limits) and reads their counts afresh after
+every yield (an arrival, a fault or a leap's cut may change them while a step runs); a
+scheduler replaced by a fault is bound anew.
 
 Inline, with the scheduler's arithmetic in the scheduler's order:
 - batch formation when no disaggregated KV arrived, the decode step's new blocks are free
@@ -65,11 +67,19 @@ class TP1Replica(Protocol):
     index: int
     recorder: Recorder
     epoch: int
+    tp: int
+    groups: tuple[tuple[str, ...], ...]
     _pricing: LeapPricing | None
     _leap_done: DecodeLeap | None
 
     @property
     def costs(self) -> Sequence[StageCost]: ...
+
+    def _closed_step(self, start: float, compute_s: float, tokens: int) -> float | None: ...
+
+    def _compute_then_allreduce(
+        self, cost: StageCost, group: tuple[str, ...], compute: float, tokens: int
+    ) -> Generator[simpy.Event, Any, tuple[float, float]]: ...
 
     def _leap_from(self, sched: Scheduler, batch: Batch, start: float) -> Process | None: ...
 
@@ -122,7 +132,8 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     recorder = replica.recorder
     record_rows = recorder.record_iterations
     index = replica.index
-    backoff = LeapBackoff(TP1_WORTH_STEPS, TP1_MAX_PAUSE)
+    tp, group = replica.tp, replica.groups[0]
+    backoff = LeapBackoff(TP1_WORTH_STEPS if tp == 1 else 0, TP1_MAX_PAUSE)  # as the general
     heappop, heappush = heapq.heappop, heapq.heappush
     sched: Scheduler | None = None
     while True:
@@ -253,8 +264,16 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                     backoff.ran(replica._leap_done)
                     continue
         # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
-        compute = replica.costs[0].compute_s(pt, pairs, n, ctx, len(chunks))
-        yield timeout(compute)
+        cost = replica.costs[0]
+        compute = cost.compute_s(pt, pairs, n, ctx, len(chunks))
+        comm = 0.0
+        if tp == 1:
+            yield timeout(compute)
+        elif (closed := replica._closed_step(now, compute, pt + n)) is not None:
+            yield timeout(closed - now)  # Replica._execute s one timer, inline
+            comm = closed - (now + compute)
+        else:
+            compute, comm = yield from replica._compute_then_allreduce(cost, group, compute, pt + n)
         end = env.now
         if replica.epoch != epoch:  # the replica stopped during the step: its work is lost
             continue
@@ -272,7 +291,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                     nseqs,
                     pt + n,
                     compute,
-                    0.0,
+                    comm,
                     0.0,
                     kv.used,
                     capacity,

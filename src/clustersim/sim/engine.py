@@ -34,6 +34,7 @@ from clustersim.serving.replica import Process, Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
+from clustersim.sim.arrival_process import announced_arrivals, open_loop_arrivals
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
 from clustersim.sim.frozen_heap import frozen_heap
@@ -263,15 +264,11 @@ class _Simulation:
             self.done.succeed()
 
     def open_loop_arrivals(self) -> Process:
-        env = self.env
         arrivals = (self.stream.arrival_s + self.frontend_s).tolist()  # at the engine
         admit = plain_admit(self) or self._admit  # sim/plain_arrivals.py: the common case
-        for rid, t in enumerate(arrivals):
-            now = env.now
-            if t > now:
-                yield env.timeout(t - now)
-                now = env.now
-            admit(rid, now)
+        pooled = self.disagg is not None or self.faults is not None
+        announce = announced_arrivals(self.replicas, arrivals, pooled)
+        return open_loop_arrivals(self.env, arrivals, admit, announce)
 
     def progress_ticks(self, callback: ProgressCallback, every_s: float) -> Process:
         while True:
