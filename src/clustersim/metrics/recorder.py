@@ -114,36 +114,61 @@ class Recorder:
     def iterations_frame(self) -> pd.DataFrame:
         """The rows sorted by (start_s, replica, stage, lane), stably; frees the buffer.
 
-        One stable lexsort and one gather per column: the buffer and the frame's columns are
-        the only copies alive at once (not the buffer, an unsorted frame and a sorted one)."""
+        The buffer is copied column-major once and freed, then one gather per column in the
+        lexsort order (`stable_row_order`): two copies of the rows alive at most."""
         import pandas as pd
 
         width = len(ITERATION_COLUMNS)
         if self.decode_runs.runs:
             self.iterations.frombytes(self.decode_runs.take_rows())
         table = np.frombuffer(self.iterations, dtype=np.float64).reshape(-1, width)
+        # one sequential pass to column-major: reading a column of the row-major buffer
+        # touches a new cache line per value (≈ 70 ns each on this machine)
+        by_column = table.T.copy()
+        del table
+        self.iterations = array("d")  # the rows now live in `by_column` only
         col = ITERATION_COLUMNS.index
-        order = np.lexsort(
-            (
-                table[:, col("lane")],
-                table[:, col("stage")],
-                table[:, col("replica")],
-                table[:, col("start_s")],
-            )
+        order = stable_row_order(
+            by_column[col("start_s")],
+            by_column[col("replica")],
+            by_column[col("stage")],
+            by_column[col("lane")],
         )
         columns = {
             name: (
-                table[order, i].astype(np.int64) if name in _INTEGER_COLUMNS else table[order, i]
+                by_column[i][order].astype(np.int64)
+                if name in _INTEGER_COLUMNS
+                else by_column[i][order]
             )
             for i, name in enumerate(ITERATION_COLUMNS)
         }
-        del table
-        self.iterations = array("d")  # the rows now live in the frame only
+        del by_column
         if len(self.emitted):
             # speculative decoding only: every row has its step's emitted tokens
             columns[EMITTED_COLUMN] = np.frombuffer(self.emitted, dtype=np.int64)[order]
             self.emitted = array("q")
         return pd.DataFrame(columns, copy=False)  # the gathered columns, not a consolidated copy
+
+
+def stable_row_order(
+    start_s: np.ndarray, replica: np.ndarray, stage: np.ndarray, lane: np.ndarray
+) -> np.ndarray:
+    """`np.lexsort((lane, stage, replica, start_s))`, computed as a stable argsort of start_s
+    with only the rows whose start ties another's ordered by the other keys (a subset in
+    (start, position) order, so a stable lexsort of it keeps positions for full ties)."""
+    if np.isnan(start_s).any():
+        return np.lexsort((lane, stage, replica, start_s))
+    order = np.argsort(start_s, kind="stable")
+    ordered = start_s[order]
+    tie = ordered[1:] == ordered[:-1]
+    if tie.any():
+        tied = np.zeros(len(order), dtype=bool)
+        tied[1:] |= tie
+        tied[:-1] |= tie
+        at = np.flatnonzero(tied)
+        rows = order[at]
+        order[at] = rows[np.lexsort((lane[rows], stage[rows], replica[rows], start_s[rows]))]
+    return order
 
 
 def requests_frame(
