@@ -5,7 +5,6 @@ cost model's, bit for bit."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clustersim import cli
 from clustersim.catalog.engines import ENGINES
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
@@ -25,6 +23,7 @@ from clustersim.network import completion_ties, twin_links
 from clustersim.network.ledger import LinkLedger
 from clustersim.serving import decode_leap, lane_leaps, pipeline_leap
 from clustersim.topology.graph import build_cluster
+from run_files import run_files
 
 # dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
 # reserve_full (TensorRT-LLM), TP2 × PP2 on one node (links shared by its stages: steps) and
@@ -220,19 +219,7 @@ def _run(
     monkeypatch.setenv("CLUSTERSIM_DECODE_LEAP", "1" if leap else "0")
     path = tmp_path / f"{name}.yaml"
     path.write_text(CASES[name])
-    out = tmp_path / ("leap" if leap else "step")
-    argv = ["run", str(path), "--out", str(out), "--quiet", "--no-report", "--set", "replicates=1"]
-    assert cli.main(argv) == 0
-    (run_dir,) = (out / name).iterdir()
-    files: dict[str, bytes] = {}
-    for file in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        if file.name == "summary.json":
-            summary = json.loads(data)
-            summary["sim"].pop("wall_s")
-            data = json.dumps(summary, sort_keys=True).encode()
-        files[file.relative_to(run_dir).as_posix()] = data
-    return files
+    return run_files(path, tmp_path / ("leap" if leap else "step"), name)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

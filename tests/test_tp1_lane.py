@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from clustersim import cli
 from clustersim.serving import replica, scheduler, tp1_lane
 from clustersim.sim import engine, plain_arrivals
+from run_files import run_files
 
 LENGTHS = """\
   prompt_tokens: {dist: lognormal, median: 768, sigma: 0.6, max: 4096}
@@ -126,19 +126,8 @@ def _run(
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / f"{name}.yaml"
     path.write_text(CASES[name])
-    out = tmp_path / ("fast" if fast else "general")
-    argv = ["run", str(path), "--out", str(out), "--quiet", "--no-report", "--set", "replicates=1"]
-    assert cli.main(argv) == 0
+    files = run_files(path, tmp_path / ("fast" if fast else "general"), name)
     monkeypatch.undo()
-    (run_dir,) = (out / name).iterdir()
-    files: dict[str, bytes] = {}
-    for file in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        if file.name == "summary.json":
-            summary = json.loads(data)
-            summary["sim"].pop("wall_s")
-            data = json.dumps(summary, sort_keys=True).encode()
-        files[file.relative_to(run_dir).as_posix()] = data
     return files
 
 
