@@ -1,13 +1,17 @@
 """Recorder.on_iteration packs a row into the float64 buffer with exactly the bytes
-`array("d").extend(row)` gives (ints, floats, numpy scalars, huge and negative values)."""
+`array("d").extend(row)` gives (ints, floats, numpy scalars, huge and negative values); rows
+kept in chunks build the table one buffer would."""
 
 from __future__ import annotations
 
 from array import array
 
 import numpy as np
+import pandas as pd
+import pytest
 
-from clustersim.metrics.recorder import Recorder
+import clustersim.metrics.recorder as recorder_module
+from clustersim.metrics.recorder import Recorder, _chunk_free_points
 
 ROWS = [
     (0, 0, 0, 0.0, 0.012, 512, 0, 1, 512, 0.012, 0.0, 0.0, 32, 50_000),
@@ -31,3 +35,46 @@ def test_rows_are_counted_but_not_kept_without_iterations() -> None:
     rec = Recorder(1, record_iterations=False)
     rec.on_iteration(ROWS[0])
     assert rec.steps == 1 and len(rec.iterations) == 0
+
+
+def _random_rows(rng: np.random.Generator, n: int) -> list[tuple[float, ...]]:
+    """Rows with many ties in the sort keys (start_s, replica, stage, lane)."""
+    return [
+        (int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 2)),
+         float(rng.integers(0, 400)) / 8, float(rng.random()), 1, 2, 3, 4, float(rng.random()),
+         0.5, 0.25, int(rng.integers(0, 99)), 100)
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_rows_kept_in_chunks_build_the_same_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small chunks and gather blocks: rows out of order (a block gathers from many chunks)
+    and nearly in order (chunks freed along the way) give the one-chunk table exactly."""
+    monkeypatch.setattr(recorder_module, "_GATHER_BLOCK_ROWS", 64)
+    rng = np.random.default_rng(5)
+    shuffled = _random_rows(rng, 3000)
+    nearly = sorted(_random_rows(rng, 3000), key=lambda r: r[3] + rng.random() / 4)
+    for rows in (shuffled, nearly):
+        whole, chunked = Recorder(0), Recorder(0)
+        chunked.chunk_values = 14 * 50
+        for row in rows[:1000]:
+            whole.on_iteration(row)  # type: ignore[arg-type]
+            chunked.on_iteration(row)  # type: ignore[arg-type]
+        flat = [x for row in rows[1000:] for x in row]
+        for first in range(0, len(flat), 14 * 8):
+            whole.on_iterations(flat[first : first + 14 * 8], 8)
+            chunked.on_iterations(flat[first : first + 14 * 8], 8)
+        assert len(chunked.full_chunks) > 40 and not whole.full_chunks
+        pd.testing.assert_frame_equal(
+            chunked.iterations_frame(), whole.iterations_frame(), check_exact=True
+        )
+        assert not chunked.full_chunks and len(chunked.iterations) == 0  # buffers freed
+
+
+def test_a_chunk_is_freed_once_its_last_row_is_gathered() -> None:
+    # chunks of rows [0, 3), [3, 5), [5, 8); order gathers row 4 last, row 2 third
+    order = np.array([0, 1, 2, 5, 3, 6, 7, 4])
+    first_row = np.array([0, 3, 5, 8])
+    frees = _chunk_free_points(order, first_row)
+    assert frees == [(8, 1), (7, 2), (3, 0)]
+    assert _chunk_free_points(np.array([], dtype=np.int64), np.array([0])) == []
