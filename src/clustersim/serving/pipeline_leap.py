@@ -50,9 +50,9 @@ from clustersim.network.private_handoff import PrivateHandoff, Transfer
 from clustersim.network.twin_links import booked_links, twin_classes
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
-from clustersim.serving.pipeline_trip import ROW, Alarm, Trip
+from clustersim.serving.pipeline_trip import Alarm, Trip
 from clustersim.serving.scheduler import Scheduler
-from clustersim.serving.trip_stages import stage_steps
+from clustersim.serving.trip_stages import OnePhase, one_phase_plan, one_phase_steps, stage_steps
 
 Process = Generator[simpy.Event, Any, None]
 HELD_BOOKINGS = 4096  # transfers booked in the ledger at once
@@ -152,6 +152,7 @@ class PipelineLeap:
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
         self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
         self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
+        self._plans: dict[int, tuple[OnePhase, ...] | None] = {}  # one_phase_plan, by tokens
         # by decode n: the distinct stages' step_s, each stage's among them
         self._decode_steps: dict[int, tuple[list[Callable[[int], float]], list[int]]] = {}
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
@@ -191,6 +192,7 @@ class PipelineLeap:
     def forget(self) -> None:
         """Drop cached prices (step times or link rates changed)."""
         self._prices.clear()
+        self._plans.clear()
         self._decode_steps.clear()
         self._shape_ids.clear()
 
@@ -288,7 +290,7 @@ class PipelineLeap:
 
     def _compute(self, trip: Trip) -> bool:
         """The trip's stage steps from the stages' state now (which it advances; `trip.free0`
-        and `done0` hold it as it was), as its rows (kv columns 0 until `_write`); True when
+        and `done0` hold it as it was), as its rows; True when
         one of its transfers would complete one of another trip's earlier (a tie). Each
         transfer is first taken to complete at its finish, which holds unless one lies near
         another (`Completions.hold_clear`); else the trip is computed again, transfer by
@@ -305,11 +307,21 @@ class PipelineLeap:
             funcs, index = self._decode_steps_of(batch.decode_tokens)
             distinct = [f(batch.decode_ctx_tokens) for f in funcs]
             computes = [distinct[i] for i in index]
-        prices = self._price(batch.tokens)
+        tokens = batch.tokens
+        prices = self._price(tokens)
         free_s, done_s = self.free_s, self._handoff_done
-        head, ties, seq = (self.replica, trip.lane, self.tp > 1), self._ties, trip.seq
-        stage_steps(prices, computes, free_s, done_s, trip.formed, batch, head, rows, times,
-                    None, seq)  # fmt: skip
+        kv = trip.sched.kv
+        head = (self.replica, trip.lane, self.tp > 1, kv.used, kv.capacity)
+        ties, seq = self._ties, trip.seq
+        plans = self._plans
+        plan = (
+            plans[tokens] if tokens in plans else plans.setdefault(tokens, one_phase_plan(prices))
+        )
+        if plan is not None:
+            one_phase_steps(plan, computes, free_s, done_s, trip.formed, batch, head, rows, times)
+        else:
+            stage_steps(prices, computes, free_s, done_s, trip.formed, batch, head, rows, times,
+                        None, seq)  # fmt: skip
         if ties.hold_clear(times, seq):
             return False
         rows.clear()
@@ -326,10 +338,7 @@ class PipelineLeap:
         held.hold(self._shapes_of(trip.batch.tokens), trip.times)  # books: batch order)
         if held.count >= HELD_BOOKINGS:
             held.book()
-        kv, rows, p = trip.sched.kv, trip.rows, len(self.costs)
-        rows[12::ROW] = (kv.used,) * p  # the lane's blocks, unchanged since it formed the batch
-        rows[13::ROW] = (kv.capacity,) * p
-        self.recorder.on_iterations(rows, p)
+        self.recorder.on_iterations(trip.rows, len(self.costs))
 
 
 def pipeline_leap(

@@ -263,7 +263,13 @@ class Replica(LaneLeaps):
         env = self.env
         first = self.stages[0]
         while True:
-            batch = yield from self._await_batch(lane)
+            sched = lane.scheduler
+            # _await_batch's first try, inline (no generator a trip)
+            batch = sched.next_batch(env.now) if sched.prefix is None else None
+            if batch is None:
+                if sched.prefix is None:  # nothing to run: sleep until `submit`
+                    yield from _sleep(lane, env)
+                batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
             if (trip := self._trip(lane, batch)) is not None:
                 yield from trip  # the batch's whole trip as one event

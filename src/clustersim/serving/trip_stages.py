@@ -18,6 +18,70 @@ from clustersim.serving.batch import Batch
 
 Complete = Callable[[float, float, int], float]
 Price = tuple[tuple[Phase, ...], Transfer | None, float]  # phases, hand-off, its latency (s)
+# the replica, the lane, whether the stages all-reduce (TP > 1), the lane's KV blocks in use
+# and its capacity (unchanged while the trip runs: the lane changes them only when it forms
+# or completes a batch)
+Head = tuple[int, int, bool, int, int]
+# a stage of one all-reduce phase on links: the phase's move and delay, the hand-off's move
+# (None: no hand-off) and latency (seconds)
+OnePhase = tuple[float, float, float | None, float]
+
+
+def one_phase_plan(prices: Sequence[Price]) -> tuple[OnePhase, ...] | None:
+    """The stages' prices as `one_phase_steps` takes them, or None when a stage has no
+    all-reduce phase on links or more than one (then `stage_steps`)."""
+    plan = []
+    for phases, hand_off, latency in prices:
+        if len(phases) != 1 or phases[0].links is None:
+            return None
+        phase = phases[0]
+        plan.append((phase.move_s, phase.delay_s, None if hand_off is None else hand_off.move_s,
+                     latency))  # fmt: skip
+    return tuple(plan)
+
+
+def one_phase_steps(
+    plan: Sequence[OnePhase],
+    computes: Sequence[float],
+    free_s: list[float],
+    done_s: list[float],
+    formed: float,
+    batch: Batch,
+    head: Head,
+    rows: list[float],
+    times: list[float],
+) -> None:
+    """`stage_steps` with `complete` None for stages of one all-reduce phase each (TP > 1):
+    the same additions in the same order, the rows and times it appends."""
+    replica, lane, _comm, used, capacity = head
+    pre, n = batch.prefill_tokens, batch.decode_tokens
+    seqs, tokens = batch.num_seqs, batch.tokens
+    arrival = formed
+    for s, (move_s, delay_s, hand_off_s, latency) in enumerate(plan):
+        free = free_s[s]
+        if arrival > free:
+            start = arrival
+            bubble = arrival - free if free > 0 else 0.0  # max(0, start - free), > 0
+        else:
+            start, bubble = free, 0.0
+        compute = computes[s]
+        t1 = start + compute
+        done = t1 + move_s
+        end = done + delay_s if delay_s > 0 else done
+        free_s[s] = end
+        rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute, end - t1, bubble,
+                 used, capacity)  # fmt: skip
+        if hand_off_s is None:
+            times += (t1, done)
+            arrival = end
+        else:
+            if end <= done_s[s]:
+                raise RuntimeError("closed-form PP hand-offs overlapped on their links")
+            arrival = end + hand_off_s
+            done_s[s] = arrival
+            times += (t1, done, end, arrival)
+            if latency > 0:
+                arrival = arrival + latency
 
 
 def stage_steps(
@@ -27,17 +91,16 @@ def stage_steps(
     done_s: list[float],
     formed: float,
     batch: Batch,
-    head: tuple[int, int, bool],
+    head: Head,
     rows: list[float],
     times: list[float],
     complete: Complete | None,
     owner: int,
 ) -> None:
-    """Append the trip's iteration rows (kv columns 0) to `rows` and its transfers'
-    (start, completion) to `times`, advancing `free_s` (each stage's last end) and `done_s`
-    (each hand-off's last completion). `head`: the replica, the lane, whether the stages
-    all-reduce (TP > 1); `formed`: when the batch reaches stage 0."""
-    replica, lane, comm = head
+    """Append the trip's iteration rows to `rows` and its transfers' (start, completion) to
+    `times`, advancing `free_s` (each stage's last end) and `done_s` (each hand-off's last
+    completion). `head`: see `Head`; `formed`: when the batch reaches stage 0."""
+    replica, lane, comm, used, capacity = head
     pre, n = batch.prefill_tokens, batch.decode_tokens
     seqs, tokens = batch.num_seqs, batch.tokens
     arrival = formed
@@ -62,7 +125,7 @@ def stage_steps(
                 end = end + delay_s
         free_s[s] = end
         rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute,
-                 end - t1 if comm else 0.0, bubble, 0, 0)  # fmt: skip
+                 end - t1 if comm else 0.0, bubble, used, capacity)  # fmt: skip
         if hand_off is None:
             arrival = end
             continue
