@@ -265,13 +265,13 @@ def test_pipeline_leaps_happen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     preemptions in one, hand-off coflows sharing spine links in another; one node's TP2 ×
     PP2 shares links between its stages and steps."""
     trips: dict[str, int] = {}
-    trip = pipeline_leap.PipelineLeap.trip
+    start = pipeline_leap.PipelineLeap.start
 
-    def counting_trip(self: pipeline_leap.PipelineLeap, *args: Any) -> Any:
+    def counting_start(self: pipeline_leap.PipelineLeap, *args: Any) -> Any:
         trips[name] = trips.get(name, 0) + 1
-        return trip(self, *args)
+        return start(self, *args)
 
-    monkeypatch.setattr(pipeline_leap.PipelineLeap, "trip", counting_trip)
+    monkeypatch.setattr(pipeline_leap.PipelineLeap, "start", counting_start)
     for name in ("pp4", "pp2_preempt", "tp8_pp2_two_nodes", "tp8_pp8_spine", "tp2_pp2"):
         (tmp_path / name).mkdir()
         _run(tmp_path / name, name, True, monkeypatch)

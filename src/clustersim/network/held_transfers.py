@@ -48,6 +48,7 @@ class HeldTransfers:
         self._ids: dict[Shape, int] = {}
         self._table: _ShapeTable | None = None  # rebuilt when a shape is added
         self._held_ids: list[tuple[int, ...]] = []  # each held trip's transfers' shapes
+        self._id_arrays: dict[tuple[int, ...], np.ndarray] = {}  # those ids as an array
         self._times: list[float] = []  # their (start, end), one transfer after another
         self.count = 0  # transfers held
 
@@ -69,6 +70,13 @@ class HeldTransfers:
         self._times += times
         self.count += len(ids)
 
+    def _id_array(self, ids: tuple[int, ...]) -> np.ndarray:
+        """`ids` as an int64 array (cached: a trip's ids repeat with its token count)."""
+        array = self._id_arrays.get(ids)
+        if array is None:
+            array = self._id_arrays[ids] = np.array(ids, dtype=np.int64)
+        return array
+
     def book(self) -> None:
         """Book every held transfer in the ledger, in the order held; hold none."""
         if not self.count:
@@ -76,8 +84,8 @@ class HeldTransfers:
         table = self._table
         if table is None:
             table = self._table = _ShapeTable(self._shapes)
-        ids = np.fromiter(chain.from_iterable(self._held_ids), np.int64, self.count)
-        times = np.array(self._times)
+        ids = np.concatenate([self._id_array(held) for held in self._held_ids])
+        times = np.fromiter(self._times, np.float64, len(self._times))
         self._held_ids, self._times, self.count = [], [], 0
         _book_parts(self.ledger, table, ids, times[0::2], times[1::2])
 

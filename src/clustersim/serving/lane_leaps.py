@@ -23,6 +23,7 @@ from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_lea
 from clustersim.serving.leap_pricing import LeapPricing
 from clustersim.serving.next_arrival import NextArrival
 from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
+from clustersim.serving.pipeline_trip import Trip
 from clustersim.serving.scheduler import Scheduler, no_leap
 
 Process = Generator[simpy.Event, Any, None]
@@ -76,9 +77,10 @@ class LaneLeaps:
             self.recorder, self.index,
         )  # fmt: skip
 
-    def _trip(self, lane: Any, batch: Batch) -> Process | None:
-        """A PP batch's trip in closed form, or None: step it through the stages. Trips
-        start when the pipeline is empty (every other lane idle) and stay on."""
+    def _trip(self, lane: Any, batch: Batch) -> Trip | None:
+        """A PP batch's trip in closed form (wait on its `alarm.event`, then `_trip_end`),
+        or None: step it through the stages. Trips start when the pipeline is empty (every
+        other lane idle) and stay on."""
         trips = self._trips
         if trips is None:
             return None
@@ -88,7 +90,12 @@ class LaneLeaps:
             if not trips.usable(self.env.now):
                 return None
             trips.switch_on([stage.busy_until for stage in self.stages])
-        return trips.trip(lane.index, lane.scheduler, batch)
+        return trips.start(lane.index, lane.scheduler, batch)
+
+    def _trip_end(self, trip: Trip) -> None:
+        """A trip from `_trip` has ended: its rows and link bytes (trips stay on)."""
+        assert self._trips is not None
+        self._trips.end(trip)
 
     @property
     def kv_used_blocks(self) -> int:

@@ -33,8 +33,8 @@ complete together when stepped. `CLUSTERSIM_DECODE_LEAP=0` steps every stage ste
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import simpy
 
@@ -54,7 +54,6 @@ from clustersim.serving.pipeline_trip import Alarm, Trip
 from clustersim.serving.scheduler import Scheduler
 from clustersim.serving.trip_stages import OnePhase, one_phase_plan, one_phase_steps, stage_steps
 
-Process = Generator[simpy.Event, Any, None]
 HELD_BOOKINGS = 4096  # transfers booked in the ledger at once
 MAX_TIE_ROUNDS = 16  # computing the trips in flight again settles in one or two rounds
 
@@ -251,18 +250,22 @@ class PipelineLeap:
             steps = self._decode_steps[n] = alike_decode_steps(self.costs, n)
         return steps
 
-    def trip(self, lane: int, sched: Scheduler, batch: Batch) -> Process:
-        """Run `batch` (lane `lane`'s, just formed) through every stage: one alarm, then its
-        rows and link bytes; the caller completes the batch."""
+    def start(self, lane: int, sched: Scheduler, batch: Batch) -> Trip:
+        """Send `batch` (lane `lane`'s, just formed) through every stage: its trip, whose
+        `alarm.event` the lane waits on (the alarm may move: its waiters move with it), then
+        `end`s, then completes the batch."""
         self._seq += 1
         trip = Trip(self._seq, lane, sched, batch, list(self.free_s), list(self._handoff_done))
         trip.formed = self.env.now
-        flying = self._flying
-        flying.append(trip)
+        self._flying.append(trip)
         if self._compute(trip):
             self._settle_ties()
-        alarm = trip.alarm = Alarm(self.env, trip.end_s)
-        yield alarm.event
+        trip.alarm = Alarm(self.env, trip.end_s)
+        return trip
+
+    def end(self, trip: Trip) -> None:
+        """The trip has reached its last stage's end: its rows and link bytes."""
+        flying = self._flying
         flying.remove(trip)  # the oldest: trips end in the order they started
         self._ties.prune(flying[0].free0[0] if flying else self.env.now)
         self._write(trip)

@@ -272,7 +272,9 @@ class Replica(LaneLeaps):
                 batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
             if (trip := self._trip(lane, batch)) is not None:
-                yield from trip  # the batch's whole trip as one event
+                assert trip.alarm is not None  # set by PipelineLeap.start
+                yield trip.alarm.event  # the batch's whole trip as one event
+                self._trip_end(trip)
                 sched.complete(batch, env.now)
                 continue
             done = env.event()
