@@ -1,7 +1,8 @@
 """The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
-rows packed a trip at once, transfers booked in bulk, completion ties flagged instead of
-returned, alike stages sharing one decode step time; a trip's alarm lands exactly, moved or
-not. (Whole runs: the PP cases of tests/test_leap_equivalence.py.)"""
+rows packed a trip at once or built from trips' stage steps in numpy, transfers booked in
+bulk, completion ties flagged instead of returned, alike stages sharing one decode step
+time; a trip's alarm lands exactly, moved or not. (Whole runs: the PP cases of
+tests/test_leap_equivalence.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
 from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
-from clustersim.metrics.recorder import Recorder
+from clustersim.metrics.recorder import HELD_TRIPS, Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.completion_ties import Completions, due_s
@@ -44,6 +45,37 @@ def test_rows_at_once_are_the_bytes_of_rows_one_by_one() -> None:
     quiet = Recorder(1, record_iterations=False)
     quiet.on_iterations(list(ROWS[0]), 1)
     assert quiet.steps == 1 and len(quiet.iterations) == 0
+
+
+def test_trips_rows_are_the_bytes_of_their_rows_one_by_one() -> None:
+    """`on_trip` (stage steps and a head, rows built in numpy HELD_TRIPS trips at once)
+    writes the bytes `on_iteration` writes for each stage step's row: stage numbers, the comm
+    column end − (start + compute) with all-reduces and 0 without, awkward floats."""
+    rng = np.random.default_rng(11)
+    one, trips = Recorder(1), Recorder(1)
+    for trip in range(2 * HELD_TRIPS + 37):
+        stages = int(rng.integers(2, 9))
+        comm = bool(rng.random() < 0.7)
+        head = (int(rng.integers(0, 64)), int(rng.integers(0, 8)), comm,
+                int(rng.integers(0, 4096)), int(rng.integers(0, 256)), int(rng.integers(1, 256)),
+                int(rng.integers(1, 4096)), int(rng.integers(0, 10**6)), 10**6)  # fmt: skip
+        steps: list[float] = []
+        at = float(trip) * 0.37
+        for stage in range(stages):
+            start = at + float(rng.choice([0.0, 1e-13, 0.1 / 3]))
+            compute = float(rng.uniform(1e-4, 0.03))
+            end = start + compute + float(rng.choice([0.0, 5e-324, 1e-6, 1 / 7]))
+            bubble = float(rng.choice([0.0, start - at]))
+            steps += (start, end, compute, bubble)
+            replica, lane, _comm, pre, n, seqs, tokens, used, capacity = head
+            one.on_iteration((replica, stage, lane, start, end, pre, n, seqs, tokens, compute,
+                              end - (start + compute) if comm else 0.0, bubble, used,
+                              capacity))  # fmt: skip
+            at = end
+        trips.on_trip(steps, head, stages)
+    trips._write_trips()  # the last, partly filled batch of trips
+    assert trips.iterations.tobytes() == one.iterations.tobytes()
+    assert trips.steps == one.steps
 
 
 def test_completion_flags_the_ties_complete_returns() -> None:

@@ -62,6 +62,12 @@ _GATHER_BLOCK_ROWS = 1 << 15
 # array, so that building the table can free each chunk once its rows are gathered and the
 # columns reuse its memory (on a VM a page first touched costs ≈ 10 µs: 0.8 CPU-s for 300 MB)
 CHUNK_VALUES = len(ITERATION_COLUMNS) << 16
+# pipeline trips (serving/pipeline_leap.py) held before their rows are built in numpy
+HELD_TRIPS = 256
+# a trip's head: replica, lane, whether its stages all-reduce (the comm column is then
+# end − (start + compute), else 0), prefill tokens, decode tokens, sequences, batch tokens,
+# the lane's KV blocks in use and its capacity
+TripHead = tuple[int, int, bool, int, int, int, int, int, int]
 
 
 class Recorder:
@@ -85,6 +91,11 @@ class Recorder:
         self.chunk_values = CHUNK_VALUES
         self.steps = 0
         self.decode_runs = DecodeRuns()  # leaped steps' rows, built with the table
+        # pipeline trips' stage steps (start, end, compute, bubble each), their heads and
+        # stage counts, until HELD_TRIPS are held (`on_trip`)
+        self._trip_steps: list[float] = []
+        self._trip_heads: list[TripHead] = []
+        self._trip_stages: list[int] = []
         # speculative decoding: tokens emitted by each recorded row's step (one per row)
         self.emitted = array("q")
 
@@ -127,6 +138,44 @@ class Recorder:
             if len(chunk) >= self.chunk_values:
                 self._next_chunk()
 
+    def on_trip(self, steps: list[float], head: TripHead, stages: int) -> None:
+        """A pipeline trip's `stages` stage steps, stage 0 first, each as (start, end,
+        compute, bubble) in `steps` (read now, not kept): their rows are built in numpy with
+        the next HELD_TRIPS trips', as `on_iteration` of each row would write them."""
+        self.steps += stages
+        if self.record_iterations:
+            self._trip_steps += steps
+            self._trip_heads.append(head)
+            self._trip_stages.append(stages)
+            if len(self._trip_heads) >= HELD_TRIPS:
+                self._write_trips()
+
+    def _write_trips(self) -> None:
+        """The held trips' rows, appended in trip order, stage order within a trip."""
+        if not self._trip_heads:
+            return
+        stages = np.array(self._trip_stages, dtype=np.int64)
+        heads = np.repeat(np.array(self._trip_heads, dtype=np.float64), stages, axis=0)
+        steps = np.array(self._trip_steps, dtype=np.float64).reshape(-1, 4)
+        self._trip_steps, self._trip_heads, self._trip_stages = [], [], []
+        first = np.repeat(np.cumsum(stages) - stages, stages)  # each row's trip's first row
+        start, end, compute = steps[:, 0], steps[:, 1], steps[:, 2]
+        table = np.empty((len(steps), len(ITERATION_COLUMNS)), dtype=np.float64)
+        table[:, 0] = heads[:, 0]  # replica
+        table[:, 1] = np.arange(len(steps)) - first  # stage
+        table[:, 2] = heads[:, 1]  # lane
+        table[:, 3] = start
+        table[:, 4] = end
+        table[:, 5:9] = heads[:, 3:7]  # prefill, decode, sequences, batch tokens
+        table[:, 9] = compute
+        table[:, 10] = np.where(heads[:, 2] != 0, end - (start + compute), 0.0)  # comm
+        table[:, 11] = steps[:, 3]  # bubble
+        table[:, 12:14] = heads[:, 7:9]  # KV blocks in use, capacity
+        chunk = self.iterations
+        chunk.frombytes(table.data.cast("B"))
+        if len(chunk) >= self.chunk_values:
+            self._next_chunk()
+
     def _next_chunk(self) -> None:
         self.full_chunks.append(self.iterations)
         self.iterations = array("d")
@@ -147,6 +196,7 @@ class Recorder:
         import pandas as pd
 
         width = len(ITERATION_COLUMNS)
+        self._write_trips()
         if self.decode_runs.runs:
             self.iterations.frombytes(self.decode_runs.take_rows())
         chunks = [c for c in (*self.full_chunks, self.iterations) if len(c)]

@@ -293,7 +293,7 @@ class PipelineLeap:
 
     def _compute(self, trip: Trip) -> bool:
         """The trip's stage steps from the stages' state now (which it advances; `trip.free0`
-        and `done0` hold it as it was), as its rows; True when
+        and `done0` hold it as it was), as its stage steps (`trip.rows`); True when
         one of its transfers would complete one of another trip's earlier (a tie). Each
         transfer is first taken to complete at its finish, which holds unless one lies near
         another (`Completions.hold_clear`); else the trip is computed again, transfer by
@@ -313,25 +313,21 @@ class PipelineLeap:
         tokens = batch.tokens
         prices = self._price(tokens)
         free_s, done_s = self.free_s, self._handoff_done
-        kv = trip.sched.kv
-        head = (self.replica, trip.lane, self.tp > 1, kv.used, kv.capacity)
-        ties, seq = self._ties, trip.seq
+        ties, seq, formed = self._ties, trip.seq, trip.formed
         plans = self._plans
         plan = (
             plans[tokens] if tokens in plans else plans.setdefault(tokens, one_phase_plan(prices))
         )
         if plan is not None:
-            one_phase_steps(plan, computes, free_s, done_s, trip.formed, batch, head, rows, times)
+            one_phase_steps(plan, computes, free_s, done_s, formed, rows, times)
         else:
-            stage_steps(prices, computes, free_s, done_s, trip.formed, batch, head, rows, times,
-                        None, seq)  # fmt: skip
+            stage_steps(prices, computes, free_s, done_s, formed, rows, times, None, seq)
         if ties.hold_clear(times, seq):
             return False
         rows.clear()
         times.clear()
         free_s[:], done_s[:] = trip.free0, trip.done0  # the stages' state before it
-        stage_steps(prices, computes, free_s, done_s, trip.formed, batch, head, rows, times,
-                    ties.completion, seq)  # fmt: skip
+        stage_steps(prices, computes, free_s, done_s, formed, rows, times, ties.completion, seq)
         tie, ties.tied = ties.tied, False
         return tie
 
@@ -341,7 +337,13 @@ class PipelineLeap:
         held.hold(self._shapes_of(trip.batch.tokens), trip.times)  # books: batch order)
         if held.count >= HELD_BOOKINGS:
             held.book()
-        self.recorder.on_iterations(trip.rows, len(self.costs))
+        batch, kv = trip.batch, trip.sched.kv  # the lane's blocks: unchanged since it formed
+        head = (
+            self.replica, trip.lane, self.tp > 1,
+            batch.prefill_tokens, batch.decode_tokens, batch.num_seqs, batch.tokens,
+            kv.used, kv.capacity,
+        )  # fmt: skip
+        self.recorder.on_trip(trip.rows, head, len(self.costs))
 
 
 def pipeline_leap(

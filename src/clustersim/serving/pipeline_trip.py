@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import simpy
 
-from clustersim.metrics.recorder import ITERATION_COLUMNS
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
-
-ROW = len(ITERATION_COLUMNS)  # values of an iteration row
 
 
 class Trip:
@@ -44,14 +41,16 @@ class Trip:
         self.batch = batch
         self.free0 = free0
         self.done0 = done0
-        self.rows: list[float] = []  # its stage steps' iteration rows, one after another
+        # its stage steps' (start, end, compute, bubble), one after another
+        # (serving/trip_stages.py), and the rest of their rows (Recorder.on_trip)
+        self.rows: list[float] = []
         self.times: list[float] = []  # its transfers' (start, end), one after another
         self.alarm: Alarm | None = None
         self.formed = 0.0  # when its lane formed it (it reaches stage 0 then)
 
     @property
     def end_s(self) -> float:
-        return self.rows[-ROW + 4]  # the last stage's end_s
+        return self.rows[-3]  # the last stage's end
 
 
 class Alarm:

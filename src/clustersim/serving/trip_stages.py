@@ -14,14 +14,12 @@ from collections.abc import Callable, Sequence
 
 from clustersim.network.private_allreduce import Phase
 from clustersim.network.private_handoff import Transfer
-from clustersim.serving.batch import Batch
 
 Complete = Callable[[float, float, int], float]
 Price = tuple[tuple[Phase, ...], Transfer | None, float]  # phases, hand-off, its latency (s)
-# the replica, the lane, whether the stages all-reduce (TP > 1), the lane's KV blocks in use
-# and its capacity (unchanged while the trip runs: the lane changes them only when it forms
-# or completes a batch)
-Head = tuple[int, int, bool, int, int]
+# a stage step's values of its iteration row that the batch does not fix (seconds): start,
+# end, compute, bubble (metrics/recorder.py: Recorder.on_trip builds the rows)
+STEP_VALUES = 4
 # a stage of one all-reduce phase on links: the phase's move and delay, the hand-off's move
 # (None: no hand-off) and latency (seconds)
 OnePhase = tuple[float, float, float | None, float]
@@ -46,16 +44,11 @@ def one_phase_steps(
     free_s: list[float],
     done_s: list[float],
     formed: float,
-    batch: Batch,
-    head: Head,
-    rows: list[float],
+    steps: list[float],
     times: list[float],
 ) -> None:
     """`stage_steps` with `complete` None for stages of one all-reduce phase each (TP > 1):
-    the same additions in the same order, the rows and times it appends."""
-    replica, lane, _comm, used, capacity = head
-    pre, n = batch.prefill_tokens, batch.decode_tokens
-    seqs, tokens = batch.num_seqs, batch.tokens
+    the same additions in the same order, the steps and times it appends."""
     arrival = formed
     for s, (move_s, delay_s, hand_off_s, latency) in enumerate(plan):
         free = free_s[s]
@@ -69,8 +62,7 @@ def one_phase_steps(
         done = t1 + move_s
         end = done + delay_s if delay_s > 0 else done
         free_s[s] = end
-        rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute, end - t1, bubble,
-                 used, capacity)  # fmt: skip
+        steps += (start, end, compute, bubble)
         if hand_off_s is None:
             times += (t1, done)
             arrival = end
@@ -90,19 +82,15 @@ def stage_steps(
     free_s: list[float],
     done_s: list[float],
     formed: float,
-    batch: Batch,
-    head: Head,
-    rows: list[float],
+    steps: list[float],
     times: list[float],
     complete: Complete | None,
     owner: int,
 ) -> None:
-    """Append the trip's iteration rows to `rows` and its transfers' (start, completion) to
-    `times`, advancing `free_s` (each stage's last end) and `done_s` (each hand-off's last
-    completion). `head`: see `Head`; `formed`: when the batch reaches stage 0."""
-    replica, lane, comm, used, capacity = head
-    pre, n = batch.prefill_tokens, batch.decode_tokens
-    seqs, tokens = batch.num_seqs, batch.tokens
+    """Append the trip's stage steps to `steps` (STEP_VALUES each: start, end, compute,
+    bubble) and its transfers' (start, completion) to `times`, advancing `free_s` (each
+    stage's last end) and `done_s` (each hand-off's last completion); `formed`: when the
+    batch reaches stage 0."""
     arrival = formed
     for s, (phases, hand_off, latency) in enumerate(prices):
         free = free_s[s]
@@ -124,8 +112,7 @@ def stage_steps(
             if delay_s > 0:
                 end = end + delay_s
         free_s[s] = end
-        rows += (replica, s, lane, start, end, pre, n, seqs, tokens, compute,
-                 end - t1 if comm else 0.0, bubble, used, capacity)  # fmt: skip
+        steps += (start, end, compute, bubble)
         if hand_off is None:
             arrival = end
             continue
