@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import simpy
 
@@ -153,7 +154,8 @@ class PipelineLeap:
         self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
         self._plans: dict[int, tuple[OnePhase, ...] | None] = {}  # one_phase_plan, by tokens
         # by decode n: the distinct stages' step_s, each stage's among them
-        self._decode_steps: dict[int, tuple[list[Callable[[int], float]], list[int]]] = {}
+        # (each stage's step time from the distinct ones: an itemgetter of their indices)
+        self._decode_steps: dict[int, tuple[list[Callable[[int], float]], itemgetter[Any]]] = {}
         self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
@@ -243,11 +245,13 @@ class PipelineLeap:
             ids = self._shape_ids[tokens] = self._held.shape_ids(shapes)
         return ids
 
-    def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], list[int]]:
-        """`alike_decode_steps` of the stages for a pure-decode batch of n (cached)."""
+    def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], itemgetter[Any]]:
+        """`alike_decode_steps` of the stages for a pure-decode batch of n (cached), the
+        indices as a getter of each stage's time from the distinct times (p ≥ 2: a tuple)."""
         steps = self._decode_steps.get(n)
         if steps is None:
-            steps = self._decode_steps[n] = alike_decode_steps(self.costs, n)
+            funcs, index = alike_decode_steps(self.costs, n)
+            steps = self._decode_steps[n] = (funcs, itemgetter(*index))
         return steps
 
     def start(self, lane: int, sched: Scheduler, batch: Batch) -> Trip:
@@ -307,9 +311,9 @@ class PipelineLeap:
             n, attn, seqs = batch.decode_tokens, batch.prefill_attn_pairs, len(batch.prefill)
             computes = [c.compute_s(pre, attn, n, ctx, seqs) for c in self.costs]
         else:
-            funcs, index = self._decode_steps_of(batch.decode_tokens)
-            distinct = [f(batch.decode_ctx_tokens) for f in funcs]
-            computes = [distinct[i] for i in index]
+            funcs, each_stage = self._decode_steps_of(batch.decode_tokens)
+            ctx = batch.decode_ctx_tokens
+            computes = each_stage([f(ctx) for f in funcs])
         tokens = batch.tokens
         prices = self._price(tokens)
         free_s, done_s = self.free_s, self._handoff_done
