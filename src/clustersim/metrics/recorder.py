@@ -207,9 +207,8 @@ class Recorder:
         sizes = np.array([len(c) // width for c in chunks], dtype=np.int64)
         first_row = np.concatenate(([0], np.cumsum(sizes)))  # each chunk's first row
         rows = int(first_row[-1])
-        col = ITERATION_COLUMNS.index
-        keys = [_key_column(views, col(name)) for name in ("start_s", "replica", "stage", "lane")]
-        order = stable_row_order(*keys)
+        keys = _sort_keys(views)
+        order = stable_row_order(keys[3], keys[0], keys[1], keys[2])
         del keys
         columns = {
             name: np.empty(rows, np.int64 if name in _INTEGER_COLUMNS else np.float64)
@@ -234,10 +233,16 @@ class Recorder:
         return pd.DataFrame(columns, copy=False)  # the gathered columns, not a consolidated copy
 
 
-def _key_column(views: Sequence[np.ndarray | None], index: int) -> np.ndarray:
-    """Column `index` of every chunk, one after another (a new contiguous array)."""
-    parts = [v[:, index] for v in views if v is not None]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+_KEY_COLUMNS = ("replica", "stage", "lane", "start_s")  # the first four, in this order
+assert ITERATION_COLUMNS[:4] == _KEY_COLUMNS
+
+
+def _sort_keys(views: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The first four columns (replica, stage, lane, start_s) of every chunk's rows, one
+    after another, as the rows of a (4, rows) array: each chunk's leading values read in one
+    pass (the row-major buffer read once, not once a key) and transposed in cache."""
+    parts = [v[:, :4].T.copy() for v in views if v is not None]
+    return np.concatenate(parts, axis=1) if parts else np.empty((4, 0), dtype=np.float64)
 
 
 def _chunk_free_points(order: np.ndarray, first_row: np.ndarray) -> list[tuple[int, int]]:
