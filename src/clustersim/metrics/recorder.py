@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable, Sequence
+from itertools import chain
 from math import nan
 from typing import TYPE_CHECKING
 
@@ -155,8 +156,11 @@ class Recorder:
         if not self._trip_heads:
             return
         stages = np.array(self._trip_stages, dtype=np.int64)
-        heads = np.repeat(np.array(self._trip_heads, dtype=np.float64), stages, axis=0)
-        steps = np.array(self._trip_steps, dtype=np.float64).reshape(-1, 4)
+        held = self._trip_heads  # fromiter: ≈ 13 ns a value, np.array of tuples ≈ 45
+        flat = np.fromiter(chain.from_iterable(held), np.float64, len(held) * len(held[0]))
+        heads = np.repeat(flat.reshape(len(held), -1), stages, axis=0)
+        values = self._trip_steps
+        steps = np.fromiter(values, np.float64, len(values)).reshape(-1, 4)
         self._trip_steps, self._trip_heads, self._trip_stages = [], [], []
         first = np.repeat(np.cumsum(stages) - stages, stages)  # each row's trip's first row
         start, end, compute = steps[:, 0], steps[:, 1], steps[:, 2]
