@@ -212,26 +212,31 @@ class LinkLedger:
 
         self._settle()
         limit = math.inf if until_s is None else until_s
-        ids: list[int] = []
-        bins: list[int] = []
-        vals: list[float] = []
+        id_parts: list[np.ndarray] = []
+        bin_parts: list[np.ndarray] = []
+        byte_parts: list[np.ndarray] = []
         for lid, cells in enumerate(self._cells):
-            for b in sorted(cells):
-                if b * self.bin_s < limit:
-                    ids.append(lid)
-                    bins.append(b)
-                    vals.append(cells[b])
+            if not cells:
+                continue
+            bins = np.fromiter(cells.keys(), np.int64, len(cells))
+            nbytes = np.fromiter(cells.values(), np.float64, len(cells))
+            order = np.argsort(bins, kind="stable")  # bins are distinct: ascending bins
+            bins, nbytes = bins[order], nbytes[order]
+            kept = bins * self.bin_s < limit  # (as b * bin_s: the int converted, then ×)
+            id_parts.append(np.full(int(kept.sum()), lid, dtype=np.int64))
+            bin_parts.append(bins[kept])
+            byte_parts.append(nbytes[kept])
         links = self.cluster.links
-        id_arr = np.asarray(ids, dtype=np.int64)
+        id_arr = _joined(id_parts, np.int64)
         names = np.asarray([link.name for link in links], dtype=object)
         kinds = np.asarray([link.kind for link in links], dtype=object)
         bw = np.asarray([link.bandwidth_Bps for link in links], dtype=np.float64)
-        nbytes = np.asarray(vals, dtype=np.float64)
+        nbytes = _joined(byte_parts, np.float64)
         return pd.DataFrame(
             {
                 "link": names[id_arr],
                 "kind": kinds[id_arr],
-                "bin_start_s": np.asarray(bins, dtype=np.float64) * self.bin_s,
+                "bin_start_s": _joined(bin_parts, np.int64).astype(np.float64) * self.bin_s,
                 "bytes": nbytes,
                 "utilisation": nbytes / (bw[id_arr] * self.bin_s),
             }
@@ -248,3 +253,8 @@ class LinkLedger:
             if cells
         ]
         return pd.DataFrame(rows, columns=["link", "kind", "bandwidth_Bps", "bytes"])
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    """The parts one after another (an empty array of `dtype` when there are none)."""
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
