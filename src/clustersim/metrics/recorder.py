@@ -245,8 +245,13 @@ def _sort_keys(views: Sequence[np.ndarray | None]) -> np.ndarray:
     """The first four columns (replica, stage, lane, start_s) of every chunk's rows, one
     after another, as the rows of a (4, rows) array: each chunk's leading values read in one
     pass (the row-major buffer read once, not once a key) and transposed in cache."""
-    parts = [v[:, :4].T.copy() for v in views if v is not None]
-    return np.concatenate(parts, axis=1) if parts else np.empty((4, 0), dtype=np.float64)
+    present = [v for v in views if v is not None]
+    keys = np.empty((4, sum(len(v) for v in present)), dtype=np.float64)
+    first = 0
+    for view in present:
+        keys[:, first : first + len(view)] = view[:, :4].T.copy()  # (a cache-sized copy)
+        first += len(view)
+    return keys
 
 
 def _chunk_free_points(order: np.ndarray, first_row: np.ndarray) -> list[tuple[int, int]]:
