@@ -14,6 +14,7 @@ adds); a part spanning bins goes through `LinkLedger.record` for its link alone.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from functools import reduce
 from itertools import chain
@@ -49,7 +50,9 @@ class HeldTransfers:
         self._table: _ShapeTable | None = None  # rebuilt when a shape is added
         self._held_ids: list[tuple[int, ...]] = []  # each held trip's transfers' shapes
         self._id_arrays: dict[tuple[int, ...], np.ndarray] = {}  # those ids as an array
-        self._times: list[float] = []  # their (start, end), one transfer after another
+        # their (start, end), one transfer after another (converted while the trip's floats
+        # are in cache, not when booked)
+        self._times = array("d")
         self.count = 0  # transfers held
 
     def shape_ids(self, shapes: Sequence[Shape]) -> tuple[int, ...]:
@@ -67,7 +70,7 @@ class HeldTransfers:
     def hold(self, ids: tuple[int, ...], times: list[float]) -> None:
         """Hold a trip's transfers: shapes `ids`, times (start, end) after (start, end)."""
         self._held_ids.append(ids)
-        self._times += times
+        self._times.fromlist(times)
         self.count += len(ids)
 
     def _id_array(self, ids: tuple[int, ...]) -> np.ndarray:
@@ -85,8 +88,8 @@ class HeldTransfers:
         if table is None:
             table = self._table = _ShapeTable(self._shapes)
         ids = np.concatenate([self._id_array(held) for held in self._held_ids])
-        times = np.fromiter(self._times, np.float64, len(self._times))
-        self._held_ids, self._times, self.count = [], [], 0
+        times = np.frombuffer(self._times, dtype=np.float64)
+        self._held_ids, self._times, self.count = [], array("d"), 0
         _book_parts(self.ledger, table, ids, times[0::2], times[1::2])
 
 
