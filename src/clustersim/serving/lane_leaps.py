@@ -78,7 +78,7 @@ class LaneLeaps:
         )  # fmt: skip
 
     def _trip(self, lane: Any, batch: Batch) -> Trip | None:
-        """A PP batch's trip in closed form (wait on its `alarm.event`, then `_trip_end`),
+        """A PP batch's trip in closed form (wait on its `alarm.event`, then `_trips.end`),
         or None: step it through the stages. Trips start when the pipeline is empty (every
         other lane idle) and stay on."""
         trips = self._trips
@@ -91,11 +91,6 @@ class LaneLeaps:
                 return None
             trips.switch_on([stage.busy_until for stage in self.stages])
         return trips.start(lane.index, lane.scheduler, batch)
-
-    def _trip_end(self, trip: Trip) -> None:
-        """A trip from `_trip` has ended: its rows and link bytes (trips stay on)."""
-        assert self._trips is not None
-        self._trips.end(trip)
 
     @property
     def kv_used_blocks(self) -> int:

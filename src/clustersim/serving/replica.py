@@ -272,9 +272,10 @@ class Replica(LaneLeaps):
                 batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
             if (trip := self._trip(lane, batch)) is not None:
-                assert trip.alarm is not None  # set by PipelineLeap.start
+                leap = self._trips  # the trip's (it ends there even if leaps stop meanwhile)
+                assert leap is not None and trip.alarm is not None  # set by leap.start
                 yield trip.alarm.event  # the batch's whole trip as one event
-                self._trip_end(trip)
+                leap.end(trip)
                 sched.complete(batch, env.now)
                 continue
             done = env.event()
