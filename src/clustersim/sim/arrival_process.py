@@ -1,22 +1,28 @@
-"""The open-loop arrival process: each request admitted at its engine time, in order.
+"""Open-loop arrivals: each request admitted at its engine time, in order.
 
-With one replica receiving every arrival, the process also announces the next arrival's time
+With one replica receiving every arrival, the timer also announces the next arrival's time
 (serving/next_arrival.py) so that the replica's decode leaps are planned up to it and no
 further.
+
+`ArrivalTimer` is the process "for each request: wait until its time (a timeout of t − now),
+admit it at the clock's time" without a simpy process: one event object, re-armed for each
+next arrival time, whose callback admits. It schedules its events where that process would
+schedule its Initialize event and its timeouts, with the same priorities and delays, so every
+other event keeps its place in simpy's (time, priority, insertion) order; the process's final
+event, which nothing waits on, is the one it leaves out (tests/test_arrival_timer.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import simpy
+from simpy.events import NORMAL, URGENT, EventPriority
 
 from clustersim.serving.next_arrival import NextArrival
 from clustersim.serving.replica import Replica
 
-Process = Generator[simpy.Event, Any, None]
 Admit = Callable[[int, float], object]
 
 
@@ -32,20 +38,59 @@ def announced_arrivals(
     return announce
 
 
-def open_loop_arrivals(
-    env: simpy.Environment,
-    arrival_s: list[float],
-    admit: Admit,
-    announce: NextArrival | None,
-) -> Process:
-    """Admit request `rid` at `arrival_s[rid]` (engine seconds, non-decreasing)."""
-    for rid, t in enumerate(arrival_s):
+class ArrivalTimer:
+    """The arrival process as one re-armed event (see module docstring); `start` it where
+    the process would be created."""
+
+    __slots__ = ("_admit", "_announce", "_armed", "_arrival_s", "_env", "_event", "_next")
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        arrival_s: list[float],
+        admit: Admit,
+        announce: NextArrival | None,
+    ) -> None:
+        self._env = env
+        self._arrival_s = arrival_s
+        self._admit = admit
+        self._announce = announce
+        self._next = 0  # the next request to admit
+        self._armed = False  # whether the event fires for request `_next` (a timeout's)
+        self._event = simpy.Event(env)
+
+    def start(self) -> None:
+        """Run the first arrivals where simpy would initialise the process (now, urgent)."""
+        self._arm(URGENT, 0.0)
+
+    def _arm(self, priority: EventPriority, delay: float) -> None:
+        event = self._event
+        event.callbacks = [self._fire]
+        event._ok = True
+        event._value = None
+        self._env.schedule(event, priority, delay)
+
+    def _fire(self, _event: simpy.Event) -> None:
+        """Admit the request the timer was armed for (at the time it landed, as the process
+        does after its timeout), then every request due by now; arm for the next one."""
+        env, arrival_s, admit = self._env, self._arrival_s, self._admit
         now = env.now
-        if t > now:
-            if announce is not None:
-                announce.at_s = t
-            yield env.timeout(t - now)
-            now = env.now
-        admit(rid, now)
-    if announce is not None:
-        announce.at_s = math.inf
+        rid = self._next
+        n = len(arrival_s)
+        if self._armed:  # (not on the first call: the process's Initialize)
+            admit(rid, now)
+            rid += 1
+        self._armed = True
+        while rid < n:
+            t = arrival_s[rid]
+            if t > now:
+                if self._announce is not None:
+                    self._announce.at_s = t
+                self._next = rid
+                self._arm(NORMAL, t - now)
+                return
+            admit(rid, now)
+            rid += 1
+        self._next = n
+        if self._announce is not None:
+            self._announce.at_s = math.inf

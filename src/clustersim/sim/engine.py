@@ -34,7 +34,7 @@ from clustersim.serving.replica import Process, Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
-from clustersim.sim.arrival_process import announced_arrivals, open_loop_arrivals
+from clustersim.sim.arrival_process import ArrivalTimer, announced_arrivals
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
 from clustersim.sim.frozen_heap import frozen_heap
@@ -263,12 +263,12 @@ class _Simulation:
         if unissued and self.ended >= self.n and not self.done.triggered:
             self.done.succeed()
 
-    def open_loop_arrivals(self) -> Process:
+    def open_loop_arrivals(self) -> ArrivalTimer:
         arrivals = (self.stream.arrival_s + self.frontend_s).tolist()  # at the engine
         admit = plain_admit(self) or self._admit  # sim/plain_arrivals.py: the common case
         pooled = self.disagg is not None or self.faults is not None
         announce = announced_arrivals(self.replicas, arrivals, pooled)
-        return open_loop_arrivals(self.env, arrivals, admit, announce)
+        return ArrivalTimer(self.env, arrivals, admit, announce)
 
     def progress_ticks(self, callback: ProgressCallback, every_s: float) -> Process:
         while True:
@@ -284,7 +284,7 @@ class _Simulation:
             for _ in range(min(self.stream.concurrency, self.n)):
                 start.callbacks.append(lambda _ev: self._issue_closed(self.env.now))
         else:
-            env.process(self.open_loop_arrivals())
+            self.open_loop_arrivals().start()  # where the arrival process would start
         if self.faults is not None:
             env.process(self.faults.injector.process())
         if progress is not None:
