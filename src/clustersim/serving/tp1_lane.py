@@ -39,6 +39,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
 import simpy
+from simpy.events import NORMAL
 
 from clustersim.metrics.recorder import Recorder, pack_row
 from clustersim.model.stage_cost import StageCost
@@ -128,7 +129,13 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     while there is nothing to run. Falls back to `replica._single_stage_lane` for good
     once the lane's scheduler is not plain."""
     env = replica.env
-    timeout = env.timeout
+    schedule = env.schedule
+    # the lane's step timer: one event re-armed each step where `env.timeout` would create
+    # one (the same schedule call: NORMAL priority, the step's delay; only this lane waits
+    # on it, and only while it is pending)
+    step_timer = simpy.Event(env)
+    step_timer._ok = True
+    step_timer._value = None
     recorder = replica.recorder
     record_rows = recorder.record_iterations
     index = replica.index
@@ -268,9 +275,13 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
         compute = cost.compute_s(pt, pairs, n, ctx, len(chunks))
         comm = 0.0
         if tp == 1:
-            yield timeout(compute)
+            step_timer.callbacks = []
+            schedule(step_timer, NORMAL, compute)
+            yield step_timer
         elif (closed := replica._closed_step(now, compute, pt + n)) is not None:
-            yield timeout(closed - now)  # Replica._execute s one timer, inline
+            step_timer.callbacks = []  # Replica._execute's one timer, inline
+            schedule(step_timer, NORMAL, closed - now)
+            yield step_timer
             comm = closed - (now + compute)
         else:
             compute, comm = yield from replica._compute_then_allreduce(cost, group, compute, pt + n)
