@@ -35,6 +35,7 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.arrival_process import ArrivalTimer, announced_arrivals
+from clustersim.sim.event_loop import run_until
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
 from clustersim.sim.frozen_heap import frozen_heap
@@ -290,7 +291,7 @@ class _Simulation:
         if progress is not None:
             horizon = horizon_estimate_s(self.exp) or 60.0
             env.process(self.progress_ticks(progress, max(horizon / 200.0, 1e-3)))
-        env.run(until=self.done)
+        run_until(env, self.done)  # env.run(until=self.done), Environment.step inlined
         if progress is not None:
             progress(env.now)
 
