@@ -199,7 +199,7 @@ class Recorder:
 
         width = len(ITERATION_COLUMNS)
         self._write_trips()
-        if self.decode_runs.runs:
+        if self.decode_runs.count:
             self.iterations.frombytes(self.decode_runs.take_rows())
         chunks = [c for c in (*self.full_chunks, self.iterations) if len(c)]
         self.full_chunks, self.iterations = [], array("d")  # `chunks` holds them now
