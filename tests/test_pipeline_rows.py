@@ -1,5 +1,5 @@
 """The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
-rows packed a trip at once or built from trips' stage steps in numpy, transfers booked in
+rows built from trips' stage steps in numpy, transfers booked in
 bulk, completion ties flagged instead of returned, alike stages sharing one decode step
 time; a trip's alarm lands exactly, moved or not. (Whole runs: the PP cases of
 tests/test_leap_equivalence.py.)"""
@@ -25,26 +25,6 @@ from clustersim.network.ledger import LinkLedger
 from clustersim.serving.pipeline_leap import alike_decode_steps
 from clustersim.serving.pipeline_trip import Alarm
 from clustersim.topology.graph import build_cluster
-
-ROWS = [
-    (0, 0, 0, 0.0, 0.012, 512, 0, 1, 512, 0.012, 0.0, 0.0, 32, 50_000),
-    (7, 3, 1, 1e-300, 1.5e300, 2**53 + 1, -1, 2**63, 3, float("inf"), -0.0, 5e-324, 0, 1),
-    (2, 1, 0, 0.1, 0.30000000000000004, True, False, 9, 9, 0.1, 1 / 3, 2 / 3, 2**40, 2**62),
-]  # fmt: skip
-
-
-def test_rows_at_once_are_the_bytes_of_rows_one_by_one() -> None:
-    one, bulk = Recorder(1), Recorder(1)
-    for row in ROWS:
-        one.on_iteration(row)  # type: ignore[arg-type]
-    bulk.on_iterations([x for row in ROWS for x in row], len(ROWS))
-    bulk.on_iterations(list(ROWS[0]), 1)
-    one.on_iteration(ROWS[0])  # type: ignore[arg-type]
-    assert bulk.iterations.tobytes() == one.iterations.tobytes()
-    assert bulk.steps == one.steps == len(ROWS) + 1
-    quiet = Recorder(1, record_iterations=False)
-    quiet.on_iterations(list(ROWS[0]), 1)
-    assert quiet.steps == 1 and len(quiet.iterations) == 0
 
 
 def test_trips_rows_are_the_bytes_of_their_rows_one_by_one() -> None:
@@ -76,6 +56,10 @@ def test_trips_rows_are_the_bytes_of_their_rows_one_by_one() -> None:
     trips._write_trips()  # the last, partly filled batch of trips
     assert trips.iterations.tobytes() == one.iterations.tobytes()
     assert trips.steps == one.steps
+    quiet = Recorder(1, record_iterations=False)
+    quiet.on_trip([0.0, 1.0, 0.5, 0.0] * 2, (0, 0, True, 0, 8, 8, 8, 1, 10), 2)
+    quiet._write_trips()
+    assert quiet.steps == 2 and len(quiet.iterations) == 0
 
 
 def test_completion_flags_the_ties_complete_returns() -> None:

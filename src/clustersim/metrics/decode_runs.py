@@ -34,10 +34,10 @@ class DecodeRuns:
     __slots__ = ("_compute", "_ends", "_heads", "_starts", "_used", "count")
 
     def __init__(self) -> None:
-        self.count = 0  # runs held
         self._clear()
 
     def _clear(self) -> None:
+        self.count = 0  # runs held
         # the held runs' column values, converted to float64 as each run arrives (its lists
         # are still in cache then; read back later, scattered floats cost ≈ 45 ns each)
         self._starts = array("d")
@@ -70,7 +70,6 @@ class DecodeRuns:
         compute_col = np.frombuffer(self._compute, dtype=np.float64)
         used_col = np.frombuffer(self._used, dtype=np.float64)
         self._clear()
-        self.count = 0
         table = np.zeros((len(end_col), WIDTH))
         table[:, 0] = np.repeat(np.array(replicas, dtype=np.float64), counts)
         n_col = np.repeat(np.array(ns, dtype=np.float64), counts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from math import nan
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,6 @@ _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
 # a hot loop may append pack_row(*row) to `Recorder.iterations` itself (and count the row in
 # `steps`): the bytes on_iteration appends, without its call (serving/tp1_lane.py)
 pack_row = _pack_row
-_packs_of_rows: dict[int, Callable[..., bytes]] = {}  # rows at once → their packer
 _INTEGER_COLUMNS = frozenset(ITERATION_COLUMNS) - {
     "start_s",
     "end_s",
@@ -85,7 +84,8 @@ class Recorder:
         self.record_iterations = record_iterations
         # Rows flattened into float64 buffers: 112 bytes a step, not ~600 for tuples. The
         # newest rows go to `iterations` (hot loops append to it directly); the Recorder's own
-        # appends move it to `full_chunks` once it holds `chunk_values` values or more.
+        # appends (`_append_rows`) move it to `full_chunks` once it holds `chunk_values`
+        # values or more.
         self.iterations = array("d")
         self.full_chunks: list[array[float]] = []
         self.chunk_values = CHUNK_VALUES
@@ -110,34 +110,13 @@ class Recorder:
     def on_iteration(self, row: IterationRow) -> None:
         self.steps += 1
         if self.record_iterations:
-            rows = self.iterations
-            rows.frombytes(_pack_row(*row))
-            if len(rows) >= self.chunk_values:
-                self._next_chunk()
+            self._append_rows(_pack_row(*row))
 
     def on_decode_run(self, run: DecodeRun) -> None:
         """A run of leaped decode steps (serving/decode_leap.py; metrics/decode_runs.py)."""
         self.steps += run[5]
         if self.record_iterations and self.decode_runs.add(run):
-            rows = self.iterations
-            rows.frombytes(self.decode_runs.take_rows())
-            if len(rows) >= self.chunk_values:
-                self._next_chunk()
-
-    def on_iterations(self, rows: Sequence[float], count: int) -> None:
-        """`count` rows at once, flattened one after another: the bytes `count` calls of
-        `on_iteration` append, in one pack."""
-        self.steps += count
-        if self.record_iterations:
-            pack = _packs_of_rows.get(count)
-            if pack is None:
-                pack = _packs_of_rows[count] = struct.Struct(
-                    f"{count * len(ITERATION_COLUMNS)}d"
-                ).pack
-            chunk = self.iterations
-            chunk.frombytes(pack(*rows))
-            if len(chunk) >= self.chunk_values:
-                self._next_chunk()
+            self._append_rows(self.decode_runs.take_rows())
 
     def on_trip(self, steps: list[float], head: TripHead, stages: int) -> None:
         """A pipeline trip's `stages` stage steps, stage 0 first, each as (start, end,
@@ -173,14 +152,16 @@ class Recorder:
         table[:, 10] = np.where(heads[:, 2] != 0, end - (start + compute), 0.0)  # comm
         table[:, 11] = steps[:, 3]  # bubble
         table[:, 12:14] = heads[:, 7:9]  # KV blocks in use, capacity
-        chunk = self.iterations
-        chunk.frombytes(table.data.cast("B"))
-        if len(chunk) >= self.chunk_values:
-            self._next_chunk()
+        self._append_rows(table.data.cast("B"))
 
-    def _next_chunk(self) -> None:
-        self.full_chunks.append(self.iterations)
-        self.iterations = array("d")
+    def _append_rows(self, rows: bytes | memoryview) -> None:
+        """Append rows (native float64s) to the newest chunk; a chunk holding
+        `chunk_values` values or more becomes full."""
+        chunk = self.iterations
+        chunk.frombytes(rows)
+        if len(chunk) >= self.chunk_values:
+            self.full_chunks.append(chunk)
+            self.iterations = array("d")
 
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""
