@@ -63,6 +63,9 @@ _GATHER_BLOCK_ROWS = 1 << 15
 CHUNK_VALUES = len(ITERATION_COLUMNS) << 16
 # pipeline trips (serving/pipeline_leap.py) held before their rows are built in numpy
 HELD_TRIPS = 256
+# a trip's stage step as the values of its row that the batch does not fix (seconds): start,
+# end, compute, bubble (serving/trip_stages.py appends them)
+STEP_VALUES = 4
 # a trip's head: replica, lane, whether its stages all-reduce (the comm column is then
 # end − (start + compute), else 0), prefill tokens, decode tokens, sequences, batch tokens,
 # the lane's KV blocks in use and its capacity
@@ -137,7 +140,7 @@ class Recorder:
         stages = np.array(self._trip_stages, dtype=np.int64)
         heads = np.frombuffer(self._trip_heads, dtype=np.float64).reshape(len(stages), -1)
         heads = np.repeat(heads, stages, axis=0)
-        steps = np.frombuffer(self._trip_steps, dtype=np.float64).reshape(-1, 4)
+        steps = np.frombuffer(self._trip_steps, dtype=np.float64).reshape(-1, STEP_VALUES)
         self._trip_steps, self._trip_heads, self._trip_stages = array("d"), array("d"), []
         first = np.repeat(np.cumsum(stages) - stages, stages)  # each row's trip's first row
         start, end, compute = steps[:, 0], steps[:, 1], steps[:, 2]

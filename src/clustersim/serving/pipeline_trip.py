@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import simpy
 
+from clustersim.metrics.recorder import STEP_VALUES
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
@@ -50,7 +51,7 @@ class Trip:
 
     @property
     def end_s(self) -> float:
-        return self.rows[-3]  # the last stage's end
+        return self.rows[1 - STEP_VALUES]  # the last stage's (start, end, …): its end
 
 
 class Alarm:

@@ -17,9 +17,6 @@ from clustersim.network.private_handoff import Transfer
 
 Complete = Callable[[float, float, int], float]
 Price = tuple[tuple[Phase, ...], Transfer | None, float]  # phases, hand-off, its latency (s)
-# a stage step's values of its iteration row that the batch does not fix (seconds): start,
-# end, compute, bubble (metrics/recorder.py: Recorder.on_trip builds the rows)
-STEP_VALUES = 4
 # a stage of one all-reduce phase on links: the phase's move and delay, the hand-off's move
 # (None: no hand-off) and latency (seconds)
 OnePhase = tuple[float, float, float | None, float]
@@ -87,8 +84,8 @@ def stage_steps(
     complete: Complete | None,
     owner: int,
 ) -> None:
-    """Append the trip's stage steps to `steps` (STEP_VALUES each: start, end, compute,
-    bubble) and its transfers' (start, completion) to `times`, advancing `free_s` (each
+    """Append the trip's stage steps to `steps` (recorder.STEP_VALUES each: start, end,
+    compute, bubble) and its transfers' (start, completion) to `times`, advancing `free_s` (each
     stage's last end) and `done_s` (each hand-off's last completion); `formed`: when the
     batch reaches stage 0."""
     arrival = formed

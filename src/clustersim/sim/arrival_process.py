@@ -57,7 +57,9 @@ class ArrivalTimer:
         self._announce = announce
         self._next = 0  # the next request to admit
         self._armed = False  # whether the event fires for request `_next` (a timeout's)
-        self._event = simpy.Event(env)
+        self._event = simpy.Event(env)  # succeeded with None each time it is armed
+        self._event._ok = True
+        self._event._value = None
 
     def start(self) -> None:
         """Run the first arrivals where simpy would initialise the process (now, urgent)."""
@@ -66,8 +68,6 @@ class ArrivalTimer:
     def _arm(self, priority: EventPriority, delay: float) -> None:
         event = self._event
         event.callbacks = [self._fire]
-        event._ok = True
-        event._value = None
         self._env.schedule(event, priority, delay)
 
     def _fire(self, _event: simpy.Event) -> None:
