@@ -38,7 +38,16 @@ def test_dry_run_writes_every_family(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["format"] == ops.FORMAT and data["gpu"] == "h100-sxm"
     families = {r["family"] for r in data["records"]}
-    assert families == {"launch", "gemm", "grouped_gemm", "moe_routing", "decode_attention"}
+    assert families == {
+        "launch",
+        "gemm",
+        "grouped_gemm",
+        "moe_routing",
+        "decode_attention",
+        "prefill_attention",
+        "elementwise",
+        "lm_head",
+    }
     assert all(r["measured_us"] is None and r["predicted_us"] > 0 for r in data["records"])
 
 

@@ -2,30 +2,42 @@
 
     python benchmarks/gpu/measure_operators.py --gpu h200 --out benchmarks/gpu/operators_h200.json
     python benchmarks/gpu/measure_operators.py --gpu h200 --dry-run   # no GPU: shapes + model
-    python benchmarks/gpu/measure_operators.py --gpu h200 --quick     # fewer shapes (~2 min)
+    python benchmarks/gpu/measure_operators.py --gpu h200 --quick     # fewer shapes
+    ... --families gemm,lm_head --budget-s 300                        # a subset; a time cap
 
-Issue 9 item 6. Every record names its operator and shape, the measured time (µs, median of
-timed repeats, kernels launched back to back as inside an engine) and the time the simulator's
-cost model gives the same operator on the same GPU profile (`predicted_us`, from
-model/kernels.py, attention_cost.py and moe_cost.py; no simulation), so the JSON is the
-comparison: `measured_us / predicted_us` per operator family and shape. `--dry-run` needs no
-PyTorch: it writes the shapes and predictions with `measured_us` null (tests run it).
+Issue 9 item 6. Every record names its operator and shape, the measured time and the time the
+simulator's cost model gives the same operator on the same GPU profile (`predicted_us`, from
+model/kernels.py, attention_cost.py, moe_cost.py and stage_parts.py; no simulation), so the
+JSON is the comparison: `measured_us / predicted_us` per operator family and shape.
+`--dry-run` needs no PyTorch: it writes the shapes and predictions with `measured_us` null
+(tests run it).
+
+How a time is taken: µs per call, median of 7 CUDA-event timings of a CUDA graph that holds
+1..16 back-to-back calls (as engines replay decode steps: no host launch cost; eager where
+capture fails, noted per record). Each record's buffers are copied until they span 256 MiB
+(at most 16 copies) and the graph cycles through the copies, so weights and KV come from HBM
+as they do across a model's layers, not from the 50-60 MB L2.
 
 Operators (all on one GPU; TP-sliced shapes as one rank of a TP group runs them):
-  * launch floors: an empty-ish kernel back to back eagerly and replayed in a CUDA graph;
+  * launch floors: a 1-element add 200 times in a CUDA graph, and eagerly from Python;
   * dense GEMMs of every projection (qkv / o or MLA's five, gate_up / down, shared experts,
     router) of llama-3.1-8b / 70b / 405b, qwen3-235b-a22b and deepseek-v3 at TP 1..8, bf16
-    and fp8, at 1..8,192 rows;
+    and fp8 (torch._scaled_mm, per-tensor scales), at 1..8,192 rows;
+  * the LM head (bf16, vocabulary split over TP) at 1..2,048 rows;
   * MoE grouped GEMMs (gate_up + down over the experts of one EP rank, equal tokens per
     expert, `torch.bmm` as the grouped kernel) at 1..256 tokens per expert;
-  * MoE routing: router GEMM, softmax / sigmoid, top-k, permute (index gather) and
-    unpermute (weighted scatter-add), 1..4,096 tokens;
+  * MoE routing: router GEMM, sigmoid, top-k, permute (index gather) and unpermute
+    (weighted scatter-add), 1..4,096 tokens;
   * decode attention: GQA (SDPA, contiguous KV) and absorbed MLA (latent KV, two batched
-    GEMMs + softmax) at batch 1..512 and context 512..32k, within a memory budget.
+    GEMMs + softmax) at batch 1..512 and context 512..32k, within a memory budget;
+  * prefill attention: causal SDPA of one sequence of 512..32k tokens (MLA in its
+    non-absorbed multi-head form);
+  * elementwise: RMSNorm over the hidden size and SiLU·mul over the FFN width.
 
 What it does not time: paged-KV indirection (contiguous KV here; the engines' paged kernels
-read the same bytes), collectives (one GPU), FlashMLA / DeepGEMM themselves (PyTorch kernels
-stand in: the times are an upper bound on what tuned kernels reach).
+read the same bytes), collectives (one GPU), FlashMLA / DeepGEMM / fused MoE kernels
+themselves (PyTorch kernels stand in: the times are an upper bound on what tuned kernels
+reach), fp8 grouped GEMMs.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import datetime as dt
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,10 +57,11 @@ from clustersim.catalog.engines import get_engine
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
 from clustersim.config.schema import HardwareSpec, ModelSpec, Precision
-from clustersim.model.attention_cost import attention_cost
+from clustersim.model.attention_cost import attention_cost, causal_pairs
 from clustersim.model.kernels import Gemm, linear_cost
 from clustersim.model.moe_cost import moe_coefficients
-from clustersim.model.params import kv_heads_per_rank
+from clustersim.model.params import kv_heads_per_rank, residual_bytes
+from clustersim.model.stage_parts import stage_ends
 
 FORMAT = "clustersim-operator-profile/1"
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -76,7 +90,8 @@ ATTENTION = (("llama-3.1-8b", (1,)), ("llama-3.1-70b", (1, 8)), ("deepseek-v3", 
 class Record:
     """One operator at one shape: what the cost model predicts and what the GPU measured."""
 
-    family: str  # launch | gemm | grouped_gemm | moe_routing | decode_attention
+    family: str  # launch | gemm | grouped_gemm | moe_routing | decode_attention |
+    # prefill_attention | elementwise | lm_head
     model: str
     operator: str  # e.g. qkv, gate_up, experts, gqa, mla
     dtype: str
@@ -223,6 +238,76 @@ def attention_records(hw: HardwareSpec) -> Iterator[Record]:
                     )
 
 
+LM_HEAD_ROWS = (1, 8, 32, 128, 512, 2048)
+PREFILL_CONTEXT = (512, 2048, 8192, 32768)
+PREFILL = (("llama-3.1-8b", 1), ("llama-3.1-70b", 8), ("deepseek-v3", 8))
+ELEMENTWISE_TOKENS = (1, 16, 128, 1024, 8192)
+ELEMENTWISE = (("llama-3.1-8b", 1), ("llama-3.1-70b", 8))
+
+
+def lm_head_records(hw: HardwareSpec, rows: tuple[int, ...]) -> Iterator[Record]:
+    """The LM head (16-bit weights, vocabulary split over TP) at the rows that emit a token."""
+    for name, tps in DENSE:
+        model = get_model(name)
+        for tp in tps:
+            ends = stage_ends(model, hw, precision_of("bf16"), tp, False, True)
+            for m in rows:
+                comp = (m + hw.matmul_half_tokens) * ends.lm_flop_s
+                mem = ends.lm_weight_s + m * ends.lm_act_s
+                t = max(comp, mem, hw.kernel_floor_us * 1e-6)
+                k, n = model.hidden_size, -(-model.vocab_size // tp)
+                shape = {"tp": tp, "m": m, "k": k, "n": n, "batch": 1}
+                yield Record("lm_head", name, "lm_head", "bf16", shape, 1e6 * t)
+
+
+def prefill_attention_records(hw: HardwareSpec) -> Iterator[Record]:
+    """Causal prefill attention of one sequence of `context` tokens, one layer (MLA: the
+    non-absorbed multi-head form, q/k head dim nope + rope, v head dim v_head_dim)."""
+    for name, tp in PREFILL:
+        model = get_model(name)
+        cost = attention_cost(model, hw, precision_of("bf16"), tp, 1)
+        heads = model.num_attention_heads // tp
+        if model.uses_mla:
+            kv_heads, d = heads, model.qk_nope_head_dim + model.qk_rope_head_dim
+            dv, op = model.v_head_dim, "mha_mla"
+        else:
+            kv_heads, d, dv, op = (
+                kv_heads_per_rank(model, tp),
+                model.head_dim,
+                model.head_dim,
+                "gqa",
+            )
+        for n in PREFILL_CONTEXT:
+            t = max(causal_pairs(n, 0) * cost.prefill_s_per_pair, hw.kernel_floor_us * 1e-6)
+            shape = {
+                "tp": tp,
+                "context": n,
+                "q_heads": heads,
+                "kv_heads": kv_heads,
+                "head_dim": d,
+                "v_head_dim": dv,
+            }
+            yield Record("prefill_attention", name, op, "bf16", shape, 1e6 * t)
+
+
+def elementwise_records(hw: HardwareSpec) -> Iterator[Record]:
+    """An RMSNorm over the hidden size and SiLU·mul over the rank's FFN width, at the model's
+    memory rate (hbm_efficiency): read + write; each at least a kernel floor."""
+    bw = hw.hbm_bandwidth_GBps * 1e9 * hw.hbm_efficiency
+    rb = residual_bytes(precision_of("bf16"))
+    for name, tp in ELEMENTWISE:
+        model = get_model(name)
+        inter = model.intermediate_size // tp
+        for op, width, elements in (
+            ("rmsnorm", model.hidden_size, 2 * model.hidden_size),
+            ("silu_mul", 2 * inter, 3 * inter),
+        ):
+            for t in ELEMENTWISE_TOKENS:
+                us = 1e6 * max(t * elements * rb / bw, hw.kernel_floor_us * 1e-6)
+                shape = {"tp": tp, "tokens": t, "width": width}
+                yield Record("elementwise", name, op, "bf16", shape, us)
+
+
 def all_records(hw: HardwareSpec, quick: bool) -> list[Record]:
     rows = QUICK_ROWS if quick else ROWS
     tpe = TOKENS_PER_EXPERT[::2] if quick else TOKENS_PER_EXPERT
@@ -235,114 +320,191 @@ def all_records(hw: HardwareSpec, quick: bool) -> list[Record]:
         *grouped_records(hw, tpe),
         *routing_records(hw, ROUTING_TOKENS),
         *attention_records(hw),
+        *prefill_attention_records(hw),
+        *elementwise_records(hw),
+        *lm_head_records(hw, LM_HEAD_ROWS),
     ]
 
 
 # ------------------------------------------------------------------ measuring (PyTorch)
 
+ROTATE_BYTES = 256 * 2**20  # each record's buffers are copied until they span this (> 4× L2),
+MAX_COPIES = 16  # and the copies are cycled, so weights and KV come from HBM as in a model
+TARGET_CALL_US = 4000.0  # one timed graph holds about this much work, at least MIN_CALLS calls
+MIN_CALLS = 1
+CHECKPOINT_S = 30.0  # the JSON is rewritten at least this often while measuring
+MAX_CALLS = 16
 
-def measure(records: list[Record]) -> None:  # pragma: no cover - needs a CUDA GPU
-    """Fill every record's measured_us in place."""
+
+def working_bytes(r: Record) -> float:
+    """Bytes one call of the record's operator reads + writes (sizes the copies)."""
+    s = r.shape
+    if r.family in ("gemm", "lm_head"):
+        w = 1 if r.dtype == "fp8" else 2
+        return s["batch"] * (s["k"] * s["n"] * w + 2 * s["m"] * (s["k"] + s["n"]))
+    if r.family == "grouped_gemm":
+        e, t, h, i = s["experts"], s["tokens_per_expert"], s["hidden"], s["inter"]
+        return 2 * e * (3 * h * i + t * (2 * h + 3 * i))
+    if r.family == "moe_routing":
+        return 2 * (s["experts"] * s["hidden"] + 4 * s["tokens"] * s["hidden"])
+    if r.family == "decode_attention":
+        return float(r.notes["kv_bytes"])
+    if r.family == "prefill_attention":
+        return 2.0 * s["context"] * (s["q_heads"] + 2 * s["kv_heads"]) * s["head_dim"] * 2
+    if r.family == "elementwise":
+        return 2.0 * s["tokens"] * s["width"] * 3
+    return 0.0
+
+
+def copies_for(r: Record) -> int:
+    return max(1, min(MAX_COPIES, int(ROTATE_BYTES // max(working_bytes(r), 1.0))))
+
+
+def calls_for(r: Record, copies: int) -> int:
+    """Calls per timed graph: enough to dwarf the replay's own cost, few for long kernels."""
+    per_call = max(r.predicted_us, 1.0)
+    return max(copies, MIN_CALLS, min(MAX_CALLS, int(TARGET_CALL_US // per_call)))
+
+
+def measure(
+    records: list[Record], budget_s: float, checkpoint: Callable[[], None]
+) -> None:  # pragma: no cover - needs a CUDA GPU
+    """Fill every record's measured_us in place (µs per call, replayed in a CUDA graph; eager
+    where capture fails), checkpointing after each family; past `budget_s`, skip the rest."""
     import torch
 
+    torch.backends.cuda.matmul.allow_tf32 = False
     timer = Timer(torch)
+    began = saved = time.monotonic()
+    family = records[0].family if records else ""
     for r in records:
+        if r.family != family or time.monotonic() - saved > CHECKPOINT_S:
+            checkpoint()
+            family, saved = r.family, time.monotonic()
+        if time.monotonic() - began > budget_s:
+            r.notes["skipped"] = "time budget"
+            continue
         try:
-            r.measured_us = MEASURE[r.family](torch, timer, r)
-        except (RuntimeError, TypeError, AttributeError) as err:  # unsupported dtype / op
-            r.notes["error"] = f"{type(err).__name__}: {err}"[:200]
+            if r.family == "launch":
+                r.measured_us, mode = _launch(torch, timer, r)
+                copies = 1
+            else:
+                copies = copies_for(r)
+                fns = [MAKE[r.family](torch, r) for _ in range(copies)]
+                r.measured_us, mode = timer(fns, calls_for(r, copies))
+                del fns
+            r.notes.update(timing=mode, copies=copies)
+        except Exception as err:  # one shape's failure must not stop the run
+            r.notes["error"] = f"{type(err).__name__}: {err}"[:300]
         torch.cuda.empty_cache()
+    checkpoint()
 
 
 class Timer:  # pragma: no cover - needs a CUDA GPU
-    """Median µs of `inner` back-to-back calls, over `reps` CUDA-event timings."""
+    """µs per call of `calls` calls cycling over `fns` (independent buffers), captured once in
+    a CUDA graph and replayed (as engines replay decode steps; no host launch cost), median of
+    `reps` CUDA-event timings after warm-ups. Eager back-to-back calls if capture fails."""
 
-    def __init__(self, torch: Any, inner: int = 10, reps: int = 5) -> None:
-        self.torch, self.inner, self.reps = torch, inner, reps
+    def __init__(self, torch: Any, reps: int = 7) -> None:
+        self.torch, self.reps = torch, reps
 
-    def __call__(self, fn: Callable[[], Any]) -> float:
+    def __call__(self, fns: list[Callable[[], Any]], calls: int) -> tuple[float, str]:
         torch = self.torch
-        for _ in range(3):
+        seq = [fns[i % len(fns)] for i in range(calls)]
+
+        def body() -> None:
+            for fn in seq:
+                fn()
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream (lazy inits, workspaces)
+            body()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                body()
+        except Exception:  # ops that cannot be captured are timed eagerly
+            torch.cuda.synchronize()
+            return self.time_us(body) / calls, "eager"
+        us = self.time_us(graph.replay) / calls
+        del graph
+        return us, "graph"
+
+    def time_us(self, fn: Callable[[], Any]) -> float:
+        torch = self.torch
+        for _ in range(2):
             fn()
         torch.cuda.synchronize()
         times = []
         for _ in range(self.reps):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            for _ in range(self.inner):
-                fn()
+            fn()
             end.record()
             torch.cuda.synchronize()
-            times.append(1e3 * start.elapsed_time(end) / self.inner)
+            times.append(1e3 * start.elapsed_time(end))
         return statistics.median(times)
 
 
-def _launch(torch: Any, timer: Timer, r: Record) -> float:  # pragma: no cover
+def _launch(torch: Any, timer: Timer, r: Record) -> tuple[float, str]:  # pragma: no cover
+    """One tiny kernel (a 1-element add) 200 times: in a CUDA graph, or launched eagerly from
+    Python (PyTorch's dispatch included, as an eager engine pays)."""
     x = torch.zeros(1, device="cuda")
     n = 200
-    if r.operator == "eager":
 
-        def eager() -> None:
-            for _ in range(n):
-                x.add_(1.0)
-
-        return timer(eager) / n
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        x.add_(1.0)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    def adds() -> None:
         for _ in range(n):
             x.add_(1.0)
-    return timer(graph.replay) / n
+
+    if r.operator == "eager":
+        return timer.time_us(adds) / n, "eager"
+    us, mode = timer([adds], 1)
+    return us / n, mode
 
 
-def _matmul(
-    torch: Any, dtype: str, m: int, k: int, n: int
-) -> Callable[[], Any]:  # pragma: no cover
-    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-    if dtype == "bf16":
+def _randn(torch: Any, *shape: int) -> Any:  # pragma: no cover
+    return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+
+
+def _pad16(v: int) -> int:
+    """fp8 GEMMs (torch._scaled_mm) need dimensions divisible by 16."""
+    return -(-v // 16) * 16
+
+
+def _gemm(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
+    s = r.shape
+    m, k, n, batch = s["m"], s["k"], s["n"], s["batch"]
+    if batch > 1:  # per-head batched GEMM (bf16; fp8 batched GEMMs are engine-specific)
+        a, w = _randn(torch, batch, m, k), _randn(torch, batch, k, n)
+        return lambda: torch.bmm(a, w)
+    if r.dtype != "fp8":
+        a, w = _randn(torch, m, k), _randn(torch, n, k)
         return lambda: a @ w.t()
-    a8, w8 = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
+    a8 = _randn(torch, _pad16(m), _pad16(k)).to(torch.float8_e4m3fn)
+    w8 = _randn(torch, _pad16(n), _pad16(k)).to(torch.float8_e4m3fn)
     one = torch.ones((), device="cuda")
     return lambda: torch._scaled_mm(a8, w8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
 
 
-def _gemm(torch: Any, timer: Timer, r: Record) -> float:  # pragma: no cover
-    s = r.shape
-    m, k, n, batch = s["m"], s["k"], s["n"], s["batch"]
-    if batch > 1:  # per-head batched GEMM (bf16; fp8 batched GEMMs are engine-specific)
-        a = torch.randn(batch, m, k, device="cuda", dtype=torch.bfloat16)
-        w = torch.randn(batch, k, n, device="cuda", dtype=torch.bfloat16)
-        return timer(lambda: torch.bmm(a, w))
-    # fp8 GEMMs need dimensions divisible by 16
-    pad = (lambda v: -(-v // 16) * 16) if r.dtype == "fp8" else (lambda v: v)
-    return timer(_matmul(torch, r.dtype, pad(m), pad(k), pad(n)))
-
-
-def _grouped(torch: Any, timer: Timer, r: Record) -> float:  # pragma: no cover
+def _grouped(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
     s = r.shape
     e, t, h, i = s["experts"], s["tokens_per_expert"], s["hidden"], s["inter"]
-    dt_ = torch.bfloat16
-    x = torch.randn(e, t, h, device="cuda", dtype=dt_)
-    w1 = torch.randn(e, h, 2 * i, device="cuda", dtype=dt_)
-    w2 = torch.randn(e, i, h, device="cuda", dtype=dt_)
+    x, w1, w2 = _randn(torch, e, t, h), _randn(torch, e, h, 2 * i), _randn(torch, e, i, h)
 
     def experts() -> None:
-        y = torch.bmm(x, w1)
+        y = torch.bmm(x, w1)  # the activation between them is an elementwise kernel apart
         torch.bmm(y[..., :i], w2)
 
-    return timer(experts)
+    return experts
 
 
-def _routing(torch: Any, timer: Timer, r: Record) -> float:  # pragma: no cover
+def _routing(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
     s = r.shape
     t, h, e, k = s["tokens"], s["hidden"], s["experts"], s["top_k"]
-    x = torch.randn(t, h, device="cuda", dtype=torch.bfloat16)
-    wr = torch.randn(e, h, device="cuda", dtype=torch.bfloat16)
+    x, wr = _randn(torch, t, h), _randn(torch, e, h)
 
     def route() -> None:
         scores = torch.sigmoid((x @ wr.t()).float())
@@ -352,40 +514,61 @@ def _routing(torch: Any, timer: Timer, r: Record) -> float:  # pragma: no cover
         out = torch.zeros_like(x)
         out.index_add_(0, order // k, permuted * weights.flatten()[order, None].to(x.dtype))
 
-    return timer(route)
+    return route
 
 
-def _attention(torch: Any, timer: Timer, r: Record) -> float:  # pragma: no cover
+def _decode_attention(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
     s = r.shape
     b, ctx, hq, hk, d = s["batch"], s["context"], s["q_heads"], s["kv_heads"], s["head_dim"]
-    q = torch.randn(b, hq, 1, d, device="cuda", dtype=torch.bfloat16)
-    kv = torch.randn(b, hk, ctx, d, device="cuda", dtype=torch.bfloat16)
-    if r.operator == "mla":  # absorbed MLA: scores over the latent + rope, values = latent part
+    if r.operator == "mla":  # absorbed MLA: scores over latent + rope, values over the latent
         lora = d - get_model(r.model).qk_rope_head_dim
+        q, kv = _randn(torch, b, hq, d), _randn(torch, b, ctx, d)
 
         def mla() -> None:
-            p = torch.softmax((q @ kv.transpose(-1, -2)).float() * d**-0.5, dim=-1)
-            p.to(kv.dtype) @ kv[..., :lora]
+            p = torch.softmax(torch.bmm(q, kv.transpose(1, 2)).float() * d**-0.5, dim=-1)
+            torch.bmm(p.to(kv.dtype), kv[..., :lora])
 
-        return timer(mla)
-    v = torch.randn_like(kv)
+        return mla
+    q, k, v = _randn(torch, b, hq, 1, d), _randn(torch, b, hk, ctx, d), _randn(torch, b, hk, ctx, d)
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    return timer(lambda: sdpa(q, kv, v, enable_gqa=hq != hk))
+    return lambda: sdpa(q, k, v, enable_gqa=hq != hk)
 
 
-MEASURE: dict[str, Callable[[Any, Timer, Record], float]] = {
-    "launch": _launch,
+def _prefill_attention(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
+    s = r.shape
+    n, hq, hk, d, dv = s["context"], s["q_heads"], s["kv_heads"], s["head_dim"], s["v_head_dim"]
+    q, k = _randn(torch, 1, hq, n, d), _randn(torch, 1, hk, n, d)
+    v = _randn(torch, 1, hk, n, dv)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    return lambda: sdpa(q, k, v, is_causal=True, enable_gqa=hq != hk)
+
+
+def _elementwise(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
+    t, width = r.shape["tokens"], r.shape["width"]
+    f = torch.nn.functional
+    if r.operator == "rmsnorm":
+        x, w = _randn(torch, t, width), _randn(torch, width)
+        return lambda: f.rms_norm(x, (width,), w)
+    half = width // 2
+    x = _randn(torch, t, width)
+    return lambda: f.silu(x[:, :half]) * x[:, half:]
+
+
+MAKE: dict[str, Callable[[Any, Record], Callable[[], Any]]] = {
     "gemm": _gemm,
+    "lm_head": _gemm,
     "grouped_gemm": _grouped,
     "moe_routing": _routing,
-    "decode_attention": _attention,
+    "decode_attention": _decode_attention,
+    "prefill_attention": _prefill_attention,
+    "elementwise": _elementwise,
 }
 
 
 # ------------------------------------------------------------------ driver
 
 
-def profile(gpu: str, records: list[Record], device: dict[str, str]) -> dict[str, Any]:
+def profile(gpu: str, records: list[Record], device: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "gpu": gpu,
@@ -395,31 +578,67 @@ def profile(gpu: str, records: list[Record], device: dict[str, str]) -> dict[str
     }
 
 
+def device_facts() -> dict[str, Any]:  # pragma: no cover - needs a CUDA GPU
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "sm_count": props.multi_processor_count,
+        "memory_GiB": round(props.total_memory / 2**30, 1),
+        "l2_MiB": round(getattr(props, "L2_cache_size", 0) / 2**20, 1),
+    }
+
+
+def summary_lines(records: list[Record]) -> list[str]:
+    """Per family: records, measured, errors, skipped, median measured / predicted."""
+    lines = []
+    for family in dict.fromkeys(r.family for r in records):
+        rs = [r for r in records if r.family == family]
+        ratios = [r.measured_us / r.predicted_us for r in rs if r.measured_us]
+        errors = [r.notes["error"] for r in rs if "error" in r.notes]
+        median = f"{statistics.median(ratios):.2f}" if ratios else "-"
+        lines.append(
+            f"{family}: {len(rs)} records, {len(ratios)} measured, {len(errors)} errors, "
+            f"{sum('skipped' in r.notes for r in rs)} skipped, median measured/predicted {median}"
+            + (f"; first error: {errors[0]}" if errors else "")
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", required=True, help="the clustersim hardware profile to predict")
     parser.add_argument("--out", type=Path, help="JSON file (default: stdout summary only)")
     parser.add_argument("--dry-run", action="store_true", help="shapes + predictions, no GPU")
     parser.add_argument("--quick", action="store_true", help="fewer rows and token counts")
+    parser.add_argument("--families", help="comma-separated families to keep (default: all)")
+    parser.add_argument(
+        "--budget-s", type=float, default=1e9, help="stop measuring after this many seconds"
+    )
     args = parser.parse_args(argv)
     hw = get_hardware(args.gpu)
     records = all_records(hw, args.quick)
-    device = {"name": "dry run"}
-    if not args.dry_run:  # pragma: no cover - needs a CUDA GPU
-        import torch
+    if args.families:
+        keep = set(args.families.split(","))
+        records = [r for r in records if r.family in keep]
+    device: dict[str, Any] = {"name": "dry run"}
 
-        measure(records)
-        device = {
-            "name": torch.cuda.get_device_name(),
-            "torch": torch.__version__,
-            "cuda": str(torch.version.cuda),
-        }
-    if args.out:
-        args.out.write_text(json.dumps(profile(args.gpu, records, device), indent=1) + "\n")
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.family] = counts.get(r.family, 0) + 1
-    print(f"{args.gpu}: {len(records)} records " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    def write() -> None:
+        if args.out:
+            text = json.dumps(profile(args.gpu, records, device), indent=1)
+            args.out.write_text(text + "\n")
+
+    if not args.dry_run:  # pragma: no cover - needs a CUDA GPU
+        device = device_facts()
+        began = time.monotonic()
+        measure(records, args.budget_s, write)
+        device["measure_s"] = round(time.monotonic() - began, 1)
+    write()
+    print(f"{args.gpu}: {len(records)} records")
+    print("\n".join(summary_lines(records)))
     return 0
 
 
