@@ -71,18 +71,21 @@ ROUTING_TOKENS = (1, 16, 128, 1024, 4096)
 DECODE_BATCH = (1, 8, 32, 128, 512)
 DECODE_CONTEXT = (512, 2048, 8192, 32768)
 KV_BUDGET_BYTES = 24 * 2**30  # one attention call's K + V, so every GPU profile fits
+ALL_TP = (1, 2, 4, 8)
 DENSE = (
-    ("llama-3.1-8b", (1, 2, 4, 8)),
-    ("llama-3.1-70b", (1, 2, 4, 8)),
-    ("llama-3.1-405b", (4, 8)),
-    ("qwen3-235b-a22b", (4, 8)),
-    ("deepseek-v3", (8,)),
-)
+    ("llama-3.1-8b", ALL_TP),
+    ("llama-3.1-70b", ALL_TP),
+    ("llama-3.1-405b", ALL_TP),
+    ("llama-2-70b", ALL_TP),
+    ("mixtral-8x7b", ALL_TP),
+    ("qwen3-235b-a22b", ALL_TP),
+    ("deepseek-v3", ALL_TP),
+)  # every catalog model: its attention / dense / shared-expert / router projections
 GROUPED = (
-    ("deepseek-v3", (8, 32, 64, 256)),
-    ("qwen3-235b-a22b", (8, 32, 128)),
-    ("mixtral-8x7b", (1, 8)),
-)  # model, EP sizes (experts per rank = E / ep)
+    ("deepseek-v3", ((8, 1), (16, 1), (32, 1), (64, 1), (256, 1), (1, 8))),
+    ("qwen3-235b-a22b", ((4, 1), (8, 1), (16, 1), (32, 1), (128, 1), (1, 4), (1, 8))),
+    ("mixtral-8x7b", ((1, 1), (2, 1), (4, 1), (8, 1), (1, 2), (1, 4), (1, 8))),
+)  # model, (EP size, expert TP): E / ep whole experts per rank, each split moe_tp ways
 ATTENTION = (("llama-3.1-8b", (1,)), ("llama-3.1-70b", (1, 8)), ("deepseek-v3", (1, 8)))
 
 
@@ -160,12 +163,17 @@ def gemm_records(hw: HardwareSpec, rows: tuple[int, ...]) -> Iterator[Record]:
 
 
 def grouped_records(hw: HardwareSpec, tokens: tuple[int, ...]) -> Iterator[Record]:
-    for name, eps in GROUPED:
+    for name, shardings in GROUPED:
         model = get_model(name)
-        for ep in eps:  # every EP size here is ≤ the expert count: whole experts per rank
+        for ep, moe_tp in shardings:  # every EP size here is ≤ the expert count
             experts = model.num_experts // ep
             coeffs, _ = moe_coefficients(
-                model, hw, precision_of("bf16"), (1, ep, 1), hw.matmul_half_tokens, 0.0
+                model,
+                hw,
+                precision_of("bf16"),
+                (ep * moe_tp, ep, moe_tp),
+                hw.matmul_half_tokens,
+                0.0,
             )
             for tpe in tokens:
                 pairs = float(tpe * experts)
@@ -173,10 +181,11 @@ def grouped_records(hw: HardwareSpec, tokens: tuple[int, ...]) -> Iterator[Recor
                 mem = experts * coeffs.weight_s_per_expert + pairs * coeffs.act_s_per_pair
                 shape = {
                     "ep": ep,
+                    "moe_tp": moe_tp,
                     "experts": experts,
                     "tokens_per_expert": tpe,
                     "hidden": model.hidden_size,
-                    "inter": model.moe_intermediate_size,
+                    "inter": model.moe_intermediate_size // moe_tp,
                 }
                 yield Record("grouped_gemm", name, "experts", "bf16", shape, 1e6 * max(comp, mem))
 
