@@ -47,6 +47,7 @@ def test_dry_run_writes_every_family(tmp_path: Path) -> None:
         "prefill_attention",
         "elementwise",
         "lm_head",
+        "decode_layer",
     }
     assert all(r["measured_us"] is None and r["predicted_us"] > 0 for r in data["records"])
 

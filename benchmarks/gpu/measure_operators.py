@@ -61,6 +61,7 @@ from clustersim.model.attention_cost import attention_cost, causal_pairs
 from clustersim.model.kernels import Gemm, linear_cost
 from clustersim.model.moe_cost import moe_coefficients
 from clustersim.model.params import kv_heads_per_rank, residual_bytes
+from clustersim.model.stage_cost import StageCostModel
 from clustersim.model.stage_parts import stage_ends
 
 FORMAT = "clustersim-operator-profile/1"
@@ -132,14 +133,22 @@ def projection_shapes(model: ModelSpec, tp: int) -> list[tuple[str, int, int, in
     if not model.is_moe:
         inter = model.intermediate_size // tp
         return [*att, ("gate_up", h, 2 * inter, 1), ("down", inter, h, 1)]
+    dense: list[tuple[str, int, int, int]] = []
+    if model.first_dense_layers:  # the MLP of the leading dense layers (DeepSeek-V3's three)
+        inter = model.intermediate_size // tp
+        dense = [("dense_gate_up", h, 2 * inter, 1), ("dense_down", inter, h, 1)]
     shared = model.num_shared_experts * model.moe_intermediate_size // tp
     mlp = [("shared_gate_up", h, 2 * shared, 1), ("shared_down", shared, h, 1)] if shared else []
-    return [*att, *mlp, ("router", h, model.num_experts, 1)]
+    return [*att, *dense, *mlp, ("router", h, model.num_experts, 1)]
 
 
 def layer_gemms(model: ModelSpec, hw: HardwareSpec, dtype: str, tp: int) -> list[Gemm]:
-    layers = (1, 0, 1) if model.is_moe else (1, 1, 0)
-    return list(linear_cost(model, hw, precision_of(dtype), tp, layers, get_engine("vllm")).gemms)
+    """The roofline Gemms of one layer of each kind the model has, in projection_shapes'
+    order (the hardware's operator table is set aside: the prediction is the roofline's)."""
+    layers = (1, 1 if model.first_dense_layers else 0, 1) if model.is_moe else (1, 1, 0)
+    roofline = hw.model_copy(update={"operator_table": None})
+    lin = linear_cost(model, roofline, precision_of(dtype), tp, layers, get_engine("vllm"))
+    return list(lin.gemms)
 
 
 def gemm_predicted_us(g: Gemm, rows: int, hw: HardwareSpec) -> float:
@@ -317,6 +326,37 @@ def elementwise_records(hw: HardwareSpec) -> Iterator[Record]:
                 yield Record("elementwise", name, op, "bf16", shape, us)
 
 
+LAYER = (("llama-3.1-8b", 1), ("llama-3.1-70b", 8))
+LAYER_BATCH = (1, 32, 256)
+LAYER_CONTEXT = 1024
+
+
+def decode_layer_records(hw: HardwareSpec) -> Iterator[Record]:
+    """One whole dense decoder layer in bf16 (RMSNorm, qkv, decode attention, o, residual add,
+    RMSNorm, gate_up, SiLU·mul, down, residual add; no rope, no all-reduce) at `batch`
+    sequences of LAYER_CONTEXT tokens: checks that a layer costs the sum of its kernels.
+    predicted_us: the roofline model's linear + decode-attention time of one layer."""
+    engine = get_engine("vllm")
+    for name, tp in LAYER:
+        model = get_model(name)
+        cost = StageCostModel(model, hw, precision_of("bf16"), tp, 1, False, False, engine=engine)
+        heads = model.num_attention_heads // tp
+        for batch in LAYER_BATCH:
+            parts = cost.breakdown(0, 0.0, batch, batch * LAYER_CONTEXT)
+            shape = {
+                "tp": tp,
+                "batch": batch,
+                "context": LAYER_CONTEXT,
+                "hidden": model.hidden_size,
+                "q_heads": heads,
+                "kv_heads": kv_heads_per_rank(model, tp),
+                "head_dim": model.head_dim,
+                "inter": model.intermediate_size // tp,
+            }
+            predicted = 1e6 * (parts["linear"] + parts["attn_decode"])
+            yield Record("decode_layer", name, "dense_layer", "bf16", shape, predicted)
+
+
 def all_records(hw: HardwareSpec, quick: bool) -> list[Record]:
     rows = QUICK_ROWS if quick else ROWS
     tpe = TOKENS_PER_EXPERT[::2] if quick else TOKENS_PER_EXPERT
@@ -332,6 +372,7 @@ def all_records(hw: HardwareSpec, quick: bool) -> list[Record]:
         *prefill_attention_records(hw),
         *elementwise_records(hw),
         *lm_head_records(hw, LM_HEAD_ROWS),
+        *decode_layer_records(hw),
     ]
 
 
@@ -362,6 +403,11 @@ def working_bytes(r: Record) -> float:
         return 2.0 * s["context"] * (s["q_heads"] + 2 * s["kv_heads"]) * s["head_dim"] * 2
     if r.family == "elementwise":
         return 2.0 * s["tokens"] * s["width"] * 3
+    if r.family == "decode_layer":
+        h, i, d = s["hidden"], s["inter"], s["head_dim"]
+        qkv = (s["q_heads"] + 2 * s["kv_heads"]) * d
+        weights = h * qkv + s["q_heads"] * d * h + 3 * h * i
+        return 2.0 * (weights + s["batch"] * s["context"] * 2 * s["kv_heads"] * d)
     return 0.0
 
 
@@ -563,7 +609,31 @@ def _elementwise(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cove
     return lambda: f.silu(x[:, :half]) * x[:, half:]
 
 
+def _decode_layer(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
+    s = r.shape
+    b, ctx, h, i = s["batch"], s["context"], s["hidden"], s["inter"]
+    hq, hk, d = s["q_heads"], s["kv_heads"], s["head_dim"]
+    f = torch.nn.functional
+    x, norm_w = _randn(torch, b, h), _randn(torch, h)
+    w_qkv, w_o = _randn(torch, (hq + 2 * hk) * d, h), _randn(torch, h, hq * d)
+    w_gate_up, w_down = _randn(torch, 2 * i, h), _randn(torch, h, i)
+    k_cache, v_cache = _randn(torch, b, hk, ctx, d), _randn(torch, b, hk, ctx, d)
+
+    def layer() -> None:
+        y = f.rms_norm(x, (h,), norm_w)
+        qkv = y @ w_qkv.t()
+        q = qkv[:, : hq * d].reshape(b, hq, 1, d)
+        a = f.scaled_dot_product_attention(q, k_cache, v_cache, enable_gqa=hq != hk)
+        z = x + a.reshape(b, hq * d) @ w_o.t()
+        y = f.rms_norm(z, (h,), norm_w)
+        gu = y @ w_gate_up.t()
+        _ = z + (f.silu(gu[:, :i]) * gu[:, i:]) @ w_down.t()
+
+    return layer
+
+
 MAKE: dict[str, Callable[[Any, Record], Callable[[], Any]]] = {
+    "decode_layer": _decode_layer,
     "gemm": _gemm,
     "lm_head": _gemm,
     "grouped_gemm": _grouped,
@@ -624,15 +694,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="shapes + predictions, no GPU")
     parser.add_argument("--quick", action="store_true", help="fewer rows and token counts")
     parser.add_argument("--families", help="comma-separated families to keep (default: all)")
+    parser.add_argument("--models", help="comma-separated models to keep (default: all)")
     parser.add_argument(
         "--budget-s", type=float, default=1e9, help="stop measuring after this many seconds"
     )
     args = parser.parse_args(argv)
-    hw = get_hardware(args.gpu)
+    hw = get_hardware(args.gpu).model_copy(update={"operator_table": None})  # the roofline's
     records = all_records(hw, args.quick)
     if args.families:
         keep = set(args.families.split(","))
         records = [r for r in records if r.family in keep]
+    if args.models:
+        models = set(args.models.split(","))
+        records = [r for r in records if r.model in models or r.model == "-"]
     device: dict[str, Any] = {"name": "dry run"}
 
     def write() -> None:
