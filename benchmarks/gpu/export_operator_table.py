@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,17 +25,18 @@ COLUMNS = ("family", "dtype", "k", "n", "batch", "m", "us")
 
 
 def table_rows(profile: dict) -> list[tuple[str, str, int, int, int, int, float]]:
-    """(family, dtype, k, n, batch, m, µs) of every measured GEMM / LM-head record, sorted,
-    one row per key (batched GEMMs: bf16 only, as they were measured)."""
-    rows: dict[tuple[str, str, int, int, int, int], float] = {}
+    """(family, dtype, k, n, batch, m, µs) of every measured GEMM / LM-head shape, sorted: the
+    median of the records of that shape (models share shapes: llama-3.1-70b and llama-2-70b
+    layers; batched GEMMs are bf16 whatever the record's dtype, as they were measured)."""
+    times: dict[tuple[str, str, int, int, int, int], list[float]] = {}
     for r in profile["records"]:
         if r["family"] not in TABLE_FAMILIES or not r["measured_us"]:
             continue
         s = r["shape"]
         dtype = "bf16" if s["batch"] > 1 else r["dtype"]
         key = (r["family"], dtype, s["k"], s["n"], s["batch"], s["m"])
-        rows.setdefault(key, round(float(r["measured_us"]), 3))
-    return [(*key, us) for key, us in sorted(rows.items())]
+        times.setdefault(key, []).append(float(r["measured_us"]))
+    return [(*key, round(statistics.median(us), 3)) for key, us in sorted(times.items())]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,9 @@ _PROFILES: tuple[HardwareSpec, ...] = (
     ),
     HardwareSpec(
         name="h200",  # H200 SXM 141GB HBM3e
+        # every catalog model's GEMMs and LM head at TP 1-8, bf16 / fp8, timed on an H200
+        # (benchmarks/gpu/operators_h200_2026-12-04.json; docs/calibration.md §4)
+        operator_table="h200",
         memory_GiB=_gib(143771),
         hbm_bandwidth_GBps=4800.0,
         peak_tflops=dict(_HOPPER_PEAKS),

@@ -11,8 +11,9 @@ additions (embedding, LM head, routed experts, host time).
 
 from __future__ import annotations
 
-from clustersim.model.kernels import step_seqs
+from clustersim.model.kernels import add_gemms_s, step_seqs
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.model.stage_parts import lm_head_s
 
 
 class DecodeStepCost:
@@ -33,14 +34,8 @@ class DecodeStepCost:
     def __init__(self, cost: StageCostModel, n: int) -> None:
         graph = n <= cost._graph_max_batch
         floor, s, elt_floor, self._attn_floor = cost._graph if graph else cost._eager
-        rows = n + cost._m_half
         lin, att, ends = cost.linear, cost.attention, cost.ends
-        for layers, flop_s, weight_s, act_s in lin.gemms:
-            comp = rows * flop_s
-            mem = weight_s + n * act_s
-            if mem > comp:
-                comp = mem
-            s += layers * (comp if comp > floor else floor)
+        s = add_gemms_s(s, lin, n, n + cost._m_half, floor)
         elt = n * lin.elementwise_s
         s += elt if elt > elt_floor else elt_floor
         self._before_attn = s  # GEMMs and elementwise kernels, seconds
@@ -50,11 +45,7 @@ class DecodeStepCost:
         seqs = step_seqs(0, n, 0)
         self._lm: float | None = None
         if ends.lm_head:
-            comp = (seqs + cost._m_half) * ends.lm_flop_s
-            mem = ends.lm_weight_s + seqs * ends.lm_act_s
-            if mem > comp:
-                comp = mem
-            self._lm = comp if comp > floor else floor
+            self._lm = lm_head_s(ends, seqs, cost._m_half, floor)
         self._moe: float | None = None
         if cost._n_moe:
             self._moe = cost._n_moe * cost.moe_layer_s(*cost.uniform_moe_load(n))

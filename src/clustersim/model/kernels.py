@@ -5,14 +5,20 @@ Matmul efficiency falls for small GEMMs: eff(M) = matmul_efficiency · M / (M + 
 rows of the GEMM (tokens; routed pairs per expert for MoE): every GEMM costs M_half extra
 token-rows. A kernel's floor is hw.kernel_floor_us inside a CUDA graph, at least the engine's
 eager launch time outside one (catalog/engines.py).
+
+A hardware profile with an `operator_table` (catalog/operator_tables.py) prices every GEMM
+whose shape and dtype the table measured from that table instead (piecewise linear in M
+between the measured rows; still at least the kernel floor); the roofline prices the rest.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import NamedTuple
 
 from clustersim.catalog.engines import EngineProfile
+from clustersim.catalog.operator_tables import Curve, GemmKey, load_operator_table
 from clustersim.config.schema import DTYPE_BYTES, DType, HardwareSpec, ModelSpec, Precision
 from clustersim.model.params import (
     HIGH_PRECISION_BYTES,
@@ -103,13 +109,97 @@ class Gemm(NamedTuple):
     act_s: float  # s per token of its input + output activations
 
 
+class MeasuredGemm(NamedTuple):
+    """A GEMM kernel that each of `layers` layers runs, priced from a measured curve:
+    time per layer(T rows) = max(curve_s(rows, seconds, T), floor)."""
+
+    layers: float
+    rows: tuple[float, ...]  # measured GEMM rows, ascending
+    seconds: tuple[float, ...]  # measured seconds per call at those rows
+
+
+def curve_s(rows: tuple[float, ...], seconds: tuple[float, ...], m: float) -> float:
+    """Seconds at `m` rows: piecewise linear through the measured points, the first point's
+    time below it, the last segment's slope past the last (compute-bound: linear in rows)."""
+    i = bisect_left(rows, m)
+    if i == 0 or len(rows) == 1:
+        return seconds[0]
+    if i == len(rows):
+        i -= 1
+    m0, m1, s0, s1 = rows[i - 1], rows[i], seconds[i - 1], seconds[i]
+    return s0 + (s1 - s0) * (m - m0) / (m1 - m0)
+
+
 class LinearCost(NamedTuple):
-    """The linear layers of a stage on one GPU: its GEMM kernels and the memory-bound
-    elementwise kernels between them."""
+    """The linear layers of a stage on one GPU: its GEMM kernels (roofline-priced, and those
+    an operator table measured) and the memory-bound elementwise kernels between them."""
 
     gemms: tuple[Gemm, ...]
     elementwise_s: float  # s per token of the elementwise kernels (all layers)
     elementwise_kernels: int  # elementwise kernels per layer (their floors)
+    measured: tuple[MeasuredGemm, ...] = ()
+
+
+def add_gemms_s(s: float, lin: LinearCost, t: int, rows: float, floor: float) -> float:
+    """`s` + the stage's GEMM kernels at `t` tokens (`rows` = t + M½), each at least `floor`:
+    roofline GEMMs first, then the measured ones (the order every caller adds them in)."""
+    for layers, flop_s, weight_s, act_s in lin.gemms:
+        comp = rows * flop_s
+        mem = weight_s + t * act_s
+        if mem > comp:
+            comp = mem
+        s += layers * (comp if comp > floor else floor)
+    for layers, m_rows, seconds in lin.measured:
+        g = curve_s(m_rows, seconds, t)
+        s += layers * (g if g > floor else floor)
+    return s
+
+
+GemmShape = tuple[float, float, float]  # (k, n, batch) of one projection on one rank
+
+
+def table_dtype(precision: Precision) -> str | None:
+    """The dtype an operator table's GEMM curves are looked up under: the tensor-core dtype
+    when the weights are stored in it (fp16 as bf16); None for weight-only quantisation or
+    fp4 (the tables time same-dtype GEMMs only)."""
+    dtype = matmul_dtype(precision)
+    if precision.weights != dtype or dtype == "fp4":
+        return None
+    return "bf16" if dtype == "fp16" else dtype
+
+
+def measured_curve(
+    table: dict[GemmKey, Curve], family: str, dtype: str, shape: GemmShape
+) -> Curve | None:
+    """The table's curve for (family, dtype, shape = (k, n, batch)); None when it was not
+    measured or the shape is not whole on this rank. Batched GEMMs (MLA's absorbed W_UK /
+    W_UV) were measured in bf16 only."""
+    if any(v != round(v) for v in shape):
+        return None
+    k, n, batch = (round(v) for v in shape)
+    return table.get((family, "bf16" if batch > 1 else dtype, k, n, batch))
+
+
+def split_measured(
+    gemms: list[Gemm], shapes: list[tuple[str, GemmShape]], hw: HardwareSpec, precision: Precision
+) -> tuple[tuple[Gemm, ...], tuple[MeasuredGemm, ...]]:
+    """(roofline GEMMs, measured GEMMs): those whose dtype and shape the hardware profile's
+    operator table holds are priced from it. `shapes`: per GEMM, (its own dtype or "" for the
+    model's, (k, n, batch)); the router runs in 16-bit whatever the model's dtype."""
+    if hw.operator_table is None:
+        return tuple(gemms), ()
+    table = load_operator_table(hw.operator_table)
+    dtype = table_dtype(precision)
+    roofline: list[Gemm] = []
+    measured: list[MeasuredGemm] = []
+    for g, (own_dtype, shape) in zip(gemms, shapes, strict=True):
+        d = own_dtype or dtype
+        curve = measured_curve(table, "gemm", d, shape) if d else None
+        if curve is None:
+            roofline.append(g)
+        else:
+            measured.append(MeasuredGemm(g.layers, *curve))
+    return tuple(roofline), tuple(measured)
 
 
 def linear_cost(
@@ -135,15 +225,20 @@ def linear_cost(
 
     h, heads = model.hidden_size, model.num_attention_heads
     gemms = attention_gemms(model, tp, gemm, n)
+    shapes: list[tuple[str, GemmShape]] = [("", s) for s in attention_shapes(model, tp)]
     if nd:
         inter = model.intermediate_size / tp
         gemms += [gemm(nd, 2.0 * h * inter, h + 2.0 * inter), gemm(nd, inter * h, inter + h)]
+        shapes += [("", (h, 2.0 * inter, 1.0)), ("", (inter, h, 1.0))]
     if nm and c.num_shared_experts:
         inter = c.num_shared_experts * model.moe_intermediate_size / tp
         gemms += [gemm(nm, 2.0 * h * inter, h + 2.0 * inter), gemm(nm, inter * h, inter + h)]
+        shapes += [("", (h, 2.0 * inter, 1.0)), ("", (inter, h, 1.0))]
     if nm:
         e = model.num_experts
         gemms.append(gemm(nm, h * e, h + e, HIGH_PRECISION_BYTES))  # router
+        shapes.append(("bf16", (h, e, 1.0)))
+    roofline, measured = split_measured(gemms, shapes, hw, precision)
     if model.uses_mla:
         qk = model.qk_nope_head_dim + model.qk_rope_head_dim
         proj_out = heads / tp * (qk + model.v_head_dim) + model.kv_lora_rank
@@ -159,7 +254,7 @@ def linear_cost(
     kernels = engine.elementwise_kernels + (2 if model.uses_mla else 0)
     if precision.activations in ("fp8", "fp4"):
         kernels += engine.fp8_quant_kernels
-    return LinearCost(tuple(gemms), elementwise / bw, kernels)
+    return LinearCost(roofline, elementwise / bw, kernels, measured)
 
 
 def attention_gemms(
@@ -192,6 +287,23 @@ def attention_gemms(
         gemm(layers, heads * lora_kv * v, heads * (lora_kv + v)),  # W_UV
         gemm(layers, heads * v * h, heads * v + h),  # o
     ]
+
+
+def attention_shapes(model: ModelSpec, tp: int) -> list[GemmShape]:
+    """(k, n, batch) of attention_gemms' GEMMs, in its order (batch: MLA's per-head batch)."""
+    h, heads = model.hidden_size, model.num_attention_heads / tp
+    if not model.uses_mla:
+        d = model.head_dim
+        qkv = (heads + 2 * kv_heads_per_rank(model, tp)) * d
+        return [(h, qkv, 1.0), (heads * d, h, 1.0)]
+    nope, rope, v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
+    lora_kv, lora_q = model.kv_lora_rank, model.q_lora_rank
+    q_out = heads * (nope + rope)
+    if lora_q:
+        out = [(h, lora_q + lora_kv + rope, 1.0), (lora_q, q_out, 1.0)]
+    else:
+        out = [(h, lora_kv + rope, 1.0), (h, q_out, 1.0)]
+    return [*out, (nope, lora_kv, heads), (lora_kv, v, heads), (heads * v, h, 1.0)]
 
 
 def step_seqs(prefill_tokens: int, decode_tokens: int, prefill_seqs: int) -> int:

@@ -36,6 +36,7 @@ from clustersim.config.schema import HardwareSpec, ModelSpec, Precision
 from clustersim.model.attention_cost import AttentionCost, attention_cost
 from clustersim.model.kernels import (
     LinearCost,
+    add_gemms_s,
     kernel_floors_s,
     linear_cost,
     step_floors,
@@ -47,6 +48,7 @@ from clustersim.model.stage_parts import (
     MAX_STEP_PARTS,
     StepPart,
     host_cost,
+    lm_head_s,
     stage_ends,
     stage_start,
     step_part,
@@ -237,14 +239,8 @@ class StageCostModel:
         if t <= 0:
             return self._graph.overhead_s
         floor, s, elt_floor, attn_floor = self._graph if graph else self._eager
-        rows = t + self._m_half
         lin, att, ends = self.linear, self.attention, self.ends
-        for layers, flop_s, weight_s, act_s in lin.gemms:
-            comp = rows * flop_s
-            mem = weight_s + t * act_s
-            if mem > comp:
-                comp = mem
-            s += layers * (comp if comp > floor else floor)
+        s = add_gemms_s(s, lin, t, t + self._m_half, floor)
         elt = t * lin.elementwise_s
         s += elt if elt > elt_floor else elt_floor
         if decode_tokens:
@@ -256,11 +252,7 @@ class StageCostModel:
         s += t * ends.embed_s
         if ends.lm_head:
             lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-            comp = (lm_rows + self._m_half) * ends.lm_flop_s
-            mem = ends.lm_weight_s + lm_rows * ends.lm_act_s
-            if mem > comp:
-                comp = mem
-            s += comp if comp > floor else floor
+            s += lm_head_s(ends, lm_rows, self._m_half, floor)
         return s
 
     # ------------------------------------------------------------------ MoE hooks
@@ -335,10 +327,9 @@ def stage_breakdown(
     )
     lin, att, ends = cost.linear, cost.attention, cost.ends
     if t > 0:
-        rows = t + cost._m_half
-        out["linear"] = sum(
-            g.layers * max(rows * g.flop_s, g.weight_s + t * g.act_s, floor) for g in lin.gemms
-        ) + max(t * lin.elementwise_s, elt_floor)
+        out["linear"] = add_gemms_s(0.0, lin, t, t + cost._m_half, floor) + max(
+            t * lin.elementwise_s, elt_floor
+        )
         if decode_tokens:
             out["attn_decode"] = max(
                 decode_ctx_tokens * att.decode_s_per_token + decode_tokens * att.decode_s_per_seq,
@@ -349,11 +340,7 @@ def stage_breakdown(
         out["embed"] = t * ends.embed_s
         if ends.lm_head:
             lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-            out["lm_head"] = max(
-                (lm_rows + cost._m_half) * ends.lm_flop_s,
-                ends.lm_weight_s + lm_rows * ends.lm_act_s,
-                floor,
-            )
+            out["lm_head"] = lm_head_s(ends, lm_rows, cost._m_half, floor)
         if cost._n_moe:
             out["moe"] = cost._n_moe * cost.moe_layer_s(*cost.uniform_moe_load(t))
     gpu = sum(out.values())

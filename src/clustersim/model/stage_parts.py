@@ -7,9 +7,18 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from clustersim.catalog.engines import EngineProfile
+from clustersim.catalog.operator_tables import load_operator_table
 from clustersim.config.schema import HardwareSpec, ModelSpec, Precision
 from clustersim.model.attention_cost import AttentionCost
-from clustersim.model.kernels import LinearCost, StepFloors, peak_flops, wider
+from clustersim.model.kernels import (
+    LinearCost,
+    StepFloors,
+    add_gemms_s,
+    curve_s,
+    measured_curve,
+    peak_flops,
+    wider,
+)
 from clustersim.model.params import HIGH_PRECISION_BYTES, residual_bytes
 
 LOGITS_BYTES = 4.0  # fp32 logits written by the LM head
@@ -26,6 +35,20 @@ class StageEnds(NamedTuple):
     lm_flop_s: float  # per LM-head row at matmul_efficiency
     lm_weight_s: float  # streaming the LM-head weights once
     lm_act_s: float  # per LM-head row of activations + logits
+    # the LM head measured by the hardware's operator table: (rows, seconds), else None
+    lm_curve: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+
+def lm_head_s(ends: StageEnds, rows: int, m_half: float, floor: float) -> float:
+    """Seconds of the LM head over `rows` rows (last stage), at least `floor`."""
+    if ends.lm_curve is not None:
+        comp = curve_s(*ends.lm_curve, rows)
+    else:
+        comp = (rows + m_half) * ends.lm_flop_s
+        mem = ends.lm_weight_s + rows * ends.lm_act_s
+        if mem > comp:
+            comp = mem
+    return comp if comp > floor else floor
 
 
 def stage_ends(
@@ -37,12 +60,17 @@ def stage_ends(
     lm_dtype = wider("bf16", precision.activations)
     rate = peak_flops(hw, lm_dtype) * hw.matmul_efficiency
     lm_params = v * h / tp
+    lm_curve = None
+    if last and hw.operator_table is not None and lm_dtype == "bf16":
+        shape = (float(h), float(-(-v // tp)), 1.0)
+        lm_curve = measured_curve(load_operator_table(hw.operator_table), "lm_head", "bf16", shape)
     return StageEnds(
         embed_s=h * (HIGH_PRECISION_BYTES + rb) / bw if first else 0.0,
         lm_head=last,
         lm_flop_s=2.0 * lm_params / rate,
         lm_weight_s=lm_params * HIGH_PRECISION_BYTES / bw,
         lm_act_s=(h * rb + v / tp * LOGITS_BYTES) / bw,
+        lm_curve=lm_curve,
     )
 
 
@@ -107,22 +135,10 @@ def step_part(
     eager) kernel floors; moe_s: its routed experts' seconds (None: not a MoE stage)."""
     t, decode_tokens, seqs = shape
     floor, s, elt_floor, attn_floor = floors
-    rows = t + m_half
-    for layers, flop_s, weight_s, act_s in linear.gemms:
-        comp = rows * flop_s
-        mem = weight_s + t * act_s
-        if mem > comp:
-            comp = mem
-        s += layers * (comp if comp > floor else floor)
+    s = add_gemms_s(s, linear, t, t + m_half, floor)
     elt = t * linear.elementwise_s
     s += elt if elt > elt_floor else elt_floor
-    lm_s = None
-    if ends.lm_head:
-        comp = (seqs + m_half) * ends.lm_flop_s
-        mem = ends.lm_weight_s + seqs * ends.lm_act_s
-        if mem > comp:
-            comp = mem
-        lm_s = comp if comp > floor else floor
+    lm_s = lm_head_s(ends, seqs, m_half, floor) if ends.lm_head else None
     decode_seqs_s = decode_tokens * attention.decode_s_per_seq
     host_s = host.step_s + seqs * host.seq_s
     return StepPart(s, attn_floor, decode_seqs_s, t * ends.embed_s, lm_s, moe_s, host_s)

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from clustersim.config.schema.base import DType, Fraction, NonNegFloat, PosFloat, PosInt, Strict
+import importlib
+from typing import Any
+
+from pydantic import SerializerFunctionWrapHandler, field_validator, model_serializer
+
+from clustersim.config.schema.base import (
+    DType,
+    Fraction,
+    NonNegFloat,
+    PosFloat,
+    PosInt,
+    Strict,
+    omit_when,
+)
 
 
 class HardwareSpec(Strict):
@@ -43,3 +56,22 @@ class HardwareSpec(Strict):
     # per KV byte are high enough that decode attention can be compute-bound)
     mla_decode_efficiency: Fraction = 0.6
     reserved_memory_GiB: NonNegFloat = 1.0  # CUDA context, NCCL buffers: never usable
+    # a built-in measured operator table (catalog/operator_tables/<name>.csv): GEMMs of the
+    # shapes and dtypes it measured are priced from it, the rest by the roofline above
+    # (docs/cost_model.md §5b); None: roofline only
+    operator_table: str | None = None
+
+    @field_validator("operator_table")
+    @classmethod
+    def _known_table(cls, name: str | None) -> str | None:
+        if name is None:
+            return name
+        # the catalog is looked up by name, as config/references.py looks up built-ins
+        names = importlib.import_module("clustersim.catalog.operator_tables").table_names()
+        if name not in names:
+            raise ValueError(f"a built-in operator table ({', '.join(names)}) or null")
+        return name
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_when(handler(self), operator_table=None)
