@@ -52,6 +52,28 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
     "str_seed": (edit("seed: 3", "seed: '7'"), {}, [], ["seed"]),
     "set_base_dir": (BASE, {}, ["base_dir=/etc"], ["--set", "base_dir"]),
     "set_unknown_key": (BASE, {}, ["serving.max_num_seqz=3"], ["--set", "max_num_seqz"]),
+    "hardware_without_nvlink": (
+        edit(
+            "topology: dgx_h100_x1",
+            "topology: dgx_h100_x1\nhardware: {name: g, memory_GiB: 80, "
+            "hbm_bandwidth_GBps: 3350, peak_tflops: {bf16: 989}}",
+        ),
+        {},
+        [],
+        ["hardware.nvlink_bandwidth_GBps", "has NVLink"],
+    ),
+    "operator_table_unknown": (BASE, {}, ["hardware.operator_table=h300"], ["operator_table"]),
+    "operator_table_bad_row": (
+        edit(
+            "topology: dgx_h100_x1",
+            "topology: dgx_h100_x1\nhardware: {name: g, "
+            "memory_GiB: 80, hbm_bandwidth_GBps: 3350, nvlink_bandwidth_GBps: 450, "
+            "peak_tflops: {bf16: 989}, operator_table: t.csv}",
+        ),
+        {"t.csv": "family,dtype,k,n,batch,m,us\ngemm,bf16,1,2,1,1,nan\n"},
+        [],
+        ["t.csv", "line 2"],
+    ),
     "nan_value": (edit("rate_rps: 20", "rate_rps: .nan"), {}, [], ["workload.arrival.rate_rps"]),
     "huge_fixed": (edit("value: 128", "value: 1.0e+30"), {}, [], ["workload.prompt_tokens.value"]),
     "huge_requests": (

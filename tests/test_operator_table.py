@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 from clustersim.catalog.engines import get_engine
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import MODELS, get_model
-from clustersim.catalog.operator_tables import load_operator_table, monotone_curve, table_names
+from clustersim.catalog.operator_tables import (
+    FOLDER,
+    load_operator_table,
+    monotone_curve,
+    table_names,
+)
 from clustersim.config.schema import HardwareSpec, Precision
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.kernels import curve_s
@@ -177,7 +182,8 @@ def test_unknown_table_name_is_one_line_exit_2(tmp_path: Path) -> None:
     exp = tmp_path / "e.yaml"
     exp.write_text(
         "name: t\nmodel: llama-3.1-8b\nhardware: {name: x, memory_GiB: 80, "
-        "hbm_bandwidth_GBps: 3000, peak_tflops: {bf16: 900}, operator_table: nope}\n"
+        "nvlink_bandwidth_GBps: 1, hbm_bandwidth_GBps: 3000, peak_tflops: {bf16: 900}, "
+        "operator_table: nope}\n"
         "topology: dgx_h100_x1\nlayout: {tp: 1}\n"
         "workload: {arrival: {process: poisson, rate_rps: 1}, "
         "prompt_tokens: {dist: fixed, value: 8}, output_tokens: {dist: fixed, value: 4}}\n"
@@ -189,3 +195,85 @@ def test_unknown_table_name_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_resolved_hardware_names_its_table_only_when_set() -> None:
     assert H200.model_dump()["operator_table"] == "h200"
     assert "operator_table" not in get_hardware("h100-sxm").model_dump()
+
+
+# ------------------------------------------------------------------ a user's table file
+
+EXPERIMENT = """\
+name: t
+model: llama-3.1-8b
+hardware: {hardware}
+topology: dgx_h100_x1
+layout: {{tp: 1}}
+workload: {{arrival: {{process: poisson, rate_rps: 1}},
+  prompt_tokens: {{dist: fixed, value: 8}}, output_tokens: {{dist: fixed, value: 4}}}}
+horizon: {{requests: 4}}
+"""
+HARDWARE = """\
+name: my-gpu
+memory_GiB: 80
+hbm_bandwidth_GBps: 3350
+nvlink_bandwidth_GBps: 450
+peak_tflops: {{bf16: 989, fp8: 1979}}
+operator_table: {table}
+"""
+
+
+def _user_table(folder: Path, text: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mine.csv"
+    source = FOLDER / "h200.csv"
+    path.write_text(text if text is not None else source.read_text())
+    return path
+
+
+def test_a_table_file_relative_to_the_hardware_file_prices_its_gemms(tmp_path: Path) -> None:
+    from clustersim.config.load import load_experiment
+
+    table = _user_table(tmp_path / "hw" / "tables")
+    (tmp_path / "hw" / "mine.yaml").write_text(HARDWARE.format(table="tables/mine.csv"))
+    exp_path = tmp_path / "e.yaml"
+    exp_path.write_text(EXPERIMENT.format(hardware="hw/mine.yaml"))
+    exp = load_experiment(exp_path)
+    assert exp.hardware.operator_table == str(table)
+    cost = stage("llama-3.1-8b", exp.hardware, 1, "bf16")
+    assert cost.linear.gemms == () and len(cost.linear.measured) == 4
+
+
+def test_an_inline_table_path_is_relative_to_the_experiment(tmp_path: Path) -> None:
+    from clustersim.config.load import load_experiment
+
+    table = _user_table(tmp_path / "t")
+    inline = "{name: g, memory_GiB: 80, hbm_bandwidth_GBps: 3350, nvlink_bandwidth_GBps: 450, "
+    inline += "peak_tflops: {bf16: 989}, "
+    inline += "operator_table: t/mine.csv}"
+    exp_path = tmp_path / "e.yaml"
+    exp_path.write_text(EXPERIMENT.format(hardware=inline))
+    assert load_experiment(exp_path).hardware.operator_table == str(table)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("family,dtype,k,n,batch,m\n", "header"),
+        ("family,dtype,k,n,batch,m,us\ngemm,bf16,10,20,1,1,5\ngemm,int4,10,20,1,2,5\n", "line 3"),
+        ("# a comment\nfamily,dtype,k,n,batch,m,us\ngemm,bf16,10,x,1,1,5\n", "line 3"),
+        ("family,dtype,k,n,batch,m,us\ngemm,bf16,10,20,1,1,-5\n", "line 2"),
+        ("family,dtype,k,n,batch,m,us\n", "header"),
+        (None, "file not found"),
+    ],
+)
+def test_a_bad_table_file_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, where: str
+) -> None:
+    from clustersim.cli.entry import main
+
+    if text is not None:
+        _user_table(tmp_path, text)
+    exp = tmp_path / "e.yaml"
+    hw = "{name: g, memory_GiB: 80, hbm_bandwidth_GBps: 3350, nvlink_bandwidth_GBps: 450, "
+    hw += "peak_tflops: {bf16: 989}, "
+    exp.write_text(EXPERIMENT.format(hardware=hw + "operator_table: mine.csv}"))
+    assert main(["validate", str(exp)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and where in err and "mine.csv" in err

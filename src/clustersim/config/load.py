@@ -27,6 +27,7 @@ messages `sections`, and sweep expansion `sweep`.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,7 +52,7 @@ from clustersim.config.overrides import (
     split_overrides,
 )
 from clustersim.config.references import check_draft_model, check_eagle_head, materialize
-from clustersim.config.schema import Experiment, TraceSpec, WorkloadSpec
+from clustersim.config.schema import Experiment, HardwareSpec, TraceSpec, WorkloadSpec
 from clustersim.config.sections import SECTIONS, Context, locate, raise_at
 from clustersim.config.sweep import (
     SWEEP_KEY,
@@ -144,6 +145,38 @@ def _read_trace(trace: TraceSpec, at: KeyPath, ctx: Context) -> None:
         ) from None
 
 
+def _fix_hardware_paths(spec: HardwareSpec, ctx: Context) -> HardwareSpec:
+    """A file `operator_table` made absolute (against the file that set it) and read now, so
+    `validate` refuses a malformed table as `run` would."""
+    ref = spec.operator_table
+    tables = importlib.import_module("clustersim.catalog.operator_tables")
+    if ref is None or not tables.is_table_path(ref):
+        return spec
+    origin = ctx.origins.get("hardware")
+    base = origin.base_dir if origin is not None else ctx.exp_dir
+    at: KeyPath = ("hardware", "operator_table")
+    path = _absolute_file(ref, base, at, ctx)
+    try:
+        tables.load_operator_table(path)
+    except tables.OperatorTableError as err:
+        file, key, _ = locate(at, ctx)
+        raise ConfigError(
+            str(err.path), err.where, f"{err.problem} (the operator table of {file} {key})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise raise_at(at, ctx, f"unreadable operator table: {err}") from None
+    return spec.model_copy(update={"operator_table": path})
+
+
+def _check_nvlink(hw: HardwareSpec, topology: Any, ctx: Context) -> None:
+    """A topology with NVLink needs a GPU profile with NVLink bandwidth."""
+    nvlink = getattr(topology, "nvlink", None)
+    if nvlink is not None and hw.nvlink_bandwidth_GBps == 0:
+        at: KeyPath = ("hardware", "nvlink_bandwidth_GBps")
+        name = getattr(topology, "name", "")
+        raise raise_at(at, ctx, f"> 0: topology {name} has NVLink", "0")
+
+
 def _fix_experiment_paths(exp: Experiment, ctx: Context) -> Experiment:
     if exp.experts is None or exp.experts.routing.path is None:
         return exp
@@ -176,6 +209,9 @@ def _resolve(raw: Mapping[str, Any], overrides: Sequence[Override], ctx: Context
             specs[section] = _validate(model, tree[section], (section,), ctx)
     if "workload" in specs:
         specs["workload"] = _fix_workload_paths(specs["workload"], ctx)
+    if "hardware" in specs:
+        specs["hardware"] = _fix_hardware_paths(specs["hardware"], ctx)
+        _check_nvlink(specs["hardware"], specs.get("topology"), ctx)
     tree.setdefault("name", Path(ctx.exp_label).stem)
     data = {**tree, **specs, "base_dir": str(ctx.exp_dir)}
     exp: Experiment = _validate(Experiment, data, (), ctx, _top_keys())

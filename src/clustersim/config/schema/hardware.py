@@ -56,9 +56,10 @@ class HardwareSpec(Strict):
     # per KV byte are high enough that decode attention can be compute-bound)
     mla_decode_efficiency: Fraction = 0.6
     reserved_memory_GiB: NonNegFloat = 1.0  # CUDA context, NCCL buffers: never usable
-    # a built-in measured operator table (catalog/operator_tables/<name>.csv): GEMMs of the
-    # shapes and dtypes it measured are priced from it, the rest by the roofline above
-    # (docs/cost_model.md §5b); None: roofline only
+    # a measured operator table: a built-in name (catalog/operator_tables/<name>.csv) or a
+    # .csv file (relative to the file that sets it). GEMMs of the shapes and dtypes it
+    # measured are priced from it, the rest by the roofline above (docs/cost_model.md §5b);
+    # None: roofline only
     operator_table: str | None = None
 
     @field_validator("operator_table")
@@ -66,10 +67,12 @@ class HardwareSpec(Strict):
     def _known_table(cls, name: str | None) -> str | None:
         if name is None:
             return name
-        # the catalog is looked up by name, as config/references.py looks up built-ins
-        names = importlib.import_module("clustersim.catalog.operator_tables").table_names()
-        if name not in names:
-            raise ValueError(f"a built-in operator table ({', '.join(names)}) or null")
+        # the catalog is looked up by name, as config/references.py looks up built-ins; a
+        # path is made absolute and read by config/load.py
+        tables = importlib.import_module("clustersim.catalog.operator_tables")
+        if not tables.is_table_path(name) and name not in tables.table_names():
+            names = ", ".join(tables.table_names())
+            raise ValueError(f"a built-in operator table ({names}), a .csv file path or null")
         return name
 
     @model_serializer(mode="wrap")
