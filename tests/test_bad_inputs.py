@@ -63,6 +63,15 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         ["hardware.nvlink_bandwidth_GBps", "has NVLink"],
     ),
     "operator_table_unknown": (BASE, {}, ["hardware.operator_table=h300"], ["operator_table"]),
+    "no_16_bit_peak": (BASE, {}, ["hardware.peak_tflops={fp8: 1979}"], ["hardware.peak_tflops"]),
+    "tiny_bandwidth": (BASE, {}, ["hardware.hbm_bandwidth_GBps=1e-300"], ["hbm_bandwidth_GBps"]),
+    "absurd_memory": (BASE, {}, ["hardware.memory_GiB=1e300"], ["hardware.memory_GiB"]),
+    "absurd_step_overhead": (
+        BASE,
+        {},
+        ["hardware.step_overhead_us=1e15"],
+        ["hardware.step_overhead_us"],
+    ),
     "operator_table_bad_row": (
         edit(
             "topology: dgx_h100_x1",

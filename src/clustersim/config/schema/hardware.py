@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from clustersim.config.schema.base import (
     DType,
     Fraction,
-    NonNegFloat,
-    PosFloat,
-    PosInt,
     Strict,
     omit_when,
 )
+
+# Physical ranges, generous by orders of magnitude: a value outside one is a typo (a unit slip,
+# an exponent), and would make a step last longer than any horizon can hold.
+GiBRange = Annotated[float, Field(gt=0, le=1e5)]  # device memory, GiB
+GBpsRange = Annotated[float, Field(ge=0.1, le=1e6)]  # a bandwidth, GB/s
+TflopsRange = Annotated[float, Field(ge=0.01, le=1e6)]  # a tensor-core peak, TFLOP/s
+MicrosRange = Annotated[float, Field(ge=0, le=1e6)]  # a fixed GPU cost, µs
 
 
 class HardwareSpec(Strict):
@@ -26,17 +30,18 @@ class HardwareSpec(Strict):
     """
 
     name: str
-    memory_GiB: PosFloat  # usable device memory as the driver reports it
-    hbm_bandwidth_GBps: PosFloat
-    peak_tflops: dict[DType, PosFloat]
-    sm_count: PosInt = 132  # streaming multiprocessors (data sheet)
+    memory_GiB: GiBRange  # usable device memory as the driver reports it
+    hbm_bandwidth_GBps: GBpsRange
+    peak_tflops: dict[DType, TflopsRange]
+    sm_count: Annotated[int, Field(gt=0, le=100_000)] = 132  # SMs (data sheet)
     nvls: bool = False  # NVSwitch with NVLink SHARP (in-switch all-reduce): Hopper and later
-    nvlink_bandwidth_GBps: NonNegFloat = 0.0  # per direction per GPU; 0 = no NVLink
-    pcie_bandwidth_GBps: PosFloat = 64.0  # per direction (Gen5 x16 ≈ 64)
+    # per direction per GPU; 0 = no NVLink
+    nvlink_bandwidth_GBps: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    pcie_bandwidth_GBps: GBpsRange = 64.0  # per direction (Gen5 x16 ≈ 64)
     matmul_efficiency: Fraction = 0.7  # achieved / peak on large GEMMs
     # GEMM rows (tokens) at which matmul efficiency is half of matmul_efficiency:
     # eff(M) = matmul_efficiency · M / (M + matmul_half_tokens)
-    matmul_half_tokens: NonNegFloat = 16.0
+    matmul_half_tokens: Annotated[float, Field(ge=0, le=1e6)] = 16.0
     attention_efficiency: Fraction = 0.5  # achieved / peak for prefill attention FLOPs
     hbm_efficiency: Fraction = 0.8  # achieved / peak HBM bandwidth on streaming reads
     # achieved / peak HBM bandwidth of MoE grouped GEMMs streaming expert weights
@@ -45,22 +50,30 @@ class HardwareSpec(Strict):
     decode_attention_efficiency: Fraction | None = None
     # fixed GPU time per decoding sequence per layer, beyond its KV read (paged-KV append,
     # block-table walk, Q / output handling of the generation attention path)
-    decode_seq_overhead_us: NonNegFloat = 0.0
+    decode_seq_overhead_us: MicrosRange = 0.0
     # GPU-side fixed time per engine step outside the layers' kernels: input copies, graph
     # replay start, the sampling tail (host time is the engine profile's, catalog/engines.py)
-    step_overhead_us: NonNegFloat = 30.0
+    step_overhead_us: MicrosRange = 30.0
     # least GPU time of one kernel, back to back in a stream or graph (launch gap, prologue,
     # one wave, tail): a layer's kernel costs max(roofline, this) (docs/cost_model.md §6)
-    kernel_floor_us: NonNegFloat = 3.0
+    kernel_floor_us: MicrosRange = 3.0
     # FlashMLA-style absorbed MLA decode attention: achieved / peak tensor-core rate (its FLOPs
     # per KV byte are high enough that decode attention can be compute-bound)
     mla_decode_efficiency: Fraction = 0.6
-    reserved_memory_GiB: NonNegFloat = 1.0  # CUDA context, NCCL buffers: never usable
+    reserved_memory_GiB: Annotated[float, Field(ge=0, le=1e5)] = 1.0  # CUDA context, NCCL
     # a measured operator table: a built-in name (catalog/operator_tables/<name>.csv) or a
     # .csv file (relative to the file that sets it). GEMMs of the shapes and dtypes it
     # measured are priced from it, the rest by the roofline above (docs/cost_model.md §5b);
     # None: roofline only
     operator_table: str | None = None
+
+    @field_validator("peak_tflops")
+    @classmethod
+    def _has_a_16_bit_peak(cls, peaks: dict[str, float]) -> dict[str, float]:
+        if "bf16" not in peaks and "fp16" not in peaks:
+            # the LM head and every narrower dtype without its own peak run at 16 bits
+            raise ValueError("a peak for bf16 or fp16 (e.g. {bf16: 989}), TFLOP/s")
+        return peaks
 
     @field_validator("operator_table")
     @classmethod
