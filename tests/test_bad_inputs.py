@@ -64,6 +64,8 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
     ),
     "operator_table_unknown": (BASE, {}, ["hardware.operator_table=h300"], ["operator_table"]),
     "no_16_bit_peak": (BASE, {}, ["hardware.peak_tflops={fp8: 1979}"], ["hardware.peak_tflops"]),
+    "tiny_nvlink": (BASE, {}, ["topology.nvlink.bandwidth_GBps=1e-300"], ["nvlink.bandwidth_GBps"]),
+    "absurd_nvlink_latency": (BASE, {}, ["topology.nvlink.latency_us=1e300"], ["latency_us"]),
     "tiny_bandwidth": (BASE, {}, ["hardware.hbm_bandwidth_GBps=1e-300"], ["hbm_bandwidth_GBps"]),
     "absurd_memory": (BASE, {}, ["hardware.memory_GiB=1e300"], ["hardware.memory_GiB"]),
     "absurd_step_overhead": (

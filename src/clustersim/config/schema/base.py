@@ -21,6 +21,10 @@ Seed = Annotated[int, Field(ge=0, lt=2**63)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+# Physical ranges, generous by orders of magnitude: a value outside one is a typo (a unit slip,
+# an exponent), and would make a step or a transfer outlast any horizon.
+BandwidthGBps = Annotated[float, Field(ge=0.1, le=1e6)]  # a link's or memory's GB/s
+Micros = Annotated[float, Field(ge=0, le=1e6)]  # a fixed cost or latency, µs
 
 
 def keyed_error(key: str, message: str) -> PydanticCustomError:

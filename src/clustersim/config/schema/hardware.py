@@ -8,18 +8,17 @@ from typing import Annotated, Any
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from clustersim.config.schema.base import (
+    BandwidthGBps,
     DType,
     Fraction,
+    Micros,
     Strict,
     omit_when,
 )
 
-# Physical ranges, generous by orders of magnitude: a value outside one is a typo (a unit slip,
-# an exponent), and would make a step last longer than any horizon can hold.
+# Physical ranges (base.py's BandwidthGBps, Micros and these), generous by orders of magnitude
 GiBRange = Annotated[float, Field(gt=0, le=1e5)]  # device memory, GiB
-GBpsRange = Annotated[float, Field(ge=0.1, le=1e6)]  # a bandwidth, GB/s
 TflopsRange = Annotated[float, Field(ge=0.01, le=1e6)]  # a tensor-core peak, TFLOP/s
-MicrosRange = Annotated[float, Field(ge=0, le=1e6)]  # a fixed GPU cost, µs
 
 
 class HardwareSpec(Strict):
@@ -31,13 +30,13 @@ class HardwareSpec(Strict):
 
     name: str
     memory_GiB: GiBRange  # usable device memory as the driver reports it
-    hbm_bandwidth_GBps: GBpsRange
+    hbm_bandwidth_GBps: BandwidthGBps
     peak_tflops: dict[DType, TflopsRange]
     sm_count: Annotated[int, Field(gt=0, le=100_000)] = 132  # SMs (data sheet)
     nvls: bool = False  # NVSwitch with NVLink SHARP (in-switch all-reduce): Hopper and later
     # per direction per GPU; 0 = no NVLink
     nvlink_bandwidth_GBps: Annotated[float, Field(ge=0, le=1e6)] = 0.0
-    pcie_bandwidth_GBps: GBpsRange = 64.0  # per direction (Gen5 x16 ≈ 64)
+    pcie_bandwidth_GBps: BandwidthGBps = 64.0  # per direction (Gen5 x16 ≈ 64)
     matmul_efficiency: Fraction = 0.7  # achieved / peak on large GEMMs
     # GEMM rows (tokens) at which matmul efficiency is half of matmul_efficiency:
     # eff(M) = matmul_efficiency · M / (M + matmul_half_tokens)
@@ -50,13 +49,13 @@ class HardwareSpec(Strict):
     decode_attention_efficiency: Fraction | None = None
     # fixed GPU time per decoding sequence per layer, beyond its KV read (paged-KV append,
     # block-table walk, Q / output handling of the generation attention path)
-    decode_seq_overhead_us: MicrosRange = 0.0
+    decode_seq_overhead_us: Micros = 0.0
     # GPU-side fixed time per engine step outside the layers' kernels: input copies, graph
     # replay start, the sampling tail (host time is the engine profile's, catalog/engines.py)
-    step_overhead_us: MicrosRange = 30.0
+    step_overhead_us: Micros = 30.0
     # least GPU time of one kernel, back to back in a stream or graph (launch gap, prologue,
     # one wave, tail): a layer's kernel costs max(roofline, this) (docs/cost_model.md §6)
-    kernel_floor_us: MicrosRange = 3.0
+    kernel_floor_us: Micros = 3.0
     # FlashMLA-style absorbed MLA decode attention: achieved / peak tensor-core rate (its FLOPs
     # per KV byte are high enough that decode attention can be compute-bound)
     mla_decode_efficiency: Fraction = 0.6

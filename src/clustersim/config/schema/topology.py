@@ -6,13 +6,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from clustersim.config.schema.base import NonNegFloat, PosFloat, PosInt, Strict, keyed_error
+from clustersim.config.schema.base import (
+    BandwidthGBps,
+    Micros,
+    PosInt,
+    Strict,
+    keyed_error,
+)
 
 
 class NVLinkSpec(Strict):
     domain: str = "node"  # "node" or "rack(N)": N GPUs share one NVSwitch fabric
-    bandwidth_GBps: PosFloat = 450.0  # per direction per GPU
-    latency_us: NonNegFloat = 2.0
+    bandwidth_GBps: BandwidthGBps = 450.0  # per direction per GPU
+    latency_us: Micros = 2.0
 
     @model_validator(mode="after")
     def _check_domain(self) -> NVLinkSpec:
@@ -32,16 +38,16 @@ class NVLinkSpec(Strict):
 class NetworkSpec(Strict):
     kind: Literal["infiniband", "roce", "ethernet"] = "infiniband"
     nics_per_node: PosInt = 8
-    bandwidth_GBps: PosFloat = 50.0  # per NIC per direction
-    latency_us: NonNegFloat = 5.0
+    bandwidth_GBps: BandwidthGBps = 50.0  # per NIC per direction
+    latency_us: Micros = 5.0
     fabric: Literal["fat_tree"] = "fat_tree"
     oversubscription: Annotated[float, Field(ge=1.0)] = 1.0  # leaf down : up bandwidth
     nodes_per_leaf: PosInt = 4
 
 
 class PCIeSpec(Strict):
-    bandwidth_GBps: PosFloat = 32.0  # per direction per GPU to the host switch
-    latency_us: NonNegFloat = 5.0
+    bandwidth_GBps: BandwidthGBps = 32.0  # per direction per GPU to the host switch
+    latency_us: Micros = 5.0
 
 
 class TopologySpec(Strict):
