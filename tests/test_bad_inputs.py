@@ -218,6 +218,64 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["config.json", "num_hidden_layers"],
     ),
+    "hf_int_beyond_float": (
+        edit("model: llama-3.1-8b", "model: m/config.json"),
+        {
+            "m/config.json": '{"hidden_size": 64, "num_hidden_layers": 1' + "0" * 400 + ","
+            ' "num_attention_heads": 8, "num_key_value_heads": 1,'
+            ' "intermediate_size": 128, "vocab_size": 100}'
+        },
+        [],
+        ["config.json", "num_hidden_layers"],
+    ),
+    "hf_zero_expert_size": (
+        edit("model: llama-3.1-8b", "model: m/config.json"),
+        {
+            "m/config.json": '{"num_hidden_layers": 2, "hidden_size": 64,'
+            ' "num_attention_heads": 8, "intermediate_size": 128, "vocab_size": 100,'
+            ' "num_experts": 4, "num_experts_per_tok": 2,'
+            ' "shared_expert_intermediate_size": 5, "moe_intermediate_size": 0}'
+        },
+        [],
+        ["config.json", "moe_intermediate_size"],
+    ),
+    "gamma_cv_huge": (
+        edit("{process: poisson, rate_rps: 20}", "{process: gamma, rate_rps: 20, cv: 1.0e+5}"),
+        {},
+        [],
+        ["workload.arrival.cv"],
+    ),
+    "gamma_cv_tiny": (
+        edit("{process: poisson, rate_rps: 20}", "{process: gamma, rate_rps: 20, cv: 1.0e-200}"),
+        {},
+        [],
+        ["workload.arrival.cv"],
+    ),
+    "mmpp_dwell_tiny": (
+        edit(
+            "{process: poisson, rate_rps: 20}",
+            "{process: mmpp, rates_rps: [5, 5], mean_dwell_s: [1.0e-300, 1]}",
+        ),
+        {},
+        [],
+        ["workload.arrival.mean_dwell_s"],
+    ),
+    "mmpp_many_periods": (
+        edit(
+            "{process: poisson, rate_rps: 20}",
+            "{process: mmpp, rates_rps: [5, 5], mean_dwell_s: [0.001, 0.001]}",
+        )
+        + "limits: {max_requests: 1000}\n",
+        {},
+        [],
+        ["MMPP dwell periods"],
+    ),
+    "rate_tiny_with_requests": (
+        edit("rate_rps: 20", "rate_rps: 1.0e-9"),
+        {},
+        [],
+        ["workload.arrival", "time bins"],
+    ),
 }
 
 

@@ -174,7 +174,9 @@ def _require_int(cfg: Mapping[str, Any], where: str, *keys: str) -> int:
 
 def _as_int(v: Any, where: str, key: str) -> int:
     """A whole number in [0, MAX_COUNT] (JSON floats such as 1e400 = inf or NaN refused)."""
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    ok = not isinstance(v, bool) and (
+        isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
+    )  # (an int beyond a float's range is refused by the range check below, not converted)
     if not ok or int(v) != v:
         raise HFConfigError(where, key, f"expected a whole number (got {v!r})")
     if not 0 <= v <= MAX_COUNT:
@@ -212,6 +214,8 @@ def _moe_fields(cfg: Mapping[str, Any], where: str, num_layers: int) -> dict[str
     if experts <= 0:
         return {}
     expert_size = _require_int(cfg, where, "moe_intermediate_size", "intermediate_size")
+    if expert_size <= 0:
+        raise HFConfigError(where, "moe_intermediate_size", "expected a number > 0 (got 0)")
     shared = _opt_int(cfg, where, "n_shared_experts", "num_shared_experts")
     shared_size = _opt_int(cfg, where, "shared_expert_intermediate_size")
     if shared == 0 and shared_size > 0:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
 
-from clustersim.config.schema import Experiment
+from clustersim.config.schema import Experiment, MMPPArrival
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,37 @@ def expected_requests(exp: Experiment) -> tuple[float, str] | None:
     return float(rate) * duration, "horizon.duration_s"
 
 
-def _time_bins(exp: Experiment) -> float | None:
-    duration = exp.horizon.duration_s
-    return None if duration is None else duration / exp.output.time_bin_s
+def mean_rate(exp: Experiment) -> float | None:
+    """Long-run arrival rate (requests/s) of an open arrival process; None for burst, closed
+    and trace arrivals."""
+    arrival = exp.workload.arrival
+    rate = getattr(arrival, "rate_rps", None)
+    if rate is not None:
+        return float(rate)
+    if isinstance(arrival, MMPPArrival):
+        pairs = zip(arrival.rates_rps, arrival.mean_dwell_s, strict=True)
+        return sum(r * d for r, d in pairs) / sum(arrival.mean_dwell_s)
+    return None
+
+
+def expected_duration(exp: Experiment) -> tuple[float, str] | None:
+    """(simulated seconds the horizon spans, the key that sets it): the duration, or the
+    requests over the mean arrival rate; None when neither bounds it (burst, closed, trace)."""
+    if exp.horizon.duration_s is not None:
+        return exp.horizon.duration_s, "horizon.duration_s"
+    rate = mean_rate(exp)
+    if exp.horizon.requests is None or rate is None:
+        return None
+    return exp.horizon.requests / rate, "workload.arrival"
+
+
+def _mmpp_periods(exp: Experiment, duration_s: float) -> float:
+    """Dwell periods an MMPP arrival process draws over `duration_s` (0 for other processes)."""
+    arrival = exp.workload.arrival
+    if not isinstance(arrival, MMPPArrival):
+        return 0.0
+    dwell = arrival.mean_dwell_s
+    return duration_s / sum(dwell) * len(dwell)
 
 
 def excesses(exp: Experiment) -> list[Excess]:
@@ -63,16 +91,23 @@ def excesses(exp: Experiment) -> list[Excess]:
     gpus = exp.topology.num_gpus
     if gpus > lim.max_gpus:
         found.append(Excess("topology.nodes", "max_gpus", "GPUs", gpus, lim.max_gpus))
-    bins = _time_bins(exp)
-    if bins is not None and bins > lim.max_time_bins:
+    span = expected_duration(exp)
+    if span is None:
+        return found
+    bins = span[0] / exp.output.time_bin_s
+    if bins > lim.max_time_bins:
+        what = (
+            "time bins (horizon.duration_s / output.time_bin_s)"
+            if span[1] == "horizon.duration_s"
+            else "time bins (horizon.requests / the mean arrival rate / output.time_bin_s)"
+        )
+        key = "output.time_bin_s" if span[1] == "horizon.duration_s" else span[1]
+        found.append(Excess(key, "max_time_bins", what, bins, lim.max_time_bins))
+    periods = _mmpp_periods(exp, span[0])
+    if periods > lim.max_requests:
+        what = "MMPP dwell periods (the horizon / the mean cycle of mean_dwell_s)"
         found.append(
-            Excess(
-                "output.time_bin_s",
-                "max_time_bins",
-                "time bins (horizon.duration_s / output.time_bin_s)",
-                bins,
-                lim.max_time_bins,
-            )
+            Excess("workload.arrival.mean_dwell_s", "max_requests", what, periods, lim.max_requests)
         )
     return found
 

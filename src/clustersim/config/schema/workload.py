@@ -16,22 +16,28 @@ from clustersim.config.schema.base import (
 )
 from clustersim.config.schema.sessions import SessionsArrival, SessionsSpec
 
+# Generous physical ranges: outside them a value is a typo, and the arrival generators would
+# divide by zero, overflow numpy's Poisson sampler, or loop over billions of periods.
+Rate = Annotated[float, Field(gt=0, le=1e7)]  # requests per second
+Dwell = Annotated[float, Field(ge=1e-3, le=1e7)]  # seconds in one MMPP state, on average
+CV = Annotated[float, Field(ge=0.01, le=100)]  # of inter-arrival gaps
+
 
 class PoissonArrival(Strict):
     process: Literal["poisson"]
-    rate_rps: PosFloat
+    rate_rps: Rate
 
 
 class GammaArrival(Strict):
     process: Literal["gamma"]
-    rate_rps: PosFloat
-    cv: PosFloat  # coefficient of variation of inter-arrival times; 1 = Poisson
+    rate_rps: Rate
+    cv: CV  # coefficient of variation of inter-arrival times; 1 = Poisson
 
 
 class MMPPArrival(Strict):
     process: Literal["mmpp"]
-    rates_rps: list[NonNegFloat] = Field(min_length=2)
-    mean_dwell_s: list[PosFloat] = Field(min_length=2)
+    rates_rps: list[Annotated[float, Field(ge=0, le=1e7)]] = Field(min_length=2)
+    mean_dwell_s: list[Dwell] = Field(min_length=2)
 
     @model_validator(mode="after")
     def _check_lengths(self) -> MMPPArrival:
