@@ -147,6 +147,33 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["t.csv", "ContextTokens"],
     ),
+    "trace_five_centuries": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + "1700-01-01 00:00:00.0,37,4\n" + "2200-01-01 00:00:00.0,37,4\n"},
+        [],
+        ["t.csv", "292 years"],
+    ),
+    "trace_year_3000": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + "3000-01-01 00:00:00.0,37,4\n"},
+        [],
+        ["t.csv", "between 1678 and 2261"],
+    ),
+    "trace_one_row_cycled": (
+        edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
+        {"t.csv": HEADER + ROW.format(5, 6)},
+        [],
+        ["horizon.requests", "one-row trace"],
+    ),
+    "empirical_infinite_weights": (
+        edit(
+            "prompt_tokens: {dist: fixed, value: 128}",
+            "prompt_tokens: {dist: empirical, values: [8, 16], weights: [1.0e+308, 1.0e+308]}",
+        ),
+        {},
+        [],
+        ["workload.prompt_tokens", "finite"],
+    ),
     "trace_absurd_tokens": (
         edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
         {"t.csv": HEADER + ROW.format("1e30", 6)},

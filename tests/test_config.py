@@ -110,7 +110,8 @@ def test_sections_from_files_relative_to_experiment(tmp_path: Path) -> None:
     write(tmp_path / "topologies" / "box.yaml", TOPOLOGY)
     write(
         tmp_path / "traces" / "t.csv",
-        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,5,6\n",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,5,6\n"
+        "2023-11-16 18:15:47.0,5,6\n",
     )
     trace_wl = {"arrival": {"process": "trace"}, "trace": {"path": "../traces/t.csv"}}
     write(tmp_path / "workloads" / "tr.yaml", trace_wl)
@@ -306,7 +307,9 @@ def test_load_experiment_ignores_sweep_but_checks_it(tmp_path: Path) -> None:
 
 def test_resolved_config_is_plain_and_reloads(tmp_path: Path) -> None:
     write(
-        tmp_path / "t.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6,5,6\n"
+        tmp_path / "t.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6,5,6\n"
+        "2023-11-16 18:15:47.0,5,6\n",
     )
     wl = {"arrival": {"process": "trace"}, "trace": {"path": "t.csv"}}
     exp = load_experiment(write(tmp_path / "exp.yaml", experiment(workload=wl)))

@@ -168,6 +168,21 @@ def _fix_hardware_paths(spec: HardwareSpec, ctx: Context) -> HardwareSpec:
     return spec.model_copy(update={"operator_table": path})
 
 
+def _check_trace_cycle(exp: Experiment, ctx: Context) -> None:
+    """More requests than a one-row trace holds: it cannot be cycled (no period to repeat)."""
+    trace, n = exp.workload.trace, exp.horizon.requests
+    if trace is None or n is None or exp.workload.arrival.process != "trace":
+        return
+    rows = len(load_trace(trace, "/"))
+    if n > rows < 2:
+        raise raise_at(
+            ("horizon", "requests"),
+            ctx,
+            f"at most {rows} (a one-row trace cannot be cycled)",
+            str(n),
+        )
+
+
 def _check_nvlink(hw: HardwareSpec, topology: Any, ctx: Context) -> None:
     """A topology with NVLink needs a GPU profile with NVLink bandwidth."""
     nvlink = getattr(topology, "nvlink", None)
@@ -221,6 +236,7 @@ def _resolve(raw: Mapping[str, Any], overrides: Sequence[Override], ctx: Context
     if speculative is not None and speculative.method == "eagle":
         check_eagle_head(exp.model, speculative.draft_model, ctx)
     _check_limits(exp, ctx)
+    _check_trace_cycle(exp, ctx)
     return _fix_experiment_paths(exp, ctx)
 
 

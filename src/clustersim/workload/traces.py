@@ -99,6 +99,12 @@ def _parse_times_ns(path: Path, raw: pd.Series) -> I64:
         raise _bad_value(path, AZURE_TIME, raw, bad, "a timestamp (e.g. 2023-11-16 18:15:46.68)")
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert(None)
+    # int64 nanoseconds span 1677-2262; a date beyond would wrap around silently
+    micros = stamps.to_numpy().astype("datetime64[us]").astype(np.int64)
+    limit = np.iinfo(np.int64).max // 1000
+    outside = (micros > limit) | (micros < -limit)
+    if outside.any():
+        raise _bad_value(path, AZURE_TIME, raw, outside, "a timestamp between 1678 and 2261")
     return stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
 
 
@@ -157,6 +163,8 @@ def _read_azure_cached(path_str: str, mtime_ns: int, size: int) -> Trace:
     if len(frame) == 0:
         raise TraceError(path, "", "trace has no rows (only a header)")
     ns = _parse_times_ns(path, frame[AZURE_TIME])
+    if float(ns.max()) - float(ns.min()) >= float(np.iinfo(np.int64).max):
+        raise TraceError(path, AZURE_TIME, "expected timestamps within 292 years of each other")
     prompt = _parse_tokens(path, AZURE_PROMPT, frame[AZURE_PROMPT])
     output = _parse_tokens(path, AZURE_OUTPUT, frame[AZURE_OUTPUT])
     if (np.diff(ns) < 0).any():

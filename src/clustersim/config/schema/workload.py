@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -116,6 +117,8 @@ class EmpiricalLength(Strict):
                 raise ValueError("weights must have as many entries as values")
             if sum(self.weights) <= 0:
                 raise ValueError("weights must not all be zero")
+            if not math.isfinite(sum(self.weights)):
+                raise ValueError("weights must sum to a finite number (they are relative)")
         return self
 
 
