@@ -174,6 +174,34 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["workload.prompt_tokens", "finite"],
     ),
+    "engine_override_absurd": (
+        BASE,
+        {},
+        ["serving.engine_overrides={host_step_us: 1.0e+300}"],
+        ["serving.engine_overrides", "host_step_us"],
+    ),
+    "session_turns_absurd": (
+        edit(
+            BASE[BASE.index("workload:") : BASE.index("horizon")],
+            "workload:\n  arrival: {process: sessions}\n  sessions:\n"
+            "    session_rate_rps: 5\n    classes:\n"
+            "      - {name: a, first_user_tokens: {median: 10}, user_tokens: {median: 10},\n"
+            "         output_tokens: {median: 10}, turns_mean: 1.0e+300, max_turns: 200000000}\n",
+        ),
+        {},
+        [],
+        ["workload.sessions.classes.0.turns_mean"],
+    ),
+    "session_prompt_pool_absurd": (
+        edit(
+            BASE[BASE.index("workload:") : BASE.index("horizon")],
+            "workload:\n  arrival: {process: sessions}\n  sessions:\n"
+            "    session_rate_rps: 5\n    system_prompts: {count: 2147483647}\n",
+        ),
+        {},
+        [],
+        ["workload.sessions.system_prompts.count"],
+    ),
     "trace_absurd_tokens": (
         edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
         {"t.csv": HEADER + ROW.format("1e30", 6)},

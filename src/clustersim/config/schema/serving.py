@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from clustersim.config.schema.base import (
     DType,
@@ -102,13 +108,31 @@ EngineKnob = Literal[
 ]
 
 
+# Largest what-if value of an engine knob: bytes thresholds up to 1 TB, everything else
+# (kernel counts, a graph batch, µs, ms) up to 10⁶; beyond is a typo that would make a step
+# outlast any horizon.
+MAX_KNOB = {"oneshot_max_bytes": 1e12, "twoshot_max_bytes": 1e12}
+MAX_KNOB_DEFAULT = 1e6
+
+
+def _check_knobs(knobs: dict[str, float]) -> dict[str, float]:
+    for name, value in knobs.items():
+        limit = MAX_KNOB.get(name, MAX_KNOB_DEFAULT)
+        if value > limit:
+            raise ValueError(f"{name}: expected a number <= {limit:g} (got {value:g})")
+    return knobs
+
+
+EngineOverrides = Annotated[dict[EngineKnob, NonNegFloat], AfterValidator(_check_knobs)]
+
+
 class ServingSpec(Strict):
     # the serving engine whose kernel counts, CUDA graphs, host time and all-reduce choice the
     # cost model uses (catalog/engines.py); cuda_graphs: false runs every step eagerly
     engine: EngineName = "vllm"
     cuda_graphs: bool = True
     # what-if values for the engine profile's numbers, e.g. {host_seq_us: 5} (units in names)
-    engine_overrides: dict[EngineKnob, NonNegFloat] = Field(default_factory=dict)
+    engine_overrides: EngineOverrides = Field(default_factory=dict)
     # responses stream token by token to clients (online serving); false for offline batch
     # benchmarks (trtllm-bench, vLLM's benchmark_throughput), which skip the streaming path
     streaming: bool = True
@@ -184,7 +208,7 @@ class PoolServing(Strict):
 
     engine: EngineName | None = None
     cuda_graphs: bool | None = None
-    engine_overrides: dict[EngineKnob, NonNegFloat] | None = None
+    engine_overrides: EngineOverrides | None = None
     streaming: bool | None = None
     max_num_seqs: PosInt | None = None
     max_num_batched_tokens: PosInt | None = None

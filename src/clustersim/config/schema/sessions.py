@@ -3,9 +3,9 @@ shared system prompts, chat turns and agent loops (workload/sessions.py; docs/wo
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from clustersim.config.schema.base import NonNegFloat, PosFloat, PosInt, Strict
 
@@ -36,19 +36,28 @@ class SessionClassSpec(Strict):
     first_user_tokens: TokenDistSpec  # user tokens of turn 1 (after the system prompt)
     user_tokens: TokenDistSpec  # new user (or tool-result) tokens of each later turn
     output_tokens: TokenDistSpec  # answer tokens of every turn
-    turns_mean: Annotated[float, Field(ge=1)] = 4.0  # geometric number of turns
-    max_turns: PosInt = 64
+    turns_mean: Annotated[float, Field(ge=1, le=10_000)] = 4.0  # geometric number of turns
+    max_turns: Annotated[int, Field(gt=0, le=10_000)] = 64
     think_time_s: NonNegFloat = 30.0  # mean gap from one turn's arrival to the next (s)
-    weight: PosFloat = 1.0  # share of sessions (relative to the other classes)
+    # share of sessions (relative to the other classes)
+    weight: Annotated[float, Field(gt=0, le=1e6)] = 1.0
 
 
 class SystemPromptsSpec(Strict):
-    count: PosInt = 8  # size of the shared system-prompt pool
+    count: Annotated[int, Field(gt=0, le=1_000_000)] = 8  # shared system-prompt pool size
     tokens: TokenDistSpec = TokenDistSpec(median=1024, sigma=0.5)
     skew: NonNegFloat = 1.0  # Zipf exponent of the pool's popularity (0: uniform)
 
 
-SessionClassEntry = Literal["chat", "agent"] | SessionClassSpec
+def _entry_kind(value: Any) -> str:
+    """A built-in class name or a mapping: the errors of a mapping are the class spec's."""
+    return "builtin" if isinstance(value, str) else "spec"
+
+
+SessionClassEntry = Annotated[
+    Annotated[Literal["chat", "agent"], Tag("builtin")] | Annotated[SessionClassSpec, Tag("spec")],
+    Discriminator(_entry_kind),
+]
 
 
 def _chat_only() -> list[SessionClassEntry]:
