@@ -202,6 +202,36 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["workload.sessions.system_prompts.count"],
     ),
+    "draft_tokens_beyond_16": (
+        BASE,
+        {},
+        [
+            "serving.speculative={method: draft_model, draft_model: llama-3.1-8b, "
+            "num_tokens: 100000, acceptance: 0.5}"
+        ],
+        ["serving.speculative.num_tokens", "16"],
+    ),
+    "prefix_host_memory_absurd": (
+        BASE,
+        {},
+        ["serving.prefix_caching={host_memory_GB: 1.0e+300}"],
+        ["serving.prefix_caching.host_memory_GB"],
+    ),
+    "fault_speed_absurd": (
+        BASE
+        + "faults: {events: [{kind: gpu_slowdown, target: n0.g0, compute_factor: 1.0e-300}]}\n",
+        {},
+        [],
+        ["faults.events.0.compute_factor"],
+    ),
+    "pool_max_model_len_beyond_context": (
+        BASE
+        + "disaggregation:\n  prefill: {layout: {tp: 1, dp: 1}}\n"
+        + "  decode: {layout: {tp: 1, dp: 1}, serving: {max_model_len: 99999999}}\n",
+        {},
+        [],
+        ["disaggregation.decode.serving.max_model_len"],
+    ),
     "trace_absurd_tokens": (
         edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
         {"t.csv": HEADER + ROW.format("1e30", 6)},

@@ -97,13 +97,22 @@ class Experiment(Strict):
                 "horizon.duration_s",
                 "burst arrivals (all at t = 0) need horizon.requests, not a duration",
             )
-        limit = self.serving.max_model_len
-        if limit is not None and limit > self.model.max_context:
-            raise keyed_error(
-                "serving.max_model_len",
-                f"expected at most the model's context ({self.model.max_context} tokens) "
-                f"(got {limit})",
-            )
+        limits = [("serving.max_model_len", self.serving.max_model_len)]
+        if self.disaggregation is not None:
+            limits += [
+                (f"disaggregation.{role}.serving.max_model_len", pool.serving.max_model_len)
+                for role, pool in (
+                    ("prefill", self.disaggregation.prefill),
+                    ("decode", self.disaggregation.decode),
+                )
+            ]
+        for key, limit in limits:
+            if limit is not None and limit > self.model.max_context:
+                raise keyed_error(
+                    key,
+                    f"expected at most the model's context ({self.model.max_context} tokens) "
+                    f"(got {limit})",
+                )
         self._check_speculative()
         return self
 

@@ -7,15 +7,24 @@ build time (faults/targets.py), so `validate` reports a target that does not exi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from clustersim.config.schema.base import Fraction, NonNegFloat, PosFloat, Strict, keyed_error
+from clustersim.config.schema.base import (
+    Micros,
+    NonNegFloat,
+    PosFloat,
+    Strict,
+    keyed_error,
+)
 
 FaultKindName = Literal["gpu_slowdown", "link_degrade", "link_down", "gpu_down", "node_down"]
 ComponentName = Literal["gpu", "node", "nic", "leaf", "spine"]
 RepairDistName = Literal["exponential", "fixed", "lognormal"]
+
+
+SpeedFactor = Annotated[float, Field(ge=1e-3, le=1)]
 
 
 class FaultEventSpec(Strict):
@@ -29,10 +38,11 @@ class FaultEventSpec(Strict):
     target: str
     at_s: NonNegFloat = 0.0
     duration_s: PosFloat | None = None
-    compute_factor: Fraction = 1.0
-    hbm_factor: Fraction = 1.0
-    bandwidth_factor: Fraction = 1.0
-    extra_latency_us: NonNegFloat = 0.0
+    # at least 0.1 % of nominal (a slower part is a lost one: gpu_loss / link_down)
+    compute_factor: SpeedFactor = 1.0
+    hbm_factor: SpeedFactor = 1.0
+    bandwidth_factor: SpeedFactor = 1.0
+    extra_latency_us: Micros = 0.0
 
     @model_validator(mode="after")
     def _factors_match_kind(self) -> FaultEventSpec:

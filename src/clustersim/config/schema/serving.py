@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from clustersim.config.schema.base import (
+    BandwidthGBps,
     DType,
     Fraction,
     NonNegFloat,
@@ -84,8 +85,8 @@ class PrefixCachingSpec(Strict):
     back at `host_bandwidth_GBps` (per GPU, PCIe) before the prefill that reuses them."""
 
     enabled: bool = True
-    host_memory_GB: NonNegFloat = 0.0
-    host_bandwidth_GBps: PosFloat = 50.0
+    host_memory_GB: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    host_bandwidth_GBps: BandwidthGBps = 50.0
 
 
 EngineName = Literal["vllm", "sglang", "trtllm"]

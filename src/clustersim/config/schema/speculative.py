@@ -10,11 +10,11 @@ model (`draft_model`, named from the built-in catalog).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from clustersim.config.schema.base import PosInt, Strict, keyed_error
+from clustersim.config.schema.base import Strict, keyed_error
 
 AcceptanceRate = float  # in (0, 1], checked by SpeculativeSpec
 MAX_DRAFT_TOKENS = 16  # beyond this no engine proposes (vLLM / SGLang configs use 1 … 8)
@@ -22,7 +22,8 @@ MAX_DRAFT_TOKENS = 16  # beyond this no engine proposes (vLLM / SGLang configs u
 
 class SpeculativeSpec(Strict):
     method: Literal["mtp", "eagle", "draft_model"]
-    num_tokens: PosInt = Field(le=MAX_DRAFT_TOKENS)  # k, draft tokens verified per step
+    # k, draft tokens verified per step (PosInt's own bound would override a Field(le=...))
+    num_tokens: Annotated[int, Field(gt=0, le=MAX_DRAFT_TOKENS)]
     # one rate a (every position), or [p_1 … p_k]: P(draft i accepted | drafts < i were)
     acceptance: AcceptanceRate | list[AcceptanceRate]
     # method draft_model: a built-in model's name (required); method eagle: the EAGLE head's
