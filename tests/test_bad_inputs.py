@@ -37,6 +37,9 @@ def edit(old: str, new: str) -> str:
     return BASE.replace(old, new)
 
 
+MOE = edit("model: llama-3.1-8b", "model: mixtral-8x7b").replace(
+    "layout: {tp: 1, dp: 1}", "layout: {tp: 4, ep: 4, dp: 2}"
+)
 TRACE_WL = "workload:\n  arrival: {process: trace}\n  trace: {path: t.csv, format: azure}\n"
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 ROW = "2023-11-16 18:15:46.6805900,{},{}\n"
@@ -231,6 +234,24 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         {},
         [],
         ["disaggregation.decode.serving.max_model_len"],
+    ),
+    "random_faults_mtbf_tiny": (
+        BASE + "faults:\n  random:\n    - {component: gpu, mtbf_s: 1.0e-300, repair_mean_s: 1}\n",
+        {},
+        [],
+        ["faults.random.0.mtbf_s"],
+    ),
+    "popularity_rows_overflow": (
+        MOE + "experts: {routing: {distribution: trace, path: pop.csv}}\n",
+        {"pop.csv": ",".join(["1e308"] * 8) + "\n"},
+        [],
+        ["pop.csv", "finite"],
+    ),
+    "popularity_not_yaml": (
+        MOE + "experts: {routing: {distribution: trace, path: pop.yaml}}\n",
+        {"pop.yaml": "popularity: [1, 2\n  - ]: x\n"},
+        [],
+        ["pop.yaml", "cannot read the popularity table"],
     ),
     "trace_absurd_tokens": (
         edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),

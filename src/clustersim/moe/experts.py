@@ -141,8 +141,9 @@ def load_popularity_table(path: str | Path, num_layers: int, num_experts: int, t
     p = Path(path)
     try:
         table = _read_table(p)
-    except OSError as err:
-        raise PopularityTableError(f"{p}: cannot read the popularity table ({err})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())
+        raise PopularityTableError(f"{p}: cannot read the popularity table ({reason})") from None
     if table.ndim != 2 or table.shape[1] != num_experts or table.shape[0] not in (1, num_layers):
         shape = "×".join(str(s) for s in table.shape)
         raise PopularityTableError(
@@ -151,6 +152,8 @@ def load_popularity_table(path: str | Path, num_layers: int, num_experts: int, t
         )
     if not np.isfinite(table).all() or (table < 0).any():
         raise PopularityTableError(f"{p}: popularity weights must be finite and >= 0")
+    if not np.isfinite(table.sum(axis=1)).all():
+        raise PopularityTableError(f"{p}: each row's weights must sum to a finite number")
     positive = (table > 0).sum(axis=1)
     if positive.min() < top_k:
         row = int(positive.argmin())

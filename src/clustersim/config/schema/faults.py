@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from clustersim.config.schema.base import (
+    BandwidthGBps,
     Micros,
     NonNegFloat,
     PosFloat,
@@ -68,8 +69,10 @@ class RandomFailureSpec(Strict):
     from the repair law (mean repair_mean_s). Give exactly one of mtbf_s or mtbf_h."""
 
     component: ComponentName
-    mtbf_s: PosFloat | None = None
-    mtbf_h: PosFloat | None = None
+    # at least one second: a shorter mean time between failures is a typo (and a run of
+    # nothing but failures)
+    mtbf_s: Annotated[float, Field(ge=1)] | None = None
+    mtbf_h: Annotated[float, Field(ge=1 / 3600)] | None = None
     repair_mean_s: PosFloat = 600.0
     dist: RepairDistName = "exponential"
     sigma: NonNegFloat = 0.5  # lognormal repair: sigma of log(repair time)
@@ -90,7 +93,7 @@ class ReloadSpec(Strict):
     GPU, or over the fabric from a healthy replica (flows at the links' rates)."""
 
     source: Literal["storage", "fabric"] = "storage"
-    bandwidth_GBps: PosFloat = 5.0  # storage read per GPU (1e9 bytes/s)
+    bandwidth_GBps: BandwidthGBps = 5.0  # storage read per GPU (1e9 bytes/s)
 
 
 class FaultsSpec(Strict):
