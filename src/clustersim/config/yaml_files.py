@@ -45,8 +45,42 @@ _UniqueKeyLoader.add_implicit_resolver(
 )
 
 
+# Values a document may expand to once its aliases are followed: anchors shared over a few
+# levels (the "billion laughs") expand exponentially, and every walk over the tree (error
+# messages, sweep labels, deep copies) would hang and exhaust memory.
+MAX_EXPANDED_VALUES = 1_000_000
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def expanded_values(data: Any) -> int:
+    """Values in `data` counting each alias use again (shared containers counted once per
+    use, computed once each)."""
+    memo: dict[int, int] = {}
+
+    def count(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key not in memo:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            memo[key] = 1 + sum(count(v) for _, v in items)
+        return memo[key]
+
+    return count(data)
+
+
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    if expanded_values(data) > MAX_EXPANDED_VALUES:
+        raise YAMLTooLarge(
+            f"expands to more than {MAX_EXPANDED_VALUES:,} values through its aliases"
+        )
+    return data
 
 
 def _yaml_error(label: str, err: yaml.YAMLError) -> ConfigError:
