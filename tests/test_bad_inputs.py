@@ -264,6 +264,13 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["exp.yaml", "aliases"],
     ),
+    "replicates_absurd": (BASE + "replicates: 2147483647\n", {}, [], ["replicates"]),
+    "warmup_past_duration": (
+        edit("requests: 12", "duration_s: 10, warmup_s: 20"),
+        {},
+        [],
+        ["horizon.warmup_s", "nothing would be measured"],
+    ),
     "trace_absurd_tokens": (
         edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
         {"t.csv": HEADER + ROW.format("1e30", 6)},

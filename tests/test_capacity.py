@@ -46,6 +46,32 @@ def test_nothing_passes_and_nothing_fails() -> None:
     assert always.hi is None and always.capacity_rps == 8.0 * 2**5
 
 
+def test_probes_stay_inside_the_rate_range() -> None:
+    """A pass at the top of the range ends the search (capacity ≥ it); a failure at the
+    bottom too: no probe runs at a rate the schema or the run-size limits refuse."""
+    calls: list[float] = []
+    always = find_capacity(threshold_probe(1e12, calls), 8.0, rate_range=(1.0, 100.0))
+    assert always.hi is None and always.lo == 100.0 and max(calls) == 100.0
+    calls.clear()
+    never = find_capacity(threshold_probe(0.0, calls), 8.0, rate_range=(1.0, 100.0))
+    assert never.lo is None and never.hi == 1.0 and min(calls) == 1.0
+    calls.clear()
+    inside = find_capacity(threshold_probe(37.3, calls), 8.0, rate_range=(1.0, 100.0))
+    assert inside.lo is not None and inside.lo <= 37.3 < (inside.hi or 0)
+
+
+def test_rate_range_follows_the_limits(make_experiment: MakeExperiment) -> None:
+    from clustersim.capacity.probe import MAX_RATE_RPS, rate_range
+
+    timed = make_experiment(MD1, ['horizon={"duration_s": 100}'])
+    lo, hi = rate_range(timed)
+    assert lo == 1e-6 and hi == min(MAX_RATE_RPS, timed.limits.max_requests / 100)
+    counted = make_experiment(MD1, ['horizon={"requests": 1000}'])
+    lo, hi = rate_range(counted)
+    assert lo == 1000 / (counted.limits.max_time_bins * counted.output.time_bin_s)
+    assert hi == MAX_RATE_RPS
+
+
 def test_slo_failures() -> None:
     summary = {
         "stability": {"stable": True},

@@ -30,6 +30,23 @@ def check_rate_workload(exp: Experiment, source: str) -> float:
     return float(getattr(arrival, "rate_rps"))  # noqa: B009 - union of arrival specs
 
 
+MAX_RATE_RPS = 1e7  # the schema's largest arrival rate (config/schema/workload.py)
+
+
+def rate_range(exp: Experiment) -> tuple[float, float]:
+    """The arrival rates (requests/s) a probe of `exp` may run at: within the schema's range
+    and the run-size limits (config/limits.py) — at most max_requests over a duration, at
+    least requests / (max_time_bins · time_bin_s) for a requests horizon."""
+    lim, horizon = exp.limits, exp.horizon
+    top = MAX_RATE_RPS
+    bottom = 1e-6
+    if horizon.duration_s is not None:
+        top = min(top, lim.max_requests / horizon.duration_s)
+    if horizon.requests is not None:
+        bottom = max(bottom, horizon.requests / (lim.max_time_bins * exp.output.time_bin_s))
+    return bottom, max(top, bottom)
+
+
 def at_rate(exp: Experiment, rate_rps: float) -> Experiment:
     """`exp` with its arrival rate set to `rate_rps` (requests/s)."""
     arrival = exp.workload.arrival.model_copy(update={"rate_rps": float(rate_rps)})

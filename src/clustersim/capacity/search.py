@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,10 +69,15 @@ def find_capacity(
     start_rps: float,
     rel_tol: float = REL_TOL,
     max_probes: int = MAX_PROBES,
+    rate_range: tuple[float, float] = (0.0, math.inf),
 ) -> Capacity:
-    """Bracket then bisect the knee (module doc); probes sorted by rate in the result."""
+    """Bracket then bisect the knee (module doc); probes sorted by rate in the result.
+    Rates stay inside `rate_range` (requests/s): a pass at its top leaves `hi` None (the
+    capacity is at least that), a failure at its bottom leaves `lo` None."""
     if not start_rps > 0:
         raise ValueError(f"start rate must be > 0, got {start_rps}")
+    min_rps, max_rps = rate_range
+    start_rps = min(max(start_rps, min_rps), max_rps)
     probes: list[Probe] = []
 
     def run(rate: float) -> bool:
@@ -85,10 +91,14 @@ def find_capacity(
     while len(probes) < max_probes and (lo is None or hi is None):
         if run(rate):
             lo = rate
-            rate *= 2.0
+            if rate >= max_rps:
+                break
+            rate = min(rate * 2.0, max_rps)
         else:
             hi = rate
-            rate *= 0.5
+            if rate <= min_rps:
+                break
+            rate = max(rate * 0.5, min_rps)
     while lo is not None and hi is not None and len(probes) < max_probes:
         if (hi - lo) / (hi + lo) <= rel_tol:
             break

@@ -92,7 +92,7 @@ def search_capacity(
 ) -> tuple[Any, list[list[str]]]:
     """One point's search; (Capacity, the stdout rows of its probes in probe order)."""
     from clustersim.capacity.output import probe_row
-    from clustersim.capacity.probe import check_rate_workload, probe_rate
+    from clustersim.capacity.probe import check_rate_workload, probe_rate, rate_range
     from clustersim.capacity.search import Probe, find_capacity
 
     table: list[list[str]] = []
@@ -108,7 +108,8 @@ def search_capacity(
         tick()
         return result
 
-    return find_capacity(probe, check_rate_workload(exp, str(path))), table
+    start = check_rate_workload(exp, str(path))
+    return find_capacity(probe, start, rate_range=rate_range(exp)), table
 
 
 def print_capacity(label: str, reps: int, cap: Any, table: list[list[str]], csv_path: Path) -> None:

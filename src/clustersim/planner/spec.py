@@ -110,8 +110,8 @@ class PlanOptions(Strict):
     pool_layouts: PosInt = 2
     # with `replicates: N >= 2`: add replicates (up to max_replicates) until the 95 % interval
     # of each bounded p99 is within ± this share of its mean (docs/planner.md §4); None: N only
-    ci_rel_target: Annotated[float, Field(gt=0.0)] | None = None
-    max_replicates: PosInt = 10
+    ci_rel_target: Annotated[float, Field(ge=0.001, le=1)] | None = None
+    max_replicates: Annotated[int, Field(gt=0, le=1000)] = 10
     # n_plus_1: the pick must also meet the SLO with its worst single node down, simulated
     # (planner/resilience.py); every GPU count is then simulated (no fewest_gpus cut-off)
     resilience: Literal["none", "n_plus_1"] = "none"

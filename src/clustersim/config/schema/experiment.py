@@ -29,6 +29,8 @@ from clustersim.config.schema.speculative import SpeculativeSpec
 from clustersim.config.schema.topology import TopologySpec
 from clustersim.config.schema.workload import WorkloadSpec
 
+MAX_REPLICATES = 1000  # runs of one point; beyond is a typo (hours of runs at least)
+
 
 class HorizonSpec(Strict):
     duration_s: PosFloat | None = None
@@ -39,6 +41,12 @@ class HorizonSpec(Strict):
     def _one_bound(self) -> HorizonSpec:
         if (self.duration_s is None) == (self.requests is None):
             raise ValueError("give exactly one of duration_s or requests")
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            raise keyed_error(
+                "warmup_s",
+                f"expected less than duration_s ({self.duration_s:g} s): nothing would be "
+                f"measured (got {self.warmup_s:g})",
+            )
         return self
 
 
@@ -71,7 +79,8 @@ class Experiment(Strict):
 
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
     seed: Seed = 0
-    replicates: PosInt = 1  # independent seeds derived from `seed` (metrics/replicates.py)
+    # independent seeds derived from `seed` (metrics/replicates.py); each is a whole run
+    replicates: Annotated[int, Field(gt=0, le=MAX_REPLICATES)] = 1
     model: ModelSpec
     hardware: HardwareSpec
     topology: TopologySpec
