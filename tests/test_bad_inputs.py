@@ -271,6 +271,15 @@ CASES: dict[str, tuple[str, dict[str, str | bytes], list[str], list[str]]] = {
         [],
         ["horizon.warmup_s", "nothing would be measured"],
     ),
+    "trace_replay_span_absurd": (
+        edit(
+            BASE[BASE.index("workload:") : BASE.index("horizon")],
+            TRACE_WL.replace("format: azure}", "format: azure, time_scale: 1.0e+8}"),
+        ),
+        {"t.csv": HEADER + ROW.format(5, 6) + ROW.replace("46.68", "47.68").format(5, 6)},
+        [],
+        ["workload.trace.time_scale", "time bins"],
+    ),
     "trace_absurd_tokens": (
         edit(BASE[BASE.index("workload:") : BASE.index("horizon")], TRACE_WL),
         {"t.csv": HEADER + ROW.format("1e30", 6)},
@@ -561,3 +570,37 @@ def test_sigterm_is_handled_like_sigint(tmp_path: Path) -> None:
     assert "Traceback" not in err and "interrupted (SIGTERM)" in err
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert not [p for p in leftovers if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("damage", ["requests_columns", "config_section"])
+def test_report_and_compare_refuse_a_damaged_run_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import pandas as pd
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(BASE)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(exp), "--out", str(out), "--quiet", "--no-report"]) == 0
+    (run_dir,) = [p.parent for p in out.rglob("summary.json")]
+    if damage == "requests_columns":
+        pd.DataFrame({"x": [1]}).to_parquet(run_dir / "requests.parquet")
+        expected = "missing column"
+    else:
+        config = run_dir / "config.resolved.yaml"
+        config.write_text(config.read_text().replace("model:", "model: 5\nold_model:", 1))
+        expected = "model: expected a mapping"
+    capsys.readouterr()
+    for command in (["report", str(run_dir)], ["compare", str(run_dir), str(run_dir)]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_capacity_replicates_are_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(BASE)
+    assert cli.main(["capacity", str(exp), "--replicates", "2147483647"]) == 2
+    assert "--replicates" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def _add_run(commands: argparse._SubParsersAction[OneLineErrorParser]) -> None:
     _add_out(run)
     run.add_argument(
         "--replicates",
-        type=positive_int,
+        type=replicate_count,
         default=None,
         metavar="N",
         help="run N independent seeds derived from `seed` and pool them (= --set replicates=N)",
@@ -142,7 +142,7 @@ def _add_capacity(commands: argparse._SubParsersAction[OneLineErrorParser]) -> N
     _add_out(capacity)
     capacity.add_argument(
         "--replicates",
-        type=positive_int,
+        type=replicate_count,
         default=None,
         metavar="N",
         help=f"replicates per probe (default: the experiment's, at least {CAPACITY_REPLICATES})",
@@ -196,6 +196,16 @@ def _add_out(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--out", type=Path, default=Path("results"), help="results root (default: results/)"
     )
+
+
+def replicate_count(text: str) -> int:
+    """argparse type: replicates, 1 … MAX_REPLICATES (the schema's bound on `replicates`)."""
+    from clustersim.config.schema.experiment import MAX_REPLICATES
+
+    value = positive_int(text)
+    if value > MAX_REPLICATES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_REPLICATES} (got {text!r})")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -28,9 +28,14 @@ class Excess:
 
     def message(self) -> str:
         return (
-            f"about {self.estimate:,.0f} {self.what}, above the limit of {self.limit:,} "
+            f"about {_count(self.estimate)} {self.what}, above the limit of {self.limit:,} "
             f"(lower it, or raise the limit with --set limits.{self.limit_key}=N)"
         )
+
+
+def _count(value: float) -> str:
+    """A count for a message: digits with separators, or an exponent when astronomical."""
+    return f"{value:,.0f}" if value < 1e15 else f"{value:.3g}"
 
 
 def expected_requests(exp: Experiment) -> tuple[float, str] | None:

@@ -43,7 +43,7 @@ from clustersim.config.errors import (
     format_key,
     show_value,
 )
-from clustersim.config.limits import excesses
+from clustersim.config.limits import Excess, excesses
 from clustersim.config.overrides import (
     GENERATED_KEYS,
     Override,
@@ -169,18 +169,29 @@ def _fix_hardware_paths(spec: HardwareSpec, ctx: Context) -> HardwareSpec:
 
 
 def _check_trace_cycle(exp: Experiment, ctx: Context) -> None:
-    """More requests than a one-row trace holds: it cannot be cycled (no period to repeat)."""
+    """A trace replayed for `horizon.requests`: a one-row trace cannot be cycled (no period
+    to repeat), and the replay's span (cycles × the scaled span) is held to max_time_bins as
+    a duration would be (config/limits.py)."""
     trace, n = exp.workload.trace, exp.horizon.requests
     if trace is None or n is None or exp.workload.arrival.process != "trace":
         return
-    rows = len(load_trace(trace, "/"))
+    table = load_trace(trace, "/")
+    rows = len(table)
     if n > rows < 2:
-        raise raise_at(
-            ("horizon", "requests"),
-            ctx,
-            f"at most {rows} (a one-row trace cannot be cycled)",
-            str(n),
+        at: KeyPath = ("horizon", "requests")
+        raise raise_at(at, ctx, f"at most {rows} (a one-row trace cannot be cycled)", str(n))
+    period = table.span_s * trace.time_scale * (rows / (rows - 1) if rows > 1 else 1.0)
+    span_s = period * max(1.0, n / rows)
+    bins = span_s / exp.output.time_bin_s
+    if bins > exp.limits.max_time_bins:
+        excess = Excess(
+            "workload.trace.time_scale",
+            "max_time_bins",
+            "time bins (the replayed trace's span / output.time_bin_s)",
+            bins,
+            exp.limits.max_time_bins,
         )
+        raise raise_at(("workload", "trace", "time_scale"), ctx, excess.message())
 
 
 def _check_nvlink(hw: HardwareSpec, topology: Any, ctx: Context) -> None:

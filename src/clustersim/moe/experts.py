@@ -152,7 +152,9 @@ def load_popularity_table(path: str | Path, num_layers: int, num_experts: int, t
         )
     if not np.isfinite(table).all() or (table < 0).any():
         raise PopularityTableError(f"{p}: popularity weights must be finite and >= 0")
-    if not np.isfinite(table.sum(axis=1)).all():
+    with np.errstate(over="ignore"):  # an overflowing row is the error reported here
+        row_sums = table.sum(axis=1)
+    if not np.isfinite(row_sums).all():
         raise PopularityTableError(f"{p}: each row's weights must sum to a finite number")
     positive = (table > 0).sum(axis=1)
     if positive.min() < top_k:

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 READ_ERRORS = (OSError, ValueError, pyarrow.ArrowException, yaml.YAMLError)
 
 
+# what report / compare read of a run: requests.parquet's columns, the config's sections
+REQUEST_COLUMNS = ("arrival_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s")
+CONFIG_SECTIONS = ("model", "hardware", "topology", "layout", "workload", "serving", "slo")
+
+
 class ReportError(ValueError):
     """A directory that is not a (complete, readable) run or sweep directory: one line."""
 
@@ -115,11 +120,23 @@ def load_run(run_dir: Path, writing: bool = False) -> RunFiles:
     run_dir = check_run_dir(run_dir, writing)
     config = _read_mapping(run_dir / "config.resolved.yaml")
     summary = _read_mapping(run_dir / "summary.json")
+    for section in CONFIG_SECTIONS:
+        if not isinstance(config.get(section, {}), dict):
+            raise ReportError(
+                f"{run_dir / 'config.resolved.yaml'}: {section}: expected a mapping "
+                "(not a run's resolved configuration)"
+            )
     requests = _read_parquet(run_dir / "requests.parquet", required=True)
+    assert requests is not None
+    missing = [c for c in REQUEST_COLUMNS if c not in requests.columns]
+    if missing:
+        raise ReportError(
+            f"{run_dir / 'requests.parquet'}: missing column(s) {', '.join(missing)} "
+            "(not a run's requests table)"
+        )
     links = _read_parquet(run_dir / "links.parquet", required=False)
     iterations = _read_parquet(run_dir / "iterations.parquet", required=False)
     experts = _read_parquet(run_dir / "experts.parquet", required=False)
-    assert requests is not None
     if links is None:
         links = pd.DataFrame(columns=["link", "kind", "bin_start_s", "bytes", "utilisation"])
     bin_s = float((config.get("output") or {}).get("time_bin_s") or 1.0)
