@@ -48,6 +48,7 @@ def test_dry_run_writes_every_family(tmp_path: Path) -> None:
         "elementwise",
         "lm_head",
         "decode_layer",
+        "gemm_fp8_rowwise",
     }
     assert all(r["measured_us"] is None and r["predicted_us"] > 0 for r in data["records"])
 

@@ -95,7 +95,7 @@ class Record:
     """One operator at one shape: what the cost model predicts and what the GPU measured."""
 
     family: str  # launch | gemm | grouped_gemm | moe_routing | decode_attention |
-    # prefill_attention | elementwise | lm_head
+    # prefill_attention | elementwise | lm_head | decode_layer | gemm_fp8_rowwise
     model: str
     operator: str  # e.g. qkv, gate_up, experts, gqa, mla
     dtype: str
@@ -169,6 +169,19 @@ def gemm_records(hw: HardwareSpec, rows: tuple[int, ...]) -> Iterator[Record]:
                     for m in rows:
                         shape = {"tp": tp, "m": m, "k": k, "n": n, "batch": batch}
                         yield Record("gemm", name, op, dtype, shape, gemm_predicted_us(g, m, hw))
+
+
+ROWWISE_ROWS = (1, 4, 16, 64, 256, 1024)
+
+
+def rowwise_records(hw: HardwareSpec) -> Iterator[Record]:
+    """The fp8 projection GEMMs again with per-row activation and per-column weight scales
+    (torch._scaled_mm's rowwise CUTLASS kernel, the scaling vLLM's dynamic FP8 uses): how
+    much the FP8 table depends on the kernel the engine picks. A comparison, not in the
+    table."""
+    for r in gemm_records(hw, ROWWISE_ROWS):
+        if r.dtype == "fp8" and r.shape["batch"] == 1:
+            yield Record("gemm_fp8_rowwise", r.model, r.operator, "fp8", r.shape, r.predicted_us)
 
 
 def grouped_records(hw: HardwareSpec, tokens: tuple[int, ...]) -> Iterator[Record]:
@@ -373,6 +386,7 @@ def all_records(hw: HardwareSpec, quick: bool) -> list[Record]:
         *elementwise_records(hw),
         *lm_head_records(hw, LM_HEAD_ROWS),
         *decode_layer_records(hw),
+        *rowwise_records(hw),
     ]
 
 
@@ -389,7 +403,7 @@ MAX_CALLS = 16
 def working_bytes(r: Record) -> float:
     """Bytes one call of the record's operator reads + writes (sizes the copies)."""
     s = r.shape
-    if r.family in ("gemm", "lm_head"):
+    if r.family in ("gemm", "lm_head", "gemm_fp8_rowwise"):
         w = 1 if r.dtype == "fp8" else 2
         return s["batch"] * (s["k"] * s["n"] * w + 2 * s["m"] * (s["k"] + s["n"]))
     if r.family == "grouped_gemm":
@@ -632,7 +646,20 @@ def _decode_layer(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cov
     return layer
 
 
+def _gemm_rowwise(torch: Any, r: Record) -> Callable[[], Any]:  # pragma: no cover
+    s = r.shape
+    m, k, n = _pad16(s["m"]), _pad16(s["k"]), _pad16(s["n"])
+    a8 = _randn(torch, m, k).to(torch.float8_e4m3fn)
+    w8 = _randn(torch, n, k).to(torch.float8_e4m3fn)
+    scale_a = torch.ones((m, 1), device="cuda", dtype=torch.float32)
+    scale_b = torch.ones((1, n), device="cuda", dtype=torch.float32)
+    return lambda: torch._scaled_mm(
+        a8, w8.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16
+    )
+
+
 MAKE: dict[str, Callable[[Any, Record], Callable[[], Any]]] = {
+    "gemm_fp8_rowwise": _gemm_rowwise,
     "decode_layer": _decode_layer,
     "gemm": _gemm,
     "lm_head": _gemm,
