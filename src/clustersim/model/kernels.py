@@ -14,7 +14,6 @@ between the measured rows; still at least the kernel floor); the roofline prices
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import NamedTuple
 
 from clustersim.catalog.engines import EngineProfile
@@ -218,26 +217,31 @@ def linear_cost(
     bw = hw.hbm_bandwidth_GBps * 1e9 * hw.hbm_efficiency  # bytes/s
     n, nd, nm = layers
 
-    def gemm(layers: float, params: float, io: float, w_bytes: float = wb) -> Gemm:
-        """A projection of `params` weights on this GPU reading + writing `io` elements
-        per token."""
+    def gemm(layers: float, shape: GemmShape, w_bytes: float) -> Gemm:
+        """A projection (k, n, batch) on this GPU: k·n·batch weights, batch·(k + n)
+        activation elements read + written per token."""
+        k, n_out, batch = shape
+        params, io = k * n_out * batch, batch * (k + n_out)
         return Gemm(layers, 2.0 * params / flops_rate, params * w_bytes / bw, rb * io / bw)
 
     h, heads = model.hidden_size, model.num_attention_heads
-    gemms = attention_gemms(model, tp, gemm, n)
-    shapes: list[tuple[str, GemmShape]] = [("", s) for s in attention_shapes(model, tp)]
+    # (layers running it, its own dtype or "" for the model's, (k, n, batch)), in order
+    projections: list[tuple[float, str, GemmShape]] = [
+        (n, "", shape) for shape in attention_shapes(model, tp)
+    ]
     if nd:
         inter = model.intermediate_size / tp
-        gemms += [gemm(nd, 2.0 * h * inter, h + 2.0 * inter), gemm(nd, inter * h, inter + h)]
-        shapes += [("", (h, 2.0 * inter, 1.0)), ("", (inter, h, 1.0))]
+        projections += [(nd, "", (h, 2.0 * inter, 1.0)), (nd, "", (inter, h, 1.0))]
     if nm and c.num_shared_experts:
         inter = c.num_shared_experts * model.moe_intermediate_size / tp
-        gemms += [gemm(nm, 2.0 * h * inter, h + 2.0 * inter), gemm(nm, inter * h, inter + h)]
-        shapes += [("", (h, 2.0 * inter, 1.0)), ("", (inter, h, 1.0))]
+        projections += [(nm, "", (h, 2.0 * inter, 1.0)), (nm, "", (inter, h, 1.0))]
     if nm:
-        e = model.num_experts
-        gemms.append(gemm(nm, h * e, h + e, HIGH_PRECISION_BYTES))  # router
-        shapes.append(("bf16", (h, e, 1.0)))
+        projections.append((nm, "bf16", (h, model.num_experts, 1.0)))  # router, 16-bit
+    gemms = [
+        gemm(layers, shape, HIGH_PRECISION_BYTES if own else wb)
+        for layers, own, shape in projections
+    ]
+    shapes = [(own, shape) for _, own, shape in projections]
     roofline, measured = split_measured(gemms, shapes, hw, precision)
     if model.uses_mla:
         qk = model.qk_nope_head_dim + model.qk_rope_head_dim
@@ -257,40 +261,14 @@ def linear_cost(
     return LinearCost(roofline, elementwise / bw, kernels, measured)
 
 
-def attention_gemms(
-    model: ModelSpec, tp: int, gemm: Callable[[float, float, float], Gemm], layers: float
-) -> list[Gemm]:
-    """The attention projection GEMMs of one layer on one of `tp` ranks, as
-    gemm(layers, parameters on the rank, activation elements read + written per token).
+def attention_shapes(model: ModelSpec, tp: int) -> list[GemmShape]:
+    """(k, n, batch) of the attention projection GEMMs of one layer on one of `tp` ranks
+    (batch: MLA's per-head batch).
 
     GQA: qkv (h → (H/tp + 2·KV_rank)·d), o ((H/tp)·d → h).
     MLA: the fused q_a + kv_a down projection (replicated on every rank; without q_lora q is
     its own sharded GEMM), q_b, the absorbed kv_b as its two batched halves (W_UK on the
     queries' nope part, W_UV on the attention output), o."""
-    h, heads = model.hidden_size, model.num_attention_heads / tp
-    if not model.uses_mla:
-        d = model.head_dim
-        qkv = (heads + 2 * kv_heads_per_rank(model, tp)) * d
-        return [gemm(layers, h * qkv, h + qkv), gemm(layers, heads * d * h, heads * d + h)]
-    nope, rope, v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
-    lora_kv, lora_q = model.kv_lora_rank, model.q_lora_rank
-    q_out = heads * (nope + rope)
-    if lora_q:
-        down = lora_q + lora_kv + rope
-        out = [gemm(layers, h * down, h + down), gemm(layers, lora_q * q_out, lora_q + q_out)]
-    else:
-        kv_down = lora_kv + rope
-        out = [gemm(layers, h * kv_down, h + kv_down), gemm(layers, h * q_out, h + q_out)]
-    return [
-        *out,
-        gemm(layers, heads * nope * lora_kv, heads * (nope + lora_kv)),  # W_UK
-        gemm(layers, heads * lora_kv * v, heads * (lora_kv + v)),  # W_UV
-        gemm(layers, heads * v * h, heads * v + h),  # o
-    ]
-
-
-def attention_shapes(model: ModelSpec, tp: int) -> list[GemmShape]:
-    """(k, n, batch) of attention_gemms' GEMMs, in its order (batch: MLA's per-head batch)."""
     h, heads = model.hidden_size, model.num_attention_heads / tp
     if not model.uses_mla:
         d = model.head_dim
