@@ -61,7 +61,8 @@ def test_probes_stay_inside_the_rate_range() -> None:
 
 
 def test_rate_range_follows_the_limits(make_experiment: MakeExperiment) -> None:
-    from clustersim.capacity.probe import MAX_RATE_RPS, rate_range
+    from clustersim.capacity.probe import rate_range
+    from clustersim.config.schema.workload import MAX_RATE_RPS
 
     timed = make_experiment(MD1, ['horizon={"duration_s": 100}'])
     lo, hi = rate_range(timed)

@@ -8,6 +8,7 @@ from typing import Any
 
 from clustersim.capacity.search import Probe
 from clustersim.config.schema import Experiment, SLOSpec
+from clustersim.config.schema.workload import MAX_RATE_RPS
 from clustersim.jobs import ExecutorName
 from clustersim.runner import ProgressFactory, simulate_pooled, simulate_pooled_jobs
 
@@ -28,9 +29,6 @@ def check_rate_workload(exp: Experiment, source: str) -> float:
             f"(a rate to search over) (got {arrival.process})"
         )
     return float(getattr(arrival, "rate_rps"))  # noqa: B009 - union of arrival specs
-
-
-MAX_RATE_RPS = 1e7  # the schema's largest arrival rate (config/schema/workload.py)
 
 
 def rate_range(exp: Experiment) -> tuple[float, float]:

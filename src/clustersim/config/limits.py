@@ -66,11 +66,24 @@ def mean_rate(exp: Experiment) -> float | None:
     return None
 
 
-def expected_duration(exp: Experiment) -> tuple[float, str] | None:
-    """(simulated seconds the horizon spans, the key that sets it): the duration, or the
-    requests over the mean arrival rate; None when neither bounds it (burst, closed, trace)."""
+# what sets a run's span → how the time-bin excess explains it
+_SPAN_SOURCES = {
+    "horizon.duration_s": "time bins (horizon.duration_s / output.time_bin_s)",
+    "workload.arrival": "time bins (horizon.requests / the mean arrival rate / output.time_bin_s)",
+    "workload.trace.time_scale": "time bins (the replayed trace's span / output.time_bin_s)",
+}
+
+
+def expected_duration(
+    exp: Experiment, replay_span_s: float | None = None
+) -> tuple[float, str] | None:
+    """(simulated seconds the horizon spans, the key that sets it): the duration; for a
+    requests horizon, a replayed trace's span (`replay_span_s`, read by the loader) or the
+    requests over the mean arrival rate; None when nothing bounds it (burst, closed)."""
     if exp.horizon.duration_s is not None:
         return exp.horizon.duration_s, "horizon.duration_s"
+    if replay_span_s is not None:
+        return replay_span_s, "workload.trace.time_scale"
     rate = mean_rate(exp)
     if exp.horizon.requests is None or rate is None:
         return None
@@ -86,8 +99,9 @@ def _mmpp_periods(exp: Experiment, duration_s: float) -> float:
     return duration_s / sum(dwell) * len(dwell)
 
 
-def excesses(exp: Experiment) -> list[Excess]:
-    """Every estimate of `exp` above its limit (empty: the run fits)."""
+def excesses(exp: Experiment, replay_span_s: float | None = None) -> list[Excess]:
+    """Every estimate of `exp` above its limit (empty: the run fits); `replay_span_s`: the
+    span of a trace replayed for `horizon.requests` (s)."""
     lim = exp.limits
     found: list[Excess] = []
     req = expected_requests(exp)
@@ -96,17 +110,13 @@ def excesses(exp: Experiment) -> list[Excess]:
     gpus = exp.topology.num_gpus
     if gpus > lim.max_gpus:
         found.append(Excess("topology.nodes", "max_gpus", "GPUs", gpus, lim.max_gpus))
-    span = expected_duration(exp)
+    span = expected_duration(exp, replay_span_s)
     if span is None:
         return found
     bins = span[0] / exp.output.time_bin_s
     if bins > lim.max_time_bins:
-        what = (
-            "time bins (horizon.duration_s / output.time_bin_s)"
-            if span[1] == "horizon.duration_s"
-            else "time bins (horizon.requests / the mean arrival rate / output.time_bin_s)"
-        )
         key = "output.time_bin_s" if span[1] == "horizon.duration_s" else span[1]
+        what = _SPAN_SOURCES[span[1]]
         found.append(Excess(key, "max_time_bins", what, bins, lim.max_time_bins))
     periods = _mmpp_periods(exp, span[0])
     if periods > lim.max_requests:

@@ -43,7 +43,7 @@ from clustersim.config.errors import (
     format_key,
     show_value,
 )
-from clustersim.config.limits import Excess, excesses
+from clustersim.config.limits import excesses
 from clustersim.config.overrides import (
     GENERATED_KEYS,
     Override,
@@ -168,30 +168,20 @@ def _fix_hardware_paths(spec: HardwareSpec, ctx: Context) -> HardwareSpec:
     return spec.model_copy(update={"operator_table": path})
 
 
-def _check_trace_cycle(exp: Experiment, ctx: Context) -> None:
-    """A trace replayed for `horizon.requests`: a one-row trace cannot be cycled (no period
-    to repeat), and the replay's span (cycles × the scaled span) is held to max_time_bins as
-    a duration would be (config/limits.py)."""
+def _trace_replay_span(exp: Experiment, ctx: Context) -> float | None:
+    """Seconds a trace replayed for `horizon.requests` spans (cycles × its scaled span, for
+    config/limits.py); None when no trace is replayed for a request count. A one-row trace
+    cannot be cycled to more requests than it holds (no period to repeat)."""
     trace, n = exp.workload.trace, exp.horizon.requests
     if trace is None or n is None or exp.workload.arrival.process != "trace":
-        return
+        return None
     table = load_trace(trace, "/")
     rows = len(table)
     if n > rows < 2:
         at: KeyPath = ("horizon", "requests")
         raise raise_at(at, ctx, f"at most {rows} (a one-row trace cannot be cycled)", str(n))
     period = table.span_s * trace.time_scale * (rows / (rows - 1) if rows > 1 else 1.0)
-    span_s = period * max(1.0, n / rows)
-    bins = span_s / exp.output.time_bin_s
-    if bins > exp.limits.max_time_bins:
-        excess = Excess(
-            "workload.trace.time_scale",
-            "max_time_bins",
-            "time bins (the replayed trace's span / output.time_bin_s)",
-            bins,
-            exp.limits.max_time_bins,
-        )
-        raise raise_at(("workload", "trace", "time_scale"), ctx, excess.message())
+    return period * max(1.0, n / rows)
 
 
 def _check_nvlink(hw: HardwareSpec, topology: Any, ctx: Context) -> None:
@@ -246,8 +236,7 @@ def _resolve(raw: Mapping[str, Any], overrides: Sequence[Override], ctx: Context
         check_draft_model(speculative.draft_model or "", ctx)
     if speculative is not None and speculative.method == "eagle":
         check_eagle_head(exp.model, speculative.draft_model, ctx)
-    _check_limits(exp, ctx)
-    _check_trace_cycle(exp, ctx)
+    _check_limits(exp, ctx, _trace_replay_span(exp, ctx))
     return _fix_experiment_paths(exp, ctx)
 
 
@@ -277,9 +266,9 @@ def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ())
     return _resolve(raw, rest, _new_context(path, {}))
 
 
-def _check_limits(exp: Experiment, ctx: Context) -> None:
+def _check_limits(exp: Experiment, ctx: Context, replay_span_s: float | None = None) -> None:
     """Refuse, with the numbers, a run whose estimated size is beyond `exp.limits`."""
-    found = excesses(exp)
+    found = excesses(exp, replay_span_s)
     if found:
         raise raise_at(parse_key_path(found[0].key), ctx, found[0].message())
 

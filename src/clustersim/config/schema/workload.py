@@ -19,7 +19,8 @@ from clustersim.config.schema.sessions import SessionsArrival, SessionsSpec
 
 # Generous physical ranges: outside them a value is a typo, and the arrival generators would
 # divide by zero, overflow numpy's Poisson sampler, or loop over billions of periods.
-Rate = Annotated[float, Field(gt=0, le=1e7)]  # requests per second
+MAX_RATE_RPS = 1e7  # requests per second
+Rate = Annotated[float, Field(gt=0, le=MAX_RATE_RPS)]
 Dwell = Annotated[float, Field(ge=1e-3, le=1e7)]  # seconds in one MMPP state, on average
 CV = Annotated[float, Field(ge=0.01, le=100)]  # of inter-arrival gaps
 
@@ -37,7 +38,7 @@ class GammaArrival(Strict):
 
 class MMPPArrival(Strict):
     process: Literal["mmpp"]
-    rates_rps: list[Annotated[float, Field(ge=0, le=1e7)]] = Field(min_length=2)
+    rates_rps: list[Annotated[float, Field(ge=0, le=MAX_RATE_RPS)]] = Field(min_length=2)
     mean_dwell_s: list[Dwell] = Field(min_length=2)
 
     @model_validator(mode="after")
