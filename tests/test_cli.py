@@ -198,7 +198,7 @@ def fake_run(exp: Experiment, progress: Any = None, built: Any = None) -> RunOut
 def test_sweep_stops_at_bad_point_and_keeps_earlier(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_run, "run_experiment", fake_run)
+    monkeypatch.setattr(cli_run, "run_tables", fake_run)
     path = write(tmp_path, SWEPT)
     out_root = tmp_path / "results"
     assert cli.main(["run", str(path), "--out", str(out_root)]) == 2  # progress bar shown
@@ -221,7 +221,7 @@ def test_sweep_stops_at_bad_point_and_keeps_earlier(
 def test_run_twice_gives_two_directories(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_run, "run_experiment", fake_run)
+    monkeypatch.setattr(cli_run, "run_tables", fake_run)
     path = write(tmp_path, TINY)
     args = ["run", str(path), "--quiet", "--out", str(tmp_path / "r")]
     assert cli.main(args) == 0

@@ -25,11 +25,12 @@ from clustersim.metrics.replicates import (
     replicates_block,
 )
 from clustersim.metrics.stability import pooled_stability
+from clustersim.metrics.table import Table
 from clustersim.results.writer import write_json, write_run
-from clustersim.sim.engine import Build, BuildError, RunOutput, build, run_experiment
+from clustersim.sim.engine import Build, BuildError, RunOutput, build, run_tables
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 ProgressCallback = Callable[[float], None]
 # (label) → a context yielding the engine's progress callback (or None: no bar)
@@ -45,7 +46,7 @@ class Replicate:
     exp: Experiment
     out: RunOutput
     summary: dict[str, Any]
-    timeline: pd.DataFrame
+    timeline: Table
 
     def sample(self) -> ReplicateSample:
         exp = self.exp
@@ -67,11 +68,11 @@ def iter_replicates(
     for k, seed in enumerate(seeds):
         rexp = replicate_experiment(exp, seed) if exp.replicates > 1 else exp
         if progress is None:
-            out = run_experiment(rexp, None, built)
+            out = run_tables(rexp, None, built)
         else:
             label = exp.name if exp.replicates == 1 else f"{exp.name} #{k}"
             with progress(label) as callback:
-                out = run_experiment(rexp, callback, built)
+                out = run_tables(rexp, callback, built)
         summary, timeline = summarize_experiment(rexp, out)
         yield Replicate(k, seed, rexp, out, summary, timeline)
 
@@ -97,7 +98,7 @@ def simulate_into(job: SimJob) -> SimResult:
     """Worker of a fanned-out `run` (jobs.run_jobs): simulate `job.exp` and write its
     run files into the existing directory `job.run_dir`; the summary comes back."""
     assert job.run_dir is not None
-    out = run_experiment(job.exp)
+    out = run_tables(job.exp)
     summary, timeline = summarize_experiment(job.exp, out)
     write_run(Path(job.run_dir), resolved_config(job.exp), out, summary, timeline)
     return SimResult(job.label, summary)
@@ -113,7 +114,7 @@ class SampleResult(SimResult):
 def sample_job(job: SimJob) -> SimResult:
     """Worker of a fanned-out pooled simulation (capacity probes): simulate, summarise, keep
     what pooling needs; no files."""
-    out = run_experiment(job.exp)
+    out = run_tables(job.exp)
     summary, _ = summarize_experiment(job.exp, out)
     exp = job.exp
     sample = replicate_sample(summary, out.requests, exp.slo, exp.horizon.warmup_s)
@@ -160,7 +161,7 @@ def simulate_job_pooled(job: SimJob) -> SimResult:
     samples: list[ReplicateSample] = []
     for k, seed in enumerate(seeds):
         rexp = replicate_experiment(exp, seed)
-        out = run_experiment(rexp, None, built)
+        out = run_tables(rexp, None, built)
         summary, timeline = summarize_experiment(rexp, out)
         if run_dir is not None:
             rdir = run_dir / f"replicate-{k}"

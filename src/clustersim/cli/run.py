@@ -18,12 +18,13 @@ from clustersim.jobs import SimJob, run_jobs
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.metrics.replicates import replicate_seeds
 from clustersim.metrics.summary import RunTables
+from clustersim.metrics.table import Table
 from clustersim.results.replicates import replicate_dir
 from clustersim.runner import replicate_experiment, simulate_into
-from clustersim.sim.engine import build, horizon_estimate_s, run_experiment
+from clustersim.sim.engine import build, horizon_estimate_s, run_tables
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,12 +116,12 @@ def fan_out_jobs(
 
 def simulate(
     point: Point, quiet: bool, built: Build | None = None
-) -> tuple[dict[str, Any], dict[str, Any], RunTables, pd.DataFrame]:
+) -> tuple[dict[str, Any], dict[str, Any], RunTables, Table]:
     """Run one point with a progress bar; (summary, resolved config, RunOutput, timeline)."""
     exp = point.exp
     if built is None:
         built = build(exp)  # bad layouts fail here, before a progress bar touches stderr
     with progress_bar(horizon_estimate_s(exp), point.label or exp.name, quiet) as progress:
-        out = run_experiment(exp, progress, built)
+        out = run_tables(exp, progress, built)
     summary, timeline = summarize_experiment(exp, out)
     return summary, resolved_config(exp), out, timeline

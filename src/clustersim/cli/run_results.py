@@ -13,6 +13,7 @@ from clustersim.cli.tables import SUMMARY_HEADERS, format_table, summary_row
 from clustersim.config.load import resolved_config
 from clustersim.metrics.replicates import replicate_sample, replicate_seeds
 from clustersim.metrics.summary import RunTables
+from clustersim.metrics.table import Table
 from clustersim.results.replicates import (
     REPLICATE_DIR,
     mean_timeline,
@@ -66,7 +67,7 @@ class RunResults:
         resolved: dict[str, Any],
         out: RunTables,
         summary: dict[str, Any],
-        timeline: pd.DataFrame | None = None,
+        timeline: Table | pd.DataFrame | None = None,
     ) -> None:
         """Write one finished point's files (and the sweep table so far)."""
         run_dir = self.point_dir(point, resolved)

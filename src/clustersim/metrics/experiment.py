@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clustersim.config.schema import Experiment
 from clustersim.metrics.fault_summary import faults_summary
@@ -11,19 +11,17 @@ from clustersim.metrics.prefix_cache import add_prefix_cache_columns, prefix_cac
 from clustersim.metrics.replicates import replicates_block
 from clustersim.metrics.stability import stability_summary
 from clustersim.metrics.summary import RunTables, summarize
-from clustersim.metrics.timeline import build_timeline, window_slo_summary
+from clustersim.metrics.table import Table, as_frame
+from clustersim.metrics.timeline import timeline_table, window_slo_summary
 from clustersim.metrics.window import BASIS_ARRIVALS
 
-if TYPE_CHECKING:
-    import pandas as pd
 
+def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], Table]:
+    """The run's timeline and its summary, measured over [warmup, end of arrivals].
 
-def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The run's timeline and its summary, measured over [warmup, end of arrivals]."""
-    import pandas as pd
-
+    Pandas is imported only for a run with prefix caching or faults (their summaries)."""
     warmup_s = exp.horizon.warmup_s
-    timeline = build_timeline(
+    timeline = timeline_table(
         out.requests,
         out.iterations,
         out.links,
@@ -37,8 +35,9 @@ def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any
     )
     lanes = getattr(out, "prefix_cache", None)  # prefix caching only: additive keys
     if lanes is not None:
-        add_prefix_cache_columns(timeline, out.requests, exp.output.time_bin_s)
-        summary["prefix_cache"] = prefix_cache_summary(out.requests, lanes)
+        requests = as_frame(out.requests)
+        add_prefix_cache_columns(timeline, requests, exp.output.time_bin_s)
+        summary["prefix_cache"] = prefix_cache_summary(requests, lanes)
     window = summary["window"]
     arrivals = window["basis"] == BASIS_ARRIVALS  # a burst's makespan has no steady state
     summary["stability"] = stability_summary(
@@ -48,8 +47,10 @@ def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any
         exp.output.time_bin_s,
     )
     faults = getattr(out, "faults", None)
-    if isinstance(faults, pd.DataFrame):  # a run with a `faults:` block (docs/faults.md)
-        summary["faults"] = faults_summary(out.requests, faults, timeline, exp.slo, warmup_s)
+    if faults is not None:  # a run with a `faults:` block (docs/faults.md)
+        summary["faults"] = faults_summary(
+            as_frame(out.requests), faults, as_frame(timeline), exp.slo, warmup_s
+        )
     # one run: the block says so (ci95 null); a replicated run replaces it (cli)
     summary["replicates"] = replicates_block([summary], [exp.seed])
     return summary, timeline

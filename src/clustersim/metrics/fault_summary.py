@@ -25,6 +25,7 @@ import numpy as np
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.summary import completed_mask, measured_requests, slo_mask
+from clustersim.metrics.table import floats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,11 +58,12 @@ def faults_summary(
     slo: SLOSpec,
     warmup_s: float,
 ) -> dict[str, Any]:
+    """summary.json `faults` (docs/faults.md)."""
     req = measured_requests(requests, warmup_s)
     done = completed_mask(req)
     meets = slo_mask(req, done, slo)
-    inside = inside_windows(req["arrival_s"].to_numpy(dtype=float), fault_windows(faults))
-    ttft = req["ttft_s"].to_numpy(dtype=float)
+    inside = inside_windows(floats(req, "arrival_s"), fault_windows(faults))
+    ttft = floats(req, "ttft_s")
     outside_ttft = ttft[done & ~inside]
     baseline = float(np.percentile(outside_ttft, 99)) if len(outside_ttft) else None
     first = float(faults["start_s"].min()) if len(faults) else math.inf

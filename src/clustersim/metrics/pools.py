@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from clustersim.metrics.table import Table, floats
 from clustersim.metrics.window import Window
 
 if TYPE_CHECKING:
@@ -94,10 +95,10 @@ def pools_summary(
     return out
 
 
-def kv_transfer_summary(req: pd.DataFrame, done: np.ndarray) -> dict[str, float | None]:
+def kv_transfer_summary(req: Table, done: np.ndarray) -> dict[str, float | None]:
     """Total bytes and mean / p50 / p99 seconds of the completed requests' KV transfers."""
-    seconds = req["kv_transfer_s"].to_numpy(dtype=float)[done]
-    nbytes = req["kv_transfer_bytes"].to_numpy(dtype=float)[done]
+    seconds = floats(req, "kv_transfer_s")[done]
+    nbytes = floats(req, "kv_transfer_bytes")[done]
     seconds = seconds[np.isfinite(seconds)]
     if len(seconds) == 0:
         return {"bytes": 0.0, "mean_s": None, "p50_s": None, "p99_s": None}

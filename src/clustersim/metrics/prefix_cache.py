@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clustersim.metrics.table import Table
 from clustersim.metrics.time_bins import fraction, window_index
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def prefix_cache_summary(requests: pd.DataFrame, lanes: pd.DataFrame) -> dict[st
     }
 
 
-def add_prefix_cache_columns(timeline: pd.DataFrame, requests: pd.DataFrame, bin_s: float) -> None:
+def add_prefix_cache_columns(timeline: Table, requests: pd.DataFrame, bin_s: float) -> None:
     """Per window of arrivals: prompt tokens prefill skipped (`saved_prefill_tokens`) and
     their share of the window's prompt tokens (`prefix_hit_rate`, NaN without arrivals)."""
     n = len(timeline)

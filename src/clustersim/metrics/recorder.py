@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
+from clustersim.metrics.table import Table
 
 ITERATION_COLUMNS = (
     "replica",
@@ -172,6 +173,10 @@ class Recorder:
             self.emitted.append(tokens)
 
     def iterations_frame(self) -> pd.DataFrame:
+        """`iterations_table` as a DataFrame."""
+        return self.iterations_table().to_frame()
+
+    def iterations_table(self) -> Table:
         """The rows sorted by (start_s, replica, stage, lane), stably; frees the buffers.
 
         The sort keys are read out of the row-major chunks, then the rows are gathered in
@@ -179,8 +184,6 @@ class Recorder:
         ones cast to int64 on assignment, as `astype` casts). A chunk is freed as soon as the
         blocks gathered so far hold all its rows (rows come nearly in order: a chunk is done
         shortly after its last row's place), so the columns reuse the chunks' memory."""
-        import pandas as pd
-
         width = len(ITERATION_COLUMNS)
         self._write_trips()
         if self.decode_runs.count:
@@ -216,7 +219,7 @@ class Recorder:
             # speculative decoding only: every row has its step's emitted tokens
             columns[EMITTED_COLUMN] = np.frombuffer(self.emitted, dtype=np.int64)[order]
             self.emitted = array("q")
-        return pd.DataFrame(columns, copy=False)  # the gathered columns, not a consolidated copy
+        return Table(columns)
 
 
 _KEY_COLUMNS = ("replica", "stage", "lane", "start_s")  # the first four, in this order
@@ -288,7 +291,7 @@ def stable_row_order(
     return order
 
 
-def requests_frame(
+def requests_table(
     arrival_s: list[float],
     first_scheduled_s: list[float],
     first_token_s: list[float],
@@ -301,18 +304,15 @@ def requests_frame(
     decode_replica: list[int] | None = None,
     kv_transfer_s: list[float] | None = None,
     kv_transfer_bytes: list[float] | None = None,
-) -> pd.DataFrame:
+) -> Table:
     """One row per request with the derived latencies (seconds).
 
     TTFT = first token − arrival; TPOT = (finish − first token) / (output tokens − 1), NaN for
     one-token outputs; queue = first scheduled − arrival. Dropped requests keep NaN times.
     Disaggregated runs (disagg/runtime.py) give the decode replica and the KV transfer's seconds
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
-    Every column is a new array of its own (np.array copies even an array given), so the
-    frame takes them as they are (copy=False: no consolidated copy).
+    Every column is a new array of its own (np.array copies even an array given).
     """
-    import pandas as pd
-
     arrival = np.array(arrival_s, dtype=np.float64)
     first = np.array(first_token_s, dtype=np.float64)
     finish = np.array(finish_s, dtype=np.float64)
@@ -321,7 +321,7 @@ def requests_frame(
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (finish - first) / (out - 1), np.nan)
     n = len(arrival)
-    return pd.DataFrame(
+    return Table(
         {
             "id": np.arange(len(arrival), dtype=np.int64),
             "arrival_s": arrival,
@@ -341,8 +341,7 @@ def requests_frame(
             ),
             "kv_transfer_s": _floats(kv_transfer_s, n),
             "kv_transfer_bytes": _floats(kv_transfer_bytes, n),
-        },
-        copy=False,
+        }
     )
 
 

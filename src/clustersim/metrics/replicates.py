@@ -36,6 +36,7 @@ from clustersim.metrics.summary import (
     measured_requests,
     slo_mask,
 )
+from clustersim.metrics.table import Table, floats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,12 +138,12 @@ class ReplicateSample:
 
 
 def replicate_sample(
-    summary: dict[str, Any], requests: pd.DataFrame, slo: SLOSpec, warmup_s: float
+    summary: dict[str, Any], requests: Table | pd.DataFrame, slo: SLOSpec, warmup_s: float
 ) -> ReplicateSample:
     """Keep a replicate's summary and latency samples (the tables can then be freed)."""
     req = measured_requests(requests, warmup_s)
     done = completed_mask(req)
-    latencies = {m: req[m].to_numpy(dtype=float)[done] for m in LATENCY_METRICS}
+    latencies = {m: floats(req, m)[done] for m in LATENCY_METRICS}
     meets = slo_mask(req, done, slo)
     return ReplicateSample(summary, latencies, len(req), int(meets.sum()))
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clustersim.metrics.replicates import t975
+from clustersim.metrics.table import Table, as_table, floats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,21 +78,25 @@ def rising(fit: dict[str, Any], width_s: float, threshold: float) -> bool:
 
 
 def stability_summary(
-    timeline: pd.DataFrame | None, start_s: float | None, end_s: float | None, bin_s: float
+    timeline: Table | pd.DataFrame | None,
+    start_s: float | None,
+    end_s: float | None,
+    bin_s: float,
 ) -> dict[str, Any]:
     """summary.json `stability`: stable (bool or None), per series the trend, the method."""
     block: dict[str, Any] = {"stable": None, "latency_quantiles": "unknown", "method": METHOD}
     if timeline is None or len(timeline) == 0 or start_s is None or end_s is None:
         return block
-    starts = timeline["bin_start_s"].to_numpy(dtype=float)
+    table = as_table(timeline)
+    starts = floats(table, "bin_start_s")
     inside = (starts >= start_s - 1e-9) & (starts + bin_s <= end_s + 1e-9)
     mids = starts[inside] + 0.5 * bin_s
     width = float(end_s - start_s)
     verdicts: list[bool] = []
     for name, column, threshold in SERIES:
-        if column not in timeline.columns:
+        if column not in table:
             continue
-        fit = trend(mids, timeline[column].to_numpy(dtype=float)[inside])
+        fit = trend(mids, floats(table, column)[inside])
         up = rising(fit, width, threshold)
         block[name] = {**fit, "rise": None if fit["slope_per_s"] is None
                        else fit["slope_per_s"] * width, "rising": up}  # fmt: skip

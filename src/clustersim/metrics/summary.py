@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from clustersim.config.schema import SLOSpec
+from clustersim.metrics.group_reduce import group_sums
 from clustersim.metrics.pools import kv_transfer_summary, pools_summary
+from clustersim.metrics.table import Table, as_frame, as_table, flags, floats
 from clustersim.metrics.window import (
     BASIS_ARRIVALS,
     Window,
@@ -47,14 +49,15 @@ _PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 
 
 class RunTables(Protocol):
-    """What summarize() reads from `clustersim.sim.engine.RunOutput` (read-only view)."""
+    """What summarize() reads from `clustersim.sim.engine.RunOutput` (read-only view); each
+    table a `metrics.table.Table` or a DataFrame."""
 
     @property
-    def requests(self) -> pd.DataFrame: ...
+    def requests(self) -> Table | pd.DataFrame: ...
     @property
-    def iterations(self) -> pd.DataFrame | None: ...
+    def iterations(self) -> Table | pd.DataFrame | None: ...
     @property
-    def links(self) -> pd.DataFrame: ...
+    def links(self) -> Table | pd.DataFrame: ...
     @property
     def experts(self) -> pd.DataFrame | None: ...
     @property
@@ -78,16 +81,17 @@ def summarize(
     `arrivals_end_s`: the end of arrivals (`metrics.window.arrivals_end_s`: the duration
     horizon); None: the last arrival.
     """
-    req = measured_requests(out.requests, warmup_s)
+    requests = as_table(out.requests)
+    req = measured_requests(requests, warmup_s)
     done = completed_mask(req)
     if arrivals_end_s is None:
-        arrival = out.requests["arrival_s"].to_numpy(dtype=float)
+        arrival = floats(requests, "arrival_s")
         finite = arrival[np.isfinite(arrival)]
         arrivals_end_s = float(finite.max()) if len(finite) else None
     window = measurement_window(req, done, warmup_s, arrivals_end_s)
     window_s = window.duration_s if window is not None else None
     meets = slo_mask(req, done, slo)
-    in_tok, out_tok = window_tokens(out.requests, req, done, window)
+    in_tok, out_tok = window_tokens(requests, req, done, window)
     out_tok_s = rate(out_tok, window_s)
     per_gpu = None if out_tok_s is None or out.gpus <= 0 else out_tok_s / out.gpus
     in_tok_s = rate(in_tok, window_s)
@@ -106,7 +110,7 @@ def summarize(
         "tpot_s": latency_stats(values(req, "tpot_s", done)),
         "e2e_s": latency_stats(values(req, "e2e_s", done)),
         "queue_s": latency_stats(values(req, "queue_s", done)),
-        "preemptions": int(req["preemptions"].fillna(0).sum()),
+        "preemptions": int(np.nansum(floats(req, "preemptions"))),
         "slo": {
             "attainment": float(meets.mean()) if len(req) else None,
             "goodput_rps": rate(meets.sum(), window_s),
@@ -125,13 +129,14 @@ def summarize(
     }
     pools = getattr(out, "pools", None)  # disaggregated runs only: additive keys
     if pools:
-        summary["pools"] = pools_summary(pools, window, in_tok_s, out_tok_s, out.iterations)
+        iterations = None if out.iterations is None else as_frame(out.iterations)
+        summary["pools"] = pools_summary(pools, window, in_tok_s, out_tok_s, iterations)
         summary["kv_transfer"] = kv_transfer_summary(req, done)
     return summary
 
 
 def window_tokens(
-    requests: pd.DataFrame, req: pd.DataFrame, done: np.ndarray, window: Window | None
+    requests: Table, req: Table, done: np.ndarray, window: Window | None
 ) -> tuple[float, float]:
     """(input, output) tokens counted for throughput: produced inside an arrivals window by
     any request; on the makespan basis, those of the completed measured requests."""
@@ -152,7 +157,7 @@ def window_dict(window: Window | None) -> dict[str, Any]:
     return window.as_dict()
 
 
-def harness_output_tokens_per_s(req: pd.DataFrame, done: np.ndarray) -> float | None:
+def harness_output_tokens_per_s(req: Table, done: np.ndarray) -> float | None:
     """Output tokens of the completed measured requests / (last completion − first measured
     arrival), tokens/s: what trtllm-bench reports for a max-throughput run."""
     span = makespan_s(req, done)
@@ -160,25 +165,26 @@ def harness_output_tokens_per_s(req: pd.DataFrame, done: np.ndarray) -> float | 
     return rate(tokens, None if span is None else span[1] - span[0])
 
 
-def measured_requests(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+def measured_requests(requests: Table | pd.DataFrame, warmup_s: float) -> Table:
     """Rows that arrived at or after `warmup_s` (seconds); NaN arrivals are left out."""
-    arrival = requests["arrival_s"].to_numpy(dtype=float)
-    return requests.loc[arrival >= warmup_s].reset_index(drop=True)
+    table = as_table(requests)
+    return table.select(floats(table, "arrival_s") >= warmup_s)
 
 
-def dropped_mask(req: pd.DataFrame) -> np.ndarray:
+def dropped_mask(req: Table | pd.DataFrame) -> np.ndarray:
     """True where the request was dropped (a missing flag reads as not dropped)."""
-    return req["dropped"].fillna(False).to_numpy(dtype=bool)
+    return flags(as_table(req), "dropped")
 
 
-def completed_mask(req: pd.DataFrame) -> np.ndarray:
+def completed_mask(req: Table | pd.DataFrame) -> np.ndarray:
     """Not dropped and finished (finite finish_s)."""
-    return ~dropped_mask(req) & np.isfinite(req["finish_s"].to_numpy(dtype=float))
+    table = as_table(req)
+    return ~dropped_mask(table) & np.isfinite(floats(table, "finish_s"))
 
 
-def values(req: pd.DataFrame, column: str, mask: np.ndarray) -> np.ndarray:
+def values(req: Table, column: str, mask: np.ndarray) -> np.ndarray:
     """`column` of the rows where `mask` holds, as float64."""
-    return req[column].to_numpy(dtype=float)[mask]
+    return floats(req, column)[mask]
 
 
 def rate(count: float, window_s: float | None) -> float | None:
@@ -190,21 +196,22 @@ def rate(count: float, window_s: float | None) -> float | None:
     return float(count) / window_s
 
 
-def slo_mask(req: pd.DataFrame, done: np.ndarray, slo: SLOSpec) -> np.ndarray:
+def slo_mask(req: Table | pd.DataFrame, done: np.ndarray, slo: SLOSpec) -> np.ndarray:
     """Per measured request: completed and within every bound `slo` sets.
 
     TTFT <= ttft_p99_s, TPOT <= tpot_p99_s (NaN TPOT of a 1-token output meets it),
     e2e <= e2e_p99_s; an unset bound is not checked. Dropped / unfinished requests fail.
     """
+    table = as_table(req)
     ok = done.copy()
     if slo.ttft_p99_s is not None:
-        ok &= req["ttft_s"].to_numpy(dtype=float) <= slo.ttft_p99_s
+        ok &= floats(table, "ttft_s") <= slo.ttft_p99_s
     if slo.tpot_p99_s is not None:
-        tpot = req["tpot_s"].to_numpy(dtype=float)
-        one_token = np.isnan(tpot) & (req["output_tokens"].to_numpy() <= 1)
+        tpot = floats(table, "tpot_s")
+        one_token = np.isnan(tpot) & (floats(table, "output_tokens") <= 1)
         ok &= (tpot <= slo.tpot_p99_s) | one_token
     if slo.e2e_p99_s is not None:
-        ok &= req["e2e_s"].to_numpy(dtype=float) <= slo.e2e_p99_s
+        ok &= floats(table, "e2e_s") <= slo.e2e_p99_s
     return ok
 
 
@@ -219,7 +226,7 @@ def latency_stats(samples: np.ndarray) -> dict[str, float | None]:
     return stats
 
 
-def link_summary(links: pd.DataFrame | None, warmup_s: float) -> dict[str, Any]:
+def link_summary(links: Table | pd.DataFrame | None, warmup_s: float) -> dict[str, Any]:
     """Peak per-bin utilisation of any link, and the link with the highest mean utilisation.
 
     `busiest` is the `link` value (as the links table names it) with the largest sum of
@@ -229,15 +236,29 @@ def link_summary(links: pd.DataFrame | None, warmup_s: float) -> dict[str, Any]:
     empty: dict[str, Any] = {"max_utilisation": None, "busiest": None}
     if links is None or len(links) == 0:
         return empty
-    measured = links.loc[links["bin_start_s"].to_numpy(dtype=float) >= warmup_s]
-    util = measured["utilisation"].to_numpy(dtype=float)
+    table = as_table(links)
+    measured = floats(table, "bin_start_s") >= warmup_s
+    util = floats(table, "utilisation")[measured]
     if len(util) == 0 or not np.isfinite(util).any():
         return empty
-    per_link = measured.groupby("link", sort=False)["utilisation"].sum()
+    names = table["link"][measured]
+    codes, firsts = first_appearance_codes(names)
+    finite = ~np.isnan(util)  # (pandas' sum skips NaN)
+    per_link, _ = group_sums(codes[finite], util[finite], len(firsts), not finite.all())
     return {
         "max_utilisation": float(np.nanmax(util)),
-        "busiest": json_safe(per_link.idxmax()),
+        "busiest": json_safe(names[firsts[int(np.argmax(per_link))]]),
     }
+
+
+def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each key, numbered in order of first appearance; each code's first row), as
+    pandas' `groupby(sort=False)` numbers its groups."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    by_appearance = np.argsort(first, kind="stable")
+    rank[by_appearance] = np.arange(len(first), dtype=np.int64)
+    return rank[inverse.reshape(-1)], first[by_appearance]
 
 
 def expert_imbalance(experts: pd.DataFrame | None, warmup_s: float) -> float | None:

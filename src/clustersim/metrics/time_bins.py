@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from clustersim.metrics.group_reduce import group_max, group_means, group_quantile, group_sums
+from clustersim.metrics.table import Table, as_table, floats
 from clustersim.workload.arrivals import StateTimeline
 
 if TYPE_CHECKING:
@@ -51,15 +53,20 @@ def _max_finite(*arrays: npt.ArrayLike) -> float:
     return best
 
 
-def _column(df: pd.DataFrame | None, name: str) -> F64:
+def _column(df: Table | pd.DataFrame | None, name: str) -> F64:
     """`name` of `df` as float64; empty when the table or the column is missing."""
-    if df is None or name not in df.columns:
+    if df is None:
         return np.empty(0, dtype=np.float64)
-    return df[name].to_numpy(dtype=np.float64)
+    table = as_table(df)
+    if name not in table:
+        return np.empty(0, dtype=np.float64)
+    return floats(table, name)
 
 
 def run_end_s(
-    requests: pd.DataFrame, iterations: pd.DataFrame | None, links: pd.DataFrame | None
+    requests: Table | pd.DataFrame,
+    iterations: Table | pd.DataFrame | None,
+    links: Table | pd.DataFrame | None,
 ) -> float:
     """Time of the run's last event (s): arrival, finish, step end or link-bin start."""
     return _max_finite(
@@ -114,29 +121,29 @@ def burst_intervals(phases: StateTimeline) -> tuple[F64, F64]:
 
 
 def per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
-    """q-th percentile (numpy 'linear') of x per window; NaN where the window has no value."""
-    import pandas as pd
-
-    out = np.full(n, np.nan)
+    """q-th percentile ('linear', pandas' group arithmetic: metrics/group_reduce.py) of x per
+    window; NaN where the window has no value."""
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
-        return out
-    grouped = pd.Series(x[keep]).groupby(idx[keep]).quantile(q / 100.0, interpolation="linear")
-    out[grouped.index.to_numpy(dtype=np.int64)] = grouped.to_numpy(dtype=np.float64)
-    return out
+        return np.full(n, np.nan)
+    return group_quantile(idx[keep], x[keep], n, q / 100.0)
 
 
 def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
-    """mean / max / sum of x per window; NaN where the window has no value."""
-    import pandas as pd
-
-    out = np.full(n, np.nan)
+    """mean / max / sum of x per window (pandas' group arithmetic: metrics/group_reduce.py);
+    NaN where the window has no value."""
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
-        return out
-    grouped = pd.Series(x[keep]).groupby(idx[keep]).agg(how)
-    out[grouped.index.to_numpy(dtype=np.int64)] = grouped.to_numpy(dtype=np.float64)
-    return out
+        return np.full(n, np.nan)
+    codes, kept = idx[keep], x[keep]
+    if how == "mean":
+        return group_means(codes, kept, n)
+    if how == "max":
+        return group_max(codes, kept, n)
+    if how == "sum":
+        sums, counts = group_sums(codes, kept, n)
+        return np.where(counts > 0, sums, np.nan)
+    raise ValueError(f"how must be mean, max or sum, got {how!r}")
 
 
 def window_counts(idx: I64, n: int, weights: npt.NDArray[np.bool_] | None = None) -> I64:

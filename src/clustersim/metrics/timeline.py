@@ -33,7 +33,15 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import SLOSpec
-from clustersim.metrics.summary import completed_mask, dropped_mask, link_summary, slo_mask
+from clustersim.metrics.group_reduce import group_max, group_sums
+from clustersim.metrics.summary import (
+    completed_mask,
+    dropped_mask,
+    first_appearance_codes,
+    link_summary,
+    slo_mask,
+)
+from clustersim.metrics.table import Table, as_table, floats
 from clustersim.metrics.time_bins import (
     burst_intervals,
     fraction,
@@ -87,15 +95,31 @@ _COUNT_COLUMNS = frozenset({"arrivals", "completions", "dropped"})
 
 
 def build_timeline(
-    requests: pd.DataFrame,
-    iterations: pd.DataFrame | None,
-    links: pd.DataFrame | None,
+    requests: Table | pd.DataFrame,
+    iterations: Table | pd.DataFrame | None,
+    links: Table | pd.DataFrame | None,
     bin_s: float,
     slo: SLOSpec,
     warmup_s: float = 0.0,
     phases: StateTimeline | None = None,
     link_bin_s: float | None = None,
 ) -> pd.DataFrame:
+    """`timeline_table` as a DataFrame."""
+    return timeline_table(
+        requests, iterations, links, bin_s, slo, warmup_s, phases, link_bin_s
+    ).to_frame()
+
+
+def timeline_table(
+    requests: Table | pd.DataFrame,
+    iterations: Table | pd.DataFrame | None,
+    links: Table | pd.DataFrame | None,
+    bin_s: float,
+    slo: SLOSpec,
+    warmup_s: float = 0.0,
+    phases: StateTimeline | None = None,
+    link_bin_s: float | None = None,
+) -> Table:
     """One row per window (TIMELINE_COLUMNS in order, then any per-pool step columns); see the
     module docstring.
 
@@ -104,36 +128,34 @@ def build_timeline(
     Tolerates missing optional inputs: without iteration columns the step columns are NaN,
     without link rows the link columns are NaN (0 in windows of a run that did use links).
     """
-    import pandas as pd
-
     if not bin_s > 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
-    n = window_count(run_end_s(requests, iterations, links), bin_s)
+    req = as_table(requests)
+    steps = None if iterations is None else as_table(iterations)
+    link_rows = None if links is None else as_table(links)
+    n = window_count(run_end_s(req, steps, link_rows), bin_s)
     cols: dict[str, npt.NDArray[np.generic]] = {}
     starts = np.arange(n, dtype=np.float64) * bin_s
     cols["bin_start_s"] = starts
     cols["measured"] = starts >= warmup_s
-    cols.update(_request_columns(requests, n, bin_s, slo))
-    cols.update(_step_columns(iterations, n, bin_s))
-    cols.update(_link_columns(links, n, bin_s, warmup_s, link_bin_s or bin_s))
+    cols.update(_request_columns(req, n, bin_s, slo))
+    cols.update(_step_columns(steps, n, bin_s))
+    cols.update(_link_columns(link_rows, n, bin_s, warmup_s, link_bin_s or bin_s))
     burst = np.full(n, np.nan)
     if phases is not None and n:
         b0, b1 = burst_intervals(phases)
         burst = np.clip(occupancy(b0, b1, n, bin_s), 0.0, 1.0)
     cols["burst_fraction"] = burst
-    extra = [name for name in cols if name not in TIMELINE_COLUMNS]  # per-pool step columns
-    frame = pd.DataFrame({name: cols[name] for name in (*TIMELINE_COLUMNS, *extra)})
     for name in _COUNT_COLUMNS:
-        frame[name] = frame[name].astype(np.int64)
-    frame["measured"] = frame["measured"].astype(bool)
-    return frame
+        cols[name] = cols[name].astype(np.int64)
+    cols["measured"] = cols["measured"].astype(bool)
+    extra = [name for name in cols if name not in TIMELINE_COLUMNS]  # per-pool step columns
+    return Table({name: cols[name] for name in (*TIMELINE_COLUMNS, *extra)})
 
 
-def _request_columns(
-    requests: pd.DataFrame, n: int, bin_s: float, slo: SLOSpec
-) -> dict[str, F64 | I64]:
+def _request_columns(requests: Table, n: int, bin_s: float, slo: SLOSpec) -> dict[str, F64 | I64]:
     """Arrival / completion counts, queue length, latency percentiles and SLO fractions."""
-    arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
+    arrival = floats(requests, "arrival_s")
     idx = window_index(arrival, bin_s)
     done = completed_mask(requests)
     dropped = dropped_mask(requests)
@@ -141,12 +163,12 @@ def _request_columns(
     cols: dict[str, F64 | I64] = {
         "arrivals": arrivals,
         "arrival_rate_rps": arrivals / bin_s,
-        "completions": window_counts(window_index(requests["finish_s"], bin_s), n, done),
+        "completions": window_counts(window_index(floats(requests, "finish_s"), bin_s), n, done),
         "dropped": window_counts(idx, n, dropped),
         "queue_len": _queue_len(requests, arrival, dropped, n, bin_s),
     }
     for metric in ("ttft", "tpot"):
-        x = np.where(done, requests[f"{metric}_s"].to_numpy(dtype=np.float64), np.nan)
+        x = np.where(done, floats(requests, f"{metric}_s"), np.nan)
         cols[f"{metric}_p50_s"] = per_window_percentile(idx, x, n, 50.0)
         cols[f"{metric}_p99_s"] = per_window_percentile(idx, x, n, 99.0)
     attained = window_counts(idx, n, slo_mask(requests, done, slo))
@@ -169,13 +191,13 @@ def _request_columns(
 
 
 def _queue_len(
-    requests: pd.DataFrame, arrival: F64, dropped: npt.NDArray[np.bool_], n: int, bin_s: float
+    requests: Table, arrival: F64, dropped: npt.NDArray[np.bool_], n: int, bin_s: float
 ) -> F64:
     """Time-average of requests waiting to be scheduled (arrived, not dropped, not started).
 
     A request never scheduled (queue_s NaN, not dropped) waits until the end of the last window.
     """
-    queue = requests["queue_s"].to_numpy(dtype=np.float64)
+    queue = floats(requests, "queue_s")
     waiting = np.isfinite(arrival) & ~dropped
     start = arrival[waiting]
     end = start + queue[waiting]
@@ -186,7 +208,7 @@ def _queue_len(
 STEP_COLUMNS = ("batch_seqs", "kv_usage", "kv_usage_max")
 
 
-def _step_columns(iterations: pd.DataFrame | None, n: int, bin_s: float) -> dict[str, F64]:
+def _step_columns(iterations: Table | None, n: int, bin_s: float) -> dict[str, F64]:
     """batch_seqs, kv_usage, kv_usage_max from the stage-0 engine steps ending in each window.
 
     Disaggregated runs (a `pool` column) also get the same three per pool, suffixed
@@ -194,64 +216,67 @@ def _step_columns(iterations: pd.DataFrame | None, n: int, bin_s: float) -> dict
     need = {"stage", "end_s", "num_seqs", "kv_used_blocks", "kv_capacity_blocks"}
     if iterations is None or len(iterations) == 0 or not need <= set(iterations.columns):
         return {k: np.full(n, np.nan) for k in STEP_COLUMNS}
-    steps = iterations.loc[iterations["stage"].to_numpy() == 0]
+    steps = iterations.select(floats(iterations, "stage") == 0)
     columns = _step_stats(steps, n, bin_s)
-    if "pool" in steps.columns:
+    if "pool" in steps:
         for pool in ("prefill", "decode"):
-            stats = _step_stats(steps.loc[steps["pool"].to_numpy() == pool], n, bin_s)
+            stats = _step_stats(steps.select(steps["pool"] == pool), n, bin_s)
             columns.update({f"{k}_{pool}": v for k, v in stats.items()})
     return columns
 
 
-def _step_stats(steps: pd.DataFrame, n: int, bin_s: float) -> dict[str, F64]:
-    idx = window_index(steps["end_s"], bin_s)
-    cap = steps["kv_capacity_blocks"].to_numpy(dtype=np.float64)
+def _step_stats(steps: Table, n: int, bin_s: float) -> dict[str, F64]:
+    idx = window_index(floats(steps, "end_s"), bin_s)
+    cap = floats(steps, "kv_capacity_blocks")
     with np.errstate(invalid="ignore", divide="ignore"):
-        usage = np.where(cap > 0, steps["kv_used_blocks"].to_numpy(dtype=np.float64) / cap, np.nan)
+        usage = np.where(cap > 0, floats(steps, "kv_used_blocks") / cap, np.nan)
     return {
-        "batch_seqs": per_window_reduce(idx, steps["num_seqs"].to_numpy(np.float64), n, "mean"),
+        "batch_seqs": per_window_reduce(idx, floats(steps, "num_seqs"), n, "mean"),
         "kv_usage": per_window_reduce(idx, usage, n, "mean"),
         "kv_usage_max": per_window_reduce(idx, usage, n, "max"),
     }
 
 
 def _link_columns(
-    links: pd.DataFrame | None, n: int, bin_s: float, warmup_s: float, link_bin_s: float
+    links: Table | None, n: int, bin_s: float, warmup_s: float, link_bin_s: float
 ) -> dict[str, F64]:
     """Per window: the highest utilisation of any link, and the run's busiest link's.
 
     A link's utilisation in a window is the mean over the link bins starting in it (a missing
     bin is 0): Σ utilisation × link_bin_s / bin_s, so windows may be coarser than link bins.
+    The sums are pandas' `groupby(["window", "link"], sort=False).sum()` (group_reduce.py).
     """
-    import pandas as pd
-
     if links is None or len(links) == 0:
         return {k: np.full(n, np.nan) for k in ("link_max_utilisation", "busiest_link_utilisation")}
     # + 1e-9: a bin start of k·w computed as k·w − ε still lands in window k
-    idx = np.floor(links["bin_start_s"].to_numpy(dtype=np.float64) / bin_s + 1e-9)
-    weighted = links["utilisation"].to_numpy(dtype=np.float64) * (link_bin_s / bin_s)
-    names = links["link"].astype(str).to_numpy()
+    idx = np.floor(floats(links, "bin_start_s") / bin_s + 1e-9)
+    weighted = floats(links, "utilisation") * (link_bin_s / bin_s)
+    names = np.asarray([str(name) for name in links["link"]], dtype=object)
     keep = (idx >= 0) & (idx < n) & np.isfinite(weighted)
-    table = pd.DataFrame(
-        {"window": idx[keep].astype(np.int64), "link": names[keep], "u": weighted[keep]}
-    )
-    cells = table.groupby(["window", "link"], sort=False)["u"].sum()
+    window = idx[keep].astype(np.int64)
+    names = names[keep]
+    link_codes, link_first = first_appearance_codes(names)
+    cell_codes, cell_first = first_appearance_codes(window * len(link_first) + link_codes)
+    sums, _ = group_sums(cell_codes, weighted[keep], len(cell_first))
+    cell_window = window[cell_first]
     peak = np.zeros(n)
-    per_window = cells.groupby(level="window").max()
-    peak[per_window.index.to_numpy(dtype=np.int64)] = per_window.to_numpy(dtype=np.float64)
+    if len(sums):
+        per_window = group_max(cell_window, sums, n)
+        has = ~np.isnan(per_window)
+        peak[has] = per_window[has]
     busiest = link_summary(links, warmup_s)["busiest"]
     if busiest is None:  # no measured bin: rank links over the whole run
         busiest = link_summary(links, -math.inf)["busiest"]
     series = np.zeros(n)
-    mine = cells.loc[cells.index.get_level_values("link") == str(busiest)]
-    series[mine.index.get_level_values("window").to_numpy(dtype=np.int64)] = mine.to_numpy()
+    mine = names[cell_first] == str(busiest)
+    series[cell_window[mine]] = sums[mine]
     return {"link_max_utilisation": peak, "busiest_link_utilisation": series}
 
 
 # --------------------------------------------------------------------------- summaries
 
 
-def window_slo_summary(timeline: pd.DataFrame | None) -> dict[str, float | int | None]:
+def window_slo_summary(timeline: Table | pd.DataFrame | None) -> dict[str, float | int | None]:
     """The summary.json `slo.*` window keys from a timeline table.
 
     Over the measured windows with at least one arrival:
@@ -269,25 +294,28 @@ def window_slo_summary(timeline: pd.DataFrame | None) -> dict[str, float | int |
     }
     if timeline is None or len(timeline) == 0:
         return empty
-    rows = worst_windows(timeline)
+    rows = worst_windows(as_table(timeline))
     if len(rows) == 0:
         return empty
-    att = rows["slo_attainment"].to_numpy(dtype=np.float64)
+    att = floats(rows, "slo_attainment")
     return {
         "worst_window_attainment": float(att[0]),
-        "worst_window_start_s": float(rows["bin_start_s"].iloc[0]),
+        "worst_window_start_s": float(floats(rows, "bin_start_s")[0]),
         "windows_violating": int((att < SLO_TARGET - 1e-12).sum()),
     }
 
 
-def worst_windows(timeline: pd.DataFrame) -> pd.DataFrame:
+def worst_windows(timeline: Table | pd.DataFrame) -> Table:
     """Measured windows with arrivals, worst first: lowest `slo_attainment`, then most
-    arrivals, then earliest."""
-    rows = timeline.loc[
-        timeline["measured"].to_numpy(dtype=bool)
-        & (timeline["arrivals"].to_numpy() > 0)
-        & np.isfinite(timeline["slo_attainment"].to_numpy(dtype=np.float64))
-    ]
-    return rows.sort_values(
-        ["slo_attainment", "arrivals", "bin_start_s"], ascending=[True, False, True], kind="stable"
+    arrivals, then earliest (a stable sort: equal rows keep their order)."""
+    table = as_table(timeline)
+    attainment = floats(table, "slo_attainment")
+    rows = table.select(
+        np.asarray(table["measured"], dtype=bool)
+        & (floats(table, "arrivals") > 0)
+        & np.isfinite(attainment)
     )
+    order = np.lexsort(
+        (floats(rows, "bin_start_s"), -floats(rows, "arrivals"), floats(rows, "slo_attainment"))
+    )
+    return rows.select(order)

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clustersim.metrics.table import Table, as_table, floats
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -58,25 +60,26 @@ class Window:
         }
 
 
-def arrivals_end_s(requests: pd.DataFrame, duration_s: float | None) -> float | None:
+def arrivals_end_s(requests: Table | pd.DataFrame, duration_s: float | None) -> float | None:
     """End of arrivals (s): the duration horizon, else the last finite arrival; None: none."""
     if duration_s is not None:
         return float(duration_s)
-    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    arrival = floats(as_table(requests), "arrival_s")
     arrival = arrival[np.isfinite(arrival)]
     return float(arrival.max()) if len(arrival) else None
 
 
-def makespan_s(req: pd.DataFrame, done: np.ndarray) -> tuple[float, float] | None:
+def makespan_s(req: Table | pd.DataFrame, done: np.ndarray) -> tuple[float, float] | None:
     """(first measured arrival, last completion) in seconds; None without a completion."""
-    finish = req["finish_s"].to_numpy(dtype=float)[done]
+    table = as_table(req)
+    finish = floats(table, "finish_s")[done]
     if len(finish) == 0:
         return None
-    return float(req["arrival_s"].to_numpy(dtype=float).min()), float(finish.max())
+    return float(floats(table, "arrival_s").min()), float(finish.max())
 
 
 def measurement_window(
-    req: pd.DataFrame, done: np.ndarray, warmup_s: float, end_s: float | None
+    req: Table | pd.DataFrame, done: np.ndarray, warmup_s: float, end_s: float | None
 ) -> Window | None:
     """The window of measured requests `req` (completed mask `done`); None when undefined.
 
@@ -103,15 +106,14 @@ def overlap_share(t0: np.ndarray, t1: np.ndarray, window: Window) -> np.ndarray:
     return np.nan_to_num(share, nan=0.0)
 
 
-def tokens_in_window(requests: pd.DataFrame, window: Window) -> tuple[float, float]:
+def tokens_in_window(requests: Table | pd.DataFrame, window: Window) -> tuple[float, float]:
     """(input, output) tokens produced inside the window by every request (tokens)."""
-    first = requests["first_token_s"].to_numpy(dtype=float)
-    finish = requests["finish_s"].to_numpy(dtype=float)
-    out = requests["output_tokens"].to_numpy(dtype=float)
-    prompt = requests["prompt_tokens"].to_numpy(dtype=float)
-    scheduled = requests["arrival_s"].to_numpy(dtype=float) + requests["queue_s"].to_numpy(
-        dtype=float
-    )
+    table = as_table(requests)
+    first = floats(table, "first_token_s")
+    finish = floats(table, "finish_s")
+    out = floats(table, "output_tokens")
+    prompt = floats(table, "prompt_tokens")
+    scheduled = floats(table, "arrival_s") + floats(table, "queue_s")
     scheduled = np.where(np.isfinite(scheduled), scheduled, first)
     started = np.isfinite(first)
     first_in = started & (first >= window.start_s) & (first < window.end_s)

@@ -220,11 +220,17 @@ class Fabric:
             self.ledger.copy_cells(src, dst)
 
     def link_table(self, until_s: float | None = None) -> pd.DataFrame:
-        """The ledger's bytes per link per time bin (LinkLedger.table), transfers still
+        """`link_columns` as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.link_columns(until_s), copy=False)
+
+    def link_columns(self, until_s: float | None = None) -> dict[str, np.ndarray]:
+        """The ledger's bytes per link per time bin (LinkLedger.columns), transfers still
         running counted up to now."""
         self.flows.flush()
         self._copy_twins()
-        return self.ledger.table(until_s)
+        return self.ledger.columns(until_s)
 
     def link_totals(self) -> pd.DataFrame:
         """Bytes per link since the start (LinkLedger.totals), running transfers up to now."""

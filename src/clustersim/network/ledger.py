@@ -203,13 +203,17 @@ class LinkLedger:
             self._cells[link] = dict(cells)
 
     def table(self, until_s: float | None = None) -> pd.DataFrame:
+        """`columns` as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns(until_s), copy=False)
+
+    def columns(self, until_s: float | None = None) -> dict[str, np.ndarray]:
         """Bytes per link per time bin: columns link, kind, bin_start_s, bytes, utilisation.
 
         Only (link, bin) cells that carried bytes, ordered by link id then bin; bins starting
         at or after `until_s` are dropped. utilisation = bytes / (bandwidth × bin_s).
         """
-        import pandas as pd
-
         self._settle()
         limit = math.inf if until_s is None else until_s
         id_parts: list[np.ndarray] = []
@@ -232,15 +236,13 @@ class LinkLedger:
         kinds = np.asarray([link.kind for link in links], dtype=object)
         bw = np.asarray([link.bandwidth_Bps for link in links], dtype=np.float64)
         nbytes = _joined(byte_parts, np.float64)
-        return pd.DataFrame(
-            {
-                "link": names[id_arr],
-                "kind": kinds[id_arr],
-                "bin_start_s": _joined(bin_parts, np.int64).astype(np.float64) * self.bin_s,
-                "bytes": nbytes,
-                "utilisation": nbytes / (bw[id_arr] * self.bin_s),
-            }
-        )
+        return {
+            "link": names[id_arr],
+            "kind": kinds[id_arr],
+            "bin_start_s": _joined(bin_parts, np.int64).astype(np.float64) * self.bin_s,
+            "bytes": nbytes,
+            "utilisation": nbytes / (bw[id_arr] * self.bin_s),
+        }
 
     def totals(self) -> pd.DataFrame:
         """Bytes per link since the start: columns link, kind, bandwidth_Bps, bytes."""

@@ -27,7 +27,7 @@ from clustersim.jobs import SimJob, SimResult
 from clustersim.metrics.experiment import summarize_experiment
 from clustersim.planner.analytic import Estimate
 from clustersim.results.writer import write_run
-from clustersim.sim.engine import BuildError, run_experiment
+from clustersim.sim.engine import BuildError, run_tables
 
 
 class PlanError(Exception):
@@ -84,7 +84,7 @@ def simulate_job(job: SimJob) -> SimResult:
     """Simulate one candidate and summarise it (runs in a worker process or Ray task)."""
     exp = job.exp
     try:
-        out = run_experiment(exp)
+        out = run_tables(exp)
     except BuildError as err:
         return SimResult(job.label, None, " ".join(str(err).split()))
     summary, timeline = summarize_experiment(exp, out)

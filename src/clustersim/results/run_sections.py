@@ -101,7 +101,7 @@ def verdict_html(run: RunFiles) -> str:
 
 def worst_windows_html(run: RunFiles, count: int = WORST_WINDOWS) -> str:
     """The `count` worst measured windows (timeline.worst_windows order)."""
-    rows = worst_windows(run.timeline)
+    rows = worst_windows(run.timeline).to_frame()
     if len(rows) == 0:
         return "<p>No measured window received requests.</p>"
     headers = [

@@ -23,9 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 
 from clustersim.metrics.summary import RunTables, json_safe
+from clustersim.metrics.table import Table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,22 +157,62 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    """Atomically write a DataFrame as parquet, without index or pandas metadata."""
+def write_parquet(path: Path, df: Table | pd.DataFrame) -> None:
+    """Atomically write a table as parquet, without index or pandas metadata."""
     import pyarrow.parquet as pq
 
     table = arrow_table(df)
     atomic_write(path, lambda f: pq.write_table(table, f, compression="snappy"))
 
 
-def arrow_table(df: pd.DataFrame) -> pa.Table:
-    """The frame's columns as an arrow table, each converted as `pa.Table.from_pandas` converts
-    it (NaN → null), with no index and no schema metadata: the same table, without
-    from_pandas's pass over the frame's blocks and its pandas metadata."""
+def arrow_table(df: Table | pd.DataFrame) -> pa.Table:
+    """The table's columns as an arrow table, each converted as `pa.Table.from_pandas` converts
+    a DataFrame's (NaN → null), with no index and no schema metadata: the same table, without
+    from_pandas's pass over the frame's blocks and its pandas metadata.
+
+    A Table's columns convert to the types its DataFrame's would (`Table.to_frame`): numpy
+    columns as they are, a non-empty column of strings as pandas' `str` dtype converts
+    (large_string), so both give the same bytes."""
     import pyarrow as pa
 
-    arrays = [pa.array(column, from_pandas=True) for _, column in df.items()]
+    if isinstance(df, Table):
+        arrays = [_arrow_column(column) for _, column in df.items()]
+    else:
+        arrays = [pa.array(column, from_pandas=True) for _, column in df.items()]
     return pa.Table.from_arrays(arrays, names=[str(name) for name in df.columns])
+
+
+def _arrow_column(values: np.ndarray) -> pa.Array:
+    """One Table column as arrow, from its buffers: `pa.array` on a numpy array imports pandas
+    (≈ 0.25 CPU-s) to ask whether it is a Series. The same array as `pa.array(values,
+    from_pandas=True)` (NaN → null) for bool, integer and float columns and for strings;
+    other object columns go through `pa.array`."""
+    import pyarrow as pa
+
+    n = len(values)
+    kind = values.dtype.kind
+    if kind == "b":
+        bits = pa.py_buffer(np.packbits(values.astype(bool), bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), n, [None, bits], null_count=0)
+    if kind in "iuf":
+        data = pa.py_buffer(np.ascontiguousarray(values))
+        valid, nulls = None, 0
+        if kind == "f":
+            present = ~np.isnan(values)
+            nulls = n - int(present.sum())
+            if nulls:
+                valid = pa.py_buffer(np.packbits(present, bitorder="little"))
+        dtype = pa.from_numpy_dtype(values.dtype)
+        return pa.Array.from_buffers(dtype, n, [valid, data], null_count=nulls)
+    if kind == "O" and n == 0:
+        return pa.nulls(0)
+    if kind == "O" and all(isinstance(v, str) for v in values):  # pandas' `str` dtype
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+        return pa.Array.from_buffers(pa.large_string(), n, buffers, null_count=0)
+    return pa.array(values, from_pandas=True)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -210,14 +252,12 @@ def write_run(
     resolved: Mapping[str, Any],
     out: RunTables,
     summary: Mapping[str, Any],
-    timeline: pd.DataFrame | None = None,
+    timeline: Table | pd.DataFrame | None = None,
 ) -> None:
     """Write one run's files into an existing (fresh) run directory; summary.json last.
 
     `timeline`: the per-window table of clustersim.metrics.timeline (timeline.parquet).
     """
-    import pandas as pd
-
     run_dir = Path(run_dir)
     write_text(
         run_dir / "config.resolved.yaml",
@@ -230,10 +270,10 @@ def write_run(
     if out.experts is not None:
         write_parquet(run_dir / "experts.parquet", out.experts)
     eplb = getattr(out, "eplb", None)  # MoE runs with experts.eplb: one row per rebalance
-    if isinstance(eplb, pd.DataFrame):
+    if eplb is not None:
         write_parquet(run_dir / "eplb.parquet", eplb)
     faults = getattr(out, "faults", None)  # runs with `faults:`: one row per fault
-    if isinstance(faults, pd.DataFrame):
+    if faults is not None:
         write_parquet(run_dir / "faults.parquet", faults)
     if timeline is not None:
         write_parquet(run_dir / "timeline.parquet", timeline)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,10 +22,10 @@ from clustersim.deployment.prefix_caches import (
     prefix_cache_table,
 )
 from clustersim.deployment.units import Unit, make_units
-from clustersim.disagg.pools import PoolInfo, build_pools, pool_infos
+from clustersim.disagg.pools import build_pools, pool_infos
 from clustersim.disagg.runtime import DisaggRuntime
-from clustersim.metrics.recorder import Recorder, requests_frame
-from clustersim.model.memory import MemoryPlan
+from clustersim.metrics.recorder import Recorder, requests_table
+from clustersim.metrics.table import Table
 from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
@@ -40,10 +39,10 @@ from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
 from clustersim.sim.frozen_heap import frozen_heap
 from clustersim.sim.plain_arrivals import plain_admit
+from clustersim.sim.run_output import RunOutput
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
-from clustersim.workload.arrivals import StateTimeline
 from clustersim.workload.requests import RequestStream
 from clustersim.workload.session_requests import workload_requests
 
@@ -54,22 +53,6 @@ ProgressCallback = Callable[[float], None]
 
 # least_outstanding's heap from this many replicas on; below, its C scan is cheaper (same picks)
 TRACKED_ROUTER_REPLICAS = 64
-
-
-@dataclass
-class RunOutput:
-    requests: pd.DataFrame
-    iterations: pd.DataFrame
-    links: pd.DataFrame
-    experts: pd.DataFrame | None
-    gpus: int
-    sim: dict[str, float] = field(default_factory=dict)
-    memory: MemoryPlan | None = None
-    phases: StateTimeline | None = None  # MMPP state timeline of the arrivals, else None
-    eplb: pd.DataFrame | None = None  # MoE with experts.eplb: one row per rebalance
-    pools: tuple[PoolInfo, ...] | None = None  # disaggregated: (prefill, decode) pool facts
-    faults: pd.DataFrame | None = None  # with `faults:`: one row per fault (faults.parquet)
-    prefix_cache: pd.DataFrame | None = None  # prefix caching: one row per lane's cache
 
 
 def build(exp: Experiment) -> Build:
@@ -307,9 +290,17 @@ def experiment_requests(exp: Experiment) -> RequestStream:
 def run_experiment(
     exp: Experiment, progress: ProgressCallback | None = None, built: Build | None = None
 ) -> RunOutput:
-    """Simulate one experiment and return its tables (no file I/O).
+    """Simulate one experiment and return its tables as DataFrames (no file I/O).
 
     `built` is `build(exp)` when the caller already checked the experiment."""
+    return run_tables(exp, progress, built).with_frames()
+
+
+def run_tables(
+    exp: Experiment, progress: ProgressCallback | None = None, built: Build | None = None
+) -> RunOutput:
+    """`run_experiment` with requests, iterations and links as Tables (metrics/table.py): what
+    `run`, the runner and the planner summarise and write."""
     wall_start = time.perf_counter()
     if built is None:
         built = build(exp)
@@ -320,12 +311,13 @@ def run_experiment(
     n = sim.n  # closed-loop runs may issue fewer requests than were generated
     st, rec = sim.state, sim.recorder
     end_s = float(sim.env.now)
-    links = sim.fabric.link_table(end_s)
+    links = Table(sim.fabric.link_columns(end_s))
     disagg = sim.disagg
     prefix_table: pd.DataFrame | None = None
+    iterations: Table | pd.DataFrame
     if disagg is not None:
         cols = disagg.request_columns(n)
-        requests = requests_frame(
+        requests = requests_table(
             rec.arrival_s[:n],
             cols.first_scheduled_s,
             cols.first_token_s,
@@ -343,7 +335,7 @@ def run_experiment(
         experts, eplb, steps = disagg.experts_frame(), disagg.eplb_frame(), disagg.steps
         pools = pool_infos(built.pools or ())
     else:
-        requests = requests_frame(
+        requests = requests_table(
             rec.arrival_s[:n],
             st.first_scheduled_s[:n],
             st.first_token_s[:n],
@@ -355,7 +347,7 @@ def run_experiment(
             rec.dropped[:n],
         )
         moe = sim.moe
-        iterations = rec.iterations_frame()
+        iterations = rec.iterations_table()
         experts = moe.experts_frame() if moe is not None else None
         eplb = moe.eplb_frame() if moe is not None else None
         steps, pools = rec.steps, None
@@ -394,4 +386,5 @@ __all__ = [
     "build",
     "horizon_estimate_s",
     "run_experiment",
+    "run_tables",
 ]
