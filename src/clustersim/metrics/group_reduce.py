@@ -102,20 +102,28 @@ def group_max(codes: I64, values: F64, n: int) -> F64:
 
 def group_quantile(codes: I64, values: F64, n: int, q: float) -> F64:
     """The q-quantile (0 <= q <= 1, linear) of each group; NaN for an empty group."""
-    order = np.lexsort((values, codes))  # by group, then by value
+    return group_quantiles(codes, values, n, (q,))[0]
+
+
+def group_quantiles(codes: I64, values: F64, n: int, qs: tuple[float, ...]) -> list[F64]:
+    """`group_quantile` for each q of `qs`, the groups sorted once."""
+    order = np.argsort(values, kind="stable")
+    order = order[np.argsort(codes[order], kind="stable")]  # by group, then by value
     x = values[order]
     counts = np.bincount(codes, minlength=n)[:n].astype(np.int64)
     first = np.zeros(n, dtype=np.int64)
     np.cumsum(counts[:-1], out=first[1:])
-    out = np.full(n, np.nan)
     has = np.flatnonzero(counts)
-    if not len(has):
-        return out
-    at = q * (counts[has] - 1).astype(np.float64)
-    low = first[has] + at.astype(np.int64)  # truncated, as pandas casts
-    frac = at % 1
-    value = x[low]
-    interpolate = frac != 0.0
-    nxt = x[np.where(interpolate, low + 1, low)]
-    out[has] = np.where(interpolate, value + (nxt - value) * frac, value)
-    return out
+    result = []
+    for q in qs:
+        out = np.full(n, np.nan)
+        if len(has):
+            at = q * (counts[has] - 1).astype(np.float64)
+            low = first[has] + at.astype(np.int64)  # truncated, as pandas casts
+            frac = at % 1
+            value = x[low]
+            interpolate = frac != 0.0
+            nxt = x[np.where(interpolate, low + 1, low)]
+            out[has] = np.where(interpolate, value + (nxt - value) * frac, value)
+        result.append(out)
+    return result

@@ -58,7 +58,10 @@ class Table:
 
     def select(self, rows: npt.NDArray[np.bool_] | npt.NDArray[np.int64]) -> Table:
         """The rows where a bool mask is True, in order (as `df.loc[mask]`, index dropped), or
-        the rows at integer positions, in that order."""
+        the rows at integer positions, in that order. A mask of every row shares the
+        columns (tables are not written in place)."""
+        if rows.dtype == bool and len(rows) == len(self) and rows.all():
+            return Table(self._columns)
         return Table({name: values[rows] for name, values in self._columns.items()})
 
     def to_frame(self) -> pd.DataFrame:

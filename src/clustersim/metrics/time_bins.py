@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from clustersim.metrics.group_reduce import group_max, group_means, group_quantile, group_sums
+from clustersim.metrics.group_reduce import group_max, group_means, group_quantiles, group_sums
 from clustersim.metrics.table import Table, as_table, floats
 from clustersim.workload.arrivals import StateTimeline
 
@@ -123,10 +123,15 @@ def burst_intervals(phases: StateTimeline) -> tuple[F64, F64]:
 def per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
     """q-th percentile ('linear', pandas' group arithmetic: metrics/group_reduce.py) of x per
     window; NaN where the window has no value."""
+    return per_window_percentiles(idx, x, n, (q,))[0]
+
+
+def per_window_percentiles(idx: I64, x: F64, n: int, qs: tuple[float, ...]) -> list[F64]:
+    """`per_window_percentile` for each of `qs`, the windows' values sorted once."""
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
-        return np.full(n, np.nan)
-    return group_quantile(idx[keep], x[keep], n, q / 100.0)
+        return [np.full(n, np.nan) for _ in qs]
+    return group_quantiles(idx[keep], x[keep], n, tuple(q / 100.0 for q in qs))
 
 
 def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
