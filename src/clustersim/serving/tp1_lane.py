@@ -172,7 +172,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             inline_form = sched.chunked or sched.mixed_whole_prompts
             chunked, max_tokens, max_seqs = sched.chunked, sched.max_tokens, prefills.max_seqs
             watermark, capacity = adm.watermark_blocks, kv.capacity
-        now = env.now
+        now = env._now  # (Environment.now, without its property call)
         # ---------------------------------------------------------- batch formation
         batch: Batch | None = None
         chunks: list[tuple[int, int]] = []
@@ -216,8 +216,10 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                 rid = waiting[0]
                 remaining = eff[rid]
                 spare = capacity - used - (watermark if (n or prefilling) else 0)
-                if chunked:
-                    chunk = min(remaining, budget, spare * bs)
+                if chunked:  # min(remaining, budget, spare · bs), without the call
+                    chunk = remaining if remaining < budget else budget
+                    if spare * bs < chunk:
+                        chunk = spare * bs
                 else:
                     if remaining > budget and chunks:
                         break  # a whole prompt fits the step unless it is its only one
@@ -285,7 +287,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             comm = closed - (now + compute)
         else:
             compute, comm = yield from replica._compute_then_allreduce(cost, group, compute, pt + n)
-        end = env.now
+        end = env._now
         if replica.epoch != epoch:  # the replica stopped during the step: its work is lost
             continue
         recorder.steps += 1  # Recorder.on_iteration, inline

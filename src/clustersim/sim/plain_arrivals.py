@@ -83,11 +83,12 @@ def plain_admit(run: PlainRun) -> Admit | None:
     scan = type(router) is LeastOutstandingRouter and router.scans(outstanding)
     choose = router.choose
     rec, max_queue, end_one = run.recorder, run.max_queue, run._end_one
-    on_arrival = rec.on_arrival
+    arrival_s, replica_of, frontend_s = rec.arrival_s, rec.replica, rec.frontend_s
 
     def admit(rid: int, now: float) -> bool:
         r = outstanding.index(min(outstanding)) if scan else choose(outstanding, kv_fraction)
-        on_arrival(rid, now, r)
+        arrival_s[rid] = now - frontend_s  # Recorder.on_arrival, inline
+        replica_of[rid] = r
         if prompt[rid] + output[rid] > limits[r] or (
             max_queue is not None and outstanding[r] >= max_queue
         ):
