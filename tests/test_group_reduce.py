@@ -1,4 +1,8 @@
-"""metrics/group_reduce.py against pandas' group-by, bit for bit, on random groups (property)."""
+"""metrics/group_reduce.py against pandas' group-by, bit for bit, on random groups (property).
+
+The arithmetic reproduced is pandas 3.1's (its reduceat path for sorted codes is new in 3.x);
+the run's results no longer depend on the installed pandas, and the golden hashes pin them,
+so the comparisons that need that version's fast path run only under it."""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ from hypothesis import strategies as st
 
 from clustersim.metrics.group_reduce import group_max, group_means, group_quantile, group_sums
 
+PANDAS_31 = pytest.mark.skipif(
+    not pd.__version__.startswith("3.1."), reason="the arithmetic is pandas 3.1's"
+)
 VALUES = st.sampled_from(["uniform", "spread", "ratios", "signed"])
 
 
@@ -31,6 +38,7 @@ def random_groups(seed: int, kind: str, sort: bool) -> tuple[np.ndarray, np.ndar
     return codes.astype(np.int64), x, n
 
 
+@PANDAS_31
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), VALUES, st.booleans())
 def test_sums_means_and_max_are_pandas(seed: int, kind: str, sort: bool) -> None:
@@ -72,6 +80,7 @@ def test_unsorted_sums_are_kahan_not_pairwise() -> None:
     assert np.array_equal(group_sums(codes, x, 2)[0], expected)
 
 
+@PANDAS_31
 def test_nan_leftovers_take_the_kahan_path() -> None:
     x = np.array([1e16, 1.0, 1.0])
     codes = np.zeros(3, dtype=np.int64)
