@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustersim.metrics.group_reduce import group_max, group_means, group_quantile, group_sums
+from clustersim.metrics.group_reduce import group_max, group_means, group_quantiles, group_sums
 
 PANDAS_31 = pytest.mark.skipif(
     not pd.__version__.startswith("3.1."), reason="the arithmetic is pandas 3.1's"
@@ -62,7 +62,7 @@ def test_sums_means_and_max_are_pandas(seed: int, kind: str, sort: bool) -> None
 def test_quantiles_are_pandas(seed: int, kind: str, sort: bool, q: float) -> None:
     codes, x, n = random_groups(seed, kind, sort)
     expected = pd.Series(x).groupby(codes).quantile(q, interpolation="linear")
-    got = group_quantile(codes, x, n, q)
+    (got,) = group_quantiles(codes, x, n, (q,))
     assert np.array_equal(got[expected.index.to_numpy()], expected.to_numpy())
 
 

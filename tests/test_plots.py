@@ -12,7 +12,7 @@ import pytest
 from matplotlib.image import imread
 
 from clustersim.config.schema import SLOSpec
-from clustersim.metrics.timeline import build_timeline
+from clustersim.metrics.timeline import timeline_table
 from clustersim.results import plots
 from clustersim.results.plots import PLOT_SIZES_PX, Bounds, Series
 from clustersim.workload.arrivals import StateTimeline
@@ -96,7 +96,7 @@ BOUNDS = Bounds(ttft_s=0.5, tpot_s=0.05, warmup_s=5.0)
 
 @pytest.fixture(scope="module")
 def timeline() -> pd.DataFrame:
-    return build_timeline(requests_table(), None, links_table(), 1.0, SLO, 5.0, PHASES)
+    return timeline_table(requests_table(), None, links_table(), 1.0, SLO, 5.0, PHASES).to_frame()
 
 
 # --------------------------------------------------------------------------- run plots
@@ -125,7 +125,7 @@ def test_sizes_follow_inches_times_dpi() -> None:
 
 
 def test_overlaid_runs_and_missing_data_keep_the_size(timeline: pd.DataFrame) -> None:
-    other = build_timeline(requests_table(seed=1), None, links_table(), 2.0, SLO, 5.0)
+    other = timeline_table(requests_table(seed=1), None, links_table(), 2.0, SLO, 5.0).to_frame()
     two = [Series("A", requests_table(), timeline), Series("B", requests_table(seed=1), other)]
     check_png(plots.png_bytes(plots.plot_latency_cdf(two, BOUNDS)), "latency_cdf")
     check_png(plots.png_bytes(plots.plot_latency_timeline(two, BOUNDS)), "latency_timeline")

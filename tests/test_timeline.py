@@ -17,7 +17,7 @@ from clustersim.metrics.time_bins import occupancy, window_count, window_index
 from clustersim.metrics.timeline import (
     SLO_TARGET,
     TIMELINE_COLUMNS,
-    build_timeline,
+    timeline_table,
     window_slo_summary,
 )
 from clustersim.sim.engine import RunOutput, run_experiment
@@ -50,8 +50,8 @@ NO_LINKS = pd.DataFrame(columns=["link", "kind", "bin_start_s", "bytes", "utilis
 
 def timeline_of(req: pd.DataFrame, bin_s: float = 1.0, **kw: Any) -> pd.DataFrame:
     slo = kw.pop("slo", SLOSpec(ttft_p99_s=1.0, tpot_p99_s=0.1))
-    return build_timeline(req, kw.pop("iterations", None), kw.pop("links", NO_LINKS), bin_s,
-                          slo, **kw)  # fmt: skip
+    return timeline_table(req, kw.pop("iterations", None), kw.pop("links", NO_LINKS), bin_s,
+                          slo, **kw).to_frame()  # fmt: skip
 
 
 # --------------------------------------------------------------------------- windows
@@ -270,8 +270,8 @@ def simulate(tmp_path: Path, arrival: str) -> tuple[pd.DataFrame, pd.DataFrame, 
     path.write_text(EXPERIMENT.format(arrival=arrival))
     exp = load_experiment(path)
     out = run_experiment(exp)
-    tl = build_timeline(out.requests, out.iterations, out.links, exp.output.time_bin_s,
-                        exp.slo, exp.horizon.warmup_s, out.phases)  # fmt: skip
+    tl = timeline_table(out.requests, out.iterations, out.links, exp.output.time_bin_s,
+                        exp.slo, exp.horizon.warmup_s, out.phases).to_frame()  # fmt: skip
     req = out.requests
     whole = float(np.nanpercentile(req["ttft_s"][req["arrival_s"] >= exp.horizon.warmup_s], 99))
     return tl, tl.loc[tl["measured"] & (tl["arrivals"] > 0)], whole
@@ -309,7 +309,6 @@ def test_mmpp_worst_window_is_measurably_worse(tmp_path: Path) -> None:
 
 
 def test_disaggregated_runs_get_per_pool_step_columns() -> None:
-    from clustersim.metrics.timeline import build_timeline
 
     iterations = pd.DataFrame(
         {
@@ -335,7 +334,7 @@ def test_disaggregated_runs_get_per_pool_step_columns() -> None:
             )
         }
     ).assign(dropped=pd.Series(dtype=bool))
-    tl = build_timeline(requests, iterations, None, 1.0, SLOSpec(), 0.0, None)
+    tl = timeline_table(requests, iterations, None, 1.0, SLOSpec(), 0.0, None).to_frame()
     assert tl.loc[0, "batch_seqs_decode"] == 32.0
     assert tl.loc[0, "batch_seqs_prefill"] == 2.0
     assert tl.loc[0, "kv_usage_decode"] == pytest.approx(0.6)

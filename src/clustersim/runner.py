@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clustersim.config.load import resolved_config
 from clustersim.config.schema import Experiment
@@ -28,9 +28,6 @@ from clustersim.metrics.stability import pooled_stability
 from clustersim.metrics.table import Table
 from clustersim.results.writer import write_json, write_run
 from clustersim.sim.engine import Build, BuildError, RunOutput, build, run_tables
-
-if TYPE_CHECKING:
-    pass
 
 ProgressCallback = Callable[[float], None]
 # (label) → a context yielding the engine's progress callback (or None: no bar)

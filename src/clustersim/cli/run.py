@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clustersim.cli.errors import EXIT_OK, BadInput, check_out_dir
 from clustersim.cli.points import Point, blame, load_points
@@ -22,9 +22,6 @@ from clustersim.metrics.table import Table
 from clustersim.results.replicates import replicate_dir
 from clustersim.runner import replicate_experiment, simulate_into
 from clustersim.sim.engine import build, horizon_estimate_s, run_tables
-
-if TYPE_CHECKING:
-    pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:

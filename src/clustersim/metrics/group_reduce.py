@@ -28,13 +28,22 @@ I64 = npt.NDArray[np.int64]
 _PYTHON_WALK_RATIO = 64
 
 
-def _grouped(codes: I64, n: int) -> tuple[I64, I64, I64]:
-    """(row order grouping the codes stably, rows per code, each code's first position)."""
-    order = np.argsort(codes, kind="stable")
+def _sizes(codes: I64, n: int) -> tuple[I64, I64]:
+    """(rows per code, each code's first position once the rows are grouped by code)."""
     counts = np.bincount(codes, minlength=n)[:n].astype(np.int64)
     first = np.zeros(n, dtype=np.int64)
     np.cumsum(counts[:-1], out=first[1:])
-    return order, counts, first
+    return counts, first
+
+
+def first_appearance_codes(keys: np.ndarray) -> tuple[I64, I64]:
+    """(code of each key, numbered in order of first appearance; each code's first row), as
+    pandas' `groupby(sort=False)` numbers its groups."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    by_appearance = np.argsort(first, kind="stable")
+    rank[by_appearance] = np.arange(len(first), dtype=np.int64)
+    return rank[inverse.reshape(-1)], first[by_appearance]
 
 
 def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[F64, I64]:
@@ -42,14 +51,13 @@ def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[
 
     `had_nan`: the values are what is left of a column with NaNs (pandas then takes its
     Kahan path whatever the order)."""
+    counts, first = _sizes(codes, n)
     if len(codes) and not had_nan and not (codes[1:] < codes[:-1]).any():  # pandas' reduceat
-        counts = np.bincount(codes, minlength=n)[:n].astype(np.int64)
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
         sums = np.zeros(n, dtype=np.float64)
         sums[codes[starts]] = np.add.reduceat(values, starts)
         return sums, counts
-    order, counts, first = _grouped(codes, n)
-    x = values[order]
+    x = values[np.argsort(codes, kind="stable")]  # grouped by code, rows in order
     sums = np.zeros(n, dtype=np.float64)
     if not len(x):
         return sums, counts
@@ -100,19 +108,13 @@ def group_max(codes: I64, values: F64, n: int) -> F64:
     return np.where(counts > 0, out, np.nan)
 
 
-def group_quantile(codes: I64, values: F64, n: int, q: float) -> F64:
-    """The q-quantile (0 <= q <= 1, linear) of each group; NaN for an empty group."""
-    return group_quantiles(codes, values, n, (q,))[0]
-
-
 def group_quantiles(codes: I64, values: F64, n: int, qs: tuple[float, ...]) -> list[F64]:
-    """`group_quantile` for each q of `qs`, the groups sorted once."""
+    """For each q of `qs` (0 <= q <= 1, linear), the q-quantile of each group; NaN for an
+    empty group. The groups are sorted once for all of them."""
     order = np.argsort(values, kind="stable")
     order = order[np.argsort(codes[order], kind="stable")]  # by group, then by value
     x = values[order]
-    counts = np.bincount(codes, minlength=n)[:n].astype(np.int64)
-    first = np.zeros(n, dtype=np.int64)
-    np.cumsum(counts[:-1], out=first[1:])
+    counts, first = _sizes(codes, n)
     has = np.flatnonzero(counts)
     result = []
     for q in qs:

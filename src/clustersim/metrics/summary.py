@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from clustersim.config.schema import SLOSpec
-from clustersim.metrics.group_reduce import group_sums
+from clustersim.metrics.group_reduce import first_appearance_codes, group_sums
 from clustersim.metrics.pools import kv_transfer_summary, pools_summary
 from clustersim.metrics.table import Table, as_frame, as_table, flags, floats
 from clustersim.metrics.window import (
@@ -249,16 +249,6 @@ def link_summary(links: Table | pd.DataFrame | None, warmup_s: float) -> dict[st
         "max_utilisation": float(np.nanmax(util)),
         "busiest": json_safe(names[firsts[int(np.argmax(per_link))]]),
     }
-
-
-def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(code of each key, numbered in order of first appearance; each code's first row), as
-    pandas' `groupby(sort=False)` numbers its groups."""
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    by_appearance = np.argsort(first, kind="stable")
-    rank[by_appearance] = np.arange(len(first), dtype=np.int64)
-    return rank[inverse.reshape(-1)], first[by_appearance]
 
 
 def expert_imbalance(experts: pd.DataFrame | None, warmup_s: float) -> float | None:

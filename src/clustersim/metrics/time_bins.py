@@ -120,14 +120,10 @@ def burst_intervals(phases: StateTimeline) -> tuple[F64, F64]:
 # --------------------------------------------------------------------------- grouping
 
 
-def per_window_percentile(idx: I64, x: F64, n: int, q: float) -> F64:
-    """q-th percentile ('linear', pandas' group arithmetic: metrics/group_reduce.py) of x per
-    window; NaN where the window has no value."""
-    return per_window_percentiles(idx, x, n, (q,))[0]
-
-
 def per_window_percentiles(idx: I64, x: F64, n: int, qs: tuple[float, ...]) -> list[F64]:
-    """`per_window_percentile` for each of `qs`, the windows' values sorted once."""
+    """For each q of `qs`, the q-th percentile ('linear', pandas' group arithmetic:
+    metrics/group_reduce.py) of x per window, the windows' values sorted once; NaN where
+    the window has no value."""
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
         return [np.full(n, np.nan) for _ in qs]

@@ -33,14 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from clustersim.config.schema import SLOSpec
-from clustersim.metrics.group_reduce import group_max, group_sums
-from clustersim.metrics.summary import (
-    completed_mask,
-    dropped_mask,
-    first_appearance_codes,
-    link_summary,
-    slo_mask,
-)
+from clustersim.metrics.group_reduce import first_appearance_codes, group_max, group_sums
+from clustersim.metrics.summary import completed_mask, dropped_mask, link_summary, slo_mask
 from clustersim.metrics.table import Table, as_table, floats
 from clustersim.metrics.time_bins import (
     burst_intervals,
@@ -92,22 +86,6 @@ _COUNT_COLUMNS = frozenset({"arrivals", "completions", "dropped"})
 
 
 # --------------------------------------------------------------------------- the table
-
-
-def build_timeline(
-    requests: Table | pd.DataFrame,
-    iterations: Table | pd.DataFrame | None,
-    links: Table | pd.DataFrame | None,
-    bin_s: float,
-    slo: SLOSpec,
-    warmup_s: float = 0.0,
-    phases: StateTimeline | None = None,
-    link_bin_s: float | None = None,
-) -> pd.DataFrame:
-    """`timeline_table` as a DataFrame."""
-    return timeline_table(
-        requests, iterations, links, bin_s, slo, warmup_s, phases, link_bin_s
-    ).to_frame()
 
 
 def timeline_table(

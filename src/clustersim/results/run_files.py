@@ -13,7 +13,7 @@ import pyarrow
 import yaml
 
 from clustersim.config.schema import SLOSpec
-from clustersim.metrics.timeline import build_timeline
+from clustersim.metrics.timeline import timeline_table
 from clustersim.results.plots import Bounds
 from clustersim.results.writer import INCOMPLETE_MARKER, is_incomplete
 
@@ -146,7 +146,9 @@ def load_run(run_dir: Path, writing: bool = False) -> RunFiles:
     timeline = _read_parquet(run_dir / "timeline.parquet", required=False)
     if timeline is None:
         try:
-            timeline = build_timeline(requests, iterations, links, bin_s, files.slo, files.warmup_s)
+            timeline = timeline_table(
+                requests, iterations, links, bin_s, files.slo, files.warmup_s
+            ).to_frame()
         except (KeyError, ValueError) as err:
             raise ReportError(f"{run_dir}: cannot compute the timeline: {err}") from err
     faults = _read_parquet(run_dir / "faults.parquet", required=False)
