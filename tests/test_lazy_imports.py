@@ -10,6 +10,7 @@ networkx graph, loads no planner or plots, and a plain run no pandas.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,30 @@ def test_run_without_faults_loads_no_graph_planner_or_plots(dense: Path, tmp_pat
     (metrics/table.py), so a plain run never imports pandas."""
     argv = ["run", str(dense), "--no-report", "--quiet", "--out", str(tmp_path / "out")]
     assert loaded_after(argv) == ["pyarrow"]
+
+
+def test_command_line_asks_openblas_for_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before numpy loads, the command line sets OPENBLAS_NUM_THREADS=1 (a user's value
+    stands; once numpy is loaded the setting could not act, so nothing is set)."""
+    from clustersim.cli.entry import one_blas_thread
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    one_blas_thread()  # numpy is loaded in this process: too late to matter
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    monkeypatch.delitem(sys.modules, "numpy")
+    one_blas_thread()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    one_blas_thread()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
+
+
+def test_a_run_loads_numpy_with_one_blas_thread(dense: Path, tmp_path: Path) -> None:
+    argv = ["run", str(dense), "--no-report", "--quiet", "--out", str(tmp_path / "out")]
+    probe = "import os, sys\nfrom clustersim.cli import main\nmain(sys.argv[1:])\n"
+    probe += "print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.strip().splitlines()[-1] == "1"
