@@ -23,6 +23,7 @@ import importlib.util
 import io
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import tempfile
@@ -98,8 +99,11 @@ def compile_clustersim() -> None:
 
 def in_fresh_process(task: Callable[[Any], Measurement], arg: Any) -> Measurement:
     """`task(arg)` in a newly spawned worker (a fresh one-worker pool, one task), with
-    clustersim's bytecode cached first."""
+    clustersim's bytecode cached first and one OpenBLAS thread (clustersim's command line
+    asks for one; the reference model gets the same, so neither pays OpenBLAS's thread
+    start, ≈ 0.1 CPU-s on 2 cores)."""
     compile_clustersim()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # inherited by the spawned worker
     ctx = multiprocessing.get_context("spawn")
     bench_dir = str(Path(__file__).resolve().parent)
     if bench_dir not in sys.path:  # the worker imports this module and reference_model
