@@ -378,6 +378,7 @@ def test_one_replica_leaps_end_where_the_next_arrival_lands(
     for name in ("one_replica_tp2", "one_replica_tp1"):
         (tmp_path / name).mkdir()
         _run(tmp_path / name, name, True, monkeypatch)
-    assert counts["leaps"] > 50
-    assert counts["announced"] > 50  # the rest: after the last arrival (nothing announced)
+    # (TP1 lanes step some batches after short leaps: serving/leap_backoff.py)
+    assert counts["leaps"] > 30
+    assert counts["announced"] > 10  # the rest: after the last arrival (nothing announced)
     assert counts["cut_short"] == 0
