@@ -20,9 +20,9 @@ def tries(backoff: LeapBackoff, batches: int) -> list[bool]:
 def test_short_leaps_pause_longer_and_longer() -> None:
     b = LeapBackoff(worth_steps=3)
     assert tries(b, 3) == [True] * 3
-    b.ran(leap(1))  # mean 3 → 2.75
+    b.ran(leap(2))  # mean 3 → 2.875
     assert tries(b, 2) == [False, True]  # one batch stepped
-    b.ran(leap(1))
+    b.ran(leap(2))
     assert tries(b, 4) == [False, False, False, True]
     for _ in range(10):
         b.ran(leap(1))
@@ -46,8 +46,8 @@ def test_the_mean_not_one_leap_decides() -> None:
 
 def test_a_recovered_mean_resets_the_pause() -> None:
     b = LeapBackoff(worth_steps=3)
-    b.ran(leap(1))
-    b.ran(leap(1))
+    b.ran(leap(2))
+    b.ran(leap(2))
     assert b.pause == 3 and tries(b, 4) == [False, False, False, True]
     while b.mean_steps < 3:
         b.ran(leap(40))  # long enough
@@ -58,7 +58,7 @@ def test_a_recovered_mean_resets_the_pause() -> None:
 
 def test_no_backoff_when_every_leap_is_worth_it() -> None:
     b = LeapBackoff(worth_steps=0)  # TP > 1
-    b.ran(leap(1))
+    b.ran(leap(2))
     assert tries(b, 5) == [True] * 5
 
 
