@@ -26,18 +26,19 @@ PENDING_SPLIT: frozenset[str] = frozenset()
 # The top-level packages (and modules) each one may import; `clustersim` is the root
 # package's __init__ (__version__). A back-arrow is an import not allowed here.
 _SIM_BASE = frozenset(
-    {ROOT, "config", "catalog", "topology", "model", "workload", "metrics", "faults"}
+    {ROOT, "collector", "config", "catalog", "topology", "model", "workload", "metrics", "faults"}
 )
 _SIMULATION = frozenset({"network", "serving", "moe", "deployment", "disagg", "sim"})
 _BELOW_APPS = _SIM_BASE | _SIMULATION | {"results"}
 MAY_IMPORT: dict[str, frozenset[str]] = {
     ROOT: frozenset(),
+    "collector": frozenset(),
     "config": frozenset({ROOT}),
     "catalog": frozenset({ROOT, "config"}),
     "workload": frozenset({ROOT, "config"}),
     "topology": frozenset({ROOT, "config", "catalog"}),
     "model": frozenset({ROOT, "config", "catalog"}),
-    "metrics": frozenset({ROOT, "config", "workload"}),
+    "metrics": frozenset({ROOT, "collector", "config", "workload"}),
     "faults": frozenset({ROOT, "config", "catalog", "topology"}),
     "network": frozenset({ROOT, "config", "catalog", "topology"}),
     "serving": _SIM_BASE | {"network"},

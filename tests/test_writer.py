@@ -171,3 +171,49 @@ def test_sweep_table(tmp_path: Path) -> None:
         "sweep.csv",
         "sweep.parquet",
     ]
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    sorted(
+        p.name
+        for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml")
+        if not p.name.startswith("plan_")  # (plan specs, not experiments)
+    ),
+)
+def test_resolved_yaml_is_what_the_python_emitter_writes(experiment: str) -> None:
+    """libyaml's emitter (when PyYAML has it) gives the text `yaml.safe_dump` gives."""
+    from clustersim.cli.points import load_points
+    from clustersim.config.load import resolved_config
+
+    path = Path(__file__).parents[1] / "experiments" / experiment
+    for point in load_points(path, []):
+        resolved = resolved_config(point.exp)
+        expected = yaml.safe_dump(dict(resolved), sort_keys=False, allow_unicode=True)
+        assert writer.resolved_yaml(resolved) == expected
+
+
+def test_resolved_yaml_without_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(yaml, "CSafeDumper", raising=False)
+    data = {"name": "démo", "layout": {"tp": 2}, "tags": ["a", "b"], "rate": 0.1}
+    assert writer.resolved_yaml(data) == yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def test_write_run_leaves_the_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    seen: list[bool] = []
+    real = writer.write_parquet
+
+    def spy(path: Path, df: Any) -> None:
+        seen.append(gc.isenabled())
+        real(path, df)
+
+    try:
+        writer.write_parquet = spy  # type: ignore[assignment]
+        assert gc.isenabled()
+        write_run(tmp_path, RESOLVED, fake_output(), {"x": 1})
+    finally:
+        writer.write_parquet = real  # type: ignore[assignment]
+    assert seen and not any(seen)  # paused while writing
+    assert gc.isenabled()

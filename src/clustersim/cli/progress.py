@@ -1,12 +1,12 @@
-"""Progress bars on stderr (tqdm): one run over simulated seconds, and overall counters."""
+"""Progress bars on stderr (tqdm): one run over simulated seconds, and overall counters.
+
+tqdm is imported when a bar is drawn: a `--quiet` run does without it."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from tqdm import tqdm
 
 
 @contextmanager
@@ -21,6 +21,8 @@ def progress_bar(
         fmt = "{desc}: {n:.1f} sim s [{elapsed}]"
     else:
         fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} sim s [{elapsed}<{remaining}]"
+    from tqdm import tqdm
+
     with tqdm(total=total_s, desc=desc, file=sys.stderr, bar_format=fmt, leave=False) as bar:
 
         def advance(now_s: float) -> None:
@@ -38,6 +40,8 @@ def overall_bar(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
         yield lambda: None
         return
     fmt = "runs: {n}/{total} |{bar}| [{elapsed}<{remaining}]"
+    from tqdm import tqdm
+
     with tqdm(total=total, file=sys.stderr, bar_format=fmt, position=0) as bar:
         yield lambda: bar.update(1)
 
@@ -48,5 +52,7 @@ def overall_bar_open(quiet: bool, unit: str) -> Iterator[Callable[[], None]]:
     if quiet:
         yield lambda: None
         return
+    from tqdm import tqdm
+
     with tqdm(file=sys.stderr, desc=unit, bar_format="{desc}: {n} [{elapsed}]") as bar:
         yield lambda: bar.update(1)

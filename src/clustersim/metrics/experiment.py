@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clustersim.collector import collector_paused
 from clustersim.config.schema import Experiment
 from clustersim.metrics.fault_summary import faults_summary
 from clustersim.metrics.prefix_cache import add_prefix_cache_columns, prefix_cache_summary
@@ -19,7 +20,13 @@ from clustersim.metrics.window import BASIS_ARRIVALS
 def summarize_experiment(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], Table]:
     """The run's timeline and its summary, measured over [warmup, end of arrivals].
 
-    Pandas is imported only for a run with prefix caching or faults (their summaries)."""
+    Pandas is imported only for a run with prefix caching or faults (their summaries). The
+    cyclic collector waits until it is done (collector.py: numpy work, few cycles)."""
+    with collector_paused():
+        return _summary_and_timeline(exp, out)
+
+
+def _summary_and_timeline(exp: Experiment, out: RunTables) -> tuple[dict[str, Any], Table]:
     warmup_s = exp.horizon.warmup_s
     timeline = timeline_table(
         out.requests,

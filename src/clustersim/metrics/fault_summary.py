@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clustersim.config.schema import SLOSpec
+from clustersim.metrics.linear_percentile import linear_percentiles
 from clustersim.metrics.summary import completed_mask, measured_requests, slo_mask
 from clustersim.metrics.table import floats
 
@@ -65,7 +66,7 @@ def faults_summary(
     inside = inside_windows(floats(req, "arrival_s"), fault_windows(faults))
     ttft = floats(req, "ttft_s")
     outside_ttft = ttft[done & ~inside]
-    baseline = float(np.percentile(outside_ttft, 99)) if len(outside_ttft) else None
+    baseline = linear_percentiles(outside_ttft, (99.0,))[0] if len(outside_ttft) else None
     first = float(faults["start_s"].min()) if len(faults) else math.inf
     threshold = recovery_threshold(timeline, first, baseline, warmup_s)
     return {

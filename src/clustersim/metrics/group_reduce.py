@@ -26,6 +26,9 @@ I64 = npt.NDArray[np.int64]
 # summed value by value in Python (the vectorised walk costs one numpy pass per value of the
 # largest group)
 _PYTHON_WALK_RATIO = 64
+# values already grouped by code are sorted group by group (one numpy call each) when the
+# groups average at least this many values; else two stable argsorts over all of them
+_SEGMENT_SORT_RATIO = 32
 
 
 def _sizes(codes: I64, n: int) -> tuple[I64, I64]:
@@ -108,14 +111,26 @@ def group_max(codes: I64, values: F64, n: int) -> F64:
     return np.where(counts > 0, out, np.nan)
 
 
+def _sorted_by_group(codes: I64, values: F64, counts: I64, first: I64, has: I64) -> F64:
+    """The values grouped by code, each group's in ascending order (equal values in row
+    order, as stable sorts leave them)."""
+    grouped = len(codes) == 0 or not (codes[1:] < codes[:-1]).any()
+    if grouped and len(has) * _SEGMENT_SORT_RATIO <= len(values):  # (rows by time window)
+        x = values.copy()
+        for g in has.tolist():  # a few long runs: sort each in place
+            x[first[g] : first[g] + counts[g]].sort(kind="stable")
+        return x
+    order = np.argsort(values, kind="stable")
+    order = order[np.argsort(codes[order], kind="stable")]  # by group, then by value
+    return values[order]
+
+
 def group_quantiles(codes: I64, values: F64, n: int, qs: tuple[float, ...]) -> list[F64]:
     """For each q of `qs` (0 <= q <= 1, linear), the q-quantile of each group; NaN for an
     empty group. The groups are sorted once for all of them."""
-    order = np.argsort(values, kind="stable")
-    order = order[np.argsort(codes[order], kind="stable")]  # by group, then by value
-    x = values[order]
     counts, first = _sizes(codes, n)
     has = np.flatnonzero(counts)
+    x = _sorted_by_group(codes, values, counts, first, has)
     result = []
     for q in qs:
         out = np.full(n, np.nan)

@@ -29,6 +29,7 @@ import numpy as np
 
 from clustersim.config.schema import SLOSpec
 from clustersim.metrics.group_reduce import first_appearance_codes, group_sums
+from clustersim.metrics.linear_percentile import linear_percentiles
 from clustersim.metrics.pools import kv_transfer_summary, pools_summary
 from clustersim.metrics.table import Table, as_frame, as_table, flags, floats
 from clustersim.metrics.window import (
@@ -221,8 +222,8 @@ def latency_stats(samples: np.ndarray) -> dict[str, float | None]:
     if len(x) == 0:
         return dict.fromkeys(STAT_KEYS)
     stats: dict[str, float | None] = {"mean": float(x.mean())}
-    for key, q in _PERCENTILES.items():
-        stats[key] = float(np.percentile(x, q, method="linear"))
+    values = linear_percentiles(x, tuple(_PERCENTILES.values()))
+    stats.update(zip(_PERCENTILES, values, strict=True))
     return stats
 
 

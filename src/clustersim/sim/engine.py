@@ -13,6 +13,7 @@ import numpy as np
 import simpy
 
 from clustersim.catalog.engines import serving_engine
+from clustersim.collector import frozen_heap
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError, build_layout
 from clustersim.deployment.prefix_caches import (
@@ -37,7 +38,6 @@ from clustersim.sim.arrival_process import ArrivalTimer, announced_arrivals
 from clustersim.sim.event_loop import run_until
 from clustersim.sim.fault_build import with_faults
 from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
-from clustersim.sim.frozen_heap import frozen_heap
 from clustersim.sim.plain_arrivals import plain_admit
 from clustersim.sim.run_output import RunOutput
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s

@@ -1,0 +1,75 @@
+"""collector.py: set-up's objects leave the collector for the block and come back; a paused
+collector runs again after the block."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from clustersim.collector import collector_paused, frozen_heap
+
+
+def test_objects_alive_at_entry_are_frozen_for_the_block_only() -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    alive = [object() for _ in range(10)]
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    assert len(alive) == 10
+
+
+def test_unfrozen_after_an_error() -> None:
+    gc.unfreeze()
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("boom")
+    assert gc.get_freeze_count() == 0
+
+
+def test_cycles_made_inside_are_still_collected() -> None:
+    with frozen_heap():
+
+        class Node:
+            partner: object
+
+        a, b = Node(), Node()
+        a.partner, b.partner = b, a
+        n_before = len(gc.get_objects())
+        del a, b
+        assert gc.collect() >= 2
+        assert len(gc.get_objects()) < n_before
+
+
+def test_paused_collector_resumes_and_collects_what_waited() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # nested: the outer block still pauses it
+            pass
+        assert not gc.isenabled()
+
+        class Node:
+            partner: object
+
+        a, b = Node(), Node()
+        a.partner, b.partner = b, a
+        del a, b
+    assert gc.isenabled()
+    assert gc.collect() >= 2  # the cycle waited for the first pass after the block
+
+
+def test_a_disabled_collector_stays_disabled() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_resumed_after_an_error() -> None:
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
