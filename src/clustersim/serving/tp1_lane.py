@@ -129,10 +129,10 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     while there is nothing to run. Falls back to `replica._single_stage_lane` for good
     once the lane's scheduler is not plain."""
     env = replica.env
-    schedule = env.schedule
     # the lane's step timer: one event re-armed each step where `env.timeout` would create
-    # one (the same schedule call: NORMAL priority, the step's delay; only this lane waits
-    # on it, and only while it is pending)
+    # one (`Environment.schedule`'s entry, inline: at now + the step's delay, NORMAL
+    # priority, the next event id; only this lane waits on it, and only while it is pending)
+    queue, next_eid = env._queue, env._eid.__next__
     step_timer = simpy.Event(env)
     step_timer._ok = True
     step_timer._value = None
@@ -169,7 +169,8 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             residue, members, heap = decodes.residue, decodes.members, decodes.finish_heap
             waiting = prefills.waiting
             bs = adm.block_size
-            inline_form = sched.chunked or sched.mixed_whole_prompts
+            never_inline = not (sched.chunked or sched.mixed_whole_prompts)
+            arrived = sched.arrived  # (disaggregated KV that arrived: the scheduler's batch)
             chunked, max_tokens, max_seqs = sched.chunked, sched.max_tokens, prefills.max_seqs
             watermark, capacity = adm.watermark_blocks, kv.capacity
         now = env._now  # (Environment.now, without its property call)
@@ -181,7 +182,8 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
         used = kv.used
         n = len(members)
         d, ctx = -1, 0
-        general = bool(sched.arrived) or not inline_form
+        # (truthy: the scheduler forms the batch)
+        general: bool | list[int] = never_inline or arrived
         if n and not general:
             d = decodes.d
             need = residue[d % bs]
@@ -278,11 +280,11 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
         comm = 0.0
         if tp == 1:
             step_timer.callbacks = []
-            schedule(step_timer, NORMAL, compute)
+            heappush(queue, (env._now + compute, NORMAL, next_eid(), step_timer))
             yield step_timer
         elif (closed := replica._closed_step(now, compute, pt + n)) is not None:
             step_timer.callbacks = []  # Replica._execute's one timer, inline
-            schedule(step_timer, NORMAL, closed - now)
+            heappush(queue, (env._now + (closed - now), NORMAL, next_eid(), step_timer))
             yield step_timer
             comm = closed - (now + compute)
         else:
@@ -312,19 +314,21 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             )
         # ---------------------------------------------------------- Scheduler.complete
         if d >= 0:
-            if heap and heap[0][0] <= d:  # DecodeSet.finished + _finish_decoders, inline
-                while heap and heap[0][0] <= d:
-                    _, rid, v = heappop(heap)
-                    if v != version[rid]:
-                        continue  # preempted since it was pushed
-                    p, d0 = eff[rid], d0s[rid]
-                    del members[rid]  # DecodeSet.leave
-                    residue[(d0 - p) % bs] -= 1
-                    decodes.ctx_offset -= p + 1 - d0
-                    kv.release(-(-(p + d - d0 + 1) // bs))  # the blocks its KV occupies
-                    generated[rid] = output[rid]
-                    finish_s[rid] = end
-                    on_finish(rid, end)
+            while heap and heap[0][0] <= d:  # DecodeSet.finished + _finish_decoders, inline
+                _, rid, v = heappop(heap)
+                if v != version[rid]:
+                    continue  # preempted since it was pushed
+                p, d0 = eff[rid], d0s[rid]
+                del members[rid]  # DecodeSet.leave
+                residue[(d0 - p) % bs] -= 1
+                decodes.ctx_offset -= p + 1 - d0
+                kv_left = kv.used - -(-(p + d - d0 + 1) // bs)  # KVPool.release, inline:
+                if kv_left < 0:  # the blocks its KV occupies
+                    raise KVCapacityError(f"releasing blocks with {kv.used} used")
+                kv.used = kv_left
+                generated[rid] = output[rid]
+                finish_s[rid] = end
+                on_finish(rid, end)
             decodes.d = d + 1
         if chunks:  # PrefillQueue.advance + _end_prefill, inline
             done = []
@@ -342,7 +346,10 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                 if first_token[rid] != first_token[rid]:  # NaN: the first token
                     first_token[rid] = end
                 if generated[rid] >= output[rid]:
-                    kv.release(-(-eff[rid] // bs))  # KVAdmission.finish_prefill, plain
+                    kv_left = kv.used - -(-eff[rid] // bs)  # KVAdmission.finish_prefill, plain
+                    if kv_left < 0:  # (KVPool.release, inline)
+                        raise KVCapacityError(f"releasing blocks with {kv.used} used")
+                    kv.used = kv_left
                     finish_s[rid] = end
                     on_finish(rid, end)
                 else:  # DecodeSet.enter: it decodes from the next decode step on

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from heapq import heappush
 
 import simpy
 from simpy.events import NORMAL, URGENT, EventPriority
@@ -42,7 +43,16 @@ class ArrivalTimer:
     """The arrival process as one re-armed event (see module docstring); `start` it where
     the process would be created."""
 
-    __slots__ = ("_admit", "_announce", "_armed", "_arrival_s", "_env", "_event", "_next")
+    __slots__ = (
+        "_admit",
+        "_announce",
+        "_armed",
+        "_arrival_s",
+        "_callbacks",
+        "_env",
+        "_event",
+        "_next",
+    )
 
     def __init__(
         self,
@@ -60,21 +70,25 @@ class ArrivalTimer:
         self._event = simpy.Event(env)  # succeeded with None each time it is armed
         self._event._ok = True
         self._event._value = None
+        # the event's callbacks each time it is armed: one list, as nothing else waits on it
+        # (the event loop reads the list it replaces by None; _fire puts it back)
+        self._callbacks: list[Callable[[simpy.Event], None]] = [self._fire]
 
     def start(self) -> None:
         """Run the first arrivals where simpy would initialise the process (now, urgent)."""
         self._arm(URGENT, 0.0)
 
     def _arm(self, priority: EventPriority, delay: float) -> None:
-        event = self._event
-        event.callbacks = [self._fire]
-        self._env.schedule(event, priority, delay)
+        """`Environment.schedule(event, priority, delay)`, its queue entry inline."""
+        env, event = self._env, self._event
+        event.callbacks = self._callbacks
+        heappush(env._queue, (env._now + delay, priority, next(env._eid), event))
 
     def _fire(self, _event: simpy.Event) -> None:
         """Admit the request the timer was armed for (at the time it landed, as the process
         does after its timeout), then every request due by now; arm for the next one."""
-        env, arrival_s, admit = self._env, self._arrival_s, self._admit
-        now = env.now
+        arrival_s, admit = self._arrival_s, self._admit
+        now = self._env._now
         rid = self._next
         n = len(arrival_s)
         if self._armed:  # (not on the first call: the process's Initialize)

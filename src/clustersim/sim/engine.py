@@ -176,7 +176,12 @@ class _Simulation:
             self._lo_router.decreased(r)
         if self.faults is not None:
             self.faults.health.on_finish(rid)
-        self._request_done(rid, now)
+        if self.stream.concurrency:
+            self._request_done(rid, now)
+            return
+        self.ended += 1  # _request_done → _end_one of an open-loop run, inline (a call a finish)
+        if self.ended == self.n:
+            self.done.succeed()
 
     def _request_done(self, rid: int, now: float) -> None:
         """A request produced its last token (co-located, or the decode pool's); a closed

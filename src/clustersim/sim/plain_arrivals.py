@@ -6,7 +6,9 @@ kind. A run with none of these — every unit a one-lane `Replica` without prefi
 router reading only the outstanding counts — admits a request with the same decisions in
 the same order, inline: the router's choice (least_outstanding's scan as `min` + `index`),
 the arrival record, the drop checks (too long for `max_model_len`, the replica's queue full,
-more KV than the replica's lane can ever hold) and `Replica.submit` → `Scheduler.add`.
+more KV than the replica's lane can ever hold) and `Replica.submit` → `Scheduler.add` (its
+`interrupt` called only while the replica has a decode leap in flight: without one it does
+nothing).
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def plain_admit(run: PlainRun) -> Admit | None:
         outstanding[r] += 1
         lane = lanes[r]
         sched = lane.scheduler
-        sched.interrupt()
+        if replicas[r]._leap is not None:  # (else `Scheduler.interrupt` has no leap to cut)
+            sched.interrupt()
         sched.prefills.waiting.append(rid)
         if lane.idle:
             lane.idle = False
