@@ -199,6 +199,14 @@ class StageCostModel:
             return s if s > host_s else host_s
         return s + host_s
 
+    def cached_terms(self) -> tuple[dict[tuple[int, int, int], StepPart], float, float, bool]:
+        """What `compute_s` reads for a batch shape it has seen: the cached context-free
+        parts by (prefill tokens, decode tokens, prefill chunks), seconds a decode context
+        token, seconds a prefill (query, key) pair, whether host time overlaps. The TP1 lane
+        (serving/tp1_lane.py) repeats compute_s's arithmetic on them, in the same order, and
+        calls compute_s for a shape not cached yet: a change here is a change there."""
+        return self._parts, self._decode_s_per_token, self._prefill_s_per_pair, self._host_overlap
+
     def _step_part(self, prefill_tokens: int, decode_tokens: int, prefill_seqs: int) -> StepPart:
         """compute_s's context-free terms for a batch shape (t = prefill + decode > 0)."""
         graph = prefill_tokens == 0 and decode_tokens <= self._graph_max_batch

@@ -22,6 +22,7 @@ from clustersim.model.stage_cost import StageCost
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.lane_leaps import LaneLeaps
+from clustersim.serving.lane_process import LaneProcess
 from clustersim.serving.leap_backoff import TP1_WORTH_STEPS, LeapBackoff
 from clustersim.serving.prefix_lane_choice import lane_for
 from clustersim.serving.request_state import RequestState
@@ -139,7 +140,7 @@ class Replica(LaneLeaps):
         one_lane = self.pp == 1 and speculative is None and type(self)._execute is Replica._execute
         self._init_leaps(one_lane, fabric, serving, kv_blocks_per_lane)  # serving/lane_leaps.py
         if one_lane and tp1_lane_enabled():
-            env.process(tp1_lane(self, self.lanes[0]))  # its hot path: serving/tp1_lane.py
+            LaneProcess(env, tp1_lane(self, self.lanes[0]))  # its hot path: serving/tp1_lane.py
         elif self.pp == 1:
             env.process(self._single_stage_lane(self.lanes[0]))
         else:

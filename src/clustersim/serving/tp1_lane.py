@@ -42,7 +42,8 @@ import simpy
 from simpy.events import NORMAL
 
 from clustersim.metrics.recorder import Recorder, pack_row
-from clustersim.model.stage_cost import StageCost
+from clustersim.model.stage_cost import StageCost, StageCostModel
+from clustersim.model.stage_parts import StepPart
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, LeapPricing
 from clustersim.serving.decode_set import DecodeSet
@@ -143,6 +144,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     backoff = LeapBackoff(TP1_WORTH_STEPS if tp == 1 else 0, TP1_MAX_PAUSE)  # as the general
     heappop, heappush = heapq.heappop, heapq.heappush
     sched: Scheduler | None = None
+    priced: StageCost | None = None  # the stage cost whose cached terms are bound below
     while True:
         if lane.scheduler is not sched:  # first step, or a fault's fresh scheduler
             sched = lane.scheduler
@@ -261,8 +263,11 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             if used > kv.peak:
                 kv.peak = used
         epoch = replica.epoch
+        # whether a decoding request finishes in this step (nothing changes the finish heap
+        # while the step runs: arrivals only queue)
+        finishing = heap and heap[0][0] <= d
         # ---------------------------------------------------------- the step
-        if not chunks and replica._pricing is not None and not (heap and heap[0][0] <= d):
+        if not chunks and not finishing and replica._pricing is not None:
             # (a request finishing in this step leaves no run of steps to leap over)
             if backoff.skip:  # LeapBackoff.try_now, inline
                 backoff.skip -= 1
@@ -276,11 +281,36 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                     continue
         # costs are read per step: a fault may slow the stage (serving/replica_faults.py)
         cost = replica.costs[0]
-        compute = cost.compute_s(pt, pairs, n, ctx, len(chunks))
+        if cost is not priced:  # first step, or a stage slowed down or restored
+            priced = cost
+            parts: dict[tuple[int, int, int], StepPart] = {}
+            if type(cost) is StageCostModel:
+                parts, per_ctx, per_pair, overlap = cost.cached_terms()
+        nch = len(chunks)
+        part = parts.get((pt, n, nch))
+        if part is None:  # (a shape not priced yet, or another cost model)
+            compute = cost.compute_s(pt, pairs, n, ctx, nch)
+        else:  # StageCostModel.compute_s's arithmetic on its cached part, inline
+            compute, attn_floor, decode_seqs_s, embed_s, lm_s, moe_s, host_s = part
+            if n:
+                attn = ctx * per_ctx + decode_seqs_s
+                compute += attn if attn > attn_floor else attn_floor
+            if pt:
+                attn = pairs * per_pair
+                compute += attn if attn > attn_floor else attn_floor
+            compute += embed_s
+            if lm_s is not None:
+                compute += lm_s
+            if moe_s is not None:
+                compute += moe_s
+            if overlap:
+                compute = compute if compute > host_s else host_s
+            else:
+                compute += host_s
         comm = 0.0
         if tp == 1:
             step_timer.callbacks = []
-            heappush(queue, (env._now + compute, NORMAL, next_eid(), step_timer))
+            heappush(queue, (now + compute, NORMAL, next_eid(), step_timer))
             yield step_timer
         elif (closed := replica._closed_step(now, compute, pt + n)) is not None:
             step_timer.callbacks = []  # Replica._execute's one timer, inline
@@ -314,7 +344,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             )
         # ---------------------------------------------------------- Scheduler.complete
         if d >= 0:
-            while heap and heap[0][0] <= d:  # DecodeSet.finished + _finish_decoders, inline
+            while finishing and heap and heap[0][0] <= d:  # DecodeSet.finished + …, inline
                 _, rid, v = heappop(heap)
                 if v != version[rid]:
                     continue  # preempted since it was pushed
