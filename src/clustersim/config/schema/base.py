@@ -1,8 +1,6 @@
 """Shared building blocks of the schema: the strict base model, bounded number types, dtypes
 and the keyed cross-field error."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field

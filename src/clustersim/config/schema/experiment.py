@@ -1,7 +1,5 @@
 """A whole experiment: its sections plus horizon, SLO, output and limits."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -38,7 +36,7 @@ class HorizonSpec(Strict):
     warmup_s: NonNegFloat = 0.0  # requests arriving before this are excluded from statistics
 
     @model_validator(mode="after")
-    def _one_bound(self) -> HorizonSpec:
+    def _one_bound(self) -> "HorizonSpec":
         if (self.duration_s is None) == (self.requests is None):
             raise ValueError("give exactly one of duration_s or requests")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
@@ -99,7 +97,7 @@ class Experiment(Strict):
     base_dir: str = "."  # directory relative paths in the experiment resolve against
 
     @model_validator(mode="after")
-    def _check_cross_fields(self) -> Experiment:
+    def _check_cross_fields(self) -> "Experiment":
         """Checks across sections, each reported at the key the user should change."""
         if self.workload.arrival.process == "burst" and self.horizon.duration_s is not None:
             raise keyed_error(

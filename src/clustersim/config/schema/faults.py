@@ -5,8 +5,6 @@ Targets are named as in the topology graph (GPU `n0.g3`, node `n1`, link `a->b`,
 build time (faults/targets.py), so `validate` reports a target that does not exist.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -46,7 +44,7 @@ class FaultEventSpec(Strict):
     extra_latency_us: Micros = 0.0
 
     @model_validator(mode="after")
-    def _factors_match_kind(self) -> FaultEventSpec:
+    def _factors_match_kind(self) -> "FaultEventSpec":
         gpu_factors = self.compute_factor != 1.0 or self.hbm_factor != 1.0
         link_factors = self.bandwidth_factor != 1.0 or self.extra_latency_us != 0.0
         if gpu_factors and self.kind != "gpu_slowdown":
@@ -78,7 +76,7 @@ class RandomFailureSpec(Strict):
     sigma: NonNegFloat = 0.5  # lognormal repair: sigma of log(repair time)
 
     @model_validator(mode="after")
-    def _one_mtbf(self) -> RandomFailureSpec:
+    def _one_mtbf(self) -> "RandomFailureSpec":
         if (self.mtbf_s is None) == (self.mtbf_h is None):
             raise keyed_error("mtbf_s", "give exactly one of mtbf_s or mtbf_h")
         return self
@@ -104,7 +102,7 @@ class FaultsSpec(Strict):
     reload: ReloadSpec = ReloadSpec()
 
     @model_validator(mode="after")
-    def _something(self) -> FaultsSpec:
+    def _something(self) -> "FaultsSpec":
         if not self.events and not self.random:
             raise keyed_error("events", "a faults: block needs events or random failures")
         return self

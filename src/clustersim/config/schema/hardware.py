@@ -1,7 +1,5 @@
 """One GPU's peaks and calibrated efficiencies (`hardware:`)."""
 
-from __future__ import annotations
-
 import importlib
 from typing import Annotated, Any
 

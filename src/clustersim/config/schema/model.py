@@ -1,7 +1,5 @@
 """The transformer architecture of an experiment (`model:`)."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -63,7 +61,7 @@ class ModelSpec(Strict):
         return self.num_layers - self.first_dense_layers if self.is_moe else 0
 
     @model_validator(mode="after")
-    def _check_moe_and_heads(self) -> ModelSpec:
+    def _check_moe_and_heads(self) -> "ModelSpec":
         if self.num_attention_heads % self.num_kv_heads != 0:
             raise ValueError(
                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "

@@ -1,8 +1,6 @@
 """How the model is deployed: parallel layout, precision, serving engine knobs, MoE expert
 routing and EPLB, and prefill / decode disaggregation pools."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -164,7 +162,7 @@ class ServingSpec(Strict):
         return self.prefix_caching is not None and self.prefix_caching.enabled
 
     @model_validator(mode="after")
-    def _check_prefix_caching(self) -> ServingSpec:
+    def _check_prefix_caching(self) -> "ServingSpec":
         if self.router in ("cache_aware", "kv_aware") and not self.prefix_caching_on:
             raise keyed_error(
                 "router",

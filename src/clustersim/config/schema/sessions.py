@@ -1,8 +1,6 @@
 """Synthetic multi-turn sessions (`workload.sessions`, with `arrival: {process: sessions}`):
 shared system prompts, chat turns and agent loops (workload/sessions.py; docs/workloads.md)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
@@ -23,7 +21,7 @@ class TokenDistSpec(Strict):
     max: PosInt | None = None
 
     @model_validator(mode="after")
-    def _check_bounds(self) -> TokenDistSpec:
+    def _check_bounds(self) -> "TokenDistSpec":
         if self.max is not None and self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self

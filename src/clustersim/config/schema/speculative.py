@@ -8,8 +8,6 @@ model, catalog/eagle_heads.py, or the checkpoint named in `draft_model`), or a s
 model (`draft_model`, named from the built-in catalog).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -31,7 +29,7 @@ class SpeculativeSpec(Strict):
     draft_model: str | None = None
 
     @model_validator(mode="after")
-    def _check_profile(self) -> SpeculativeSpec:
+    def _check_profile(self) -> "SpeculativeSpec":
         rates = self.acceptance if isinstance(self.acceptance, list) else [self.acceptance]
         if isinstance(self.acceptance, list) and len(rates) != self.num_tokens:
             raise keyed_error(

@@ -1,7 +1,5 @@
 """The cluster: nodes, NVLink domains, the scale-out network and PCIe (`topology:`)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -21,7 +19,7 @@ class NVLinkSpec(Strict):
     latency_us: Micros = 2.0
 
     @model_validator(mode="after")
-    def _check_domain(self) -> NVLinkSpec:
+    def _check_domain(self) -> "NVLinkSpec":
         d = self.domain
         ok = d == "node" or (
             d.startswith("rack(") and d.endswith(")") and d[5:-1].isdigit() and int(d[5:-1]) > 0
@@ -64,7 +62,7 @@ class TopologySpec(Strict):
         return self.nodes * self.gpus_per_node
 
     @model_validator(mode="after")
-    def _check_network(self) -> TopologySpec:
+    def _check_network(self) -> "TopologySpec":
         if self.nodes > 1 and self.network is None:
             raise ValueError(f"{self.nodes} nodes need a network: block")
         rack = self.nvlink.rack_size if self.nvlink else None

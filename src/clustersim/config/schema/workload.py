@@ -1,7 +1,5 @@
 """The offered load: arrival processes, length distributions and traces (`workload:`)."""
 
-from __future__ import annotations
-
 import math
 from typing import Annotated, Any, Literal
 
@@ -42,7 +40,7 @@ class MMPPArrival(Strict):
     mean_dwell_s: list[Dwell] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _check_lengths(self) -> MMPPArrival:
+    def _check_lengths(self) -> "MMPPArrival":
         if len(self.rates_rps) != len(self.mean_dwell_s):
             raise ValueError("rates_rps and mean_dwell_s must have the same length")
         if max(self.rates_rps) <= 0:
@@ -86,7 +84,7 @@ class UniformLength(Strict):
     max: PosInt
 
     @model_validator(mode="after")
-    def _check_range(self) -> UniformLength:
+    def _check_range(self) -> "UniformLength":
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self
@@ -100,7 +98,7 @@ class LognormalLength(Strict):
     max: PosInt | None = None
 
     @model_validator(mode="after")
-    def _check_range(self) -> LognormalLength:
+    def _check_range(self) -> "LognormalLength":
         if self.max is not None and self.max < self.min:
             raise keyed_error("max", f"expected max >= min ({self.min}) (got {self.max})")
         return self
@@ -112,7 +110,7 @@ class EmpiricalLength(Strict):
     weights: list[NonNegFloat] | None = None
 
     @model_validator(mode="after")
-    def _check_weights(self) -> EmpiricalLength:
+    def _check_weights(self) -> "EmpiricalLength":
         if self.weights is not None:
             if len(self.weights) != len(self.values):
                 raise ValueError("weights must have as many entries as values")
@@ -149,7 +147,7 @@ class WorkloadSpec(Strict):
         return omit_when(handler(self), sessions=None)
 
     @model_validator(mode="after")
-    def _check_sources(self) -> WorkloadSpec:
+    def _check_sources(self) -> "WorkloadSpec":
         if self.arrival.process == "trace" and self.trace is None:
             raise ValueError("arrival process 'trace' needs a trace: block")
         if (self.arrival.process == "sessions") != (self.sessions is not None):
