@@ -74,3 +74,43 @@ def test_a_chunk_is_freed_once_its_last_row_is_gathered() -> None:
     frees = _chunk_free_points(order, first_row)
     assert frees == [(8, 1), (7, 2), (3, 0)]
     assert _chunk_free_points(np.array([], dtype=np.int64), np.array([0])) == []
+
+
+def test_lane_rows_widen_to_the_full_rows() -> None:
+    """A one-stage lane's packed rows (metrics/lane_rows.py) build the table its full rows
+    would, mixed with other rows in any buffer order (no two steps share their sort key)."""
+    from clustersim.metrics.lane_rows import pack_lane_row
+
+    rng = np.random.default_rng(7)
+    full, mixed = Recorder(1), Recorder(1)
+    lanes = {r: mixed.lane_buffer(r) for r in (0, 2)}
+    start = {0: 0.0, 1: 0.0, 2: 0.0}
+    for _ in range(500):
+        r = int(rng.integers(0, 3))
+        now = start[r]
+        end = now + float(rng.integers(1, 40)) / 1000
+        start[r] = end
+        pt, n, seqs = int(rng.integers(0, 2000)), int(rng.integers(0, 256)), 7
+        compute, comm = float(rng.random()) / 50, float(rng.choice([0.0, -0.0, 1e-6]))
+        used, cap = int(rng.integers(0, 2**40)), 2**41 + r
+        row = (r, 0, 0, now, end, pt, n, seqs, pt + n, compute, comm, 0.0, used, cap)
+        full.on_iteration(row)
+        if r in lanes:
+            lanes[r].values.frombytes(
+                pack_lane_row(now, end, pt, n, seqs, compute, comm, used, cap)
+            )
+        else:
+            mixed.on_iteration(row)
+    expected, got = full.iterations_table(), mixed.iterations_table()
+    for name in expected.columns:
+        assert expected[name].tobytes() == got[name].tobytes(), name
+        assert expected[name].dtype == got[name].dtype
+    assert not mixed.lane_rows  # buffers released
+
+
+def test_lane_rows_do_not_mix_with_emitted_counts() -> None:
+    rec = Recorder(1)
+    rec.lane_buffer(0).values.extend([0.0] * 9)
+    rec.on_emitted(2)
+    with pytest.raises(ValueError, match="emitted"):
+        rec.iterations_table()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
+from clustersim.metrics.lane_rows import LaneRows, lane_sort_keys, widened
 from clustersim.metrics.table import Table
 
 ITERATION_COLUMNS = (
@@ -97,6 +98,7 @@ class Recorder:
         self.chunk_values = CHUNK_VALUES
         self.steps = 0
         self.decode_runs = DecodeRuns()  # leaped steps' rows, built with the table
+        self.lane_rows: list[LaneRows] = []  # one-stage lanes' packed rows (`lane_buffer`)
         # pipeline trips' stage steps (start, end, compute, bubble each), their heads and
         # stage counts, until HELD_TRIPS are held (`on_trip`)
         # (converted as they come, while the trip's floats are in cache)
@@ -169,6 +171,14 @@ class Recorder:
             self.full_chunks.append(chunk)
             self.iterations = array("d")
 
+    def lane_buffer(self, replica: int) -> LaneRows:
+        """A new buffer of packed rows for one of `replica`'s one-stage lanes to append to
+        (metrics/lane_rows.py; widened to full rows with the table). Not with `emitted`
+        counts, which follow the rows' order in `iterations`."""
+        lane = LaneRows(replica)
+        self.lane_rows.append(lane)
+        return lane
+
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""
         if self.record_iterations:
@@ -190,15 +200,24 @@ class Recorder:
         self._write_trips()
         if self.decode_runs.count:
             self.iterations.frombytes(self.decode_runs.take_rows())
-        chunks = [c for c in (*self.full_chunks, self.iterations) if len(c)]
-        self.full_chunks, self.iterations = [], array("d")  # `chunks` holds them now
+        lanes = [lane for lane in self.lane_rows if len(lane.values)]
+        if lanes and len(self.emitted):
+            raise ValueError("emitted token counts follow full rows only")
+        full = [c for c in (*self.full_chunks, self.iterations) if len(c)]
+        chunks = [*full, *(lane.values for lane in lanes)]
+        owners = [-1] * len(full) + [lane.replica for lane in lanes]  # −1: full rows
         views: list[np.ndarray | None] = [
-            np.frombuffer(c, dtype=np.float64).reshape(-1, width) for c in chunks
+            np.frombuffer(c, dtype=np.float64).reshape(-1, width) for c in full
         ]
-        sizes = np.array([len(c) // width for c in chunks], dtype=np.int64)
+        views += [lane.view() for lane in lanes]
+        self.full_chunks, self.iterations = [], array("d")  # `chunks` holds them now
+        for lane in self.lane_rows:
+            lane.values = array("d")
+        self.lane_rows = []
+        sizes = np.array([len(v) for v in views if v is not None], dtype=np.int64)
         first_row = np.concatenate(([0], np.cumsum(sizes)))  # each chunk's first row
         rows = int(first_row[-1])
-        keys = _sort_keys(views)
+        keys = _sort_keys(views, owners)
         order = stable_row_order(keys[3], keys[0], keys[1], keys[2])
         del keys
         columns = {
@@ -209,7 +228,7 @@ class Recorder:
         frees = _chunk_free_points(order, first_row)  # (gathered rows that free it, chunk)
         for first in range(0, rows, _GATHER_BLOCK_ROWS):
             last = first + _GATHER_BLOCK_ROWS
-            block = _gather_rows(views, first_row, order[first:last], width)
+            block = _gather_rows(views, owners, first_row, order[first:last], width)
             for i, target in enumerate(targets):
                 target[first:last] = block[:, i]
             while frees and frees[-1][0] <= last:
@@ -228,15 +247,20 @@ _KEY_COLUMNS = ("replica", "stage", "lane", "start_s")  # the first four, in thi
 assert ITERATION_COLUMNS[:4] == _KEY_COLUMNS
 
 
-def _sort_keys(views: Sequence[np.ndarray | None]) -> np.ndarray:
+def _sort_keys(views: Sequence[np.ndarray | None], owners: Sequence[int]) -> np.ndarray:
     """The first four columns (replica, stage, lane, start_s) of every chunk's rows, one
     after another, as the rows of a (4, rows) array: each chunk's leading values read in one
-    pass (the row-major buffer read once, not once a key) and transposed in cache."""
-    present = [v for v in views if v is not None]
-    keys = np.empty((4, sum(len(v) for v in present)), dtype=np.float64)
+    pass (the row-major buffer read once, not once a key) and transposed in cache; a lane's
+    packed rows (owner ≥ 0: its replica) give theirs (metrics/lane_rows.py)."""
+    present = [(v, o) for v, o in zip(views, owners, strict=True) if v is not None]
+    keys = np.empty((4, sum(len(v) for v, _ in present)), dtype=np.float64)
     first = 0
-    for view in present:
-        keys[:, first : first + len(view)] = view[:, :4].T.copy()  # (a cache-sized copy)
+    for view, owner in present:
+        at = slice(first, first + len(view))
+        if owner < 0:
+            keys[:, at] = view[:, :4].T.copy()  # (a cache-sized copy)
+        else:
+            keys[:, at] = lane_sort_keys(owner, view)
         first += len(view)
     return keys
 
@@ -254,22 +278,28 @@ def _chunk_free_points(order: np.ndarray, first_row: np.ndarray) -> list[tuple[i
 
 
 def _gather_rows(
-    views: Sequence[np.ndarray | None], first_row: np.ndarray, rows: np.ndarray, width: int
+    views: Sequence[np.ndarray | None],
+    owners: Sequence[int],
+    first_row: np.ndarray,
+    rows: np.ndarray,
+    width: int,
 ) -> np.ndarray:
-    """The rows at buffer positions `rows` (across the chunks), in that order."""
+    """The full rows at buffer positions `rows` (across the chunks), in that order."""
     chunk = np.searchsorted(first_row, rows, side="right") - 1
     lo, hi = int(chunk.min()), int(chunk.max())
     if lo == hi:
-        view = views[lo]
-        assert view is not None
-        return view[rows - first_row[lo]]
+        return _chunk_rows(views[lo], owners[lo], rows - first_row[lo])
     block = np.empty((len(rows), width), dtype=np.float64)
     for k in np.unique(chunk).tolist():
-        view = views[k]
-        assert view is not None
         at = chunk == k
-        block[at] = view[rows[at] - first_row[k]]
+        block[at] = _chunk_rows(views[k], owners[k], rows[at] - first_row[k])
     return block
+
+
+def _chunk_rows(view: np.ndarray | None, owner: int, rows: np.ndarray) -> np.ndarray:
+    """Full rows `rows` of one chunk (a lane's packed rows widened)."""
+    assert view is not None
+    return view[rows] if owner < 0 else widened(owner, view[rows])
 
 
 def stable_row_order(

@@ -19,7 +19,8 @@ Inline, with the scheduler's arithmetic in the scheduler's order:
   the decodes as TensorRT-LLM does); the decode step first, then running chunked prefills,
   then waiting requests FCFS within the token budget, max_num_seqs and the free blocks less
   the admission watermark;
-- the step's row (Recorder.on_iteration's bytes, appended with `pack_row`);
+- the step's row (Recorder.on_iteration's values, the nine that vary packed into the lane's
+  own buffer: metrics/lane_rows.py);
 - the step's completion: the finish walk over the decode set's heap, prefill progress and
   prefills becoming decodes or finishing (DecodeSet.enter / leave).
 A decode-only batch may start a decode leap as in the general loop, except when a request
@@ -41,7 +42,8 @@ from typing import Any, Protocol
 import simpy
 from simpy.events import NORMAL
 
-from clustersim.metrics.recorder import Recorder, pack_row
+from clustersim.metrics.lane_rows import pack_lane_row
+from clustersim.metrics.recorder import Recorder
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.model.stage_parts import StepPart
 from clustersim.serving.batch import Batch
@@ -139,7 +141,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     step_timer._value = None
     recorder = replica.recorder
     record_rows = recorder.record_iterations
-    index = replica.index
+    append_row = recorder.lane_buffer(replica.index).values.frombytes
     tp, group = replica.tp, replica.groups[0]
     backoff = LeapBackoff(TP1_WORTH_STEPS if tp == 1 else 0, TP1_MAX_PAUSE)  # as the general
     heappop, heappush = heapq.heappop, heapq.heappush
@@ -322,26 +324,9 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
         end = env._now
         if replica.epoch != epoch:  # the replica stopped during the step: its work is lost
             continue
-        recorder.steps += 1  # Recorder.on_iteration, inline
+        recorder.steps += 1  # Recorder.on_iteration, inline (the row packed: lane_rows.py)
         if record_rows:
-            recorder.iterations.frombytes(
-                pack_row(
-                    index,
-                    0,
-                    0,
-                    now,
-                    end,
-                    pt,
-                    n,
-                    nseqs,
-                    pt + n,
-                    compute,
-                    comm,
-                    0.0,
-                    kv.used,
-                    capacity,
-                )
-            )
+            append_row(pack_lane_row(now, end, pt, n, nseqs, compute, comm, kv.used, capacity))
         # ---------------------------------------------------------- Scheduler.complete
         if d >= 0:
             while finishing and heap and heap[0][0] <= d:  # DecodeSet.finished + …, inline
