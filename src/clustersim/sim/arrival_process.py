@@ -46,7 +46,6 @@ class ArrivalTimer:
     __slots__ = (
         "_admit",
         "_announce",
-        "_armed",
         "_arrival_s",
         "_callbacks",
         "_env",
@@ -66,7 +65,6 @@ class ArrivalTimer:
         self._admit = admit
         self._announce = announce
         self._next = 0  # the next request to admit
-        self._armed = False  # whether the event fires for request `_next` (a timeout's)
         self._event = simpy.Event(env)  # succeeded with None each time it is armed
         self._event._ok = True
         self._event._value = None
@@ -76,6 +74,7 @@ class ArrivalTimer:
 
     def start(self) -> None:
         """Run the first arrivals where simpy would initialise the process (now, urgent)."""
+        self._callbacks[0] = self._begin
         self._arm(URGENT, 0.0)
 
     def _arm(self, priority: EventPriority, delay: float) -> None:
@@ -84,17 +83,35 @@ class ArrivalTimer:
         event.callbacks = self._callbacks
         heappush(env._queue, (env._now + delay, priority, next(env._eid), event))
 
+    def _begin(self, _event: simpy.Event) -> None:
+        """The process's Initialize: admit every request due now, arm for the next one."""
+        self._callbacks[0] = self._fire
+        self._admit_from(0, self._env._now)
+
     def _fire(self, _event: simpy.Event) -> None:
         """Admit the request the timer was armed for (at the time it landed, as the process
         does after its timeout), then every request due by now; arm for the next one."""
-        arrival_s, admit = self._arrival_s, self._admit
-        now = self._env._now
+        env = self._env
+        now = env._now
         rid = self._next
+        self._admit(rid, now)
+        rid += 1
+        if rid < len(self._arrival_s):  # `_admit_from`'s usual first turn, inline
+            t = self._arrival_s[rid]
+            if t > now:
+                if self._announce is not None:
+                    self._announce.at_s = t
+                self._next = rid
+                event = self._event
+                event.callbacks = self._callbacks  # _arm(NORMAL, t − now), inline
+                heappush(env._queue, (now + (t - now), NORMAL, next(env._eid), event))
+                return
+        self._admit_from(rid, now)
+
+    def _admit_from(self, rid: int, now: float) -> None:
+        """Admit requests from `rid` on while they are due by `now`; arm for the next one."""
+        arrival_s, admit = self._arrival_s, self._admit
         n = len(arrival_s)
-        if self._armed:  # (not on the first call: the process's Initialize)
-            admit(rid, now)
-            rid += 1
-        self._armed = True
         while rid < n:
             t = arrival_s[rid]
             if t > now:
