@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
-from clustersim.metrics.lane_rows import LaneRows, lane_sort_keys, widened
+from clustersim.metrics.lane_rows import LANE_WIDTH, lane_sort_keys, widened
 from clustersim.metrics.table import Table
 
 ITERATION_COLUMNS = (
@@ -98,7 +98,9 @@ class Recorder:
         self.chunk_values = CHUNK_VALUES
         self.steps = 0
         self.decode_runs = DecodeRuns()  # leaped steps' rows, built with the table
-        self.lane_rows: list[LaneRows] = []  # one-stage lanes' packed rows (`lane_buffer`)
+        # one-stage lanes' packed rows (metrics/lane_rows.py): hot loops append to it
+        # directly; not with `emitted` counts, which follow the rows' order in `iterations`
+        self.lane_rows = array("d")
         # pipeline trips' stage steps (start, end, compute, bubble each), their heads and
         # stage counts, until HELD_TRIPS are held (`on_trip`)
         # (converted as they come, while the trip's floats are in cache)
@@ -171,14 +173,6 @@ class Recorder:
             self.full_chunks.append(chunk)
             self.iterations = array("d")
 
-    def lane_buffer(self, replica: int) -> LaneRows:
-        """A new buffer of packed rows for one of `replica`'s one-stage lanes to append to
-        (metrics/lane_rows.py; widened to full rows with the table). Not with `emitted`
-        counts, which follow the rows' order in `iterations`."""
-        lane = LaneRows(replica)
-        self.lane_rows.append(lane)
-        return lane
-
     def on_emitted(self, tokens: int) -> None:
         """The tokens the step of the row just recorded emitted (speculative decoding)."""
         if self.record_iterations:
@@ -200,24 +194,21 @@ class Recorder:
         self._write_trips()
         if self.decode_runs.count:
             self.iterations.frombytes(self.decode_runs.take_rows())
-        lanes = [lane for lane in self.lane_rows if len(lane.values)]
-        if lanes and len(self.emitted):
+        if len(self.lane_rows) and len(self.emitted):
             raise ValueError("emitted token counts follow full rows only")
         full = [c for c in (*self.full_chunks, self.iterations) if len(c)]
-        chunks = [*full, *(lane.values for lane in lanes)]
-        owners = [-1] * len(full) + [lane.replica for lane in lanes]  # −1: full rows
+        chunks = [*full, *([self.lane_rows] if len(self.lane_rows) else [])]
+        packed = [False] * len(full) + [True] * (len(chunks) - len(full))
         views: list[np.ndarray | None] = [
-            np.frombuffer(c, dtype=np.float64).reshape(-1, width) for c in full
+            np.frombuffer(c, dtype=np.float64).reshape(-1, LANE_WIDTH if lane else width)
+            for c, lane in zip(chunks, packed, strict=True)
         ]
-        views += [lane.view() for lane in lanes]
         self.full_chunks, self.iterations = [], array("d")  # `chunks` holds them now
-        for lane in self.lane_rows:
-            lane.values = array("d")
-        self.lane_rows = []
+        self.lane_rows = array("d")
         sizes = np.array([len(v) for v in views if v is not None], dtype=np.int64)
         first_row = np.concatenate(([0], np.cumsum(sizes)))  # each chunk's first row
         rows = int(first_row[-1])
-        keys = _sort_keys(views, owners)
+        keys = _sort_keys(views, packed)
         order = stable_row_order(keys[3], keys[0], keys[1], keys[2])
         del keys
         columns = {
@@ -228,13 +219,13 @@ class Recorder:
         frees = _chunk_free_points(order, first_row)  # (gathered rows that free it, chunk)
         for first in range(0, rows, _GATHER_BLOCK_ROWS):
             last = first + _GATHER_BLOCK_ROWS
-            block = _gather_rows(views, owners, first_row, order[first:last], width)
+            block = _gather_rows(views, packed, first_row, order[first:last], width)
             for i, target in enumerate(targets):
                 target[first:last] = block[:, i]
             while frees and frees[-1][0] <= last:
                 k = frees.pop()[1]
                 views[k] = None
-                chunks[k] = array("d")
+                del chunks[k][:]  # its memory, even where a lane still holds the array
         del views, chunks
         if len(self.emitted):
             # speculative decoding only: every row has its step's emitted tokens
@@ -247,20 +238,20 @@ _KEY_COLUMNS = ("replica", "stage", "lane", "start_s")  # the first four, in thi
 assert ITERATION_COLUMNS[:4] == _KEY_COLUMNS
 
 
-def _sort_keys(views: Sequence[np.ndarray | None], owners: Sequence[int]) -> np.ndarray:
+def _sort_keys(views: Sequence[np.ndarray | None], packed: Sequence[bool]) -> np.ndarray:
     """The first four columns (replica, stage, lane, start_s) of every chunk's rows, one
     after another, as the rows of a (4, rows) array: each chunk's leading values read in one
-    pass (the row-major buffer read once, not once a key) and transposed in cache; a lane's
-    packed rows (owner ≥ 0: its replica) give theirs (metrics/lane_rows.py)."""
-    present = [(v, o) for v, o in zip(views, owners, strict=True) if v is not None]
+    pass (the row-major buffer read once, not once a key) and transposed in cache; lanes'
+    packed rows give theirs (metrics/lane_rows.py)."""
+    present = [(v, p) for v, p in zip(views, packed, strict=True) if v is not None]
     keys = np.empty((4, sum(len(v) for v, _ in present)), dtype=np.float64)
     first = 0
-    for view, owner in present:
+    for view, lane in present:
         at = slice(first, first + len(view))
-        if owner < 0:
-            keys[:, at] = view[:, :4].T.copy()  # (a cache-sized copy)
+        if lane:
+            keys[:, at] = lane_sort_keys(view)
         else:
-            keys[:, at] = lane_sort_keys(owner, view)
+            keys[:, at] = view[:, :4].T.copy()  # (a cache-sized copy)
         first += len(view)
     return keys
 
@@ -279,7 +270,7 @@ def _chunk_free_points(order: np.ndarray, first_row: np.ndarray) -> list[tuple[i
 
 def _gather_rows(
     views: Sequence[np.ndarray | None],
-    owners: Sequence[int],
+    packed: Sequence[bool],
     first_row: np.ndarray,
     rows: np.ndarray,
     width: int,
@@ -288,18 +279,18 @@ def _gather_rows(
     chunk = np.searchsorted(first_row, rows, side="right") - 1
     lo, hi = int(chunk.min()), int(chunk.max())
     if lo == hi:
-        return _chunk_rows(views[lo], owners[lo], rows - first_row[lo])
+        return _chunk_rows(views[lo], packed[lo], rows - first_row[lo])
     block = np.empty((len(rows), width), dtype=np.float64)
     for k in np.unique(chunk).tolist():
         at = chunk == k
-        block[at] = _chunk_rows(views[k], owners[k], rows[at] - first_row[k])
+        block[at] = _chunk_rows(views[k], packed[k], rows[at] - first_row[k])
     return block
 
 
-def _chunk_rows(view: np.ndarray | None, owner: int, rows: np.ndarray) -> np.ndarray:
-    """Full rows `rows` of one chunk (a lane's packed rows widened)."""
+def _chunk_rows(view: np.ndarray | None, packed: bool, rows: np.ndarray) -> np.ndarray:
+    """Full rows `rows` of one chunk (lanes' packed rows widened)."""
     assert view is not None
-    return view[rows] if owner < 0 else widened(owner, view[rows])
+    return widened(view[rows]) if packed else view[rows]
 
 
 def stable_row_order(

@@ -19,8 +19,8 @@ Inline, with the scheduler's arithmetic in the scheduler's order:
   the decodes as TensorRT-LLM does); the decode step first, then running chunked prefills,
   then waiting requests FCFS within the token budget, max_num_seqs and the free blocks less
   the admission watermark;
-- the step's row (Recorder.on_iteration's values, the nine that vary packed into the lane's
-  own buffer: metrics/lane_rows.py);
+- the step's row (Recorder.on_iteration's values, the ten that vary packed into the
+  recorder's buffer of lane rows: metrics/lane_rows.py);
 - the step's completion: the finish walk over the decode set's heap, prefill progress and
   prefills becoming decodes or finishing (DecodeSet.enter / leave).
 A decode-only batch may start a decode leap as in the general loop, except when a request
@@ -141,7 +141,8 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     step_timer._value = None
     recorder = replica.recorder
     record_rows = recorder.record_iterations
-    append_row = recorder.lane_buffer(replica.index).values.frombytes
+    append_row = recorder.lane_rows.frombytes
+    index = replica.index
     tp, group = replica.tp, replica.groups[0]
     backoff = LeapBackoff(TP1_WORTH_STEPS if tp == 1 else 0, TP1_MAX_PAUSE)  # as the general
     heappop, heappush = heapq.heappop, heapq.heappush
@@ -326,7 +327,9 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
             continue
         recorder.steps += 1  # Recorder.on_iteration, inline (the row packed: lane_rows.py)
         if record_rows:
-            append_row(pack_lane_row(now, end, pt, n, nseqs, compute, comm, kv.used, capacity))
+            append_row(
+                pack_lane_row(index, now, end, pt, n, nseqs, compute, comm, kv.used, capacity)
+            )
         # ---------------------------------------------------------- Scheduler.complete
         if d >= 0:
             while finishing and heap and heap[0][0] <= d:  # DecodeSet.finished + …, inline
