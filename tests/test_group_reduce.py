@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustersim.metrics.group_reduce import group_max, group_means, group_quantiles, group_sums
+from clustersim.metrics.group_reduce import (
+    group_max,
+    group_means,
+    group_means_of_columns,
+    group_quantiles,
+    group_sums,
+)
 
 PANDAS_31 = pytest.mark.skipif(
     not pd.__version__.startswith("3.1."), reason="the arithmetic is pandas 3.1's"
@@ -89,6 +95,20 @@ def test_grouped_rows_sorted_group_by_group_match_the_two_argsorts(
     assert np.array_equal(fast.view(np.int64), general.view(np.int64))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), VALUES, st.booleans(), st.integers(1, 4))
+def test_means_of_columns_are_each_columns_means(
+    seed: int, kind: str, sort: bool, width: int
+) -> None:
+    """Several columns walked at once give each column's own means, bit for bit."""
+    codes, x, n = random_groups(seed, kind, sort)
+    rng = np.random.default_rng(seed + 1)
+    columns = [x] + [x * rng.exponential(1.0, len(x)) for _ in range(width - 1)]
+    got = group_means_of_columns(codes, columns, n)
+    for column, means in zip(columns, got, strict=True):
+        assert means.tobytes() == group_means(codes, column, n).tobytes()
+
+
 def test_unsorted_sums_are_kahan_not_pairwise() -> None:
     """Codes out of order take pandas' Kahan path: [1e16, 1, 1] sums to 1e16 + 2 (a plain
     left-to-right sum gives 1e16), and the few long groups walked in Python agree."""
@@ -118,3 +138,17 @@ def test_no_values_gives_empty_groups(reduce: object) -> None:
     result = reduce(empty, np.empty(0), 3)  # type: ignore[operator]
     values = result[0] if isinstance(result, tuple) else result
     assert len(values) == 3
+
+
+def test_window_means_of_columns_with_different_gaps() -> None:
+    """Columns missing values on different rows are reduced one by one; the same result."""
+    from clustersim.metrics.time_bins import per_window_means, per_window_reduce
+
+    rng = np.random.default_rng(5)
+    idx = rng.integers(-1, 12, 3000).astype(np.int64)
+    a, b = rng.random(3000), rng.random(3000)
+    b[::7] = np.nan
+    for columns in ([a, a * 3], [a, b]):
+        got = per_window_means(idx, columns, 10)
+        for column, means in zip(columns, got, strict=True):
+            assert means.tobytes() == per_window_reduce(idx, column, 10, "mean").tobytes()

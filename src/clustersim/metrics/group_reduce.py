@@ -69,10 +69,18 @@ def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[
         for g in np.flatnonzero(counts).tolist():  # few long groups: one Python walk each
             sums[g] = _kahan(x[first[g] : first[g] + counts[g]].tolist())
         return sums, counts
-    comp = np.zeros(n, dtype=np.float64)
+    return _kahan_walk(x, counts, first), counts
+
+
+def _kahan_walk(x: F64, counts: I64, first: I64) -> F64:
+    """Each group's Kahan sum of its values `x` (grouped by code, rows in order), vectorised
+    over the groups (and over the columns of 2-d values): the j-th value of every group that
+    has one, at once."""
+    sums = np.zeros((len(counts), *x.shape[1:]), dtype=np.float64)
+    comp = np.zeros_like(sums)
     by_size = np.argsort(-counts, kind="stable")  # groups with more than j values lead
     sizes = counts[by_size]
-    for j in range(longest):  # the j-th value of every group that has one, at once
+    for j in range(int(counts.max())):
         g = by_size[: int(np.searchsorted(-sizes, -j, side="left"))]
         y = x[first[g] + j] - comp[g]
         s = sums[g]
@@ -81,7 +89,7 @@ def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[
         c[np.isnan(c)] = 0.0
         comp[g] = c
         sums[g] = t
-    return sums, counts
+    return sums
 
 
 def _kahan(values: list[float]) -> float:
@@ -101,6 +109,22 @@ def group_means(codes: I64, values: F64, n: int, had_nan: bool = False) -> F64:
     sums, counts = group_sums(codes, values, n, had_nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def group_means_of_columns(codes: I64, columns: list[F64], n: int) -> list[F64]:
+    """`group_means(codes, column, n)` of each column, the same bits; rows out of code order
+    walk pandas' Kahan sums once for all columns (its vectorised walk is a numpy pass per
+    value of the largest group, whatever the width)."""
+    if len(columns) < 2 or not len(codes) or not (codes[1:] < codes[:-1]).any():
+        return [group_means(codes, column, n) for column in columns]
+    counts, first = _sizes(codes, n)
+    if int(counts.max()) * _PYTHON_WALK_RATIO > len(codes) and int(counts.max()) > 1024:
+        return [group_means(codes, column, n) for column in columns]  # the Python walk
+    x = np.column_stack(columns)[np.argsort(codes, kind="stable")]
+    sums = _kahan_walk(x, counts, first)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
+    return [np.ascontiguousarray(means[:, k]) for k in range(len(columns))]
 
 
 def group_max(codes: I64, values: F64, n: int) -> F64:

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from clustersim.metrics.group_reduce import group_max, group_means, group_quantiles, group_sums
+from clustersim.metrics.group_reduce import (
+    group_max,
+    group_means,
+    group_means_of_columns,
+    group_quantiles,
+    group_sums,
+)
 from clustersim.metrics.table import Table, as_table, floats
 from clustersim.workload.arrivals import StateTimeline
 
@@ -145,6 +151,18 @@ def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
         sums, counts = group_sums(codes, kept, n)
         return np.where(counts > 0, sums, np.nan)
     raise ValueError(f"how must be mean, max or sum, got {how!r}")
+
+
+def per_window_means(idx: I64, columns: list[F64], n: int) -> list[F64]:
+    """`per_window_reduce(idx, x, n, "mean")` of each column x, the same bits; columns kept
+    on the same rows are summed in one pass (group_reduce.group_means_of_columns)."""
+    keeps = [(idx >= 0) & (idx < n) & np.isfinite(x) for x in columns]
+    if len(columns) < 2 or not all(np.array_equal(keeps[0], k) for k in keeps[1:]):
+        return [per_window_reduce(idx, x, n, "mean") for x in columns]
+    if not keeps[0].any():
+        return [np.full(n, np.nan) for _ in columns]
+    keep = keeps[0]
+    return group_means_of_columns(idx[keep], [x[keep] for x in columns], n)
 
 
 def window_counts(idx: I64, n: int, weights: npt.NDArray[np.bool_] | None = None) -> I64:

@@ -40,6 +40,7 @@ from clustersim.metrics.time_bins import (
     burst_intervals,
     fraction,
     occupancy,
+    per_window_means,
     per_window_percentiles,
     per_window_reduce,
     run_end_s,
@@ -208,9 +209,10 @@ def _step_stats(steps: Table, n: int, bin_s: float) -> dict[str, F64]:
     cap = floats(steps, "kv_capacity_blocks")
     with np.errstate(invalid="ignore", divide="ignore"):
         usage = np.where(cap > 0, floats(steps, "kv_used_blocks") / cap, np.nan)
+    batch_seqs, kv_usage = per_window_means(idx, [floats(steps, "num_seqs"), usage], n)
     return {
-        "batch_seqs": per_window_reduce(idx, floats(steps, "num_seqs"), n, "mean"),
-        "kv_usage": per_window_reduce(idx, usage, n, "mean"),
+        "batch_seqs": batch_seqs,
+        "kv_usage": kv_usage,
         "kv_usage_max": per_window_reduce(idx, usage, n, "max"),
     }
 
