@@ -95,6 +95,25 @@ def test_run_without_faults_loads_no_graph_planner_or_plots(dense: Path, tmp_pat
     assert loaded_after(argv) == ["pyarrow"]
 
 
+FEATURES = (
+    "clustersim.faults",
+    "clustersim.sim.fault_runtime",
+    "clustersim.disagg",
+    "clustersim.moe.ep_group",
+    "clustersim.moe.moe_runtime",
+    "clustersim.workload.sessions",
+    "tqdm",
+    "numpy.ma",
+)
+
+
+def test_a_plain_quiet_run_loads_no_feature_it_does_not_use(dense: Path, tmp_path: Path) -> None:
+    """No faults, disaggregation, MoE or sessions in the file: none of their modules load;
+    no progress bar with --quiet; the summary's percentiles without numpy.ma."""
+    argv = ["run", str(dense), "--no-report", "--quiet", "--out", str(tmp_path / "out")]
+    assert loaded_after(argv, FEATURES) == []
+
+
 def test_command_line_asks_openblas_for_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before numpy loads, the command line sets OPENBLAS_NUM_THREADS=1 (a user's value
     stands; once numpy is loaded the setting could not act, so nothing is set)."""

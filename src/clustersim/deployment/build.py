@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clustersim.config.schema import Experiment
-from clustersim.faults import FaultSchedule
 from clustersim.model.memory import MemoryPlan, plan_memory, stage_layer_ranges
 from clustersim.moe.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
 from clustersim.topology.graph import Cluster
 from clustersim.topology.placement import Placement, PlacementError, place
+
+if TYPE_CHECKING:
+    from clustersim.faults import FaultSchedule
 
 
 class BuildError(ValueError):

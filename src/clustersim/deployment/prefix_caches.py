@@ -11,7 +11,6 @@ import numpy as np
 
 from clustersim.config.schema import ServingSpec
 from clustersim.deployment.build import Build
-from clustersim.moe.ep_group import DPRank
 from clustersim.serving.prefix_cache import PrefixCachingParams, lane_prefix_cache
 from clustersim.serving.prefix_lane import LanePrefix, PrefixRecord
 from clustersim.serving.prefix_routers import PREFIX_ROUTERS, make_prefix_router
@@ -24,12 +23,14 @@ from clustersim.workload.requests import RequestStream
 if TYPE_CHECKING:
     import pandas as pd
 
+    from clustersim.moe.ep_group import DPRank
+
 DEFAULT_PREFIX_BLOCK_TOKENS = 512  # a workload without prefix-block ids (nothing is shared)
 
 
 def unit_schedulers(unit: Replica | DPRank) -> list[Scheduler]:
     """The scheduler lanes of one router unit."""
-    if isinstance(unit, DPRank):
+    if not isinstance(unit, Replica):  # a DP-attention rank
         return [unit.scheduler]
     return [lane.scheduler for lane in unit.lanes]
 

@@ -4,6 +4,7 @@ DP-attention group, with their stage cost models and MoE runtime."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import simpy
@@ -15,8 +16,6 @@ from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
 from clustersim.model.speculative_cost import lockstep_verify, speculative_stage_costs
 from clustersim.model.stage_cost import StageCost, StageCostModel
-from clustersim.moe.ep_group import DPRank
-from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
 from clustersim.serving.replica import Replica
@@ -24,7 +23,11 @@ from clustersim.serving.request_state import RequestState
 from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.workload.arrivals import StateTimeline
 
-Unit = Replica | DPRank  # what a router chooses between
+if TYPE_CHECKING:  # (MoE modules load for MoE runs only)
+    from clustersim.moe.ep_group import DPRank
+    from clustersim.moe.moe_runtime import MoERuntime
+
+Unit: TypeAlias = "Replica | DPRank"  # what a router chooses between
 GpuGrid = tuple[tuple[tuple[str, ...], ...], ...]  # [stage][cp rank] → TP group
 FinishCallback = Callable[[int, float], None]
 
@@ -76,6 +79,8 @@ def make_units(
     blocks_per_lane = built.memory.kv_blocks_per_replica // layout.pp
     moe: MoERuntime | None = None
     if built.ep is not None:
+        from clustersim.moe.moe_runtime import MoERuntime
+
         moe = MoERuntime(exp, built.ep, built.cluster, env, fabric, experts_rng, phases)
     spec = exp.serving.speculative
     decoding = None
@@ -139,6 +144,6 @@ def make_units(
 def unit_shards(unit: Unit, built: Build) -> tuple[tuple[range, ...], GpuGrid]:
     """Where one unit's KV cache lives: (layers of each stage, GPU grid [stage][cp rank] = TP
     group in TP-rank order). A DP-attention rank is one stage (pp = 1) of one TP group."""
-    if isinstance(unit, DPRank):
+    if not isinstance(unit, Replica):  # a DP-attention rank (moe/ep_group.py DPRank)
         return built.stage_layers, ((unit.group.rank_gpus[unit.index],),)
     return built.stage_layers, built.placement.replicas[unit.index].cp_groups

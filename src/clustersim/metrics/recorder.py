@@ -281,7 +281,8 @@ def _gather_rows(
     if lo == hi:
         return _chunk_rows(views[lo], packed[lo], rows - first_row[lo])
     block = np.empty((len(rows), width), dtype=np.float64)
-    for k in np.unique(chunk).tolist():
+    present = np.flatnonzero(np.bincount(chunk - lo)) + lo  # (np.unique loads numpy.ma)
+    for k in present.tolist():
         at = chunk == k
         block[at] = _chunk_rows(views[k], packed[k], rows[at] - first_row[k])
     return block

@@ -4,10 +4,7 @@ Owns routing popularity and per-step sampling (experts.py), expert placement and
 (eplb.py), EP layout rules (ep_layout.py), one EP group's MoE state (moe_group.py),
 DP-attention ranks stepping in lock-step (ep_group.py), and the wiring of MoE into a run with
 its experts / eplb tables (moe_runtime.py). Builds on serving/ and network/.
+
+Import from the modules: the package loads none of them, so that a run of a dense model
+loads no more of it than the layout check (ep_layout.py).
 """
-
-from clustersim.moe.ep_group import DPRank
-from clustersim.moe.ep_layout import EPLayout, EPLayoutError, resolve_ep_layout
-from clustersim.moe.moe_runtime import MoERuntime
-
-__all__ = ["DPRank", "EPLayout", "EPLayoutError", "MoERuntime", "resolve_ep_layout"]

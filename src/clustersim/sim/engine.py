@@ -23,11 +23,8 @@ from clustersim.deployment.prefix_caches import (
     prefix_cache_table,
 )
 from clustersim.deployment.units import Unit, make_units
-from clustersim.disagg.pools import build_pools, pool_infos
-from clustersim.disagg.runtime import DisaggRuntime
 from clustersim.metrics.recorder import Recorder, requests_table
 from clustersim.metrics.table import Table
-from clustersim.moe.moe_runtime import MoERuntime
 from clustersim.network.collectives import allreduce_choice_of
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
@@ -36,18 +33,22 @@ from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.arrival_process import ArrivalTimer, announced_arrivals
 from clustersim.sim.event_loop import run_until
-from clustersim.sim.fault_build import with_faults
-from clustersim.sim.fault_runtime import FaultRuntime, fault_runtime, pool_faults
 from clustersim.sim.plain_arrivals import plain_admit
 from clustersim.sim.run_output import RunOutput
 from clustersim.sim.run_size import check_request_count, horizon_estimate_s
 from clustersim.sim.streams import Streams
 from clustersim.topology.graph import build_cluster
-from clustersim.workload.requests import RequestStream
-from clustersim.workload.session_requests import workload_requests
+from clustersim.workload.requests import RequestStream, workload_requests
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from clustersim.disagg.runtime import DisaggRuntime
+    from clustersim.moe.moe_runtime import MoERuntime
+    from clustersim.sim.fault_runtime import FaultRuntime
+
+# Disaggregation (disagg/), faults (faults/, sim/fault_*.py) and MoE (moe/) load in the runs
+# that have them: a plain run imports none of their modules.
 
 ProgressCallback = Callable[[float], None]
 
@@ -61,8 +62,16 @@ def build(exp: Experiment) -> Build:
     With `disaggregation`, both pools are built (disagg/pools.py) and `layout` is not used."""
     check_request_count(exp)
     if exp.disaggregation is not None:
-        return with_faults(exp, build_pools(exp))
-    return with_faults(exp, build_layout(exp, build_cluster(exp.topology, exp.hardware)))
+        from clustersim.disagg.pools import build_pools
+
+        built = build_pools(exp)
+    else:
+        built = build_layout(exp, build_cluster(exp.topology, exp.hardware))
+    if exp.faults is None:
+        return built
+    from clustersim.sim.fault_build import with_faults
+
+    return with_faults(exp, built)
 
 
 class _Simulation:
@@ -95,6 +104,8 @@ class _Simulation:
         self._lo_router: LeastOutstandingRouter | None = None
         self.prefix: PoolPrefix | None = None  # prefix caching: its record and caches
         if built.pools is not None:  # prefill / decode pools: disagg/runtime.py routes requests
+            from clustersim.disagg.runtime import DisaggRuntime
+
             self.disagg = DisaggRuntime(
                 built.pools,
                 self.env,
@@ -129,6 +140,8 @@ class _Simulation:
                 exp.serving, self.replicas, self.prefix, stream, streams.get("router")
             )
         self.faults: FaultRuntime | None = None
+        if built.faults is not None:
+            from clustersim.sim.fault_runtime import fault_runtime, pool_faults
         if built.faults is not None and self.disagg is not None:  # no pool unit stops
             self.faults = pool_faults(exp, built, self.env, self.disagg, self.fabric, self._end_one)
         elif built.faults is not None:
@@ -338,6 +351,8 @@ def run_tables(
         )
         iterations = disagg.iterations_frame()
         experts, eplb, steps = disagg.experts_frame(), disagg.eplb_frame(), disagg.steps
+        from clustersim.disagg.pools import pool_infos
+
         pools = pool_infos(built.pools or ())
     else:
         requests = requests_table(

@@ -1,4 +1,9 @@
-"""Workload generation: arrival processes, length samplers, trace readers (numpy, no simpy)."""
+"""Workload generation: arrival processes, length samplers, trace readers (numpy, no simpy).
+
+The session generator's names (workload/sessions.py) load with their first use: a run
+without sessions does not load it."""
+
+from typing import Any
 
 from clustersim.workload.arrivals import (
     StateTimeline,
@@ -18,12 +23,6 @@ from clustersim.workload.lengths import (
 )
 from clustersim.workload.prefix_blocks import PrefixBlocks
 from clustersim.workload.requests import RequestStream, generate_requests
-from clustersim.workload.sessions import (
-    SessionClass,
-    SessionWorkload,
-    TokenDist,
-    generate_sessions,
-)
 from clustersim.workload.traces import (
     Trace,
     load_trace,
@@ -58,3 +57,13 @@ __all__ = [
     "trace_arrivals",
     "uniform_lengths",
 ]
+
+_SESSION_NAMES = ("SessionClass", "SessionWorkload", "TokenDist", "generate_sessions")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SESSION_NAMES:
+        from clustersim.workload import sessions
+
+        return getattr(sessions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

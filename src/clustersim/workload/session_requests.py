@@ -1,15 +1,13 @@
-"""An experiment's request stream: synthetic sessions (`arrival: {process: sessions}`,
-workload/sessions.py) or every other source (workload/requests.py), from the schema."""
+"""The request stream of synthetic sessions (`workload.sessions`, workload/sessions.py),
+from the schema; workload/requests.py's `workload_requests` loads this module for them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from clustersim.config.schema import HorizonSpec, WorkloadSpec
+from clustersim.config.schema import HorizonSpec
 from clustersim.config.schema.sessions import SessionClassSpec, SessionsSpec, TokenDistSpec
-from clustersim.workload.requests import RequestStream, generate_requests
+from clustersim.workload.requests import RequestStream
 from clustersim.workload.sessions import (
     AGENT_LOOP,
     CHAT,
@@ -67,18 +65,12 @@ def _first(stream: RequestStream, n: int) -> RequestStream:
     )
 
 
-def workload_requests(
-    spec: WorkloadSpec,
-    horizon: HorizonSpec,
-    rng_arrivals: np.random.Generator,
-    rng_lengths: np.random.Generator,
-    base_dir: str | Path = ".",
+def session_requests(
+    spec: SessionsSpec, horizon: HorizonSpec, rng_arrivals: np.random.Generator
 ) -> RequestStream:
-    """The request stream of a run. Sessions: every turn arriving before `duration_s`, or the
-    first `requests` turns of that many sessions (each has at least one turn)."""
-    if spec.sessions is None:
-        return generate_requests(spec, horizon, rng_arrivals, rng_lengths, base_dir)
-    work = session_workload(spec.sessions)
+    """Every turn arriving before `duration_s`, or the first `requests` turns of that many
+    sessions (each has at least one turn)."""
+    work = session_workload(spec)
     if horizon.duration_s is not None:
         return generate_sessions(work, rng_arrivals, duration_s=horizon.duration_s)
     n = horizon.requests
