@@ -6,7 +6,8 @@ virtual index v = (n − 1) · q/100; neighbours ⌊v⌋ and ⌊v⌋ + 1, both t
 v ≥ n − 1 (index −1, so the weight is v + 1); weight γ = v − lower index; `_lerp`:
 a + (b − a)·γ, or b − (b − a)·(1 − γ) where γ ≥ 0.5. Python floats are IEEE doubles and each
 operation rounds once, as numpy's ufuncs do, so the results are the same bits
-(tests/test_linear_percentile.py compares them).
+(tests/test_linear_percentile.py compares them). Each q is partitioned on its own, at the
+positions numpy partitions it at, as `np.percentile(x, q)` called once a q does.
 """
 
 from __future__ import annotations
@@ -24,20 +25,20 @@ def linear_percentiles(x: npt.NDArray[np.float64], qs: Sequence[float]) -> list[
     n = len(x)
     if n == 0:
         raise ValueError("percentiles of an empty sample")
-    spots: list[tuple[int, int, float]] = []  # (lower index, upper index, weight)
+    out = []
     for q in qs:
         if not 0.0 <= q <= 100.0:
             raise ValueError(f"percentile {q} outside [0, 100]")
         v = (n - 1) * (q / 100)
         if v >= n - 1:
-            spots.append((-1, -1, v + 1))
+            lo = hi = -1
+            gamma = v + 1
         else:
             lo = math.floor(v)
-            spots.append((lo, lo + 1, v - lo))
-    kth = sorted({i % n for lo, hi, _ in spots for i in (lo, hi)})
-    ordered = np.partition(x, kth)
-    out = []
-    for lo, hi, gamma in spots:
+            hi, gamma = lo + 1, v - lo
+        # partitioned as numpy partitions its copy, at the same positions: values that
+        # compare equal (0.0 and −0.0) land where they land there
+        ordered = np.partition(x, sorted({0, -1, lo, hi}))
         a, b = float(ordered[lo]), float(ordered[hi])
         diff = b - a
         value = a + diff * gamma

@@ -15,7 +15,7 @@ import simpy
 from clustersim.catalog.engines import serving_engine
 from clustersim.collector import frozen_heap
 from clustersim.config.schema import Experiment
-from clustersim.deployment.build import Build, BuildError, build_layout
+from clustersim.deployment.build import Build, BuildError
 from clustersim.deployment.prefix_caches import (
     PoolPrefix,
     pool_prefix_caching,
@@ -33,12 +33,12 @@ from clustersim.serving.router import LeastOutstandingRouter, Router
 from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.arrival_process import ArrivalTimer, announced_arrivals
 from clustersim.sim.event_loop import run_until
+from clustersim.sim.experiment_build import build, experiment_requests
 from clustersim.sim.plain_arrivals import plain_admit
 from clustersim.sim.run_output import RunOutput
-from clustersim.sim.run_size import check_request_count, horizon_estimate_s
+from clustersim.sim.run_size import horizon_estimate_s
 from clustersim.sim.streams import Streams
-from clustersim.topology.graph import build_cluster
-from clustersim.workload.requests import RequestStream, workload_requests
+from clustersim.workload.requests import RequestStream
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,30 +48,12 @@ if TYPE_CHECKING:
     from clustersim.sim.fault_runtime import FaultRuntime
 
 # Disaggregation (disagg/), faults (faults/, sim/fault_*.py) and MoE (moe/) load in the runs
-# that have them: a plain run imports none of their modules.
+# that have them: a plain run imports none of their modules (sim/experiment_build.py too).
 
 ProgressCallback = Callable[[float], None]
 
 # least_outstanding's heap from this many replicas on; below, its C scan is cheaper (same picks)
 TRACKED_ROUTER_REPLICAS = 64
-
-
-def build(exp: Experiment) -> Build:
-    """Check an experiment and lay it out on its topology; BuildError with the numbers.
-
-    With `disaggregation`, both pools are built (disagg/pools.py) and `layout` is not used."""
-    check_request_count(exp)
-    if exp.disaggregation is not None:
-        from clustersim.disagg.pools import build_pools
-
-        built = build_pools(exp)
-    else:
-        built = build_layout(exp, build_cluster(exp.topology, exp.hardware))
-    if exp.faults is None:
-        return built
-    from clustersim.sim.fault_build import with_faults
-
-    return with_faults(exp, built)
 
 
 class _Simulation:
@@ -297,14 +279,6 @@ class _Simulation:
             progress(env.now)
 
 
-def experiment_requests(exp: Experiment) -> RequestStream:
-    """The experiment's requests, drawn from its named random streams as every run does."""
-    streams = Streams(exp.seed)
-    return workload_requests(
-        exp.workload, exp.horizon, streams.get("arrivals"), streams.get("lengths"), exp.base_dir
-    )
-
-
 def run_experiment(
     exp: Experiment, progress: ProgressCallback | None = None, built: Build | None = None
 ) -> RunOutput:
@@ -404,6 +378,7 @@ __all__ = [
     "BuildError",
     "RunOutput",
     "build",
+    "experiment_requests",
     "horizon_estimate_s",
     "run_experiment",
     "run_tables",

@@ -239,19 +239,3 @@ def generate_requests(
     prompt, output = lengths.take(len(times))
     prefix = trace_prefix(length_trace, len(times)) if length_trace is not None else None
     return RequestStream(times, prompt, output, concurrency, phases, prefix=prefix)
-
-
-def workload_requests(
-    spec: WorkloadSpec,
-    horizon: HorizonSpec,
-    rng_arrivals: np.random.Generator,
-    rng_lengths: np.random.Generator,
-    base_dir: str | Path = ".",
-) -> RequestStream:
-    """The request stream of a run: synthetic sessions (workload/session_requests.py, loaded
-    for them only), or `generate_requests`."""
-    if spec.sessions is not None:
-        from clustersim.workload.session_requests import session_requests
-
-        return session_requests(spec.sessions, horizon, rng_arrivals)
-    return generate_requests(spec, horizon, rng_arrivals, rng_lengths, base_dir)

@@ -1,5 +1,5 @@
 """The request stream of synthetic sessions (`workload.sessions`, workload/sessions.py),
-from the schema; workload/requests.py's `workload_requests` loads this module for them."""
+from the schema; workload/stream.py's `workload_requests` loads this module for them."""
 
 from __future__ import annotations
 
