@@ -5,8 +5,9 @@ for byte (summary.json without its wall time). The cases reach every fallback: p
 (chunked and whole prompts), prefill-only steps (SGLang without chunked prefill), whole
 prompts beside decodes (TensorRT-LLM), reserve_full, closed loop, drops (too long, queue
 full), every router (least_outstanding's tracked heap from 64 replicas), faults (fresh
-schedulers, slowed stages), TP2 (all-reduces after each step's compute) and disaggregated
-pools (KV kept after a prefill, KV arriving at decode lanes)."""
+schedulers, slowed stages), TP2 (all-reduces after each step's compute), an MoE stage
+(another cost model) and disaggregated pools (KV kept after a prefill, KV arriving at
+decode lanes)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,21 @@ workload:
   prompt_tokens: {dist: lognormal, median: 1024, sigma: 0.5, max: 4096}
   output_tokens: {dist: lognormal, median: 128, sigma: 0.5, max: 512}
 horizon: {duration_s: 4}
+""",
+    # an MoE replica's stage prices steps with its sampled routing (not StageCostModel's
+    # cached parts, which the lane reads inline): the lane calls compute_s
+    "moe_tp2": """\
+name: moe_tp2
+seed: 9
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 2, dp: 2}
+serving: {router: least_outstanding, engine: sglang}
+workload:
+  arrival: {process: poisson, rate_rps: 20}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 2048}
+  output_tokens: {dist: lognormal, median: 64, sigma: 0.5, max: 256}
+horizon: {duration_s: 3}
 """,
 }
 

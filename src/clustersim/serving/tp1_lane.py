@@ -340,10 +340,10 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                 del members[rid]  # DecodeSet.leave
                 residue[(d0 - p) % bs] -= 1
                 decodes.ctx_offset -= p + 1 - d0
-                kv_left = kv.used - -(-(p + d - d0 + 1) // bs)  # KVPool.release, inline:
-                if kv_left < 0:  # the blocks its KV occupies
-                    raise KVCapacityError(f"releasing blocks with {kv.used} used")
-                kv.used = kv_left
+                blocks = -(-(p + d - d0 + 1) // bs)  # the blocks its KV occupies
+                if blocks > kv.used:  # KVPool.release, inline
+                    raise KVCapacityError(f"releasing {blocks} blocks with {kv.used} used")
+                kv.used -= blocks
                 generated[rid] = output[rid]
                 finish_s[rid] = end
                 on_finish(rid, end)
@@ -364,10 +364,10 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
                 if first_token[rid] != first_token[rid]:  # NaN: the first token
                     first_token[rid] = end
                 if generated[rid] >= output[rid]:
-                    kv_left = kv.used - -(-eff[rid] // bs)  # KVAdmission.finish_prefill, plain
-                    if kv_left < 0:  # (KVPool.release, inline)
-                        raise KVCapacityError(f"releasing blocks with {kv.used} used")
-                    kv.used = kv_left
+                    blocks = -(-eff[rid] // bs)  # KVAdmission.finish_prefill, plain
+                    if blocks > kv.used:  # (KVPool.release, inline)
+                        raise KVCapacityError(f"releasing {blocks} blocks with {kv.used} used")
+                    kv.used -= blocks
                     finish_s[rid] = end
                     on_finish(rid, end)
                 else:  # DecodeSet.enter: it decodes from the next decode step on

@@ -122,11 +122,13 @@ class _Simulation:
                 exp.serving, self.replicas, self.prefix, stream, streams.get("router")
             )
         self.faults: FaultRuntime | None = None
-        if built.faults is not None:
-            from clustersim.sim.fault_runtime import fault_runtime, pool_faults
         if built.faults is not None and self.disagg is not None:  # no pool unit stops
+            from clustersim.sim.fault_runtime import pool_faults
+
             self.faults = pool_faults(exp, built, self.env, self.disagg, self.fabric, self._end_one)
         elif built.faults is not None:
+            from clustersim.sim.fault_runtime import fault_runtime
+
             self.faults = fault_runtime(
                 exp,
                 built,
@@ -173,10 +175,8 @@ class _Simulation:
             self.faults.health.on_finish(rid)
         if self.stream.concurrency:
             self._request_done(rid, now)
-            return
-        self.ended += 1  # _request_done → _end_one of an open-loop run, inline (a call a finish)
-        if self.ended == self.n:
-            self.done.succeed()
+        else:  # (_request_done of an open-loop run, a call fewer a finish)
+            self._end_one()
 
     def _request_done(self, rid: int, now: float) -> None:
         """A request produced its last token (co-located, or the decode pool's); a closed
