@@ -18,6 +18,8 @@ from clustersim.metrics.group_reduce import (
     group_means_of_columns,
     group_quantiles,
     group_sums,
+    kahan_walk_gathered,
+    kahan_walk_padded,
 )
 
 PANDAS_31 = pytest.mark.skipif(
@@ -152,3 +154,36 @@ def test_window_means_of_columns_with_different_gaps() -> None:
         got = per_window_means(idx, columns, 10)
         for column, means in zip(columns, got, strict=True):
             assert means.tobytes() == per_window_reduce(idx, column, 10, "mean").tobytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), VALUES, st.booleans(), st.integers(1, 3))
+def test_padded_and_gathered_kahan_walks_agree(
+    seed: int, kind: str, skewed: bool, width: int
+) -> None:
+    """The walk over a (j, group) padded layout and the one gathering the j-th values of
+    the groups that have one give the same bits, on even and on skewed group sizes."""
+    codes, x, n = random_groups(seed, kind, sort=False)
+    if skewed:  # one group holds most values
+        codes[: len(codes) * 3 // 4] = 0
+    rng = np.random.default_rng(seed + 2)
+    values = np.column_stack([x * rng.exponential(1.0, len(x)) for _ in range(width)])
+    counts = np.bincount(codes, minlength=n).astype(np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    grouped = values[np.argsort(codes, kind="stable")]
+    for walked in (grouped, grouped[:, 0]):  # 2-d and 1-d values
+        padded = kahan_walk_padded(walked, counts, first)
+        assert padded.tobytes() == kahan_walk_gathered(walked, counts, first).tobytes()
+
+
+def test_padded_walk_overflowing_to_infinity_zeroes_nan_compensations() -> None:
+    """Sums that overflow make NaN compensations, which the walk zeroes: the padded walk
+    hands such groups to the gathering walk, so both give the same bits."""
+    x = np.array([1.7e308, 1.7e308, -1.0, 2.0, 1.0, 3.0, 1.7e308, -1.7e308, 5.0])
+    codes = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2], dtype=np.int64)
+    counts = np.bincount(codes).astype(np.int64)
+    first = np.array([0, 3, 6], dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        padded = kahan_walk_padded(x, counts, first)
+        assert padded.tobytes() == kahan_walk_gathered(x, counts, first).tobytes()
+    assert not np.isfinite(padded[0]) and padded[1] == 6.0 and padded[2] == 5.0

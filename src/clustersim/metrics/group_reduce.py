@@ -29,6 +29,9 @@ _PYTHON_WALK_RATIO = 64
 # values already grouped by code are sorted group by group (one numpy call each) when the
 # groups average at least this many values; else two stable argsorts over all of them
 _SEGMENT_SORT_RATIO = 32
+# the Kahan walk lays the values out as (j-th value, group) when that array holds at most
+# this many times as many cells as there are values (groups of similar sizes)
+_PADDING_RATIO = 4
 
 
 def _sizes(codes: I64, n: int) -> tuple[I64, I64]:
@@ -75,13 +78,28 @@ def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[
 def _kahan_walk(x: F64, counts: I64, first: I64) -> F64:
     """Each group's Kahan sum of its values `x` (grouped by code, rows in order), vectorised
     over the groups (and over the columns of 2-d values): the j-th value of every group that
-    has one, at once."""
+    has one, at once; laid out as (j, group) first when that padding stays small."""
+    if int(counts.max(initial=0)) * len(counts) <= _PADDING_RATIO * len(x):
+        return kahan_walk_padded(x, counts, first)
+    return kahan_walk_gathered(x, counts, first)
+
+
+def _walk_order(counts: I64) -> tuple[I64, list[int]]:
+    """(groups largest first, how many groups have a j-th value for each j): the groups
+    with a j-th value are a leading slice of that order."""
+    by_size = np.argsort(-counts, kind="stable")
+    sizes = counts[by_size]
+    longest = int(sizes[0]) if len(sizes) else 0
+    return by_size, np.searchsorted(-sizes, -np.arange(longest), side="left").tolist()
+
+
+def kahan_walk_gathered(x: F64, counts: I64, first: I64) -> F64:
+    """`_kahan_walk` gathering the j-th values of the groups that have one, step by step."""
+    by_size, active = _walk_order(counts)
     sums = np.zeros((len(counts), *x.shape[1:]), dtype=np.float64)
     comp = np.zeros_like(sums)
-    by_size = np.argsort(-counts, kind="stable")  # groups with more than j values lead
-    sizes = counts[by_size]
-    for j in range(int(counts.max())):
-        g = by_size[: int(np.searchsorted(-sizes, -j, side="left"))]
+    for j, m in enumerate(active):
+        g = by_size[:m]
         y = x[first[g] + j] - comp[g]
         s = sums[g]
         t = s + y
@@ -90,6 +108,34 @@ def _kahan_walk(x: F64, counts: I64, first: I64) -> F64:
         comp[g] = c
         sums[g] = t
     return sums
+
+
+def kahan_walk_padded(x: F64, counts: I64, first: I64) -> F64:
+    """`_kahan_walk` over the values laid out as (j, group), groups largest first: the same
+    operations on leading slices, without gathers (longest group × groups cells)."""
+    k = len(counts)
+    by_size, active = _walk_order(counts)
+    rank = np.empty(k, dtype=np.int64)
+    rank[by_size] = np.arange(k, dtype=np.int64)
+    code = np.repeat(np.arange(k, dtype=np.int64), counts)  # each value's group
+    padded = np.zeros((len(active), k, *x.shape[1:]), dtype=np.float64)
+    padded[np.arange(len(x)) - first[code], rank[code]] = x
+    sums = np.zeros((k, *x.shape[1:]), dtype=np.float64)  # in size order
+    comp, y, t = np.zeros_like(sums), np.empty_like(sums), np.empty_like(sums)
+    for j, m in enumerate(active):
+        s, c, yj, tj = sums[:m], comp[:m], y[:m], t[:m]
+        np.subtract(padded[j, :m], c, out=yj)
+        np.add(s, yj, out=tj)
+        np.subtract(tj, s, out=c)
+        np.subtract(c, yj, out=c)  # (a NaN here, from infinities, is zeroed: below)
+        s[...] = tj
+    if not (np.isfinite(sums).all() and np.isfinite(comp).all()):
+        # a NaN compensation carries into every later sum of its group: none was zeroed
+        # above unless one shows here, and then the walk that zeroes each one decides
+        return kahan_walk_gathered(x, counts, first)
+    out = np.empty_like(sums)
+    out[by_size] = sums
+    return out
 
 
 def _kahan(values: list[float]) -> float:
