@@ -10,7 +10,7 @@ import struct
 from array import array
 from collections.abc import Sequence
 from math import nan
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -337,10 +337,10 @@ def requests_table(
     and bytes; co-located runs leave them None: decode_replica = replica, the KV columns NaN.
     Every column is a new array of its own (np.array copies even an array given).
     """
-    arrival = np.array(arrival_s, dtype=np.float64)
-    first = np.array(first_token_s, dtype=np.float64)
-    finish = np.array(finish_s, dtype=np.float64)
-    scheduled = np.array(first_scheduled_s, dtype=np.float64)
+    arrival = _column(arrival_s, np.float64)
+    first = _column(first_token_s, np.float64)
+    finish = _column(finish_s, np.float64)
+    scheduled = _column(first_scheduled_s, np.float64)
     out = np.array(output_tokens, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (finish - first) / (out - 1), np.nan)
@@ -353,15 +353,15 @@ def requests_table(
             "finish_s": finish,
             "prompt_tokens": np.array(prompt_tokens, dtype=np.int64),
             "output_tokens": out,
-            "replica": np.array(replica, dtype=np.int64),
+            "replica": _column(replica, np.int64),
             "ttft_s": first - arrival,
             "tpot_s": tpot,
             "e2e_s": finish - arrival,
             "queue_s": scheduled - arrival,
-            "preemptions": np.array(preemptions, dtype=np.int64),
-            "dropped": np.array(dropped, dtype=bool),
-            "decode_replica": np.array(
-                replica if decode_replica is None else decode_replica, dtype=np.int64
+            "preemptions": _column(preemptions, np.int64),
+            "dropped": _column(dropped, np.bool_),
+            "decode_replica": _column(
+                replica if decode_replica is None else decode_replica, np.int64
             ),
             "kv_transfer_s": _floats(kv_transfer_s, n),
             "kv_transfer_bytes": _floats(kv_transfer_bytes, n),
@@ -371,4 +371,12 @@ def requests_table(
 
 def _floats(values: list[float] | None, n: int) -> np.ndarray:
     """`values` as a new float64 array, or n NaNs when there are none."""
-    return np.full(n, np.nan) if values is None else np.array(values, dtype=np.float64)
+    return np.full(n, np.nan) if values is None else _column(values, np.float64)
+
+
+def _column(values: Sequence[Any] | np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """`np.array(values, dtype=dtype)`, a new array; a list is read by `np.fromiter` (the same
+    values, without np.array's pass that discovers the list's shape and type)."""
+    if isinstance(values, list):
+        return np.fromiter(values, dtype=dtype, count=len(values))
+    return np.array(values, dtype=dtype)
