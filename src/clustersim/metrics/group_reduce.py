@@ -120,6 +120,7 @@ def kahan_walk_padded(x: F64, counts: I64, first: I64) -> F64:
     code = np.repeat(np.arange(k, dtype=np.int64), counts)  # each value's group
     padded = np.zeros((len(active), k, *x.shape[1:]), dtype=np.float64)
     padded[np.arange(len(x)) - first[code], rank[code]] = x
+    del code  # (the walk's peak memory: the padded values and the sums)
     sums = np.zeros((k, *x.shape[1:]), dtype=np.float64)  # in size order
     comp, y, t = np.zeros_like(sums), np.empty_like(sums), np.empty_like(sums)
     for j, m in enumerate(active):
