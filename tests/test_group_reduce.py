@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clustersim.metrics.group_reduce import (
+    _sizes,
     group_max,
     group_means,
     group_means_of_columns,
@@ -168,8 +169,7 @@ def test_padded_and_gathered_kahan_walks_agree(
         codes[: len(codes) * 3 // 4] = 0
     rng = np.random.default_rng(seed + 2)
     values = np.column_stack([x * rng.exponential(1.0, len(x)) for _ in range(width)])
-    counts = np.bincount(codes, minlength=n).astype(np.int64)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    counts, first = _sizes(codes, n)
     grouped = values[np.argsort(codes, kind="stable")]
     for walked in (grouped, grouped[:, 0]):  # 2-d and 1-d values
         padded = kahan_walk_padded(walked, counts, first)
