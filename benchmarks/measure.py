@@ -89,6 +89,51 @@ def reference_task(argv: list[str]) -> Measurement:
     )
 
 
+def clustersim_sim_task(yaml_text: str) -> Measurement:
+    """CPU seconds of the simulation alone (what `run_tables` runs between building its
+    request stream and its tables), in this (fresh) process: no start-up, tables or writing."""
+    from clustersim.cli.points import load_points
+    from clustersim.collector import frozen_heap
+    from clustersim.sim.engine import _Simulation, build, experiment_requests
+
+    wall_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(yaml_text)
+        (point,) = load_points(path, [])
+    exp = point.exp
+    sim = _Simulation(exp, build(exp), experiment_requests(exp))
+    start = time.process_time()
+    with frozen_heap():
+        sim.run(None)
+    return {
+        "cpu_s": time.process_time() - start,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "wall_s": time.perf_counter() - wall_start,
+        "requests": sim.n,
+        "engine_steps": sim.recorder.steps,
+        "simulated_s": float(sim.env.now),
+    }
+
+
+def reference_sim_task(argv: list[str]) -> Measurement:
+    """CPU seconds of benchmarks/reference_model.py's simulation alone (`Sim.run`)."""
+    import reference_model
+
+    wall_start = time.perf_counter()
+    sim = reference_model.sim_from_args(argv)
+    start = time.process_time()
+    sim.run()
+    return {
+        "cpu_s": time.process_time() - start,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "wall_s": time.perf_counter() - wall_start,
+        "requests": sim.n,
+        "engine_steps": sim.steps,
+        "simulated_s": float(sim.env.now),
+    }
+
+
 def compile_clustersim() -> None:
     """Write the bytecode caches of clustersim's modules where they are missing or stale."""
     spec = importlib.util.find_spec("clustersim")

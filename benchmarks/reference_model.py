@@ -159,7 +159,7 @@ class Sim:
         self.outstanding = [0] * replicas
         self.rows = array("d")
         self.replicas = [Replica(self.env, r, self.reqs, self) for r in range(replicas)]
-        self.left = n
+        self.n = self.left = n
         self.done = self.env.event()
         self.env.process(self.arrivals())
 
@@ -185,6 +185,10 @@ class Sim:
     def run(self) -> None:
         self.env.run(until=self.done)
 
+    @property
+    def steps(self) -> int:
+        return len(self.rows) // len(STEP_COLUMNS)
+
     def write(self, out: Path) -> dict[str, float]:
         """requests.npy (arrival, first token, finish, replica), steps.npy (STEP_COLUMNS) and
         summary.json (means over requests, seconds)."""
@@ -207,17 +211,31 @@ class Sim:
         return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def _parser(with_out: bool) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path)
+    if with_out:
+        ap.add_argument("out", type=Path)
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--replicas", type=int, default=8)
     ap.add_argument("--rate", type=float, required=True, help="arrivals per second, all replicas")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--output", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
-    a = ap.parse_args(argv)
-    sim = Sim(a.requests, a.replicas, a.rate, a.prompt, a.output, a.seed)
+    return ap
+
+
+def _sim(a: argparse.Namespace) -> Sim:
+    return Sim(a.requests, a.replicas, a.rate, a.prompt, a.output, a.seed)
+
+
+def sim_from_args(argv: list[str]) -> Sim:
+    """The simulation `main` would run for these options (no OUT_DIR), not yet run."""
+    return _sim(_parser(with_out=False).parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    a = _parser(with_out=True).parse_args(argv)
+    sim = _sim(a)
     sim.run()
     return sim.write(a.out)
 
