@@ -115,12 +115,10 @@ def kahan_walk_padded(x: F64, counts: I64, first: I64) -> F64:
     operations on leading slices, without gathers (longest group × groups cells)."""
     k = len(counts)
     by_size, active = _walk_order(counts)
-    rank = np.empty(k, dtype=np.int64)
-    rank[by_size] = np.arange(k, dtype=np.int64)
-    code = np.repeat(np.arange(k, dtype=np.int64), counts)  # each value's group
     padded = np.zeros((len(active), k, *x.shape[1:]), dtype=np.float64)
-    padded[np.arange(len(x)) - first[code], rank[code]] = x
-    del code  # (the walk's peak memory: the padded values and the sums)
+    for column, g in enumerate(by_size.tolist()):  # (a slice a group: no index arrays)
+        start, size = int(first[g]), int(counts[g])
+        padded[:size, column] = x[start : start + size]
     sums = np.zeros((k, *x.shape[1:]), dtype=np.float64)  # in size order
     comp, y, t = np.zeros_like(sums), np.empty_like(sums), np.empty_like(sums)
     for j, m in enumerate(active):
@@ -167,7 +165,11 @@ def group_means_of_columns(codes: I64, columns: list[F64], n: int) -> list[F64]:
     counts, first = _sizes(codes, n)
     if int(counts.max()) * _PYTHON_WALK_RATIO > len(codes) and int(counts.max()) > 1024:
         return [group_means(codes, column, n) for column in columns]  # the Python walk
-    x = np.column_stack(columns)[np.argsort(codes, kind="stable")]
+    order = np.argsort(codes, kind="stable")
+    x = np.empty((len(codes), len(columns)), dtype=np.float64)  # grouped by code, rows in order
+    for j, column in enumerate(columns):
+        x[:, j] = column[order]
+    del order
     sums = _kahan_walk(x, counts, first)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)

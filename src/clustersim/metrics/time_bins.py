@@ -36,6 +36,9 @@ def window_index(times_s: npt.ArrayLike, bin_s: float) -> I64:
     """Window of each time: floor(t / bin_s); −1 for NaN / ±inf times."""
     t = np.asarray(times_s, dtype=np.float64)
     finite = np.isfinite(t)
+    if finite.all():  # (one quotient array, floored in place)
+        quotient = t / bin_s
+        return np.floor(quotient, out=quotient).astype(np.int64)
     idx = np.full(t.shape, -1, dtype=np.int64)
     idx[finite] = np.floor(t[finite] / bin_s).astype(np.int64)
     return idx
@@ -133,7 +136,8 @@ def per_window_percentiles(idx: I64, x: F64, n: int, qs: tuple[float, ...]) -> l
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
         return [np.full(n, np.nan) for _ in qs]
-    return group_quantiles(idx[keep], x[keep], n, tuple(q / 100.0 for q in qs))
+    codes, kept = (idx, x) if keep.all() else (idx[keep], x[keep])
+    return group_quantiles(codes, kept, n, tuple(q / 100.0 for q in qs))
 
 
 def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
@@ -142,7 +146,7 @@ def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
         return np.full(n, np.nan)
-    codes, kept = idx[keep], x[keep]
+    codes, kept = (idx, x) if keep.all() else (idx[keep], x[keep])
     if how == "mean":
         return group_means(codes, kept, n)
     if how == "max":
@@ -162,6 +166,8 @@ def per_window_means(idx: I64, columns: list[F64], n: int) -> list[F64]:
     if not keeps[0].any():
         return [np.full(n, np.nan) for _ in columns]
     keep = keeps[0]
+    if keep.all():  # (no copies: the columns are read, not written)
+        return group_means_of_columns(idx, columns, n)
     return group_means_of_columns(idx[keep], [x[keep] for x in columns], n)
 
 
