@@ -102,6 +102,7 @@ FEATURES = (
     "clustersim.moe.ep_group",
     "clustersim.moe.moe_runtime",
     "clustersim.workload.sessions",
+    "clustersim.capacity.search",
     "tqdm",
     "numpy.ma",
 )

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REL_TOL = 0.05  # the knee is known to ±5 %
-CAPACITY_REPLICATES = 3  # default replicates per probe (`capacity` without --replicates)
 MAX_PROBES = 40  # the search gives up (capacity unknown beyond the bracket) after this many
 
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clustersim.capacity.search import CAPACITY_REPLICATES
+from clustersim.capacity import CAPACITY_REPLICATES
 from clustersim.cli.errors import EXIT_OK, BadInput, check_out_dir
 from clustersim.cli.points import Point, blame, load_points
 from clustersim.cli.progress import overall_bar_open

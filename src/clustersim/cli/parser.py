@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from clustersim import __version__
-from clustersim.capacity.search import CAPACITY_REPLICATES
+from clustersim.capacity import CAPACITY_REPLICATES
 from clustersim.cli.errors import EXIT_BAD_INPUT, PROG
 from clustersim.collector import collector_paused
 from clustersim.jobs import EXECUTORS, default_workers
