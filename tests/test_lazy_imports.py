@@ -103,14 +103,22 @@ FEATURES = (
     "clustersim.moe.moe_runtime",
     "clustersim.workload.sessions",
     "clustersim.capacity.search",
+    "clustersim.serving.speculative",
+    "clustersim.serving.speculative_decode",
+    "clustersim.model.speculative_cost",
+    "clustersim.serving.prefix_cache",
+    "clustersim.serving.prefix_match",
+    "clustersim.serving.prefix_lane",
+    "clustersim.serving.prefix_routers",
     "tqdm",
     "numpy.ma",
 )
 
 
 def test_a_plain_quiet_run_loads_no_feature_it_does_not_use(dense: Path, tmp_path: Path) -> None:
-    """No faults, disaggregation, MoE or sessions in the file: none of their modules load;
-    no progress bar with --quiet; the summary's percentiles without numpy.ma."""
+    """No faults, disaggregation, MoE, sessions, prefix caching or speculative decoding in the
+    file: none of their modules load, nor the capacity search's; no progress bar with --quiet;
+    the summary's percentiles without numpy.ma."""
     argv = ["run", str(dense), "--no-report", "--quiet", "--out", str(tmp_path / "out")]
     assert loaded_after(argv, FEATURES) == []
 

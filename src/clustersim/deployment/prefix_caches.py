@@ -11,19 +11,17 @@ import numpy as np
 
 from clustersim.config.schema import ServingSpec
 from clustersim.deployment.build import Build
-from clustersim.serving.prefix_cache import PrefixCachingParams, lane_prefix_cache
-from clustersim.serving.prefix_lane import LanePrefix, PrefixRecord
-from clustersim.serving.prefix_routers import PREFIX_ROUTERS, make_prefix_router
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.router import Router, make_router
+from clustersim.serving.router import PREFIX_ROUTERS, Router, make_router
 from clustersim.serving.scheduler import Scheduler
 from clustersim.workload.requests import RequestStream
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (prefix caching's modules load for runs that use it)
     import pandas as pd
 
     from clustersim.moe.ep_group import DPRank
+    from clustersim.serving.prefix_lane import LanePrefix, PrefixRecord
 
 DEFAULT_PREFIX_BLOCK_TOKENS = 512  # a workload without prefix-block ids (nothing is shared)
 
@@ -50,6 +48,9 @@ def attach_prefix_caches(
 ) -> list[list[LanePrefix]]:
     """Give every lane of `units` a prefix cache (serving.prefix_caching must be on); returns
     each unit's lanes' LanePrefix (routers probe them)."""
+    from clustersim.serving.prefix_cache import PrefixCachingParams, lane_prefix_cache
+    from clustersim.serving.prefix_lane import LanePrefix
+
     spec = serving.prefix_caching
     assert spec is not None and spec.enabled
     params = PrefixCachingParams(True, spec.host_memory_GB, spec.host_bandwidth_GBps)
@@ -142,6 +143,8 @@ def pool_prefix_caching(
     """Prefix caches for `units` when `serving.prefix_caching` is on, else None."""
     if not serving.prefix_caching_on:
         return None
+    from clustersim.serving.prefix_lane import PrefixRecord
+
     record = PrefixRecord(stream.prefix, len(stream))
     bt = stream.prefix.block_tokens if stream.prefix is not None else None
     return PoolPrefix(record, attach_prefix_caches(units, serving, built, record, state, bt))
@@ -162,5 +165,7 @@ def pool_router(
         return make_router(name, len(units), rng)
     if prefix is None and name != "session_affinity":
         return make_router("least_outstanding", len(units), rng)
+    from clustersim.serving.prefix_routers import make_prefix_router
+
     lanes = prefix.lanes if prefix is not None else None
     return make_prefix_router(name, len(units), lanes, serving.router_options, stream.session_id)

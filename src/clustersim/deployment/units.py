@@ -14,13 +14,11 @@ from clustersim.config.schema import Experiment, HardwareSpec
 from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
-from clustersim.model.speculative_cost import lockstep_verify, speculative_stage_costs
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.cp_replica import CPReplica
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.workload.arrivals import StateTimeline
 
 if TYPE_CHECKING:  # (MoE modules load for MoE runs only)
@@ -84,7 +82,10 @@ def make_units(
         moe = MoERuntime(exp, built.ep, built.cluster, env, fabric, experts_rng, phases)
     spec = exp.serving.speculative
     decoding = None
-    if spec is not None and speculative_rng is not None:
+    if spec is not None and speculative_rng is not None:  # (its modules load only then)
+        from clustersim.model.speculative_cost import lockstep_verify, speculative_stage_costs
+        from clustersim.serving.speculative_decode import SpeculativeDecoding
+
         decoding = SpeculativeDecoding.from_spec(spec, speculative_rng)
     units: list[Unit]
     if moe is not None and moe.dp_attention:

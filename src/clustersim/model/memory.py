@@ -34,7 +34,6 @@ from clustersim.model.params import (
     param_counts,
     residual_bytes,
 )
-from clustersim.model.speculative_cost import draft_model_of, drafter_shape
 
 GIB = float(2**30)
 LOGITS_BYTES = 4.0  # fp32 logits
@@ -199,6 +198,8 @@ def drafter_memory(
     """The speculative drafter on one GPU of the last stage: (weight bytes, KV bytes per
     token). mtp / eagle: one layer of the target's shape (head and embedding shared);
     draft_model: the whole draft model, TP-sharded like the target, experts not split."""
+    from clustersim.model.speculative_cost import draft_model_of, drafter_shape  # (drafters)
+
     kv_b = DTYPE_BYTES[precision.kv_cache]
     if spec.method == "draft_model":
         draft = draft_model_of(spec)

@@ -17,11 +17,15 @@ blocks until its KV has been sent (`release_kept`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from clustersim.config.schema import ServingSpec
 from clustersim.serving.kv_cache import KVPool, blocks_for
-from clustersim.serving.prefix_cache import PrefixCache
-from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
+
+if TYPE_CHECKING:  # (prefix caching's modules load for runs that use it)
+    from clustersim.serving.prefix_cache import PrefixCache
+    from clustersim.serving.prefix_lane import LanePrefix
 
 # Admission leaves this share of a lane's blocks free for running sequences to grow into
 # (vLLM's block-manager watermark).

@@ -4,13 +4,17 @@ with its prompt + output so far as the prompt to recompute."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.kv_cache import KVPool, blocks_for
 from clustersim.serving.prefill_packing import PrefillQueue
-from clustersim.serving.prefix_cache import PrefixCache
-from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.speculative_decode import SpeculativeDecodeSet
+
+if TYPE_CHECKING:  # (prefix caching's and speculative decoding's modules: runs using them)
+    from clustersim.serving.prefix_cache import PrefixCache
+    from clustersim.serving.prefix_lane import LanePrefix
+    from clustersim.serving.speculative_decode import SpeculativeDecodeSet
 
 
 def preempt_latest(

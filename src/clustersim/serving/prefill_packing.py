@@ -10,12 +10,15 @@ fit beside what the unfinished prefills still need.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from clustersim.serving.admission import KVAdmission
 from clustersim.serving.batch import Batch
 from clustersim.serving.kv_cache import blocks_for
-from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
+
+if TYPE_CHECKING:  # (prefix caching's modules load for runs that use it)
+    from clustersim.serving.prefix_lane import LanePrefix
 
 
 class PrefillQueue:

@@ -22,9 +22,12 @@ routes by the cache instead.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.scheduler import Scheduler
+
+if TYPE_CHECKING:  # (prefix caching's modules load for runs that use it)
+    from clustersim.serving.prefix_lane import LanePrefix
 
 
 def prefix_lane(rid: int, lanes: Sequence[LanePrefix], outstanding: Sequence[int]) -> int:

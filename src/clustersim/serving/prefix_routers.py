@@ -31,9 +31,7 @@ import numpy.typing as npt
 
 from clustersim.config.schema import RouterOptions
 from clustersim.serving.prefix_lane import LanePrefix
-from clustersim.serving.router import Router
-
-PREFIX_ROUTERS = ("cache_aware", "kv_aware", "session_affinity")
+from clustersim.serving.router import PREFIX_ROUTERS, Router
 
 
 def _least(values: Sequence[float], outstanding: Sequence[int]) -> int:

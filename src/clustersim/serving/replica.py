@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import simpy
 
@@ -27,8 +27,10 @@ from clustersim.serving.leap_backoff import TP1_WORTH_STEPS, LeapBackoff
 from clustersim.serving.prefix_lane_choice import lane_for
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler, scheduler_requests
-from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.serving.tp1_lane import tp1_lane, tp1_lane_enabled
+
+if TYPE_CHECKING:  # (speculative decoding's modules load for runs that use it)
+    from clustersim.serving.speculative_decode import SpeculativeDecoding
 
 
 class FabricLike(Protocol):

@@ -27,6 +27,8 @@ import numpy as np
 
 from clustersim.config.schema import RouterName
 
+# the routers that read requests (prefix blocks, sessions): serving/prefix_routers.py
+PREFIX_ROUTERS = ("cache_aware", "kv_aware", "session_affinity")
 _BLOCK = 4096  # random draws pre-drawn per refill
 
 

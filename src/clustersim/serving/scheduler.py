@@ -20,6 +20,7 @@ blocks until `release_kept` (its KV is still being sent).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from clustersim.catalog.engines import serving_engine
 from clustersim.config.schema import ServingSpec
@@ -29,10 +30,12 @@ from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.kv_cache import KVPool
 from clustersim.serving.preemption import preempt_latest
 from clustersim.serving.prefill_packing import PrefillQueue
-from clustersim.serving.prefix_cache import PrefixCache
-from clustersim.serving.prefix_lane import LanePrefix
 from clustersim.serving.request_state import RequestState
-from clustersim.serving.speculative_decode import SpeculativeDecodeSet, SpeculativeDecoding
+
+if TYPE_CHECKING:  # (prefix caching's and speculative decoding's modules: runs using them)
+    from clustersim.serving.prefix_cache import PrefixCache
+    from clustersim.serving.prefix_lane import LanePrefix
+    from clustersim.serving.speculative_decode import SpeculativeDecodeSet, SpeculativeDecoding
 
 FinishCallback = Callable[[int, float], None]
 
@@ -62,11 +65,11 @@ class Scheduler:
         self.on_finish = on_finish
         self.admission = KVAdmission(serving, kv, state)
         self.prefills = PrefillQueue(self.admission, state, self.chunked, serving.max_num_seqs)
-        self.decodes: DecodeSet | SpeculativeDecodeSet = (
-            DecodeSet(serving.block_size, state)
-            if speculative is None
-            else SpeculativeDecodeSet(serving.block_size, state, speculative)
-        )
+        self.decodes: DecodeSet | SpeculativeDecodeSet = DecodeSet(serving.block_size, state)
+        if speculative is not None:
+            from clustersim.serving.speculative_decode import SpeculativeDecodeSet
+
+            self.decodes = SpeculativeDecodeSet(serving.block_size, state, speculative)
         # disaggregation (decode side): requests holding reserved blocks while their KV is in
         # transit, and those whose KV has landed, entered into decode at the next batch
         self.incoming = 0

@@ -30,7 +30,6 @@ from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.router import LeastOutstandingRouter, Router
-from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.sim.arrival_process import ArrivalTimer, announced_arrivals
 from clustersim.sim.event_loop import run_until
 from clustersim.sim.experiment_build import build, experiment_requests
@@ -54,6 +53,16 @@ ProgressCallback = Callable[[float], None]
 
 # least_outstanding's heap from this many replicas on; below, its C scan is cheaper (same picks)
 TRACKED_ROUTER_REPLICAS = 64
+
+
+def speculative_stream(exp: Experiment, streams: Streams) -> np.random.Generator | None:
+    """The acceptance draws' stream where serving.speculative is set, else None (speculative
+    decoding's modules load only then)."""
+    if exp.serving.speculative is None:
+        return None
+    from clustersim.serving.speculative import RNG_STREAM
+
+    return streams.get(RNG_STREAM)
 
 
 class _Simulation:
@@ -115,7 +124,7 @@ class _Simulation:
                 self._on_finish,
                 streams.get("experts"),
                 stream.phases,
-                streams.get(SPECULATIVE_STREAM) if exp.serving.speculative else None,
+                speculative_stream(exp, streams),
             )
             self.prefix = pool_prefix_caching(exp.serving, built, self.replicas, stream, self.state)
             self.router: Router = pool_router(
