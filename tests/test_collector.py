@@ -1,5 +1,6 @@
 """collector.py: set-up's objects leave the collector for the block and come back; a paused
-collector runs again after the block."""
+collector runs again after the block; what a kept block made stays frozen until a
+frozen_heap block gives it back."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gc
 
 import pytest
 
-from clustersim.collector import collector_paused, frozen_heap
+from clustersim.collector import collector_paused, frozen_heap, kept_frozen
 
 
 def test_objects_alive_at_entry_are_frozen_for_the_block_only() -> None:
@@ -73,3 +74,25 @@ def test_resumed_after_an_error() -> None:
     with pytest.raises(RuntimeError), collector_paused():
         raise RuntimeError("boom")
     assert gc.isenabled()
+
+
+def test_a_kept_block_pauses_then_freezes_what_it_made() -> None:
+    gc.unfreeze()
+    with kept_frozen():
+        assert not gc.isenabled()
+        kept = {"schema": [object() for _ in range(10)]}
+    assert gc.isenabled()
+    assert gc.is_tracked(kept) and gc.get_freeze_count() > 0
+    assert not any(o is kept for o in gc.get_objects())  # (frozen: no pass walks it)
+    with frozen_heap():
+        pass
+    assert gc.get_freeze_count() == 0  # given back with everything else
+    assert any(o is kept for o in gc.get_objects())
+
+
+def test_a_kept_block_that_fails_freezes_nothing() -> None:
+    gc.unfreeze()
+    with pytest.raises(RuntimeError), kept_frozen():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0

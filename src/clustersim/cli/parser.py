@@ -13,7 +13,7 @@ from typing import NoReturn
 from clustersim import __version__
 from clustersim.capacity import CAPACITY_REPLICATES
 from clustersim.cli.errors import EXIT_BAD_INPUT, PROG
-from clustersim.collector import collector_paused
+from clustersim.collector import kept_frozen
 from clustersim.jobs import EXECUTORS, default_workers
 
 
@@ -25,42 +25,42 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def _run(args: argparse.Namespace) -> int:
-    with collector_paused():
+    with kept_frozen():
         from clustersim.cli.run import cmd_run
 
     return cmd_run(args)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    with collector_paused():
+    with kept_frozen():
         from clustersim.cli.validate import cmd_validate
 
     return cmd_validate(args)
 
 
 def _report(args: argparse.Namespace) -> int:
-    with collector_paused():
+    with kept_frozen():
         from clustersim.cli.report import cmd_report
 
     return cmd_report(args)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    with collector_paused():
+    with kept_frozen():
         from clustersim.cli.report import cmd_compare
 
     return cmd_compare(args)
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    with collector_paused():
+    with kept_frozen():
         from clustersim.cli.capacity import cmd_capacity
 
     return cmd_capacity(args)
 
 
 def _plan(args: argparse.Namespace) -> int:
-    with collector_paused():
+    with kept_frozen():
         from clustersim.cli.plan import cmd_plan
 
     return cmd_plan(args)

@@ -13,7 +13,7 @@ import numpy as np
 import simpy
 
 from clustersim.catalog.engines import serving_engine
-from clustersim.collector import frozen_heap
+from clustersim.collector import frozen_heap, kept_frozen
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError
 from clustersim.deployment.prefix_caches import (
@@ -305,8 +305,9 @@ def run_tables(
     wall_start = time.perf_counter()
     if built is None:
         built = build(exp)
-    stream = experiment_requests(exp)
-    sim = _Simulation(exp, built, stream)
+    with kept_frozen():  # (set-up's objects are all kept: no pass walks them)
+        stream = experiment_requests(exp)
+        sim = _Simulation(exp, built, stream)
     with frozen_heap():  # set-up's objects stay out of the collector's full passes
         sim.run(progress)
     n = sim.n  # closed-loop runs may issue fewer requests than were generated
