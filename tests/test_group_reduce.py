@@ -176,6 +176,21 @@ def test_padded_and_gathered_kahan_walks_agree(
         assert padded.tobytes() == kahan_walk_gathered(walked, counts, first).tobytes()
 
 
+@pytest.mark.parametrize("groups, per_group", [(10, 500), (2000, 3)])
+def test_padded_walk_lays_out_few_long_and_many_short_groups_alike(
+    groups: int, per_group: int
+) -> None:
+    """Few long groups are copied into the padding a slice each, many short ones through
+    index arrays (group_reduce._SEGMENT_SORT_RATIO): the same bits as the gathering walk."""
+    rng = np.random.default_rng(groups)
+    codes = np.sort(rng.integers(0, groups, groups * per_group))
+    x = rng.lognormal(0.0, 2.0, len(codes))
+    counts, first = _sizes(codes, groups)
+    for values in (x, np.column_stack([x, 3.0 * x])):
+        padded = kahan_walk_padded(values, counts, first)
+        assert padded.tobytes() == kahan_walk_gathered(values, counts, first).tobytes()
+
+
 def test_padded_walk_overflowing_to_infinity_zeroes_nan_compensations() -> None:
     """Sums that overflow make NaN compensations, which the walk zeroes: the padded walk
     hands such groups to the gathering walk, so both give the same bits."""

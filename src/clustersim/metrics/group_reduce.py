@@ -27,7 +27,8 @@ I64 = npt.NDArray[np.int64]
 # largest group)
 _PYTHON_WALK_RATIO = 64
 # values already grouped by code are sorted group by group (one numpy call each) when the
-# groups average at least this many values; else two stable argsorts over all of them
+# groups average at least this many values; else two stable argsorts over all of them (the
+# padded Kahan walk lays out its groups the same way: a slice each, else index arrays)
 _SEGMENT_SORT_RATIO = 32
 # the Kahan walk lays the values out as (j-th value, group) when that array holds at most
 # this many times as many cells as there are values (groups of similar sizes)
@@ -116,9 +117,16 @@ def kahan_walk_padded(x: F64, counts: I64, first: I64) -> F64:
     k = len(counts)
     by_size, active = _walk_order(counts)
     padded = np.zeros((len(active), k, *x.shape[1:]), dtype=np.float64)
-    for column, g in enumerate(by_size.tolist()):  # (a slice a group: no index arrays)
-        start, size = int(first[g]), int(counts[g])
-        padded[:size, column] = x[start : start + size]
+    if k * _SEGMENT_SORT_RATIO <= len(x):  # few long groups: a slice each, no index arrays
+        for column, g in enumerate(by_size.tolist()):
+            start, size = int(first[g]), int(counts[g])
+            padded[:size, column] = x[start : start + size]
+    else:
+        rank = np.empty(k, dtype=np.int64)
+        rank[by_size] = np.arange(k, dtype=np.int64)
+        code = np.repeat(np.arange(k, dtype=np.int64), counts)  # each value's group
+        padded[np.arange(len(x)) - first[code], rank[code]] = x
+        del code, rank  # (the walk's peak memory: the padded values and the sums)
     sums = np.zeros((k, *x.shape[1:]), dtype=np.float64)  # in size order
     comp, y, t = np.zeros_like(sums), np.empty_like(sums), np.empty_like(sums)
     for j, m in enumerate(active):
