@@ -5,6 +5,7 @@ frozen_heap block gives it back."""
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 
@@ -96,3 +97,30 @@ def test_a_kept_block_that_fails_freezes_nothing() -> None:
         raise RuntimeError("boom")
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_kept_block_after_a_simulation_collects_its_garbage_first() -> None:
+    """A simulation's object graph is cycles: a kept block after one collects them before
+    freezing, so that repeated runs in one process do not keep each run's memory."""
+
+    class Node:
+        partner: object
+
+    with frozen_heap():  # a simulation: its objects become garbage after the block
+        a, b = Node(), Node()
+        a.partner, b.partner = b, a
+    probe = weakref.ref(a)
+    del a, b
+    with kept_frozen():  # the next run's set-up
+        pass
+    assert probe() is None  # collected, not frozen
+    c, d = Node(), Node()
+    c.partner, d.partner = d, c
+    probe = weakref.ref(c)
+    del c, d
+    with kept_frozen():  # (no simulation since the last collection: no pass, it is frozen)
+        pass
+    assert probe() is not None
+    gc.unfreeze()
+    gc.collect()
+    assert probe() is None

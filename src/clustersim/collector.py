@@ -28,6 +28,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+class _Blocks:
+    """What ran in this process: frozen_heap blocks (simulations) since the last collection
+    that kept_frozen ran."""
+
+    frozen_since_collection = 0
+
+
 @contextmanager
 def frozen_heap() -> Iterator[None]:
     """Freeze the objects alive now for the duration of the block (nested use is harmless:
@@ -37,6 +44,7 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+        _Blocks.frozen_since_collection += 1
 
 
 @contextmanager
@@ -57,7 +65,16 @@ def kept_frozen() -> Iterator[None]:
     """`collector_paused` for a block whose objects are kept (a command's imports, a run's
     set-up), then everything alive frozen (`gc.freeze`), so that no pass walks them. Frozen
     objects are still freed by reference counting; a cycle among them waits for a
-    `gc.unfreeze` (`frozen_heap` gives everything back after a simulation)."""
+    `gc.unfreeze` (`frozen_heap` gives everything back after a simulation).
+
+    Where a simulation ran in this process before (replicates, sweep points, capacity
+    probes), its object graph is garbage made of cycles (replicas, schedulers, lane
+    processes) holding its per-request lists; freezing would keep it out of every pass until
+    the next block froze it again, a run's worth of memory more each run. So the block
+    collects first (a full pass, ≈ 10–35 ms), and a process that simulates once never does."""
     with collector_paused():
         yield
+        if _Blocks.frozen_since_collection:
+            gc.collect()
+            _Blocks.frozen_since_collection = 0
         gc.freeze()
