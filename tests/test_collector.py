@@ -9,7 +9,13 @@ import weakref
 
 import pytest
 
-from clustersim.collector import collector_paused, frozen_heap, kept_frozen
+from clustersim.collector import (
+    COLLECT_AFTER_REQUESTS,
+    collector_paused,
+    frozen_heap,
+    kept_frozen,
+    simulation_ended,
+)
 
 
 def test_objects_alive_at_entry_are_frozen_for_the_block_only() -> None:
@@ -99,28 +105,33 @@ def test_a_kept_block_that_fails_freezes_nothing() -> None:
     assert gc.get_freeze_count() == 0
 
 
-def test_a_kept_block_after_a_simulation_collects_its_garbage_first() -> None:
-    """A simulation's object graph is cycles: a kept block after one collects them before
-    freezing, so that repeated runs in one process do not keep each run's memory."""
+def test_a_kept_block_collects_what_ended_simulations_left_first() -> None:
+    """A simulation's object graph is cycles: once simulations of COLLECT_AFTER_REQUESTS
+    requests have ended, a kept block collects before freezing, so that repeated runs in
+    one process do not keep each run's memory; before that it freezes them."""
 
     class Node:
         partner: object
 
-    with frozen_heap():  # a simulation: its objects become garbage after the block
+    def garbage_cycle() -> weakref.ref[Node]:
         a, b = Node(), Node()
         a.partner, b.partner = b, a
-    probe = weakref.ref(a)
-    del a, b
+        return weakref.ref(a)
+
+    with kept_frozen():  # (whatever ended before this test: collected or not, reset below)
+        pass
+    simulation_ended(COLLECT_AFTER_REQUESTS)
+    with kept_frozen():
+        pass
+    probe = garbage_cycle()
+    simulation_ended(COLLECT_AFTER_REQUESTS - 1)  # not enough to pay a pass for
+    with kept_frozen():
+        pass
+    assert probe() is not None  # frozen with the rest
+    gc.unfreeze()
+    probe = garbage_cycle()
+    simulation_ended(1)  # now enough
     with kept_frozen():  # the next run's set-up
         pass
     assert probe() is None  # collected, not frozen
-    c, d = Node(), Node()
-    c.partner, d.partner = d, c
-    probe = weakref.ref(c)
-    del c, d
-    with kept_frozen():  # (no simulation since the last collection: no pass, it is frozen)
-        pass
-    assert probe() is not None
     gc.unfreeze()
-    gc.collect()
-    assert probe() is None

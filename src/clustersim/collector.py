@@ -27,12 +27,24 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# kept_frozen collects before it freezes once simulations of this many requests in all have
+# ended since its last collection (their object graphs are garbage then): the memory they
+# hold stays bounded, and a pass (10–50 ms, by what the process holds) is paid at most once
+# per this many requests simulated (≈ 0.5 CPU-s of a plain run), never by a single run
+COLLECT_AFTER_REQUESTS = 50_000
 
-class _Blocks:
-    """What ran in this process: frozen_heap blocks (simulations) since the last collection
-    that kept_frozen ran."""
 
-    frozen_since_collection = 0
+class _Ended:
+    """Requests of the simulations that ended since kept_frozen last collected."""
+
+    requests = 0
+
+
+def simulation_ended(requests: int) -> None:
+    """Note that a simulation of `requests` requests ended: its object graph (cycles of
+    replicas, schedulers and lane processes holding the per-request lists) is garbage once
+    its caller lets go of it."""
+    _Ended.requests += requests
 
 
 @contextmanager
@@ -44,7 +56,6 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-        _Blocks.frozen_since_collection += 1
 
 
 @contextmanager
@@ -67,14 +78,13 @@ def kept_frozen() -> Iterator[None]:
     objects are still freed by reference counting; a cycle among them waits for a
     `gc.unfreeze` (`frozen_heap` gives everything back after a simulation).
 
-    Where a simulation ran in this process before (replicates, sweep points, capacity
-    probes), its object graph is garbage made of cycles (replicas, schedulers, lane
-    processes) holding its per-request lists; freezing would keep it out of every pass until
-    the next block froze it again, a run's worth of memory more each run. So the block
-    collects first (a full pass, ≈ 10–35 ms), and a process that simulates once never does."""
+    Simulations that ended in this process before (replicates, sweep points, capacity
+    probes) left garbage that freezing would keep out of every pass until the next block
+    froze it again, a run's worth of memory more each run; so once they add up to
+    COLLECT_AFTER_REQUESTS requests (`simulation_ended`) the block collects first."""
     with collector_paused():
         yield
-        if _Blocks.frozen_since_collection:
+        if _Ended.requests >= COLLECT_AFTER_REQUESTS:
             gc.collect()
-            _Blocks.frozen_since_collection = 0
+            _Ended.requests = 0
         gc.freeze()

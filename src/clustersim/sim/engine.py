@@ -13,7 +13,7 @@ import numpy as np
 import simpy
 
 from clustersim.catalog.engines import serving_engine
-from clustersim.collector import frozen_heap, kept_frozen
+from clustersim.collector import frozen_heap, kept_frozen, simulation_ended
 from clustersim.config.schema import Experiment
 from clustersim.deployment.build import Build, BuildError
 from clustersim.deployment.prefix_caches import (
@@ -310,6 +310,7 @@ def run_tables(
         sim = _Simulation(exp, built, stream)
     with frozen_heap():  # set-up's objects stay out of the collector's full passes
         sim.run(progress)
+    simulation_ended(sim.n)  # (its object graph is garbage once this returns)
     n = sim.n  # closed-loop runs may issue fewer requests than were generated
     st, rec = sim.state, sim.recorder
     end_s = float(sim.env.now)
