@@ -9,7 +9,6 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from clustersim.cli.allocator import keep_freed_memory
 from clustersim.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, PROG, bad_input_message
 from clustersim.cli.parser import build_parser
 from clustersim.cli.signals import Terminated, sigterm_as_interrupt
@@ -18,7 +17,6 @@ from clustersim.cli.signals import Terminated, sigterm_as_interrupt
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises SystemExit)."""
     one_blas_thread()
-    keep_freed_memory()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
