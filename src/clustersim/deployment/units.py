@@ -10,7 +10,7 @@ import numpy as np
 import simpy
 
 from clustersim.catalog.engines import serving_engine
-from clustersim.config.schema import Experiment, HardwareSpec
+from clustersim.config.schema import Experiment, HardwareSpec, ServingSpec
 from clustersim.deployment.build import Build
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.cp_cost import CPStageCost
@@ -55,6 +55,19 @@ def stage_costs(
         )
         for s, layers in enumerate(built.stage_layers)
     ]
+
+
+def speculative_rng(
+    serving: ServingSpec, rng: Callable[[str], np.random.Generator]
+) -> np.random.Generator | None:
+    """The acceptance draws' stream (`rng` gives a named stream, sim/streams.py) where
+    serving.speculative is set, else None: `make_units`' `speculative_rng` (speculative
+    decoding's modules load only then)."""
+    if serving.speculative is None:
+        return None
+    from clustersim.serving.speculative import RNG_STREAM
+
+    return rng(RNG_STREAM)
 
 
 def make_units(

@@ -33,7 +33,7 @@ import simpy
 
 from clustersim.deployment.build import PoolBuild
 from clustersim.deployment.prefix_caches import pool_prefix_caching, pool_router
-from clustersim.deployment.units import Unit, make_units, unit_shards
+from clustersim.deployment.units import Unit, make_units, speculative_rng, unit_shards
 from clustersim.disagg.kv_transfer import FlowCoef, kv_flow_coefficients, scale_flows
 from clustersim.metrics.recorder import EMITTED_COLUMN, Recorder
 from clustersim.moe.moe_runtime import MoERuntime
@@ -41,7 +41,6 @@ from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Replica
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.scheduler import Scheduler
-from clustersim.serving.speculative import RNG_STREAM as SPECULATIVE_STREAM
 from clustersim.workload.requests import RequestStream
 
 if TYPE_CHECKING:
@@ -158,7 +157,7 @@ class DisaggRuntime:
             self._prefill_done,
             rng("experts.prefill"),
             stream.phases,
-            rng(SPECULATIVE_STREAM) if pf.exp.serving.speculative else None,
+            speculative_rng(pf.exp.serving, rng),
         )
         d_units, self.d_moe = make_units(
             dc.exp,
@@ -170,7 +169,7 @@ class DisaggRuntime:
             self._decode_done,
             rng("experts.decode"),
             stream.phases,
-            rng(SPECULATIVE_STREAM) if dc.exp.serving.speculative else None,
+            speculative_rng(dc.exp.serving, rng),
         )
         self.prefill = [_Member(u, pf.replica_offset + i) for i, u in enumerate(p_units)]
         self.decode = [_Member(u, dc.replica_offset + i) for i, u in enumerate(d_units)]

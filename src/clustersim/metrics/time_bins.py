@@ -7,7 +7,7 @@ per-window reductions of per-request or per-step values. Pure numpy, no I/O.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -136,7 +136,7 @@ def per_window_percentiles(idx: I64, x: F64, n: int, qs: tuple[float, ...]) -> l
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
         return [np.full(n, np.nan) for _ in qs]
-    codes, kept = (idx, x) if keep.all() else (idx[keep], x[keep])
+    codes, kept = _rows_kept(keep, idx, x)
     return group_quantiles(codes, kept, n, tuple(q / 100.0 for q in qs))
 
 
@@ -146,7 +146,7 @@ def per_window_reduce(idx: I64, x: F64, n: int, how: str) -> F64:
     keep = (idx >= 0) & (idx < n) & np.isfinite(x)
     if not keep.any():
         return np.full(n, np.nan)
-    codes, kept = (idx, x) if keep.all() else (idx[keep], x[keep])
+    codes, kept = _rows_kept(keep, idx, x)
     if how == "mean":
         return group_means(codes, kept, n)
     if how == "max":
@@ -165,10 +165,16 @@ def per_window_means(idx: I64, columns: list[F64], n: int) -> list[F64]:
         return [per_window_reduce(idx, x, n, "mean") for x in columns]
     if not keeps[0].any():
         return [np.full(n, np.nan) for _ in columns]
-    keep = keeps[0]
-    if keep.all():  # (no copies: the columns are read, not written)
-        return group_means_of_columns(idx, columns, n)
-    return group_means_of_columns(idx[keep], [x[keep] for x in columns], n)
+    codes, *kept = _rows_kept(keeps[0], idx, *columns)
+    return group_means_of_columns(codes, kept, n)
+
+
+def _rows_kept(keep: npt.NDArray[np.bool_], *arrays: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+    """`arrays` at the rows where `keep`; the arrays themselves when every row is kept (no
+    copies: the group reductions read them, never write them)."""
+    if keep.all():
+        return list(arrays)
+    return [a[keep] for a in arrays]
 
 
 def window_counts(idx: I64, n: int, weights: npt.NDArray[np.bool_] | None = None) -> I64:

@@ -22,7 +22,7 @@ from clustersim.deployment.prefix_caches import (
     pool_router,
     prefix_cache_table,
 )
-from clustersim.deployment.units import Unit, make_units
+from clustersim.deployment.units import Unit, make_units, speculative_rng
 from clustersim.metrics.recorder import Recorder, requests_table
 from clustersim.metrics.table import Table
 from clustersim.network.collectives import allreduce_choice_of
@@ -53,16 +53,6 @@ ProgressCallback = Callable[[float], None]
 
 # least_outstanding's heap from this many replicas on; below, its C scan is cheaper (same picks)
 TRACKED_ROUTER_REPLICAS = 64
-
-
-def speculative_stream(exp: Experiment, streams: Streams) -> np.random.Generator | None:
-    """The acceptance draws' stream where serving.speculative is set, else None (speculative
-    decoding's modules load only then)."""
-    if exp.serving.speculative is None:
-        return None
-    from clustersim.serving.speculative import RNG_STREAM
-
-    return streams.get(RNG_STREAM)
 
 
 class _Simulation:
@@ -124,7 +114,7 @@ class _Simulation:
                 self._on_finish,
                 streams.get("experts"),
                 stream.phases,
-                speculative_stream(exp, streams),
+                speculative_rng(exp.serving, streams.get),
             )
             self.prefix = pool_prefix_caching(exp.serving, built, self.replicas, stream, self.state)
             self.router: Router = pool_router(
