@@ -1,7 +1,7 @@
 """The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
-rows built from trips' stage steps in numpy, transfers booked in
-bulk, completion ties flagged instead of returned, alike stages sharing one decode step
-time; a trip's alarm lands exactly, moved or not. (Whole runs: the PP cases of
+rows built from trips' stage steps in numpy, transfers booked in bulk, completion ties
+flagged instead of returned, alike stages sharing one decode step time; the trips' timer
+lands exactly, moved or not, in its trips' event order. (Whole runs: the PP cases of
 tests/test_leap_equivalence.py.)"""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from clustersim.model.stage_cost import StageCostModel
 from clustersim.network.completion_ties import Completions, due_s
 from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.ledger import LinkLedger
-from clustersim.serving.pipeline_leap import alike_decode_steps
-from clustersim.serving.pipeline_trip import Alarm
+from clustersim.serving.pipeline_trip import Trip, TripTimer
+from clustersim.serving.trip_prices import alike_decode_steps
 from clustersim.topology.graph import build_cluster
 
 
@@ -230,41 +230,54 @@ def test_held_transfers_book_what_record_many_books() -> None:
     assert bulk.table().equals(many.table())
 
 
-def test_alarm_wakes_its_waiter_exactly_at_its_last_time() -> None:
-    """Alarms set from a clock far below their time (simpy's now + (at − now) misses at:
-    an intermediate hop) and close to it (the timeout itself), moved earlier, later and
-    twice: each waiter wakes once, with the clock reading exactly the alarm's last time."""
+def _trip_ending(env: simpy.Environment, end_s: float) -> Trip:
+    """A trip whose last stage ends at end_s, its event id drawn now."""
+    trip = Trip(0, 0, None, None, [], [])  # type: ignore[arg-type]
+    trip.rows[:] = [end_s / 2, end_s, end_s / 4, 0.0]
+    trip.eid = next(env._eid)
+    return trip
+
+
+def test_trip_timer_rings_exactly_at_the_trip_end_it_was_last_armed_for() -> None:
+    """Armed from a clock far below the end (where simpy's now + (at − now) misses it), moved
+    earlier, later and to another trip: the timer rings once for each time it was left
+    armed, with the clock reading exactly that end; stale queue entries ring no one."""
     env = simpy.Environment()
-    woke: dict[str, list[float]] = {}
-    alarms: dict[str, Alarm] = {}
+    rung: list[float] = []
+    timer = TripTimer(env, lambda: rung.append(env.now))
     far_set, far_at = 0.4182316567018517, 1.6133804742970745
-    assert far_set + (far_at - far_set) != far_at  # the hop is needed
+    assert far_set + (far_at - far_set) != far_at  # a timeout would miss it
 
-    def waiter(name: str, set_at: float, at: float) -> simpy.events.ProcessGenerator:
-        yield env.timeout(set_at)
-        alarms[name] = Alarm(env, at)
-        yield alarms[name].event
-        woke.setdefault(name, []).append(env.now)
+    def driver() -> simpy.events.ProcessGenerator:
+        yield env.timeout(far_set)
+        timer.arm(_trip_ending(env, far_at))
+        yield env.timeout(1.2 - far_set)
+        assert rung == []
+        near = _trip_ending(env, math.nextafter(1.3 + 1e-9, 2.0))
+        timer.arm(near)  # another trip, earlier: the far entry goes stale
+        timer.arm(near)  # the same: nothing queued again
+        near.rows[1] = 1.25  # moved earlier
+        timer.arm(near)
+        yield env.timeout(0.1)
+        later = _trip_ending(env, 2.5)
+        timer.arm(later)
+        later.rows[1] = 2.75  # moved later
+        timer.arm(later)
 
-    def mover() -> simpy.events.ProcessGenerator:
-        yield env.timeout(0.95)
-        alarms["near_earlier"].arm(math.nextafter(1.0 + 1e-9, 0.0))
-        alarms["near_later"].arm(1.3 + 1e-12)
-        alarms["far_twice"].arm(1.7)
-        yield env.timeout(0.2)
-        alarms["far_twice"].arm(math.nextafter(1.6, 2.0))
-
-    env.process(waiter("near", 0.6, 1.0 + 1e-9))
-    env.process(waiter("near_earlier", 0.7, 1.1))
-    env.process(waiter("near_later", 0.8, 1.2))
-    env.process(waiter("far", far_set, far_at))
-    env.process(waiter("far_twice", far_set, far_at + 0.5))
-    env.process(mover())
+    env.process(driver())
     env.run()
-    assert woke == {
-        "near": [1.0 + 1e-9],
-        "near_earlier": [math.nextafter(1.0 + 1e-9, 0.0)],
-        "near_later": [1.3 + 1e-12],
-        "far": [far_at],
-        "far_twice": [math.nextafter(1.6, 2.0)],
-    }
+    assert rung == [1.25, 2.75]
+
+
+def test_trip_timer_keeps_the_order_of_its_trips_event_ids() -> None:
+    """At one time, the timer rings before events queued after its trip drew its id and
+    after those queued before, as the trip's own timeout would."""
+    env = simpy.Environment()
+    order: list[str] = []
+    timer = TripTimer(env, lambda: order.append("trip"))
+    env.timeout(1.0).callbacks.append(lambda _e: order.append("before"))
+    trip = _trip_ending(env, 1.0)
+    env.timeout(1.0).callbacks.append(lambda _e: order.append("after"))
+    timer.arm(trip)
+    env.run()
+    assert order == ["before", "trip", "after"]

@@ -74,13 +74,30 @@ class LaneLeaps:
         """PP > 1: the pipeline leap's trips (serving/pipeline_leap.py), if it may run."""
         self._trips = pipeline_leap(
             self.env, fabric, self.groups, self.costs, handoff_pairs, serving, kv_blocks,
-            self.recorder, self.index,
+            self.recorder, self.index, self._trip_ended,
         )  # fmt: skip
 
+    def _trip_ended(self, trip: Trip) -> None:
+        """A trip has ended (its rows written): complete its batch, as the lane's loop would
+        after a step, then start the lane's next trip; with nothing to run the lane sleeps
+        (on the event its loop waits on, until `submit`), and a lane that may not go on in
+        trips (leaps forbidden since, prefix caching) is handed back to its loop."""
+        sched, now = trip.sched, self.env.now
+        sched.complete(trip.batch, now)
+        lane, trips = self.lanes[trip.lane], self._trips
+        if trips is None or sched.prefix is not None or lane.scheduler is not sched:
+            lane.wake.succeed()
+            return
+        batch = sched.next_batch(now)
+        if batch is None:
+            lane.idle = True
+            return
+        trips.start(lane.index, sched, batch)
+
     def _trip(self, lane: Any, batch: Batch) -> Trip | None:
-        """A PP batch's trip in closed form (wait on its `alarm.event`, then `_trips.end`),
-        or None: step it through the stages. Trips start when the pipeline is empty (every
-        other lane idle) and stay on."""
+        """A PP batch's trip in closed form (it ends in `_trip_ended`, the lane's loop
+        waiting meanwhile), or None: step it through the stages. Trips start when the
+        pipeline is empty (every other lane idle) and stay on."""
         trips = self._trips
         if trips is None:
             return None

@@ -12,15 +12,22 @@ order their lanes form them and keep that order at every stage (FIFO queues, and
 hand-off's move is shorter than any step, so a later batch never overtakes), so stage s
 starts batch k at max(its arrival from stage s − 1, the end of stage s's previous batch).
 
-Hence when a lane forms a batch, its whole trip is known: `PipelineLeap.trip` computes every
-stage's start, compute, all-reduce and hand-off with the simpy clock's own additions, the
-lane waits on one alarm landing exactly on the last stage's end (serving/pipeline_trip.py), then the
-rows of the p stage steps are written and their link bytes booked — the rows and bytes
-stepping writes (the iteration table is sorted at the end; per link cell the bookings come
-in the same order: a channel's transfers in batch order) — and the lane completes the batch
-as stepping does. Nothing from outside can change a trip: an arrival only queues a request
-for the lane's next batch, and the lane's blocks change only when it forms or completes a
-batch (faults and prefix caching step every step: `LaneLeaps.forbid_leaps`).
+Hence when a lane forms a batch, its whole trip is known: `PipelineLeap.start` computes
+every stage's start, compute, all-reduce and hand-off with the simpy clock's own additions.
+At the last stage's end the rows of the p stage steps are written and their link bytes
+booked — the rows and bytes stepping writes (the iteration table is sorted at the end; per
+link cell the bookings come in the same order: a channel's transfers in batch order) — and
+the replica completes the batch and forms the lane's next one, as stepping does
+(`LaneLeaps._trip_ended`). Nothing from outside can change a trip: an arrival only queues a
+request for the lane's next batch, and the lane's blocks change only when it forms or
+completes a batch (faults and prefix caching step every step: `LaneLeaps.forbid_leaps`).
+
+Trips end in the order they start, so one timer (serving/pipeline_trip.py TripTimer) is
+queued at a time, for the first trip's end, where that trip's own timeout would be queued
+(its event id drawn when it started). When it rings, `_ring` ends that trip and then each
+next one while no other event is queued before or with its end, setting the clock to it as
+the event loop would: the same work in the same order, without a queue entry, a simpy
+event and a resumed lane process a trip.
 
 A replica switches to trips for good at a batch formation that finds its pipeline empty
 once the fabric has settled (PrivateAllReduce.settled): from then on no stepped transfer of
@@ -32,74 +39,25 @@ complete together when stepped. `CLUSTERSIM_DECODE_LEAP=0` steps every stage ste
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
-from operator import itemgetter
-from typing import Any, NamedTuple
 
 import simpy
 
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
-from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
-from clustersim.network.held_transfers import HeldTransfers, Shape
-from clustersim.network.private_allreduce import Phase, PrivateAllReduce
-from clustersim.network.private_handoff import PrivateHandoff, Transfer
-from clustersim.network.twin_links import booked_links, twin_classes
+from clustersim.network.held_transfers import HeldTransfers
 from clustersim.serving.batch import Batch
-from clustersim.serving.decode_leap import leaping_enabled, max_step_tokens
-from clustersim.serving.pipeline_trip import Alarm, Trip
+from clustersim.serving.decode_leap import leaping_enabled
+from clustersim.serving.pipeline_trip import Trip, TripTimer
 from clustersim.serving.scheduler import Scheduler
-from clustersim.serving.trip_stages import OnePhase, one_phase_plan, one_phase_steps, stage_steps
+from clustersim.serving.trip_prices import TripPrices
+from clustersim.serving.trip_stages import one_phase_steps, stage_steps
 
 HELD_BOOKINGS = 4096  # transfers booked in the ledger at once
 MAX_TIE_ROUNDS = 16  # computing the trips in flight again settles in one or two rounds
-
-_OWNERS = itertools.count(1)  # link claims of trips' channels (PP1 groups claim as id(replica))
-
-
-def shortest_step_s(cost: StageCostModel) -> float:
-    """A lower bound on any step of `cost`'s stage (seconds): one token, decode or prefill,
-    eager or graph (compute_s does not decrease as a batch grows within a mode)."""
-    graph_max = cost._graph_max_batch
-    return min(
-        cost.compute_s(0, 0.0, 1, 0, 0),
-        cost.compute_s(1, 0.0, 0, 0, 1),
-        cost.compute_s(0, 0.0, graph_max + 1, 0, 0),
-        cost.compute_s(graph_max + 1, 0.0, 0, 0, 1),
-    )
-
-
-def alike_decode_steps(
-    costs: Sequence[StageCostModel], n: int
-) -> tuple[list[Callable[[int], float]], list[int]]:
-    """The distinct `step_s(ctx)` of the stages for a pure-decode batch of n
-    (model/decode_run.py: compute_s(0, 0.0, n, ctx, 0), bit for bit), and each stage's
-    index among them: stages whose step terms are equal (the middle stages of a pipeline)
-    share one, so a trip computes their step time once."""
-    distinct: dict[tuple[object, ...], int] = {}
-    funcs: list[Callable[[int], float]] = []
-    index: list[int] = []
-    for cost in costs:
-        step = DecodeStepCost(cost, n)
-        terms = tuple(getattr(step, name) for name in DecodeStepCost.__slots__)
-        if terms not in distinct:
-            distinct[terms] = len(funcs)
-            funcs.append(step.step_s)
-        index.append(distinct[terms])
-    return funcs, index
-
-
-class StagePrice(NamedTuple):
-    """What a stage step of some token count moves: its all-reduce phases, its hand-off,
-    the hand-off's latency after its move (seconds)."""
-
-    phases: tuple[Phase, ...]
-    hand_off: Transfer | None
-    latency_s: float
 
 
 class PipelineLeap:
@@ -116,156 +74,95 @@ class PipelineLeap:
         kv_blocks: int,
         recorder: Recorder,
         replica: int,
+        ended: Callable[[Trip], None],
     ) -> None:
         self.env = env
         self.fabric = fabric
-        self.costs = costs
+        self.stages = len(costs)
         self.recorder = recorder
         self.replica = replica
-        self.tp = len(groups[0])
         self.on = False  # switched to trips (for good)
-        max_tokens = max_step_tokens(serving, kv_blocks)
-        self.allreduces = [
-            PrivateAllReduce(
-                fabric,
-                group,
-                next(_OWNERS),
-                cost.allreduce_bytes(max_tokens),
-                cost.allreduces_per_step,
-            )
-            if self.tp > 1
-            else None
-            for group, cost in zip(groups, costs, strict=True)
-        ]
-        self.handoffs = [PrivateHandoff(fabric, pairs, next(_OWNERS)) for pairs in handoff_pairs]
-        # every hand-off's move is shorter than any step of its stage, with room for the
-        # clock's rounding: a stage's next hand-off starts after its previous one ended
-        self._ordered = True
-        for s, h in enumerate(self.handoffs):
-            if h.links is None:
-                self._ordered = False
-                continue
-            longest = h.of(costs[s].handoff_bytes(max_tokens) / self.tp).move_s
-            fabric.settle_s = max(fabric.settle_s, longest)
-            self._ordered &= longest <= shortest_step_s(costs[s]) * (1.0 - 1e-6)
+        self.prices = TripPrices(fabric, groups, costs, handoff_pairs, serving, kv_blocks)
+        self.tp = self.prices.tp
         self._private: bool | None = None
         self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
-        self._handoff_done = [0.0] * len(self.handoffs)  # end of each channel's last move
-        self._prices: dict[int, list[StagePrice]] = {}  # by a step's tokens
-        self._plans: dict[int, tuple[OnePhase, ...] | None] = {}  # one_phase_plan, by tokens
-        # by decode n: the distinct stages' step_s, each stage's among them
-        # (each stage's step time from the distinct ones: an itemgetter of their indices)
-        self._decode_steps: dict[int, tuple[list[Callable[[int], float]], itemgetter[Any]]] = {}
-        self._twins: list[dict[int, tuple[int, ...]]] = [{} for _ in groups]  # all-reduces
+        # end of each hand-off channel's last move
+        self._handoff_done = [0.0] * len(self.prices.handoffs)
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
         self._ties = Completions()  # their transfers' completions (completion_ties.py)
         self._held = HeldTransfers(fabric.ledger)  # ended trips' transfers, not yet booked
         self._shape_ids: dict[int, tuple[int, ...]] = {}  # a trip's transfers', by tokens
+        # the replica's: complete a trip's batch and start its lane's next trip (or not)
+        self.ended: Callable[[Trip], None] = ended
+        self._timer = TripTimer(env, self._ring)  # queued for the first trip's end
+        self._ringing = False  # ending trips (`_ring`): the timer is queued after
         fabric.before_read(self._held.book)
 
     def usable(self, now: float) -> bool:
         """Whether trips may start now (their transfers alone, the fabric settled)."""
         if self._private is None:
-            self._private = self._ordered and all(h.private() for h in self.handoffs)
-            self._private &= all(ar is None or ar.private() for ar in self.allreduces)
+            self._private = self.prices.private()
         return self._private and now >= 2.0 * self.fabric.settle_s
 
     def switch_on(self, busy_until: list[float]) -> None:
         """Take over from the stepped stages (pipeline empty), whose last ends these are;
-        from now on the channels' links are leased for good (FlowEngine.start_many raises
-        if any other transfer starts there) and each channel books its twin links as one
-        (network/twin_links.py)."""
+        from now on the channels' links are leased for good (TripPrices.lease)."""
         self.on = True
         self.free_s = list(busy_until)
-        leased = self.fabric.flows.leased  # a transfer starting on them now raises
-        for h in self.handoffs:
-            leased.update(h.links or ())
-        for ar in self.allreduces:
-            leased.update(ar.links if ar is not None else ())
-        for h in self.handoffs:
-            h.book_twins()
-        for s, ar in enumerate(self.allreduces):
-            if ar is not None:
-                self._twins[s] = twin_classes(ar.shapes())
-                self.fabric.book_twins(self._twins[s])
+        self.prices.lease()
 
     def forget(self) -> None:
         """Drop cached prices (step times or link rates changed)."""
-        self._prices.clear()
-        self._plans.clear()
-        self._decode_steps.clear()
+        self.prices.forget()
         self._shape_ids.clear()
-
-    def _price(self, tokens: int) -> list[StagePrice]:
-        """Each stage's all-reduce phases and hand-off for a step of `tokens` tokens."""
-        prices = self._prices.get(tokens)
-        if prices is None:
-            prices = self._prices[tokens] = [
-                StagePrice(
-                    self._allreduce(s, tokens),
-                    self._hand_off(s, tokens),
-                    self.handoffs[s].latency_s if s < len(self.handoffs) else 0.0,
-                )
-                for s in range(len(self.costs))
-            ]
-        return prices
-
-    def _allreduce(self, s: int, tokens: int) -> tuple[Phase, ...]:
-        """Stage s's all-reduce phases (booking its twin links as one), () at TP1."""
-        ar, cost = self.allreduces[s], self.costs[s]
-        if ar is None:
-            return ()
-        phases = ar.phases(cost.allreduce_bytes(tokens), cost.allreduces_per_step) or []
-        return tuple(self._booked(s, ph) for ph in phases)
-
-    def _booked(self, s: int, phase: Phase) -> Phase:
-        """`phase` booking only the representatives of stage s's twin links."""
-        if phase.links is None or not self._twins[s]:
-            return phase
-        links, weights = booked_links(phase.links, phase.weights, self._twins[s])
-        return phase._replace(links=links, weights=weights)
-
-    def _hand_off(self, s: int, tokens: int) -> Transfer | None:
-        """The hand-off from stage s (None: the last stage, or no bytes to move)."""
-        if s == len(self.costs) - 1:
-            return None
-        nbytes = float(self.costs[s].handoff_bytes(tokens) / self.tp)
-        return self.handoffs[s].of(nbytes) if nbytes > 0 else None
 
     def _shapes_of(self, tokens: int) -> tuple[int, ...]:
         """The ids of a trip's transfers' shapes, in the order it computes them."""
         ids = self._shape_ids.get(tokens)
         if ids is None:
-            shapes: list[Shape] = []
-            for phases, hand_off, _latency in self._price(tokens):
-                shapes += [(p.links, p.weights, p.size) for p in phases if p.links is not None]
-                if hand_off is not None:
-                    shapes.append((hand_off.links, hand_off.weights, hand_off.size))
-            ids = self._shape_ids[tokens] = self._held.shape_ids(shapes)
+            ids = self._shape_ids[tokens] = self._held.shape_ids(self.prices.shapes(tokens))
         return ids
 
-    def _decode_steps_of(self, n: int) -> tuple[list[Callable[[int], float]], itemgetter[Any]]:
-        """`alike_decode_steps` of the stages for a pure-decode batch of n (cached), the
-        indices as a getter of each stage's time from the distinct times (p ≥ 2: a tuple)."""
-        steps = self._decode_steps.get(n)
-        if steps is None:
-            funcs, index = alike_decode_steps(self.costs, n)
-            steps = self._decode_steps[n] = (funcs, itemgetter(*index))
-        return steps
-
     def start(self, lane: int, sched: Scheduler, batch: Batch) -> Trip:
-        """Send `batch` (lane `lane`'s, just formed) through every stage: its trip, whose
-        `alarm.event` the lane waits on (the alarm may move: its waiters move with it), then
-        `end`s, then completes the batch."""
+        """Send `batch` (lane `lane`'s, just formed) through every stage: its trip. At its
+        end (`_ring`) its rows are written, then `ended` completes the batch and forms
+        the lane's next one."""
         self._seq += 1
+        env = self.env
         trip = Trip(self._seq, lane, sched, batch, list(self.free_s), list(self._handoff_done))
-        trip.formed = self.env.now
-        self._flying.append(trip)
+        trip.formed = env.now
+        trip.eid = next(env._eid)  # where its own timeout would be queued (TripTimer)
+        flying = self._flying
+        flying.append(trip)
         if self._compute(trip):
             self._settle_ties()
-        trip.alarm = Alarm(self.env, trip.end_s)
+        if not self._ringing:
+            self._timer.arm(flying[0])
         return trip
+
+    def _ring(self) -> None:
+        """The clock is at the first trip's end: end it, and each next one while no other
+        event comes before (or with) it — the clock set to each end as the event loop sets
+        it — then queue the timer for the next."""
+        env, flying = self.env, self._flying
+        queue = env._queue
+        ended = self.ended
+        self._ringing = True
+        try:
+            while True:
+                trip = flying[0]
+                self.end(trip)
+                ended(trip)
+                if not flying:
+                    return
+                at = flying[0].end_s
+                if queue and queue[0][0] <= at:
+                    break
+                env._now = at
+        finally:
+            self._ringing = False
+        self._timer.arm(flying[0])
 
     def end(self, trip: Trip) -> None:
         """The trip has reached its last stage's end: its rows and link bytes."""
@@ -276,8 +173,10 @@ class PipelineLeap:
 
     def _settle_ties(self) -> None:
         """Compute the trips in flight again, in order, until their transfers' completions
-        agree with each other (network/completion_ties.py); move the alarms that changed."""
+        agree with each other (network/completion_ties.py); a trip whose end moved draws a
+        new event id, as its moved timeout would."""
         flying = self._flying
+        ends = [trip.end_s for trip in flying]
         for _ in range(MAX_TIE_ROUNDS):
             self.free_s, self._handoff_done = list(flying[0].free0), list(flying[0].done0)
             changed = False
@@ -291,9 +190,9 @@ class PipelineLeap:
                 break
         else:
             raise RuntimeError("closed-form PP transfers: completion ties did not settle")
-        for trip in flying:
-            if trip.alarm is not None and trip.alarm.at != trip.end_s:
-                trip.alarm.arm(trip.end_s)
+        for trip, end_s in zip(flying, ends, strict=True):
+            if trip.end_s != end_s:  # moved: queued anew (TripTimer)
+                trip.eid = next(self.env._eid)
 
     def _compute(self, trip: Trip) -> bool:
         """The trip's stage steps from the stages' state now (which it advances; `trip.free0`
@@ -309,25 +208,23 @@ class PipelineLeap:
         if batch.prefill:
             pre, ctx = batch.prefill_tokens, batch.decode_ctx_tokens
             n, attn, seqs = batch.decode_tokens, batch.prefill_attn_pairs, len(batch.prefill)
-            computes = [c.compute_s(pre, attn, n, ctx, seqs) for c in self.costs]
+            computes = [c.compute_s(pre, attn, n, ctx, seqs) for c in self.prices.costs]
         else:
-            funcs, each_stage = self._decode_steps_of(batch.decode_tokens)
+            funcs, each_stage = self.prices.decode_steps(batch.decode_tokens)
             ctx = batch.decode_ctx_tokens
             computes = each_stage([f(ctx) for f in funcs])
         tokens = batch.tokens
-        prices = self._price(tokens)
         free_s, done_s = self.free_s, self._handoff_done
         ties, seq, formed = self._ties, trip.seq, trip.formed
-        plans = self._plans
-        plan = (
-            plans[tokens] if tokens in plans else plans.setdefault(tokens, one_phase_plan(prices))
-        )
+        plan = self.prices.plan(tokens)
         if plan is not None:
             one_phase_steps(plan, computes, free_s, done_s, formed, rows, times)
         else:
-            stage_steps(prices, computes, free_s, done_s, formed, rows, times, None, seq)
+            stage_steps(self.prices.price(tokens), computes, free_s, done_s, formed, rows,
+                        times, None, seq)  # fmt: skip
         if ties.hold_clear(times, seq):
             return False
+        prices = self.prices.price(tokens)
         rows.clear()
         times.clear()
         free_s[:], done_s[:] = trip.free0, trip.done0  # the stages' state before it
@@ -347,7 +244,7 @@ class PipelineLeap:
             batch.prefill_tokens, batch.decode_tokens, batch.num_seqs, batch.tokens,
             kv.used, kv.capacity,
         )  # fmt: skip
-        self.recorder.on_trip(trip.rows, head, len(self.costs))
+        self.recorder.on_trip(trip.rows, head, self.stages)
 
 
 def pipeline_leap(
@@ -360,6 +257,7 @@ def pipeline_leap(
     kv_blocks: int,
     recorder: Recorder,
     replica: int,
+    ended: Callable[[Trip], None],
 ) -> PipelineLeap | None:
     """The pipeline leap of a plain pipelined replica (roofline costs, the shared fabric),
     or None: step every stage step."""
@@ -369,5 +267,5 @@ def pipeline_leap(
     if len(models) != len(costs):
         return None
     return PipelineLeap(
-        env, fabric, groups, models, handoff_pairs, serving, kv_blocks, recorder, replica
+        env, fabric, groups, models, handoff_pairs, serving, kv_blocks, recorder, replica, ended
     )

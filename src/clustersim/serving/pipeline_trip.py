@@ -1,9 +1,14 @@
 """One batch's trip through a pipelined replica's stages, computed in closed form
-(serving/pipeline_leap.py), and the re-armable alarm its lane waits on."""
+(serving/pipeline_leap.py), and the one timer of a replica's trips."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from heapq import heappush
+
 import simpy
+from simpy.events import NORMAL
 
 from clustersim.metrics.recorder import STEP_VALUES
 from clustersim.serving.batch import Batch
@@ -15,9 +20,9 @@ class Trip:
     stages' last ends and the hand-offs' last moves before it (to compute it again)."""
 
     __slots__ = (
-        "alarm",
         "batch",
         "done0",
+        "eid",
         "formed",
         "free0",
         "lane",
@@ -46,7 +51,7 @@ class Trip:
         # (serving/trip_stages.py), and the rest of their rows (Recorder.on_trip)
         self.rows: list[float] = []
         self.times: list[float] = []  # its transfers' (start, end), one after another
-        self.alarm: Alarm | None = None
+        self.eid = 0  # the event id ordering its end among events of that time (TripTimer)
         self.formed = 0.0  # when its lane formed it (it reaches stage 0 then)
 
     @property
@@ -54,43 +59,37 @@ class Trip:
         return self.rows[1 - STEP_VALUES]  # the last stage's (start, end, …): its end
 
 
-class Alarm:
-    """An event fired when the clock reads exactly `at`; `arm` moves it.
+class TripTimer:
+    """The one queue entry of a replica's trips: at the earliest trip's end, ordered among
+    events of the same time by the event id its trip drew when it started (or last moved),
+    where its own timeout would have been queued; `arm` re-queues it when that trip or its
+    end changes (the entry queued before is then stale, and rings no one)."""
 
-    simpy lands a timeout at now + delay: with now ≥ at / 2 the delay at − now is exact
-    (Sterbenz) and so is the landing, and the alarm's event is that timeout itself; earlier in
-    the run one intermediate timeout first brings now past at / 2. Moving an alarm hands its
-    waiters (the event's callbacks) to a fresh event, fired at the new `at`."""
-
-    def __init__(self, env: simpy.Environment, at: float) -> None:
+    def __init__(self, env: simpy.Environment, ring: Callable[[], None]) -> None:
         self.env = env
-        self.at = at
-        self._gen = 0
-        now = env.now
-        if now + (at - now) == at:
-            self.event: simpy.Event = env.timeout(at - now)
-        else:
-            self.event = env.event()
-            self._hop(at, 0)
+        self._ring_cb = ring
+        self._event = self._fresh()
+        self._armed: Trip | None = None  # the trip queued for (None: nothing queued)
+        self._at = math.nan  # its end when queued (seconds)
 
-    def arm(self, at: float) -> None:
-        """Fire at `at` instead (the old event, if it still fires, wakes no one)."""
-        self._gen += 1
-        self.at = at
-        old, self.event = self.event, self.env.event()
-        self.event.callbacks, old.callbacks = old.callbacks, []
-        self._hop(at, self._gen)
+    def _fresh(self) -> simpy.Event:
+        event = simpy.Event(self.env)  # succeeded with None, as a timeout is
+        event._ok = True
+        event._value = None
+        return event
 
-    def _hop(self, at: float, gen: int) -> None:
-        if gen != self._gen:
-            return  # re-armed since
-        env = self.env
-        now = env.now
-        if now + (at - now) == at:
-            env.timeout(at - now).callbacks.append(lambda _ev: self._ring(gen))
-        else:
-            env.timeout((at - now) * 0.75).callbacks.append(lambda _ev: self._hop(at, gen))
+    def arm(self, trip: Trip) -> None:
+        """Ring at `trip.end_s` (the clock set exactly there)."""
+        if self._armed is trip and self._at == trip.end_s:
+            return
+        if self._armed is not None:  # the queued entry is stale: a fresh event
+            self._event = self._fresh()
+        self._armed, self._at = trip, trip.end_s
+        event = self._event
+        event.callbacks = [self._ring]
+        heappush(self.env._queue, (trip.end_s, NORMAL, trip.eid, event))
 
-    def _ring(self, gen: int) -> None:
-        if gen == self._gen and not self.event.triggered:
-            self.event.succeed()
+    def _ring(self, event: simpy.Event) -> None:
+        if event is self._event:
+            self._armed = None
+            self._ring_cb()

@@ -274,12 +274,11 @@ class Replica(LaneLeaps):
                     yield from _sleep(lane, env)
                 batch = yield from self._await_batch(lane)
             sched, epoch = lane.scheduler, self.epoch
-            if (trip := self._trip(lane, batch)) is not None:
-                leap = self._trips  # the trip's (it ends there even if leaps stop meanwhile)
-                assert leap is not None and trip.alarm is not None  # set by leap.start
-                yield trip.alarm.event  # the batch's whole trip as one event
-                leap.end(trip)
-                sched.complete(batch, env.now)
+            if self._trip(lane, batch) is not None:
+                # the trips end without this loop: `_trip_ended` completes each batch and
+                # starts the lane's next trip, or leaves the lane asleep on this event
+                lane.wake = env.event()
+                yield lane.wake
                 continue
             done = env.event()
             self._enqueue(first, _InFlight(batch, lane, done, epoch))
