@@ -24,6 +24,7 @@ from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.ledger import LinkLedger
 from clustersim.serving.pipeline_trip import Trip, TripTimer
 from clustersim.serving.trip_prices import alike_decode_steps
+from clustersim.serving.trip_stages import one_phase_steps
 from clustersim.topology.graph import build_cluster
 
 
@@ -173,6 +174,48 @@ def test_hold_clear_holds_what_completion_holds_or_nothing() -> None:
             for c in (bulk, one, ref):
                 c.prune(times[-1] - 1e-3)
     assert min(outcomes.values()) > 100 and ties > 0  # both ways taken, ties among them
+
+
+def test_one_phase_steps_find_near_finishes_as_hold_clear_does() -> None:
+    """Random one-phase trips among held finishes, some placed just inside or outside the
+    window around the trip's own: the stages' inline test says clear exactly when
+    `hold_clear` would hold the trip, and it computes the same steps and times."""
+    rng = np.random.default_rng(11)
+    outcomes = {True: 0, False: 0}
+    for _ in range(400):
+        p = int(rng.integers(2, 9))
+        plan = tuple(
+            (
+                float(rng.uniform(1e-5, 1e-4)),
+                float(rng.choice([0.0, 2e-6])),
+                None if s == p - 1 else float(rng.uniform(1e-6, 1e-5)),
+                float(rng.choice([0.0, 1e-6])),
+            )
+            for s in range(p)
+        )
+        computes = [float(rng.uniform(1e-3, 3e-3)) for _ in range(p)]
+        formed = float(rng.uniform(0.0, 200.0))
+        free = [formed + float(rng.uniform(-1e-3, 1e-3)) for _ in range(p)]
+        steps: list[float] = []
+        times: list[float] = []
+        one_phase_steps(plan, computes, list(free), [0.0] * p, formed, steps, times, [], 2e-12)
+        ends = times[1::2]
+        held = [float(rng.uniform(formed, ends[-1] + 1e-3)) for _ in range(rng.integers(0, 30))]
+        for f in rng.choice(ends, int(rng.integers(0, 3))):
+            offset = rng.choice([-3.5e-12, -2.9e-12, 0.0, 1.9e-12, 2.1e-12, 1e-11])
+            held.append(float(f) + float(offset))
+        ties, ref = Completions(), Completions()
+        ties.finishes[:] = ref.finishes[:] = sorted(held)
+        again: list[float] = []
+        again_times: list[float] = []
+        wide = ties.wide_s(formed)
+        clear = one_phase_steps(
+            plan, computes, list(free), [0.0] * p, formed, again, again_times, ties.finishes, wide
+        )
+        assert (again, again_times) == (steps, times)
+        assert clear == ref.hold_clear(times, 1)
+        outcomes[clear] += 1
+    assert min(outcomes.values()) > 50  # both ways taken
 
 
 def test_alike_stages_share_a_decode_step_bit_for_bit() -> None:

@@ -45,6 +45,7 @@ IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, flo
 # one row as native float64s, the bytes `array("d").extend(row)` appends (each value through
 # float conversion), in a third of its time
 _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
+_pack_head = struct.Struct("9d").pack  # a TripHead's values as float64s
 # a hot loop may append pack_row(*row) to `Recorder.iterations` itself (and count the row in
 # `steps`): the bytes on_iteration appends, without its call (serving/tp1_lane.py)
 pack_row = _pack_row
@@ -107,6 +108,7 @@ class Recorder:
         self._trip_steps = array("d")
         self._trip_heads = array("d")
         self._trip_stages: list[int] = []
+        self._packers: dict[int, Any] = {}  # struct packers of n float64s, by n
         # speculative decoding: tokens emitted by each recorded row's step (one per row)
         self.emitted = array("q")
 
@@ -134,8 +136,11 @@ class Recorder:
         the next HELD_TRIPS trips', as `on_iteration` of each row would write them."""
         self.steps += stages
         if self.record_iterations:
-            self._trip_steps.fromlist(steps)
-            self._trip_heads.extend(head)
+            packers = self._packers  # (struct, not fromlist: that parses each float)
+            n = len(steps)
+            pack = packers.get(n) or packers.setdefault(n, struct.Struct(f"{n}d").pack)
+            self._trip_steps.frombytes(pack(*steps))
+            self._trip_heads.frombytes(_pack_head(*head))
             self._trip_stages.append(stages)
             if len(self._trip_stages) >= HELD_TRIPS:
                 self._write_trips()

@@ -15,7 +15,9 @@ held earlier than that one records, it sets `tied` (that entity's owner must the
 computed again: PipelineLeap does so until nothing changes, and clears `tied`). `complete`
 gives both at once. `hold_clear` holds a trip's entities at once when none lies near another
 (a trip's usual case): one sorted merge, not two inserts and a tuple an entity; the entities
-themselves are looked up only near a new one (rare).
+themselves are looked up only near a new one (rare). `hold_checked` holds a trip whose
+stages tested that themselves, against `finishes`, as they computed it
+(serving/trip_stages.py one_phase_steps).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Completions:
     """Closed-form entities of one replica (see module docstring)."""
 
     def __init__(self) -> None:
-        self._finish: list[float] = []  # every entity's finish, sorted (bisected)
+        self.finishes: list[float] = []  # every entity's finish, sorted (bisected)
         self._trips: dict[int, list[float]] = {}  # by owner: (start, finish, …)
         self._order: deque[tuple[float, int]] = deque()  # (last finish, owner), as held
         self._one: list[Entry] = []  # entities held by `completion`
@@ -49,11 +51,11 @@ class Completions:
 
     def held(self) -> list[Entry]:
         """(finish, start, completion, owner) of every entity held, by finish."""
-        at = set(self._finish)
+        at = set(self.finishes)
         return sorted(e for e in self._entries() if e[0] in at)
 
     def _entries(self) -> list[Entry]:
-        """Every entity, pruned or not (a pruned one's finish is not in `_finish`)."""
+        """Every entity, pruned or not (a pruned one's finish is not in `finishes`)."""
         entries = list(self._one)
         for owner, times in self._trips.items():
             entries += [(f, times[j - 1], f, owner) for j, f in enumerate(times) if j % 2]
@@ -70,7 +72,7 @@ class Completions:
         """Hold a new entity started at `start`, finishing alone at `finish`: when it
         completes; sets `tied` when, completing at its finish, it is a firing that
         completes an entity held earlier than that one records."""
-        finishes = self._finish
+        finishes = self.finishes
         if finish < _EXACT_TOL_BELOW_S:  # due_s(finish), inline
             last = finish + _TIME_TOL_S
         else:
@@ -102,11 +104,11 @@ class Completions:
         would give each its finish and hold it just so); else hold nothing and give False.
         "Near" is taken wider than `completion`'s window: 3 W below a finish to 2 W above
         it, W = the tolerance at the latest finish (it does not decrease with t)."""
-        finishes = self._finish
+        finishes = self.finishes
         ends = times[1::2]
         if not ends:
             return True
-        wide = 2.0 * max(_TIME_TOL_S, 16 * math.ulp(ends[-1]))  # 2 W, seconds
+        wide = self.wide_s(ends[-1])
         below = 1.5 * wide  # 3 W
         n = len(finishes)
         prev = -math.inf
@@ -118,23 +120,47 @@ class Completions:
             if i < n and finishes[i] <= f + wide:
                 return False
             prev = f
+        self._hold(times, ends, owner)
+        return True
+
+    def hold_checked(self, times: list[float], owner: int, wide: float) -> bool:
+        """`hold_clear` of a trip whose finishes were found clear of each other and of those
+        held with a window of `wide` (2 W; trip_stages.one_phase_steps): holds them at once
+        when that is the window at its latest finish or wider; else `hold_clear`."""
+        if not times:
+            return True
+        if self.wide_s(times[-1]) > wide:  # (its latest finish: a transfer's)
+            return self.hold_clear(times, owner)
+        self._hold(times, times[1::2], owner)
+        return True
+
+    @staticmethod
+    def wide_s(t: float) -> float:
+        """2 W at t (seconds): `hold_clear`'s window is 1.5 of it below a finish, one above."""
+        if t < _EXACT_TOL_BELOW_S:
+            return 2.0 * _TIME_TOL_S
+        return 2.0 * max(_TIME_TOL_S, 16 * math.ulp(t))
+
+    def _hold(self, times: list[float], ends: list[float], owner: int) -> None:
+        """Hold a trip's entities (ends = times[1::2]): one sorted merge; its `times` list
+        kept as it is (a trip computed again is dropped first)."""
+        finishes = self.finishes
         finishes += ends
         finishes.sort()  # a merge of two ascending runs
-        self._trips[owner] = list(times)
+        self._trips[owner] = times
         self._order.append((ends[-1], owner))
-        return True
 
     def drop(self, owner: int) -> None:
         """Forget the entities of `owner` (it is computed again)."""
         kept = [e for e in self.held() if e[3] != owner]
         self._trips.pop(owner, None)
         self._one = [e for e in self._one if e[3] != owner]
-        self._finish = [e[0] for e in kept]
+        self.finishes = [e[0] for e in kept]
 
     def prune(self, before_s: float) -> None:
         """Forget entities finishing before `before_s`: no entity starting after it can
         complete at their finishes."""
-        finishes = self._finish
+        finishes = self.finishes
         k = bisect_left(finishes, before_s)
         if not k:
             return

@@ -14,11 +14,13 @@ adds); a part spanning bins goes through `LinkLedger.record` for its link alone.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Sequence
 from functools import reduce
 from itertools import chain
 from operator import add
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +56,7 @@ class HeldTransfers:
         # are in cache, not when booked)
         self._times = array("d")
         self.count = 0  # transfers held
+        self._packers: dict[int, Any] = {}  # struct packers of n float64s, by n
 
     def shape_ids(self, shapes: Sequence[Shape]) -> tuple[int, ...]:
         """Ids of `shapes` (registered on first use)."""
@@ -70,7 +73,10 @@ class HeldTransfers:
     def hold(self, ids: tuple[int, ...], times: list[float]) -> None:
         """Hold a trip's transfers: shapes `ids`, times (start, end) after (start, end)."""
         self._held_ids.append(ids)
-        self._times.fromlist(times)
+        packers = self._packers  # (struct, not fromlist: that parses each float)
+        n = len(times)
+        pack = packers.get(n) or packers.setdefault(n, struct.Struct(f"{n}d").pack)
+        self._times.frombytes(pack(*times))
         self.count += len(ids)
 
     def _id_array(self, ids: tuple[int, ...]) -> np.ndarray:

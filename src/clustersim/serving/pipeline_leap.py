@@ -218,12 +218,16 @@ class PipelineLeap:
         ties, seq, formed = self._ties, trip.seq, trip.formed
         plan = self.prices.plan(tokens)
         if plan is not None:
-            one_phase_steps(plan, computes, free_s, done_s, formed, rows, times)
+            wide = ties.wide_s(formed)  # (the window at its latest finish if no wider)
+            if one_phase_steps(
+                plan, computes, free_s, done_s, formed, rows, times, ties.finishes, wide
+            ) and ties.hold_checked(times, seq, wide):
+                return False
         else:
             stage_steps(self.prices.price(tokens), computes, free_s, done_s, formed, rows,
                         times, None, seq)  # fmt: skip
-        if ties.hold_clear(times, seq):
-            return False
+            if ties.hold_clear(times, seq):
+                return False
         prices = self.prices.price(tokens)
         rows.clear()
         times.clear()

@@ -10,6 +10,8 @@ at its finish (the trip is checked against the near completions afterwards:
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from clustersim.network.private_allreduce import Phase
@@ -43,9 +45,17 @@ def one_phase_steps(
     formed: float,
     steps: list[float],
     times: list[float],
-) -> None:
+    held: list[float],
+    wide: float,
+) -> bool:
     """`stage_steps` with `complete` None for stages of one all-reduce phase each (TP > 1):
-    the same additions in the same order, the steps and times it appends."""
+    the same additions in the same order, the steps and times it appends. True when no
+    transfer finishes near another — within 1.5 `wide` below to `wide` above a finish in
+    `held` (sorted) or the trip's transfer before (`Completions.hold_clear`'s test, inline)."""
+    below = 1.5 * wide
+    n = len(held)
+    clear = True
+    prev = -math.inf  # the finish before (while clear)
     arrival = formed
     for s, (move_s, delay_s, hand_off_s, latency) in enumerate(plan):
         free = free_s[s]
@@ -60,6 +70,11 @@ def one_phase_steps(
         end = done + delay_s if delay_s > 0 else done
         free_s[s] = end
         steps += (start, end, compute, bubble)
+        if clear:
+            lo = done - below
+            if prev >= lo or ((i := bisect_left(held, lo)) < n and held[i] <= done + wide):
+                clear = False
+            prev = done
         if hand_off_s is None:
             times += (t1, done)
             arrival = end
@@ -69,8 +84,14 @@ def one_phase_steps(
             arrival = end + hand_off_s
             done_s[s] = arrival
             times += (t1, done, end, arrival)
+            if clear:
+                lo = arrival - below
+                if prev >= lo or ((i := bisect_left(held, lo)) < n and held[i] <= arrival + wide):
+                    clear = False
+                prev = arrival
             if latency > 0:
                 arrival = arrival + latency
+    return clear
 
 
 def stage_steps(
