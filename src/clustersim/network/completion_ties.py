@@ -30,6 +30,8 @@ from clustersim.network.flows import _TIME_TOL_S
 
 Entry = tuple[float, float, float, int]  # finish, start, completion (seconds), owner
 _EXACT_TOL_BELOW_S = 256.0  # below it 16 ulp(t) < 1e-12: the tolerance is 1e-12 itself
+FIXED_TOL_BELOW_S = _EXACT_TOL_BELOW_S  # below it `wide_s` is FIXED_WIDE_S (seconds)
+FIXED_WIDE_S = 2.0 * _TIME_TOL_S
 
 
 def due_s(t: float) -> float:
