@@ -57,7 +57,8 @@ def one_phase_steps(
     clear = True
     prev = -math.inf  # the finish before (while clear)
     arrival = formed
-    for s, (move_s, delay_s, hand_off_s, latency) in enumerate(plan):
+    s = 0
+    for move_s, delay_s, hand_off_s, latency in plan:
         free = free_s[s]
         if arrival > free:
             start = arrival
@@ -67,15 +68,15 @@ def one_phase_steps(
         compute = computes[s]
         t1 = start + compute
         done = t1 + move_s
-        end = done + delay_s if delay_s > 0 else done
+        end = done + delay_s  # (with no delay: done + 0.0 is done, bit for bit)
         free_s[s] = end
-        steps += (start, end, compute, bubble)
         if clear:
             lo = done - below
             if prev >= lo or ((i := bisect_left(held, lo)) < n and held[i] <= done + wide):
                 clear = False
             prev = done
         if hand_off_s is None:
+            steps += (start, end, compute, bubble)
             times += (t1, done)
             arrival = end
         else:
@@ -83,14 +84,15 @@ def one_phase_steps(
                 raise RuntimeError("closed-form PP hand-offs overlapped on their links")
             arrival = end + hand_off_s
             done_s[s] = arrival
+            steps += (start, end, compute, bubble)
             times += (t1, done, end, arrival)
             if clear:
                 lo = arrival - below
                 if prev >= lo or ((i := bisect_left(held, lo)) < n and held[i] <= arrival + wide):
                     clear = False
                 prev = arrival
-            if latency > 0:
-                arrival = arrival + latency
+            arrival = arrival + latency  # (+ 0.0: the same)
+        s += 1
     return clear
 
 
