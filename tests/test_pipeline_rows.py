@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Any
 
 import numpy as np
+import pytest
 import simpy
 
 from clustersim.catalog.hardware import get_hardware
@@ -19,6 +21,7 @@ from clustersim.config.schema import Precision
 from clustersim.metrics.recorder import HELD_TRIPS, Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.network import held_transfers
 from clustersim.network.completion_ties import Completions, due_s
 from clustersim.network.held_transfers import HeldTransfers, Shape
 from clustersim.network.ledger import LinkLedger
@@ -235,15 +238,20 @@ def test_alike_stages_share_a_decode_step_bit_for_bit() -> None:
                 assert funcs[i](ctx) == cost.compute_s(0, 0.0, n, ctx, 0)
 
 
-def test_held_transfers_book_what_record_many_books() -> None:
-    """Trips of random shapes (one link, several with a link twice, a wide coflow, nothing
-    moved), transfers inside a bin and spanning bins, booked in bulk several times and
-    after `record` calls: every cell holds record_many's floats."""
+@pytest.mark.parametrize("back_to_back", [False, True])
+def test_held_transfers_book_what_record_many_books(back_to_back: bool) -> None:
+    """Trips of random shapes (one link, several, a wide coflow, nothing moved), transfers
+    inside a bin and spanning bins, booked in bulk several times and after `record` calls:
+    every cell holds record_many's floats. Overlapping transfers and a shape naming a link
+    twice add to a cell from two runs (booked run by run); transfers back to back on links
+    named once give each cell one run (booked as one grid)."""
     cluster = build_cluster(get_topology("h100x16_ib"), get_hardware("h100-sxm"))
     rng = np.random.default_rng(5)
     n_links = len(cluster.links)
     assert n_links >= 70
-    shapes: list[Shape] = [((3,), (1.0,), 1e6), ((4, 5, 4), (1.0, 0.5, 0.25), 3e5)]
+    shapes: list[Shape] = [((3,), (1.0,), 1e6)]
+    if not back_to_back:
+        shapes.append(((4, 5, 4), (1.0, 0.5, 0.25), 3e5))
     shapes.append((tuple(range(70)), tuple(rng.random(70).tolist()), 7e4))
     shapes.append(((6,), (1.0,), 0.0))
     shapes += [
@@ -251,26 +259,40 @@ def test_held_transfers_book_what_record_many_books() -> None:
     ]
     bulk, many = LinkLedger(cluster, 0.05), LinkLedger(cluster, 0.05)
     held = HeldTransfers(bulk)
+    grids = 0
+    real_add_in_order = held_transfers._add_in_order
+
+    def add_in_order(*args: Any) -> None:
+        nonlocal grids
+        grids -= 1
+        real_add_in_order(*args)
+
     t = 0.0
-    for trip in range(1500):
-        kinds = rng.choice(len(shapes), size=int(rng.integers(1, 6))).tolist()
-        times: list[float] = []
-        for k in kinds:
-            t0 = t + float(rng.exponential(0.002))
-            t1 = t0 + float(rng.exponential(0.003))
-            times += (t0, t1)
-            links, weights, size = shapes[k]
-            many.record_many([(links, weights, t0, t1, size)])
-            t = t0
-        held.hold(held.shape_ids([shapes[k] for k in kinds]), times)
-        if trip % 400 == 399:
-            held.book()
-            for ledger in (bulk, many):  # a stepped transfer between bulk bookings
-                ledger.record((3, 7), (1.0, 0.5), t, t + 0.01, 5e5)
-    held.book()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(held_transfers, "_add_in_order", add_in_order)
+        for trip in range(1500):
+            kinds = rng.choice(len(shapes), size=int(rng.integers(1, 6))).tolist()
+            times: list[float] = []
+            for k in kinds:
+                t0 = t + float(rng.exponential(0.002))
+                t1 = t0 + float(rng.exponential(0.003))
+                times += (t0, t1)
+                links, weights, size = shapes[k]
+                many.record_many([(links, weights, t0, t1, size)])
+                t = t1 if back_to_back else t0
+            held.hold(held.shape_ids([shapes[k] for k in kinds]), times)
+            if trip % 400 == 399:
+                grids += 1
+                held.book()
+                for ledger in (bulk, many):  # a stepped transfer between bulk bookings
+                    ledger.record((3, 7), (1.0, 0.5), t, t + 0.01, 5e5)
+                t += 0.01 if back_to_back else 0.0
+        grids += 1
+        held.book()
     held.book()  # nothing held: books nothing
     assert held.count == 0
     assert bulk.table().equals(many.table())
+    assert grids == (4 if back_to_back else 0)  # each book took the way it should
 
 
 def _trip_ending(env: simpy.Environment, end_s: float) -> Trip:

@@ -6,10 +6,14 @@ A trip's transfers take a few *shapes* (links, weights, bytes) fixed by its toke
 trip is held as its shapes' ids and its transfers' (start, end) times, never as a tuple a
 transfer. Booking: each transfer's (link, weight) parts are gathered from the shape table in
 numpy, ordered stably by link (one link's additions keep their order: each cell receives
-them as `record` would, one after another), and cut into runs — consecutive parts of a link
-inside one bin. A run's additions (`bytes × weight`, the products `record` adds) are summed
-onto its cell in order in C (`functools.reduce(operator.add, ...)`: the same sequential float
-adds); a part spanning bins goes through `LinkLedger.record` for its link alone.
+them as `record` would, one after another), and turned into the additions `record` makes:
+a part inside one bin adds bytes × weight to it; a part spanning bins adds to each bin it
+overlaps its share, with `record`'s operations element by element. Consecutive additions to
+one cell form a run. When every run has a cell of its own (a channel's transfers come back
+to back, the usual case), the runs are summed at once: the columns of a grid — the cell's
+value, then the run's additions, then zeros — accumulated down its rows (`np.add.accumulate`
+adds one row after another: the same sequential float adds); else run after run, in order
+(`functools.reduce(operator.add, ...)`).
 """
 
 from __future__ import annotations
@@ -105,28 +109,85 @@ def _book_parts(
     """`record_many` of transfers of shapes `ids` over [t0, t1] (see module docstring)."""
     bin_s = ledger.bin_s
     b0 = (t0 / bin_s).astype(np.int64)  # int(t0 / bin_s): both truncate, t0 ≥ 0
-    spans = ((t1 / bin_s).astype(np.int64) > b0) & (t1 > t0)
+    b1 = (t1 / bin_s).astype(np.int64)
+    spans = (b1 > b0) & (t1 > t0)
     parts = table.parts[ids]
     entry = np.repeat(np.arange(len(ids)), parts)  # each part's transfer
     first = np.cumsum(parts) - parts  # each transfer's first part, in the gathered order
     part = np.arange(len(entry)) + np.repeat(table.offset[ids] - first, parts)  # in the table
     kept = np.flatnonzero(table.size[ids][entry] > 0.0)  # record skips nothing moved
-    order = kept[np.argsort(table.link[part[kept]], kind="stable")]
+    links = table.link[part[kept]]
+    if len(links) and links.max() < 1 << 16:  # (a radix sort: the same stable order)
+        links = links.astype(np.uint16)
+    order = kept[np.argsort(links, kind="stable")]
     entry, part = entry[order], part[order]
-    link, bins, spanning = table.link[part], b0[entry], spans[entry]
-    if not len(link):
+    if not len(entry):
         return
-    # a run starts at a new link, a new bin, or either side of a part spanning bins
+    link, cell, amount = _pieces(table, ids, entry, part, b0, b1, spans, t0, t1, bin_s)
+    # a run: consecutive pieces of one link inside one bin (one cell)
     cut = np.ones(len(link), dtype=bool)
-    cut[1:] = (link[1:] != link[:-1]) | (bins[1:] != bins[:-1]) | spanning[1:] | spanning[:-1]
-    starts = np.flatnonzero(cut).tolist()
-    amounts = table.amount[part].tolist()
-    for lo, hi in zip(starts, [*starts[1:], len(link)], strict=True):
-        lk, p, e = int(link[lo]), int(part[lo]), int(entry[lo])
-        if spanning[lo]:
-            size = float(table.size[ids[e]])
-            ledger.record((lk,), (float(table.weight[p]),), float(t0[e]), float(t1[e]), size)
-            continue
-        cells = ledger.cells_of(lk)
-        b = int(bins[lo])
+    cut[1:] = (link[1:] != link[:-1]) | (cell[1:] != cell[:-1])
+    starts = np.flatnonzero(cut)
+    run_links, run_cells = link[starts].tolist(), cell[starts].tolist()
+    if len(set(zip(run_links, run_cells, strict=True))) < len(starts):  # a cell met twice
+        _add_in_order(ledger, link, cell, amount, starts)
+        return
+    # each run's sum in order from its cell's value: the columns of a grid accumulated
+    # down its rows (np.add.accumulate adds one row after another), zeros below a run's end
+    lengths = np.diff(np.append(starts, len(link)))
+    grid = np.zeros((int(lengths.max()) + 1, len(starts)))
+    cells_by_link = [ledger.cells_of(lk) for lk in run_links]
+    grid[0] = [c.get(b, 0.0) for c, b in zip(cells_by_link, run_cells, strict=True)]
+    run = np.repeat(np.arange(len(starts)), lengths)
+    grid[np.arange(len(link)) - np.repeat(starts, lengths) + 1, run] = amount
+    sums = np.add.accumulate(grid, axis=0)[-1].tolist()
+    for cells, b, total in zip(cells_by_link, run_cells, sums, strict=True):
+        cells[b] = total
+
+
+def _pieces(
+    table: _ShapeTable,
+    ids: np.ndarray,
+    entry: np.ndarray,
+    part: np.ndarray,
+    b0: np.ndarray,
+    b1: np.ndarray,
+    spans: np.ndarray,
+    t0: np.ndarray,
+    t1: np.ndarray,
+    bin_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The additions `record` makes for the parts (in order): per part inside one bin its
+    amount (bytes × weight) to that bin; per part spanning bins, to each bin it overlaps,
+    bytes × (overlap) / (duration) × weight — `record`'s operations, element by element."""
+    spanning = spans[entry]
+    pieces = np.where(spanning, b1[entry] - b0[entry] + 1, 1)
+    link = np.repeat(table.link[part], pieces)
+    cell = np.repeat(b0[entry], pieces)
+    amount = np.repeat(table.amount[part], pieces)
+    if not spanning.any():
+        return link, cell, amount
+    first = np.cumsum(pieces) - pieces
+    cell += np.arange(len(cell)) - np.repeat(first, pieces)  # b0, b0 + 1, …, b1
+    wide = np.repeat(spanning, pieces)
+    e = np.repeat(entry, pieces)[wide]
+    b = cell[wide]
+    lo = np.maximum(t0[e], b * bin_s)
+    hi = np.minimum(t1[e], (b + 1) * bin_s)
+    moved = table.size[ids[e]] * (hi - lo) / (t1[e] - t0[e])
+    amount[wide] = moved * np.repeat(table.weight[part], pieces)[wide]
+    keep = np.ones(len(cell), dtype=bool)
+    keep[wide] = hi > lo
+    return link[keep], cell[keep], amount[keep]
+
+
+def _add_in_order(
+    ledger: LinkLedger, link: np.ndarray, cell: np.ndarray, amount: np.ndarray, starts: np.ndarray
+) -> None:
+    """Each run's additions onto its cell in order (`reduce(operator.add, …)` in C)."""
+    amounts = amount.tolist()
+    bounds = starts.tolist()
+    for lo, hi in zip(bounds, [*bounds[1:], len(link)], strict=True):
+        cells = ledger.cells_of(int(link[lo]))
+        b = int(cell[lo])
         cells[b] = reduce(add, amounts[lo:hi], cells.get(b, 0.0))

@@ -57,8 +57,7 @@ def one_phase_steps(
     clear = True
     prev = -math.inf  # the finish before (while clear)
     arrival = formed
-    s = 0
-    for move_s, delay_s, hand_off_s, latency in plan:
+    for s, (move_s, delay_s, hand_off_s, latency) in enumerate(plan):
         free = free_s[s]
         if arrival > free:
             start = arrival
@@ -92,7 +91,6 @@ def one_phase_steps(
                     clear = False
                 prev = arrival
             arrival = arrival + latency  # (+ 0.0: the same)
-        s += 1
     return clear
 
 
