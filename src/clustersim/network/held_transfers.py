@@ -30,6 +30,7 @@ import numpy as np
 
 from clustersim.network.ledger import LinkLedger
 
+MAX_GRID_VALUES = 1 << 22  # a grid of more (32 MiB) books run by run instead
 Shape = tuple[tuple[int, ...], tuple[float, ...], float]  # links, weight of each, bytes
 
 
@@ -129,12 +130,13 @@ def _book_parts(
     cut[1:] = (link[1:] != link[:-1]) | (cell[1:] != cell[:-1])
     starts = np.flatnonzero(cut)
     run_links, run_cells = link[starts].tolist(), cell[starts].tolist()
-    if len(set(zip(run_links, run_cells, strict=True))) < len(starts):  # a cell met twice
+    lengths = np.diff(np.append(starts, len(link)))
+    shared = len(set(zip(run_links, run_cells, strict=True))) < len(starts)  # a cell met twice
+    if shared or (int(lengths.max()) + 1) * len(starts) > MAX_GRID_VALUES:
         _add_in_order(ledger, link, cell, amount, starts)
         return
     # each run's sum in order from its cell's value: the columns of a grid accumulated
     # down its rows (np.add.accumulate adds one row after another), zeros below a run's end
-    lengths = np.diff(np.append(starts, len(link)))
     grid = np.zeros((int(lengths.max()) + 1, len(starts)))
     cells_by_link = [ledger.cells_of(lk) for lk in run_links]
     grid[0] = [c.get(b, 0.0) for c, b in zip(cells_by_link, run_cells, strict=True)]
