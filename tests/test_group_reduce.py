@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from clustersim.metrics.group_reduce import (
     _sizes,
+    first_appearance_codes,
     group_max,
     group_means,
     group_means_of_columns,
@@ -202,3 +203,21 @@ def test_padded_walk_overflowing_to_infinity_zeroes_nan_compensations() -> None:
         padded = kahan_walk_padded(x, counts, first)
         assert padded.tobytes() == kahan_walk_gathered(x, counts, first).tobytes()
     assert not np.isfinite(padded[0]) and padded[1] == 6.0 and padded[2] == 5.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_string_codes_are_pandas_first_appearance_codes(seed: int) -> None:
+    """Names repeated as the same objects (a links table's) or as equal strings in distinct
+    objects (read back from a file): codes and first rows are pandas' `factorize` order."""
+    rng = np.random.default_rng(seed)
+    base = [f"n{int(i)}.g{int(i) % 8}->nvsw0" for i in rng.integers(0, 10**6, 40)]
+    pick = rng.integers(0, len(base), 5000)
+    same = np.empty(len(pick), dtype=object)
+    same[:] = [base[i] for i in pick]
+    copies = np.empty(len(pick), dtype=object)
+    copies[:] = ["".join(base[i]) for i in pick]  # equal values, distinct objects
+    for keys in (same, copies):
+        codes, first = first_appearance_codes(keys)
+        expected, uniques = pd.factorize(pd.Series(keys), sort=False)
+        assert np.array_equal(codes, expected)
+        assert [keys[i] for i in first] == list(uniques)

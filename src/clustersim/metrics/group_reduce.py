@@ -46,11 +46,36 @@ def _sizes(codes: I64, n: int) -> tuple[I64, I64]:
 def first_appearance_codes(keys: np.ndarray) -> tuple[I64, I64]:
     """(code of each key, numbered in order of first appearance; each code's first row), as
     pandas' `groupby(sort=False)` numbers its groups."""
+    if keys.dtype == object and len(keys):
+        codes = _string_codes(keys)
+        if codes is not None:
+            return codes
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     by_appearance = np.argsort(first, kind="stable")
     rank[by_appearance] = np.arange(len(first), dtype=np.int64)
     return rank[inverse.reshape(-1)], first[by_appearance]
+
+
+def _string_codes(keys: np.ndarray) -> tuple[I64, I64] | None:
+    """`first_appearance_codes` of string objects without sorting strings: the rows are
+    grouped by object (a column of a few names repeated holds the same few objects), then
+    objects of equal value merged in order of first appearance; None unless every key is a
+    str."""
+    ids = np.fromiter(map(id, keys), np.int64, len(keys))  # (the array keeps them alive)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    objects = keys[first].tolist()
+    if not all(isinstance(o, str) for o in objects):
+        return None
+    rank = np.empty(len(first), dtype=np.int64)
+    value_rank: dict[str, int] = {}
+    firsts: list[int] = []
+    for u in np.argsort(first, kind="stable").tolist():  # objects by first appearance
+        r = value_rank.setdefault(objects[u], len(firsts))
+        if r == len(firsts):
+            firsts.append(int(first[u]))
+        rank[u] = r
+    return rank[inverse.reshape(-1)], np.array(firsts, dtype=np.int64)
 
 
 def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[F64, I64]:

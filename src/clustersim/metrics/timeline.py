@@ -231,7 +231,9 @@ def _link_columns(
     # + 1e-9: a bin start of k·w computed as k·w − ε still lands in window k
     idx = np.floor(floats(links, "bin_start_s") / bin_s + 1e-9)
     weighted = floats(links, "utilisation") * (link_bin_s / bin_s)
-    names = np.asarray([str(name) for name in links["link"]], dtype=object)
+    names = np.asarray(links["link"], dtype=object)
+    if not set(map(type, names)) <= {str}:  # (the simulator's tables hold str already)
+        names = np.asarray([str(name) for name in names], dtype=object)
     keep = (idx >= 0) & (idx < n) & np.isfinite(weighted)
     window = idx[keep].astype(np.int64)
     names = names[keep]
