@@ -57,25 +57,30 @@ def first_appearance_codes(keys: np.ndarray) -> tuple[I64, I64]:
     return rank[inverse.reshape(-1)], first[by_appearance]
 
 
-def _string_codes(keys: np.ndarray) -> tuple[I64, I64] | None:
-    """`first_appearance_codes` of string objects without sorting strings: the rows are
-    grouped by object (a column of a few names repeated holds the same few objects), then
-    objects of equal value merged in order of first appearance; None unless every key is a
-    str."""
-    ids = np.fromiter(map(id, keys), np.int64, len(keys))  # (the array keeps them alive)
-    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    objects = keys[first].tolist()
-    if not all(isinstance(o, str) for o in objects):
+def string_codes(keys: np.ndarray) -> tuple[I64, list[str]] | None:
+    """(code of each key, numbered in order of first appearance; the distinct keys in that
+    order) when every key is a str, else None — by hashing, without sorting strings (a
+    column of a few names repeated, as a links table's)."""
+    values = keys.tolist()
+    try:
+        distinct = list(dict.fromkeys(values))
+    except TypeError:  # unhashable
         return None
-    rank = np.empty(len(first), dtype=np.int64)
-    value_rank: dict[str, int] = {}
-    firsts: list[int] = []
-    for u in np.argsort(first, kind="stable").tolist():  # objects by first appearance
-        r = value_rank.setdefault(objects[u], len(firsts))
-        if r == len(firsts):
-            firsts.append(int(first[u]))
-        rank[u] = r
-    return rank[inverse.reshape(-1)], np.array(firsts, dtype=np.int64)
+    if not all(isinstance(v, str) for v in distinct):
+        return None
+    index = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), distinct
+
+
+def _string_codes(keys: np.ndarray) -> tuple[I64, I64] | None:
+    """`first_appearance_codes` of str keys (`string_codes`), else None."""
+    coded = string_codes(keys)
+    if coded is None:
+        return None
+    codes = coded[0]
+    # codes count up by first appearance: the running maximum rises at each first row
+    rises = np.diff(np.maximum.accumulate(codes), prepend=-1) > 0
+    return codes, np.flatnonzero(rises).astype(np.int64)
 
 
 def group_sums(codes: I64, values: F64, n: int, had_nan: bool = False) -> tuple[F64, I64]:

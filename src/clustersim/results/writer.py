@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from clustersim.collector import collector_paused
+from clustersim.metrics.group_reduce import string_codes
 from clustersim.metrics.summary import RunTables, json_safe
 from clustersim.metrics.table import Table
 
@@ -223,13 +224,26 @@ def _arrow_column(values: np.ndarray) -> pa.Array:
         return pa.Array.from_buffers(dtype, n, [valid, data], null_count=nulls)
     if kind == "O" and n == 0:
         return pa.nulls(0)
-    if kind == "O" and all(isinstance(v, str) for v in values):  # pandas' `str` dtype
-        encoded = [v.encode("utf-8") for v in values]
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in encoded], out=offsets[1:])
-        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    if kind == "O" and (utf8 := _utf8_of_strings(values)) is not None:  # pandas' `str`
+        offsets, data = utf8
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
         return pa.Array.from_buffers(pa.large_string(), n, buffers, null_count=0)
     return pa.array(values, from_pandas=True)
+
+
+def _utf8_of_strings(values: np.ndarray) -> tuple[np.ndarray, bytes] | None:
+    """(offsets, data) of the values' UTF-8 bytes one after another when every value is a
+    str, else None; each distinct string is encoded once (a links table's few names)."""
+    coded = string_codes(values)
+    if coded is None:
+        return None
+    codes, distinct = coded
+    encoded = np.empty(len(distinct), dtype=object)
+    encoded[:] = [v.encode("utf-8") for v in distinct]
+    lengths = np.fromiter(map(len, encoded), np.int64, len(distinct))
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lengths[codes], out=offsets[1:])
+    return offsets, b"".join(encoded[codes].tolist())
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
