@@ -207,6 +207,8 @@ def test_one_phase_steps_find_near_finishes_as_hold_clear_does() -> None:
         for f in rng.choice(ends, int(rng.integers(0, 3))):
             offset = rng.choice([-3.5e-12, -2.9e-12, 0.0, 1.9e-12, 2.1e-12, 1e-11])
             held.append(float(f) + float(offset))
+        for j in rng.choice(len(ends) - 1, int(rng.integers(0, 3))):  # between two finishes
+            held.append(float(ends[j] + (ends[j + 1] - ends[j]) * rng.uniform(0.01, 0.99)))
         ties, ref = Completions(), Completions()
         ties.finishes[:] = ref.finishes[:] = sorted(held)
         again: list[float] = []

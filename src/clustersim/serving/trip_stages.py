@@ -56,6 +56,7 @@ def one_phase_steps(
     n = len(held)
     clear = True
     prev = -math.inf  # the finish before (while clear)
+    i = 0  # no held finish before held[i] lies near a finish to come (they ascend)
     arrival = formed
     for s, (move_s, delay_s, hand_off_s, latency) in enumerate(plan):
         free = free_s[s]
@@ -69,28 +70,37 @@ def one_phase_steps(
         done = t1 + move_s
         end = done + delay_s  # (with no delay: done + 0.0 is done, bit for bit)
         free_s[s] = end
-        if clear:
-            lo = done - below
-            if prev >= lo or ((i := bisect_left(held, lo)) < n and held[i] <= done + wide):
-                clear = False
-            prev = done
         if hand_off_s is None:
             steps += (start, end, compute, bubble)
             times += (t1, done)
             arrival = end
-        else:
-            if end <= done_s[s]:
-                raise RuntimeError("closed-form PP hand-offs overlapped on their links")
-            arrival = end + hand_off_s
-            done_s[s] = arrival
-            steps += (start, end, compute, bubble)
-            times += (t1, done, end, arrival)
-            if clear:
-                lo = arrival - below
-                if prev >= lo or ((i := bisect_left(held, lo)) < n and held[i] <= arrival + wide):
+            if clear:  # done's window, 1.5 wide below to wide above, holds no finish
+                lo = done - below
+                if prev >= lo or ((i := bisect_left(held, lo, i)) < n and held[i] <= done + wide):
                     clear = False
-                prev = arrival
-            arrival = arrival + latency  # (+ 0.0: the same)
+            continue
+        if end <= done_s[s]:
+            raise RuntimeError("closed-form PP hand-offs overlapped on their links")
+        arrival = end + hand_off_s
+        done_s[s] = arrival
+        steps += (start, end, compute, bubble)
+        times += (t1, done, end, arrival)
+        if clear:  # the windows of done and arrival hold no finish (one search for both
+            lo = done - below  # when the first held past done's window is past arrival's)
+            if prev >= lo or done >= arrival - below:
+                clear = False
+            elif (i := bisect_left(held, lo, i)) < n and (h := held[i]) <= arrival + wide:
+                # h is in done's window, or arrival's, or between them: look past it
+                clear = not (
+                    h <= done + wide
+                    or h >= arrival - below
+                    or (
+                        (i := bisect_left(held, arrival - below, i)) < n
+                        and held[i] <= arrival + wide
+                    )
+                )
+            prev = arrival
+        arrival = arrival + latency  # (+ 0.0: the same)
     return clear
 
 
