@@ -207,8 +207,9 @@ def test_padded_walk_overflowing_to_infinity_zeroes_nan_compensations() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_string_codes_are_pandas_first_appearance_codes(seed: int) -> None:
-    """Names repeated as the same objects (a links table's) or as equal strings in distinct
-    objects (read back from a file): codes and first rows are pandas' `factorize` order."""
+    """Names repeated as the same objects, as equal strings in distinct objects (read back
+    from a file), in long runs (a links table's), one, none: codes and first rows are
+    pandas' `factorize` order."""
     rng = np.random.default_rng(seed)
     base = [f"n{int(i)}.g{int(i) % 8}->nvsw0" for i in rng.integers(0, 10**6, 40)]
     pick = rng.integers(0, len(base), 5000)
@@ -216,7 +217,8 @@ def test_string_codes_are_pandas_first_appearance_codes(seed: int) -> None:
     same[:] = [base[i] for i in pick]
     copies = np.empty(len(pick), dtype=object)
     copies[:] = ["".join(base[i]) for i in pick]  # equal values, distinct objects
-    for keys in (same, copies):
+    runs = same[np.argsort(pick, kind="stable")]  # long runs of a name (a links table)
+    for keys in (same, copies, runs, runs[:1], runs[:0]):
         codes, first = first_appearance_codes(keys)
         expected, uniques = pd.factorize(pd.Series(keys), sort=False)
         assert np.array_equal(codes, expected)

@@ -33,6 +33,9 @@ _SEGMENT_SORT_RATIO = 32
 # the Kahan walk lays the values out as (j-th value, group) when that array holds at most
 # this many times as many cells as there are values (groups of similar sizes)
 _PADDING_RATIO = 4
+# string keys are coded a run of equal keys at a time when the runs are at most this many
+# times fewer than the keys
+_RUN_CODES_RATIO = 4
 
 
 def _sizes(codes: I64, n: int) -> tuple[I64, I64]:
@@ -59,9 +62,17 @@ def first_appearance_codes(keys: np.ndarray) -> tuple[I64, I64]:
 
 def string_codes(keys: np.ndarray) -> tuple[I64, list[str]] | None:
     """(code of each key, numbered in order of first appearance; the distinct keys in that
-    order) when every key is a str, else None — by hashing, without sorting strings (a
-    column of a few names repeated, as a links table's)."""
-    values = keys.tolist()
+    order) when every key is a str, else None — without sorting strings: a column of a few
+    names in long runs (a links table's, ordered by link) is coded run by run, any other by
+    hashing each key."""
+    n = len(keys)
+    try:
+        changes = np.ones(n, dtype=bool)
+        changes[1:] = keys[1:] != keys[:-1]  # (object comparison: identical names at once)
+    except (TypeError, ValueError):
+        return None
+    starts = np.flatnonzero(changes)
+    values = keys[starts].tolist() if len(starts) <= n // _RUN_CODES_RATIO else keys.tolist()
     try:
         distinct = list(dict.fromkeys(values))
     except TypeError:  # unhashable
@@ -69,7 +80,10 @@ def string_codes(keys: np.ndarray) -> tuple[I64, list[str]] | None:
     if not all(isinstance(v, str) for v in distinct):
         return None
     index = {v: i for i, v in enumerate(distinct)}
-    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), distinct
+    codes = np.fromiter(map(index.__getitem__, values), np.int64, len(values))
+    if len(values) < n:  # a code a run
+        codes = np.repeat(codes, np.diff(np.append(starts, n)))
+    return codes, distinct
 
 
 def _string_codes(keys: np.ndarray) -> tuple[I64, I64] | None:
