@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clustersim.metrics.table import Table, as_frame, as_table, flags, floats
-from clustersim.results.writer import arrow_table
+from clustersim.results.arrow_columns import arrow_table
 
 
 def mixed() -> Table:
