@@ -4,11 +4,14 @@
   python benchmarks/bench_scaling.py --table pp [--table ep]    # a scaling table's rows
   python benchmarks/bench_scaling.py --table all --big          # every row, 1M requests too
   python benchmarks/bench_scaling.py --list                     # tables, cases, targets
+  python benchmarks/bench_scaling.py --ratio pp8 pp1 --repeat 7   # A / B, run alternately
 
 Each case is an inline experiment run by `clustersim run … --no-report` in a fresh spawned
 process (benchmarks/measure.py): CPU = user + sys of that process, imports, set-up and
 result writing included; RSS = its peak. `--repeat N` runs each case N times and keeps the
-least CPU (a busy machine only ever adds). Prints one Markdown row per case.
+least CPU (a busy machine only ever adds). Prints one Markdown row per case. `--ratio A B`
+runs A and B alternately (so both see the same machine weather), then prints both rows, the
+ratio of their least CPU and the median of the run-by-run ratios.
 
 Cases:
   req{N}       llama-3.1-8b TP1 × 8 replicas, N requests 512/128, Poisson 70 % load
@@ -162,6 +165,29 @@ def row(case: str, m: Measurement) -> str:
     )
 
 
+def ratio(a: str, b: str, repeat: int) -> int:
+    """Cases a and b run alternately `repeat` times each: their rows, the ratio of their
+    least CPU and the median ratio of each a run to the b run beside it."""
+    a_runs: list[Measurement] = []
+    b_runs: list[Measurement] = []
+    for _ in range(repeat):
+        a_runs.append(best_of(1, clustersim_task, yaml_for(a)))
+        b_runs.append(best_of(1, clustersim_task, yaml_for(b)))
+    print(HEADER, flush=True)
+    for case, runs in ((a, a_runs), (b, b_runs)):
+        best = min(runs, key=lambda m: m["cpu_s"])
+        best["cpu_s_all"] = [round(m["cpu_s"], 2) for m in runs]
+        print(row(case, best))
+    pairs = sorted(x["cpu_s"] / y["cpu_s"] for x, y in zip(a_runs, b_runs, strict=True))
+    least = min(m["cpu_s"] for m in a_runs) / min(m["cpu_s"] for m in b_runs)
+    median = pairs[len(pairs) // 2] if len(pairs) % 2 else sum(pairs[len(pairs) // 2 - 1 :][:2]) / 2
+    print(
+        f"{a} / {b}: {least:.2f}x (least CPU of each); run by run {pairs[0]:.2f}-{pairs[-1]:.2f}x, "
+        f"median {median:.2f}x"
+    )
+    return 0
+
+
 def cases_of(args: argparse.Namespace) -> list[str]:
     cases = list(args.cases)
     tables = list(TABLES) if "all" in args.table else args.table
@@ -183,7 +209,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--big", action="store_true", help=f"include the big rows {sorted(BIG)}")
     ap.add_argument("--repeat", type=int, default=1, help="runs a case, least CPU kept")
     ap.add_argument("--list", action="store_true", help="show the cases and tables")
+    ap.add_argument("--ratio", nargs=2, metavar=("A", "B"), help="A / B, run alternately")
     args = ap.parse_args(argv)
+    if args.ratio:
+        return ratio(*args.ratio, args.repeat)
     if args.list:
         print(__doc__)
         for name, rows in TABLES.items():
