@@ -1,5 +1,5 @@
 """The pipeline leap's bulk paths (serving/pipeline_leap.py) equal the one-at-a-time ones:
-rows built from trips' stage steps in numpy, transfers booked in bulk, completion ties
+rows built from trips' compact stage steps in numpy, transfers booked in bulk, completion ties
 flagged instead of returned, alike stages sharing one decode step time; the trips' timer
 lands exactly, moved or not, in its trips' event order. (Whole runs: the PP cases of
 tests/test_leap_equivalence.py.)"""
@@ -18,7 +18,7 @@ from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.models import get_model
 from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
-from clustersim.metrics.recorder import HELD_TRIPS, Recorder
+from clustersim.metrics.recorder import Recorder
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.network import held_transfers
@@ -32,12 +32,13 @@ from clustersim.topology.graph import build_cluster
 
 
 def test_trips_rows_are_the_bytes_of_their_rows_one_by_one() -> None:
-    """`on_trip` (stage steps and a head, rows built in numpy HELD_TRIPS trips at once)
-    writes the bytes `on_iteration` writes for each stage step's row: stage numbers, the comm
-    column end − (start + compute) with all-reduces and 0 without, awkward floats."""
+    """`on_trip` (stage steps and a head, kept compact until the table is built) gives the
+    table `on_iteration` of each stage step's row gives: stage numbers, the comm column
+    end − (start + compute) with all-reduces and 0 without, awkward floats, rows of other
+    replicas recorded one by one in between."""
     rng = np.random.default_rng(11)
     one, trips = Recorder(1), Recorder(1)
-    for trip in range(2 * HELD_TRIPS + 37):
+    for trip in range(700):
         stages = int(rng.integers(2, 9))
         comm = bool(rng.random() < 0.7)
         head = (int(rng.integers(0, 64)), int(rng.integers(0, 8)), comm,
@@ -57,13 +58,18 @@ def test_trips_rows_are_the_bytes_of_their_rows_one_by_one() -> None:
                               capacity))  # fmt: skip
             at = end
         trips.on_trip(steps, head, stages)
-    trips._write_trips()  # the last, partly filled batch of trips
-    assert trips.iterations.tobytes() == one.iterations.tobytes()
+        if trip % 5 == 0:  # a stepped replica's row between trips
+            row = (99, 0, 0, at / 2, at, 0, 4, 4, 4, at / 4, 0.0, 0.0, 7, 100)
+            one.on_iteration(row)
+            trips.on_iteration(row)
     assert trips.steps == one.steps
+    expected, got = one.iterations_table(), trips.iterations_table()
+    assert got.columns == expected.columns
+    for name, column in expected.items():
+        assert got[name].dtype == column.dtype and got[name].tobytes() == column.tobytes(), name
     quiet = Recorder(1, record_iterations=False)
     quiet.on_trip([0.0, 1.0, 0.5, 0.0] * 2, (0, 0, True, 0, 8, 8, 8, 1, 10), 2)
-    quiet._write_trips()
-    assert quiet.steps == 2 and len(quiet.iterations) == 0
+    assert quiet.steps == 2 and len(quiet.iterations_table()) == 0
 
 
 def test_completion_flags_the_ties_complete_returns() -> None:

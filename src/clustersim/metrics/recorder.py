@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 from clustersim.metrics.decode_runs import DecodeRun, DecodeRuns
 from clustersim.metrics.lane_rows import LANE_WIDTH, lane_sort_keys, widened
 from clustersim.metrics.table import Table
+from clustersim.metrics.trip_rows import TripHead, TripRows, TripTable
 
 ITERATION_COLUMNS = (
     "replica",
@@ -45,7 +46,6 @@ IterationRow = tuple[int, int, int, float, float, int, int, int, int, float, flo
 # one row as native float64s, the bytes `array("d").extend(row)` appends (each value through
 # float conversion), in a third of its time
 _pack_row = struct.Struct(f"{len(ITERATION_COLUMNS)}d").pack
-_pack_head = struct.Struct("9d").pack  # a TripHead's values as float64s
 # a hot loop may append pack_row(*row) to `Recorder.iterations` itself (and count the row in
 # `steps`): the bytes on_iteration appends, without its call (serving/tp1_lane.py)
 pack_row = _pack_row
@@ -66,15 +66,6 @@ _GATHER_BLOCK_ROWS = 1 << 12
 # array, so that building the table can free each chunk once its rows are gathered and the
 # columns reuse its memory (on a VM a page first touched costs ≈ 10 µs: 0.8 CPU-s for 300 MB)
 CHUNK_VALUES = len(ITERATION_COLUMNS) << 16
-# pipeline trips (serving/pipeline_leap.py) held before their rows are built in numpy
-HELD_TRIPS = 256
-# a trip's stage step as the values of its row that the batch does not fix (seconds): start,
-# end, compute, bubble (serving/trip_stages.py appends them)
-STEP_VALUES = 4
-# a trip's head: replica, lane, whether its stages all-reduce (the comm column is then
-# end − (start + compute), else 0), prefill tokens, decode tokens, sequences, batch tokens,
-# the lane's KV blocks in use and its capacity
-TripHead = tuple[int, int, bool, int, int, int, int, int, int]
 
 
 class Recorder:
@@ -102,13 +93,8 @@ class Recorder:
         # one-stage lanes' packed rows (metrics/lane_rows.py): hot loops append to it
         # directly; not with `emitted` counts, which follow the rows' order in `iterations`
         self.lane_rows = array("d")
-        # pipeline trips' stage steps (start, end, compute, bubble each), their heads and
-        # stage counts, until HELD_TRIPS are held (`on_trip`)
-        # (converted as they come, while the trip's floats are in cache)
-        self._trip_steps = array("d")
-        self._trip_heads = array("d")
-        self._trip_stages: list[int] = []
-        self._packers: dict[int, Any] = {}  # struct packers of n float64s, by n
+        # pipeline trips' rows, compact until the table is built (metrics/trip_rows.py)
+        self._trips = TripRows()
         # speculative decoding: tokens emitted by each recorded row's step (one per row)
         self.emitted = array("q")
 
@@ -132,42 +118,11 @@ class Recorder:
 
     def on_trip(self, steps: list[float], head: TripHead, stages: int) -> None:
         """A pipeline trip's `stages` stage steps, stage 0 first, each as (start, end,
-        compute, bubble) in `steps` (read now, not kept): their rows are built in numpy with
-        the next HELD_TRIPS trips', as `on_iteration` of each row would write them."""
+        compute, bubble) in `steps` (read now, not kept), and its head: rows kept compact
+        (metrics/trip_rows.py), given in full when the table is built."""
         self.steps += stages
         if self.record_iterations:
-            packers = self._packers  # (struct, not fromlist: that parses each float)
-            n = len(steps)
-            pack = packers.get(n) or packers.setdefault(n, struct.Struct(f"{n}d").pack)
-            self._trip_steps.frombytes(pack(*steps))
-            self._trip_heads.frombytes(_pack_head(*head))
-            self._trip_stages.append(stages)
-            if len(self._trip_stages) >= HELD_TRIPS:
-                self._write_trips()
-
-    def _write_trips(self) -> None:
-        """The held trips' rows, appended in trip order, stage order within a trip."""
-        if not self._trip_stages:
-            return
-        stages = np.array(self._trip_stages, dtype=np.int64)
-        heads = np.frombuffer(self._trip_heads, dtype=np.float64).reshape(len(stages), -1)
-        heads = np.repeat(heads, stages, axis=0)
-        steps = np.frombuffer(self._trip_steps, dtype=np.float64).reshape(-1, STEP_VALUES)
-        self._trip_steps, self._trip_heads, self._trip_stages = array("d"), array("d"), []
-        first = np.repeat(np.cumsum(stages) - stages, stages)  # each row's trip's first row
-        start, end, compute = steps[:, 0], steps[:, 1], steps[:, 2]
-        table = np.empty((len(steps), len(ITERATION_COLUMNS)), dtype=np.float64)
-        table[:, 0] = heads[:, 0]  # replica
-        table[:, 1] = np.arange(len(steps)) - first  # stage
-        table[:, 2] = heads[:, 1]  # lane
-        table[:, 3] = start
-        table[:, 4] = end
-        table[:, 5:9] = heads[:, 3:7]  # prefill, decode, sequences, batch tokens
-        table[:, 9] = compute
-        table[:, 10] = np.where(heads[:, 2] != 0, end - (start + compute), 0.0)  # comm
-        table[:, 11] = steps[:, 3]  # bubble
-        table[:, 12:14] = heads[:, 7:9]  # KV blocks in use, capacity
-        self._append_rows(table.data.cast("B"))
+            self._trips.add(steps, head, stages)
 
     def _append_rows(self, rows: bytes | memoryview) -> None:
         """Append rows (native float64s) to the newest chunk; a chunk holding
@@ -196,16 +151,21 @@ class Recorder:
         blocks gathered so far hold all its rows (rows come nearly in order: a chunk is done
         shortly after its last row's place), so the columns reuse the chunks' memory."""
         width = len(ITERATION_COLUMNS)
-        self._write_trips()
         if self.decode_runs.count:
             self.iterations.frombytes(self.decode_runs.take_rows())
-        if len(self.lane_rows) and len(self.emitted):
+        if (len(self.lane_rows) or len(self._trips)) and len(self.emitted):
             raise ValueError("emitted token counts follow full rows only")
         full = [c for c in (*self.full_chunks, self.iterations) if len(c)]
-        chunks = [*full, *([self.lane_rows] if len(self.lane_rows) else [])]
+        chunks: list[array[float] | TripTable] = list(full)
+        if len(self._trips):  # trips' rows, compact (metrics/trip_rows.py)
+            chunks.append(self._trips.table())
+        if len(self.lane_rows):
+            chunks.append(self.lane_rows)
         packed = [False] * len(full) + [True] * (len(chunks) - len(full))
-        views: list[np.ndarray | None] = [
-            np.frombuffer(c, dtype=np.float64).reshape(-1, LANE_WIDTH if lane else width)
+        views: list[Chunk | None] = [
+            c
+            if isinstance(c, TripTable)
+            else np.frombuffer(c, dtype=np.float64).reshape(-1, LANE_WIDTH if lane else width)
             for c, lane in zip(chunks, packed, strict=True)
         ]
         self.full_chunks, self.iterations = [], array("d")  # `chunks` holds them now
@@ -230,7 +190,11 @@ class Recorder:
             while frees and frees[-1][0] <= last:
                 k = frees.pop()[1]
                 views[k] = None
-                del chunks[k][:]  # its memory, even where a lane still holds the array
+                chunk = chunks[k]
+                if isinstance(chunk, array):
+                    del chunk[:]  # its memory, even where a lane still holds the array
+                else:
+                    chunks[k] = array("d")  # (the trips' table: its last reference)
         del views, chunks
         if len(self.emitted):
             # speculative decoding only: every row has its step's emitted tokens
@@ -239,11 +203,12 @@ class Recorder:
         return Table(columns)
 
 
+Chunk = np.ndarray | TripTable  # rows as (rows, width) float64s, or trips' (trip_rows.py)
 _KEY_COLUMNS = ("replica", "stage", "lane", "start_s")  # the first four, in this order
 assert ITERATION_COLUMNS[:4] == _KEY_COLUMNS
 
 
-def _sort_keys(views: Sequence[np.ndarray | None], packed: Sequence[bool]) -> np.ndarray:
+def _sort_keys(views: Sequence[Chunk | None], packed: Sequence[bool]) -> np.ndarray:
     """The first four columns (replica, stage, lane, start_s) of every chunk's rows, one
     after another, as the rows of a (4, rows) array: each chunk's leading values read in one
     pass (the row-major buffer read once, not once a key) and transposed in cache; lanes'
@@ -253,7 +218,9 @@ def _sort_keys(views: Sequence[np.ndarray | None], packed: Sequence[bool]) -> np
     first = 0
     for view, lane in present:
         at = slice(first, first + len(view))
-        if lane:
+        if isinstance(view, TripTable):
+            keys[:, at] = view.sort_keys()
+        elif lane:
             keys[:, at] = lane_sort_keys(view)
         else:
             keys[:, at] = view[:, :4].T.copy()  # (a cache-sized copy)
@@ -274,7 +241,7 @@ def _chunk_free_points(order: np.ndarray, first_row: np.ndarray) -> list[tuple[i
 
 
 def _gather_rows(
-    views: Sequence[np.ndarray | None],
+    views: Sequence[Chunk | None],
     packed: Sequence[bool],
     first_row: np.ndarray,
     rows: np.ndarray,
@@ -293,9 +260,11 @@ def _gather_rows(
     return block
 
 
-def _chunk_rows(view: np.ndarray | None, packed: bool, rows: np.ndarray) -> np.ndarray:
-    """Full rows `rows` of one chunk (lanes' packed rows widened)."""
+def _chunk_rows(view: Chunk | None, packed: bool, rows: np.ndarray) -> np.ndarray:
+    """Full rows `rows` of one chunk (lanes' packed rows widened, trips' rows built)."""
     assert view is not None
+    if isinstance(view, TripTable):
+        return view.rows(rows)
     return widened(view[rows]) if packed else view[rows]
 
 

@@ -10,7 +10,7 @@ from heapq import heappush
 import simpy
 from simpy.events import NORMAL
 
-from clustersim.metrics.recorder import STEP_VALUES
+from clustersim.metrics.trip_rows import STEP_VALUES
 from clustersim.serving.batch import Batch
 from clustersim.serving.scheduler import Scheduler
 
