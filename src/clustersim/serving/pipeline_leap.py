@@ -71,25 +71,22 @@ class PipelineLeap:
         self,
         env: simpy.Environment,
         fabric: Fabric,
-        groups: tuple[tuple[str, ...], ...],
-        costs: tuple[StageCostModel, ...],
-        handoff_pairs: Sequence[tuple[tuple[str, str], ...]],
-        serving: ServingSpec,
-        kv_blocks: int,
+        prices: TripPrices,
         recorder: Recorder,
         replica: int,
         ended: Callable[[Trip], None],
     ) -> None:
         self.env = env
         self.fabric = fabric
+        costs = prices.costs
         self.stages = len(costs)
         self.recorder = recorder
         self.replica = replica
         self.on = False  # switched to trips (for good)
-        self.prices = TripPrices(fabric, groups, costs, handoff_pairs, serving, kv_blocks)
-        self.tp = self.prices.tp
+        self.prices = prices
+        self.tp = prices.tp
         self._private: bool | None = None
-        self.free_s = [0.0] * len(groups)  # end of each stage's last step (its busy_until)
+        self.free_s = [0.0] * len(costs)  # end of each stage's last step (its busy_until)
         # end of each hand-off channel's last move
         self._handoff_done = [0.0] * len(self.prices.handoffs)
         self._flying: list[Trip] = []  # trips in flight, in the order they started
@@ -281,6 +278,5 @@ def pipeline_leap(
     models = tuple(c for c in costs if isinstance(c, StageCostModel))
     if len(models) != len(costs):
         return None
-    return PipelineLeap(
-        env, fabric, groups, models, handoff_pairs, serving, kv_blocks, recorder, replica, ended
-    )
+    prices = TripPrices(fabric, groups, models, handoff_pairs, serving, kv_blocks)
+    return PipelineLeap(env, fabric, prices, recorder, replica, ended)
