@@ -131,9 +131,14 @@ class Completions:
         when that is the window at its latest finish or wider; else `hold_clear`."""
         if not times:
             return True
-        if self.wide_s(times[-1]) > wide:  # (its latest finish: a transfer's)
+        last = times[-1]  # its latest finish (a transfer's)
+        if last >= _EXACT_TOL_BELOW_S and self.wide_s(last) > wide:
             return self.hold_clear(times, owner)
-        self._hold(times, times[1::2], owner)
+        finishes = self.finishes  # `_hold`, inline
+        finishes += times[1::2]
+        finishes.sort()  # a merge of two ascending runs
+        self._trips[owner] = times
+        self._order.append((last, owner))
         return True
 
     @staticmethod
