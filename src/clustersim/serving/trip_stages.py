@@ -5,7 +5,8 @@ Stage s starts the batch at max(its arrival from stage s − 1, stage s's previo
 computes, runs its all-reduce phases and hands off to stage s + 1; each transfer completes
 at `complete(start, finish, owner)` (network/completion_ties.py), or, with `complete` None,
 at its finish (the trip is checked against the near completions afterwards:
-`Completions.hold_clear`). Times are seconds, added as the simpy clock adds them.
+`Completions.hold_clear`; `one_phase_steps`, the usual case, checks each stage's finishes
+as it computes them). Times are seconds, added as the simpy clock adds them.
 """
 
 from __future__ import annotations
