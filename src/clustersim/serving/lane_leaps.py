@@ -82,7 +82,7 @@ class LaneLeaps:
         after a step, then start the lane's next trip; with nothing to run the lane sleeps
         (on the event its loop waits on, until `submit`), and a lane that may not go on in
         trips (leaps forbidden since, prefix caching) is handed back to its loop."""
-        sched, now = trip.sched, self.env.now
+        sched, now = trip.sched, self.env._now
         sched.complete(trip.batch, now)
         lane, trips = self.lanes[trip.lane], self._trips
         if trips is None or sched.prefix is not None or lane.scheduler is not sched:

@@ -134,7 +134,7 @@ class PipelineLeap:
         self._seq += 1
         env = self.env
         trip = Trip(self._seq, lane, sched, batch, list(self.free_s), list(self._handoff_done))
-        trip.formed = env.now
+        trip.formed = env._now
         trip.eid = next(env._eid)  # where its own timeout would be queued (TripTimer)
         flying = self._flying
         flying.append(trip)
@@ -145,17 +145,21 @@ class PipelineLeap:
         return trip
 
     def _ring(self) -> None:
-        """The clock is at the first trip's end: end it, and each next one while no other
-        event comes before (or with) it — the clock set to each end as the event loop sets
-        it — then queue the timer for the next."""
-        env, flying = self.env, self._flying
+        """The clock is at the first trip's end: end it (its rows and link bytes; the held
+        completions pruned once they are many), and each next one while no other event comes
+        before (or with) it — the clock set to each end as the event loop sets it — then
+        queue the timer for the next."""
+        env, flying, ties = self.env, self._flying, self._ties
         queue = env._queue
-        ended = self.ended
+        ended, write, prune_above = self.ended, self._write, self._prune_above
         self._ringing = True
         try:
             while True:
                 trip = flying[0]
-                self._end(trip)
+                del flying[0]  # (trips end in the order they started)
+                if len(ties.finishes) > prune_above:  # (stale ones change no completion)
+                    ties.prune(flying[0].free0[0] if flying else env._now)
+                write(trip)
                 ended(trip)
                 if not flying:
                     return
@@ -166,17 +170,6 @@ class PipelineLeap:
         finally:
             self._ringing = False
         self._timer.arm(flying[0])
-
-    def _end(self, trip: Trip) -> None:
-        """The first trip in flight has reached its last stage's end: its rows and link
-        bytes; the completions held are pruned once they are many (stale ones change no
-        completion: Completions.prune)."""
-        flying = self._flying
-        del flying[0]  # (trips end in the order they started)
-        ties = self._ties
-        if len(ties.finishes) > self._prune_above:
-            ties.prune(flying[0].free0[0] if flying else self.env.now)
-        self._write(trip)
 
     def _settle_ties(self) -> None:
         """Compute the trips in flight again, in order, until their transfers' completions
