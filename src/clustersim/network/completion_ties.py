@@ -30,8 +30,6 @@ from clustersim.network.flows import _TIME_TOL_S
 
 Entry = tuple[float, float, float, int]  # finish, start, completion (seconds), owner
 _EXACT_TOL_BELOW_S = 256.0  # below it 16 ulp(t) < 1e-12: the tolerance is 1e-12 itself
-FIXED_TOL_BELOW_S = _EXACT_TOL_BELOW_S  # below it `wide_s` is FIXED_WIDE_S (seconds)
-FIXED_WIDE_S = 2.0 * _TIME_TOL_S
 
 
 def due_s(t: float) -> float:
@@ -131,14 +129,9 @@ class Completions:
         when that is the window at its latest finish or wider; else `hold_clear`."""
         if not times:
             return True
-        last = times[-1]  # its latest finish (a transfer's)
-        if last >= _EXACT_TOL_BELOW_S and self.wide_s(last) > wide:
+        if self.wide_s(times[-1]) > wide:  # (its latest finish: a transfer's)
             return self.hold_clear(times, owner)
-        finishes = self.finishes  # `_hold`, inline
-        finishes += times[1::2]
-        finishes.sort()  # a merge of two ascending runs
-        self._trips[owner] = times
-        self._order.append((last, owner))
+        self._hold(times, times[1::2], owner)
         return True
 
     @staticmethod

@@ -46,7 +46,7 @@ import simpy
 from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.stage_cost import StageCost, StageCostModel
-from clustersim.network.completion_ties import FIXED_TOL_BELOW_S, FIXED_WIDE_S, Completions
+from clustersim.network.completion_ties import Completions
 from clustersim.network.fabric import Fabric
 from clustersim.network.held_transfers import HeldTransfers
 from clustersim.serving.batch import Batch
@@ -92,7 +92,7 @@ class PipelineLeap:
         self._flying: list[Trip] = []  # trips in flight, in the order they started
         self._seq = 0  # trips started
         self._ties = Completions()  # their transfers' completions (completion_ties.py)
-        p = len(costs)
+        p = self.stages
         self._prune_above = (p + 1 + PRUNE_SPARE_TRIPS) * (2 * p - 1)  # held finishes
         self._held = HeldTransfers(fabric.ledger)  # ended trips' transfers, not yet booked
         self._shape_ids: dict[int, tuple[int, ...]] = {}  # a trip's transfers', by tokens
@@ -199,8 +199,9 @@ class PipelineLeap:
         and `done0` hold it as it was), as its stage steps (`trip.rows`); True when
         one of its transfers would complete one of another trip's earlier (a tie). Each
         transfer is first taken to complete at its finish, which holds unless one lies near
-        another (`Completions.hold_clear`); else the trip is computed again, transfer by
-        transfer (`Completions.completion`)."""
+        another (tested by `one_phase_steps` as it computes the stages, else by
+        `Completions.hold_clear`); else the trip is computed again, transfer by transfer
+        (`Completions.completion`)."""
         rows, times = trip.rows, trip.times
         rows.clear()
         times.clear()
@@ -218,8 +219,7 @@ class PipelineLeap:
         ties, seq, formed = self._ties, trip.seq, trip.formed
         plan = self.prices.plan(tokens)
         if plan is not None:
-            # (the window at its latest finish if no wider)
-            wide = FIXED_WIDE_S if formed < FIXED_TOL_BELOW_S else ties.wide_s(formed)
+            wide = ties.wide_s(formed)  # (the window at its latest finish if no wider)
             if one_phase_steps(
                 plan, computes, free_s, done_s, formed, rows, times, ties.finishes, wide
             ) and ties.hold_checked(times, seq, wide):
