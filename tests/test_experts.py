@@ -12,16 +12,15 @@ import pytest
 from clustersim.config.schema import RoutingSpec
 from clustersim.moe.eplb import ExpertPlacement, imbalance, linear_placement
 from clustersim.moe.experts import (
-    EXACT_MEAN_PAIRS,
     ExpertLedger,
     ExpertTraffic,
     PopularityTableError,
     inclusion_probabilities,
     load_popularity_table,
     phase_change_times,
-    sample_rank_loads,
     zipf_weights,
 )
+from clustersim.moe.routing_draws import EXACT_MEAN_PAIRS, sample_rank_loads
 
 LAYERS, EXPERTS, TOP_K, RANKS = 58, 256, 8, 32  # DeepSeek-V3 on EP32
 

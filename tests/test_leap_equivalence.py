@@ -96,6 +96,68 @@ workload:
   output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
 horizon: {duration_s: 4}
 """,
+    "moe_tp4_ep4": """\
+name: moe_tp4_ep4
+seed: 16
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 4, ep: 4}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+experts:
+  routing: {distribution: zipf, skew: 1.2, drift_interval_s: 0.7}
+workload:
+  arrival: {process: poisson, rate_rps: 10}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 5}
+""",
+    "moe_tp1_drift": """\
+name: moe_tp1_drift
+seed: 17
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 2}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+experts:
+  routing: {distribution: dirichlet, concentration: 0.5, drift_interval_s: 0.6}
+workload:
+  arrival: {process: gamma, rate_rps: 8, cv: 2.0}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 5}
+""",
+    "moe_tp2_ep2_dp2": """\
+name: moe_tp2_ep2_dp2
+seed: 18
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 2, ep: 2, dp: 2}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+experts:
+  routing: {distribution: zipf, skew: 1.0}
+workload:
+  arrival: {process: poisson, rate_rps: 10}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 4}
+""",
+    "moe_deepseek_tp8_ep8": """\
+name: moe_deepseek_tp8_ep8
+seed: 19
+model: deepseek-v3
+hardware: h200
+topology: {name: h200x8, nodes: 1, gpus_per_node: 8, gpu: h200,
+  nvlink: {domain: node, bandwidth_GBps: 450, latency_us: 2.0}}
+layout: {tp: 8, ep: 8}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8, dispatch: fp8, combine: bf16}
+experts:
+  routing: {distribution: zipf, skew: 0.8}
+workload:
+  arrival: {process: poisson, rate_rps: 6}
+  prompt_tokens: {dist: lognormal, median: 1000, sigma: 0.6, max: 8192}
+  output_tokens: {dist: lognormal, median: 300, sigma: 0.5, max: 2048}
+horizon: {duration_s: 5}
+""",
     "disagg": """\
 name: disagg
 seed: 8

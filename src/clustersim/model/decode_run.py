@@ -87,3 +87,19 @@ class DecodeStepCost:
             else:
                 out.append(s + host)
         return out
+
+    def dense_run_s(self, ctx_tokens: int, n: int, k: int) -> list[float]:
+        """`StageCostModel.dense_part_s(0, 0.0, n, ctx, 0)` of k consecutive steps (the GPU
+        seconds without routed experts and host time; each step reads n more tokens), bit
+        for bit: a sampled-routing stage adds its routed experts, then the host time
+        (moe/routed_leap.py)."""
+        per_token, per_seq, floor = self._per_token, self._per_seq, self._attn_floor
+        before, embed, lm = self._before_attn, self._embed, self._lm
+        out: list[float] = []
+        for ctx in range(ctx_tokens, ctx_tokens + n * k, n):
+            attn = ctx * per_token + per_seq
+            s = before + (attn if attn > floor else floor) + embed
+            if lm is not None:
+                s += lm
+            out.append(s)
+        return out

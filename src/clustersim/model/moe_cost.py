@@ -209,3 +209,16 @@ class MoELayerCost:
         if tokens <= 0 or pairs.size == 0:
             return 0.0
         return float(self.layer_s(pairs, tokens).sum())
+
+    def steps_s(self, pairs: F64, tokens: float) -> F64:
+        """`step_s` of several steps at once, bit for bit: `pairs` is (steps, layers, ranks),
+        the result (steps,) seconds (the same element-wise operations, the max over each
+        layer's ranks and the sum over each step's layers as in one step)."""
+        if tokens <= 0 or pairs.size == 0:
+            return np.zeros(pairs.shape[0])
+        comp, mem = self._terms(pairs, tokens)
+        if self._compute is not None and self._hbm is not None:
+            comp, mem = comp / self._compute, mem / self._hbm
+        layers: F64 = np.maximum(np.maximum(comp, mem).max(axis=2), self._floor)
+        out: F64 = layers.sum(axis=1)
+        return out

@@ -15,13 +15,7 @@ Drift. Every `drift_interval_s` (and, with `drift_on_phase_change`, whenever the
 state changes) the per-layer permutation is redrawn: the hot set moves to other experts. The
 change is applied lazily, at the first step at or after its time.
 
-Sampling. A step routes N = T · k pairs per layer (T tokens entering the EP group). What sets
-step time is the load per EP rank, so the sampler draws per-rank loads directly, for all layers
-at once: with q[l, r] = Σ over rank r's physical slots of p / (replicas of that expert),
-loads[l] ~ Multinomial(N, q[l]). Exact multinomial draws are used when the mean load per rank
-is below EXACT_MEAN_PAIRS; above it, a Gaussian with the multinomial's exact mean and
-covariance N(diag q − q qᵀ): x = z − q Σz with z_r ~ N(0, N q_r) — rows sum to N exactly
-(negative values are clipped and the row rescaled to N).
+Sampling of per-rank loads: moe/routing_draws.py.
 """
 
 from __future__ import annotations
@@ -42,11 +36,6 @@ if TYPE_CHECKING:
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-# Below this mean load per rank (pairs) the per-rank loads are drawn exactly (multinomial,
-# ~100 µs for 58 layers × 32 ranks); at or above it with the moment-matched Gaussian (~35 µs;
-# its skewness error ~ 1/sqrt(mean) ≤ 0.5, a cell goes negative with probability Φ(−2) ≈ 2 %).
-EXACT_MEAN_PAIRS = 4.0
 
 EXPERT_COLUMNS = (
     "bin_start_s",
@@ -227,6 +216,17 @@ class ExpertTraffic:
         self._phase_changes = [] if changes is None else [float(t) for t in changes]
         self._next_phase = 0  # index of the next phase change not yet applied
         self.drifts = 0
+        self.samplers = 0  # EP groups drawing their routing from this traffic's stream
+
+    def next_change_s(self) -> float:
+        """The earliest time (s) at which `advance` may change the popularity (inf: never)."""
+        if self._static:
+            return math.inf
+        phases = self._phase_changes
+        nxt = self._next_drift
+        if self._next_phase < len(phases) and phases[self._next_phase] < nxt:
+            nxt = phases[self._next_phase]
+        return nxt
 
     def _draw_permutation(self) -> I64:
         ident = np.tile(np.arange(self.num_experts, dtype=np.int64), (self.num_layers, 1))
@@ -256,32 +256,6 @@ class ExpertTraffic:
         self.epoch += 1
         self.drifts += 1
         return True
-
-
-# ------------------------------------------------------------------ sampling
-
-
-def sample_rank_loads(rng: np.random.Generator, pairs: int, q: F64) -> F64:
-    """Routed (token, expert) pairs per (layer, rank) for one step (module docstring).
-
-    `pairs` = N = tokens × top_k routed in every layer; `q` (layers, ranks) the probability a
-    pair lands on each rank (rows sum to 1). Every returned row sums to N.
-    """
-    layers, ranks = q.shape
-    if pairs <= 0:
-        return np.zeros((layers, ranks))
-    if ranks == 1:
-        return np.full((layers, 1), float(pairs))
-    if pairs / ranks < EXACT_MEAN_PAIRS:
-        out: F64 = rng.multinomial(pairs, q).astype(np.float64)
-        return out
-    n = float(pairs)
-    z = rng.standard_normal((layers, ranks)) * np.sqrt(n * q)
-    load = n * q + (z - q * z.sum(axis=1, keepdims=True))
-    if (load < 0).any():
-        np.maximum(load, 0.0, out=load)
-        load *= n / load.sum(axis=1, keepdims=True)
-    return load
 
 
 # ------------------------------------------------------------------ ledger
@@ -330,6 +304,31 @@ class ExpertLedger:
             stats = self._stats[b] = [0.0, 0.0]
         stats[0] += float(loads.max(axis=1).sum())
         stats[1] += float(loads.sum()) / self.ranks
+
+    def record_steps(self, starts: Sequence[float], loads: F64) -> None:
+        """Book steps starting at `starts` (s, in order) with (steps, layers, ranks) `loads`:
+        the same floats, added in the same order, as `record` step by step (a decode leap's
+        steps: moe/routed_leap.py); each step's max-rank and total sums taken at once."""
+        maxes = loads.max(axis=2).sum(axis=1).tolist()
+        totals = loads.reshape(len(loads), -1).sum(axis=1).tolist()
+        ranks, bin_s = self.ranks, self.bin_s
+        stats: list[float] | None = None
+        for i, now in enumerate(starts):
+            b = int(now / bin_s)
+            if b != self._bin:
+                self.flush()
+                self._bin = b
+                stats = None
+            if self._acc is None:
+                self._acc = loads[i].copy()
+            else:
+                self._acc += loads[i]
+            if stats is None:
+                stats = self._stats.get(b)
+                if stats is None:
+                    stats = self._stats[b] = [0.0, 0.0]
+            stats[0] += maxes[i]
+            stats[1] += totals[i] / ranks
 
     def flush(self) -> None:
         """Move the accumulated loads into the current bin's per-expert cells."""

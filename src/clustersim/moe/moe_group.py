@@ -2,8 +2,8 @@
 per-step sampling and pricing, EPLB windows and rebalances, and its expert ledger.
 
 Used by both EP layouts (docs/moe.md §1): the lock-step DP-attention group (moe/ep_group.py)
-and replicas whose EP group is their own TP group (`SampledStageCost` below, a drop-in
-StageCost for serving/replica.py).
+and replicas whose EP group is their own TP group (moe/sampled_stage.py `SampledStageCost`,
+a drop-in StageCost for serving/replica.py).
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import simpy
 
 from clustersim.config.schema import EPLBSpec
-from clustersim.model.kernels import step_seqs
 from clustersim.model.moe_cost import MoELayerCost
-from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.eplb import ExpertPlacement, imbalance, rank_loads, rebalance
-from clustersim.moe.experts import ExpertLedger, ExpertTraffic, sample_rank_loads
-from clustersim.network.fabric import Fabric
-from clustersim.network.routing import FlowSpec, coflow_time_s
+from clustersim.moe.experts import ExpertLedger, ExpertTraffic
+from clustersim.moe.routing_draws import sample_rank_loads
+from clustersim.network.routing import FlowSpec
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -103,6 +100,8 @@ class MoEGroup:
         self._timed = False  # per-rank expert seconds are being booked for the window
         self._nominal_s: F64 = np.zeros(len(ranks))  # Σ full-speed expert seconds per rank
         self._actual_s: F64 = np.zeros(len(ranks))  # Σ expert seconds as run per rank
+        if len(self.ranks) > 1:
+            traffic.samplers += 1
         self._refresh(0.0)
 
     # ------------------------------------------------------------------ routing
@@ -148,6 +147,36 @@ class MoEGroup:
             self.ledger.record(now, loads)
             self._pending += pairs
         return loads
+
+    def refresh(self, now: float) -> None:
+        """What `route` does first: follow the hot-set changes due by `now` (s)."""
+        self._refresh(now)
+
+    def book_steps(self, starts: Sequence[float], loads: F64, tokens: int) -> None:
+        """Book steps of `tokens` tokens routed at `starts` (s) whose (steps, layers, ranks)
+        loads were drawn ahead (moe/routed_leap.py), as `route` books the loads it draws."""
+        self.ledger.record_steps(starts, loads)
+        pairs = tokens * self.top_k
+        for _ in starts:
+            self._pending += pairs
+
+    @property
+    def times_ranks(self) -> bool:
+        """Whether each step books every rank's expert seconds (a rank was slowed)."""
+        return self._timed
+
+    @property
+    def draws_alone(self) -> bool:
+        """Whether no other EP group draws from this group's stream (it draws nothing, with
+        one rank, or it is its traffic's only sampling group): then its steps' routing may
+        be drawn ahead of time, several steps in one call, without changing any draw."""
+        return len(self.ranks) == 1 or self.traffic.samplers == 1
+
+    def next_change_s(self) -> float:
+        """The earliest time (s) a step may find the routing changed: the next EPLB
+        rebalance or hot-set change (inf: none)."""
+        nxt = self.traffic.next_change_s()
+        return nxt if nxt < self._next_rebalance else self._next_rebalance
 
     def moe_s(self, loads: F64, tokens: float) -> float:
         """Routed-expert seconds of a step: Σ_layers max_ranks (model/moe_cost.py)."""
@@ -235,68 +264,3 @@ class MoEGroup:
         )
         self.events.append(event)
         return event
-
-
-def idle_transfer_s(fabric: Fabric, flows: Sequence[FlowSpec]) -> float:
-    """Seconds `flows` take as one coflow on an idle fabric, path latency included."""
-    live = [f for f in flows if f[2] > 0 and f[0] != f[1]]
-    if not live:
-        return 0.0
-    cluster = fabric.cluster
-    latency = max(cluster.path_latency_s(s, d) for s, d, _ in live)
-    return coflow_time_s(cluster, live) + latency
-
-
-class SampledStageCost:
-    """StageCost of one replica stage whose EP group is its own TP group (or ep = 1): the
-    dense part from StageCostModel, the routed experts from sampled routing (MoEGroup).
-
-    An EPLB rebalance is done inside the step that finds it due: its weight flows are put on
-    the fabric (they show in links.parquet) and the step is lengthened by their idle-fabric
-    time — the group serves nothing while its weights move (docs/moe.md §5).
-    """
-
-    def __init__(
-        self,
-        base: StageCostModel,
-        group: MoEGroup,
-        env: simpy.Environment,
-        fabric: Fabric,
-    ) -> None:
-        self.base = base
-        self.group = group
-        self.env = env
-        self.fabric = fabric
-        self.allreduces_per_step = base.allreduces_per_step
-
-    def compute_s(
-        self,
-        prefill_tokens: int,
-        prefill_attn_pairs: float,
-        decode_tokens: int,
-        decode_ctx_tokens: int,
-        prefill_seqs: int = 1,
-    ) -> float:
-        s = self.base.dense_part_s(
-            prefill_tokens, prefill_attn_pairs, decode_tokens, decode_ctx_tokens, prefill_seqs
-        )
-        tokens = prefill_tokens + decode_tokens
-        seqs = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-        if tokens <= 0:
-            return self.base.with_host(s, seqs)
-        now = self.env.now
-        group = self.group
-        if group.rebalance_due(now):
-            event = group.rebalance(now)
-            if event.flows:
-                self.fabric.transfer(event.flows)
-                event.duration_s = idle_transfer_s(self.fabric, event.flows)
-                s += event.duration_s
-        loads = group.route(now, tokens)
-        return self.base.with_host(s + group.moe_s(loads, tokens), seqs)
-
-    def allreduce_bytes(self, tokens: int) -> float:
-        return self.base.allreduce_bytes(tokens)
-
-    def handoff_bytes(self, tokens: int) -> float:
-        return self.base.handoff_bytes(tokens)

@@ -30,7 +30,8 @@ from clustersim.moe.experts import (
     empty_experts_frame,
     phase_change_times,
 )
-from clustersim.moe.moe_group import MoEGroup, SampledStageCost
+from clustersim.moe.moe_group import MoEGroup
+from clustersim.moe.sampled_stage import SampledStageCost
 from clustersim.network.all_to_all import AllToAllPlan
 from clustersim.network.fabric import Fabric
 from clustersim.serving.request_state import RequestState

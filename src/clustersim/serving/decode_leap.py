@@ -47,7 +47,7 @@ import simpy
 from clustersim.metrics.recorder import Recorder
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_set import DecodeSet
-from clustersim.serving.leap_pricing import MIN_LEAP_STEPS, LeapPrice, LeapPricing
+from clustersim.serving.leap_pricing import MIN_LEAP_STEPS, LeapPrice, LeapPricing, LeapRouting
 from clustersim.serving.leap_pricing import max_step_tokens as max_step_tokens  # re-export
 from clustersim.serving.scheduler import Scheduler
 
@@ -80,6 +80,7 @@ class DecodeLeap:
         "last",
         "n",
         "phases",
+        "routing",
         "scheduler",
         "start",
         "timer",
@@ -101,6 +102,7 @@ class DecodeLeap:
         self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
         self.cut_short = False  # whether an outside event cut it before its planned end
         self.timer: simpy.Timeout | None = None  # what the lane waits on (`wait`)
+        self.routing: LeapRouting | None = None  # a sampled-routing stage's draws ahead
 
     @property
     def end_s(self) -> float:
@@ -143,6 +145,8 @@ class DecodeLeap:
         if grown:
             sched.kv.allocate(grown)
         sched.decodes.d = self.d0 + self.last
+        if self.routing is not None:  # book the steps that ran; undo the draws past them
+            self.routing.settle(self.start, self.ends, self.last + 1)
 
     def complete(self, now: float, recorder: Recorder, replica: int) -> None:
         """At the leap's end: settle the scheduler, book its all-reduces, write the steps'
@@ -199,11 +203,17 @@ def plan_leap(
     k = min(decodes.finish_heap[0][0] - d0 + 1, price_of.horizon)  # the last step finishes
     if k < MIN_LEAP_STEPS:
         return None
+    routing = price_of.routing
+    if routing is not None:  # sampled routing: no step may find it changed (routed_leap.py)
+        if routing.blocked(now):
+            return None
+        until = min(until, routing.until_s())
     price = price_of.of(batch.decode_tokens)
     n, ctx = batch.decode_tokens, batch.decode_ctx_tokens
     limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
     if until < limit:  # each step lasts ≥ the first's compute: ≤ room / c0 end before it
-        k = min(k, int((until - now) / price.step.step_s(ctx)) + 2)
+        first = price.step.step_s(ctx) if routing is None else routing.floor_s(price.step, ctx, n)
+        k = min(k, int((until - now) / first) + 2)
         if k < MIN_LEAP_STEPS:
             return None
     leap = DecodeLeap(sched, batch, price, now)
@@ -212,7 +222,11 @@ def plan_leap(
     free, used, grown = kv.free, kv.used, 0
     residue, bs = decodes.residue, decodes.block_size
     ends, kv_used = leap.ends, leap.kv_used
-    leap.compute_s = costs = price.step.run_s(ctx, n, k)  # entries past `last` unused
+    if routing is None:
+        leap.compute_s = costs = price.step.run_s(ctx, n, k)  # entries past `last` unused
+    else:  # k steps' routing drawn now; `_settle` undoes the draws past `last`
+        leap.compute_s = costs = routing.run_s(price.step, ctx, n, k)
+        leap.routing = routing
     adds = price.adds  # after each compute: each phase's move, then its latency
     a0, a1 = adds if len(adds) == 2 else (0.0, 0.0)  # one phase: its move and latency
     two = len(adds) == 2
@@ -237,6 +251,8 @@ def plan_leap(
             break  # the step running when the next arrival lands (it cuts the leap there)
         t = end
     if len(ends) < MIN_LEAP_STEPS:
+        if routing is not None:
+            routing.settle(now, ends, 0)  # nothing ran: the stream back where it was
         return None
     leap.last = len(ends) - 1
     return leap

@@ -20,7 +20,7 @@ from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.network.fabric import Fabric
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import DecodeLeap, leaping_enabled, plan_leap
-from clustersim.serving.leap_pricing import LeapPricing
+from clustersim.serving.leap_pricing import LeapPricing, RoutedStageCost
 from clustersim.serving.next_arrival import NextArrival
 from clustersim.serving.pipeline_leap import PipelineLeap, pipeline_leap
 from clustersim.serving.pipeline_trip import Trip
@@ -48,7 +48,9 @@ class LaneLeaps:
         self, eligible: bool, fabric: object, serving: ServingSpec, kv_blocks: int
     ) -> None:
         """`eligible`: one lane (PP = 1), no speculative decoding, the plain step; leaps
-        also need the roofline cost model and, with TP > 1, the shared-link fabric."""
+        also need the roofline cost model (analytic, or with sampled routing: then the
+        routing is drawn ahead, moe/routed_leap.py) and, with TP > 1, the shared-link
+        fabric."""
         cost, group, scheduler = self.costs[0], self.groups[0], self.lanes[0].scheduler
         self._leap: DecodeLeap | None = None
         self._leap_done: DecodeLeap | None = None  # the last leap that ended (its steps, cut)
@@ -58,7 +60,7 @@ class LaneLeaps:
         if (
             eligible
             and leaping_enabled()
-            and isinstance(cost, StageCostModel)
+            and isinstance(cost, StageCostModel | RoutedStageCost)
             and (len(group) == 1 or tp_fabric is not None)
         ):
             self._pricing = LeapPricing.build(cost, tp_fabric, group, id(self), serving, kv_blocks)
@@ -108,6 +110,12 @@ class LaneLeaps:
                 return None
             trips.switch_on([stage.busy_until for stage in self.stages])
         return trips.start(lane.index, lane.scheduler, batch)
+
+    @property
+    def _routed(self) -> bool:
+        """Whether the lane's leaps draw sampled routing (then it leaps whenever it can: a
+        stepped step draws its own routing, a leap its steps' in one call)."""
+        return self._pricing is not None and self._pricing.routing is not None
 
     @property
     def kv_used_blocks(self) -> int:

@@ -12,8 +12,8 @@ twin links are booked as one (network/twin_links.py). A stepped step is then one
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any, NamedTuple
+from collections.abc import Generator, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import simpy
 
@@ -51,12 +51,47 @@ class StepAllReduce(NamedTuple):
     adds: tuple[float, ...]  # seconds the clock adds after the step's compute, in order
 
 
-class LeapPricing:
-    """Step costs of one lane's stage by decode batch size (cached: batches recur)."""
+class LeapRouting(Protocol):
+    """The routing of a sampled-routing stage's leaps (moe/routed_leap.py RoutedLeap): its
+    steps' routed-expert times are drawn, k steps in one call, when the leap is planned."""
 
-    def __init__(self, cost: StageCostModel, allreduce: PrivateAllReduce | None) -> None:
+    def blocked(self, now: float) -> bool: ...
+
+    def until_s(self) -> float: ...
+
+    def floor_s(self, dense: DecodeStepCost, ctx_tokens: int, n: int) -> float: ...
+
+    def run_s(self, dense: DecodeStepCost, ctx_tokens: int, n: int, k: int) -> list[float]: ...
+
+    def settle(self, start: float, ends: Sequence[float], steps: int) -> None: ...
+
+
+@runtime_checkable
+class RoutedStageCost(Protocol):
+    """A stage cost whose routed experts are sampled (moe/sampled_stage.py): the dense part
+    is `base`'s; its leaps draw their routing through `leap_routing()`."""
+
+    base: StageCostModel
+    allreduces_per_step: int
+
+    def leap_routing(self) -> LeapRouting: ...
+
+    def allreduce_bytes(self, tokens: int) -> float: ...
+
+
+class LeapPricing:
+    """Step costs of one lane's stage by decode batch size (cached: batches recur).
+    `routing`: a sampled-routing stage's (None: the analytic cost prices whole steps)."""
+
+    def __init__(
+        self,
+        cost: StageCostModel,
+        allreduce: PrivateAllReduce | None,
+        routing: LeapRouting | None = None,
+    ) -> None:
         self.cost = cost
         self.allreduce = allreduce
+        self.routing = routing
         self._by_n: dict[int, LeapPrice] = {}
         self._steps: dict[int, StepAllReduce | None] = {}  # a step's tokens → its all-reduce
         self.horizon = MAX_LEAP_STEPS  # steps the next leap plans at most (adaptive)
@@ -72,7 +107,7 @@ class LeapPricing:
     @classmethod
     def build(
         cls,
-        cost: StageCostModel,
+        cost: StageCostModel | RoutedStageCost,
         fabric: Fabric | None,
         group: tuple[str, ...],
         owner: int,
@@ -85,7 +120,9 @@ class LeapPricing:
         if fabric is not None:
             max_bytes = cost.allreduce_bytes(max_step_tokens(serving, kv_blocks))
             allreduce = PrivateAllReduce(fabric, group, owner, max_bytes, cost.allreduces_per_step)
-        return cls(cost, allreduce)
+        if isinstance(cost, StageCostModel):
+            return cls(cost, allreduce)
+        return cls(cost.base, allreduce, cost.leap_routing())
 
     def usable(self, now: float) -> bool:
         """Whether a leap may start now: TP1, or TP all-reduces alone on their links once

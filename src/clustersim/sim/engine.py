@@ -99,8 +99,12 @@ class _Simulation:
         else:
             layout = exp.layout
             # only the replicas' TP all-reduces and PP hand-offs use the fabric: leaps may
-            # price them (serving/decode_leap.py, serving/pipeline_leap.py)
-            self.fabric.only_tp_allreduces = built.ep is None and layout.cp == 1
+            # price them (serving/decode_leap.py, serving/pipeline_leap.py); MoE adds
+            # all-to-alls (DP-attention) or EPLB weight moves, else nothing
+            ep = built.ep
+            self.fabric.only_tp_allreduces = layout.cp == 1 and (
+                ep is None or (not ep.dp_attention and ep.experts.eplb is None)
+            )
             self.outstanding = [0] * layout.dp
             self.kv_fraction = [0.0] * layout.dp
             self.max_model_len = exp.serving.max_model_len or exp.model.max_context

@@ -28,7 +28,8 @@ from clustersim.faults import FaultSchedule
 from clustersim.model.speculative_cost import SpeculativeStageCost
 from clustersim.model.stage_cost import StageCost, StageCostModel
 from clustersim.moe.ep_group import DPRank, EPGroup
-from clustersim.moe.moe_group import MoEGroup, SampledStageCost
+from clustersim.moe.moe_group import MoEGroup
+from clustersim.moe.sampled_stage import SampledStageCost
 from clustersim.network.detours import stranded_gpus
 from clustersim.network.fabric import Fabric
 from clustersim.serving.replica import Process, Replica
