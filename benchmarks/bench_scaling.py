@@ -20,11 +20,16 @@ Cases:
   vidur[N]     Vidur's scenario: llama-2-70b TP2 on A100, N (100k) requests 512/128, 2 req/s
   pp{P}[_N]    llama-3.1-70b TP8 × PP P, N (10k) requests 512/128, Poisson 10 req/s
   ep{E}_{S}    deepseek-v3 DP-attention + EP E on H800, chat traffic 4 req/s a rank, S s
+  moe_tp8_{S}  deepseek-v3 TP8 = EP8, one replica on H200, chat traffic 3 req/s, S s
+  mixtral_dp{D}  mixtral-8x7b TP1 × D replicas, Zipf routing with drift, 3 req/s a replica
+               (the two MoE decode-leap cases: moe/routed_leap.py)
+  CASE@step    CASE run with decode leaps off (CLUSTERSIM_DECODE_LEAP=0): what leaps save
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
@@ -41,6 +46,7 @@ TABLES: dict[str, list[str]] = {
     "pp": ["pp1_1000", "pp2_1000", "pp4_1000", "pp8_1000", "pp1", "pp2", "pp4", "pp8"],
     "ep": ["ep16_3", "ep32_3", "ep64_3", "ep128_3"],
     "vidur": ["vidur20000", "vidur"],
+    "moe_leap": ["moe_tp8_600@step", "moe_tp8_600", "mixtral_dp8@step", "mixtral_dp8"],
 }
 BIG = {"req1000000", "rep512", "pp4", "pp8", "vidur"}
 
@@ -131,8 +137,52 @@ horizon: {{duration_s: {seconds}}}
 """
 
 
+def sampled_moe(seconds: int) -> str:
+    return f"""\
+name: b
+seed: 14
+model: deepseek-v3
+hardware: h200
+topology: {{name: h200x8, nodes: 1, gpus_per_node: 8, gpu: h200,
+  nvlink: {{domain: node, bandwidth_GBps: 450, latency_us: 2.0}}}}
+layout: {{tp: 8, ep: 8}}
+precision: {{weights: fp8, activations: fp8, kv_cache: fp8, dispatch: fp8, combine: bf16}}
+serving: {{engine: sglang, max_num_seqs: 512, max_num_batched_tokens: 8192}}
+experts: {{routing: {{distribution: zipf, skew: 0.8}}}}
+workload:
+  arrival: {{process: poisson, rate_rps: 3}}
+  prompt_tokens: {{dist: lognormal, median: 1000, sigma: 0.6, max: 8192}}
+  output_tokens: {{dist: lognormal, median: 300, sigma: 0.5, max: 2048}}
+horizon: {{duration_s: {seconds}}}
+"""
+
+
+def mixtral(replicas: int) -> str:
+    return f"""\
+name: b
+seed: 3
+model: mixtral-8x7b
+topology: {{name: t, nodes: {max(1, replicas // 8)}, gpus_per_node: 8, gpu: h100-sxm,
+  nvlink: {{domain: node, bandwidth_GBps: 450, latency_us: 2.0}},
+  network: {{kind: infiniband, nics_per_node: 8, bandwidth_GBps: 50}}}}
+layout: {{tp: 1, dp: {replicas}}}
+precision: {{weights: fp8, activations: fp8, kv_cache: fp8}}
+experts: {{routing: {{distribution: zipf, skew: 1.0, drift_interval_s: 5}}}}
+workload:
+  arrival: {{process: poisson, rate_rps: {3 * replicas}}}
+  prompt_tokens: {{dist: lognormal, median: 512, sigma: 0.5, max: 4096}}
+  output_tokens: {{dist: lognormal, median: 128, sigma: 0.7, max: 1024}}
+horizon: {{duration_s: 300}}
+"""
+
+
 def yaml_for(case: str) -> str:
     """The experiment YAML of a named case (see the module docstring)."""
+    case = case.removesuffix("@step")
+    if m := re.fullmatch(r"moe_tp8_(\d+)", case):
+        return sampled_moe(int(m.group(1)))
+    if m := re.fullmatch(r"mixtral_dp(\d+)", case):
+        return mixtral(int(m.group(1)))
     if case == "floor":
         return dense_8b(8, 100_000)
     if m := re.fullmatch(r"req(\d+)", case):
@@ -165,14 +215,25 @@ def row(case: str, m: Measurement) -> str:
     )
 
 
+def measured(case: str, repeat: int) -> Measurement:
+    """The least-CPU run of `case` (a `@step` case with decode leaps off in its workers)."""
+    if not case.endswith("@step"):
+        return best_of(repeat, clustersim_task, yaml_for(case))
+    os.environ["CLUSTERSIM_DECODE_LEAP"] = "0"  # inherited by the spawned workers
+    try:
+        return best_of(repeat, clustersim_task, yaml_for(case))
+    finally:
+        del os.environ["CLUSTERSIM_DECODE_LEAP"]
+
+
 def ratio(a: str, b: str, repeat: int) -> int:
     """Cases a and b run alternately `repeat` times each: their rows, the ratio of their
     least CPU and the median ratio of each a run to the b run beside it."""
     a_runs: list[Measurement] = []
     b_runs: list[Measurement] = []
     for _ in range(repeat):
-        a_runs.append(best_of(1, clustersim_task, yaml_for(a)))
-        b_runs.append(best_of(1, clustersim_task, yaml_for(b)))
+        a_runs.append(measured(a, 1))
+        b_runs.append(measured(b, 1))
     print(HEADER, flush=True)
     for case, runs in ((a, a_runs), (b, b_runs)):
         best = min(runs, key=lambda m: m["cpu_s"])
@@ -224,7 +285,7 @@ def main(argv: list[str]) -> int:
         ap.error("name cases or --table (see --list)")
     print(HEADER, flush=True)
     for case in cases:
-        print(row(case, best_of(args.repeat, clustersim_task, yaml_for(case))), flush=True)
+        print(row(case, measured(case, args.repeat)), flush=True)
     return 0
 
 
