@@ -241,26 +241,26 @@ class StageCostModel:
         prefill_seqs: int = 1,
     ) -> float:
         """GPU seconds of a step without the routed experts and without host time (add
-        Σ_layers max_ranks moe_layer_s, then `with_host`)."""
-        graph = prefill_tokens == 0 and decode_tokens <= self._graph_max_batch
-        t = prefill_tokens + decode_tokens
-        if t <= 0:
-            return self._graph.overhead_s
-        floor, s, elt_floor, attn_floor = self._graph if graph else self._eager
-        lin, att, ends = self.linear, self.attention, self.ends
-        s = add_gemms_s(s, lin, t, t + self._m_half, floor)
-        elt = t * lin.elementwise_s
-        s += elt if elt > elt_floor else elt_floor
+        Σ_layers max_ranks moe_layer_s, then `with_host`): `compute_s`'s additions up to its
+        routed experts, on the same cached context-free part (stage_parts.step_part)."""
+        key = (prefill_tokens, decode_tokens, prefill_seqs)
+        part = self._parts.get(key)
+        if part is None:
+            if prefill_tokens + decode_tokens <= 0:
+                return self._graph.overhead_s
+            part = self._step_part(*key)
+            if len(self._parts) < MAX_STEP_PARTS:
+                self._parts[key] = part
+        s, attn_floor, decode_seqs_s, embed_s, lm_s = part[:5]
         if decode_tokens:
-            attn = decode_ctx_tokens * att.decode_s_per_token + decode_tokens * att.decode_s_per_seq
+            attn = decode_ctx_tokens * self._decode_s_per_token + decode_seqs_s
             s += attn if attn > attn_floor else attn_floor
         if prefill_tokens:
-            attn = prefill_attn_pairs * att.prefill_s_per_pair
+            attn = prefill_attn_pairs * self._prefill_s_per_pair
             s += attn if attn > attn_floor else attn_floor
-        s += t * ends.embed_s
-        if ends.lm_head:
-            lm_rows = step_seqs(prefill_tokens, decode_tokens, prefill_seqs)
-            s += lm_head_s(ends, lm_rows, self._m_half, floor)
+        s += embed_s
+        if lm_s is not None:
+            s += lm_s
         return s
 
     # ------------------------------------------------------------------ MoE hooks
