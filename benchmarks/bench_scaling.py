@@ -23,6 +23,8 @@ Cases:
   moe_tp8_{S}  deepseek-v3 TP8 = EP8, one replica on H200, chat traffic 3 req/s, S s
   mixtral_dp{D}  mixtral-8x7b TP1 × D replicas, Zipf routing with drift, 3 req/s a replica
                (the two MoE decode-leap cases: moe/routed_leap.py)
+  dpa8_{S}     deepseek-v3 DP-attention 8 × EP8 on H200, 8 requests in a closed loop, S s
+               (the DP-attention group's leaps: moe/ep_leap.py)
   CASE@step    CASE run with decode leaps off (CLUSTERSIM_DECODE_LEAP=0): what leaps save
 """
 
@@ -46,7 +48,14 @@ TABLES: dict[str, list[str]] = {
     "pp": ["pp1_1000", "pp2_1000", "pp4_1000", "pp8_1000", "pp1", "pp2", "pp4", "pp8"],
     "ep": ["ep16_3", "ep32_3", "ep64_3", "ep128_3"],
     "vidur": ["vidur20000", "vidur"],
-    "moe_leap": ["moe_tp8_600@step", "moe_tp8_600", "mixtral_dp8@step", "mixtral_dp8"],
+    "moe_leap": [
+        "moe_tp8_600@step",
+        "moe_tp8_600",
+        "mixtral_dp8@step",
+        "mixtral_dp8",
+        "dpa8_600@step",
+        "dpa8_600",
+    ],
 }
 BIG = {"req1000000", "rep512", "pp4", "pp8", "vidur"}
 
@@ -157,6 +166,25 @@ horizon: {{duration_s: {seconds}}}
 """
 
 
+def dp_attention_light(seconds: int) -> str:
+    return f"""\
+name: b
+seed: 14
+model: deepseek-v3
+hardware: h200
+topology: {{name: h200x8, nodes: 1, gpus_per_node: 8, gpu: h200,
+  nvlink: {{domain: node, bandwidth_GBps: 450, latency_us: 2.0}}}}
+layout: {{tp: 1, dp: 8, ep: 8, dp_attention: true}}
+precision: {{weights: fp8, activations: fp8, kv_cache: fp8, dispatch: fp8, combine: bf16}}
+serving: {{engine: sglang, max_num_seqs: 512, max_num_batched_tokens: 8192}}
+workload:
+  arrival: {{process: closed, concurrency: 8}}
+  prompt_tokens: {{dist: lognormal, median: 1000, sigma: 0.6, max: 8192}}
+  output_tokens: {{dist: lognormal, median: 300, sigma: 0.5, max: 2048}}
+horizon: {{duration_s: {seconds}}}
+"""
+
+
 def mixtral(replicas: int) -> str:
     return f"""\
 name: b
@@ -181,6 +209,8 @@ def yaml_for(case: str) -> str:
     case = case.removesuffix("@step")
     if m := re.fullmatch(r"moe_tp8_(\d+)", case):
         return sampled_moe(int(m.group(1)))
+    if m := re.fullmatch(r"dpa8_(\d+)", case):
+        return dp_attention_light(int(m.group(1)))
     if m := re.fullmatch(r"mixtral_dp(\d+)", case):
         return mixtral(int(m.group(1)))
     if case == "floor":

@@ -19,6 +19,7 @@ from clustersim.catalog.topologies import get_topology
 from clustersim.config.schema import Precision
 from clustersim.model.decode_run import DecodeStepCost
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.moe import ep_leap
 from clustersim.network import completion_ties, twin_links
 from clustersim.network.ledger import LinkLedger
 from clustersim.serving import decode_leap, lane_leaps, pipeline_leap, replica, tp1_lane
@@ -26,12 +27,17 @@ from clustersim.topology.graph import build_cluster
 from run_files import run_files
 
 # dense TP1 (leaps), with preemption + least_kv + no chunked prefill (SGLang), closed loop +
-# reserve_full (TensorRT-LLM), TP2 × PP2 on one node (links shared by its stages: steps) and
-# MoE (step), disaggregated pools (leaps cut by KV arrivals and reservations), TP2 and TP8
-# (leaps with closed-form all-reduces); pipeline leaps (serving/pipeline_leap.py): TP1 × PP4,
-# TP1 × PP2 with preemption + least_kv, TP8 × PP2 on two nodes, TP8 × PP8 on eight nodes
-# (hand-offs crossing the fat tree's spine, several flows on a link); one replica at TP2 and
-# TP1 (leaps planned up to the announced next arrival: serving/next_arrival.py)
+# reserve_full (TensorRT-LLM), TP2 × PP2 on one node (links shared by its stages: steps);
+# MoE with sampled routing (moe/routed_leap.py): ep = 1 × DP2 with and without hot-set
+# drift, TP4 = EP4 and DeepSeek-V3 TP8 = EP8 (one replica: leaps), TP2 = EP2 × DP2 (a shared
+# stream: steps); DP-attention groups (moe/ep_leap.py): EP8 with drift and EPLB, EP8 with
+# little KV (leaps end before a step that would preempt), EP16 across
+# two nodes in a closed loop with reserve_full; disaggregated pools (leaps cut by KV
+# arrivals and reservations), TP2 and TP8 (leaps with closed-form all-reduces); pipeline
+# leaps (serving/pipeline_leap.py): TP1 × PP4, TP1 × PP2 with preemption + least_kv, TP8 ×
+# PP2 on two nodes, TP8 × PP8 on eight nodes (hand-offs crossing the fat tree's spine,
+# several flows on a link); one replica at TP2 and TP1 (leaps planned up to the announced
+# next arrival: serving/next_arrival.py)
 CASES = {
     "dense": """\
 name: dense
@@ -157,6 +163,55 @@ workload:
   prompt_tokens: {dist: lognormal, median: 1000, sigma: 0.6, max: 8192}
   output_tokens: {dist: lognormal, median: 300, sigma: 0.5, max: 2048}
 horizon: {duration_s: 5}
+""",
+    "dp_attention_ep8": """\
+name: dp_attention_ep8
+seed: 20
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 8, ep: 8, dp_attention: true}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+experts:
+  routing: {distribution: zipf, skew: 1.2, drift_interval_s: 0.8}
+  eplb: {redundant_experts: 8, rebalance_interval_s: 1.0}
+workload:
+  arrival: {process: poisson, rate_rps: 10}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 128, sigma: 0.7, max: 1024}
+horizon: {duration_s: 4}
+""",
+    "dp_attention_ep8_kv": """\
+name: dp_attention_ep8_kv
+seed: 22
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {tp: 1, dp: 8, ep: 8, dp_attention: true}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+serving: {gpu_memory_utilization: 0.2}
+experts:
+  routing: {distribution: zipf, skew: 1.2}
+  eplb: {redundant_experts: 8}
+workload:
+  arrival: {process: poisson, rate_rps: 40}
+  prompt_tokens: {dist: lognormal, median: 512, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 512, sigma: 0.7, max: 1024}
+horizon: {duration_s: 4}
+""",
+    "dp_attention_ep16_closed": """\
+name: dp_attention_ep16_closed
+seed: 21
+model: qwen3-235b-a22b
+topology: h100x16_ib
+layout: {tp: 1, dp: 16, ep: 16, dp_attention: true}
+precision: {weights: fp8, activations: fp8, kv_cache: fp8}
+serving: {kv_admission: reserve_full}
+experts:
+  routing: {distribution: dirichlet, concentration: 0.3}
+workload:
+  arrival: {process: closed, concurrency: 6}
+  prompt_tokens: {dist: lognormal, median: 256, sigma: 0.5, max: 4096}
+  output_tokens: {dist: lognormal, median: 96, sigma: 0.7, max: 1024}
+horizon: {duration_s: 3}
 """,
     "disagg": """\
 name: disagg
@@ -324,6 +379,41 @@ def test_leaps_happen_and_outside_events_cut_them(
         _run(tmp_path / name, name, True, monkeypatch)
     assert counts["leaps"] > 100
     assert 0 < counts["cuts"] < counts["leaps"]
+
+
+def test_moe_leaps_happen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MoE cases above leap (not vacuous): replica stages drawing their routing ahead
+    (one replica, or ep = 1), and the DP-attention groups, some leaps cut by arrivals; the
+    replicas sharing one stream at ep = 2 step."""
+    routed: dict[str, int] = {}
+    group = {"leaps": 0, "cuts": 0}
+    plan, plan_group, cut = lane_leaps.plan_leap, ep_leap.GroupLeaps.plan, ep_leap.GroupLeap.cut
+
+    def counting_plan(*args: Any) -> decode_leap.DecodeLeap | None:
+        leap = plan(*args)
+        if leap is not None and leap.routing is not None:
+            routed[name] = routed.get(name, 0) + 1
+        return leap
+
+    def counting_group_plan(self: ep_leap.GroupLeaps, *args: Any) -> ep_leap.GroupLeap | None:
+        leap = plan_group(self, *args)
+        group["leaps"] += leap is not None
+        return leap
+
+    def counting_cut(self: ep_leap.GroupLeap, now: float) -> None:
+        group["cuts"] += not self.allocated
+        cut(self, now)
+
+    monkeypatch.setattr(lane_leaps, "plan_leap", counting_plan)
+    monkeypatch.setattr(ep_leap.GroupLeaps, "plan", counting_group_plan)
+    monkeypatch.setattr(ep_leap.GroupLeap, "cut", counting_cut)
+    names = ("moe", "moe_tp1_drift", "moe_tp4_ep4", "moe_tp2_ep2_dp2", "dp_attention_ep8")
+    for name in names:
+        (tmp_path / name).mkdir()
+        _run(tmp_path / name, name, True, monkeypatch)
+    assert min(routed.get(n, 0) for n in ("moe", "moe_tp1_drift", "moe_tp4_ep4")) > 50
+    assert "moe_tp2_ep2_dp2" not in routed
+    assert group["leaps"] > 50 and group["cuts"] > 0
 
 
 def test_pipeline_leaps_happen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,6 +46,7 @@ from clustersim.config.schema import ServingSpec
 from clustersim.metrics.recorder import Recorder
 from clustersim.model.speculative_cost import LockstepVerify, RankStep
 from clustersim.model.stage_cost import StageCostModel
+from clustersim.moe.ep_leap import GroupLeaps
 from clustersim.moe.moe_group import MoEGroup
 from clustersim.moe.rank_dense import RankDense
 from clustersim.network.all_to_all import A2A_NORMAL_SMS, AllToAllPlan
@@ -139,7 +140,7 @@ class EPGroup:
         self.ranks = [DPRank(self, d, self._fresh_scheduler()) for d in range(len(self.rank_gpus))]
         self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
-        self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
+        self.rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
         # each DP rank's dense part (a slowed GPU re-prices its rank's: docs/faults.md)
         self.dense = RankDense(cost, len(self.rank_gpus), self._decode_ctx)
         self._copies_version = -1  # MoEGroup.version the cached token copies belong to
@@ -148,6 +149,7 @@ class EPGroup:
         self._idle = True
         self._wake = env.event()
         self.steps = 0
+        self.leaps: GroupLeaps | None = None  # decode leaps (MoERuntime.allow_group_leaps)
         env.process(self._run())
 
     def wake(self) -> None:
@@ -178,7 +180,7 @@ class EPGroup:
         """Dispatch and combine flows of a step (network/all_to_all.py): normal-kernel pattern
         when any rank prefills, low-latency pattern for decode-only steps."""
         total = float(sum(tokens))
-        per_gpu = np.asarray(tokens, dtype=np.float64)[self._rank_of_gpu] / self.tp
+        per_gpu = np.asarray(tokens, dtype=np.float64)[self.rank_of_gpu] / self.tp
         sampled = loads.sum(axis=0)  # pairs per rank, Σ over layers
         if not any(b is not None and b.prefill_tokens > 0 for b in batches):
             src_share = per_gpu / total
@@ -257,7 +259,15 @@ class EPGroup:
                 self._wake = env.event()
                 yield self._wake
                 continue
+            leaps = self.leaps
+            if leaps is not None and (leap := leaps.plan(self._scheds(), batches, tokens, now)):
+                yield from leaps.run(env, leap)  # moe/ep_leap.py: the steps, their rows
+                self.steps += leap.last + 1
+                continue
             yield from self._step(batches, tokens, total)
+
+    def _scheds(self) -> list[Scheduler]:
+        return [r.scheduler for r in self.ranks]
 
     def _step(self, batches: list[Batch | None], tokens: list[int], total: int) -> Process:
         env = self.env

@@ -23,6 +23,7 @@ from clustersim.model.speculative_cost import LockstepVerify
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.ep_group import DPRank, EPGroup
 from clustersim.moe.ep_layout import EPGroupSpec, EPLayout
+from clustersim.moe.ep_leap import GroupExchange, GroupLeaps
 from clustersim.moe.eplb import ExpertPlacement, linear_placement, rebalance
 from clustersim.moe.experts import (
     ExpertLedger,
@@ -31,9 +32,11 @@ from clustersim.moe.experts import (
     phase_change_times,
 )
 from clustersim.moe.moe_group import MoEGroup
+from clustersim.moe.routed_leap import RoutedLeap
 from clustersim.moe.sampled_stage import SampledStageCost
 from clustersim.network.all_to_all import AllToAllPlan
 from clustersim.network.fabric import Fabric
+from clustersim.serving.decode_leap import leaping_enabled
 from clustersim.serving.request_state import RequestState
 from clustersim.serving.speculative_decode import SpeculativeDecoding
 from clustersim.topology.graph import Cluster
@@ -193,6 +196,29 @@ class MoERuntime:
         )
         self.ep_group = ep_group
         return ep_group.ranks
+
+    def allow_group_leaps(self) -> None:
+        """Let the DP-attention group leap over steady decode (moe/ep_leap.py): call only
+        when its exchanges are the fabric's only transfers (a co-located run, no faults).
+        Not with two-batch overlap, speculative decoding or TP > 1 ranks, nor when
+        CLUSTERSIM_DECODE_LEAP=0."""
+        group = self.ep_group
+        if group.tp != 1 or group.tbo or group.verify is not None or not leaping_enabled():
+            return
+        exchange = GroupExchange(
+            group.a2a, group.rank_of_gpu, group.tp, (group.dispatch_bytes, group.combine_bytes)
+        )
+        leaps = GroupLeaps(
+            group.cost,
+            group.dense,
+            RoutedLeap(group.cost, group.moe),
+            exchange,
+            self.fabric,
+            group.recorder,
+        )
+        group.leaps = leaps
+        for rank in group.ranks:
+            rank.scheduler.interrupt = leaps.interrupt
 
     # ------------------------------------------------------------------ tables
 

@@ -71,16 +71,21 @@ class RoutedLeap:
         """Seconds of k decode steps of n sequences, the first reading `ctx_tokens` tokens of
         context: the k steps' routing drawn in one call (call `blocked` first, at the leap's
         start). Entries past the steps the leap runs are unused; `settle` undoes their draws."""
+        routed = self.group.cost.steps_s(self.draw(n, k), n).tolist()
+        dense_s = dense.dense_run_s(ctx_tokens, n, k)
+        with_host, seqs = self.base.with_host, step_seqs(0, n, 0)
+        return [with_host(d + m, seqs) for d, m in zip(dense_s, routed, strict=True)]
+
+    def draw(self, tokens: int, k: int) -> F64:
+        """k steps' (layers, ranks) loads of `tokens` tokens each, drawn in one call (call
+        `blocked` first); `settle` books the steps that ran and undoes the rest's draws."""
         group = self.group
         rng = group.rng
         # one rank draws nothing: others may draw from the stream meanwhile (hot-set moves)
         self._state = rng.bit_generator.state if len(group.ranks) > 1 else None
-        self._loads = loads = sample_rank_loads_steps(rng, n * group.top_k, group.q, k)
-        self._tokens = n
-        routed = group.cost.steps_s(loads, n).tolist()
-        dense_s = dense.dense_run_s(ctx_tokens, n, k)
-        with_host, seqs = self.base.with_host, step_seqs(0, n, 0)
-        return [with_host(d + m, seqs) for d, m in zip(dense_s, routed, strict=True)]
+        self._loads = loads = sample_rank_loads_steps(rng, tokens * group.top_k, group.q, k)
+        self._tokens = tokens
+        return loads
 
     def settle(self, start: float, ends: Sequence[float], steps: int) -> None:
         """The leap ran its first `steps` steps, from `start` (s), ending at `ends`: book

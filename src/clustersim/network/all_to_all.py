@@ -197,6 +197,17 @@ class AllToAllPlan:
         vals = share * pairs * inv * bytes_per_pair
         return self.pair_set(normal=False, reverse=reverse), vals
 
+    def low_latency_steps(
+        self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
+    ) -> tuple[PairSet, F64]:
+        """`low_latency_transfer` of several steps at once: `dst_pairs` (steps, ranks), the
+        bytes (steps, pairs), each row the same products as one step's."""
+        inv = self._ll_inv_pairs[1 if reverse else 0]
+        share = np.asarray(src_share, dtype=np.float64)[self._rows]
+        pairs = np.asarray(dst_pairs, dtype=np.float64)[:, self._cols]
+        vals = share * pairs * inv * bytes_per_pair
+        return self.pair_set(normal=False, reverse=reverse), vals
+
     def pair_set(self, normal: bool, reverse: bool) -> PairSet:
         """The routed (src, dst) pairs of a pattern and direction, built once."""
         key = (normal, reverse)

@@ -144,6 +144,8 @@ class _Simulation:
                 self.fabric,
                 self._end_one,
             )
+        if self.faults is None and self.moe is not None and self.moe.dp_attention:
+            self.moe.allow_group_leaps()  # co-located: its exchanges alone on the fabric
         if self.faults is not None:  # replicas stop and slow down mid-run: no decode leaps
             self.fabric.only_tp_allreduces = False
             for unit in self.replicas:
