@@ -234,7 +234,7 @@ class GroupLeaps:
         total = sum(tokens)
         loads = self.routing.draw(total, k)  # `_settle` undoes the draws past `last`
         leap.routing = self.routing
-        self._price(leap, batches, tokens, loads, now, min(self.routing.until_s(), 2.0 * now))
+        self._price(leap, batches, tokens, loads, now, self.routing.until_s())
         if len(leap.ends) < MIN_LEAP_STEPS:
             self.routing.settle(now, leap.ends, 0)  # nothing ran: the stream back
             return None
