@@ -24,7 +24,6 @@ Not leapt: two-batch overlap, speculative decoding, TP > 1 ranks, prefix caching
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
 from collections.abc import Generator, Sequence
 from operator import truediv
 from typing import Any, NamedTuple
@@ -42,6 +41,7 @@ from clustersim.network.all_to_all import AllToAllPlan
 from clustersim.network.fabric import Fabric
 from clustersim.network.routing import Demand, pair_demands
 from clustersim.serving.batch import Batch
+from clustersim.serving.decode_leap import CommittedSteps
 from clustersim.serving.decode_set import DecodeSet
 from clustersim.serving.leap_pricing import MAX_LEAP_STEPS, MIN_LEAP_STEPS
 from clustersim.serving.scheduler import Scheduler
@@ -74,44 +74,20 @@ class RankRun:
         self.grown: list[int] = [0]  # blocks allocated since step 0, per step
 
 
-class GroupLeap:
+class GroupLeap(CommittedSteps):
     """A committed run of the group's decode steps (see module docstring): step i runs from
     ends[i − 1] (`start` for step 0) to ends[i]. `scheds`: every rank's scheduler; `runs`:
     the decoding ranks' parts (the others are idle: no work, nothing changes there)."""
 
     def __init__(self, scheds: list[Scheduler], runs: list[RankRun], start: float) -> None:
+        super().__init__()
         self.scheds = scheds
         self.runs = runs
         self.start = start
-        self.ends: list[float] = []
         self.compute_s: list[float] = []
         self.bookings: list[Booking] = []  # the coflows' ledger records, two a step at most
         self.booked_by: list[int] = []  # bookings made by each step's end
-        self.last = -1
-        self.allocated = False
-        self.cut_short = False
-        self.timer: simpy.Timeout | None = None
         self.routing: RoutedLeap | None = None
-
-    def wait(self, env: simpy.Environment) -> simpy.Timeout:
-        """The timer the group waits on, at the last step's end (exact: Sterbenz)."""
-        self.timer = env.timeout(self.ends[self.last] - env.now)
-        return self.timer
-
-    def cut(self, now: float) -> None:
-        """End the leap after the step running at `now` and settle the ranks to it; the
-        group's waiter moves to a timer at that step's end."""
-        if self.allocated:
-            return
-        j = min(bisect_left(self.ends, now), self.last)
-        self.cut_short = j < self.last
-        self.last = j
-        self._settle()
-        timer = self.timer
-        if self.cut_short and timer is not None:
-            sooner = timer.env.timeout(self.ends[j] - now)  # exact: Sterbenz
-            sooner.callbacks, timer.callbacks = timer.callbacks, []
-            self.timer = sooner
 
     def _settle(self) -> None:
         """Allocate each rank's blocks of steps 1..last (each is then at decode step

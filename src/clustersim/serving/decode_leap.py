@@ -57,52 +57,20 @@ def leaping_enabled() -> bool:
     return os.environ.get("CLUSTERSIM_DECODE_LEAP", "1") != "0"
 
 
-class DecodeLeap:
-    """A committed run of pure-decode steps of one lane (see module docstring).
+class CommittedSteps:
+    """A run of steps ending at `ends` that a process waits for as one timer, and that an
+    outside event may cut after the step running then (a lane's decode leap below; a
+    DP-attention group's, moe/ep_leap.py). Subclasses bring their state to the cut in
+    `_settle` (called once: at the cut, or by the owner at the end)."""
 
-    Step i (0 ≤ i ≤ last) is the lane's decode step d0 + i, from ends[i − 1] (`start` for
-    step 0) to ends[i]: `compute_s[i]` of compute, then the all-reduce phases' moves and
-    latencies (`adds`); step 0's batch was formed (and its blocks allocated) by the scheduler
-    as usual. Planning keeps only what an outside cut needs (ends, blocks in use): the rows'
-    communication times and the entities' times are added again, the same floats, for the
-    steps that ran."""
+    __slots__ = ("allocated", "cut_short", "ends", "last", "timer")
 
-    __slots__ = (
-        "adds",
-        "allocated",
-        "allreduce",
-        "compute_s",
-        "cut_short",
-        "cycle",
-        "d0",
-        "ends",
-        "kv_used",
-        "last",
-        "n",
-        "phases",
-        "routing",
-        "scheduler",
-        "start",
-        "timer",
-    )
-
-    def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice, start: float) -> None:
-        self.scheduler = scheduler
-        self.n = batch.decode_tokens
-        self.d0 = batch.decode_step
-        self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
-        self.cycle = price.cycle  # what they add to the link ledger inside one bin
-        self.allreduce = price.allreduce
-        self.adds = price.adds  # seconds added after each step's compute, in order
-        self.start = start
+    def __init__(self) -> None:
         self.ends: list[float] = []
-        self.compute_s: list[float] = []
-        self.kv_used: list[int] = []  # blocks in use during step i (its allocation included)
-        self.last = -1  # the step the leap ends with (lowered by `cut`)
-        self.allocated = False  # whether steps 1..last's blocks are in the KV pool yet
+        self.last = -1  # the step the run ends with (lowered by `cut`)
+        self.allocated = False  # whether `_settle` has run
         self.cut_short = False  # whether an outside event cut it before its planned end
-        self.timer: simpy.Timeout | None = None  # what the lane waits on (`wait`)
-        self.routing: LeapRouting | None = None  # a sampled-routing stage's draws ahead
+        self.timer: simpy.Timeout | None = None  # what the owner waits on (`wait`)
 
     @property
     def end_s(self) -> float:
@@ -112,19 +80,15 @@ class DecodeLeap:
         """The step running at `now` (the first whose end is at or after it)."""
         return min(bisect_left(self.ends, now), self.last)
 
-    def kv_used_at(self, now: float) -> int:
-        """Blocks the lane holds at `now`, as stepping would show them."""
-        return self.kv_used[self.step_at(now)]
-
     def wait(self, env: simpy.Environment) -> simpy.Timeout:
-        """The timer the lane waits on, at the last step's end (exact: Sterbenz)."""
+        """The timer the owner waits on, at the last step's end (exact: Sterbenz)."""
         self.timer = env.timeout(self.end_s - env.now)
         return self.timer
 
     def cut(self, now: float) -> None:
-        """End the leap after the step running at `now` and settle the scheduler to `now`.
-        The lane, waiting for a later end, then waits for this one: the waiter's callbacks
-        move to a timer at that end (the one `wait` returned fires to no one)."""
+        """End the run after the step running at `now` and settle it there. The owner,
+        waiting for a later end, then waits for this one: the waiter's callbacks move to a
+        timer at that end (the one `wait` returned fires to no one)."""
         if self.allocated:
             return
         j = self.step_at(now)
@@ -136,6 +100,52 @@ class DecodeLeap:
             sooner = timer.env.timeout(self.ends[j] - now)  # exact: Sterbenz
             sooner.callbacks, timer.callbacks = timer.callbacks, []
             self.timer = sooner
+
+    def _settle(self) -> None:
+        raise NotImplementedError
+
+
+class DecodeLeap(CommittedSteps):
+    """A committed run of pure-decode steps of one lane (see module docstring).
+
+    Step i (0 ≤ i ≤ last) is the lane's decode step d0 + i, from ends[i − 1] (`start` for
+    step 0) to ends[i]: `compute_s[i]` of compute, then the all-reduce phases' moves and
+    latencies (`adds`); step 0's batch was formed (and its blocks allocated) by the scheduler
+    as usual. Planning keeps only what an outside cut needs (ends, blocks in use): the rows'
+    communication times and the entities' times are added again, the same floats, for the
+    steps that ran. `_settle` allocates the blocks of steps 1..last."""
+
+    __slots__ = (
+        "adds",
+        "allreduce",
+        "compute_s",
+        "cycle",
+        "d0",
+        "kv_used",
+        "n",
+        "phases",
+        "routing",
+        "scheduler",
+        "start",
+    )
+
+    def __init__(self, scheduler: Scheduler, batch: Batch, price: LeapPrice, start: float) -> None:
+        super().__init__()
+        self.scheduler = scheduler
+        self.n = batch.decode_tokens
+        self.d0 = batch.decode_step
+        self.phases = price.phases  # all-reduce phases after each step's compute (TP > 1)
+        self.cycle = price.cycle  # what they add to the link ledger inside one bin
+        self.allreduce = price.allreduce
+        self.adds = price.adds  # seconds added after each step's compute, in order
+        self.start = start
+        self.compute_s: list[float] = []
+        self.kv_used: list[int] = []  # blocks in use during step i (its allocation included)
+        self.routing: LeapRouting | None = None  # a sampled-routing stage's draws ahead
+
+    def kv_used_at(self, now: float) -> int:
+        """Blocks the lane holds at `now`, as stepping would show them."""
+        return self.kv_used[self.step_at(now)]
 
     def _settle(self) -> None:
         """Allocate the blocks of steps 1..last; the lane is at decode step d0 + last."""
