@@ -9,11 +9,12 @@ steps is drawn in one call (moe/routed_leap.py: the group draws alone from its s
 no step starts at or after a hot-set move or rebalance). Each step then costs what
 `EPGroup._step` computes, with the same operations:
 - compute = host time on top of (the slowest rank's dense part + the routed experts);
-- the dispatch, then the combine, each one coflow on the fabric, then its latency. Only in
-  a co-located run with TP1 ranks is the group the fabric's only user (`EPGroup.allow_leaps`).
-  There each coflow runs alone at its solo rate, ending size / rate after it starts, as
-  the fluid engine computes it (network/flows.py). While a leap is in flight the
-  exchanges' links are leased: a transfer of anyone else starting there raises.
+- the dispatch, then the combine, each one coflow on the fabric, then its latency. In a
+  co-located run without faults, with TP1 ranks, the group is the fabric's only user
+  (MoERuntime.allow_group_leaps): each coflow runs alone at its solo rate, ending
+  size / rate after it starts, as the fluid engine computes it (network/flows.py). While a
+  leap is in flight the exchanges' links are leased: a transfer of anyone else starting
+  there raises.
 Every end stays ≤ 2 × the leap's start, so each timer the clock would have armed lands
 where the leap puts it (Sterbenz, as for a lane's leap). At its end, or at a cut, the leap
 settles the ranks' schedulers, books the coflows in the link ledger (the same records,
