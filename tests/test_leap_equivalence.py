@@ -6,11 +6,14 @@ cost model's, bit for bit."""
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clustersim.catalog.engines import ENGINES
 from clustersim.catalog.hardware import get_hardware
@@ -537,3 +540,61 @@ def test_one_replica_leaps_end_where_the_next_arrival_lands(
     assert counts["leaps"] > 50
     assert counts["announced"] > 50  # the rest: after the last arrival (nothing announced)
     assert counts["cut_short"] == 0
+
+
+MOE_LAYOUTS = {
+    "ep1_dp2": "{tp: 1, dp: 2}",
+    "tp4_ep4": "{tp: 4, ep: 4}",
+    "dp_attention_ep8": "{tp: 1, dp: 8, ep: 8, dp_attention: true}",
+}
+TIGHT_KV = {"ep1_dp2": 0.64, "tp4_ep4": 0.31, "dp_attention_ep8": 0.2}  # memory left to KV
+ROUTINGS = (
+    "{distribution: uniform}",
+    "{distribution: zipf, skew: 1.4, drift_interval_s: 0.3}",
+    "{distribution: dirichlet, concentration: 0.4, drift_interval_s: 0.45}",
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    layout=st.sampled_from(sorted(MOE_LAYOUTS)),
+    routing=st.sampled_from(ROUTINGS),
+    rate=st.floats(1.0, 40.0),
+    tight=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_moe_leaps_equal_steps_on_drawn_experiments(
+    layout: str, routing: str, rate: float, tight: bool, seed: int
+) -> None:
+    """Drawn MoE experiments (layout, routing and its drift, load, little or ample KV room,
+    seed) write the same files leaping and stepping: the fixed cases above, generalised."""
+    text = f"""\
+name: drawn
+seed: {seed}
+model: mixtral-8x7b
+topology: dgx_h100_x1
+layout: {MOE_LAYOUTS[layout]}
+precision: {{weights: fp8, activations: fp8, kv_cache: fp8}}
+serving: {{gpu_memory_utilization: {TIGHT_KV[layout] if tight else 0.9}}}
+experts:
+  routing: {routing}
+  eplb: {{redundant_experts: 8}}
+workload:
+  arrival: {{process: poisson, rate_rps: {rate}}}
+  prompt_tokens: {{dist: lognormal, median: 256, sigma: 0.5, max: 2048}}
+  output_tokens: {{dist: lognormal, median: 96, sigma: 0.7, max: 1024}}
+horizon: {{duration_s: 1.5}}
+"""
+    if layout == "ep1_dp2":  # (no redundant experts without EP)
+        text = text.replace("  eplb: {redundant_experts: 8}\n", "")
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        root = Path(tmp)
+        (root / "drawn.yaml").write_text(text)
+        out = {}
+        for leap in (True, False):
+            patch.setenv("CLUSTERSIM_DECODE_LEAP", "1" if leap else "0")
+            patch.setattr(tp1_lane, "TP1_WORTH_STEPS", 0)
+            patch.setattr(replica, "TP1_WORTH_STEPS", 0)
+            out[leap] = run_files(root / "drawn.yaml", root / str(leap), "drawn")
+    assert out[True].keys() == out[False].keys()
+    assert not [k for k in out[True] if out[True][k] != out[False][k]]
