@@ -11,7 +11,6 @@ import pytest
 from clustersim.catalog.hardware import get_hardware
 from clustersim.catalog.topologies import get_topology
 from clustersim.network.all_to_all import AllToAllPlan
-from clustersim.network.routing import pair_demands
 from clustersim.topology.graph import build_cluster
 
 
@@ -34,8 +33,8 @@ def test_exchanges_of_many_steps_equal_one_step_at_a_time(
     sampled = rng.gamma(0.6, 40.0, size=(12, ranks))
     sampled[3] = 0.0  # a step routing nothing anywhere
     sampled[5, : ranks // 2] = 0.0
-    pairs, many = a2a.low_latency_steps(share, sampled, 7168.0, reverse)
-    demands = pair_demands(pairs, many)
+    pairs, many = a2a.low_latency_transfer(share, sampled, 7168.0, reverse)
+    demands = pairs.demands(many)
     for step in range(len(sampled)):
         one_pairs, one = a2a.low_latency_transfer(share, sampled[step], 7168.0, reverse)
         assert one_pairs is pairs

@@ -197,11 +197,12 @@ class MoELayerCost:
         return n * (1.0 - np.exp(tokens * np.log1p(-hit)))
 
     def layer_s(self, pairs: F64, tokens: float) -> F64:
-        """Seconds of each MoE layer: max over ranks of the rank's GEMM time (shape: layers)."""
+        """Seconds of each MoE layer: max over ranks of the rank's GEMM time. `pairs` is
+        (layers, ranks), or (steps, layers, ranks); the result drops the ranks axis."""
         comp, mem = self._terms(pairs, tokens)
         if self._compute is not None and self._hbm is not None:
             comp, mem = comp / self._compute, mem / self._hbm
-        out: F64 = np.maximum(np.maximum(comp, mem).max(axis=1), self._floor)
+        out: F64 = np.maximum(np.maximum(comp, mem).max(axis=-1), self._floor)
         return out
 
     def step_s(self, pairs: F64, tokens: float) -> float:
@@ -212,13 +213,8 @@ class MoELayerCost:
 
     def steps_s(self, pairs: F64, tokens: float) -> F64:
         """`step_s` of several steps at once, bit for bit: `pairs` is (steps, layers, ranks),
-        the result (steps,) seconds (the same element-wise operations, the max over each
-        layer's ranks and the sum over each step's layers as in one step)."""
+        the result (steps,) seconds (each step's layers summed as one step's are)."""
         if tokens <= 0 or pairs.size == 0:
             return np.zeros(pairs.shape[0])
-        comp, mem = self._terms(pairs, tokens)
-        if self._compute is not None and self._hbm is not None:
-            comp, mem = comp / self._compute, mem / self._hbm
-        layers: F64 = np.maximum(np.maximum(comp, mem).max(axis=2), self._floor)
-        out: F64 = layers.sum(axis=1)
+        out: F64 = self.layer_s(pairs, tokens).sum(axis=1)
         return out

@@ -140,7 +140,7 @@ class EPGroup:
         self.ranks = [DPRank(self, d, self._fresh_scheduler()) for d in range(len(self.rank_gpus))]
         self.epoch = 0  # bumped when a fault stops the group: a step in flight is dropped
         # EP rank i (a GPU of the group, in a2a.gpus order) belongs to DP rank i // tp
-        self.rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
+        self._rank_of_gpu = np.arange(len(a2a.gpus)) // self.tp
         # each DP rank's dense part (a slowed GPU re-prices its rank's: docs/faults.md)
         self.dense = RankDense(cost, len(self.rank_gpus), self._decode_ctx)
         self._copies_version = -1  # MoEGroup.version the cached token copies belong to
@@ -174,14 +174,16 @@ class EPGroup:
             return b.decode_ctx_tokens
         return self.verify.verify_ctx(b.decode_tokens, b.decode_ctx_tokens)
 
-    def _flows(
+    def flows(
         self, batches: Sequence[Batch | None], tokens: Sequence[int], loads: F64
     ) -> tuple[Exchange, Exchange]:
         """Dispatch and combine flows of a step (network/all_to_all.py): normal-kernel pattern
-        when any rank prefills, low-latency pattern for decode-only steps."""
+        when any rank prefills, low-latency pattern for decode-only steps — of several
+        decode-only steps at once too, `loads` (steps, layers, ranks): the bytes then have a
+        row a step (a decode leap's: moe/ep_leap.py)."""
         total = float(sum(tokens))
-        per_gpu = np.asarray(tokens, dtype=np.float64)[self.rank_of_gpu] / self.tp
-        sampled = loads.sum(axis=0)  # pairs per rank, Σ over layers
+        per_gpu = np.asarray(tokens, dtype=np.float64)[self._rank_of_gpu] / self.tp
+        sampled = loads.sum(axis=-2)  # pairs per rank, Σ over layers
         if not any(b is not None and b.prefill_tokens > 0 for b in batches):
             src_share = per_gpu / total
             dispatch = self.a2a.low_latency_transfer(src_share, sampled, self.dispatch_bytes)
@@ -275,7 +277,7 @@ class EPGroup:
         start = env.now
         epoch = self.epoch
         loads = moe.route(start, total)
-        dispatch, combine = self._flows(batches, tokens, loads)
+        dispatch, combine = self.flows(batches, tokens, loads)
         seqs = max(b.num_seqs if b is not None else 0 for b in batches)
         draft_s, draft_share = draft_step(self.verify, batches, total, self.a2a.moe_layers)
         if not self.tbo:

@@ -25,9 +25,9 @@ Not leapt: two-batch overlap, speculative decoding, TP > 1 ranks, prefix caching
 from __future__ import annotations
 
 import heapq
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from operator import truediv
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,7 @@ from clustersim.moe.rank_dense import RankDense
 from clustersim.moe.routed_leap import RoutedLeap
 from clustersim.network.all_to_all import AllToAllPlan
 from clustersim.network.fabric import Fabric
-from clustersim.network.routing import Demand, pair_demands
+from clustersim.network.routing import PairSet
 from clustersim.serving.batch import Batch
 from clustersim.serving.decode_leap import CommittedSteps
 from clustersim.serving.decode_set import DecodeSet
@@ -49,15 +49,8 @@ from clustersim.serving.scheduler import Scheduler
 
 F64 = npt.NDArray[np.float64]
 Booking = tuple[tuple[int, ...], tuple[float, ...], float, float, float]  # ledger.record's
-
-
-class GroupExchange(NamedTuple):
-    """What a DP-attention group's exchanges are made of (EPGroup._flows)."""
-
-    a2a: AllToAllPlan
-    rank_of_gpu: npt.NDArray[np.int64]  # DP rank of each EP rank, in a2a.gpus order
-    tp: int
-    bytes_per_pair: tuple[float, float]  # dispatch, combine
+Exchange = tuple[PairSet, F64]  # routed pairs, bytes per pair (a row a step)
+FlowsOf = Callable[[Sequence[Batch | None], Sequence[int], F64], tuple[Exchange, Exchange]]
 
 
 class RankRun:
@@ -149,22 +142,22 @@ class GroupLeaps:
         cost: StageCostModel,
         dense: RankDense,
         routing: RoutedLeap,
-        exchange: GroupExchange,
+        flows: FlowsOf,
+        a2a: AllToAllPlan,
         fabric: Fabric,
         recorder: Recorder,
     ) -> None:
+        """`flows`: EPGroup.flows, the exchanges of one step or several; `a2a`: their
+        plan (the latency each adds, the links they use)."""
         self.cost = cost
         self.dense = dense
         self.routing = routing
-        self.a2a = exchange.a2a
-        self.rank_of_gpu = exchange.rank_of_gpu  # DP rank of each EP rank (a2a.gpus order)
-        self.tp = exchange.tp
-        self.bytes_per_pair = exchange.bytes_per_pair  # (dispatch, combine)
-        self.extra_latency_s = exchange.a2a.extra_latency_s(1)  # + each path latency (s)
+        self.flows = flows
+        self.extra_latency_s = a2a.extra_latency_s(1)  # + each path latency (s)
         self.links = frozenset(  # the exchanges' links, leased while a leap is in flight
             link
             for reverse in (False, True)
-            for link in exchange.a2a.pair_set(normal=False, reverse=reverse).links.tolist()
+            for link in a2a.pair_set(normal=False, reverse=reverse).links.tolist()
         )
         self.fabric = fabric
         self.recorder = recorder
@@ -208,8 +201,7 @@ class GroupLeaps:
         if k < MIN_LEAP_STEPS or self.routing.blocked(now):
             return None
         leap = GroupLeap(scheds, runs, now)
-        total = sum(tokens)
-        loads = self.routing.draw(total, k)  # `_settle` undoes the draws past `last`
+        loads = self.routing.draw(sum(tokens), k)  # `_settle` undoes the draws past `last`
         leap.routing = self.routing
         self._price(leap, batches, tokens, loads, now, self.routing.until_s())
         if len(leap.ends) < MIN_LEAP_STEPS:
@@ -247,7 +239,8 @@ class GroupLeaps:
         k = _grow(runs, len(loads))  # steps before one would preempt at some rank
         dense = self._dense_run(runs, batches, k).tolist()
         routed = self.routing.group.cost.steps_s(loads[:k], total).tolist()
-        exchanges = self._exchanges(tokens, loads[:k])
+        (dispatch, d_bytes), (combine, c_bytes) = self.flows(batches, tokens, loads[:k])
+        exchanges = list(zip(dispatch.demands(d_bytes), combine.demands(c_bytes), strict=True))
         seqs = max(run.n for run in runs)
         with_host, lat, bw = self.cost.with_host, self.extra_latency_s, self.fabric.flows._bw
         limit = 2.0 * now  # Sterbenz: every end ≤ 2·start keeps the timers exact
@@ -278,23 +271,6 @@ class GroupLeaps:
             if end >= until:
                 break
             t = end
-
-    def _exchanges(
-        self, tokens: Sequence[int], loads: F64
-    ) -> list[tuple[tuple[Demand | None, float], tuple[Demand | None, float]]]:
-        """Each step's (dispatch, combine) demands and path latencies: EPGroup._flows's
-        low-latency pattern, then PairSet.demand, every step at once, bit for bit."""
-        a2a = self.a2a
-        total = float(sum(tokens))
-        per_gpu = np.asarray(tokens, dtype=np.float64)[self.rank_of_gpu] / self.tp
-        src_share = per_gpu / total
-        sampled = loads.sum(axis=1)  # pairs per rank of each step, Σ over layers
-        dispatch_bytes, combine_bytes = self.bytes_per_pair
-        dispatch = pair_demands(*a2a.low_latency_steps(src_share, sampled, dispatch_bytes))
-        combine = pair_demands(
-            *a2a.low_latency_steps(src_share, sampled, combine_bytes, reverse=True)
-        )
-        return list(zip(dispatch, combine, strict=True))
 
 
 def _grow(runs: list[RankRun], k: int) -> int:

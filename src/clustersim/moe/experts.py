@@ -291,6 +291,20 @@ class ExpertLedger:
 
     def record(self, now: float, loads: F64) -> None:
         """Book one step's (layers, ranks) loads at time `now` (s)."""
+        self._book(now, loads, float(loads.max(axis=1).sum()), float(loads.sum()))
+
+    def record_steps(self, starts: Sequence[float], loads: F64) -> None:
+        """Book steps starting at `starts` (s, in order) with (steps, layers, ranks) `loads`:
+        the same floats, added in the same order, as `record` step by step (a decode leap's
+        steps: moe/routed_leap.py); each step's max-rank and total sums taken at once."""
+        maxes = loads.max(axis=2).sum(axis=1).tolist()
+        totals = loads.reshape(len(loads), -1).sum(axis=1).tolist()
+        for i, now in enumerate(starts):
+            self._book(now, loads[i], maxes[i], totals[i])
+
+    def _book(self, now: float, loads: F64, max_rank_sum: float, total: float) -> None:
+        """Add a step's loads at `now` (s), with Σ over layers of its max-rank load and its
+        total (pairs), to the accumulator and its bin's statistics."""
         b = int(now / self.bin_s)
         if b != self._bin:
             self.flush()
@@ -302,33 +316,8 @@ class ExpertLedger:
         stats = self._stats.get(b)
         if stats is None:
             stats = self._stats[b] = [0.0, 0.0]
-        stats[0] += float(loads.max(axis=1).sum())
-        stats[1] += float(loads.sum()) / self.ranks
-
-    def record_steps(self, starts: Sequence[float], loads: F64) -> None:
-        """Book steps starting at `starts` (s, in order) with (steps, layers, ranks) `loads`:
-        the same floats, added in the same order, as `record` step by step (a decode leap's
-        steps: moe/routed_leap.py); each step's max-rank and total sums taken at once."""
-        maxes = loads.max(axis=2).sum(axis=1).tolist()
-        totals = loads.reshape(len(loads), -1).sum(axis=1).tolist()
-        ranks, bin_s = self.ranks, self.bin_s
-        stats: list[float] | None = None
-        for i, now in enumerate(starts):
-            b = int(now / bin_s)
-            if b != self._bin:
-                self.flush()
-                self._bin = b
-                stats = None
-            if self._acc is None:
-                self._acc = loads[i].copy()
-            else:
-                self._acc += loads[i]
-            if stats is None:
-                stats = self._stats.get(b)
-                if stats is None:
-                    stats = self._stats[b] = [0.0, 0.0]
-            stats[0] += maxes[i]
-            stats[1] += totals[i] / ranks
+        stats[0] += max_rank_sum
+        stats[1] += total / self.ranks
 
     def flush(self) -> None:
         """Move the accumulated loads into the current bin's per-expert cells."""

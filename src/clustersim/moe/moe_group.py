@@ -102,12 +102,13 @@ class MoEGroup:
         self._actual_s: F64 = np.zeros(len(ranks))  # Σ expert seconds as run per rank
         if len(self.ranks) > 1:
             traffic.samplers += 1
-        self._refresh(0.0)
+        self.refresh(0.0)
 
     # ------------------------------------------------------------------ routing
 
-    def _refresh(self, now: float) -> None:
-        """Follow hot-set changes: book the window under the old shares, recompute q."""
+    def refresh(self, now: float) -> None:
+        """Follow hot-set changes due by `now` (s; the first thing `route` does): book the
+        window under the old shares, recompute q."""
         self.traffic.advance(now)
         if self.traffic.epoch == self._epoch:
             return
@@ -140,7 +141,7 @@ class MoEGroup:
 
     def route(self, now: float, tokens: int) -> F64:
         """Sample one step's routed pairs per (layer, rank) for `tokens` tokens at `now` (s)."""
-        self._refresh(now)
+        self.refresh(now)
         pairs = tokens * self.top_k
         loads = sample_rank_loads(self.rng, pairs, self.q)
         if pairs > 0:
@@ -148,16 +149,12 @@ class MoEGroup:
             self._pending += pairs
         return loads
 
-    def refresh(self, now: float) -> None:
-        """What `route` does first: follow the hot-set changes due by `now` (s)."""
-        self._refresh(now)
-
     def book_steps(self, starts: Sequence[float], loads: F64, tokens: int) -> None:
         """Book steps of `tokens` tokens routed at `starts` (s) whose (steps, layers, ranks)
         loads were drawn ahead (moe/routed_leap.py), as `route` books the loads it draws."""
         self.ledger.record_steps(starts, loads)
         pairs = tokens * self.top_k
-        for _ in starts:
+        for _ in starts:  # one addition a step, as `route` makes them
             self._pending += pairs
 
     @property
@@ -223,7 +220,7 @@ class MoEGroup:
         """
         assert self.eplb is not None
         self._next_rebalance = (math.floor(now / self._interval) + 1) * self._interval
-        self._refresh(now)  # hot-set changes due by now belong to the next window
+        self.refresh(now)  # hot-set changes due by now belong to the next window
         self._flush_window()
         loads = self._window
         self._window = np.zeros_like(loads)

@@ -23,7 +23,7 @@ from clustersim.model.speculative_cost import LockstepVerify
 from clustersim.model.stage_cost import StageCostModel
 from clustersim.moe.ep_group import DPRank, EPGroup
 from clustersim.moe.ep_layout import EPGroupSpec, EPLayout
-from clustersim.moe.ep_leap import GroupExchange, GroupLeaps
+from clustersim.moe.ep_leap import GroupLeaps
 from clustersim.moe.eplb import ExpertPlacement, linear_placement, rebalance
 from clustersim.moe.experts import (
     ExpertLedger,
@@ -205,14 +205,12 @@ class MoERuntime:
         group = self.ep_group
         if group.tp != 1 or group.tbo or group.verify is not None or not leaping_enabled():
             return
-        exchange = GroupExchange(
-            group.a2a, group.rank_of_gpu, group.tp, (group.dispatch_bytes, group.combine_bytes)
-        )
         leaps = GroupLeaps(
             group.cost,
             group.dense,
             RoutedLeap(group.cost, group.moe),
-            exchange,
+            group.flows,
+            group.a2a,
             self.fabric,
             group.recorder,
         )

@@ -1,5 +1,5 @@
-"""Decode leaps of a sampled-routing stage (moe_group.SampledStageCost): the routing of a
-leap's steps drawn in one vectorised call (serving/decode_leap.py plans the leap).
+"""Decode leaps of a sampled-routing stage (moe/sampled_stage.py SampledStageCost): the
+routing of a leap's steps drawn in one vectorised call (serving/decode_leap.py plans it).
 
 A stepped decode step of such a stage draws its per-(layer, rank) loads at its start
 (`MoEGroup.route`), so its time is random. A leap may still hold a run of them, as far as the

@@ -28,28 +28,15 @@ def sample_rank_loads(rng: np.random.Generator, pairs: int, q: F64) -> F64:
     `pairs` = N = tokens × top_k routed in every layer; `q` (layers, ranks) the probability a
     pair lands on each rank (rows sum to 1). Every returned row sums to N.
     """
-    layers, ranks = q.shape
-    if pairs <= 0:
-        return np.zeros((layers, ranks))
-    if ranks == 1:
-        return np.full((layers, 1), float(pairs))
-    if pairs / ranks < EXACT_MEAN_PAIRS:
-        out: F64 = rng.multinomial(pairs, q).astype(np.float64)
-        return out
-    n = float(pairs)
-    z = rng.standard_normal((layers, ranks)) * np.sqrt(n * q)
-    load = n * q + (z - q * z.sum(axis=1, keepdims=True))
-    if (load < 0).any():
-        np.maximum(load, 0.0, out=load)
-        load *= n / load.sum(axis=1, keepdims=True)
-    return load
+    out: F64 = sample_rank_loads_steps(rng, pairs, q, 1)[0]
+    return out
 
 
 def sample_rank_loads_steps(rng: np.random.Generator, pairs: int, q: F64, steps: int) -> F64:
     """`steps` steps' loads in one call, (steps, layers, ranks): equal, bit for bit and in
-    the stream's state after it, to `steps` calls of `sample_rank_loads(rng, pairs, q)`
-    (numpy fills a draw of several steps in the order of the calls one by one: the
-    multinomial row by row, the normals element by element; the decode leap relies on it)."""
+    the stream's state after it, to `steps` draws of one step (numpy fills a draw of several
+    steps as it fills one after another: the multinomial row by row, the normals element by
+    element; the decode leap relies on it, tests/test_routed_leap.py checks it)."""
     layers, ranks = q.shape
     if pairs <= 0:
         return np.zeros((steps, layers, ranks))

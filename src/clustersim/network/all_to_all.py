@@ -188,23 +188,14 @@ class AllToAllPlan:
     def low_latency_transfer(
         self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
     ) -> tuple[PairSet, F64]:
-        """`flows` as (routed pairs, bytes per pair) for Fabric.transfer_pairs."""
+        """`flows` as (routed pairs, bytes per pair) for Fabric.transfer_pairs. `dst_pairs`
+        (steps, ranks) gives several steps' bytes at once, (steps, pairs): each row the
+        products of that step alone (a decode leap's: moe/ep_leap.py)."""
         # the entries (i, j) of outer(src_share, dst_pairs) * inv * bytes_per_pair, i ≠ j:
         # the same products in the same order, without the (ranks, ranks) matrix
         inv = self._ll_inv_pairs[1 if reverse else 0]
         share = np.asarray(src_share, dtype=np.float64)[self._rows]
-        pairs = np.asarray(dst_pairs, dtype=np.float64)[self._cols]
-        vals = share * pairs * inv * bytes_per_pair
-        return self.pair_set(normal=False, reverse=reverse), vals
-
-    def low_latency_steps(
-        self, src_share: F64, dst_pairs: F64, bytes_per_pair: float, reverse: bool = False
-    ) -> tuple[PairSet, F64]:
-        """`low_latency_transfer` of several steps at once: `dst_pairs` (steps, ranks), the
-        bytes (steps, pairs), each row the same products as one step's."""
-        inv = self._ll_inv_pairs[1 if reverse else 0]
-        share = np.asarray(src_share, dtype=np.float64)[self._rows]
-        pairs = np.asarray(dst_pairs, dtype=np.float64)[:, self._cols]
+        pairs = np.asarray(dst_pairs, dtype=np.float64)[..., self._cols]
         vals = share * pairs * inv * bytes_per_pair
         return self.pair_set(normal=False, reverse=reverse), vals
 

@@ -118,37 +118,31 @@ class PairSet:
         if not moving.any():
             return None, 0.0
         loads = self.loads(np.where(moving, nbytes, 0.0))
+        return self._demand_of(loads), float(self.latency_s[moving].max())
+
+    def demands(self, nbytes: np.ndarray) -> list[tuple[Demand | None, float]]:
+        """`demand` of each row of `nbytes` (steps, pairs), bit for bit: every step's link
+        loads from one bincount (each link's terms of a step added in the same order)."""
+        steps, width = nbytes.shape
+        moving = (nbytes > 0) & self._moving
+        x = np.where(moving, nbytes, 0.0)
+        terms = x[:, self._cols] if self._unit else x[:, self._cols] * self._vals
+        links = len(self.links)
+        bins = self._rows[None, :] + links * np.arange(steps, dtype=np.int64)[:, None]
+        loads = np.bincount(bins.ravel(), weights=terms.ravel(), minlength=steps * links)
+        loads = loads.reshape(steps, links)
+        latency = np.where(moving, self.latency_s, -np.inf).max(axis=1).tolist() if width else []
+        return [
+            (self._demand_of(loads[step]), latency[step]) if any_moving else (None, 0.0)
+            for step, any_moving in enumerate(moving.any(axis=1).tolist())
+        ]
+
+    def _demand_of(self, loads: np.ndarray) -> Demand:
+        """The coflow demand of per-link `loads` (bytes, `links` order; some > 0)."""
         used = loads > 0
         values = loads[used]
         top = float(values.max())
-        demand = (tuple(self.links[used].tolist()), tuple((values / top).tolist()), top)
-        return demand, float(self.latency_s[moving].max())
-
-
-def pair_demands(pairs: PairSet, nbytes: np.ndarray) -> list[tuple[Demand | None, float]]:
-    """`pairs.demand(row)` of each row of `nbytes` (steps, pairs), bit for bit: the link loads
-    of every step from one bincount (each link's terms of a step added in the same order)."""
-    steps, width = nbytes.shape
-    moving = (nbytes > 0) & pairs._moving
-    x = np.where(moving, nbytes, 0.0)
-    terms = x[:, pairs._cols] if pairs._unit else x[:, pairs._cols] * pairs._vals
-    links = len(pairs.links)
-    bins = pairs._rows[None, :] + links * np.arange(steps, dtype=np.int64)[:, None]
-    loads = np.bincount(bins.ravel(), weights=terms.ravel(), minlength=steps * links)
-    loads = loads.reshape(steps, links)
-    latency = np.where(moving, pairs.latency_s, -np.inf).max(axis=1).tolist() if width else []
-    out: list[tuple[Demand | None, float]] = []
-    for step, any_moving in enumerate(moving.any(axis=1).tolist()):
-        if not any_moving:
-            out.append((None, 0.0))
-            continue
-        row = loads[step]
-        used = row > 0
-        values = row[used]
-        top = float(values.max())
-        demand = (tuple(pairs.links[used].tolist()), tuple((values / top).tolist()), top)
-        out.append((demand, latency[step]))
-    return out
+        return tuple(self.links[used].tolist()), tuple((values / top).tolist()), top
 
 
 class RouteCache:

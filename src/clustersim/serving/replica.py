@@ -221,8 +221,7 @@ class Replica(LaneLeaps):
         record = self.recorder.on_iteration
         replica = self.index
         compute_only = self.tp == 1 and type(self)._execute is Replica._execute
-        # when to try leaps: TP1 lanes pause after short ones (not with sampled routing)
-        backoff = LeapBackoff(TP1_WORTH_STEPS if self.tp == 1 and not self._routed else 0)
+        backoff = LeapBackoff(self._leap_worth_steps(TP1_WORTH_STEPS))  # when to try leaps
         while True:
             sched = lane.scheduler
             # _await_batch's first try, inline (no generator a step)

@@ -78,8 +78,7 @@ class TP1Replica(Protocol):
 
     @property
     def costs(self) -> Sequence[StageCost]: ...
-    @property
-    def _routed(self) -> bool: ...
+    def _leap_worth_steps(self, tp1_worth: int) -> int: ...
 
     def _closed_step(self, start: float, compute_s: float, tokens: int) -> float | None: ...
 
@@ -146,10 +145,7 @@ def tp1_lane(replica: TP1Replica, lane: LaneLike) -> Process:
     append_row = recorder.lane_rows.frombytes
     index = replica.index
     tp, group = replica.tp, replica.groups[0]
-    # as the general loop: a step of a sampled-routing stage draws its routing (≈ 40 µs of
-    # numpy) while a leap draws all its steps' at once, so those lanes always leap
-    worth = TP1_WORTH_STEPS if tp == 1 and not replica._routed else 0
-    backoff = LeapBackoff(worth, TP1_MAX_PAUSE)
+    backoff = LeapBackoff(replica._leap_worth_steps(TP1_WORTH_STEPS), TP1_MAX_PAUSE)
     heappop, heappush = heapq.heappop, heapq.heappush
     sched: Scheduler | None = None
     priced: StageCost | None = None  # the stage cost whose cached terms are bound below
